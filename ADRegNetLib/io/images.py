@@ -1,0 +1,342 @@
+r"""Reading, writing, resampling, normalising and checking images (LPS mm, geometry carried along).
+
+Every function here takes or returns an :class:`~ADRegNetLib.io.image.Image`: a (Z, Y, X) numpy
+array together with its :class:`~ADRegNetLib.spatial.geometry.Geometry`. Files are read through
+SimpleITK, so physical positions are ITK/LPS whatever the file format (NIfTI's RAS header is
+converted by ITK on read and on write).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..spatial.geometry import Geometry
+from .image import Image, ImageError, from_sitk, to_sitk
+
+__all__ = [
+    "read_image",
+    "write_image",
+    "read_label_map",
+    "resample_image",
+    "normalize_intensity",
+    "validate_image",
+    "ImageWarning",
+    "MIN_AXIS_VOXELS",
+    "MAX_SPACING_MM",
+    "MAX_ANISOTROPY",
+]
+
+PathLike = Union[str, Path]
+
+#: Smallest voxel count accepted along any axis (a 4-level network halves each axis 4 times).
+MIN_AXIS_VOXELS = 16
+#: Largest voxel size accepted, mm. Larger values almost always mean a header in cm or m.
+MAX_SPACING_MM = 50.0
+#: Largest ratio of the largest to the smallest voxel size accepted.
+MAX_ANISOTROPY = 20.0
+
+_IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
+
+
+class ImageWarning(UserWarning):
+    """An image is usable but probably not what the user meant (e.g. a label map as intensity)."""
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _read_sitk(path: Path) -> sitk.Image:
+    """Read a file or a DICOM series folder with SimpleITK; raise ImageError naming the file."""
+    if not path.exists():
+        raise ImageError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        return _read_dicom_series(path)
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: the file is empty (0 bytes); it was not written completely")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in reason if "ERROR" in line or "Could not" in line or "Unable" in line),
+                      reason[-1].strip() if reason else "unknown reason")
+        raise ImageError(
+            f"{path}: cannot be read as an image ({detail}); supported formats are NIfTI (.nii, .nii.gz), "
+            "NRRD (.nrrd), MetaImage (.mha, .mhd) and DICOM series folders"
+        ) from exc
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as exc:  # pragma: no cover - GDCM failures are rare
+        raise ImageError(f"{folder}: cannot scan the folder for DICOM series ({exc})") from exc
+    if not series_ids:
+        raise ImageError(
+            f"{folder}: is a folder without a DICOM series; give an image file (.nii.gz, .nrrd, .mha) "
+            "or a folder holding the .dcm slices of one series"
+        )
+    # Several series in one folder: take the one with most slices, as a viewer would show first.
+    best = max(series_ids, key=lambda sid: len(reader.GetGDCMSeriesFileNames(str(folder), sid)))
+    files = reader.GetGDCMSeriesFileNames(str(folder), best)
+    if len(series_ids) > 1:
+        warnings.warn(
+            f"{folder}: holds {len(series_ids)} DICOM series; reading {best} ({len(files)} slices)",
+            ImageWarning, stacklevel=3,
+        )
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise ImageError(f"{folder}: the DICOM series {best} cannot be read ({str(exc).strip()[-200:]})") from exc
+
+
+def read_image(path: PathLike, name: Optional[str] = None, dtype=np.float32) -> Image:
+    """Read a 3-D scalar image (NIfTI, NRRD, MetaImage, or a DICOM series folder).
+
+    Args:
+        path: the file, or a folder holding one DICOM series.
+        name: label used in messages; defaults to the file name.
+        dtype: array type on return (float32 for intensities; None keeps the file's type).
+
+    Returns:
+        The image: (Z, Y, X) array, geometry in LPS mm.
+
+    Raises:
+        ImageError: missing, empty or unreadable file, or not a 3-D scalar volume; the message
+            names the file and the reason.
+    """
+    path = Path(path)
+    image = _read_sitk(path)
+    return from_sitk(image, name=name or path.name, dtype=dtype)
+
+
+def read_label_map(path: PathLike, name: Optional[str] = None) -> Image:
+    """Read a label map (segmentation) as an int64 (Z, Y, X) :class:`Image`.
+
+    Raises:
+        ImageError: as :func:`read_image`, or when the voxels are not whole numbers (an
+            intensity image was given where labels were expected).
+    """
+    path = Path(path)
+    image = from_sitk(_read_sitk(path), name=name or path.name, dtype=None)
+    array = image.array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise ImageError(f"{image.name}: label map holds NaN or infinite values")
+        if not np.all(array == np.round(array)):
+            raise ImageError(
+                f"{image.name}: expected a label map (whole numbers), but the voxels have fractional values "
+                "(an intensity image?); give the segmentation file instead"
+            )
+    return Image(array.astype(np.int64), image.geometry, image.name)
+
+
+# ------------------------------------------------------------------------------------------ writing
+def write_image(image: Image, path: PathLike) -> None:
+    """Write an image with its geometry (format from the extension: .nii.gz, .nrrd, .mha, ...).
+
+    Booleans are stored as uint8 and int64 as int32 when the values fit (wider reader support).
+
+    Raises:
+        ImageError: unknown extension, or the file cannot be written.
+    """
+    path = Path(path)
+    if not str(path).lower().endswith(_IMAGE_EXTENSIONS):
+        raise ImageError(f"{path}: unknown image extension; use one of {', '.join(_IMAGE_EXTENSIONS[:5])}")
+    array = image.array
+    dtype = None
+    if array.dtype == np.int64 and array.size and np.iinfo(np.int32).min <= array.min() and array.max() <= np.iinfo(np.int32).max:
+        dtype = np.int32
+    elif array.dtype == np.bool_:
+        dtype = np.uint8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        sitk.WriteImage(to_sitk(image, dtype=dtype), str(path), True)
+    except RuntimeError as exc:
+        raise ImageError(f"{path}: cannot be written ({str(exc).strip().splitlines()[-1]})") from exc
+
+
+# --------------------------------------------------------------------------------------- resampling
+def resample_image(image: Image, geometry: Geometry, mode: str = "linear", default: float = 0.0) -> Image:
+    """Resample ``image`` onto another grid (identity transform: same physical points).
+
+    Args:
+        image: the image to resample.
+        geometry: the output grid (LPS mm).
+        mode: "linear" for intensities (result float32) or "nearest" for labels and masks
+            (result keeps the input dtype).
+        default: value for output voxels whose centre falls outside ``image``.
+
+    Returns:
+        The image on ``geometry``.
+    """
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if mode not in interpolators:
+        raise ValueError(f"mode must be one of {sorted(interpolators)}, got {mode!r}")
+    src = image if mode == "nearest" else Image(image.array.astype(np.float32), image.geometry, image.name)
+    in_dtype = image.array.dtype
+    if mode == "nearest" and in_dtype in (np.int64, np.bool_):
+        src = Image(image.array.astype(np.int32), image.geometry, image.name)
+    out = sitk.Resample(
+        to_sitk(src),
+        [int(s) for s in geometry.size],
+        sitk.Transform(3, sitk.sitkIdentity),
+        interpolators[mode],
+        [float(v) for v in geometry.origin],
+        [float(v) for v in geometry.spacing],
+        [float(v) for v in geometry.direction.reshape(-1)],
+        float(default),
+    )
+    array = sitk.GetArrayFromImage(out)
+    array = array.astype(in_dtype if mode == "nearest" else np.float32, copy=False)
+    return Image(array, geometry, image.name)
+
+
+# -------------------------------------------------------------------------------------- intensities
+def normalize_intensity(image: Image, modality: str = "generic", window: Optional[tuple[float, float]] = None,
+                        percentiles: tuple[float, float] = (1.0, 99.0), mask: Optional[np.ndarray] = None) -> Image:
+    """Map intensities to [0, 1] (float32), clipped.
+
+    * ``"ct"``: a fixed Hounsfield window, by default [-1000, 500] HU (air to dense soft tissue),
+      so that the same tissue gets the same value in both images.
+    * ``"mr"`` / ``"generic"``: robust percentiles (default 1st and 99th, inside ``mask`` when
+      given) map to 0 and 1: MR has no absolute scale.
+
+    Args:
+        image: the image.
+        modality: "ct", "mr" or "generic".
+        window: (low, high) intensities mapped to 0 and 1, overriding the modality default.
+        percentiles: (low, high) percentiles for "mr"/"generic".
+        mask: (Z, Y, X) bool, voxels used to compute percentiles.
+
+    Returns:
+        A float32 image on the same grid with values in [0, 1].
+
+    Raises:
+        ValueError: unknown modality, bad window/percentiles, or a mask of another shape.
+        ImageError: the image (inside the mask) is constant, so it cannot be normalised.
+    """
+    modality = modality.lower()
+    if modality not in ("ct", "mr", "generic"):
+        raise ValueError(f"modality must be 'ct', 'mr' or 'generic', got {modality!r}")
+    data = image.array.astype(np.float32)
+    if window is None:
+        if modality == "ct":
+            window = (-1000.0, 500.0)
+        else:
+            lo_p, hi_p = percentiles
+            if not 0 <= lo_p < hi_p <= 100:
+                raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+            if mask is not None:
+                mask = np.asarray(mask, dtype=bool)
+                if mask.shape != data.shape:
+                    raise ValueError(f"mask shape {mask.shape} does not match image shape {data.shape} (Z, Y, X)")
+                values = data[mask]
+                if values.size == 0:
+                    raise ValueError("mask is empty: no voxel to compute percentiles from")
+            else:
+                values = data.reshape(-1)
+            values = values[np.isfinite(values)]
+            window = tuple(float(v) for v in np.percentile(values, [lo_p, hi_p]))
+    low, high = float(window[0]), float(window[1])
+    if not high > low:
+        raise ImageError(
+            f"{image.name}: intensity window [{low:g}, {high:g}] is empty (the image is constant where it is "
+            "measured); check that the right volume was selected"
+        )
+    out = np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return Image(out, image.geometry, image.name)
+
+
+# ------------------------------------------------------------------------------------------ checking
+_AXES = ("x", "y", "z")
+
+
+def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
+                   min_axis_voxels: int = MIN_AXIS_VOXELS) -> list[str]:
+    """Check that an image can be registered; raise with a clear message when it cannot.
+
+    Checks, in order: finite voxels (no NaN/inf), spacing not absurd (<= ``MAX_SPACING_MM`` and
+    anisotropy <= ``MAX_ANISOTROPY``), enough voxels along each axis, not constant, and not a
+    label map given as an intensity image (only whole numbers with few distinct values).
+    Dimension and vector images are rejected earlier, when converting from SimpleITK.
+
+    Args:
+        image: the image to check.
+        role: "fixed", "moving" (or any word) used in messages.
+        label_like: what to do with an image that looks like a label map: "warn" (emit an
+            :class:`ImageWarning` and return the message), "error" (raise) or "ignore".
+        min_axis_voxels: fewest voxels accepted along any axis.
+
+    Returns:
+        The warning messages (empty when all is well).
+
+    Raises:
+        ImageError: the image cannot be used; the message says why and what to do.
+    """
+    name = f"{role} image '{image.name}'"
+    array = image.array
+    geometry = image.geometry
+    problems: list[str] = []
+
+    if array.dtype == np.bool_:
+        raise ImageError(f"{name} is a binary mask (bool); give the intensity image to register, and the mask separately")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ImageError(
+                f"{name} has {int(bad.sum())} NaN or infinite voxels (of {array.size}); replace them "
+                "(e.g. with the background value) before registering"
+            )
+
+    spacing = geometry.spacing
+    if np.any(spacing > MAX_SPACING_MM):
+        axis = _AXES[int(np.argmax(spacing))]
+        raise ImageError(
+            f"{name} has a voxel size of {spacing.max():g} mm along {axis} (spacing {np.round(spacing, 4).tolist()} mm), "
+            f"more than {MAX_SPACING_MM:g} mm; the header is probably in cm or m: fix the spacing"
+        )
+    ratio = float(spacing.max() / spacing.min())
+    if ratio > MAX_ANISOTROPY:
+        raise ImageError(
+            f"{name} has spacing {np.round(spacing, 4).tolist()} mm, an anisotropy of {ratio:.1f} "
+            f"(largest/smallest voxel size, at most {MAX_ANISOTROPY:g} accepted); check the header, or "
+            "resample the image to a less anisotropic grid"
+        )
+
+    for k, n in enumerate(geometry.size):
+        if n < min_axis_voxels:
+            raise ImageError(
+                f"{name} has only {n} voxels along {_AXES[k]} (size {list(geometry.size)} x, y, z); at least "
+                f"{min_axis_voxels} are needed on every axis: is this a 2-D slice or a thin slab?"
+            )
+
+    finite_min = float(np.min(array))
+    finite_max = float(np.max(array))
+    if finite_max == finite_min:
+        raise ImageError(
+            f"{name} is constant (every voxel is {finite_min:g}); it holds no structure to register: "
+            "check that the right volume was loaded"
+        )
+
+    if label_like != "ignore":
+        # Subsample for speed on large volumes; a label map has few distinct whole numbers.
+        flat = array.reshape(-1)
+        sample = flat[:: max(1, flat.size // 200_000)]
+        whole = np.issubdtype(array.dtype, np.integer) or bool(np.all(sample == np.round(sample)))
+        if whole:
+            n_values = np.unique(sample).size
+            if n_values <= 64:
+                message = (
+                    f"{name} holds only {n_values} distinct whole-number values: it looks like a label map "
+                    "(segmentation), not an intensity image; register the intensity volumes and warp the "
+                    "labels with the result"
+                )
+                if label_like == "error":
+                    raise ImageError(message)
+                warnings.warn(message, ImageWarning, stacklevel=2)
+                problems.append(message)
+    return problems

@@ -1,0 +1,240 @@
+r"""Displacement fields <-> ITK images and transform files, and mapping points through a field.
+
+Convention (DESIGN.md contract): the field ``u`` lives on the **fixed** grid and maps a fixed
+point x (LPS mm) to the matching moving point ``x + u(x)``: the convention of ITK's
+``DisplacementFieldTransform`` and of resampling. Arrays are ``disp_mm``: (3, Z, Y, X), LPS mm,
+(x, y, z) components (a leading batch axis of 1 is accepted).
+
+Outside the field's grid ITK returns zero displacement; within half a voxel of the outermost
+voxel centres it repeats the edge value. :func:`transform_points` does the same, so it agrees
+with SimpleITK's ``TransformPoint`` everywhere, not only inside.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from ..spatial.geometry import Geometry
+
+__all__ = [
+    "TransformFileError",
+    "field_to_sitk",
+    "sitk_to_field",
+    "write_displacement_field",
+    "read_displacement_field",
+    "write_transform",
+    "read_transform",
+    "transform_points",
+]
+
+PathLike = Union[str, Path]
+ArrayLike = Union[np.ndarray, torch.Tensor]
+_IMAGE_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_TRANSFORM_EXTS = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+
+
+class TransformFileError(ValueError):
+    """A transform or displacement file cannot be written or read; the message says why."""
+
+
+def _to_numpy_field(disp_mm: ArrayLike, geometry: Geometry) -> np.ndarray:
+    if isinstance(disp_mm, torch.Tensor):
+        disp_mm = disp_mm.detach().cpu().numpy()
+    arr = np.asarray(disp_mm)
+    if arr.ndim == 5 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 4 or arr.shape[0] != 3:
+        raise ValueError(f"disp_mm must have shape (3, Z, Y, X) (or (1, 3, Z, Y, X)), got {arr.shape}")
+    if tuple(arr.shape[1:]) != geometry.shape:
+        raise ValueError(f"disp_mm grid {tuple(arr.shape[1:])} does not match the geometry {geometry.shape} (Z, Y, X)")
+    return arr
+
+
+def field_to_sitk(disp_mm: ArrayLike, geometry: Geometry, dtype=np.float64) -> sitk.Image:
+    """A displacement field as a SimpleITK vector image (what ``DisplacementFieldTransform`` takes).
+
+    Args:
+        disp_mm: (3, Z, Y, X) or (1, 3, Z, Y, X), LPS mm, (x, y, z) components, on ``geometry``.
+        geometry: the fixed grid.
+        dtype: float64 (needed by ``sitk.DisplacementFieldTransform``) or float32 (smaller files).
+
+    Returns:
+        A 3-D image with 3 components per voxel, geometry copied.
+    """
+    arr = _to_numpy_field(disp_mm, geometry)
+    vec = np.ascontiguousarray(np.moveaxis(arr, 0, -1).astype(dtype))  # (Z, Y, X, 3)
+    image = sitk.GetImageFromArray(vec, isVector=True)
+    geometry.apply_to_sitk(image)
+    return image
+
+
+def sitk_to_field(image: sitk.Image, dtype=np.float64) -> tuple[np.ndarray, Geometry]:
+    """Inverse of :func:`field_to_sitk`: (disp_mm (3, Z, Y, X) LPS mm, geometry).
+
+    Raises:
+        TransformFileError: not a 3-D image with 3 components per voxel.
+    """
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 3:
+        raise TransformFileError(
+            f"a displacement field must be a 3-D image with 3 components per voxel, got a "
+            f"{image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    arr = sitk.GetArrayFromImage(image)  # (Z, Y, X, 3)
+    return np.ascontiguousarray(np.moveaxis(arr, -1, 0).astype(dtype)), Geometry.from_sitk(image)
+
+
+def _suffix_ok(path: Path, exts: tuple[str, ...]) -> bool:
+    return str(path).lower().endswith(exts)
+
+
+def write_displacement_field(disp_mm: ArrayLike, geometry: Geometry, path: PathLike, dtype=np.float32) -> None:
+    """Write the field as an ITK displacement image (.nii.gz, .nii, .nrrd, .mha).
+
+    SimpleITK/ITK/Slicer read it back as a displacement field in LPS (the vector components
+    are written as they are, in ITK's LPS frame).
+    """
+    path = Path(path)
+    if not _suffix_ok(path, _IMAGE_EXTS):
+        raise TransformFileError(f"{path}: a displacement image needs one of {', '.join(_IMAGE_EXTS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(field_to_sitk(disp_mm, geometry, dtype=dtype), str(path), True)
+
+
+def read_displacement_field(path: PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read a displacement image file: (disp_mm (3, Z, Y, X) float64, geometry)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransformFileError(f"{path}: no such displacement field file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise TransformFileError(f"{path}: cannot be read as an image ({str(exc).strip().splitlines()[-1]})") from exc
+    try:
+        return sitk_to_field(image)
+    except TransformFileError as exc:
+        raise TransformFileError(f"{path}: {exc}") from None
+
+
+def write_transform(disp_mm: ArrayLike, geometry: Geometry, path: PathLike) -> None:
+    """Write the field as an ITK transform file (.h5 preferred; .tfm also works but is text).
+
+    The file holds a ``DisplacementFieldTransform`` with a float64 field, readable by
+    SimpleITK, ITK, ANTs and Slicer.
+    """
+    path = Path(path)
+    if not _suffix_ok(path, _TRANSFORM_EXTS[:3]):
+        raise TransformFileError(f"{path}: a transform file needs the extension .h5 (or .hdf5, .tfm)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    transform = sitk.DisplacementFieldTransform(field_to_sitk(disp_mm, geometry, dtype=np.float64))
+    sitk.WriteTransform(transform, str(path))
+
+
+def _fields_in(transform: sitk.Transform) -> list[sitk.Image]:
+    t = transform.Downcast() if hasattr(transform, "Downcast") else transform
+    if isinstance(t, sitk.DisplacementFieldTransform):
+        return [t.GetDisplacementField()]
+    if isinstance(t, sitk.CompositeTransform):
+        out = []
+        for k in range(t.GetNumberOfTransforms()):
+            out.extend(_fields_in(t.GetNthTransform(k)))
+        return out
+    return []
+
+
+def read_transform(path: PathLike, geometry: Optional[Geometry] = None) -> tuple[np.ndarray, Geometry]:
+    """Read a transform or displacement file as a displacement field on a grid.
+
+    * A displacement image (.nii.gz, .nrrd, .mha): returned as stored.
+    * A transform file holding one ``DisplacementFieldTransform`` (possibly wrapped in a
+      composite transform): its field.
+    * Any other transform (a composite of affine and field transforms, a pure affine): sampled
+      into a displacement field on ``geometry`` (or, when not given, on the grid of the first
+      displacement field inside the file) with ``sitk.TransformToDisplacementField``.
+
+    Returns:
+        (disp_mm (3, Z, Y, X) float64 LPS mm, geometry).
+
+    Raises:
+        TransformFileError: missing/unreadable file, or a transform without any grid and no
+            ``geometry`` given.
+    """
+    path = Path(path)
+    if _suffix_ok(path, _IMAGE_EXTS):
+        return read_displacement_field(path)
+    if not path.is_file():
+        raise TransformFileError(f"{path}: no such transform file")
+    try:
+        transform = sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        raise TransformFileError(
+            f"{path}: cannot be read as an ITK transform ({str(exc).strip().splitlines()[-1][:200]})"
+        ) from exc
+    t = transform.Downcast()
+    if isinstance(t, sitk.CompositeTransform) and t.GetNumberOfTransforms() == 1:
+        t = t.GetNthTransform(0).Downcast()
+    if isinstance(t, sitk.DisplacementFieldTransform) and geometry is None:
+        return sitk_to_field(t.GetDisplacementField())
+    if geometry is None:
+        fields = _fields_in(t)
+        if not fields:
+            raise TransformFileError(
+                f"{path}: holds a {t.GetName()} with no displacement field grid; pass geometry= (the fixed image "
+                "grid) to sample it"
+            )
+        geometry = Geometry.from_sitk(fields[0])
+    field = sitk.TransformToDisplacementField(
+        t, sitk.sitkVectorFloat64, [int(s) for s in geometry.size], [float(v) for v in geometry.origin],
+        [float(v) for v in geometry.spacing], [float(v) for v in geometry.direction.reshape(-1)],
+    )
+    return sitk_to_field(field)
+
+
+def transform_points(disp_mm: ArrayLike, geometry: Geometry, points_lps: ArrayLike) -> ArrayLike:
+    """Map points through the field: ``x + u(x)`` with trilinear interpolation of u (torch).
+
+    Matches ITK's ``DisplacementFieldTransform.TransformPoint``: zero displacement outside the
+    grid, edge values within half a voxel beyond the outermost voxel centres. Differentiable
+    in ``disp_mm`` and ``points_lps`` when they are tensors.
+
+    Args:
+        disp_mm: (3, Z, Y, X) or (1, 3, Z, Y, X), LPS mm, (x, y, z) components, on ``geometry``.
+        geometry: the field's (fixed) grid.
+        points_lps: (K, 3) fixed points, LPS mm.
+
+    Returns:
+        (K, 3) moving points, LPS mm; a tensor if ``points_lps`` is one (dtype/device of the
+        field when it is a floating tensor, else float64), else a float64 numpy array.
+    """
+    return_numpy = not isinstance(points_lps, torch.Tensor)
+    if isinstance(disp_mm, torch.Tensor) and disp_mm.is_floating_point():
+        field = disp_mm
+    else:
+        field = torch.as_tensor(np.asarray(disp_mm), dtype=torch.float64)
+    if field.ndim == 4:
+        field = field.unsqueeze(0)
+    if field.ndim != 5 or field.shape[:2] != (1, 3):
+        raise ValueError(f"disp_mm must have shape (3, Z, Y, X) or (1, 3, Z, Y, X), got {tuple(field.shape)}")
+    if tuple(field.shape[2:]) != geometry.shape:
+        raise ValueError(f"disp_mm grid {tuple(field.shape[2:])} does not match the geometry {geometry.shape} (Z, Y, X)")
+    pts = torch.as_tensor(points_lps).to(dtype=field.dtype, device=field.device)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points_lps must be (K, 3) LPS mm points, got shape {tuple(pts.shape)}")
+    a, b = geometry.physical_to_normalized_affine()
+    a_t = torch.as_tensor(a, dtype=field.dtype, device=field.device)
+    b_t = torch.as_tensor(b, dtype=field.dtype, device=field.device)
+    norm = pts @ a_t.T + b_t  # (K, 3) grid_sample coordinates (x, y, z)
+    sampled = F.grid_sample(field, norm.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                            align_corners=True)  # (1, 3, 1, 1, K)
+    u = sampled.view(3, -1).T
+    # Inside ITK's buffer: continuous index in [-0.5, size - 0.5] on every axis.
+    inv = torch.as_tensor(np.linalg.inv(geometry.index_to_physical_matrix), dtype=field.dtype, device=field.device)
+    index = (pts - torch.as_tensor(geometry.origin, dtype=field.dtype, device=field.device)) @ inv.T
+    size = torch.as_tensor(geometry.size, dtype=field.dtype, device=field.device)
+    inside = ((index >= -0.5) & (index <= size - 0.5)).all(dim=1, keepdim=True)
+    out = pts + u * inside.to(u.dtype)
+    return out.detach().cpu().numpy() if return_numpy else out
