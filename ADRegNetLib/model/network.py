@@ -1,0 +1,221 @@
+r"""AD-RegNet: attention-driven U-Net that predicts a (diffeomorphic) displacement between two images.
+
+After "Attention-Driven Framework for Non-Rigid Medical Image Registration" (AD-RegNet). This is our
+own implementation of the ideas described there:
+
+1. **Shared-weight encoder** (a 3-D U-Net encoder applied to moving and fixed separately).
+2. **Bidirectional cross-attention** between moving and fixed features at the
+   ``cross_attention_levels`` coarsest levels (full attention where a level holds at most
+   ``full_attention_max_tokens`` voxels, windowed attention above; see :mod:`.attention`).
+3. **Regional adaptive attention**: learned spatial gates on the skip connections
+   (:class:`.attention.RegionalAttentionGate`); the latest maps are in ``model.attention_maps``.
+4. **Multi-resolution field synthesis**: a flow head at the bottleneck and at every decoder level;
+   each level adds a residual to the upsampled field of the coarser level (coarse to fine).
+5. **Diffeomorphic mode** (default): the synthesised field is a stationary velocity, upsampled to
+   the input grid and integrated there by scaling and squaring (``spatial.integrate_velocity``).
+
+Each part can be switched off in :class:`ADRegNetConfig` for ablations (``cross_attention``,
+``regional_attention``, ``multires``, ``diffeomorphic``); a switched-off part has no module and no
+parameters.
+
+Units: inputs (N, 1, D, H, W) in [0, 1] on the same grid; all fields are normalised ``grid_sample``
+flows (N, 3, D, H, W), (x, y, z) channels, ``align_corners=True`` (see ``spatial.flow``), so they
+can be resized between resolutions without rescaling. The network runs at the input size divided
+by ``input_downsample`` (rounded to a multiple of 2^(levels-1)) and the field is upsampled back.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spatial.transforms import integrate_velocity, resize_flow
+from .attention import BidirectionalCrossAttention, RegionalAttentionGate
+from .blocks import ConvBlock, DownBlock, FlowHead
+
+__all__ = ["ADRegNetConfig", "ADRegNet"]
+
+
+@dataclass
+class ADRegNetConfig:
+    """Architecture settings (saved with the weights).
+
+    Attributes:
+        channels: encoder channels per level, finest first; len = number of levels (>= 2).
+        decoder_channels: decoder channels per level below the bottleneck, coarsest first
+            (len = len(channels) - 1).
+        input_downsample: the network works at the input size / this (field upsampled back).
+        cross_attention: bidirectional cross-attention on/off.
+        cross_attention_levels: how many of the coarsest levels get cross-attention.
+        attention_heads: heads of the cross-attention.
+        full_attention_max_tokens: above this many voxels per level, windowed attention.
+        attention_window: window edge (voxels) of windowed attention.
+        regional_attention: spatial gates on skip connections on/off.
+        multires: flow heads at every decoder level (coarse-to-fine residuals) on/off; off = one
+            head at the finest level.
+        diffeomorphic: integrate a stationary velocity (scaling and squaring) on/off.
+        integration_steps: scaling-and-squaring steps.
+    """
+
+    channels: tuple[int, ...] = (16, 32, 32, 64)
+    decoder_channels: tuple[int, ...] = (32, 32, 16)
+    input_downsample: int = 2
+    cross_attention: bool = True
+    cross_attention_levels: int = 2
+    attention_heads: int = 4
+    full_attention_max_tokens: int = 1728
+    attention_window: int = 4
+    regional_attention: bool = True
+    multires: bool = True
+    diffeomorphic: bool = True
+    integration_steps: int = 7
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        if len(self.channels) < 2:
+            raise ValueError(f"channels needs >= 2 levels, got {self.channels}")
+        if len(self.decoder_channels) != len(self.channels) - 1:
+            raise ValueError(f"decoder_channels needs len(channels) - 1 = {len(self.channels) - 1} entries, "
+                             f"got {self.decoder_channels}")
+        if self.input_downsample < 1:
+            raise ValueError(f"input_downsample must be >= 1, got {self.input_downsample}")
+        if not 0 <= self.cross_attention_levels <= len(self.channels):
+            raise ValueError(f"cross_attention_levels must be in [0, {len(self.channels)}], got {self.cross_attention_levels}")
+        for level in range(len(self.channels) - self.cross_attention_levels, len(self.channels)):
+            if self.cross_attention and self.channels[level] % self.attention_heads:
+                raise ValueError(f"channels[{level}] = {self.channels[level]} must be divisible by "
+                                 f"attention_heads = {self.attention_heads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["decoder_channels"] = list(self.decoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ADRegNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown AD-RegNet config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+class ADRegNet(nn.Module):
+    """The AD-RegNet registration network (see the module docstring).
+
+    Args:
+        config: architecture settings; defaults to :class:`ADRegNetConfig` ().
+    """
+
+    def __init__(self, config: ADRegNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ADRegNetConfig()
+        ch = config.channels
+        n_levels = len(ch)
+        self.encoder = nn.ModuleList([ConvBlock(1, ch[0])] + [DownBlock(ch[i - 1], ch[i]) for i in range(1, n_levels)])
+        self.cross = nn.ModuleDict()
+        if config.cross_attention:
+            for level in range(n_levels - config.cross_attention_levels, n_levels):
+                self.cross[str(level)] = BidirectionalCrossAttention(
+                    ch[level], config.attention_heads, config.full_attention_max_tokens, config.attention_window)
+        # Fusion of moving and fixed features at every level (skip connections and bottleneck).
+        self.fuse = nn.ModuleList([nn.Sequential(nn.Conv3d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2)) for c in ch])
+        self.bottleneck = ConvBlock(ch[-1], ch[-1])
+        self.gates = nn.ModuleDict()
+        self.decoder = nn.ModuleDict()
+        in_ch = ch[-1]
+        for i, level in enumerate(range(n_levels - 2, -1, -1)):
+            out_ch = config.decoder_channels[i]
+            if config.regional_attention:
+                self.gates[str(level)] = RegionalAttentionGate(ch[level], in_ch, inner_channels=max(8, ch[level] // 2))
+            self.decoder[str(level)] = ConvBlock(in_ch + ch[level], out_ch)
+            in_ch = out_ch
+        self.heads = nn.ModuleDict()
+        if config.multires:
+            self.heads[str(n_levels - 1)] = FlowHead(ch[-1])
+            for i, level in enumerate(range(n_levels - 2, -1, -1)):
+                self.heads[str(level)] = FlowHead(config.decoder_channels[i])
+        else:
+            self.heads["0"] = FlowHead(config.decoder_channels[-1])
+        #: latest attention maps (N, 1, d, h, w), detached, by name; filled by ``forward``.
+        self.attention_maps: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------------------ helpers
+    def network_shape(self, shape_zyx: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Internal grid (D, H, W) for an input grid: size / input_downsample rounded to a multiple of 2^(levels-1)."""
+        m = 2 ** (len(self.config.channels) - 1)
+        return tuple(max(m, int(round(s / self.config.input_downsample / m)) * m) for s in shape_zyx)
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict[str, Any]:
+        """Predict the field that aligns ``moving`` to ``fixed``.
+
+        Args:
+            fixed: (N, 1, D, H, W) fixed image in [0, 1].
+            moving: (N, 1, D, H, W) moving image in [0, 1], same grid.
+
+        Returns:
+            dict with
+            ``flow_norm``: (N, 3, D, H, W) normalised (x, y, z) displacement on the input grid
+            (fixed x -> moving x + u(x); warp with ``spatial.warp_norm(moving, flow_norm)``);
+            ``velocity_norm``: (N, 3, D, H, W) stationary velocity (None unless diffeomorphic);
+            ``levels``: list of per-level fields (velocity or flow) at their own resolution,
+            coarse to fine; ``attention_maps``: dict of (N, 1, d, h, w) maps.
+        """
+        if fixed.ndim != 5 or fixed.shape[1] != 1 or fixed.shape != moving.shape:
+            raise ValueError("fixed and moving must both be (N, 1, D, H, W) on the same grid, got "
+                             f"{tuple(fixed.shape)} and {tuple(moving.shape)}")
+        cfg = self.config
+        n = fixed.shape[0]
+        shape = tuple(fixed.shape[2:])
+        net_shape = self.network_shape(shape)
+        x = torch.cat([moving, fixed], dim=0)
+        if net_shape != shape:
+            x = F.interpolate(x, size=net_shape, mode="trilinear", align_corners=True)
+        maps: dict[str, torch.Tensor] = {}
+        feats = []
+        for block in self.encoder:
+            x = block(x)
+            feats.append(x)
+        fused = []
+        for level, f in enumerate(feats):
+            m_feat, f_feat = f[:n], f[n:]
+            if str(level) in self.cross:
+                m_feat, f_feat = self.cross[str(level)](m_feat, f_feat)
+                for key, val in self.cross[str(level)].last_maps.items():
+                    maps[f"cross_{key}_L{level}"] = val
+            fused.append(self.fuse[level](torch.cat([m_feat, f_feat], dim=1)))
+        n_levels = len(cfg.channels)
+        y = self.bottleneck(fused[-1])
+        levels = []
+        field = None
+        if str(n_levels - 1) in self.heads:
+            field = self.heads[str(n_levels - 1)](y)
+            levels.append(field)
+        for level in range(n_levels - 2, -1, -1):
+            up = F.interpolate(y, size=fused[level].shape[2:], mode="trilinear", align_corners=True)
+            skip = fused[level]
+            if str(level) in self.gates:
+                skip = self.gates[str(level)](skip, up)
+                maps[f"gate_L{level}"] = self.gates[str(level)].last_map
+            y = self.decoder[str(level)](torch.cat([up, skip], dim=1))
+            if str(level) in self.heads:
+                residual = self.heads[str(level)](y)
+                field = residual if field is None else resize_flow(field, tuple(y.shape[2:])) + residual
+                levels.append(field)
+        field = resize_flow(field, shape)
+        if cfg.diffeomorphic:
+            velocity = field
+            flow = integrate_velocity(velocity, cfg.integration_steps)
+        else:
+            velocity = None
+            flow = field
+        self.attention_maps = maps
+        return {"flow_norm": flow, "velocity_norm": velocity, "levels": levels, "attention_maps": maps}
+
+    def extra_repr(self) -> str:
+        return f"config={self.config}"
