@@ -265,7 +265,7 @@ def read_fcsv(path: PathLike) -> np.ndarray:
             body = stripped.lstrip("#").strip()
             key, sep, value = body.partition("=")
             if sep and key.strip().lower() == "coordinatesystem":
-                system = _parse_coordinate_system(value, f"{path}, line {lineno}")
+                system = _parse_coordinate_system(value.strip(), f"{path}, line {lineno}")
             elif sep and key.strip().lower() == "columns":
                 columns = [c.strip().lower() for c in value.split(",")]
             continue
