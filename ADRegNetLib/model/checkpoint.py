@@ -82,7 +82,7 @@ def save_model(model: ADRegNet, path: str | os.PathLike, extra: dict[str, Any] |
     from .. import __version__
 
     metadata = {"saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "adregnet_version": __version__, "torch_version": torch.__version__,
+                "adregnet_version": __version__, "torch_version": str(torch.__version__),
                 "parameters": int(sum(p.numel() for p in model.parameters()))}
     metadata.update(extra or {})
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
