@@ -1,0 +1,142 @@
+r"""The Jacobian determinant as a scalar volume with its own diverging color table.
+
+det(d(x + u)/dx) on the fixed grid: 1 keeps volume, < 1 compresses (blue), > 1 expands (red),
+white at exactly 1, and folding (det <= 0) in a colour that stands out (bright green).
+
+Scalar volume display maps ``[level - window/2, level + window/2]`` linearly onto the color
+table's entries and clamps outside. With the window [0, 2] and 256 entries each entry spans
+1/128: entry 0 holds every value below 1/128 (all folds, det <= 0, and the near-singular
+compressions just above 0) and gets the fold colour; entry 128 (values in [1, 1 + 1/128)) is
+white.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ADRegNetLib.io.image import Image
+
+from .geometry import volume_node_from_image
+
+__all__ = [
+    "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "FOLD_RGB", "NUMBER_OF_COLORS",
+    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "show_jacobian_overlay",
+    "set_overlay_opacity",
+]
+
+NUMBER_OF_COLORS = 256
+JACOBIAN_WINDOW = 2.0
+JACOBIAN_LEVEL = 1.0
+JACOBIAN_COLOR_NAME = "ADRegNet Jacobian"
+FOLD_RGB = (0.0, 1.0, 0.0)
+COMPRESSION_RGB = (0.02, 0.19, 0.75)  # deep blue at det -> 0
+EXPANSION_RGB = (0.75, 0.05, 0.05)  # deep red at det -> 2
+
+
+def jacobian_colors(number_of_colors: int = NUMBER_OF_COLORS) -> np.ndarray:
+    """(N, 4) RGBA in [0, 1]: fold colour, blue -> white ramp, white at entry N/2, white -> red ramp.
+
+    Entry k covers det in [k, k + 1) * 2 / N for the display window [0, 2].
+    """
+    n = int(number_of_colors)
+    if n < 8 or n % 2:
+        raise ValueError(f"number_of_colors must be an even number >= 8, got {n}")
+    colors = np.ones((n, 4))
+    centre = n // 2
+    white = np.ones(3)
+    for k in range(1, n):
+        if k < centre:
+            t = (centre - k) / (centre - 1)  # 1 at entry 1, 0 at the centre
+            colors[k, :3] = white + t * (np.asarray(COMPRESSION_RGB) - white)
+        elif k > centre:
+            t = (k - centre) / (n - 1 - centre)
+            colors[k, :3] = white + t * (np.asarray(EXPANSION_RGB) - white)
+    colors[0, :3] = FOLD_RGB
+    return colors
+
+
+def jacobian_color_node(scene, name: str = JACOBIAN_COLOR_NAME):
+    """The module's Jacobian color table node: reused if already in the scene, else created."""
+    nodes = scene.GetNodesByClassByName("vtkMRMLColorTableNode", name)
+    if nodes.GetNumberOfItems() > 0:
+        return nodes.GetItemAsObject(0)
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(NUMBER_OF_COLORS)
+    node.SetNamesInitialised(True)
+    colors = jacobian_colors(NUMBER_OF_COLORS)
+    for k in range(NUMBER_OF_COLORS):
+        det_low = k * JACOBIAN_WINDOW / NUMBER_OF_COLORS
+        label = "folding" if k == 0 else f"det {det_low:.3f}"
+        node.SetColor(k, label, *[float(v) for v in colors[k]])
+    node.GetLookupTable().SetRange(JACOBIAN_LEVEL - JACOBIAN_WINDOW / 2, JACOBIAN_LEVEL + JACOBIAN_WINDOW / 2)
+    node.SetAttribute("ADRegNet.role", "jacobian-colors")
+    return node
+
+
+def configure_jacobian_display(volume_node, color_node) -> None:
+    """Set the Jacobian volume's display: its color table, fixed window [0, 2], no threshold."""
+    display = volume_node.GetDisplayNode()
+    if display is None:
+        volume_node.CreateDefaultDisplayNodes()
+        display = volume_node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(color_node.GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(JACOBIAN_WINDOW, JACOBIAN_LEVEL)
+    display.AutoThresholdOff()
+    display.ApplyThresholdOff()
+    display.SetInterpolate(False)  # show the values per voxel, as computed
+
+
+def jacobian_volume_node(scene, jacobian: Image, name: str = "ADRegNet Jacobian", node=None):
+    """Put the Jacobian determinant (on the fixed grid) in the scene with the Jacobian colors.
+
+    Args:
+        scene: vtkMRMLScene.
+        jacobian: det(d(x + u)/dx), (Z, Y, X) float32 on the fixed geometry (LPS).
+        name: name of a new node (made unique).
+        node: existing scalar volume node to overwrite (chosen by the user as output).
+
+    Returns:
+        The scalar volume node.
+    """
+    image = Image(jacobian.array.astype(np.float32, copy=False), jacobian.geometry, jacobian.name)
+    node = volume_node_from_image(scene, image, name=name, node=node)
+    node.SetAttribute("ADRegNet.role", "jacobian")
+    configure_jacobian_display(node, jacobian_color_node(scene))
+    return node
+
+
+def show_jacobian_overlay(scene, jacobian_node, background_node=None, opacity: float = 0.5) -> int:
+    """Show the Jacobian as the foreground layer of every slice view (composite nodes in the scene).
+
+    Args:
+        scene: vtkMRMLScene.
+        jacobian_node: the Jacobian volume node.
+        background_node: volume to show underneath (usually the fixed volume), or None to keep.
+        opacity: foreground opacity in [0, 1].
+
+    Returns:
+        How many slice composite nodes were set (0 without slice views, e.g. headless).
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(i)
+        if background_node is not None:
+            composite.SetBackgroundVolumeID(background_node.GetID())
+        composite.SetForegroundVolumeID(jacobian_node.GetID())
+        composite.SetForegroundOpacity(opacity)
+    return composites.GetNumberOfItems()
+
+
+def set_overlay_opacity(scene, opacity: float) -> int:
+    """Set the foreground opacity of every slice composite node; returns how many were set."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        composites.GetItemAsObject(i).SetForegroundOpacity(opacity)
+    return composites.GetNumberOfItems()

@@ -1,0 +1,163 @@
+r"""Markups point lists <-> (K, 3) LPS arrays, landmark pair labels, and the TRE table node.
+
+Pairs match by order: control point k of the fixed list pairs with control point k of the moving
+list. Positions are read in world coordinates (so a point list under a transform is read where it
+is shown).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .geometry import points_lps_to_ras, points_ras_to_lps
+
+__all__ = [
+    "LandmarkError", "points_lps_from_markups", "markups_labels", "markups_node_from_points",
+    "check_landmark_pairs", "pair_labels", "next_pair_label", "tre_table_node", "TRE_COLUMNS",
+]
+
+TRE_COLUMNS = ("label", "before_mm", "after_mm")
+SUMMARY_LABELS = ("mean", "std", "max")
+
+
+class LandmarkError(ValueError):
+    """Landmark lists that cannot be used; the message says why and what to do."""
+
+
+def points_lps_from_markups(node) -> np.ndarray:
+    """(K, 3) LPS mm world positions of a markups node's control points (K may be 0)."""
+    if node is None:
+        return np.zeros((0, 3))
+    count = node.GetNumberOfControlPoints()
+    ras = np.zeros((count, 3))
+    for k in range(count):
+        node.GetNthControlPointPositionWorld(k, ras[k])
+    return points_ras_to_lps(ras)
+
+
+def markups_labels(node) -> list[str]:
+    """Control point labels of a markups node, in order."""
+    return [node.GetNthControlPointLabel(k) for k in range(node.GetNumberOfControlPoints())]
+
+
+def markups_node_from_points(scene, points_lps: np.ndarray, name: str, labels: Optional[Sequence[str]] = None,
+                             node=None):
+    """Create (or fill) a point list node with (K, 3) LPS mm points, labelled ``labels``."""
+    pts = np.asarray(points_lps, dtype=np.float64).reshape(-1, 3)
+    if labels is not None and len(labels) != len(pts):
+        raise LandmarkError(f"got {len(labels)} labels for {len(pts)} points")
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(name))
+    node.RemoveAllControlPoints()
+    for k, p in enumerate(points_lps_to_ras(pts)):
+        index = node.AddControlPoint(float(p[0]), float(p[1]), float(p[2]))
+        if labels is not None:
+            node.SetNthControlPointLabel(index, str(labels[k]))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def check_landmark_pairs(fixed_node, moving_node) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Read paired landmarks; both lists or neither.
+
+    Returns:
+        (fixed (K, 3), moving (K, 3)) LPS mm, or (None, None) when no landmarks are given.
+
+    Raises:
+        LandmarkError: one list missing or empty, or the counts differ.
+    """
+    if fixed_node is None and moving_node is None:
+        return None, None
+    if fixed_node is None or moving_node is None:
+        given, missing = ("fixed", "moving") if moving_node is None else ("moving", "fixed")
+        raise LandmarkError(
+            f"{given} landmarks are set but {missing} landmarks are not: select both point lists "
+            "(pairs match by order) or neither"
+        )
+    fixed = points_lps_from_markups(fixed_node)
+    moving = points_lps_from_markups(moving_node)
+    if len(fixed) != len(moving):
+        raise LandmarkError(
+            f"landmark counts differ: fixed '{fixed_node.GetName()}' has {len(fixed)} points, moving "
+            f"'{moving_node.GetName()}' has {len(moving)}; every fixed point needs its moving partner "
+            "(pairs match by order)"
+        )
+    if len(fixed) == 0:
+        return None, None
+    return fixed, moving
+
+
+def pair_labels(fixed_node, moving_node=None) -> list[str]:
+    """Labels naming each pair: the fixed point's label (or "F-k"), with the moving label when it differs."""
+    fixed = markups_labels(fixed_node) if fixed_node is not None else []
+    moving = markups_labels(moving_node) if moving_node is not None else []
+    labels = []
+    for k in range(max(len(fixed), len(moving))):
+        f = fixed[k] if k < len(fixed) and fixed[k] else f"P-{k + 1}"
+        m = moving[k] if k < len(moving) else f
+        labels.append(f if not m or m == f else f"{f} / {m}")
+    return labels
+
+
+def next_pair_label(fixed_node, prefix: str = "P") -> str:
+    """Label for the next landmark pair: ``P-<n>`` with n one past the number of fixed points."""
+    count = fixed_node.GetNumberOfControlPoints() if fixed_node is not None else 0
+    return f"{prefix}-{count + 1}"
+
+
+def tre_table_node(scene, labels: Sequence[str], before_mm: np.ndarray, after_mm: np.ndarray,
+                   name: str = "ADRegNet TRE", node=None):
+    """A table of target registration errors per pair plus mean, std and max rows.
+
+    Args:
+        scene: vtkMRMLScene.
+        labels: K pair labels.
+        before_mm: (K,) distance |moving - fixed| before registration, mm.
+        after_mm: (K,) distance |x + u(x) - moving| after registration, mm.
+        name: name of a new node.
+        node: existing vtkMRMLTableNode to overwrite.
+
+    Returns:
+        vtkMRMLTableNode with columns label, before_mm, after_mm and K + 3 rows.
+    """
+    import vtk
+
+    before = np.asarray(before_mm, dtype=np.float64).reshape(-1)
+    after = np.asarray(after_mm, dtype=np.float64).reshape(-1)
+    if not (len(labels) == len(before) == len(after)):
+        raise LandmarkError(
+            f"TRE table needs one label, one before and one after value per pair; got {len(labels)} labels, "
+            f"{len(before)} before and {len(after)} after values"
+        )
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    node.RemoveAllColumns()
+    table = node.GetTable()
+    label_col = vtk.vtkStringArray()
+    label_col.SetName(TRE_COLUMNS[0])
+    before_col = vtk.vtkDoubleArray()
+    before_col.SetName(TRE_COLUMNS[1])
+    after_col = vtk.vtkDoubleArray()
+    after_col.SetName(TRE_COLUMNS[2])
+    summary = []
+    if len(before):
+        summary = [("mean", before.mean(), after.mean()), ("std", before.std(), after.std()),
+                   ("max", before.max(), after.max())]
+    rows = [(str(lbl), b, a) for lbl, b, a in zip(labels, before, after)] + summary
+    for lbl, b, a in rows:
+        label_col.InsertNextValue(lbl)
+        before_col.InsertNextValue(float(b))
+        after_col.InsertNextValue(float(a))
+    table.AddColumn(label_col)
+    table.AddColumn(before_col)
+    table.AddColumn(after_col)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    node.SetColumnUnitLabel(TRE_COLUMNS[1], "mm")
+    node.SetColumnUnitLabel(TRE_COLUMNS[2], "mm")
+    node.SetColumnDescription(TRE_COLUMNS[1], "target registration error before registration")
+    node.SetColumnDescription(TRE_COLUMNS[2], "target registration error after registration")
+    node.SetAttribute("ADRegNet.role", "tre")
+    node.Modified()
+    return node
