@@ -199,7 +199,7 @@ def read_markups_json(path: PathLike) -> np.ndarray:
             raise LandmarkError(f"{path}: control point {k} position must be 3 numbers, got {position!r}")
         try:
             xyz = [float(v) for v in position]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise LandmarkError(f"{path}: control point {k} position is not numeric: {position!r}") from None
         if not all(math.isfinite(v) for v in xyz):
             raise LandmarkError(f"{path}: control point {k} position is not finite: {position!r}")
