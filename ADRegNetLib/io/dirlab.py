@@ -3,8 +3,9 @@ r"""DIR-Lab 4DCT loader: raw ``.img`` volumes and the 300 expert landmarks of th
 DIR-Lab (Castillo et al., Phys. Med. Biol. 54:1849-1870, 2009; Castillo et al., Phys. Med.
 Biol. 55:305-327, 2010; https://med.emory.edu/departments/radiation-oncology/research-laboratories/
 deformable-image-registration/) publishes ten thoracic 4DCT cases. The image sizes and voxel
-spacings below are the published figures (the DIR-Lab reference-data tables, repeated in the
-loaders of e.g. the IDIR code of Wolterink et al., MIDL 2022):
+spacings below are the figures of the DIR-Lab reference-data tables. The DIR-Lab pages could not
+be opened while writing this; the table was checked against the copies of it in public DIR-Lab
+loaders (the IDIR code of Wolterink et al., MIDL 2022, and others), which all agree:
 
 =====  ===============  ================
 case   size (x, y, z)   spacing (mm)

@@ -239,3 +239,18 @@ def test_pairs_outside_suggests_ras():
 
 def test_parse_dirlab_text_returns_zero_based():
     np.testing.assert_array_equal(parse_dirlab_text("1 2 3\n"), [[0, 1, 2]])
+
+
+def test_real_landmarks_against_real_image(shared_data):
+    """49 of the 100 elastix landmarks lie in the left lung, which the cropped CT does not show."""
+    from ADRegNetLib.io import read_image
+
+    folder = shared_data / "lung-ct-elastix-small"
+    image = read_image(folder / "3DCT_lung_baseline_small.mha")
+    points = read_landmarks(folder / "3DCT_lung_baseline_landmarks.txt")
+    inside = image.geometry.contains(points)
+    assert inside.sum() == 51
+    with pytest.raises(LandmarkError, match=r"fixed landmark 1 .*49 of 100 points are outside"):
+        check_landmark_pairs(points, points, fixed_geometry=image.geometry)
+    report = check_landmark_pairs(points[inside], points[inside] + 1.0, fixed_geometry=image.geometry)
+    assert report["count"] == 51
