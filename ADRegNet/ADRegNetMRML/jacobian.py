@@ -5,9 +5,9 @@ white at exactly 1, and folding (det <= 0) in a colour that stands out (bright g
 
 Scalar volume display maps ``[level - window/2, level + window/2]`` linearly onto the color
 table's entries and clamps outside. With the window [0, 2] and 256 entries each entry spans
-1/128: entry 0 holds every value below 1/128 (all folds, det <= 0, and the near-singular
-compressions just above 0) and gets the fold colour; entry 128 (values in [1, 1 + 1/128)) is
-white.
+about 1/128: entry 0 holds every value below about 1/128 (all folds, det <= 0, and the
+near-singular compressions just above 0) and gets the fold colour; the two entries around
+det = 1 are white.
 """
 from __future__ import annotations
 
@@ -35,23 +35,24 @@ EXPANSION_RGB = (0.75, 0.05, 0.05)  # deep red at det -> 2
 
 
 def jacobian_colors(number_of_colors: int = NUMBER_OF_COLORS) -> np.ndarray:
-    """(N, 4) RGBA in [0, 1]: fold colour, blue -> white ramp, white at entry N/2, white -> red ramp.
+    """(N, 4) RGBA in [0, 1]: fold colour, blue -> white ramp, white at entries N/2 - 1 and N/2, white -> red.
 
-    Entry k covers det in [k, k + 1) * 2 / N for the display window [0, 2].
+    Entry k covers det in about [k, k + 1) * 2 / N for the display window [0, 2].
     """
     n = int(number_of_colors)
     if n < 8 or n % 2:
         raise ValueError(f"number_of_colors must be an even number >= 8, got {n}")
     colors = np.ones((n, 4))
-    centre = n // 2
+    # Slicer scales [level - window/2, level + window/2] to 0..255 before the table lookup, so
+    # det = 1 lands on the boundary of entries n/2 - 1 and n/2: both are white.
+    low_white, high_white = n // 2 - 1, n // 2
     white = np.ones(3)
-    for k in range(1, n):
-        if k < centre:
-            t = (centre - k) / (centre - 1)  # 1 at entry 1, 0 at the centre
-            colors[k, :3] = white + t * (np.asarray(COMPRESSION_RGB) - white)
-        elif k > centre:
-            t = (k - centre) / (n - 1 - centre)
-            colors[k, :3] = white + t * (np.asarray(EXPANSION_RGB) - white)
+    for k in range(1, low_white):
+        t = (low_white - k) / (low_white - 1)  # 1 at entry 1, 0 next to the white entries
+        colors[k, :3] = white + t * (np.asarray(COMPRESSION_RGB) - white)
+    for k in range(high_white + 1, n):
+        t = (k - high_white) / (n - 1 - high_white)
+        colors[k, :3] = white + t * (np.asarray(EXPANSION_RGB) - white)
     colors[0, :3] = FOLD_RGB
     return colors
 
@@ -64,7 +65,6 @@ def jacobian_color_node(scene, name: str = JACOBIAN_COLOR_NAME):
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     node.SetNumberOfColors(NUMBER_OF_COLORS)
-    node.SetNamesInitialised(True)
     colors = jacobian_colors(NUMBER_OF_COLORS)
     for k in range(NUMBER_OF_COLORS):
         det_low = k * JACOBIAN_WINDOW / NUMBER_OF_COLORS
