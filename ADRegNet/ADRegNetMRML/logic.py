@@ -126,10 +126,10 @@ class ADRegNetMRMLLogic:
             RegistrationCancelled: the user cancelled (scene unchanged).
             RegistrationError: the engine refused the inputs (scene unchanged).
         """
+        if fixedVolumeNode is not None and fixedVolumeNode is movingVolumeNode:
+            raise VolumeNodeError("fixed and moving volumes are the same node: select two different volumes")
         fixed = image_from_volume_node(fixedVolumeNode, "fixed")
         moving = image_from_volume_node(movingVolumeNode, "moving", allowed_transform_node=outputTransformNode)
-        if fixedVolumeNode is movingVolumeNode:
-            raise VolumeNodeError("fixed and moving volumes are the same node: select two different volumes")
         fixed_points, moving_points = check_landmark_pairs(fixedLandmarksNode, movingLandmarksNode)
         mask = None
         if fixedMaskNode is not None:

@@ -1,0 +1,116 @@
+"""Child-process runner: progress lines, cancel kills the whole process tree, temp folder removed."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ADRegNetLib.engine.api import RegistrationCancelled
+from ADRegNetMRML.process import ChildProcessError, ChildProcessRunner, parse_progress_line, run_child
+from conftest import REPO, blob_image, oblique_geometry
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_parse_progress_lines():
+    assert parse_progress_line("<filter-progress>0.25</filter-progress>") == (0.25, None, None)
+    assert parse_progress_line("<filter-progress>1.7</filter-progress>")[0] == 1.0
+    assert parse_progress_line("<filter-comment> network </filter-comment>") == (None, "network", None)
+    assert parse_progress_line("<filter-error>bad spacing</filter-error>") == (None, None, "bad spacing")
+    assert parse_progress_line("plain log line") == (None, None, None)
+
+
+def test_progress_is_forwarded_in_order():
+    script = textwrap.dedent("""
+        import sys
+        for i, stage in enumerate(["load", "network", "optimize"]):
+            print(f"<filter-progress>{i / 3:.3f}</filter-progress>", flush=True)
+            print(f"<filter-comment>{stage}</filter-comment>", flush=True)
+        print("done")
+    """)
+    seen = []
+    output = run_child([sys.executable, "-c", script], progress=lambda f, t: seen.append((round(f, 3), t)))
+    assert seen[-1] == (0.667, "optimize")
+    assert list(dict.fromkeys(t for _, t in seen if t)) == ["load", "network", "optimize"]
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+    assert output[-1] == "done"
+
+
+def test_failure_reports_the_child_error_line():
+    script = "print('<filter-error>moving image is empty</filter-error>', flush=True); raise SystemExit(2)"
+    with pytest.raises(ChildProcessError, match=r"exit code 2\): moving image is empty"):
+        run_child([sys.executable, "-c", script])
+
+
+def test_cancel_kills_child_and_grandchild(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    script = textwrap.dedent(f"""
+        import subprocess, sys, time
+        g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pid_file)!r}, "w").write(str(g.pid))
+        print("<filter-progress>0.1</filter-progress>", flush=True)
+        time.sleep(60)
+    """)
+    state = {"started": None}
+
+    def progress(fraction, text):
+        state["started"] = time.monotonic()
+
+    def should_stop():
+        return state["started"] is not None and pid_file.exists()
+
+    t0 = time.monotonic()
+    with pytest.raises(RegistrationCancelled):
+        run_child([sys.executable, "-c", script], progress=progress, should_stop=should_stop)
+    assert time.monotonic() - t0 < 20
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def test_runner_cancel_removes_its_temp_folder():
+    geometry = oblique_geometry()
+    image = blob_image(geometry)
+    runner = ChildProcessRunner()
+    with pytest.raises(RegistrationCancelled):
+        runner(image, image, should_stop=lambda: True)
+    assert runner.last_temp_dir is not None and not Path(runner.last_temp_dir).exists()
+
+
+ENGINE = REPO / "ADRegNetLib" / "engine" / "register.py"
+
+
+@pytest.mark.skipif(not ENGINE.exists(), reason="ADRegNetLib/engine/register.py is not written yet")
+def test_runner_end_to_end_matches_result_layout():
+    geometry = oblique_geometry(size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), origin=(-23.0, -23.0, -23.0),
+                                angles=(0.0, 0.0, 0.0))
+    fixed = blob_image(geometry, "fixed")
+    moving = blob_image(geometry, "moving", shift=(2.0, -1.0, 1.0))
+    pts = np.array([[3.0, 2.0, 0.0], [-4.0, -1.0, -2.0]]) + geometry.center()
+    seen = []
+    runner = ChildProcessRunner()
+    result = runner(fixed, moving, fixed_landmarks=pts, moving_landmarks=pts + [2.0, -1.0, 1.0], quality="fast",
+                    device="cpu", progress=lambda f, t: seen.append(f))
+    assert result.disp_mm.shape == (3, 24, 24, 24) and result.geometry.allclose(geometry)
+    assert result.warped_fixed_landmarks.shape == (2, 3)
+    assert seen and seen[-1] == 1.0
+    assert not Path(runner.last_temp_dir).exists()
