@@ -153,7 +153,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload["model_config"] != self.model.config.to_dict():
+        if ADRegNetConfig.from_dict(dict(payload["model_config"])) != self.model.config:
             raise ValueError(f"{path} was written with another model config; delete it or use another out_dir")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -203,6 +203,8 @@ class Trainer:
                 self.elapsed_s = start_elapsed + time.perf_counter() - t_start
                 writer.writerow([self.step, *(f"{terms[k]:.6g}" for k in ("loss", "sim", "reg", "landmark_mm")),
                                  f"{time.perf_counter() - t0:.3f}", f"{self.elapsed_s:.1f}"])
+                if self.step % 10 == 0:
+                    log.flush()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{terms['loss']:.3f}", lm=f"{terms['landmark_mm']:.2f}")

@@ -238,3 +238,17 @@ def test_default_weights_lookup_order(tmp_path, monkeypatch):
 def test_ablation_config_roundtrip():
     cfg = replace(ADRegNetConfig(), cross_attention=False, multires=False)
     assert ADRegNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_integration_at_network_resolution_is_close_to_input_resolution():
+    model = _model(seed=1)
+    _scale_heads(model, 5e3)
+    fixed, moving = _pair(2)
+    with torch.no_grad():
+        fine = model(fixed, moving)["flow_norm"]
+        model.config.integration_resolution = "network"
+        coarse = model(fixed, moving)["flow_norm"]
+    assert float(fine.abs().max()) > 0.05
+    assert float((fine - coarse).abs().max()) < 0.1 * float(fine.abs().max())
+    with pytest.raises(ValueError, match="integration_resolution"):
+        ADRegNetConfig(integration_resolution="half")

@@ -18,6 +18,7 @@ from ADRegNetLib.train import data as D
 from ADRegNetLib.train import synthetic as S
 from ADRegNetLib.train.cli import train_main
 from ADRegNetLib.train.evaluate import ablated_model, evaluate_field, evaluate_model
+from ADRegNetLib.train.export import export_run
 from ADRegNetLib.train.trainer import TrainConfig, Trainer
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -172,6 +173,12 @@ def test_trainer_runs_resumes_and_matches_an_uninterrupted_run(tmp_path):
     rows = (tmp_path / "b" / "train_log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("step,loss,sim,reg,landmark_mm") and len(rows) == 4
     assert a.metadata["training_steps"] == 3
+    shipped = load_model(export_run(tmp_path / "b", tmp_path / "ship" / "w.pt", hardware="test CPU"))
+    assert shipped.metadata["training_steps"] == 3 and shipped.metadata["training_hardware"] == "test CPU"
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), shipped.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    with pytest.raises(FileNotFoundError, match="no training checkpoint"):
+        export_run(tmp_path / "nothing", tmp_path / "x.pt")
 
 
 def test_train_main_from_json_with_validation(tmp_path):
