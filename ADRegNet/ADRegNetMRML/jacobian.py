@@ -21,7 +21,7 @@ from .geometry import volume_node_from_image
 
 __all__ = [
     "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "FOLD_RGB", "NUMBER_OF_COLORS",
-    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "show_jacobian_overlay",
+    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba", "show_jacobian_overlay",
     "set_overlay_opacity",
 ]
 
@@ -106,6 +106,26 @@ def jacobian_volume_node(scene, jacobian: Image, name: str = "ADRegNet Jacobian"
     node.SetAttribute("ADRegNet.role", "jacobian")
     configure_jacobian_display(node, jacobian_color_node(scene))
     return node
+
+
+def displayed_rgba(volume_node) -> np.ndarray:
+    """(Z, Y, X, 4) uint8 colours that Slicer's scalar display pipeline (window/level + color node) gives a volume.
+
+    Runs the display node's own pipeline, so images made from it (docs, reports) use exactly the
+    colours a slice view shows.
+    """
+    from vtk.util import numpy_support
+
+    display = volume_node.GetDisplayNode()
+    if display is None:
+        raise ValueError(f"volume '{volume_node.GetName()}' has no display node")
+    display.SetInputImageDataConnection(volume_node.GetImageDataConnection())
+    producer = display.GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    output = producer.GetOutputDataObject(0)
+    nx, ny, nz = output.GetDimensions()
+    rgba = numpy_support.vtk_to_numpy(output.GetPointData().GetScalars())
+    return rgba.reshape(nz, ny, nx, -1).copy()
 
 
 def show_jacobian_overlay(scene, jacobian_node, background_node=None, opacity: float = 0.5) -> int:

@@ -8,7 +8,7 @@ from ADRegNetLib.io.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetMRML.geometry import image_from_volume_node, volume_node_from_image
 from ADRegNetMRML.jacobian import (
-    FOLD_RGB, JACOBIAN_COLOR_NAME, NUMBER_OF_COLORS, jacobian_color_node, jacobian_colors, jacobian_volume_node,
+    FOLD_RGB, JACOBIAN_COLOR_NAME, NUMBER_OF_COLORS, displayed_rgba, jacobian_color_node, jacobian_colors, jacobian_volume_node,
     set_overlay_opacity, show_jacobian_overlay,
 )
 from conftest import blob_image, oblique_geometry
@@ -16,17 +16,12 @@ from conftest import blob_image, oblique_geometry
 
 def _displayed_rgb(scene, values):
     """RGB (0..1) that Slicer's own scalar display pipeline (window/level + color table) gives each value."""
-    from vtk.util import numpy_support
-
     values = np.asarray(values, np.float32)
     geometry = Geometry((len(values), 2, 2))
     node = jacobian_volume_node(scene, Image(np.tile(values, (2, 2, 1)), geometry, "J"))
-    display = node.GetDisplayNode()
-    display.SetInputImageDataConnection(node.GetImageDataConnection())
-    producer = display.GetOutputImageDataConnection().GetProducer()
-    producer.Update()
-    rgba = numpy_support.vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars())
-    return rgba[: len(values), :3] / 255.0
+    rgba = displayed_rgba(node)
+    assert rgba.shape == (2, 2, len(values), 4)
+    return rgba[0, 0, :, :3] / 255.0
 
 
 def test_jacobian_node_is_on_the_fixed_grid(scene):
