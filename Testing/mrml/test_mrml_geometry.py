@@ -12,7 +12,7 @@ from ADRegNetMRML.geometry import (
     VolumeNodeError, image_from_volume_node, points_lps_to_ras, points_ras_to_lps, vectors_lps_to_ras,
     volume_node_from_image,
 )
-from conftest import blob_image, oblique_geometry
+from mrml_helpers import blob_image, oblique_geometry
 
 
 def _ijk_to_ras(node) -> np.ndarray:

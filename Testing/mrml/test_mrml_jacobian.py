@@ -11,7 +11,7 @@ from ADRegNetMRML.jacobian import (
     FOLD_RGB, JACOBIAN_COLOR_NAME, NUMBER_OF_COLORS, displayed_rgba, jacobian_color_node, jacobian_colors, jacobian_volume_node,
     set_overlay_opacity, show_jacobian_overlay,
 )
-from conftest import blob_image, oblique_geometry
+from mrml_helpers import blob_image, oblique_geometry
 
 
 def _displayed_rgb(scene, values):

@@ -17,7 +17,7 @@ from ADRegNetLib.io.image import Image, from_sitk, to_sitk
 from ADRegNetMRML.geometry import VolumeNodeError, image_from_volume_node, points_lps_to_ras, volume_node_from_image
 from ADRegNetMRML.landmarks import LandmarkError, markups_node_from_points, points_lps_from_markups
 from ADRegNetMRML.logic import ADRegNetMRMLLogic
-from conftest import REPO, analytic_field, blob_image, node_ids, oblique_geometry, sitk_displacement_transform
+from mrml_helpers import REPO, analytic_field, blob_image, node_ids, oblique_geometry, sitk_displacement_transform
 
 
 class AnalyticEngine:

@@ -12,7 +12,7 @@ import pytest
 
 from ADRegNetLib.engine.api import RegistrationCancelled
 from ADRegNetMRML.process import ChildProcessError, ChildProcessRunner, parse_progress_line, run_child
-from conftest import REPO, blob_image, oblique_geometry
+from mrml_helpers import REPO, blob_image, oblique_geometry
 
 
 def _alive(pid: int) -> bool:

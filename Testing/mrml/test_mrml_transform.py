@@ -10,7 +10,7 @@ from ADRegNetMRML.geometry import points_lps_to_ras, points_ras_to_lps
 from ADRegNetMRML.transform import (
     field_from_grid_transform_node, grid_transform_from_field, grid_transform_node_from_field,
 )
-from conftest import analytic_field, oblique_geometry, sitk_displacement_transform
+from mrml_helpers import analytic_field, oblique_geometry, sitk_displacement_transform
 
 
 def _inside_points(geometry, n=60, seed=0):

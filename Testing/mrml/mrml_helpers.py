@@ -1,0 +1,74 @@
+"""Shared helpers for the ADRegNetMRML tests: oblique anisotropic grids, analytic fields, references.
+
+(Kept out of conftest.py so that `from mrml_helpers import ...` is unambiguous when other test
+folders have their own conftest.py.)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+for _p in (str(REPO), str(REPO / "ADRegNet")):  # the module folder: `import ADRegNetMRML` as Slicer does
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import SimpleITK as sitk  # noqa: E402
+
+from ADRegNetLib.io.image import Image  # noqa: E402
+from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
+
+
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def oblique_geometry(size=(18, 15, 11), spacing=(1.3, 0.9, 2.4), origin=(-31.5, 12.25, 48.0),
+                     angles=(0.25, -0.15, 0.4)) -> Geometry:
+    """An anisotropic, oblique grid (LPS)."""
+    return Geometry(size, spacing, origin, rotation(*angles))
+
+
+def voxel_centres(geometry: Geometry) -> np.ndarray:
+    """(Z, Y, X, 3) LPS mm centre of every voxel."""
+    zz, yy, xx = np.meshgrid(*(np.arange(n) for n in geometry.shape), indexing="ij")
+    idx = np.stack([xx, yy, zz], -1).reshape(-1, 3)
+    return geometry.index_to_physical(idx).reshape(*geometry.shape, 3)
+
+
+def analytic_field(geometry: Geometry, amplitude: float = 2.5) -> np.ndarray:
+    """(3, Z, Y, X) float32 smooth LPS displacement (mm): sines of the physical position."""
+    p = voxel_centres(geometry)
+    c = geometry.center()
+    q = p - c
+    u = np.stack([
+        amplitude * np.sin(q[..., 1] / 7.0 + 0.3),
+        0.8 * amplitude * np.cos(q[..., 2] / 9.0),
+        0.6 * amplitude * np.sin(q[..., 0] / 6.0 - 0.2),
+    ])
+    return u.astype(np.float32)
+
+
+def sitk_displacement_transform(disp_mm: np.ndarray, geometry: Geometry):
+    """Independent reference: SimpleITK's DisplacementFieldTransform of an LPS field."""
+    field = sitk.GetImageFromArray(np.moveaxis(disp_mm, 0, -1).astype(np.float64), isVector=True)
+    geometry.apply_to_sitk(field)
+    return sitk.DisplacementFieldTransform(field)
+
+
+def blob_image(geometry: Geometry, name: str = "image", shift=(0.0, 0.0, 0.0)) -> Image:
+    """A smooth test image: two Gaussian blobs (float32)."""
+    p = voxel_centres(geometry) - geometry.center() - np.asarray(shift)
+    a = np.exp(-np.sum((p - np.array([3.0, 2.0, 0.0])) ** 2, -1) / 40.0)
+    b = 0.6 * np.exp(-np.sum((p + np.array([4.0, 1.0, 2.0])) ** 2, -1) / 25.0)
+    return Image((100 * (a + b)).astype(np.float32), geometry, name)
+
+
+def node_ids(scene) -> list[str]:
+    return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
