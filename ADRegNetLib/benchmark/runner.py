@@ -169,12 +169,24 @@ def _run_adregnet(case: Case, method: str, threads: int) -> tuple[np.ndarray, fl
     return disp, seconds, notes
 
 
+def _rss_mb() -> float:
+    """Current resident memory of this process (MB) from /proc; NaN where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _run_one(case_dir: Path, method: str, work_dir: Path, threads: int) -> int:
     """Child: run one method on one case, write ``disp.nii.gz`` and ``run.json`` into ``work_dir``."""
     from .peers import PEERS, run_peer  # noqa: PLC0415
 
     case = Case.load(case_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    rss_before = _rss_mb()
     if method in ADREGNET_METHODS:
         disp, seconds, notes = _run_adregnet(case, method, threads)
     elif method in PEERS:
@@ -185,7 +197,7 @@ def _run_one(case_dir: Path, method: str, work_dir: Path, threads: int) -> int:
         raise ValueError(f"method {method!r} cannot run in a child process")
     write_field(work_dir / "disp.nii.gz", disp, case.fixed_geometry())
     (work_dir / "run.json").write_text(json.dumps({"method": method, "case": case.name, "seconds": seconds,
-                                                   "notes": _jsonable(notes)}, indent=1))
+                                                   "rss_before_mb": rss_before, "notes": _jsonable(notes)}, indent=1))
     return 0
 
 
@@ -248,6 +260,7 @@ def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeo
         return row
     row.update(evaluate_field(case, disp))
     row["seconds"] = info["seconds"]
+    row["harness_rss_mb"] = info.get("rss_before_mb")  # the child's memory before the method started
     row["status"] = "ok"
     row["tool"] = info["notes"].get("tool", "")
     row["settings"] = info["notes"].get("settings", "")
@@ -408,7 +421,7 @@ def _preamble(args, methods: list[str], skipped: dict[str, str]) -> list[str]:
              "continuous positions (not snapped to voxels), with the true moving landmarks x + u(x). Dice: moving "
              "labels warped by nearest neighbour vs fixed labels, mean over the labels present. folds: % of fixed "
              "voxels with det J <= 0; std log J over the fixed grid. time: the registration call inside the child; "
-             "peak RSS: the child's ru_maxrss. `identity` is the initial error, `truth` the true field (the ceiling "
+             "peak RSS: the child's ru_maxrss (harness_rss_mb in the CSV: its memory before the method started). `identity` is the initial error, `truth` the true field (the ceiling "
              "of each metric).", ""]
     if skipped:
         lines.append("Skipped methods: " + "; ".join(f"{m} ({why})" for m, why in skipped.items()))
