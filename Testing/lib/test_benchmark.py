@@ -169,3 +169,32 @@ def test_arguments_and_dirlab_table():
             {"case": 2, "method": "a", "before_mean": 4.34, "before_std": 3.90, "after_mean": 1.2, "after_std": 0.7}]
     t = report.format_dirlab_table(rows, continuous=True)
     assert "continuous" in t and "1 | 3.89 (2.78) | 1.00 (0.50)" in t and "mean | 4.12 | 1.10" in t
+
+
+def test_dirlab_mode_on_generated_files(tmp_path):
+    """--dirlab wiring: files in DIR-Lab's format (raw int16 + 1-based index landmarks) -> table."""
+    from ADRegNetLib.io.dirlab import dirlab_geometry, write_dirlab_image
+    from ADRegNetLib.io.landmarks import write_dirlab_txt
+
+    root = tmp_path / "dirlab"
+    (root / "Case1Pack" / "Images").mkdir(parents=True)
+    (root / "Case1Pack" / "ExtremePhases").mkdir(parents=True)
+    geom = dirlab_geometry(1)
+    rng = np.random.default_rng(0)
+    for phase in ("T00", "T50"):
+        write_dirlab_image(np.zeros(geom.shape, np.int16), root / "Case1Pack" / "Images" / f"case1_{phase}_s.img")
+    idx = rng.integers(10, 80, size=(300, 3)).astype(float)
+    pts00 = geom.index_to_physical(idx)
+    pts50 = geom.index_to_physical(idx + [1, 0, 2])
+    write_dirlab_txt(pts00, root / "Case1Pack" / "ExtremePhases" / "Case1_300_T00_xyz.txt", geom)
+    write_dirlab_txt(pts50, root / "Case1Pack" / "ExtremePhases" / "Case1_300_T50_xyz.txt", geom)
+    args = runner.add_benchmark_arguments(argparse.ArgumentParser()).parse_args(
+        ["-o", str(tmp_path / "out"), "--dirlab", str(root)])
+    rows = runner._run_dirlab(args, ["identity", "truth"], log=lambda s: None)
+    assert [r["method"] for r in rows] == ["identity"]
+    step = np.linalg.norm(geom.index_to_physical_matrix @ np.array([1.0, 0, 2]))
+    assert rows[0]["before_mean"] == pytest.approx(step, rel=1e-6)
+    case = bc.Case.load(tmp_path / "out" / "dirlab" / "dirlab01")
+    np.testing.assert_allclose(case.fixed_landmarks(), pts00, atol=1e-5)
+    assert case.preset == "lung-ct"
+    assert "1 | " in report.format_dirlab_table(rows)
