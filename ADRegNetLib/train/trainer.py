@@ -50,16 +50,16 @@ class TrainConfig:
     regularizer: str = "diffusion"
     lambda_sim: float = 1.0
     lambda_reg: float = 0.5
-    lambda_landmark: float = 0.1
+    lambda_landmark: float = 0.2
     sources: list = field(default_factory=lambda: ["brain_t1", "synthseg", "lung_ct", "shapes"])
     data_root: Optional[str] = None
     spacing_mm: float = 2.5
     crop_zyx: list = field(default_factory=lambda: [64, 64, 64])
-    max_disp_mm: list = field(default_factory=lambda: [3.0, 15.0])
-    smoothness_mm: list = field(default_factory=lambda: [15.0, 40.0])
-    n_landmarks: int = 128
+    max_disp_mm: list = field(default_factory=lambda: [6.0, 20.0])
+    smoothness_mm: list = field(default_factory=lambda: [20.0, 50.0])
+    n_landmarks: int = 1024
     checkpoint_every: int = 50
-    validate_every: int = 250
+    validate_every: int = 200
     val_pairs: int = 8
     val_seed: int = 1234
     model: dict = field(default_factory=dict)
@@ -108,7 +108,8 @@ def pair_loss(model: ADRegNet, pair: SyntheticPair, cfg: TrainConfig) -> tuple[t
     l_reg = LF.diffusion(disp, g.spacing) if cfg.regularizer == "diffusion" else LF.bending_energy(disp, g.spacing)
     l_lm = LF.landmark_loss(disp, g, pair.fixed_points, pair.moving_points)
     loss = cfg.lambda_sim * l_sim + cfg.lambda_reg * l_reg + cfg.lambda_landmark * l_lm
-    terms = {"loss": loss.item(), "sim": l_sim.item(), "reg": l_reg.item(), "landmark_mm": l_lm.item()}
+    terms = {"loss": loss.item(), "sim": l_sim.item(), "reg": l_reg.item(), "landmark_mm": l_lm.item(),
+             "identity_mm": float(np.linalg.norm(pair.moving_points - pair.fixed_points, axis=1).mean())}
     return loss, terms
 
 
@@ -181,7 +182,7 @@ class Trainer:
         log = open(log_path, "w" if new_log else "a", newline="")
         writer = csv.writer(log)
         if new_log:
-            writer.writerow(["step", "loss", "sim", "reg", "landmark_mm", "seconds", "elapsed_s"])
+            writer.writerow(["step", "loss", "sim", "reg", "landmark_mm", "identity_mm", "seconds", "elapsed_s"])
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -201,7 +202,7 @@ class Trainer:
                 self.optimizer.step()
                 self.step += 1
                 self.elapsed_s = start_elapsed + time.perf_counter() - t_start
-                writer.writerow([self.step, *(f"{terms[k]:.6g}" for k in ("loss", "sim", "reg", "landmark_mm")),
+                writer.writerow([self.step, *(f"{terms[k]:.6g}" for k in ("loss", "sim", "reg", "landmark_mm", "identity_mm")),
                                  f"{time.perf_counter() - t0:.3f}", f"{self.elapsed_s:.1f}"])
                 if self.step % 10 == 0:
                     log.flush()
