@@ -49,9 +49,10 @@ QUALITIES = ("fast", "balanced", "best")
 ADREGNET_METHODS = tuple([f"adregnet-net-{q}" for q in QUALITIES] + [f"adregnet-{q}" for q in QUALITIES])
 BASELINES = ("identity", "truth")
 DEFAULT_METHODS = ("identity", "truth", "adregnet-net-balanced", "adregnet-fast", "adregnet-balanced",
-                   "adregnet-best", "sitk", "ants", "elastix", "greedy", "convexadam")
+                   "adregnet-best", "sitk", "sitk-bspline", "ants", "elastix", "greedy", "convexadam")
 #: Lighter peer settings for the tiny "quick" case (tests).
-QUICK_SETTINGS = {"sitk": {"levels": 2, "affine_iterations": 60, "bspline_iterations": 30}}
+QUICK_SETTINGS = {"sitk": {"levels": 2, "iterations": (30, 15)},
+                  "sitk-bspline": {"levels": 2, "affine_iterations": 60, "bspline_iterations": 30}}
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
                 "NUMEXPR_NUM_THREADS")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help=f"comma-separated cases among {', '.join(CASE_NAMES)} (default: %(default)s)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods: identity, truth, " + ", ".join(ADREGNET_METHODS)
-                        + ", sitk, ants, elastix, greedy, convexadam (default: all; unavailable peers are skipped "
+                        + ", sitk, sitk-bspline, ants, elastix, greedy, convexadam (default: all; unavailable peers are skipped "
                           "with a note)")
     parser.add_argument("--quick", action="store_true",
                         help="one small case (the T1 at 4 mm) and light peer settings: a smoke test")
