@@ -2,7 +2,7 @@ r"""``adregnet benchmark``: AD-RegNet and peer methods side by side on the same 
 
 Every method runs in its own child process (``python -m ADRegNetLib.benchmark.runner --run-one``),
 which isolates thread settings (``--threads``, default 2) and lets the parent read that child's
-peak resident memory from ``os.wait4``'s resource usage. The child writes its field
+peak resident memory (its VmHWM, see below). The child writes its field
 (``disp.nii.gz``: ITK displacement on the fixed grid, LPS mm, fixed x -> moving x + u(x)) and its
 timing; the parent measures every field with the same code (:func:`.cases.evaluate_field`):
 
@@ -12,7 +12,9 @@ timing; the parent measures every field with the same code (:func:`.cases.evalua
 * folds (%): fixed voxels with det J <= 0; std log J over the whole fixed grid;
 * time (s): the registration call as timed inside the child (reading files excluded);
   ``wall_s`` in the CSV is the whole child process (imports, file I/O);
-* peak RSS (MB): the child's maximum resident set size (``ru_maxrss``).
+* peak RSS (MB): the child's resident-memory high-water mark (``VmHWM`` of /proc/self/status, read
+  by the child at its end; ``os.wait4``'s ``ru_maxrss`` is not used because Linux folds the forking
+  parent's peak into it at exec).
 
 Methods: ``identity`` (no registration: the initial error), ``truth`` (the true field: the
 ceiling the metrics allow, e.g. Dice < 1 from nearest-neighbour label resampling),
@@ -64,7 +66,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="folder for the cases, each method's field and results.md / results.csv")
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
-                        help=f"comma-separated cases among {', '.join(CASE_NAMES)} (default: %(default)s)")
+                        help=f"comma-separated cases among {', '.join(CASE_NAMES)}, or none (e.g. with --dirlab) "
+                             "(default: %(default)s)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods: identity, truth, " + ", ".join(ADREGNET_METHODS)
                         + ", sitk, sitk-bspline, ants, elastix, greedy, convexadam (default: all; unavailable peers are skipped "
@@ -80,6 +83,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="the shared real data folder (default: <repo>/../shared/data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case generator (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cases even when cached on disk")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure finished runs found in OUTPUT/runs (same case files) instead of running "
+                             "those methods again")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds allowed per method and case (default: %(default)s)")
     parser.add_argument("--check-peers", action="store_true",
@@ -170,11 +176,11 @@ def _run_adregnet(case: Case, method: str, threads: int) -> tuple[np.ndarray, fl
     return disp, seconds, notes
 
 
-def _rss_mb() -> float:
-    """Current resident memory of this process (MB) from /proc; NaN where /proc is missing."""
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``) in MB, from /proc; NaN without /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return float(line.split()[1]) / 1024.0
     except OSError:
         pass
@@ -198,7 +204,8 @@ def _run_one(case_dir: Path, method: str, work_dir: Path, threads: int) -> int:
         raise ValueError(f"method {method!r} cannot run in a child process")
     write_field(work_dir / "disp.nii.gz", disp, case.fixed_geometry())
     (work_dir / "run.json").write_text(json.dumps({"method": method, "case": case.name, "seconds": seconds,
-                                                   "rss_before_mb": rss_before, "notes": _jsonable(notes)}, indent=1))
+                                                   "rss_before_mb": rss_before, "peak_hwm_mb": _rss_mb("VmHWM"),
+                                                   "notes": _jsonable(notes)}, indent=1))
     return 0
 
 
@@ -220,13 +227,15 @@ def _wait_child(proc: subprocess.Popen, timeout: float) -> tuple[int, float, boo
 
 
 def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeout: float = 3600.0,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, reuse: bool = False) -> dict:
     """Run one method on one case and measure it (see the module docstring).
 
     Returns:
         One result row: ``case``, ``method``, the measures of :func:`.cases.evaluate_field`,
         ``seconds``, ``wall_s``, ``peak_rss_mb``, ``status`` ("ok", "failed: ...", "timeout") and
-        ``tool``/``settings`` notes.
+        ``tool``/``settings`` notes. With ``reuse``, a finished run of the same method on the same
+        case files (its field, timing and peak memory in ``work_root/<case>/<method>``) is measured
+        again instead of being run again (``cached`` = True in the row).
     """
     row: dict = {"case": case.name, "method": method}
     if method in BASELINES:
@@ -236,6 +245,8 @@ def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeo
         return row
     work = Path(work_root) / case.name / method
     work.mkdir(parents=True, exist_ok=True)
+    if reuse and _cached(work, case):
+        return _measure(case, work, row, cached=True)
     for stale in ("disp.nii.gz", "run.json"):
         (work / stale).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "ADRegNetLib.benchmark.runner", "--run-one", "--case", str(case.directory),
@@ -255,14 +266,36 @@ def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeo
         row["status"] = f"failed (exit {code}): {tail[0][:160]}"
         return row
     info = json.loads((work / "run.json").read_text())
+    # The child's own high-water mark since exec (VmHWM). wait4's ru_maxrss is kept only as a fallback:
+    # Linux folds the forking parent's peak into it at exec, so it reports the parent's size.
+    peak = info.get("peak_hwm_mb")
+    info.update({"wall_s": row["wall_s"], "peak_rss_mb": peak if peak is not None and np.isfinite(peak) else peak_mb})
+    (work / "run.json").write_text(json.dumps(info, indent=1))
+    return _measure(case, work, row)
+
+
+def _cached(work: Path, case: Case) -> bool:
+    """A finished run of this method on this very case (newer than the case's files) is on disk."""
+    run_json, disp = work / "run.json", work / "disp.nii.gz"
+    if not (run_json.is_file() and disp.is_file()):
+        return False
+    info = json.loads(run_json.read_text())
+    return "peak_rss_mb" in info and run_json.stat().st_mtime > (case.directory / "case.json").stat().st_mtime
+
+
+def _measure(case: Case, work: Path, row: dict, cached: bool = False) -> dict:
+    info = json.loads((work / "run.json").read_text())
     disp, geom = read_field(work / "disp.nii.gz")
     if not geom.allclose(case.fixed_geometry(), atol=1e-3):
         row["status"] = "failed: the field is not on the fixed grid"
         return row
     row.update(evaluate_field(case, disp))
     row["seconds"] = info["seconds"]
+    row["wall_s"] = info.get("wall_s", row.get("wall_s"))
+    row["peak_rss_mb"] = info.get("peak_rss_mb", row.get("peak_rss_mb"))
     row["harness_rss_mb"] = info.get("rss_before_mb")  # the child's memory before the method started
     row["status"] = "ok"
+    row["cached"] = cached
     row["tool"] = info["notes"].get("tool", "")
     row["settings"] = info["notes"].get("settings", "")
     return row
@@ -371,7 +404,7 @@ def benchmark_main(args: argparse.Namespace, log: Callable[[str], None] = print)
     """Run the benchmark described by ``args`` (from :func:`add_benchmark_arguments`). Returns an exit code."""
     if args.check_peers:
         return _check_peers(args, log)
-    names = ["quick"] if args.quick else [c.strip() for c in args.cases.split(",") if c.strip()]
+    names = ["quick"] if args.quick else [c.strip() for c in args.cases.split(",") if c.strip() not in ("", "none")]
     bad = [c for c in names if c not in CASE_NAMES]
     if bad:
         raise ValueError(f"unknown case(s) {', '.join(bad)}; expected some of {', '.join(CASE_NAMES)}")
@@ -395,7 +428,7 @@ def benchmark_main(args: argparse.Namespace, log: Callable[[str], None] = print)
         for method in methods:
             log(f"[benchmark] {case.name}: running {method} ...")
             try:
-                row = run_method(case, method, out / "runs", args.threads, args.timeout, log)
+                row = run_method(case, method, out / "runs", args.threads, args.timeout, log, reuse=args.reuse)
             except Exception as exc:  # noqa: BLE001 - one failing method must not lose the others
                 row = {"case": case.name, "method": method, "status": f"failed: {type(exc).__name__}: {exc}"}
                 traceback.print_exc()
@@ -428,7 +461,7 @@ def _preamble(args, methods: list[str], skipped: dict[str, str]) -> list[str]:
              "continuous positions (not snapped to voxels), with the true moving landmarks x + u(x). Dice: moving "
              "labels warped by nearest neighbour vs fixed labels, mean over the labels present. folds: % of fixed "
              "voxels with det J <= 0; std log J over the fixed grid. time: the registration call inside the child; "
-             "peak RSS: the child's ru_maxrss (harness_rss_mb in the CSV: its memory before the method started). `identity` is the initial error, `truth` the true field (the ceiling "
+             "peak RSS: the child's VmHWM (harness_rss_mb in the CSV: its memory before the method started). `identity` is the initial error, `truth` the true field (the ceiling "
              "of each metric).", ""]
     if skipped:
         lines.append("Skipped methods: " + "; ".join(f"{m} ({why})" for m, why in skipped.items()))
