@@ -280,7 +280,7 @@ def _cached(work: Path, case: Case) -> bool:
     if not (run_json.is_file() and disp.is_file()):
         return False
     info = json.loads(run_json.read_text())
-    return "peak_rss_mb" in info and run_json.stat().st_mtime > (case.directory / "case.json").stat().st_mtime
+    return ("peak_rss_mb" in info or "peak_hwm_mb" in info) and run_json.stat().st_mtime > (case.directory / "case.json").stat().st_mtime
 
 
 def _measure(case: Case, work: Path, row: dict, cached: bool = False) -> dict:
@@ -292,7 +292,7 @@ def _measure(case: Case, work: Path, row: dict, cached: bool = False) -> dict:
     row.update(evaluate_field(case, disp))
     row["seconds"] = info["seconds"]
     row["wall_s"] = info.get("wall_s", row.get("wall_s"))
-    row["peak_rss_mb"] = info.get("peak_rss_mb", row.get("peak_rss_mb"))
+    row["peak_rss_mb"] = info.get("peak_rss_mb", info.get("peak_hwm_mb", row.get("peak_rss_mb")))
     row["harness_rss_mb"] = info.get("rss_before_mb")  # the child's memory before the method started
     row["status"] = "ok"
     row["cached"] = cached
