@@ -10,9 +10,8 @@ own implementation of the ideas described there:
 3. **Regional adaptive attention**: learned spatial gates on the skip connections
    (:class:`.attention.RegionalAttentionGate`); the latest maps are in ``model.attention_maps``.
 4. **Multi-resolution field synthesis**: a flow head at the bottleneck and at every decoder level;
-   each level adds a residual to the upsampled field of the coarser level (coarse to fine). Each
-   head predicts in voxels of its own level (converted to normalised units), so coarse heads make
-   large moves and fine heads small corrections.
+   each level adds a residual to the upsampled field of the coarser level (coarse to fine). Heads
+   predict in voxels of the network grid (converted to normalised units).
 5. **Diffeomorphic mode** (default): the synthesised field is a stationary velocity, upsampled to
    the input grid and integrated there by scaling and squaring (``spatial.integrate_velocity``).
 
@@ -160,14 +159,15 @@ class ADRegNet(nn.Module):
         m = 2 ** (len(self.config.channels) - 1)
         return tuple(max(m, int(round(s / self.config.input_downsample / m)) * m) for s in shape_zyx)
 
-    def _head(self, level: int, features: torch.Tensor) -> torch.Tensor:
-        """Flow head of ``level``: predicts in voxels of that level, returned in normalised units.
+    def _head(self, level: int, features: torch.Tensor, net_shape: tuple[int, int, int]) -> torch.Tensor:
+        """Flow head of ``level``: predicts in voxels of the network grid, returned in normalised units.
 
         Voxel units keep the raw output O(1) whatever the grid size (one normalised unit is half
-        the volume), so each level's head naturally makes moves of its own scale.
+        the volume, far too large a step for a freshly initialised head), and the same unit at
+        every level keeps the coarse heads from making huge early moves.
         """
         raw = self.heads[str(level)](features)
-        d, h, w = features.shape[2:]
+        d, h, w = net_shape
         scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1), 2.0 / max(d - 1, 1)],
                              dtype=raw.dtype, device=raw.device)
         return raw * scale.view(1, 3, 1, 1, 1)
@@ -215,7 +215,7 @@ class ADRegNet(nn.Module):
         levels = []
         field = None
         if str(n_levels - 1) in self.heads:
-            field = self._head(n_levels - 1, y)
+            field = self._head(n_levels - 1, y, net_shape)
             levels.append(field)
         for level in range(n_levels - 2, -1, -1):
             up = F.interpolate(y, size=fused[level].shape[2:], mode="trilinear", align_corners=True)
@@ -225,7 +225,7 @@ class ADRegNet(nn.Module):
                 maps[f"gate_L{level}"] = self.gates[str(level)].last_map
             y = self.decoder[str(level)](torch.cat([up, skip], dim=1))
             if str(level) in self.heads:
-                residual = self._head(level, y)
+                residual = self._head(level, y, net_shape)
                 field = residual if field is None else resize_flow(field, tuple(y.shape[2:])) + residual
                 levels.append(field)
         if cfg.diffeomorphic and cfg.integration_resolution == "network":

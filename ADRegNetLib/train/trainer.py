@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 4000
     time_limit_min: Optional[float] = None
-    lr: float = 5e-4
+    lr: float = 3e-4
     num_threads: int = 2
     similarity: str = "lncc"
     ncc_window: int = 7

@@ -113,8 +113,8 @@ def test_diffeomorphic_mode_has_no_folds_for_large_random_fields():
     geometry = Geometry(SHAPE[::-1], spacing=(1.5, 1.5, 1.5))
     diffeo = _model(seed=1)
     plain = _model(seed=1, diffeomorphic=False)
-    _scale_heads(diffeo, 2e4)
-    _scale_heads(plain, 2e4)
+    _scale_heads(diffeo, 1e5)
+    _scale_heads(plain, 1e5)
     fixed, moving = _pair(5)
     with torch.no_grad():
         flow = diffeo(fixed, moving)["flow_norm"]
@@ -242,7 +242,7 @@ def test_ablation_config_roundtrip():
 
 def test_integration_at_network_resolution_is_close_to_input_resolution():
     model = _model(seed=1)
-    _scale_heads(model, 5e3)
+    _scale_heads(model, 2e4)
     fixed, moving = _pair(2)
     with torch.no_grad():
         fine = model(fixed, moving)["flow_norm"]
