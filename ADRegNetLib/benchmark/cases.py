@@ -287,6 +287,22 @@ def invert_field_at(disp_mm: np.ndarray, geometry: Geometry, points: np.ndarray,
         w = new
         if resid < tol_mm:
             break
+    if resid >= tol_mm:
+        # Where u expands by more than 2x along some direction (|grad u| > 1) the plain iteration
+        # does not contract. The damped step w <- w - (w + u(y + w)) / 2 converges wherever the
+        # eigenvalues of I + grad u lie in (0, 4), which a diffeomorphism this smooth satisfies.
+        # Only the points still moving are iterated, so converged cases are unchanged.
+        todo = np.ones(len(w), dtype=bool)
+        for _ in range(8 * iterations):
+            r = w[todo] + interpolate_field(disp_mm, geometry, points[todo] + w[todo])
+            w[todo] -= 0.5 * r
+            err = np.abs(r).max(axis=1)
+            idx = np.flatnonzero(todo)
+            todo[idx[err < tol_mm]] = False
+            if not todo.any():
+                break
+        final = w + interpolate_field(disp_mm, geometry, points + w)
+        resid = float(np.abs(final).max()) if len(w) else 0.0
     return w, resid
 
 
