@@ -1,0 +1,114 @@
+r"""``report.png``: what a person wants to see of one registration."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..io.image import Image
+
+__all__ = ["write_report", "jacobian_colormap"]
+
+
+def jacobian_colormap():
+    """Blue for compression (< 1), white at 1, red for expansion (> 1), over [0, 2]; folds drawn apart."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list("adregnet_jacobian", [(0.0, "#1f4e9c"), (0.5, "#ffffff"), (1.0, "#b2182b")])
+
+
+def _planes(array: np.ndarray) -> list[np.ndarray]:
+    z, y, x = (s // 2 for s in array.shape)
+    return [array[z], array[:, y], array[:, :, x]]  # axial, coronal, sagittal (voxel order)
+
+
+def _aspect(image: Image) -> list[float]:
+    sx, sy, sz = image.geometry.spacing
+    return [sy / sx, sz / sx, sz / sy]
+
+
+def _window(a: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(a[:: max(1, a.shape[0] // 32)], [1, 99])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _checker(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
+    yy, xx = np.indices(a.shape)
+    mask = ((yy * tiles // a.shape[0]) + (xx * tiles // a.shape[1])) % 2 == 0
+    return np.where(mask, a, b)
+
+
+def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, warped: Image, jacobian: Image,
+                 metrics: dict, tre_before: Optional[np.ndarray] = None, tre_after: Optional[np.ndarray] = None) -> Path:
+    """Write a PNG with fixed/moving/warped in three planes, checkerboards before/after, the Jacobian
+    heatmap, and TRE per landmark before/after when landmarks were given.
+
+    Args:
+        path: output PNG.
+        fixed: the fixed image.
+        moving_on_fixed: (Z, Y, X) the moving image resampled on the fixed grid without the registration.
+        warped: the registered moving image.
+        jacobian: det J on the fixed grid.
+        metrics: the metrics dictionary (numbers shown in the title).
+        tre_before, tre_after: (K,) per-landmark distances, mm.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_tre = tre_before is not None and tre_after is not None
+    rows = 5 if has_tre else 4
+    fig = plt.figure(figsize=(12, 3.0 * rows + 0.8))
+    grid = fig.add_gridspec(rows, 3)
+    lo, hi = _window(fixed.array)
+    mlo, mhi = _window(warped.array)
+    aspects = _aspect(fixed)
+    names = ["axial", "coronal", "sagittal"]
+    norm_f = lambda a: np.clip((a - lo) / (hi - lo), 0, 1)  # noqa: E731
+    norm_m = lambda a: np.clip((a - mlo) / (mhi - mlo), 0, 1)  # noqa: E731
+    fixed_p, before_p, warped_p, jac_p = (_planes(a) for a in (fixed.array, moving_on_fixed, warped.array, jacobian.array))
+    for col in range(3):
+        ax = fig.add_subplot(grid[0, col])
+        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin="lower", aspect=aspects[col])
+        ax.set_title(f"fixed ({names[col]})", fontsize=9)
+        ax.axis("off")
+    for col in range(3):
+        ax = fig.add_subplot(grid[1, col])
+        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(before_p[col])), cmap="gray", origin="lower", aspect=aspects[col])
+        ax.set_title(f"checkerboard fixed/moving BEFORE ({names[col]})", fontsize=9)
+        ax.axis("off")
+    for col in range(3):
+        ax = fig.add_subplot(grid[2, col])
+        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(warped_p[col])), cmap="gray", origin="lower", aspect=aspects[col])
+        ax.set_title(f"checkerboard fixed/warped AFTER ({names[col]})", fontsize=9)
+        ax.axis("off")
+    for col in range(3):
+        ax = fig.add_subplot(grid[3, col])
+        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin="lower", aspect=aspects[col])
+        im = ax.imshow(jac_p[col], cmap=jacobian_colormap(), vmin=0, vmax=2, alpha=0.6, origin="lower", aspect=aspects[col])
+        folds = np.ma.masked_where(jac_p[col] > 0, np.ones_like(jac_p[col]))
+        ax.imshow(folds, cmap="spring", vmin=0, vmax=1, origin="lower", aspect=aspects[col])
+        ax.set_title(f"Jacobian determinant ({names[col]}; folds in magenta)", fontsize=9)
+        ax.axis("off")
+    fig.colorbar(im, ax=fig.axes[-3:], fraction=0.02, label="det J (1 = volume kept)")
+    if has_tre:
+        ax = fig.add_subplot(grid[4, :])
+        k = np.arange(len(tre_before))
+        ax.bar(k - 0.2, tre_before, width=0.4, label=f"before (mean {np.mean(tre_before):.2f} mm)", color="#999999")
+        ax.bar(k + 0.2, tre_after, width=0.4, label=f"after (mean {np.mean(tre_after):.2f} mm)", color="#1f77b4")
+        ax.set_xlabel("landmark pair")
+        ax.set_ylabel("TRE (mm)")
+        ax.legend(fontsize=8)
+        ax.set_title("target registration error per landmark", fontsize=9)
+    jac = metrics.get("jacobian", {})
+    title = (f"AD-RegNet  preset {metrics.get('preset')}  quality {metrics.get('quality')}  "
+             f"NCC {metrics.get('similarity_before', {}).get('ncc') or float('nan'):.3f} -> "
+             f"{metrics.get('similarity_after', {}).get('ncc') or float('nan'):.3f}  "
+             f"folds {jac.get('folding_fraction', 0) * 100:.3f}%  time {metrics.get('timings_s', {}).get('total', 0):.1f} s")
+    fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
