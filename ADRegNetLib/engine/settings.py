@@ -58,9 +58,9 @@ class QualitySettings:
 
 
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
-    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((4, 60), (2, 30))),
-    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((4, 80), (2, 40), (1, 15))),
-    "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((4, 100), (2, 60), (1, 30)),
+    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((4, 60), (2, 40), (1, 10))),
+    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((4, 80), (2, 60), (1, 30))),
+    "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((4, 100), (2, 80), (1, 60)),
                             prealign_iterations=120),
 }
 
