@@ -11,6 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.image import Image, to_sitk
+from ..typing import StopCallback
+from .api import RegistrationCancelled
 
 __all__ = ["AffineMap", "prealign", "bounding_box_overlap"]
 
@@ -77,7 +79,8 @@ def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
 
 
 def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Image | None = None,
-             iterations: int = 60, same_modality: bool = True, seed: int = 0) -> tuple[AffineMap, dict]:
+             iterations: int = 60, same_modality: bool = True, seed: int = 0,
+             should_stop: StopCallback | None = None) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -91,9 +94,13 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         iterations: optimiser iterations per resolution level.
         same_modality: use correlation (True) or Mattes mutual information (False).
         seed: sampling seed (determinism).
+        should_stop: returns True to cancel; checked at every optimiser iteration.
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
+
+    Raises:
+        RegistrationCancelled: when ``should_stop()`` turned True during the optimisation.
     """
     if mode not in ("affine", "rigid", "none"):
         raise ValueError(f"pre-alignment mode must be 'affine', 'rigid' or 'none', got {mode!r}")
@@ -137,13 +144,26 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
     reg.SetInitialTransform(initial, inPlace=False)
+    stopped = []
+    if should_stop is not None:
+        def _check_stop() -> None:
+            # StopRegistration ends the current resolution level only: repeat it on every level.
+            if stopped or should_stop():
+                stopped.append(True)
+                reg.StopRegistration()
+
+        reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
     before = reg.MetricEvaluate(f, m)
     try:
         result = reg.Execute(f, m)
         after = reg.GetMetricValue()
     except RuntimeError as exc:  # e.g. too few samples in the overlap
+        if stopped:
+            raise RegistrationCancelled("registration cancelled by the user") from None
         info["error"] = str(exc).splitlines()[-1][:200]
         return AffineMap.from_sitk(initial), info
+    if stopped:
+        raise RegistrationCancelled("registration cancelled by the user")
     info.update(metric_before=float(before), metric_after=float(after))
     # Metrics are minimised: keep the optimised transform only when it is better.
     if not np.isfinite(after) or after > before:

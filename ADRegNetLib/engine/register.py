@@ -249,7 +249,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- pre-alignment
     mode = prealignment or q.prealign
     affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fixed_mask,
-                                     iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed)
+                                     iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
+                                     should_stop=should_stop)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 
