@@ -62,6 +62,11 @@ def _json_default(o):
     return str(o)
 
 
+def _fmt(value: Optional[float]) -> str:
+    """A metric for the summary line; None (undefined, e.g. NCC of images that do not overlap) as n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     import torch
 
@@ -122,7 +127,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                                            "fixed_landmarks": args.fixed_landmarks, "moving_landmarks": args.moving_landmarks})
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     summary = [f"preset {result.metrics['preset']} ({result.metrics['preset_reason']})",
-               f"NCC {result.metrics['similarity_before']['ncc']:.3f} -> {result.metrics['similarity_after']['ncc']:.3f}",
+               f"NCC {_fmt(result.metrics['similarity_before']['ncc'])} -> {_fmt(result.metrics['similarity_after']['ncc'])}",
                f"folds {result.metrics['jacobian']['folding_fraction'] * 100:.3f}%",
                f"time {result.metrics['timings_s']['total']:.1f} s"]
     if fixed_pts is not None:

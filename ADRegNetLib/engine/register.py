@@ -225,6 +225,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     torch_device, device_warning = resolve_device(device)
     if device_warning:
         warnings_.append(device_warning)
+    model = None
+    if use_network:  # load (and check) the weights now: a bad file fails before minutes of work
+        model, net_note = _load_network(weights, torch_device)
+        if net_note:
+            warnings_.append(net_note)
     torch.manual_seed(seed)
     stages.done("validate")
 
@@ -278,9 +283,6 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     network_used = False
     if use_network:
         stages.report(0.2, "AD-RegNet prediction")
-        model, net_note = _load_network(weights, torch_device)
-        if net_note:
-            warnings_.append(net_note)
         if model is not None:
             candidate = _network_flow(model, fixed_w, moving_w)
             with torch.no_grad():

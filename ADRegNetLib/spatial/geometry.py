@@ -31,9 +31,9 @@ class GeometryError(ValueError):
 def _as_vec3(values: Sequence[float], name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.shape != (3,):
-        raise GeometryError(f"{name} must have 3 values (x, y, z), got {arr.shape[0]}: {list(arr)}")
+        raise GeometryError(f"{name} must have 3 values (x, y, z), got {arr.shape[0]}: {arr.tolist()}")
     if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} must be finite, got {list(arr)}")
+        raise GeometryError(f"{name} must be finite, got {arr.tolist()}")
     return arr
 
 
@@ -60,7 +60,7 @@ class Geometry:
         spacing = _as_vec3(self.spacing, "spacing")
         if np.any(spacing <= 0):
             raise GeometryError(
-                f"spacing must be positive in every axis, got {list(spacing)} mm; "
+                f"spacing must be positive in every axis, got {spacing.tolist()} mm; "
                 "fix the image header (voxel size) before registering"
             )
         origin = _as_vec3(self.origin, "origin")
