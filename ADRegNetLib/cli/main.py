@@ -97,6 +97,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 
             mask = resample_image(mask, fixed.geometry, mode="nearest")
         mask = Image(mask.array > 0, fixed.geometry, "fixed mask")
+    # Read the label map before registering: a wrong file must not cost a whole run and leave
+    # a half-written output folder behind.
+    labels = read_label_map(args.warp_labels, name="labels") if args.warp_labels else None
     bar = _ProgressBar(not args.quiet)
     try:
         result = register(fixed, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts, fixed_mask=mask,
@@ -109,8 +112,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     write_transform(result.disp_mm, result.geometry, outdir / "transform.h5")
     write_image(result.warped, outdir / "warped.nii.gz")
     write_image(result.jacobian, outdir / "jacobian.nii.gz")
-    if args.warp_labels:
-        labels = read_label_map(args.warp_labels, name="labels")
+    if labels is not None:
         warped_labels = warp_image(torch.from_numpy(labels.array)[None, None], torch.from_numpy(result.disp_mm)[None],
                                    result.geometry, labels.geometry, mode="nearest")[0, 0].numpy()
         write_image(Image(warped_labels, result.geometry, "warped labels"), outdir / "warped_labels.nii.gz")
