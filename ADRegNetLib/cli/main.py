@@ -76,13 +76,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..spatial.warp import warp_image
     from .report import write_report
 
+    if args.threads < 0:
+        raise CLIError(f"--threads must be a positive number of CPU threads (0 = torch's choice), got {args.threads}")
     outdir = Path(args.output)
     names = list(OUTPUT_FILES) + (["warped_labels.nii.gz"] if args.warp_labels else [])
     _prepare_output_dir(outdir, args.overwrite, names)
     if args.threads:
         torch.set_num_threads(args.threads)
-    fixed = read_image(args.fixed, name="fixed")
-    moving = read_image(args.moving, name="moving")
+    fixed = read_image(args.fixed)  # named by the file in messages
+    moving = read_image(args.moving)
     if (args.fixed_landmarks is None) != (args.moving_landmarks is None):
         raise CLIError("give both --fixed-landmarks and --moving-landmarks (pairs match by order), or neither")
     fixed_pts = moving_pts = None
@@ -91,7 +93,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         moving_pts = read_landmarks(args.moving_landmarks, geometry=moving.geometry)
     mask = None
     if args.mask_fixed:
-        mask = read_label_map(args.mask_fixed, name="fixed mask")
+        mask = read_label_map(args.mask_fixed)
         if mask.geometry.shape != fixed.geometry.shape:
             from ..io import resample_image
 
@@ -99,7 +101,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         mask = Image(mask.array > 0, fixed.geometry, "fixed mask")
     # Read the label map before registering: a wrong file must not cost a whole run and leave
     # a half-written output folder behind.
-    labels = read_label_map(args.warp_labels, name="labels") if args.warp_labels else None
+    labels = read_label_map(args.warp_labels) if args.warp_labels else None
     bar = _ProgressBar(not args.quiet)
     try:
         result = register(fixed, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts, fixed_mask=mask,

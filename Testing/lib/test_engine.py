@@ -304,3 +304,17 @@ def test_memory_estimate_for_256_cubed_is_under_6_gb():
     g2 = Geometry((512, 512, 300), (0.7, 0.7, 1.0), (0.0, 0.0, 0.0))
     work2, _ = working_geometry(g2, q.working_spacing_mm, q.max_working_voxels)
     assert estimate_memory_gb(g2, work2) > gb
+
+
+def test_package_register_stays_the_function_after_importing_the_submodule():
+    """Regression: importing ADRegNetLib.engine.register (the module) replaced the package's
+    ``register`` function, so the second registration in one process (Slicer, CLI) got a module."""
+    import importlib
+
+    import ADRegNetLib.engine as engine
+
+    importlib.import_module("ADRegNetLib.engine.register")
+    from ADRegNetLib.engine import register as again
+
+    assert callable(again) and callable(engine.register)
+    assert again.__module__ == "ADRegNetLib.engine"
