@@ -46,7 +46,8 @@ def run_cli(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
 
 
 def digest(folder: Path) -> dict[str, tuple[float, str]]:
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(folder.iterdir())}
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.iterdir())}
 
 
 def field_transform(path: Path) -> sitk.DisplacementFieldTransform:
@@ -69,7 +70,8 @@ def demo_run(tmp_path_factory):
     out.mkdir()
     (out / "metrics.json").write_text('{"stale": true}')  # replaced thanks to --overwrite
     proc = run_cli("register", FIXED, MOVING, "-o", out, "--fixed-landmarks", FIXED_LM, "--moving-landmarks", MOVING_LM,
-                   "--quality", "fast", "--warp-labels", root / "moving_labels.nii.gz", "--seed", "0", "--device", "cpu",
+                   "--quality", "fast", "--warp-labels", root / "moving_labels.nii.gz", "--seed", "0",
+                   "--device", "cpu",
                    "-q", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     return {"root": root, "out": out, "proc": proc, "metrics": json.loads((out / "metrics.json").read_text()),

@@ -40,7 +40,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     full = read_image(src)
     g = full.geometry
     origin = g.index_to_physical(np.array([[8, 20, 16]], dtype=np.float64))[0]
-    crop = Image(np.ascontiguousarray(full.array[16:48, 20:60, 8:48]), Geometry((40, 40, 32), g.spacing, origin), "crop")
+    crop = Image(np.ascontiguousarray(full.array[16:48, 20:60, 8:48]), Geometry((40, 40, 32), g.spacing, origin),
+                 "crop")
     f: dict[str, Path] = {"dir": d}
     f["good"] = d / "good.nii.gz"
     write_image(crop, f["good"])
@@ -183,8 +184,8 @@ def test_missing_landmark_file(files, capsys):
 
 def test_landmark_outside_the_image(files, capsys):
     _expect_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm_out"]), capsys,
-                  r"moving landmark 2 at \[.*\] mm \(LPS\) lies \d+\.\d\d mm outside the moving image .*1 of 3 points are "
-                  r"outside\. Check that the landmarks belong to this image\.$")
+                  r"moving landmark 2 at \[.*\] mm \(LPS\) lies \d+\.\d\d mm outside the moving image .*1 of 3 "
+                  r"points are outside\. Check that the landmarks belong to this image\.$")
 
 
 # --------------------------------------------------------------------------------- settings

@@ -98,7 +98,8 @@ def test_100mm_spacing_is_rejected():
 
 def test_extreme_anisotropy_is_rejected():
     img = noise_image(spacing=(0.5, 0.5, 30.0))
-    with pytest.raises(ImageError, match=r"an anisotropy of 60\.0 \(largest/smallest voxel size, at most 20 accepted\)"):
+    with pytest.raises(ImageError,
+                       match=r"an anisotropy of 60\.0 \(largest/smallest voxel size, at most 20 accepted\)"):
         register(noise_image(), img, **CHEAP)
 
 
