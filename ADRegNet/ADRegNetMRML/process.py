@@ -198,7 +198,7 @@ def _write_points_csv(path: Path, points_lps: np.ndarray) -> None:
     with open(path, "w") as f:
         f.write("x,y,z\n")
         for p in np.asarray(points_lps, dtype=np.float64).reshape(-1, 3):
-            f.write(f"{p[0]!r},{p[1]!r},{p[2]!r}\n")
+            f.write(f"{float(p[0])!r},{float(p[1])!r},{float(p[2])!r}\n")
 
 
 def _read_points_csv(path: Path) -> np.ndarray:

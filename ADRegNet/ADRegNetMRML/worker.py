@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         with open(out / "warped_fixed_landmarks.csv", "w") as f:
             f.write("x,y,z\n")
             for p in np.asarray(result.warped_fixed_landmarks, dtype=np.float64).reshape(-1, 3):
-                f.write(f"{p[0]!r},{p[1]!r},{p[2]!r}\n")
+                f.write(f"{float(p[0])!r},{float(p[1])!r},{float(p[2])!r}\n")
     _say("filter-progress", "1.0")
     return 0
 

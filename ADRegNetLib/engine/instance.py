@@ -46,9 +46,9 @@ class InstanceOptimizationSettings:
             (MIND-SSC descriptors compared by SSD; for different modalities).
         ncc_window: local NCC window, voxels.
         landmark_weight: weight of the mean landmark distance (mm) relative to the similarity.
-        image_sigma: Gaussian sigma (voxels of each level) applied to both images before comparing
-            them: without it the similarity favours shifts by whole voxels, where interpolation
-            does not blur the moving image (measured: a 3 mm translation came back as 2 mm).
+        image_sigma: optional Gaussian sigma (voxels of each level) applied to both images before
+            comparing them (each level is already low-pass filtered when it is made). Off by
+            default: on the brain benchmark case sigma 1 raised TRE from 0.62 to 0.85 mm.
         step_quantile: the update is scaled so that this quantile of its voxel lengths equals
             ``step_voxels`` (longer ones are clipped to twice that): scaling by the maximum alone
             lets a few strong edges set the pace and leaves weakly textured tissue behind.
@@ -62,7 +62,7 @@ class InstanceOptimizationSettings:
     ncc_window: int = 5
     landmark_weight: float = 1.0
     step_quantile: float = 1.0
-    image_sigma: float = 1.0
+    image_sigma: float = 0.0
 
 
 def level_geometry(geometry: Geometry, factor: int) -> Geometry:
@@ -151,21 +151,38 @@ def instance_optimize(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geome
                 sim = diff.mean() if level_mask is None else diff[level_mask].mean()
             else:
                 sim = local_ncc(f_img, warped, window=settings.ncc_window, mask=level_mask)
-            loss = sim
+            landmark_term = None
             if use_landmarks:
                 # Per-landmark sum, normalised like the similarity (a mean over voxels), so its
                 # pull does not fade as images grow.
                 lm = landmark_loss(flow_norm_to_disp_mm(current, level), level, fixed_points, moving_points)
-                loss = loss + settings.landmark_weight * lm * len(fixed_points) / level.num_voxels
-            (grad,) = torch.autograd.grad(loss, current)
+                landmark_term = settings.landmark_weight * lm * len(fixed_points) / level.num_voxels
+            loss = sim if landmark_term is None else sim + landmark_term
+            (grad_sim,) = torch.autograd.grad(sim, current, retain_graph=landmark_term is not None)
             with torch.no_grad():
-                update = gaussian_smooth(-grad, settings.sigma_update)
+                update = gaussian_smooth(-grad_sim, settings.sigma_update)
                 length = (update / scale).norm(dim=1, keepdim=True)  # voxels of this level
                 ref = torch.quantile(length.flatten()[:: max(1, length.numel() // 200_000)], settings.step_quantile)
-                if ref > 0:
-                    update = update * (settings.step_voxels / ref)
-                    length = length * (settings.step_voxels / ref)
-                    update = update * (2 * settings.step_voxels / length.clamp_min(2 * settings.step_voxels))
+                factor_step = settings.step_voxels / ref if ref > 0 else torch.ones_like(ref)
+            with torch.no_grad():
+                update = update * factor_step
+            if landmark_term is not None:
+                # Landmark gradients are spikes at a few voxels: scaled together with the image
+                # term they either set the pace (stalling the image-driven update) or vanish. So the
+                # landmark update is normalised on its own: its longest vector is
+                # ``landmark_weight * step_voxels``, spread by the same Gaussian.
+                (grad_lm,) = torch.autograd.grad(landmark_term, current)
+                with torch.no_grad():
+                    lm_update = gaussian_smooth(-grad_lm, settings.sigma_update)
+                    lm_len = (lm_update / scale).norm(dim=1).max()
+                    # Pull no further than the landmarks still are from their partners (no overshoot).
+                    residual_vox = float(lm.detach()) / float(level.spacing.min())
+                    pull = settings.landmark_weight * min(settings.step_voxels, 0.5 * residual_vox)
+                    if lm_len > 0:
+                        update = update + lm_update * (pull / lm_len)
+            with torch.no_grad():
+                length = (update / scale).norm(dim=1, keepdim=True)
+                update = update * (2 * settings.step_voxels / length.clamp_min(2 * settings.step_voxels))
                 flow = compose_flows(update, flow)
                 if settings.sigma_field > 0:
                     flow = gaussian_smooth(flow, settings.sigma_field)
