@@ -218,9 +218,6 @@ def test_landmarks_pull_the_result(lung_crop):
     assert pulled.jacobian.array.min() > 0
 
 
-@pytest.mark.xfail(strict=True, reason="measured when this test was written: on the demo pair the landmark term "
-                   "makes TRE at the given landmarks worse (0.47 mm without, 0.55 mm with); remove this marker "
-                   "when it helps")
 def test_landmarks_improve_tre_on_the_demo_pair(lung, lung_run):
     """Real use: the same demo registration with its 51 landmark pairs given must map them at least as
     close as the run without them (``lung_run``)."""
