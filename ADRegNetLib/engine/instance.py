@@ -60,7 +60,7 @@ class InstanceOptimizationSettings:
     sigma_field: float = 1.0
     similarity: str = "lncc"
     ncc_window: int = 5
-    landmark_weight: float = 1.0
+    landmark_weight: float = 2.0
     step_quantile: float = 1.0
     image_sigma: float = 0.0
 
