@@ -18,6 +18,10 @@ def jacobian_colormap():
     return LinearSegmentedColormap.from_list("adregnet_jacobian", [(0.0, "#1f4e9c"), (0.5, "#ffffff"), (1.0, "#b2182b")])
 
 
+#: imshow origin per plane: axial with anterior up, coronal/sagittal with superior up (LPS-aligned grids)
+_ORIGIN = ["upper", "lower", "lower"]
+
+
 def _planes(array: np.ndarray) -> list[np.ndarray]:
     z, y, x = (s // 2 for s in array.shape)
     return [array[z], array[:, y], array[:, :, x]]  # axial, coronal, sagittal (voxel order)
@@ -71,26 +75,26 @@ def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, wa
     fixed_p, before_p, warped_p, jac_p = (_planes(a) for a in (fixed.array, moving_on_fixed, warped.array, jacobian.array))
     for col in range(3):
         ax = fig.add_subplot(grid[0, col])
-        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin="lower", aspect=aspects[col])
+        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
         ax.set_title(f"fixed ({names[col]})", fontsize=9)
         ax.axis("off")
     for col in range(3):
         ax = fig.add_subplot(grid[1, col])
-        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(before_p[col])), cmap="gray", origin="lower", aspect=aspects[col])
-        ax.set_title(f"checkerboard fixed/moving BEFORE ({names[col]})", fontsize=9)
+        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(before_p[col])), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
+        ax.set_title(f"before: fixed/moving ({names[col]})", fontsize=9)
         ax.axis("off")
     for col in range(3):
         ax = fig.add_subplot(grid[2, col])
-        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(warped_p[col])), cmap="gray", origin="lower", aspect=aspects[col])
-        ax.set_title(f"checkerboard fixed/warped AFTER ({names[col]})", fontsize=9)
+        ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(warped_p[col])), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
+        ax.set_title(f"after: fixed/warped ({names[col]})", fontsize=9)
         ax.axis("off")
     for col in range(3):
         ax = fig.add_subplot(grid[3, col])
-        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin="lower", aspect=aspects[col])
-        im = ax.imshow(jac_p[col], cmap=jacobian_colormap(), vmin=0, vmax=2, alpha=0.6, origin="lower", aspect=aspects[col])
+        ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
+        im = ax.imshow(jac_p[col], cmap=jacobian_colormap(), vmin=0, vmax=2, alpha=0.6, origin=_ORIGIN[col], aspect=aspects[col])
         folds = np.ma.masked_where(jac_p[col] > 0, np.ones_like(jac_p[col]))
-        ax.imshow(folds, cmap="spring", vmin=0, vmax=1, origin="lower", aspect=aspects[col])
-        ax.set_title(f"Jacobian determinant ({names[col]}; folds in magenta)", fontsize=9)
+        ax.imshow(folds, cmap="spring", vmin=0, vmax=1, origin=_ORIGIN[col], aspect=aspects[col])
+        ax.set_title(f"det J ({names[col]}; folds magenta)", fontsize=9)
         ax.axis("off")
     fig.colorbar(im, ax=fig.axes[-3:], fraction=0.02, label="det J (1 = volume kept)")
     if has_tre:
