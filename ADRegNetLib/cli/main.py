@@ -174,9 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ml = read_label_map(args.moving_labels)
         warped = warp_image(torch.from_numpy(ml.array)[None, None], torch.from_numpy(np.asarray(disp, np.float32))[None],
                             geometry, ml.geometry, mode="nearest")[0, 0].numpy()
-        from ..spatial.warp import warp_image as _w
-
-        before = _w(torch.from_numpy(ml.array)[None, None], None, geometry, ml.geometry, mode="nearest")[0, 0].numpy()
+        before = warp_image(torch.from_numpy(ml.array)[None, None], None, geometry, ml.geometry, mode="nearest")[0, 0].numpy()
         out["dice_before"] = dice(fl.array, before)
         out["dice_after"] = dice(fl.array, warped)
     text = json.dumps(out, indent=2, default=_json_default)

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..io.image import Image, ImageError, to_sitk
+from ..io.image import Image, to_sitk
 from ..io.images import normalize_intensity, validate_image
 from ..io.landmarks import check_landmark_pairs
 from ..losses.functional import local_ncc
@@ -158,7 +158,6 @@ def _jacobian_slabs(disp: np.ndarray, geometry: Geometry, slab: int = 32) -> np.
     for z0 in range(0, zs, slab):
         z1 = min(zs, z0 + slab)
         lo, hi = max(0, z0 - 1), min(zs, z1 + 1)
-        sub = geometry.with_size(geometry.size)  # same grid; slab origin shifted below
         origin = geometry.index_to_physical(np.array([[0, 0, lo]]))[0]
         sub = Geometry((geometry.size[0], geometry.size[1], hi - lo), geometry.spacing, origin, geometry.direction)
         det = jacobian_determinant(torch.from_numpy(np.ascontiguousarray(disp[:, lo:hi]))[None], sub)[0].numpy()
