@@ -17,7 +17,7 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from ADRegNetLib.io.image import Image
+from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from ADRegNetLib.io.image import Image
+from ADRegNetLib.spatial.image import Image
 
 from .geometry import volume_node_from_image
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..io.image import Image
+from ..spatial.image import Image
 
 __all__ = ["write_report", "jacobian_colormap"]
 

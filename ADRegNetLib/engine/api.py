@@ -9,13 +9,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..io.image import Image
+from ..spatial.image import Image
 from ..spatial.geometry import Geometry
 
 __all__ = ["RegistrationCancelled", "RegistrationError", "RegistrationResult", "PRESETS", "QUALITIES"]
 
-PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
-QUALITIES = ("fast", "balanced", "best")
 
 
 class RegistrationError(ValueError):
@@ -39,6 +37,12 @@ class RegistrationResult:
         metrics: timings, Jacobian statistics, similarity before/after, TRE before/after
             (when landmarks were given), the chosen preset and working resolution.
         warped_fixed_landmarks: (K, 3) LPS mm, x + u(x) at each fixed landmark, or None.
+        before: the moving image resampled onto the fixed grid without the registration
+            (padded with the moving image's background), for before/after displays.
+        transform: the result as a :class:`Transform` (map points, warp other images, Jacobian).
+        inverse_disp_mm: (3, Zm, Ym, Xm) float32, LPS mm, on the moving grid: moving point y maps
+            to fixed point y + v(y); None when not computed.
+        moving_geometry: the moving image's grid (the inverse field's grid).
     """
 
     disp_mm: np.ndarray
@@ -47,3 +51,7 @@ class RegistrationResult:
     jacobian: Image
     metrics: dict[str, Any] = field(default_factory=dict)
     warped_fixed_landmarks: Optional[np.ndarray] = None
+    before: Optional[Image] = None
+    transform: Optional[Transform] = None
+    inverse_disp_mm: Optional[np.ndarray] = None
+    moving_geometry: Optional[Geometry] = None

@@ -5,56 +5,17 @@ resampling convention): moving point = ``matrix @ x + offset``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import SimpleITK as sitk
 
-from ..io.image import Image, to_sitk
+from ..io.image import to_sitk
+from ..io.linear import affine_from_sitk, affine_to_sitk
+from ..spatial.affine import AffineMap
+from ..spatial.image import Image
 from ..typing import StopCallback
 from .api import RegistrationCancelled
 
-__all__ = ["AffineMap", "prealign", "bounding_box_overlap"]
-
-
-@dataclass(frozen=True)
-class AffineMap:
-    """Fixed -> moving LPS affine map ``y = matrix @ x + offset`` (mm)."""
-
-    matrix: np.ndarray
-    offset: np.ndarray
-
-    @classmethod
-    def identity(cls) -> "AffineMap":
-        return cls(np.eye(3), np.zeros(3))
-
-    def apply(self, points_lps: np.ndarray) -> np.ndarray:
-        """Map (N, 3) fixed-space LPS points to moving space."""
-        return np.asarray(points_lps, dtype=np.float64) @ self.matrix.T + self.offset
-
-    def inverse_apply(self, points_lps: np.ndarray) -> np.ndarray:
-        """Map (N, 3) moving-space LPS points back to fixed space."""
-        return (np.asarray(points_lps, dtype=np.float64) - self.offset) @ np.linalg.inv(self.matrix).T
-
-    def is_identity(self, atol: float = 1e-9) -> bool:
-        return bool(np.allclose(self.matrix, np.eye(3), atol=atol) and np.allclose(self.offset, 0.0, atol=atol))
-
-    def to_sitk(self) -> sitk.AffineTransform:
-        t = sitk.AffineTransform(3)
-        t.SetMatrix(self.matrix.reshape(-1).tolist())
-        t.SetTranslation(self.offset.tolist())
-        return t
-
-    @classmethod
-    def from_sitk(cls, transform: sitk.Transform) -> "AffineMap":
-        """Any SimpleITK linear transform (Euler, similarity, affine, composite of those)."""
-        origin = np.zeros(3)
-        offset = np.asarray(transform.TransformPoint(origin.tolist()))
-        cols = [np.asarray(transform.TransformPoint(e.tolist())) - offset for e in np.eye(3)]
-        return cls(np.stack(cols, axis=1), offset)
-
-    def to_dict(self) -> dict:
-        return {"matrix": self.matrix.tolist(), "offset": self.offset.tolist()}
+__all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign", "bounding_box_overlap"]
 
 
 def _bbox(image: Image) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +42,8 @@ def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
 def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Image | None = None,
              iterations: int = 60, same_modality: bool = True, seed: int = 0,
              should_stop: StopCallback | None = None,
-             min_relative_improvement: float = 0.05) -> tuple[AffineMap, dict]:
+             min_relative_improvement: float = 0.05,
+             initial: AffineMap | None = None) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -100,6 +62,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         same_modality: use correlation (True) or Mattes mutual information (False).
         seed: sampling seed (determinism).
         should_stop: returns True to cancel; checked at every optimiser iteration.
+        initial: optional fixed -> moving start (the user's initial transform); with mode "none"
+            it is returned as it is.
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
@@ -112,25 +76,30 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     overlap = bounding_box_overlap(fixed, moving)
     info: dict = {"mode": mode, "bbox_overlap": round(overlap, 3)}
     if mode == "none":
-        return AffineMap.identity(), info
+        if initial is not None:
+            info["start"] = "the initial transform given by the user"
+        return (initial or AffineMap.identity()), info
     f = _shrunk(to_sitk(fixed, np.float32), 2.0)
     m = _shrunk(to_sitk(moving, np.float32), 2.0)
-    if overlap > 0.5:
-        start: sitk.Transform = sitk.Euler3DTransform()
+    if initial is not None:
+        start: sitk.Transform = affine_to_sitk(initial)
+        info["start"] = "the initial transform given by the user"
+    elif overlap > 0.5:
+        start = sitk.Euler3DTransform()
         start.SetCenter(fixed.geometry.center().tolist())
         info["start"] = "identity (images overlap in physical space)"
     else:
         start = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.MOMENTS)
         info["start"] = "centre of mass"
-    if mode == "affine":
+    if mode == "affine" and initial is None:
         aff = sitk.AffineTransform(3)
         aff.SetCenter(start.GetCenter())
         aff.SetMatrix(start.GetMatrix())
         aff.SetTranslation(start.GetTranslation())
-        initial: sitk.Transform = aff
-    else:
-        initial = start
+        init_tx: sitk.Transform = aff
+    else:  # rigid, or the user's initial affine refined as it is
+        init_tx = start
 
     reg = sitk.ImageRegistrationMethod()
     if same_modality:
@@ -148,7 +117,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SetInitialTransform(initial, inPlace=False)
+    reg.SetInitialTransform(init_tx, inPlace=False)
     stopped = []
     if should_stop is not None:
         def _check_stop() -> None:
@@ -158,15 +127,20 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
                 reg.StopRegistration()
 
         reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
-    before = reg.MetricEvaluate(f, m)
+    # SimpleITK's multi-threaded metric sums per-thread partial results in an order that depends
+    # on the thread count and load, so runs differed by ~0.005 mm and a threshold decision below
+    # could amplify that. One thread makes the pre-alignment bit-repeatable (it runs on 2 mm
+    # images, so the cost is about a second).
+    reg.SetNumberOfThreads(1)
     try:
+        before = reg.MetricEvaluate(f, m)
         result = reg.Execute(f, m)
         after = reg.GetMetricValue()
     except RuntimeError as exc:  # e.g. too few samples in the overlap
         if stopped:
             raise RegistrationCancelled("registration cancelled by the user") from None
         info["error"] = str(exc).splitlines()[-1][:200]
-        return AffineMap.from_sitk(initial), info
+        return affine_from_sitk(init_tx), info
     if stopped:
         raise RegistrationCancelled("registration cancelled by the user")
     info.update(metric_before=float(before), metric_after=float(after))
@@ -176,6 +150,6 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     if not np.isfinite(after) or gain < min_relative_improvement:
         info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}%, "
                         f"less than {100 * min_relative_improvement:.0f}%)")
-        return AffineMap.from_sitk(initial), info
+        return affine_from_sitk(init_tx), info
     info["kept"] = "optimised"
-    return AffineMap.from_sitk(result), info
+    return affine_from_sitk(result), info

@@ -1,13 +1,41 @@
-r"""Presets and quality levels: every number the engine uses, in one place."""
+r"""Every number and every name the engine uses, in one place.
+
+Front ends (CLI, Slicer module, benchmark) import the preset and quality names from here.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.image import Image
+from ..spatial.image import Image
 
-__all__ = ["PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS", "detect_preset"]
+__all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
+           "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
+           "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL",
+           "detect_preset", "is_ct"]
+
+#: preset names ("auto" decides from the images and says why)
+PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
+#: quality names, fastest first ("instant": the network's prediction alone)
+QUALITIES = ("instant", "fast", "balanced", "best")
+
+#: an image is CT when its 1st intensity percentile is below this (air is -1000 HU)
+CT_AIR_PERCENTILE_HU = -500.0
+#: HU window of CT outside the lung preset (air to dense soft tissue)
+GENERIC_CT_WINDOW = (-1000.0, 400.0)
+#: relative local-NCC improvement the network's prediction must bring to be kept as the start
+NETWORK_MIN_RELATIVE_GAIN = 0.02
+#: relative metric improvement the affine pre-alignment must bring to be kept (see prealign)
+PREALIGN_MIN_RELATIVE_GAIN = 0.05
+#: share of working-grid voxels the pre-aligned moving image must cover
+MIN_MOVING_OVERLAP = 0.01
+#: physical bounding-box overlap below which fixed and moving are taken as not overlapping
+MIN_PHYSICAL_OVERLAP = 0.5
+#: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured
+BYTES_PER_WORKING_VOXEL = 220
+#: bytes per fixed-grid voxel while building the full-resolution outputs (slab-wise Jacobian)
+BYTES_PER_FIXED_VOXEL = 40
 
 
 @dataclass(frozen=True)
@@ -17,19 +45,19 @@ class PresetSettings:
     Attributes:
         modality: intensity normalisation ("ct" HU window, "mr" robust percentiles, "generic").
         ct_window: HU window mapped to [0, 1] for CT.
-        similarity: "mind" (MIND-SSC + SSD, robust to intensity changes; every preset uses it, and
-            all benchmark figures were measured with it) or "lncc".
+        similarity: a name of the similarity registry (``losses.SIMILARITIES``); "mind" (MIND-SSC
+            + SSD, robust to intensity changes and modalities) for every preset.
     """
 
     modality: str
-    ct_window: tuple[float, float] = (-1000.0, 400.0)
+    ct_window: tuple[float, float] = GENERIC_CT_WINDOW
     similarity: str = "mind"
 
 
 PRESET_SETTINGS: dict[str, PresetSettings] = {
-    "lung-ct": PresetSettings(modality="ct", ct_window=(-1000.0, 200.0), similarity="mind"),
-    "brain-mri": PresetSettings(modality="mr", similarity="mind"),
-    "generic": PresetSettings(modality="generic", similarity="mind"),
+    "lung-ct": PresetSettings(modality="ct", ct_window=(-1000.0, 200.0)),
+    "brain-mri": PresetSettings(modality="mr"),
+    "generic": PresetSettings(modality="generic"),
 }
 
 
@@ -40,9 +68,11 @@ class QualitySettings:
     Attributes:
         working_spacing_mm: target voxel size of the working grid (never finer than the fixed image).
         max_working_voxels: cap on the working grid (larger inputs get a coarser grid, and say so).
-        levels: instance-optimisation levels as (working-grid downsampling, iterations), coarse first.
+        levels: instance-optimisation levels as (working-grid downsampling, iterations), coarse
+            first; empty: no instance optimisation (the network's prediction alone).
         step_voxels: largest update per optimisation step, voxels of the level grid.
         prealign: "affine", "rigid" or "none".
+        prealign_iterations: optimiser iterations per pre-alignment level.
     """
 
     working_spacing_mm: float
@@ -54,6 +84,7 @@ class QualitySettings:
 
 
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
+    "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=()),
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((4, 60), (2, 40), (1, 10))),
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((4, 80), (2, 60), (1, 30))),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((4, 100), (2, 80), (1, 60)),
@@ -61,21 +92,29 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
 }
 
 
+def _sample(image: Image) -> np.ndarray:
+    arr = image.array
+    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
+
+
+def is_ct(image: Image) -> bool:
+    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels."""
+    return float(np.percentile(_sample(image), 1)) < CT_AIR_PERCENTILE_HU
+
+
 def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
     """Choose a preset from the images.
 
-    CT is recognised by Hounsfield values (air near -1000 and a wide range); among CT scans a large
-    share of lung-density voxels (-950..-500 HU) inside the field of view means a chest scan. MR with
-    a mostly empty background and a head-sized field of view is taken as brain MRI; anything else is
-    "generic".
+    CT (see :func:`is_ct`) with a large share of lung-density voxels (-950..-500 HU) in the field of
+    view means a chest scan. MR with a mostly empty background and a head-sized field of view is taken
+    as brain MRI; anything else is "generic".
 
     Returns:
         (preset name, one-line reason).
     """
-    arr = fixed.array
-    sample = arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
+    sample = _sample(fixed)
     lo, hi = np.percentile(sample, [1, 99])
-    if lo < -500 and hi > -200:
+    if is_ct(fixed):
         lung_share = float(np.mean((sample > -950) & (sample < -500)))
         if lung_share > 0.05:
             return "lung-ct", f"CT intensities (HU) with {100 * lung_share:.0f}% lung-density voxels"
@@ -85,4 +124,3 @@ def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
     if np.all(extent > 100) and np.all(extent < 300) and background > 0.3:
         return "brain-mri", f"non-CT intensities, head-sized field of view, {100 * background:.0f}% empty background"
     return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"
-

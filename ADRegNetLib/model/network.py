@@ -183,6 +183,8 @@ class ADRegNet(nn.Module):
             dict with
             ``flow_norm``: (N, 3, D, H, W) normalised (x, y, z) displacement on the input grid
             (fixed x -> moving x + u(x); warp with ``spatial.warp_norm(moving, flow_norm)``);
+            ``flow_norm_network``: (N, 3, d, h, w) the same field on the network grid (same span; the
+            training loss uses it, so the loss runs at the resolution the network predicts);
             ``velocity_norm``: (N, 3, D, H, W) stationary velocity (None unless diffeomorphic);
             ``levels``: list of per-level fields (velocity or flow) at their own resolution,
             coarse to fine; ``attention_maps``: dict of (N, 1, d, h, w) maps.
@@ -230,15 +232,19 @@ class ADRegNet(nn.Module):
                 levels.append(field)
         if cfg.diffeomorphic and cfg.integration_resolution == "network":
             velocity = resize_flow(field, shape)
-            flow = resize_flow(integrate_velocity(field, cfg.integration_steps), shape)
+            flow_network = integrate_velocity(field, cfg.integration_steps)
+            flow = resize_flow(flow_network, shape)
         elif cfg.diffeomorphic:
             velocity = resize_flow(field, shape)
             flow = integrate_velocity(velocity, cfg.integration_steps)
+            flow_network = resize_flow(flow, tuple(field.shape[2:]))
         else:
             velocity = None
+            flow_network = field
             flow = resize_flow(field, shape)
         self.attention_maps = maps
-        return {"flow_norm": flow, "velocity_norm": velocity, "levels": levels, "attention_maps": maps}
+        return {"flow_norm": flow, "flow_norm_network": flow_network, "velocity_norm": velocity, "levels": levels,
+                "attention_maps": maps}
 
     def extra_repr(self) -> str:
         return f"config={self.config}"

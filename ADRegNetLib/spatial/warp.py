@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from .flow import check_field, identity_grid
+from .affine import AffineMap
 from .geometry import Geometry
+from .image import Image
 
-__all__ = ["warp_norm", "warp_image", "sampling_grid"]
+__all__ = ["warp_norm", "warp_image", "sampling_grid", "resample"]
 
 _MODES = {"linear": "bilinear", "bilinear": "bilinear", "trilinear": "bilinear", "nearest": "nearest"}
 
@@ -43,44 +45,65 @@ def warp_norm(image: torch.Tensor, flow_norm: torch.Tensor, mode: str = "linear"
 
 
 def sampling_grid(disp_mm: Optional[torch.Tensor], fixed_geometry: Geometry, moving_geometry: Geometry,
-                  like: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Normalised moving-grid coordinates of ``x + u(x)`` for every fixed voxel.
+                  like: Optional[torch.Tensor] = None, affine: Optional[AffineMap] = None,
+                  z_range: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Normalised moving-grid coordinates of ``A(x + u(x))`` for every fixed voxel x.
 
     Args:
-        disp_mm: (N, 3, Z, Y, X) LPS mm on the fixed grid, or None for the identity map.
+        disp_mm: (N, 3, Z, Y, X) LPS mm on the fixed grid (the whole grid, or only the slab
+            ``z_range`` of it), or None for no displacement.
         fixed_geometry: grid of the field (output grid).
         moving_geometry: grid of the image to sample.
         like: tensor giving dtype/device when ``disp_mm`` is None.
+        affine: optional fixed -> moving affine applied after the displacement (None: identity).
+        z_range: optional (z0, z1) slab of the fixed grid to compute (bounded memory).
 
     Returns:
-        (N, Z, Y, X, 3) grid for ``grid_sample(moving, grid, align_corners=True)``.
+        (N, z1 - z0, Y, X, 3) grid for ``grid_sample(moving, grid, align_corners=True)``.
     """
     ref = disp_mm if disp_mm is not None else like
     if ref is None:
         raise ValueError("give disp_mm or like")
+    z0, z1 = z_range if z_range is not None else (0, fixed_geometry.shape[0])
     a, b = moving_geometry.physical_to_normalized_affine()
+    lin, off = (np.eye(3), np.zeros(3)) if affine is None else (affine.matrix, affine.offset)
+    a_lin = a @ lin
     # Base grid in float64 on the host: fixed voxel centres mapped to moving normalised coordinates.
     # Large origins (e.g. z = -1400 mm) would lose precision in float32 before the subtraction.
-    zz, yy, xx = (np.arange(n, dtype=np.float64) for n in fixed_geometry.shape)
-    m = a @ fixed_geometry.index_to_physical_matrix
-    c = a @ fixed_geometry.origin + b
+    zz = np.arange(z0, z1, dtype=np.float64)
+    yy, xx = (np.arange(n, dtype=np.float64) for n in fixed_geometry.shape[1:])
+    m = a_lin @ fixed_geometry.index_to_physical_matrix
+    c = a_lin @ fixed_geometry.origin + a @ off + b
     base = (m[:, 0][:, None, None, None] * xx[None, None, None, :]
             + m[:, 1][:, None, None, None] * yy[None, None, :, None]
             + m[:, 2][:, None, None, None] * zz[None, :, None, None]
-            + c[:, None, None, None])  # (3, Z, Y, X)
+            + c[:, None, None, None])  # (3, z1 - z0, Y, X)
     grid = torch.as_tensor(base, dtype=ref.dtype, device=ref.device).unsqueeze(0)
     if disp_mm is not None:
         check_field(disp_mm, "disp_mm")
-        if tuple(disp_mm.shape[2:]) != fixed_geometry.shape:
-            raise ValueError(f"disp_mm grid {tuple(disp_mm.shape[2:])} does not match the fixed grid {fixed_geometry.shape} (Z, Y, X)")
-        grid = grid + torch.einsum("ij,njzyx->nizyx", torch.as_tensor(a, dtype=ref.dtype, device=ref.device), disp_mm)
+        expected = (z1 - z0, *fixed_geometry.shape[1:])
+        if tuple(disp_mm.shape[2:]) == fixed_geometry.shape and z_range is not None:
+            disp_mm = disp_mm[:, :, z0:z1]
+        if tuple(disp_mm.shape[2:]) != expected:
+            raise ValueError(f"disp_mm grid {tuple(disp_mm.shape[2:])} does not match the fixed grid {expected} (Z, Y, X)")
+        grid = grid + torch.einsum("ij,njzyx->nizyx", torch.as_tensor(a_lin, dtype=ref.dtype, device=ref.device), disp_mm)
     return grid.permute(0, 2, 3, 4, 1)
+
+
+def _slab_depth(geometry: Geometry, channels: int, budget_voxels: int = 8_000_000) -> int:
+    per_slice = geometry.shape[1] * geometry.shape[2] * max(1, channels + 3)
+    return max(1, min(geometry.shape[0], budget_voxels // max(per_slice, 1)))
 
 
 def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geometry: Geometry,
                moving_geometry: Optional[Geometry] = None, mode: str = "linear",
-               padding_mode: str = "zeros") -> torch.Tensor:
-    """Resample ``moving`` at ``x + u(x)`` for every fixed voxel x (physical space, any grids).
+               padding_mode: str = "zeros", affine: Optional[AffineMap] = None,
+               padding_value: float = 0.0, return_inside: bool = False):
+    """Resample ``moving`` at ``A(x + u(x))`` for every fixed voxel x (physical space, any grids).
+
+    The one resampler of the library: plain resampling (``disp_mm=None``), warping and affine
+    mapping all come here. The output is computed in z-slabs, so memory stays bounded for large
+    grids.
 
     Args:
         moving: (N, C, Zm, Ym, Xm) image on ``moving_geometry``.
@@ -89,19 +112,63 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
         fixed_geometry: the output grid.
         moving_geometry: the moving image's grid; defaults to ``fixed_geometry``.
         mode: "linear" (images) or "nearest" (labels).
-        padding_mode: value outside the moving image ("zeros", "border").
+        padding_mode: outside the moving image: "zeros" (``padding_value``) or "border".
+        affine: optional fixed -> moving affine applied after the displacement.
+        padding_value: value outside the moving image with ``padding_mode="zeros"``.
+        return_inside: also return a (N, 1, Z, Y, X) bool map of the voxels that sample inside
+            the moving image.
 
     Returns:
-        (N, C, Z, Y, X) warped image on the fixed grid.
+        (N, C, Z, Y, X) warped image on the fixed grid (and the inside map with ``return_inside``).
     """
     moving_geometry = moving_geometry or fixed_geometry
     if moving.ndim != 5:
         raise ValueError(f"moving must be (N, C, Z, Y, X), got {tuple(moving.shape)}")
     if tuple(moving.shape[2:]) != moving_geometry.shape:
         raise ValueError(f"moving shape {tuple(moving.shape[2:])} does not match its grid {moving_geometry.shape} (Z, Y, X)")
-    grid = sampling_grid(disp_mm, fixed_geometry, moving_geometry, like=moving)
-    if grid.shape[0] != moving.shape[0]:
-        grid = grid.expand(moving.shape[0], -1, -1, -1, -1)
     src = moving if moving.is_floating_point() else moving.float()
-    out = F.grid_sample(src, grid.to(src.dtype), mode=_mode(mode), padding_mode=padding_mode, align_corners=True)
-    return out if moving.is_floating_point() else out.round().to(moving.dtype)
+    pad = float(padding_value) if padding_mode == "zeros" else 0.0
+    if pad != 0.0:
+        src = src - pad
+    n = moving.shape[0] if disp_mm is None else max(moving.shape[0], disp_mm.shape[0])
+    out = src.new_empty((n, src.shape[1], *fixed_geometry.shape))
+    inside = torch.empty((n, 1, *fixed_geometry.shape), dtype=torch.bool, device=src.device) if return_inside else None
+    depth = _slab_depth(fixed_geometry, src.shape[1])
+    for z0 in range(0, fixed_geometry.shape[0], depth):
+        z1 = min(fixed_geometry.shape[0], z0 + depth)
+        grid = sampling_grid(disp_mm, fixed_geometry, moving_geometry, like=src, affine=affine, z_range=(z0, z1))
+        grid = grid.to(src.dtype).expand(n, -1, -1, -1, -1)
+        out[:, :, z0:z1] = F.grid_sample(src.expand(n, -1, -1, -1, -1), grid, mode=_mode(mode),
+                                         padding_mode=padding_mode, align_corners=True)
+        if inside is not None:
+            inside[:, :, z0:z1] = (grid.abs() <= 1.0 + 1e-6).all(dim=-1).unsqueeze(1)
+    if pad != 0.0:
+        out = out + pad
+    if not moving.is_floating_point():
+        out = out.round().to(moving.dtype)
+    return (out, inside) if return_inside else out
+
+
+def resample(image: Image, geometry: Geometry, affine: Optional[AffineMap] = None, mode: str = "linear",
+             default: float = 0.0, disp_mm: Optional[np.ndarray] = None) -> Image:
+    """An :class:`Image` sampled at ``A(x + u(x))`` for every voxel x of ``geometry``.
+
+    Args:
+        image: any image (intensities float, labels/masks integer or bool: use ``mode="nearest"``).
+        geometry: the output grid.
+        affine: optional output -> image affine (LPS mm).
+        mode: "linear" or "nearest".
+        default: value outside ``image``.
+        disp_mm: optional (3, Z, Y, X) LPS mm displacement on ``geometry``.
+
+    Returns:
+        The image on ``geometry`` (float32 for "linear"; the input dtype for "nearest").
+    """
+    arr = image.array
+    src = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    disp = None if disp_mm is None else torch.from_numpy(np.ascontiguousarray(disp_mm, dtype=np.float32))[None]
+    out = warp_image(src[None, None], disp, geometry, image.geometry, mode=mode, affine=affine,
+                     padding_value=default)[0, 0].numpy()
+    if mode == "nearest":
+        out = out.astype(arr.dtype) if arr.dtype != np.bool_ else out > 0.5
+    return Image(out.astype(np.float32, copy=False) if mode != "nearest" else out, geometry, image.name)

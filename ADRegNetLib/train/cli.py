@@ -1,4 +1,8 @@
-r"""``adregnet train``: the command-line entry of the trainer (the lead wires ``train_main`` into the CLI)."""
+r"""``adregnet train``: the command-line entry of the trainer (also ``python -m ADRegNetLib.train.cli``).
+
+Multi-process: ``torchrun --nproc_per_node=N -m ADRegNetLib.train.cli --config ...`` (see
+:mod:`.trainer`: DistributedDataParallel, NCCL on GPUs, gloo on CPUs).
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,15 +16,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """Add the ``train`` options to ``parser``."""
     parser.add_argument("--config", default="configs/train_default.json", help="training config JSON")
     parser.add_argument("--out-dir", default=None, help="override out_dir of the config")
+    parser.add_argument("--prepared", default=None, help="override prepared_dir (volumes from train.prep)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of steps")
     parser.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes")
+    parser.add_argument("--export", default=None, help="override export_path (weights written when held-out TRE improves)")
+    parser.add_argument("--train-device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="(kept for compatibility; the log is the progress)")
     return parser
 
 
 def train_main(args: argparse.Namespace | Sequence[str] | None = None) -> Path:
-    """Train AD-RegNet from a config; returns the path of the final weights.
+    """Train AD-RegNet from a config; returns the path of the last checkpoint.
 
     Args:
         args: parsed arguments (see :func:`add_train_arguments`) or an argv list.
@@ -30,18 +37,14 @@ def train_main(args: argparse.Namespace | Sequence[str] | None = None) -> Path:
     from .trainer import TrainConfig, Trainer
 
     cfg = TrainConfig.from_json(args.config)
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
-    if args.steps is not None:
-        cfg.steps = args.steps
-    if args.time_limit_min is not None:
-        cfg.time_limit_min = args.time_limit_min
+    for key, value in (("out_dir", args.out_dir), ("prepared_dir", args.prepared), ("steps", args.steps),
+                       ("time_limit_min", args.time_limit_min), ("export_path", args.export)):
+        if value is not None:
+            setattr(cfg, key, value)
     if args.no_resume:
         cfg.resume = False
-    if args.no_progress:
-        cfg.progress = False
-    path = Trainer(cfg).train()
-    print(f"weights written to {path}")
+    path = Trainer(cfg, device=getattr(args, "train_device", "cpu")).train()
+    print(f"checkpoint written to {path}")
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..io.image import Image
+from ..spatial.image import Image
 from ..spatial.geometry import Geometry
 from ..spatial.warp import warp_image
 from .synthetic import SyntheticPair, make_synthetic_pair, random_label_map, synth_image_from_labels

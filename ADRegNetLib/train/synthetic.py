@@ -1,278 +1,249 @@
-r"""Synthetic registration pairs with a known ground-truth field (training and benchmarks).
+r"""Building blocks of synthetic registration pairs, in torch on any device (training and benchmarks).
 
-Stable API (the benchmark code imports it):
+Contract (stable: the benchmark imports these):
 
-* :func:`random_smooth_velocity` / :func:`random_smooth_displacement` — smooth random fields,
-  (3, Z, Y, X) float32 LPS mm with (x, y, z) components; the displacement is the scaling-and-squaring
-  exponential of the velocity, so it is diffeomorphic (no folds).
-* :func:`random_intensity_change` — gamma, smooth multiplicative bias, contrast/brightness, noise.
-* :func:`synth_image_from_labels` — SynthMorph-style image from a label map.
-* :func:`make_synthetic_pair` -> :class:`SyntheticPair` — fixed, moving, the true field on the
-  fixed grid (fixed x -> moving x + u(x)), labels of both and landmark pairs.
+* Volumes are batched torch tensors (B, C, Z, Y, X) float32 on one isotropic grid of ``spacing_mm``
+  voxels; images lie in [0, 1]; label maps are (B, 1, Z, Y, X) int64 with labels 0..K-1.
+* Fields are (B, 3, Z, Y, X) float32 **in mm along the voxel axes, (x, y, z) components**. On an
+  identity-direction grid this is LPS mm; for any other direction rotate with the direction matrix.
+  Convention as everywhere: fixed voxel x corresponds to moving point x + u(x), and the warped
+  moving image is ``moving(x + u(x))`` (:func:`warp`).
+* Randomness comes only from the ``generator`` argument (a ``torch.Generator`` on the tensors'
+  device); the same generator state gives the same result on the same device.
+* No SimpleITK, scipy or numpy randomness: the same code runs on the CPU here and on the GPU host.
 
-How a pair is made: the source image is the *moving* image; the fixed image is the moving image
-resampled at x + u(x) (``fixed(x) = moving(x + u(x))``), so ``u`` is exactly the field a registration
-must find. Landmarks are fixed points x_k in the foreground and y_k = x_k + u(x_k) (trilinear u).
-Everything runs in numpy/torch (no SimpleITK), so it also runs on a machine without it.
+Functions: :func:`random_svf` (smooth stationary velocity), :func:`integrate_svf` (its
+diffeomorphic exponential by scaling and squaring, ``spatial.transforms.integrate_velocity``),
+:func:`warp`, :func:`random_intensity_change` (gamma, bias field, contrast, noise),
+:func:`synth_image_from_labels` (SynthMorph-style), :func:`random_label_map` (random blobs),
+:func:`gaussian_blur`, :func:`smooth_noise`.
+
+The per-pair numpy API of :mod:`.pairs` (``make_synthetic_pair``, ``random_smooth_velocity``, ...)
+is re-exported here; :func:`synth_image_from_labels`, :func:`random_intensity_change` and
+:func:`random_label_map` still accept the old numpy call (array + ``np.random.Generator``) and then
+return numpy arrays.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import math
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io.image import Image
-from ..losses.functional import sample_field_at_points
-from ..spatial.flow import disp_mm_to_flow_norm, flow_norm_to_disp_mm
-from ..spatial.geometry import Geometry
 from ..spatial.transforms import integrate_velocity
-from ..spatial.warp import warp_norm
+from . import pairs as _np_pairs
+from .pairs import SyntheticPair, make_synthetic_pair, random_smooth_displacement, random_smooth_velocity
 
 __all__ = [
-    "SyntheticPair",
-    "random_smooth_velocity",
-    "random_smooth_displacement",
-    "random_intensity_change",
-    "synth_image_from_labels",
-    "random_label_map",
-    "make_synthetic_pair",
+    "smooth_noise", "gaussian_blur", "random_svf", "integrate_svf", "mm_to_norm", "norm_to_mm", "warp",
+    "random_intensity_change", "synth_image_from_labels", "random_label_map",
+    "SyntheticPair", "make_synthetic_pair", "random_smooth_velocity", "random_smooth_displacement",
 ]
 
 
-def _smooth_noise(shape_zyx: tuple[int, int, int], coarse_zyx: tuple[int, int, int], channels: int,
-                  rng: np.random.Generator) -> torch.Tensor:
-    """(channels, Z, Y, X) float64 smooth noise: Gaussian noise on a coarse grid, cubic-ish upsampled."""
-    coarse = torch.as_tensor(rng.standard_normal((1, channels, *coarse_zyx)))
-    # Two trilinear stages give a smoother (C1-like) result than one.
+def _rand(shape: Sequence[int], generator: torch.Generator | None, device=None) -> torch.Tensor:
+    device = generator.device if generator is not None else (device or "cpu")
+    return torch.rand(tuple(shape), generator=generator, device=device)
+
+
+def _randn(shape: Sequence[int], generator: torch.Generator | None, device=None) -> torch.Tensor:
+    device = generator.device if generator is not None else (device or "cpu")
+    return torch.randn(tuple(shape), generator=generator, device=device)
+
+
+def _uniform(lo: float, hi: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return lo + (hi - lo) * _rand((n,), generator)
+
+
+def smooth_noise(shape_zyx: Sequence[int], coarse_zyx: Sequence[int], channels: int, batch: int = 1,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Smooth Gaussian noise: N(0, 1) on a coarse grid, upsampled in two trilinear stages with a box filter between.
+
+    Returns:
+        (batch, channels, Z, Y, X) float32 on the generator's device.
+    """
+    coarse = _randn((batch, channels, *coarse_zyx), generator)
     mid = tuple(max(c, min(s, 2 * c)) for c, s in zip(coarse_zyx, shape_zyx))
     x = F.interpolate(coarse, size=mid, mode="trilinear", align_corners=True)
     x = F.avg_pool3d(F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    x = F.interpolate(x, size=tuple(shape_zyx), mode="trilinear", align_corners=True)
-    return x[0]
+    return F.interpolate(x, size=tuple(int(s) for s in shape_zyx), mode="trilinear", align_corners=True)
 
 
-def random_smooth_velocity(geometry: Geometry, max_disp_mm: float, smoothness_mm: float,
-                           rng: np.random.Generator) -> np.ndarray:
-    """A smooth random stationary velocity field on ``geometry``.
-
-    Random vectors on a control grid about ``smoothness_mm`` apart are smoothly interpolated and
-    scaled so the largest velocity vector has length ``max_disp_mm``.
-
-    Args:
-        geometry: the grid (the field lives on it).
-        max_disp_mm: largest vector length, mm (>= 0).
-        smoothness_mm: distance between independent control vectors, mm (> 0).
-        rng: numpy random generator (the only source of randomness).
-
-    Returns:
-        (3, Z, Y, X) float32, LPS mm, (x, y, z) components.
-    """
-    if max_disp_mm < 0 or smoothness_mm <= 0:
-        raise ValueError(f"max_disp_mm must be >= 0 and smoothness_mm > 0, got {max_disp_mm}, {smoothness_mm}")
-    extent_zyx = (np.asarray(geometry.size) * geometry.spacing)[::-1]
-    coarse = tuple(int(max(2, min(n, np.ceil(e / smoothness_mm) + 1))) for e, n in zip(extent_zyx, geometry.shape))
-    v = _smooth_noise(geometry.shape, coarse, 3, rng).numpy()
-    # Random vectors in index-axis components, expressed in LPS through the direction matrix.
-    v = np.einsum("ij,jzyx->izyx", geometry.direction, v)
-    norm = np.sqrt((v ** 2).sum(0)).max()
-    if norm > 0:
-        v *= max_disp_mm / norm
-    return v.astype(np.float32)
-
-
-def _integrate_mm(velocity_mm: np.ndarray, geometry: Geometry, steps: int = 7) -> np.ndarray:
-    v = torch.as_tensor(velocity_mm, dtype=torch.float32)[None]
-    flow = integrate_velocity(disp_mm_to_flow_norm(v, geometry), steps)
-    return flow_norm_to_disp_mm(flow, geometry)[0].numpy().astype(np.float32)
-
-
-def random_smooth_displacement(geometry: Geometry, max_disp_mm: float, smoothness_mm: float,
-                               rng: np.random.Generator, steps: int = 7) -> np.ndarray:
-    """A smooth random *diffeomorphic* displacement: exp of :func:`random_smooth_velocity`.
-
-    Args:
-        geometry, max_disp_mm, smoothness_mm, rng: see :func:`random_smooth_velocity`
-            (``max_disp_mm`` bounds the velocity; the displacement is of about that size).
-        steps: scaling-and-squaring steps.
-
-    Returns:
-        (3, Z, Y, X) float32 LPS mm displacement, (x, y, z) components; fixed x -> x + u(x).
-    """
-    return _integrate_mm(random_smooth_velocity(geometry, max_disp_mm, smoothness_mm, rng), geometry, steps)
-
-
-def _normalize01(a: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    lo, hi = np.percentile(a, [lo_pct, hi_pct])
-    if hi <= lo:
-        return np.zeros_like(a, dtype=np.float32)
-    return np.clip((a - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-
-def random_intensity_change(array: np.ndarray, rng: np.random.Generator, gamma_std: float = 0.25,
-                            bias_strength: float = 0.2, noise_max: float = 0.03,
-                            contrast_range: tuple[float, float] = (0.8, 1.2)) -> np.ndarray:
-    """Randomly change an image's intensities the way scanners differ (not its anatomy).
-
-    Steps on the [0, 1]-normalised image: gamma ``exp(N(0, gamma_std))``, a smooth multiplicative
-    bias field within +-``bias_strength``, contrast ``U(contrast_range)`` and brightness
-    ``U(-0.1, 0.1)``, Gaussian noise with std ``U(0, noise_max)``; renormalised to [0, 1].
-
-    Args:
-        array: (Z, Y, X) image (any range).
-        rng: numpy random generator.
-
-    Returns:
-        (Z, Y, X) float32 in [0, 1].
-    """
-    if array.ndim != 3:
-        raise ValueError(f"array must be (Z, Y, X), got shape {array.shape}")
-    a = _normalize01(array.astype(np.float64), 0.0, 100.0)
-    a = a ** float(np.exp(rng.normal(0, gamma_std)))
-    coarse = tuple(max(2, min(4, n)) for n in a.shape)
-    bias = _smooth_noise(a.shape, coarse, 1, rng)[0].numpy()
-    bias = 1 + bias_strength * bias / max(np.abs(bias).max(), 1e-8)
-    a = a * bias
-    a = a * rng.uniform(*contrast_range) + rng.uniform(-0.1, 0.1)
-    a = a + rng.normal(0, rng.uniform(0, noise_max), a.shape)
-    return _normalize01(a)
-
-
-def _gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return a
-    radius = int(np.ceil(3 * sigma))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k = torch.as_tensor(k / k.sum(), dtype=torch.float32)
-    x = torch.as_tensor(a, dtype=torch.float32)[None, None]
-    for axis in range(3):
+def gaussian_blur(x: torch.Tensor, sigma_zyx: float | Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, Z, Y, X) with sigma in voxels (per axis z, y, x); replicate padding."""
+    if x.ndim != 5:
+        raise ValueError(f"x must be (B, C, Z, Y, X), got {tuple(x.shape)}")
+    sig = [float(sigma_zyx)] * 3 if np.isscalar(sigma_zyx) else [float(s) for s in sigma_zyx]
+    b, c = x.shape[:2]
+    y = x.reshape(b * c, 1, *x.shape[2:])
+    for axis, s in enumerate(sig):
+        if s <= 0:
+            continue
+        r = max(1, int(math.ceil(3 * s)))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / s) ** 2)
         shape = [1, 1, 1]
         shape[axis] = k.numel()
         pad = [0] * 6
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        x = F.conv3d(F.pad(x, pad, mode="replicate"), k.view(1, 1, *shape))
-    return x[0, 0].numpy()
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        y = F.conv3d(F.pad(y, pad, mode="replicate"), (k / k.sum()).view(1, 1, *shape))
+    return y.reshape(x.shape)
 
 
-def synth_image_from_labels(labels: np.ndarray, rng: np.random.Generator, blur_range: tuple[float, float] = (0.5, 1.2),
-                            noise_max: float = 0.05) -> np.ndarray:
-    """SynthMorph-style image from a label map: a random intensity per label, blur, bias and noise.
+def mm_to_norm(field_mm: torch.Tensor, spacing_mm: float) -> torch.Tensor:
+    """(B, 3, Z, Y, X) mm along the voxel axes -> normalised ``grid_sample`` units (align_corners=True)."""
+    z, y, x = field_mm.shape[2:]
+    scale = torch.tensor([2.0 / max(x - 1, 1), 2.0 / max(y - 1, 1), 2.0 / max(z - 1, 1)],
+                         dtype=field_mm.dtype, device=field_mm.device) / spacing_mm
+    return field_mm * scale.view(1, 3, 1, 1, 1)
+
+
+def norm_to_mm(field_norm: torch.Tensor, spacing_mm: float) -> torch.Tensor:
+    """Inverse of :func:`mm_to_norm`."""
+    z, y, x = field_norm.shape[2:]
+    scale = torch.tensor([(x - 1) / 2.0, (y - 1) / 2.0, (z - 1) / 2.0],
+                         dtype=field_norm.dtype, device=field_norm.device) * spacing_mm
+    return field_norm * scale.view(1, 3, 1, 1, 1)
+
+
+def random_svf(shape_zyx: Sequence[int], spacing_mm: float, mean_disp_mm: torch.Tensor | float,
+               smoothness_mm: torch.Tensor | float, batch: int = 1,
+               generator: torch.Generator | None = None, resolution_divisor: int = 2) -> torch.Tensor:
+    """Random smooth stationary velocity fields.
+
+    Independent Gaussian vectors on a control grid ``smoothness_mm`` apart, smoothly upsampled and
+    scaled so the mean vector length over the grid is ``mean_disp_mm`` (per batch element). The
+    field is made at 1/``resolution_divisor`` of the grid and upsampled (it is smooth anyway).
 
     Args:
-        labels: (Z, Y, X) integer label map.
-        rng: numpy random generator.
+        shape_zyx: grid (Z, Y, X).
+        spacing_mm: isotropic voxel size, mm.
+        mean_disp_mm: mean vector length, mm: a float or a (batch,) tensor.
+        smoothness_mm: control point distance, mm (> 0): a float or a (batch,) tensor.
+        batch: number of fields.
+        generator: torch random generator (device of the result).
+        resolution_divisor: compute at this fraction of the grid (>= 1).
+
+    Returns:
+        (batch, 3, Z, Y, X) float32 velocity, mm along the voxel axes, (x, y, z) components.
+    """
+    mean = torch.as_tensor(mean_disp_mm, dtype=torch.float32).reshape(-1).expand(batch)
+    smooth = torch.as_tensor(smoothness_mm, dtype=torch.float32).reshape(-1).expand(batch)
+    if bool((smooth <= 0).any()) or bool((mean < 0).any()):
+        raise ValueError(f"smoothness_mm must be > 0 and mean_disp_mm >= 0, got {smooth.tolist()}, {mean.tolist()}")
+    small = tuple(max(4, -(-int(s) // resolution_divisor)) for s in shape_zyx)
+    out = []
+    for i in range(batch):
+        coarse = tuple(int(max(2, min(n, math.ceil((n - 1) * spacing_mm / float(smooth[i])) + 1)))
+                       for n in shape_zyx)
+        v = smooth_noise(small, coarse, 3, 1, generator)
+        v = v * (float(mean[i]) / v.norm(dim=1).mean().clamp_min(1e-8))
+        out.append(v)
+    v = torch.cat(out, 0)
+    return F.interpolate(v, size=tuple(int(s) for s in shape_zyx), mode="trilinear", align_corners=True)
+
+
+def integrate_svf(velocity_mm: torch.Tensor, spacing_mm: float, steps: int = 7) -> torch.Tensor:
+    """Diffeomorphic displacement exp(v) - id by scaling and squaring; (B, 3, Z, Y, X) mm in and out."""
+    return norm_to_mm(integrate_velocity(mm_to_norm(velocity_mm, spacing_mm), steps), spacing_mm)
+
+
+def warp(image: torch.Tensor, disp_mm: torch.Tensor, spacing_mm: float, mode: str = "bilinear",
+         padding_mode: str = "zeros") -> torch.Tensor:
+    """``image(x + u(x))`` on the same grid: (B, C, Z, Y, X) image, (B, 3, Z, Y, X) mm field."""
+    b = disp_mm.shape[0]
+    theta = torch.eye(3, 4, dtype=disp_mm.dtype, device=disp_mm.device).unsqueeze(0).expand(b, 3, 4)
+    grid = F.affine_grid(theta, (b, 1, *disp_mm.shape[2:]), align_corners=True)
+    grid = grid + mm_to_norm(disp_mm, spacing_mm).permute(0, 2, 3, 4, 1)
+    src = image if image.is_floating_point() else image.float()
+    out = F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return out if image.is_floating_point() else out.round().to(image.dtype)
+
+
+def _minmax01(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    lo = flat.min(1).values.view(-1, 1, 1, 1, 1)
+    hi = flat.max(1).values.view(-1, 1, 1, 1, 1)
+    return ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+
+
+def _torch_generator(rng: np.random.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+
+
+def random_intensity_change(image, generator=None, gamma_std: float = 0.25, bias_strength: float = 0.2,
+                            noise_max: float = 0.03, contrast_range: tuple[float, float] = (0.8, 1.2)):
+    """Randomly change intensities the way scanners differ (not the anatomy).
+
+    Per batch element: min-max to [0, 1], gamma ``exp(N(0, gamma_std))``, a smooth multiplicative
+    bias within +-``bias_strength``, contrast ``U(contrast_range)``, brightness ``U(-0.1, 0.1)``,
+    Gaussian noise of std ``U(0, noise_max)``, min-max back to [0, 1].
+
+    Args:
+        image: (B, 1, Z, Y, X) torch tensor (or, old API, a (Z, Y, X) numpy array).
+        generator: torch generator (or, old API, ``np.random.Generator``).
+
+    Returns:
+        (B, 1, Z, Y, X) float32 in [0, 1] (numpy (Z, Y, X) for the old API).
+    """
+    if isinstance(image, np.ndarray):
+        return _np_pairs.random_intensity_change(image, generator, gamma_std, bias_strength, noise_max,
+                                                 contrast_range)
+    if image.ndim != 5:
+        raise ValueError(f"image must be (B, C, Z, Y, X), got {tuple(image.shape)}")
+    b = image.shape[0]
+    shape = tuple(image.shape[2:])
+    a = _minmax01(image.float())
+    gamma = torch.exp(gamma_std * _randn((b,), generator)).view(b, 1, 1, 1, 1)
+    a = a.clamp_min(0) ** gamma
+    bias = smooth_noise(shape, tuple(max(2, min(4, n)) for n in shape), 1, b, generator)
+    bias = 1 + bias_strength * bias / bias.flatten(1).abs().max(1).values.clamp_min(1e-8).view(b, 1, 1, 1, 1)
+    a = a * bias
+    a = a * _uniform(*contrast_range, b, generator).view(b, 1, 1, 1, 1) + _uniform(-0.1, 0.1, b, generator).view(b, 1, 1, 1, 1)
+    a = a + _randn(a.shape, generator) * _uniform(0, noise_max, b, generator).view(b, 1, 1, 1, 1)
+    return _minmax01(a)
+
+
+def synth_image_from_labels(labels, generator=None, blur_range: tuple[float, float] = (0.5, 1.2),
+                            noise_max: float = 0.05, n_labels: int | None = None):
+    """SynthMorph-style image from a label map: a random mean and texture per label, blur, bias, noise.
+
+    Args:
+        labels: (B, 1, Z, Y, X) int64 labels 0..K-1 (or, old API, a (Z, Y, X) numpy array).
+        generator: torch generator (or, old API, ``np.random.Generator``).
         blur_range: Gaussian blur sigma range, voxels.
         noise_max: largest noise std (on [0, 1]).
+        n_labels: K (default: labels.max() + 1).
 
     Returns:
-        (Z, Y, X) float32 in [0, 1].
+        (B, 1, Z, Y, X) float32 in [0, 1] (numpy (Z, Y, X) for the old API).
     """
-    if labels.ndim != 3:
-        raise ValueError(f"labels must be (Z, Y, X), got shape {labels.shape}")
-    ids, inverse = np.unique(labels, return_inverse=True)
-    means = rng.uniform(0, 1, ids.size)
-    stds = rng.uniform(0, 0.05, ids.size)
-    img = means[inverse].reshape(labels.shape) + stds[inverse].reshape(labels.shape) * rng.standard_normal(labels.shape)
-    img = _gaussian_blur(img, rng.uniform(*blur_range))
-    return random_intensity_change(img, rng, gamma_std=0.1, noise_max=noise_max)
+    if isinstance(labels, np.ndarray):
+        return _np_pairs.synth_image_from_labels(labels, generator, blur_range, noise_max)
+    if labels.ndim != 5 or labels.shape[1] != 1:
+        raise ValueError(f"labels must be (B, 1, Z, Y, X), got {tuple(labels.shape)}")
+    b = labels.shape[0]
+    k = int(n_labels if n_labels is not None else int(labels.max()) + 1)
+    means = _rand((b, k), generator)
+    stds = 0.05 * _rand((b, k), generator)
+    flat = labels.reshape(b, -1).long()
+    img = torch.gather(means, 1, flat) + torch.gather(stds, 1, flat) * _randn(flat.shape, generator)
+    img = img.view(labels.shape)
+    sig = _uniform(*blur_range, b, generator)
+    img = torch.cat([gaussian_blur(img[i:i + 1], float(sig[i])) for i in range(b)], 0)
+    return random_intensity_change(img, generator, gamma_std=0.1, noise_max=noise_max)
 
 
-def random_label_map(shape_zyx: tuple[int, int, int], rng: np.random.Generator, n_labels: int = 8,
-                     blob_voxels: float = 8.0) -> np.ndarray:
-    """Random smooth blobs: argmax of ``n_labels`` smooth noise channels (int64 (Z, Y, X), labels 0..n-1)."""
+def random_label_map(shape_zyx: Sequence[int], generator=None, n_labels: int = 8, blob_voxels: float = 8.0,
+                     batch: int = 1):
+    """Random smooth blobs: argmax of ``n_labels`` smooth noise channels.
+
+    Returns:
+        (batch, 1, Z, Y, X) int64 labels 0..n_labels-1 (numpy (Z, Y, X) when ``generator`` is a
+        ``np.random.Generator``: the old API).
+    """
+    if isinstance(generator, np.random.Generator):
+        return _np_pairs.random_label_map(tuple(shape_zyx), generator, n_labels, blob_voxels)
     coarse = tuple(max(2, int(round(s / blob_voxels))) for s in shape_zyx)
-    noise = _smooth_noise(tuple(shape_zyx), coarse, n_labels, rng)
-    return noise.argmax(0).numpy().astype(np.int64)
-
-
-@dataclass
-class SyntheticPair:
-    """A registration problem with its answer.
-
-    Attributes:
-        fixed, moving: images on the same grid (float32 in [0, 1]).
-        disp_mm: (3, Z, Y, X) float32 true field on the fixed grid, LPS mm, (x, y, z) components:
-            fixed x corresponds to moving x + u(x).
-        fixed_labels, moving_labels: label maps (int64) or None.
-        fixed_points, moving_points: (K, 3) LPS mm landmark pairs (moving = fixed + u(fixed)).
-    """
-
-    fixed: Image
-    moving: Image
-    disp_mm: np.ndarray
-    fixed_labels: Optional[Image]
-    moving_labels: Optional[Image]
-    fixed_points: np.ndarray
-    moving_points: np.ndarray
-
-
-def make_synthetic_pair(image: Image, rng: np.random.Generator, labels: Optional[Image] = None,
-                        max_disp_mm: float = 8.0, smoothness_mm: float = 24.0, n_landmarks: int = 64,
-                        intensity_change: bool = True, synthesize_from_labels: bool = False,
-                        foreground_threshold: float = 0.1) -> SyntheticPair:
-    """Make a fixed/moving pair with a known diffeomorphic field from one image.
-
-    Args:
-        image: the source (becomes the moving image, normalised to [0, 1]).
-        rng: numpy random generator (only randomness used: results are reproducible).
-        labels: optional label map on the same grid (warped with nearest neighbour).
-        max_disp_mm: size of the random velocity, mm (displacement is about this size).
-        smoothness_mm: spacing of independent random vectors, mm.
-        n_landmarks: number of landmark pairs (fixed points sampled in the fixed foreground).
-        intensity_change: apply :func:`random_intensity_change` to each image independently.
-        synthesize_from_labels: make each image from ``labels`` with :func:`synth_image_from_labels`
-            (independent contrasts) instead of using ``image``'s intensities.
-        foreground_threshold: fixed intensity above which a voxel counts as foreground (labels > 0
-            are used instead when labels are given).
-
-    Returns:
-        :class:`SyntheticPair`.
-    """
-    geometry = image.geometry
-    if labels is not None and labels.geometry.shape != geometry.shape:
-        raise ValueError(f"labels grid {labels.geometry.shape} must match the image grid {geometry.shape} (Z, Y, X)")
-    if synthesize_from_labels and labels is None:
-        raise ValueError("synthesize_from_labels=True needs a label map: pass labels=")
-    disp = random_smooth_displacement(geometry, max_disp_mm, smoothness_mm, rng)
-    flow = disp_mm_to_flow_norm(torch.as_tensor(disp)[None], geometry)
-
-    def warp(array: np.ndarray, mode: str) -> np.ndarray:
-        t = torch.as_tensor(array, dtype=torch.float32)[None, None]
-        return warp_norm(t, flow, mode=mode, padding_mode="zeros")[0, 0].numpy()
-
-    if synthesize_from_labels:
-        moving_arr = synth_image_from_labels(labels.array, rng)
-        fixed_src = synth_image_from_labels(labels.array, rng)
-    else:
-        moving_arr = _normalize01(image.array.astype(np.float32), 0.0, 100.0)
-        fixed_src = moving_arr
-    fixed_arr = warp(fixed_src, "linear")
-    if intensity_change:
-        fixed_arr = random_intensity_change(fixed_arr, rng)
-        moving_arr = random_intensity_change(moving_arr, rng)
-    fixed_labels = moving_labels = None
-    if labels is not None:
-        moving_labels = Image(labels.array.astype(np.int64), geometry, labels.name)
-        fixed_labels = Image(np.rint(warp(labels.array.astype(np.float32), "nearest")).astype(np.int64), geometry,
-                             labels.name + "_warped")
-        fg = fixed_labels.array > 0
-    else:
-        fg = fixed_arr > foreground_threshold
-    if not fg.any():
-        fg = np.ones(geometry.shape, dtype=bool)
-    idx = np.argwhere(fg)[:, ::-1]  # (x, y, z)
-    pick = idx[rng.integers(0, len(idx), n_landmarks)] + rng.uniform(-0.5, 0.5, (n_landmarks, 3))
-    pick = np.clip(pick, 0, np.asarray(geometry.size) - 1)
-    fixed_points = geometry.index_to_physical(pick)
-    u = sample_field_at_points(torch.as_tensor(disp, dtype=torch.float64)[None], geometry, fixed_points)[0].numpy()
-    return SyntheticPair(
-        fixed=Image(fixed_arr.astype(np.float32), geometry, image.name + "_fixed"),
-        moving=Image(moving_arr.astype(np.float32), geometry, image.name + "_moving"),
-        disp_mm=disp,
-        fixed_labels=fixed_labels,
-        moving_labels=moving_labels,
-        fixed_points=fixed_points,
-        moving_points=fixed_points + u,
-    )
+    return smooth_noise(shape_zyx, coarse, n_labels, batch, generator).argmax(1, keepdim=True)

@@ -1,38 +1,45 @@
-r"""Training loop of AD-RegNet on synthetic pairs with known fields.
+r"""Training loop of AD-RegNet on synthetic pairs with known fields (torch + numpy only).
 
-Loss (per pair, batch 1)::
+Loss per batch, computed on the **network grid** (the resolution the network predicts at; the
+input is ``input_downsample`` times finer)::
 
-    L = lambda_sim * L_sim(fixed, moving o phi) + lambda_reg * L_reg(u_mm) + lambda_landmark * L_landmark(u_mm)
+    L = lambda_sup * EPE(u_pred, u_true) + lambda_vel * sum_levels EPE(v_level, v_true)
+        + lambda_sim * LNCC(fixed, moving o phi) + lambda_reg * diffusion(v)
 
-``L_sim``: ``lncc`` (:func:`~ADRegNetLib.losses.functional.local_ncc`), ``mind``
-(:func:`~ADRegNetLib.losses.functional.mind_ssc` + SSD) or ``mse``; ``L_reg``: ``diffusion`` or
-``bending`` on the displacement in mm; ``L_landmark``: mean distance (mm) between x_k + u(x_k) and
-the true y_k of the synthetic field. Adam, fixed seeds, resumable checkpoints (model, optimizer,
-step, random states) in ``out_dir/checkpoint_last.pt``, a CSV of losses per step (``train_log.csv``)
-and a JSON-lines validation log (``val_log.jsonl``).
+EPE is the mean end-point error in mm (foreground voxels weight 1, background ``background_weight``),
+``v_level`` the multi-resolution velocity of each level (deep supervision of the coarse-to-fine
+heads), LNCC the local NCC of the downsampled images. Adam with a cosine-free constant lr.
+
+Runs on one process, or on several through ``torchrun`` (DistributedDataParallel: NCCL on GPUs,
+gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 logs, validates and
+saves). Files in ``out_dir``: ``checkpoint_last.pt`` (resumable: model, optimizer, step, generator
+state), ``train_log.csv`` (losses and the time of each part of a step), ``val_log.jsonl``.
+Every ``export_every_min`` minutes rank 0 validates on the held-out pairs and, when the held-out
+TRE improved, writes the shippable weights to ``export_path`` and copies the logs beside them.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
 from ..losses import functional as LF
 from ..model.checkpoint import save_model
 from ..model.network import ADRegNet, ADRegNetConfig
-from ..spatial.flow import flow_norm_to_disp_mm
-from ..spatial.warp import warp_norm
-from .data import PairSampler, load_sources
-from .evaluate import evaluate_model, validation_pairs
-from .synthetic import SyntheticPair
+from ..spatial.transforms import resize_flow
+from .sampler import PairBatch, PairSampler, load_prepared
+from .synthetic import mm_to_norm
 
-__all__ = ["TrainConfig", "Trainer", "pair_loss"]
+__all__ = ["TrainConfig", "Trainer", "batch_loss"]
 
 
 @dataclass
@@ -40,31 +47,32 @@ class TrainConfig:
     """Training settings (a ``configs/train_*.json`` file holds these keys)."""
 
     out_dir: str = "runs/default"
+    prepared_dir: str = "runs/prepared"
     seed: int = 0
-    steps: int = 4000
+    steps: int = 100000
     time_limit_min: Optional[float] = None
-    lr: float = 3e-4
+    lr: float = 5e-4
     num_threads: int = 2
-    similarity: str = "lncc"
-    ncc_window: int = 7
-    regularizer: str = "diffusion"
-    lambda_sim: float = 1.0
-    lambda_reg: float = 0.5
-    lambda_landmark: float = 0.2
-    sources: list = field(default_factory=lambda: ["brain_t1", "synthseg", "lung_ct", "shapes"])
-    data_root: Optional[str] = None
-    spacing_mm: float = 2.5
+    batch_size: int = 1
     crop_zyx: list = field(default_factory=lambda: [64, 64, 64])
-    max_disp_mm: list = field(default_factory=lambda: [6.0, 20.0])
-    smoothness_mm: list = field(default_factory=lambda: [20.0, 50.0])
-    n_landmarks: int = 1024
+    mean_disp_mm: list = field(default_factory=lambda: [0.5, 7.0])
+    smoothness_mm: list = field(default_factory=lambda: [20.0, 60.0])
+    lambda_sup: float = 1.0
+    lambda_vel: float = 0.25
+    lambda_sim: float = 1.0
+    lambda_reg: float = 0.0
+    background_weight: float = 0.25
+    ncc_window: int = 5
+    sampler_workers: int = 0
     checkpoint_every: int = 50
-    validate_every: int = 200
-    val_pairs: int = 8
+    export_every_min: float = 10.0
+    export_path: Optional[str] = None
+    val_pairs: int = 12
     val_seed: int = 1234
+    init_weights: Optional[str] = None
     model: dict = field(default_factory=dict)
     resume: bool = True
-    progress: bool = True
+    save_all_ranks: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -72,12 +80,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
-        cfg = cls(**d)
-        if cfg.similarity not in ("lncc", "mind", "mse"):
-            raise ValueError(f"similarity must be 'lncc', 'mind' or 'mse', got {cfg.similarity!r}")
-        if cfg.regularizer not in ("diffusion", "bending"):
-            raise ValueError(f"regularizer must be 'diffusion' or 'bending', got {cfg.regularizer!r}")
-        return cfg
+        return cls(**d)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
@@ -87,150 +90,229 @@ class TrainConfig:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def _to_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(a, dtype=torch.float32)[None, None]
+def _epe(a_norm: torch.Tensor, b_norm: torch.Tensor, mm_per_norm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    diff = (a_norm - b_norm) * mm_per_norm.view(1, 3, 1, 1, 1)
+    epe = torch.sqrt((diff ** 2).sum(1, keepdim=True) + 1e-6)
+    return (epe * weight).sum() / weight.sum()
 
 
-def pair_loss(model: ADRegNet, pair: SyntheticPair, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of one pair and its terms (floats)."""
-    fixed, moving = _to_tensor(pair.fixed.array), _to_tensor(pair.moving.array)
-    g = pair.fixed.geometry
-    out = model(fixed, moving)
-    flow = out["flow_norm"]
-    warped = warp_norm(moving, flow)
-    disp = flow_norm_to_disp_mm(flow, g)
-    if cfg.similarity == "lncc":
-        l_sim = LF.local_ncc(fixed, warped, cfg.ncc_window)
-    elif cfg.similarity == "mind":
-        l_sim = LF.mind_loss(LF.mind_ssc(fixed), LF.mind_ssc(warped))
-    else:
-        l_sim = LF.mse(fixed, warped)
-    l_reg = LF.diffusion(disp, g.spacing) if cfg.regularizer == "diffusion" else LF.bending_energy(disp, g.spacing)
-    l_lm = LF.landmark_loss(disp, g, pair.fixed_points, pair.moving_points)
-    loss = cfg.lambda_sim * l_sim + cfg.lambda_reg * l_reg + cfg.lambda_landmark * l_lm
-    terms = {"loss": loss.item(), "sim": l_sim.item(), "reg": l_reg.item(), "landmark_mm": l_lm.item(),
-             "identity_mm": float(np.linalg.norm(pair.moving_points - pair.fixed_points, axis=1).mean())}
+def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of a batch and its terms (floats; ``epe_mm`` is the foreground error in mm)."""
+    out = model(pairs.fixed, pairs.moving)
+    flow_net = out["flow_norm_network"]
+    net_shape = tuple(flow_net.shape[2:])
+    z, y, x = pairs.fixed.shape[2:]
+    mm_per_norm = torch.tensor([(x - 1) / 2, (y - 1) / 2, (z - 1) / 2], device=flow_net.device) * pairs.spacing_mm
+    true_net = resize_flow(mm_to_norm(pairs.disp_mm, pairs.spacing_mm), net_shape)
+    fg = F.interpolate((pairs.fixed_labels > 0).float(), size=net_shape, mode="nearest")
+    weight = fg + cfg.background_weight * (1 - fg)
+    l_sup = _epe(flow_net, true_net, mm_per_norm, weight)
+    with torch.no_grad():
+        fg_epe = _epe(flow_net, true_net, mm_per_norm, fg + 1e-6)
+        fg_init = _epe(torch.zeros_like(true_net), true_net, mm_per_norm, fg + 1e-6)
+    loss = cfg.lambda_sup * l_sup
+    terms = {"sup": l_sup.item()}
+    if cfg.lambda_vel > 0 and out["levels"]:
+        v_true = mm_to_norm(pairs.velocity_mm, pairs.spacing_mm)
+        l_vel = sum(_epe(v, resize_flow(v_true, tuple(v.shape[2:])), mm_per_norm,
+                         F.interpolate(weight, size=tuple(v.shape[2:]), mode="nearest")) for v in out["levels"])
+        l_vel = l_vel / len(out["levels"])
+        loss = loss + cfg.lambda_vel * l_vel
+        terms["vel"] = l_vel.item()
+    if cfg.lambda_sim > 0:
+        fixed_n = F.interpolate(pairs.fixed, size=net_shape, mode="trilinear", align_corners=True)
+        moving_n = F.interpolate(pairs.moving, size=net_shape, mode="trilinear", align_corners=True)
+        theta = torch.eye(3, 4, device=flow_net.device).unsqueeze(0).expand(flow_net.shape[0], 3, 4)
+        grid = F.affine_grid(theta, (flow_net.shape[0], 1, *net_shape), align_corners=True)
+        warped = F.grid_sample(moving_n, grid + flow_net.permute(0, 2, 3, 4, 1), align_corners=True)
+        l_sim = LF.local_ncc(fixed_n, warped, cfg.ncc_window)
+        loss = loss + cfg.lambda_sim * l_sim
+        terms["sim"] = l_sim.item()
+    if cfg.lambda_reg > 0:
+        v = out["levels"][-1] * mm_per_norm.view(1, 3, 1, 1, 1)
+        l_reg = LF.diffusion(v, 1.0)
+        loss = loss + cfg.lambda_reg * l_reg
+        terms["reg"] = l_reg.item()
+    terms.update(loss=loss.item(), epe_mm=fg_epe.item(), identity_mm=fg_init.item())
     return loss, terms
+
+
+class _SampleStream(torch.utils.data.IterableDataset):
+    """Endless batches from a sampler (for a DataLoader worker process on the CPU)."""
+
+    def __init__(self, sampler: PairSampler, batch: int, seed: int) -> None:
+        super().__init__()
+        self.sampler, self.batch, self.seed = sampler, batch, seed
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        gen = torch.Generator().manual_seed(self.seed)
+        while True:
+            yield self.sampler.sample(self.batch, gen)
 
 
 class Trainer:
     """Owns the model, optimizer, data and logs of one training run (see the module docstring)."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        if torch.device(device).type == "cuda" and self.distributed:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        self.device = torch.device(device)
         self.out_dir = Path(cfg.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.model = ADRegNet(ADRegNetConfig.from_dict(dict(cfg.model)))
+        self.model = ADRegNet(ADRegNetConfig.from_dict(dict(cfg.model))).to(self.device)
+        if cfg.init_weights:
+            from ..model.checkpoint import load_checkpoint
+
+            self.model.load_state_dict(load_checkpoint(cfg.init_weights)["state_dict"])
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.step = 0
-        self.elapsed_s = 0.0
-        crop = tuple(int(c) for c in cfg.crop_zyx)
-        self.sampler = PairSampler(
-            load_sources(cfg.sources, cfg.data_root, cfg.spacing_mm, np.random.default_rng(cfg.seed + 1), crop),
-            crop_zyx=crop, max_disp_mm=tuple(cfg.max_disp_mm), smoothness_mm=tuple(cfg.smoothness_mm),
-            n_landmarks=cfg.n_landmarks)
-        self._val_pairs: Optional[list[SyntheticPair]] = None
-        self._last_validation: dict = {}
+        self.step, self.elapsed_s, self.best_tre = 0, 0.0, float("inf")
+        self.generator = torch.Generator(self.device.type if self.device.type != "cuda" else self.device)
+        self.generator.manual_seed(cfg.seed + 1000 * self.rank)
+        self.sampler = PairSampler(load_prepared(cfg.prepared_dir, "train", device=self.device), cfg.crop_zyx,
+                                   tuple(cfg.mean_disp_mm), tuple(cfg.smoothness_mm))
         self.checkpoint_path = self.out_dir / "checkpoint_last.pt"
         if cfg.resume and self.checkpoint_path.is_file():
             self.load_checkpoint(self.checkpoint_path)
+        self.net = self.model
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._val = None
 
     # ------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: Optional[Path] = None) -> Path:
         path = Path(path or self.checkpoint_path)
-        payload = {
-            "model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
-            "optimizer": self.optimizer.state_dict(), "step": self.step, "elapsed_s": self.elapsed_s,
-            "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "train_config": asdict(self.cfg),
-        }
+        payload = {"model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
+                   "optimizer": self.optimizer.state_dict(), "step": self.step, "elapsed_s": self.elapsed_s,
+                   "best_tre": self.best_tre, "generator": self.generator.get_state(),
+                   "torch_rng": torch.get_rng_state(), "train_config": asdict(self.cfg)}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
         tmp.replace(path)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location=self.device, weights_only=True)
         if ADRegNetConfig.from_dict(dict(payload["model_config"])) != self.model.config:
             raise ValueError(f"{path} was written with another model config; delete it or use another out_dir")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
         self.elapsed_s = float(payload.get("elapsed_s", 0.0))
-        self.rng.bit_generator.state = payload["numpy_rng"]
-        torch.set_rng_state(payload["torch_rng"])
+        self.best_tre = float(payload.get("best_tre", float("inf")))
+        if self.rank == 0 or not self.distributed:
+            self.generator.set_state(payload["generator"].cpu())
+        torch.set_rng_state(payload["torch_rng"].cpu())
 
     # ------------------------------------------------------------------------------- validation
     def validate(self) -> dict:
-        if self._val_pairs is None:
-            self._val_pairs = validation_pairs(self.cfg.val_pairs, self.cfg.val_seed, self.cfg.spacing_mm,
-                                               tuple(self.cfg.crop_zyx), self.cfg.data_root)
+        from .evaluate import evaluate_model, heldout_pairs
+
+        if self._val is None:
+            self._val = heldout_pairs(self.cfg.prepared_dir, self.cfg.val_pairs, self.cfg.val_seed, self.cfg.crop_zyx)
         self.model.eval()
-        result = evaluate_model(self.model, self._val_pairs)
+        result = evaluate_model(self.model, self._val, device=self.device)
         self.model.train()
         return result
 
-    # ------------------------------------------------------------------------------------ train
-    def train(self) -> Path:
-        """Run until ``steps`` (or ``time_limit_min``); returns the final weights path."""
+    def _export(self, validation: dict) -> None:
         cfg = self.cfg
-        log_path = self.out_dir / "train_log.csv"
-        new_log = not log_path.is_file() or self.step == 0
-        log = open(log_path, "w" if new_log else "a", newline="")
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(["step", "loss", "sim", "reg", "landmark_mm", "identity_mm", "seconds", "elapsed_s"])
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
+        if not cfg.export_path:
+            return
+        path = save_model(self.model, cfg.export_path, extra={
+            "training_steps": self.step, "training_wall_s": round(self.elapsed_s, 1),
+            "training_hardware": os.environ.get("ADREGNET_HARDWARE", f"{self.device.type}, torch threads={cfg.num_threads}"),
+            "training_config": asdict(cfg), "heldout_validation": validation})
+        for name in ("train_log.csv", "val_log.jsonl"):
+            if (self.out_dir / name).is_file():
+                shutil.copyfile(self.out_dir / name, path.parent / f"{Path(path).stem}_{name}")
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="adregnet train", dynamic_ncols=True)
+    def _validate_and_maybe_export(self) -> dict:
+        result = {"step": self.step, "elapsed_s": round(self.elapsed_s, 1), **self.validate()}
+        result["improved"] = result["tre_mm"] < self.best_tre
+        with open(self.out_dir / "val_log.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+        if result["improved"]:
+            self.best_tre = result["tre_mm"]
+            self._export(result)
+        print(f"[adregnet train] step {self.step}: held-out TRE {result['tre_mm']:.3f} mm "
+              f"(identity {result['identity_tre_mm']:.3f}), folds {result['folds_pct']:.4f}%", flush=True)
+        return result
+
+    # ------------------------------------------------------------------------------------ train
+    def _batches(self):
+        cfg = self.cfg
+        if cfg.sampler_workers > 0 and self.device.type == "cpu":
+            loader = torch.utils.data.DataLoader(
+                _SampleStream(self.sampler, cfg.batch_size, cfg.seed + 1000 * self.rank + self.step),
+                batch_size=None, num_workers=cfg.sampler_workers, prefetch_factor=2, persistent_workers=False)
+            yield from loader
+        while True:
+            yield self.sampler.sample(cfg.batch_size, self.generator)
+
+    def train(self) -> Path:
+        """Run until ``steps`` or ``time_limit_min``; returns the path of the last checkpoint."""
+        cfg = self.cfg
+        main = self.rank == 0
+        log_path = self.out_dir / "train_log.csv"
+        columns = ["step", "loss", "sup", "vel", "sim", "epe_mm", "identity_mm", "sample_s", "forward_s",
+                   "backward_s", "step_s", "elapsed_s"]
+        log = writer = None
+        if main:
+            new_log = not log_path.is_file() or self.step == 0
+            log = open(log_path, "w" if new_log else "a", newline="")
+            writer = csv.writer(log)
+            if new_log:
+                writer.writerow(columns)
         self.model.train()
         start_elapsed, t_start = self.elapsed_s, time.perf_counter()
+        last_export = time.perf_counter()
+        batches = self._batches()
         try:
             while self.step < cfg.steps:
                 if cfg.time_limit_min is not None and self.elapsed_s >= cfg.time_limit_min * 60:
                     break
                 t0 = time.perf_counter()
-                pair = self.sampler.sample(self.rng)
-                loss, terms = pair_loss(self.model, pair, cfg)
+                pairs = next(batches)
+                t1 = time.perf_counter()
+                loss, terms = batch_loss(self.net, pairs, cfg)
+                t2 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                t3 = time.perf_counter()
                 self.step += 1
-                self.elapsed_s = start_elapsed + time.perf_counter() - t_start
-                writer.writerow([self.step, *(f"{terms[k]:.6g}" for k in ("loss", "sim", "reg", "landmark_mm", "identity_mm")),
-                                 f"{time.perf_counter() - t0:.3f}", f"{self.elapsed_s:.1f}"])
-                if self.step % 10 == 0:
-                    log.flush()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{terms['loss']:.3f}", lm=f"{terms['landmark_mm']:.2f}")
-                if self.step % cfg.checkpoint_every == 0:
-                    log.flush()
-                    self.save_checkpoint()
-                if cfg.validate_every and self.step % cfg.validate_every == 0:
-                    self._log_validation()
+                self.elapsed_s = start_elapsed + t3 - t_start
+                if main:
+                    writer.writerow([self.step] + [f"{terms.get(k, float('nan')):.5g}" for k in columns[1:7]]
+                                    + [f"{t1 - t0:.3f}", f"{t2 - t1:.3f}", f"{t3 - t2:.3f}", f"{t3 - t0:.3f}",
+                                       f"{self.elapsed_s:.1f}"])
+                    if self.step % 10 == 0:
+                        log.flush()
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if cfg.export_every_min and time.perf_counter() - last_export >= cfg.export_every_min * 60:
+                        log.flush()
+                        self._validate_and_maybe_export()
+                        self.save_checkpoint()
+                        last_export = time.perf_counter()
         finally:
-            if bar is not None:
-                bar.close()
-            log.close()
-        self.save_checkpoint()
-        final = {}
-        if cfg.validate_every:
-            final = self._last_validation if self._last_validation.get("step") == self.step else self._log_validation()
-        return save_model(self.model, self.out_dir / "model_final.pt", extra={
-            "training_steps": self.step, "training_wall_s": round(self.elapsed_s, 1),
-            "training_hardware": f"CPU, torch threads={cfg.num_threads}",
-            "training_data": list(cfg.sources), "training_config": asdict(cfg), "final_validation": final,
-        })
-
-    def _log_validation(self) -> dict:
-        result = {"step": self.step, "elapsed_s": round(self.elapsed_s, 1), **self.validate()}
-        with open(self.out_dir / "val_log.jsonl", "a") as f:
-            f.write(json.dumps(result) + "\n")
-        self._last_validation = result
-        return result
+            if log is not None:
+                log.close()
+        if main:
+            self.save_checkpoint()
+        if cfg.save_all_ranks:
+            torch.save(self.model.state_dict(), self.out_dir / f"rank{self.rank}_weights.pt")
+        if self.distributed:
+            dist.barrier()
+        return self.checkpoint_path

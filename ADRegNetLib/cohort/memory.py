@@ -1,0 +1,86 @@
+r"""How much memory one pair needs, from the image headers alone (nothing is decompressed).
+
+The scheduler reserves this amount of a worker's ``MEMORY`` resource (GB) while the pair runs, so a
+worker only takes as many pairs at once as fit in the memory it declared.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import SimpleITK as sitk
+
+try:
+    from ..engine.stages import estimate_memory_gb, working_geometry
+except ImportError:  # pragma: no cover - the engine before it was split into stages/pipeline
+    from ..engine.register import estimate_memory_gb, working_geometry
+from ..engine.settings import QUALITY_SETTINGS
+from ..spatial.geometry import Geometry
+from .pairs import Pair
+
+__all__ = ["header_geometry", "estimate_pair_memory_gb", "PAIR_OVERHEAD_GB", "WORKER_BASELINE_GB"]
+
+log = logging.getLogger(__name__)
+
+#: memory of one pair beyond the engine's own estimate: the decoded input images, the outputs being
+#: written, the report figure (measured: a 24^3 pair raises a warm worker's RSS by about 0.1 GB and the
+#: 57x78x64 demo lung pair by about 0.25 GB, whose engine estimate is 0.07 GB)
+PAIR_OVERHEAD_GB = 0.25
+#: resident memory of an idle worker process after importing torch, SimpleITK and the engine
+#: (measured 0.32 GB); a local worker's MEMORY resource is its memory limit less this
+WORKER_BASELINE_GB = 0.4
+#: bytes per moving-image voxel held while registering (the image and its normalised copy, float32)
+_BYTES_PER_MOVING_VOXEL = 8
+
+
+def header_geometry(path: str | Path) -> Optional[Geometry]:
+    """The grid of an image file read from its header only, or None when it cannot be read.
+
+    DICOM folders and unreadable files give None (the caller then falls back to a default): a bad
+    file must fail its own pair when it runs, with the registration's own message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            return None
+        return Geometry(size=tuple(reader.GetSize()), spacing=reader.GetSpacing(), origin=reader.GetOrigin(),
+                        direction=tuple(reader.GetDirection()))
+    except (RuntimeError, ValueError) as exc:
+        log.debug("no header geometry for %s: %s", path, exc)
+        return None
+
+
+def estimate_pair_memory_gb(pair: Pair, quality: str = "balanced", default_gb: float = 2.0) -> float:
+    """Estimated peak memory (GB) that registering ``pair`` adds to a worker.
+
+    The engine's estimate (working grid of ``quality`` + full-resolution outputs) plus the moving
+    image and a fixed overhead (:data:`PAIR_OVERHEAD_GB`).
+
+    Args:
+        pair: the pair (only the headers of its fixed and moving images are read).
+        quality: the quality level the pair runs at ("fast", "balanced", "best").
+        default_gb: the estimate when a header cannot be read (DICOM folder, corrupt file).
+
+    Returns:
+        GB, rounded up to 0.01.
+
+    Raises:
+        ValueError: unknown quality.
+    """
+    if quality not in QUALITY_SETTINGS:
+        raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITY_SETTINGS)}")
+    fixed = header_geometry(pair.fixed)
+    if fixed is None:
+        return float(default_gb)
+    q = QUALITY_SETTINGS[quality]
+    work, _ = working_geometry(fixed, q.working_spacing_mm, q.max_working_voxels)
+    moving = header_geometry(pair.moving)
+    moving_gb = (moving.num_voxels if moving is not None else fixed.num_voxels) * _BYTES_PER_MOVING_VOXEL / 1e9
+    total = estimate_memory_gb(fixed, work) + moving_gb + PAIR_OVERHEAD_GB
+    return float(-(-total * 100 // 1) / 100)

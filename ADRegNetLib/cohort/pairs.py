@@ -1,0 +1,206 @@
+r"""The pairs of a cohort: read from a PAIRS.csv, or every moving image against one atlas.
+
+A pair names files only (absolute paths once read); nothing here opens an image, so a cohort of
+thousands of pairs is listed in milliseconds and a bad image fails its own pair, not the cohort.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+__all__ = ["Pair", "PairsError", "read_pairs_csv", "pairs_from_atlas", "check_pairs", "REQUIRED_COLUMNS",
+           "OPTIONAL_COLUMNS", "RESERVED_NAMES"]
+
+#: columns every PAIRS.csv has
+REQUIRED_COLUMNS = ("id", "fixed", "moving")
+#: optional columns: landmarks (both or neither), a fixed-image mask, a moving label map to warp
+#: (``labels``) and the fixed label map it is scored against with Dice (``fixed_labels``)
+OPTIONAL_COLUMNS = ("fixed_landmarks", "moving_landmarks", "mask_fixed", "labels", "fixed_labels")
+#: names in OUTDIR that a pair id must not take
+RESERVED_NAMES = ("results.csv", "summary.png", "summary.md", ".partial")
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+class PairsError(ValueError):
+    """The list of pairs itself is unusable (bad CSV header, duplicate or unsafe ids)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One registration of a cohort: ``moving`` onto ``fixed``, written to OUTDIR/<id>/.
+
+    Attributes:
+        id: folder name of the pair's outputs (no path separators, unique in the cohort).
+        fixed, moving: image files (or DICOM folders).
+        fixed_landmarks, moving_landmarks: landmark files (both or neither), pairs match by order.
+        mask_fixed: region of interest on the fixed image (label map, > 0 inside).
+        labels: a moving label map, warped onto the fixed grid (``warped_labels.nii.gz``).
+        fixed_labels: the fixed label map that the warped ``labels`` are scored against (Dice).
+    """
+
+    id: str
+    fixed: str
+    moving: str
+    fixed_landmarks: Optional[str] = None
+    moving_landmarks: Optional[str] = None
+    mask_fixed: Optional[str] = None
+    labels: Optional[str] = None
+    fixed_labels: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """The pair as plain strings (None for the optional files not given)."""
+        return asdict(self)
+
+    def register_arguments(self) -> list[str]:
+        """The per-pair options of ``adregnet register`` (input files only)."""
+        args = [self.fixed, self.moving]
+        for flag, value in (("--fixed-landmarks", self.fixed_landmarks), ("--moving-landmarks", self.moving_landmarks),
+                            ("--mask-fixed", self.mask_fixed), ("--warp-labels", self.labels)):
+            if value:
+                args += [flag, value]
+        return args
+
+
+def _check_id(pair_id: str, where: str) -> None:
+    if not pair_id:
+        raise PairsError(f"{where}: the id is empty; every pair needs an id (its output folder name)")
+    bad = [c for c in ("/", "\\", ":", "\0") if c in pair_id]
+    if bad or pair_id in (".", "..") or pair_id.startswith(".") or pair_id != pair_id.strip():
+        raise PairsError(f"{where}: id {pair_id!r} cannot be a folder name (no '/', '\\', ':', leading '.' "
+                         "or surrounding spaces); use letters, digits, '-' and '_'")
+    if pair_id in RESERVED_NAMES:
+        raise PairsError(f"{where}: id {pair_id!r} clashes with a file the batch writes; rename the pair")
+
+
+def check_pairs(pairs: Sequence[Pair]) -> list[Pair]:
+    """Checks ids (safe folder names, unique) and landmark columns (both or neither).
+
+    Returns:
+        the pairs as a list.
+
+    Raises:
+        PairsError: an id is unsafe or repeated, or a pair has only one landmark file.
+    """
+    pairs = list(pairs)
+    seen: dict[str, int] = {}
+    for i, pair in enumerate(pairs):
+        where = f"pair {i + 1}"
+        _check_id(pair.id, where)
+        if pair.id in seen:
+            raise PairsError(f"{where}: id {pair.id!r} repeats pair {seen[pair.id] + 1}; ids name the output "
+                             "folders and must be unique")
+        seen[pair.id] = i
+        if bool(pair.fixed_landmarks) != bool(pair.moving_landmarks):
+            raise PairsError(f"{where} ({pair.id}): give both fixed_landmarks and moving_landmarks, or neither")
+        if pair.fixed_labels and not pair.labels:
+            raise PairsError(f"{where} ({pair.id}): fixed_labels is scored against the warped moving labels; "
+                             "give the moving label map in the labels column too")
+    return pairs
+
+
+def _resolve(value: Optional[str], base: Path) -> Optional[str]:
+    if value is None or not value.strip():
+        return None
+    path = Path(value.strip()).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def read_pairs_csv(path: str | Path) -> list[Pair]:
+    """Reads a PAIRS.csv: a header row, then one pair per row.
+
+    Columns: ``id,fixed,moving`` and optionally ``fixed_landmarks, moving_landmarks, mask_fixed,
+    labels, fixed_labels``. Empty cells mean "not given"; relative paths are relative to the CSV's
+    folder. Files are not opened here: a missing or corrupt image fails its pair when it runs.
+
+    Returns:
+        the pairs, in file order, with absolute paths.
+
+    Raises:
+        FileNotFoundError: the CSV does not exist.
+        PairsError: a column is missing or unknown, a row is short, or ids are unsafe/repeated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {path} does not exist; give a CSV with the columns id,fixed,moving")
+    base = path.resolve().parent
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip().lower() for h in next(reader, [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise PairsError(f"{path}: the header lacks {', '.join(missing)}; the first row must name the columns "
+                             f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}), got {header}")
+        unknown = [c for c in header if c and c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if unknown:
+            raise PairsError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: "
+                             f"{','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+        pairs = []
+        for lineno, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < len(header):
+                row = row + [""] * (len(header) - len(row))
+            cells = dict(zip(header, row))
+            where = f"{path} line {lineno}"
+            for col in REQUIRED_COLUMNS[1:]:
+                if not cells[col].strip():
+                    raise PairsError(f"{where}: the {col} cell is empty; every pair needs a fixed and a moving image")
+            _check_id(cells["id"].strip(), where)
+            pairs.append(Pair(id=cells["id"].strip(),
+                              **{c: _resolve(cells.get(c), base) for c in ("fixed", "moving") + OPTIONAL_COLUMNS}))
+    if not pairs:
+        raise PairsError(f"{path} lists no pairs; add one row per pair under the header")
+    return check_pairs(pairs)
+
+
+def _image_id(path: Path) -> str:
+    name = path.name
+    for suffix in _IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _moving_files(moving: str | Path) -> list[Path]:
+    moving_path = Path(moving).expanduser()
+    if moving_path.is_dir():
+        files = sorted(p for p in moving_path.iterdir()
+                       if p.is_file() and p.name.lower().endswith(_IMAGE_SUFFIXES[:-1]))
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(moving_path)) if Path(p).is_file())
+    return files
+
+
+def pairs_from_atlas(fixed: str | Path, moving: str | Path | Iterable[str | Path],
+                     mask_fixed: Optional[str | Path] = None) -> list[Pair]:
+    """Every moving image registered to one fixed image (an atlas or a baseline).
+
+    Args:
+        fixed: the atlas image.
+        moving: a folder (its NIfTI/NRRD/MHA files), a glob pattern, or a list of files.
+        mask_fixed: optional region of interest on the atlas, used by every pair.
+
+    Returns:
+        one pair per moving image, id = the file name without its image suffix.
+
+    Raises:
+        FileNotFoundError: the atlas does not exist.
+        PairsError: no moving image matched, or two files give the same id.
+    """
+    fixed_path = Path(fixed).expanduser()
+    if not fixed_path.exists():
+        raise FileNotFoundError(f"atlas {fixed_path} does not exist; give the fixed image with --atlas")
+    if isinstance(moving, (str, Path)):
+        files = _moving_files(moving)
+        if not files:
+            raise PairsError(f"no moving image matches {moving}; give a folder of .nii.gz/.nrrd/.mha files or "
+                             "a quoted glob such as 'scans/*.nii.gz'")
+    else:
+        files = [Path(p) for p in moving]
+    files = [f for f in files if f.resolve() != fixed_path.resolve()]
+    mask = str(Path(mask_fixed).resolve()) if mask_fixed else None
+    return check_pairs([Pair(id=_image_id(f), fixed=str(fixed_path.resolve()), moving=str(f.resolve()), mask_fixed=mask)
+                        for f in files])

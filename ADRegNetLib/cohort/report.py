@@ -1,0 +1,124 @@
+r"""The cohort summary: TRE/Dice/folds/time distributions (summary.png) and the pairs to look at (summary.md)."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["write_summary", "summary_markdown", "PLOTTED"]
+
+#: (column, axis label) of the four distributions in summary.png
+PLOTTED = (("tre_after_mm", "TRE after (mm)"), ("dice_after", "Dice after"),
+           ("folds_pct", "folded voxels (%)"), ("time_s", "registration time (s)"))
+_WORST = 5
+
+
+def _values(rows: Sequence[dict], column: str) -> list[float]:
+    return [float(r[column]) for r in rows
+            if r.get("status") == "ok" and r.get(column) is not None and math.isfinite(float(r[column]))]
+
+
+def _median(values: list[float]) -> Optional[float]:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def _num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def _ranked(rows: Sequence[dict], column: str, largest: bool) -> list[dict]:
+    scored = [r for r in rows if r.get("status") == "ok" and r.get(column) is not None]
+    return sorted(scored, key=lambda r: float(r[column]), reverse=largest)[:_WORST]
+
+
+def _table(title: str, rows: list[dict], column: str, digits: int) -> list[str]:
+    if not rows:
+        return []
+    lines = [f"## {title}", "", "| id | " + column + " | TRE after (mm) | Dice after | folds (%) | time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['id']} | {_num(r.get(column), digits)} | {_num(r.get('tre_after_mm'))} | "
+                     f"{_num(r.get('dice_after'), 3)} | {_num(r.get('folds_pct'), 3)} | {_num(r.get('time_s'), 1)} |")
+    return lines + [""]
+
+
+def summary_markdown(rows: Sequence[dict]) -> str:
+    """The cohort in numbers: counts, medians, the slowest and worst pairs, the failures."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    lines = ["# Cohort registration summary", "", f"{len(rows)} pairs: {len(ok)} ok, {len(failed)} failed.", "",
+             "| measure | median | min | max | pairs |", "|---|---|---|---|---|"]
+    for column, label in PLOTTED + (("tre_before_mm", "TRE before (mm)"), ("dice_before", "Dice before"),
+                                    ("memory_peak_gb", "worker peak memory (GB)")):
+        values = _values(rows, column)
+        if values:
+            lines.append(f"| {label} | {_num(_median(values), 3)} | {_num(min(values), 3)} | "
+                         f"{_num(max(values), 3)} | {len(values)} |")
+    lines.append("")
+    lines += _table("Slowest pairs", _ranked(rows, "time_s", True), "time_s", 1)
+    lines += _table("Largest TRE after registration", _ranked(rows, "tre_after_mm", True), "tre_after_mm", 2)
+    lines += _table("Lowest Dice after registration", _ranked(rows, "dice_after", False), "dice_after", 3)
+    lines += _table("Most folded voxels", [r for r in _ranked(rows, "folds_pct", True) if float(r["folds_pct"]) > 0],
+                    "folds_pct", 3)
+    if failed:
+        lines += ["## Failed pairs", "", "| id | error |", "|---|---|"]
+        lines += [f"| {r['id']} | {str(r.get('error') or '').replace('|', '/')} |" for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write_png(path: Path, rows: Sequence[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 7.5), dpi=100)
+    ok = sum(r.get("status") == "ok" for r in rows)
+    fig.suptitle(f"AD-RegNet cohort: {len(rows)} pairs, {ok} ok, {len(rows) - ok} failed")
+    for k, (column, label) in enumerate(PLOTTED):
+        ax = fig.add_subplot(2, 2, k + 1)
+        values = _values(rows, column)
+        if values:
+            ax.hist(values, bins=min(30, max(5, len(values) // 2)), color="tab:blue", alpha=0.8)
+            med = _median(values)
+            ax.axvline(med, color="tab:red", linestyle="--", label=f"median {med:.3g}")
+            ax.legend(loc="upper right", fontsize=8)
+            ax.set_ylabel("pairs")
+        else:
+            ax.text(0.5, 0.5, "not measured\n(no landmarks / labels, or no pair ok)", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+            ax.set_yticks([])
+        ax.set_xlabel(label)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, format="png")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(out_dir: str | Path, rows: Sequence[dict]) -> tuple[Path, Path]:
+    """Writes ``summary.png`` and ``summary.md`` into ``out_dir`` (each replaced atomically).
+
+    Returns:
+        (png path, markdown path).
+    """
+    out = Path(out_dir)
+    png, md = out / "summary.png", out / "summary.md"
+    _atomic_write(png, lambda p: _write_png(p, rows))
+    _atomic_write(md, lambda p: p.write_text(summary_markdown(rows) + "\n"))
+    return png, md

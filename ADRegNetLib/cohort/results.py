@@ -1,0 +1,184 @@
+r"""One row per pair: built from the pair's metrics.json, kept in OUTDIR/results.csv.
+
+Rows are plain dicts (``RESULT_COLUMNS``); numbers are floats or None (not measured: no landmarks,
+no label maps, a failed pair). ``results.csv`` is always replaced atomically, so a reader (or a run
+that is killed) never sees half a file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .pairs import Pair
+
+__all__ = ["RESULT_COLUMNS", "row_from_metrics", "failed_row", "pair_dice", "read_results_csv",
+           "write_results_csv", "is_complete", "row_for_complete_pair"]
+
+#: results.csv columns, in order
+RESULT_COLUMNS = (
+    "id", "status", "error",
+    "tre_before_mm", "tre_after_mm", "tre_after_p95_mm",
+    "dice_before", "dice_after",
+    "folds_pct", "std_log_jacobian",
+    "time_s", "wall_s",
+    "memory_estimate_gb", "memory_peak_gb",
+    "preset", "quality", "device", "worker", "finished",
+)
+_NUMERIC = {"tre_before_mm", "tre_after_mm", "tre_after_p95_mm", "dice_before", "dice_after", "folds_pct",
+            "std_log_jacobian", "time_s", "wall_s", "memory_estimate_gb", "memory_peak_gb"}
+
+
+def is_complete(pair_dir: str | Path) -> bool:
+    """A pair is complete when its folder holds metrics.json (written last, published atomically)."""
+    return (Path(pair_dir) / "metrics.json").is_file()
+
+
+def _get(d: dict, *keys) -> Optional[float]:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    try:
+        value = float(d)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _empty_row(pair_id: str) -> dict:
+    return {c: None for c in RESULT_COLUMNS} | {"id": pair_id, "error": ""}
+
+
+def row_from_metrics(pair_id: str, metrics: dict, **extra) -> dict:
+    """The results row of a finished pair.
+
+    Args:
+        pair_id: the pair's id.
+        metrics: the pair's metrics.json (as written by ``adregnet register``).
+        **extra: other columns (wall_s, memory_estimate_gb, memory_peak_gb, worker, dice_*, ...).
+
+    Returns:
+        a dict over RESULT_COLUMNS with status "ok".
+    """
+    folds = _get(metrics, "jacobian", "folding_fraction")
+    row = _empty_row(pair_id) | {
+        "status": "ok",
+        "tre_before_mm": _get(metrics, "tre_before", "mean"),
+        "tre_after_mm": _get(metrics, "tre_after", "mean"),
+        "tre_after_p95_mm": _get(metrics, "tre_after", "p95"),
+        "folds_pct": None if folds is None else 100.0 * folds,
+        "std_log_jacobian": _get(metrics, "jacobian", "std_log_det"),
+        "time_s": _get(metrics, "timings_s", "total"),
+        "preset": metrics.get("preset"),
+        "quality": metrics.get("quality"),
+        "device": metrics.get("device"),
+    }
+    row.update({k: v for k, v in extra.items() if k in RESULT_COLUMNS})
+    return row
+
+
+def failed_row(pair_id: str, error: str, **extra) -> dict:
+    """The results row of a pair that failed, with its error message on one line."""
+    row = _empty_row(pair_id) | {"status": "failed", "error": " ".join(str(error).split())}
+    row.update({k: v for k, v in extra.items() if k in RESULT_COLUMNS})
+    return row
+
+
+def pair_dice(pair: Pair, pair_dir: str | Path) -> dict:
+    """Mean Dice of the pair's label maps before and after registration.
+
+    Before: the moving labels resampled onto the fixed grid as they are (nearest neighbour); after:
+    ``warped_labels.nii.gz`` of the pair's outputs. Scored over the labels present in the fixed map
+    (background excluded).
+
+    Returns:
+        {"dice_before": float, "dice_after": float}, or {} when the pair has no fixed_labels.
+    """
+    if not (pair.fixed_labels and pair.labels):
+        return {}
+    from ..io import read_label_map, resample_image
+    from ..metrics import dice
+
+    fixed = read_label_map(pair.fixed_labels)
+    warped = read_label_map(Path(pair_dir) / "warped_labels.nii.gz")
+    if not fixed.geometry.allclose(warped.geometry):
+        fixed = resample_image(fixed, warped.geometry, mode="nearest")
+    moving = resample_image(read_label_map(pair.labels), warped.geometry, mode="nearest")
+    ids = [int(v) for v in np.unique(fixed.array) if v != 0]
+    if not ids:
+        raise ValueError(f"{pair.fixed_labels} holds no label above 0; Dice needs a label map")
+    before = dice(fixed.array, moving.array, label_ids=ids)["mean"]
+    after = dice(fixed.array, warped.array, label_ids=ids)["mean"]
+    return {"dice_before": float(before), "dice_after": float(after)}
+
+
+def row_for_complete_pair(pair: Pair, pair_dir: str | Path, previous: Optional[dict] = None) -> dict:
+    """The row of a pair completed by an earlier run: its earlier row, or one rebuilt from metrics.json."""
+    if previous is not None and previous.get("status") == "ok":
+        return dict(previous)
+    metrics = json.loads((Path(pair_dir) / "metrics.json").read_text())
+    row = row_from_metrics(pair.id, metrics)
+    try:
+        row.update(pair_dice(pair, pair_dir))
+    except (OSError, ValueError) as exc:
+        row["error"] = f"Dice not computed: {exc}"
+    return row
+
+
+def _parse(column: str, text: str):
+    if column in _NUMERIC:
+        try:
+            return float(text) if text != "" else None
+        except ValueError:
+            return None
+    return text if text != "" or column == "error" else None
+
+
+def read_results_csv(path: str | Path) -> dict[str, dict]:
+    """The rows of an existing results.csv by id ({} when there is none or it cannot be parsed)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    rows = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for raw in csv.DictReader(handle):
+                if raw.get("id"):
+                    rows[raw["id"]] = {c: _parse(c, raw.get(c) or "") for c in RESULT_COLUMNS}
+    except (csv.Error, UnicodeDecodeError):
+        return {}
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_results_csv(path: str | Path, rows: Iterable[dict]) -> None:
+    """Writes the rows to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in RESULT_COLUMNS])
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,265 @@
+r"""``register_cohort``: every pair of a cohort on a Dask cluster, resumable, memory-aware.
+
+The client (this process) plans the run (which pairs are already complete), submits one task per
+remaining pair with its estimated memory as a Dask resource, and rewrites OUTDIR/results.csv each
+time a pair finishes. The workers do the registrations (``worker.run_pair``) and publish each pair's
+folder atomically, so whatever stops the run (a killed worker, a killed client, a power cut), every
+OUTDIR/<id>/ that exists is complete, and rerunning the same command registers only what is missing.
+
+Dask is imported only here, when a cohort actually runs (``pip install "adregnet[batch]"``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from ..engine.settings import PRESETS, QUALITIES
+from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
+from .pairs import Pair, check_pairs, read_pairs_csv
+from .report import write_summary
+from .results import failed_row, is_complete, read_results_csv, row_for_complete_pair, write_results_csv
+from .worker import PARTIAL_DIR, PairOptions, run_pair
+
+__all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
+
+log = logging.getLogger(__name__)
+
+#: the Dask worker resource (GB) that pairs reserve while they run
+MEMORY_RESOURCE = "MEMORY"
+_INSTALL_HINT = 'pip install "dask[distributed]" (or pip install "adregnet[batch]")'
+
+
+class BatchError(RuntimeError):
+    """The cohort cannot run at all (no Dask, no scheduler, no worker)."""
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise BatchError(f"adregnet batch needs Dask's distributed scheduler, which is not installed: {_INSTALL_HINT}") from exc
+    return distributed
+
+
+def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_failed: bool
+          ) -> tuple[dict[str, dict], list[Pair], int, int]:
+    """Rows of the pairs that need no work now, and the pairs to run.
+
+    Returns:
+        (rows by id, pairs to run, number skipped as complete, number of earlier failures kept).
+    """
+    rows: dict[str, dict] = {}
+    todo: list[Pair] = []
+    complete = failed = 0
+    for pair in pairs:
+        earlier = previous.get(pair.id)
+        if is_complete(out / pair.id):
+            rows[pair.id] = row_for_complete_pair(pair, out / pair.id, earlier)
+            complete += 1
+        elif earlier is not None and earlier.get("status") == "failed" and not retry_failed:
+            rows[pair.id] = earlier
+            failed += 1
+        else:
+            todo.append(pair)
+    return rows, todo, complete, failed
+
+
+def _clean_partial(out: Path) -> None:
+    """Removes what killed runs left in OUTDIR/.partial/ (never a published pair)."""
+    partial = out / PARTIAL_DIR
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _local_client(distributed, workers: int, threads_per_worker: int, memory_per_worker_gb: Optional[float]):
+    if workers < 1 or threads_per_worker < 1:
+        raise BatchError(f"--workers and --threads-per-worker must be at least 1, got {workers} and {threads_per_worker}")
+    if memory_per_worker_gb is None:
+        import psutil
+
+        memory_per_worker_gb = psutil.virtual_memory().total / 1e9 / workers
+    if memory_per_worker_gb <= WORKER_BASELINE_GB:
+        raise BatchError(f"--memory-per-worker {memory_per_worker_gb:g} GB leaves nothing for registrations (a worker "
+                         f"alone takes about {WORKER_BASELINE_GB} GB); give more memory or fewer workers")
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+        memory_limit=int(memory_per_worker_gb * 1e9),
+        resources={MEMORY_RESOURCE: round(memory_per_worker_gb - WORKER_BASELINE_GB, 2)},
+        dashboard_address=None, silence_logs=logging.ERROR)
+    return distributed.Client(cluster), cluster
+
+
+def _remote_client(distributed, address: str, wait_s: float):
+    try:
+        client = distributed.Client(address, timeout=f"{max(wait_s, 5):.0f}s")
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(f"cannot reach the Dask scheduler at {address} ({exc}); start one with `dask scheduler` "
+                         "and give its address (tcp://HOST:PORT)") from exc
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except TimeoutError as exc:
+        client.close()
+        raise BatchError(f"no worker joined the scheduler at {address} within {wait_s:.0f} s; start workers with "
+                         f"`dask worker {address} --resources {MEMORY_RESOURCE}=<GB>`") from exc
+    return client
+
+
+def _workers_memory_gb(client) -> list[float]:
+    """The MEMORY resource of each connected worker (empty when none declares it)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return [float(w["resources"][MEMORY_RESOURCE]) for w in workers if MEMORY_RESOURCE in (w.get("resources") or {})]
+
+
+def _threads_per_pair(client) -> int:
+    """CPU threads for one pair: on each host, its cores shared by all task slots there (the fewest wins)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    cores = client.run(os.cpu_count)
+    slots: dict[str, int] = {}
+    host_cores: dict[str, int] = {}
+    for address, info in workers.items():
+        host = info.get("host", address)
+        slots[host] = slots.get(host, 0) + int(info.get("nthreads", 1))
+        host_cores[host] = int(cores.get(address) or 1)
+    return max(1, min(host_cores[h] // max(slots[h], 1) for h in slots)) if slots else 1
+
+
+def _killed_message(exc: BaseException, estimate: Optional[float]) -> str:
+    reserved = f" (it reserved {estimate:.2f} GB)" if estimate is not None else ""
+    return (f"the worker running this pair died repeatedly, killed or out of memory{reserved}: {exc}; "
+            "rerun with --retry-failed, with more memory per worker or fewer pairs per worker")
+
+
+def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, preset: str = "auto",
+                    quality: str = "balanced", regularization: float = 1.0, device: str = "auto", threads: int = 0,
+                    workers: int = 1, threads_per_worker: int = 1, memory_per_worker_gb: Optional[float] = None,
+                    scheduler: Optional[str] = None, client=None, retry_failed: bool = False,
+                    progress: bool = True, wait_for_workers_s: float = 60.0,
+                    say: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Registers every pair of a cohort into ``out_dir/<id>/``; returns the results table.
+
+    Each pair writes exactly what ``adregnet register`` writes. ``out_dir/results.csv`` (one row per
+    pair, see ``results.RESULT_COLUMNS``) is rewritten atomically as pairs finish, and
+    ``summary.png``/``summary.md`` are written at the end. Pairs already complete (their folder holds
+    metrics.json) are skipped; pairs that failed in an earlier run are skipped too unless
+    ``retry_failed``. A failing pair never stops the others: its row has status "failed" and the error.
+
+    Args:
+        pairs: a PAIRS.csv path or a list of :class:`Pair`.
+        out_dir: the output folder; on a cluster, a path every worker can write to (shared storage).
+        preset, quality, regularization, device: as for ``adregnet register`` (same for every pair).
+        threads: CPU threads per pair; 0 = each host's cores shared among its task slots.
+        workers, threads_per_worker: the local cluster started when neither ``scheduler`` nor
+            ``client`` is given: ``workers`` processes, each running up to ``threads_per_worker``
+            pairs at once (fewer when their memory does not fit).
+        memory_per_worker_gb: memory limit of each local worker (default: the machine's memory
+            divided among the workers); pairs reserve their estimate from it.
+        scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``).
+        client: an existing ``distributed.Client`` (left open).
+        retry_failed: run again the pairs that failed in an earlier run.
+        progress: show a progress bar over pairs (stderr).
+        wait_for_workers_s: how long to wait for a worker to join a remote scheduler.
+        say: where one-line notes go (default: stderr when ``progress``, else nowhere).
+
+    Returns:
+        the rows of every pair (ok or failed), in the order of ``pairs``.
+
+    Raises:
+        PairsError: the pairs list is unusable (see ``pairs.read_pairs_csv``).
+        BatchError: Dask is missing, the scheduler cannot be reached or has no worker.
+    """
+    pairs = read_pairs_csv(pairs) if isinstance(pairs, (str, Path)) else check_pairs(pairs)
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    say = say or ((lambda text: print(text, file=sys.stderr)) if progress else (lambda text: None))
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.csv"
+    _clean_partial(out)
+    rows, todo, n_complete, n_failed = _plan(pairs, out, read_results_csv(results_path), retry_failed)
+    order = [p.id for p in pairs]
+
+    def table() -> list[dict]:
+        return [rows[i] for i in order if i in rows]
+
+    write_results_csv(results_path, table())
+    if n_complete or n_failed:
+        say(f"skipping {n_complete} complete pair(s)" + (f" and {n_failed} that failed before (--retry-failed runs "
+                                                          "them again)" if n_failed else ""))
+    if todo:
+        _run(todo, out, rows, table, results_path, say=say, progress=progress, total=len(pairs),
+             options=dict(preset=preset, quality=quality, regularization=regularization, device=device, threads=threads),
+             cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
+                          memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
+                          wait_for_workers_s=wait_for_workers_s))
+    final = table()
+    write_summary(out, final)
+    return final
+
+
+def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, say, progress: bool, total: int,
+         options: dict, cluster: dict) -> None:
+    """Runs ``todo`` on the cluster, updating ``rows`` and results.csv as each pair finishes."""
+    distributed = _import_distributed()
+    from tqdm import tqdm
+
+    own_client = own_cluster = None
+    client = cluster["client"]
+    if client is None:
+        if cluster["scheduler"]:
+            client = own_client = _remote_client(distributed, cluster["scheduler"], cluster["wait_for_workers_s"])
+        else:
+            client, own_cluster = _local_client(distributed, cluster["workers"], cluster["threads_per_worker"],
+                                                cluster["memory_per_worker_gb"])
+            own_client = client
+    futures: dict = {}
+    try:
+        capacity = _workers_memory_gb(client)
+        if not capacity:
+            say(f"note: no worker declares a {MEMORY_RESOURCE} resource, so pairs are not scheduled by memory; "
+                f"start workers with --resources {MEMORY_RESOURCE}=<GB>")
+        threads = int(options.pop("threads")) or _threads_per_pair(client)
+        pair_options = PairOptions(threads=threads, **options)
+        say(f"registering {len(todo)} pair(s) on {len(client.scheduler_info(n_workers=-1)['workers'])} worker(s), "
+            f"{threads} thread(s) per pair")
+        estimates = {}
+        for pair in todo:
+            estimate = estimate_pair_memory_gb(pair, pair_options.quality)
+            estimates[pair.id] = estimate
+            resources = {MEMORY_RESOURCE: min(estimate, max(capacity))} if capacity else None
+            future = client.submit(run_pair, pair, str(out), pair_options, estimate, resources=resources, pure=False,
+                                   key=f"adregnet-pair-{pair.id}-{uuid.uuid4().hex[:8]}")
+            futures[future] = pair.id
+        counts = {"ok": 0, "failed": 0}
+        with tqdm(total=total, initial=total - len(todo), unit="pair", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            for future in distributed.as_completed(list(futures)):
+                pair_id = futures[future]
+                try:
+                    row = future.result()
+                except distributed.KilledWorker as exc:
+                    row = failed_row(pair_id, _killed_message(exc, estimates[pair_id]),
+                                     memory_estimate_gb=estimates[pair_id])
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker that cannot import the engine
+                    row = failed_row(pair_id, f"{type(exc).__name__}: {exc}", memory_estimate_gb=estimates[pair_id])
+                rows[pair_id] = row
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+                write_results_csv(results_path, table())
+                bar.set_postfix(counts, refresh=False)
+                bar.update(1)
+                if row["status"] == "failed":
+                    bar.write(f"{pair_id}: failed: {row['error']}")
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()

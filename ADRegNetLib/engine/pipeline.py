@@ -1,0 +1,295 @@
+r"""``register()``: the one registration pipeline every front end calls.
+
+One path, each stage a function passing :class:`Image`/:class:`Transform` objects along::
+
+    check inputs -> normalise -> pre-align (SimpleITK affine, or the user's initial transform)
+    -> resample once onto the working grid -> network prediction -> instance optimisation
+    -> Transform(fixed grid, field, affine) -> warped, before, Jacobian, inverse, metrics
+
+The moving image is resampled exactly once per purpose: onto the working grid (through the
+pre-alignment), onto the fixed grid through the result (``warped``) and through the identity
+(``before``, returned so that front ends never resample again).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..io.images import normalize_intensity, validate_image
+from ..metrics import jacobian_stats, ncc, tre
+from ..spatial.affine import AffineMap
+from ..spatial.image import Image
+from ..spatial.transform import Transform
+from ..spatial.transforms import resize_flow
+from ..spatial.flow import flow_norm_to_disp_mm
+from ..spatial.warp import resample
+from ..typing import DeviceLike, ProgressCallback, StopCallback
+from .api import RegistrationError, RegistrationResult
+from .device import resolve_device
+from .instance import InstanceOptimizationSettings, instance_optimize
+from .prealign import bounding_box_overlap, prealign
+from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
+                       detect_preset, is_ct)
+from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
+                     network_stage, working_geometry)
+
+__all__ = ["register"]
+
+
+def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
+    ct = is_ct(image)
+    modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")
+    return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
+
+
+def _safe(value) -> Optional[float]:
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarray] = None,
+             moving_landmarks: Optional[np.ndarray] = None, fixed_mask: Optional[Image] = None,
+             moving_mask: Optional[Image] = None, initial_transform: Optional[AffineMap] = None,
+             preset: str = "auto", quality: str = "balanced", regularization: float = 1.0,
+             device: DeviceLike = "auto", progress: Optional[ProgressCallback] = None,
+             should_stop: Optional[StopCallback] = None, seed: int = 0, instance_optimization: bool = True,
+             use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
+             max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
+             compute_inverse: bool = True) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
+
+    Args:
+        fixed: the reference image (its grid is the output grid).
+        moving: the image to deform.
+        fixed_landmarks, moving_landmarks: optional (K, 3) LPS mm pairs (matched by order); they are
+            reported as TRE and pull the registration.
+        fixed_mask: optional region of interest (> 0 inside) on any grid that covers the fixed image;
+            mapped onto the fixed grid by physical position; similarity is measured inside it.
+        moving_mask: optional region of interest of the moving image (any grid over the moving
+            image); mapped into the fixed frame through the pre-alignment and combined with
+            ``fixed_mask``.
+        initial_transform: optional fixed -> moving :class:`AffineMap` (LPS mm, resampling
+            convention) used as the pre-alignment; it is composed into the result.
+        preset: "auto", "lung-ct", "brain-mri" or "generic"; "auto" decides and says what it chose
+            (``metrics["preset"]``, ``metrics["preset_reason"]``).
+        quality: "instant" (the network alone), "fast", "balanced" or "best".
+        regularization: smoothness multiplier: > 1 smoother, < 1 more local detail.
+        device: "auto", "cpu" or "cuda" (a missing GPU falls back to the CPU with a warning).
+        progress: progress(fraction in [0, 1], stage text); reaches 1.0 on success.
+        should_stop: returns True to cancel; checked between stages and optimisation steps.
+        seed: random seed (CPU results are repeatable).
+        instance_optimization: run the test-time optimisation (False: network prediction only).
+        use_network: use the AD-RegNet network when weights are available.
+        weights: a weights file (default: the shipped weights).
+        prealignment: "affine", "rigid" or "none" (default from the quality; "none" with an
+            ``initial_transform``).
+        max_working_voxels: cap on the working grid (default from the quality).
+        multimodal: images of different modalities; default: guessed (CT vs non-CT).
+        compute_inverse: also compute the moving -> fixed field (``inverse_disp_mm``).
+
+    Returns:
+        RegistrationResult on the fixed grid.
+
+    Raises:
+        RegistrationError / ImageError: bad input, with what is wrong and what to do.
+        RegistrationCancelled: the user cancelled; nothing partial is returned.
+    """
+    stages = Stages(progress, should_stop)
+    stages.report(0.0, "checking inputs")
+    t_start = time.perf_counter()
+    check_settings(preset, quality, regularization)
+    warnings_: list[str] = []
+    for image, role in ((fixed, "fixed"), (moving, "moving")):
+        if not isinstance(image, Image):
+            raise RegistrationError(f"{role} must be an ADRegNetLib Image (read it with ADRegNetLib.io.read_image)")
+        warnings_ += [w for w in (validate_image(image, role=role) or []) if isinstance(w, str)]
+    for mask, role in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
+        if mask is not None and not isinstance(mask, Image):
+            raise RegistrationError(f"the {role} must be an ADRegNetLib Image with its geometry "
+                                    "(read it with ADRegNetLib.io.read_label_map)")
+    if initial_transform is not None and not isinstance(initial_transform, AffineMap):
+        raise RegistrationError("initial_transform must be an AffineMap (fixed -> moving, LPS mm); "
+                                "read a transform file with ADRegNetLib.io.read_linear_transform")
+    has_landmarks = fixed_landmarks is not None or moving_landmarks is not None
+    if has_landmarks:
+        if fixed_landmarks is None or moving_landmarks is None:
+            raise RegistrationError("landmarks were given for only one image; give fixed and moving landmarks in pairs")
+        from ..io.landmarks import check_landmark_pairs
+
+        fixed_landmarks = check_points(fixed_landmarks, "fixed")
+        moving_landmarks = check_points(moving_landmarks, "moving")
+        check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
+    mask_arr = map_mask(fixed_mask, fixed.geometry, "fixed mask", "fixed image") if fixed_mask is not None else None
+    torch_device, device_warning = resolve_device(device)
+    if device_warning:
+        warnings_.append(device_warning)
+    q = QUALITY_SETTINGS[quality]
+    instant = not q.levels
+    if instant and not use_network:
+        raise RegistrationError("quality 'instant' is the network's prediction alone; it cannot run without the "
+                                "network (drop --no-network or choose fast/balanced/best)")
+    model = None
+    if use_network:  # load (and check) the weights now: a bad file fails before minutes of work
+        model, net_note = load_network(weights, torch_device)
+        if net_note:
+            if instant:
+                raise RegistrationError(f"quality 'instant' needs network weights: {net_note}")
+            warnings_.append(net_note)
+    overlap = bounding_box_overlap(fixed, moving)
+    if overlap <= 0 and initial_transform is None:
+        warnings_.append("the fixed and moving images do not overlap in physical space; started from a "
+                         "centre-of-mass alignment (check that both scans show the same anatomy)")
+    torch.manual_seed(seed)
+    stages.done("validate")
+
+    # ---- preset and normalisation
+    reason = "chosen by the user"
+    if preset == "auto":
+        preset, reason = detect_preset(fixed, moving)
+    p = PRESET_SETTINGS[preset]
+    if multimodal is None:
+        multimodal = is_ct(fixed) != is_ct(moving)
+    fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
+    moving_n = _normalized(moving, p.modality, p.ct_window)
+    stages.report(0.03, f"preset {preset}: pre-aligning")
+    stages.done("normalize")
+
+    # ---- pre-alignment
+    mode = prealignment or ("none" if initial_transform is not None else q.prealign)
+    fixed_mask_image = Image(mask_arr, fixed.geometry, "fixed mask") if mask_arr is not None else None
+    affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fixed_mask_image,
+                                     iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
+                                     should_stop=should_stop, initial=initial_transform,
+                                     min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN)
+    stages.report(0.15, "resampling to the working grid")
+    stages.done("prealign")
+
+    # ---- working grid: each image resampled once
+    work, note = working_geometry(fixed.geometry, q.working_spacing_mm, max_working_voxels or q.max_working_voxels)
+    if note:
+        warnings_.append(note)
+    fixed_w_np = resample(fixed_n, work).array
+    moving_w_np = resample(moving_n, work, affine=affine).array
+    if float(np.count_nonzero(moving_w_np > 0.01)) < MIN_MOVING_OVERLAP * moving_w_np.size and float(moving_n.array.max()) > 0.01:
+        raise RegistrationError(
+            "the moving image does not overlap the fixed image after pre-alignment; check that both scans show "
+            "the same anatomy, or give landmark pairs / an initial alignment")
+    fixed_w = torch.from_numpy(fixed_w_np)[None, None].to(torch_device)
+    moving_w = torch.from_numpy(moving_w_np)[None, None].to(torch_device)
+    mask_w_np = None
+    if mask_arr is not None:
+        mask_w_np = map_mask(fixed_mask_image, work, "fixed mask", "fixed image")
+    if moving_mask is not None:
+        moving_in_fixed = map_mask(moving_mask, work, "moving mask", "fixed image (after pre-alignment)", affine=affine)
+        mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
+        if not mask_w_np.any():
+            raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
+    mask_w = None if mask_w_np is None else torch.from_numpy(mask_w_np)[None, None].to(torch_device)
+    stages.done("resample")
+
+    # ---- network
+    flow = None
+    network_info: dict = {"used": False}
+    if model is not None:
+        stages.report(0.2, "AD-RegNet prediction")
+        flow, network_info = network_stage(model, fixed_w, moving_w, mask_w,
+                                           always_keep=instant or not instance_optimization)
+        network_info["used"] = flow is not None
+        if flow is None:
+            warnings_.append("the network prediction did not improve the similarity; started from the identity")
+    stages.done("network")
+
+    # ---- instance optimisation
+    io_info = None
+    if instance_optimization and not instant:
+        io = InstanceOptimizationSettings(
+            levels=q.levels, similarity="mind" if multimodal else p.similarity,
+            sigma_update=1.5 * float(np.sqrt(regularization)), sigma_field=1.0 * regularization,
+            step_voxels=q.step_voxels)
+        moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None
+        flow, io_info = instance_optimize(fixed_w, moving_w, work, io, init_flow_norm=flow,
+                                          fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
+                                          progress=stages.sub(0.25, 0.9), should_stop=should_stop)
+    if flow is None:
+        flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
+    stages.done("optimize")
+
+    # ---- the transform and everything seen through it, on the fixed grid
+    stages.report(0.9, "building the full-resolution field")
+    d_full = flow_norm_to_disp_mm(resize_flow(flow.float().cpu(), fixed.geometry.shape), fixed.geometry)[0].numpy()
+    transform = Transform(fixed.geometry, d_full, None if affine.is_identity() else affine)
+    disp = transform.total_displacement()
+    result_transform = Transform(fixed.geometry, disp)
+    stages.check()
+    warped, inside = result_transform.warp(moving, return_inside=True)
+    before, inside_before = Transform(fixed.geometry).warp(moving, return_inside=True)
+    stages.check()
+    det = result_transform.jacobian()
+    stages.done("outputs")
+    inverse = None
+    if compute_inverse:
+        inverse = _inverse(disp, fixed.geometry, moving.geometry)
+        stages.done("inverse")
+
+    # ---- metrics: similarity where both images have data
+    sim_mask_after = inside if mask_arr is None else (inside & mask_arr)
+    sim_mask_before = inside_before if mask_arr is None else (inside_before & mask_arr)
+    metrics: dict[str, Any] = {
+        "preset": preset,
+        "preset_reason": reason,
+        "quality": quality,
+        "regularization": regularization,
+        "device": str(torch_device),
+        "multimodal": bool(multimodal),
+        "network_used": bool(network_info["used"]),
+        "network": network_info,
+        "instance_optimization": io_info,
+        "prealignment": {**prealign_info, **affine.to_dict(), "bbox_overlap": round(overlap, 3)},
+        "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
+        "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
+        "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
+        "jacobian": jacobian_stats(det.array, mask=mask_arr),
+        "similarity_before": {"ncc": _safe(ncc(fixed.array, before.array, mask=sim_mask_before))
+                              if sim_mask_before.any() else None},
+        "similarity_after": {"ncc": _safe(ncc(fixed.array, warped.array, mask=sim_mask_after))
+                             if sim_mask_after.any() else None},
+        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else ""),
+        "warnings": warnings_,
+    }
+    if inverse is not None:
+        metrics["inverse_consistency_mm"] = inverse[1]
+    warped_points = None
+    if has_landmarks:
+        warped_points = result_transform.map_points(fixed_landmarks)
+        metrics["tre_before"] = tre(fixed_landmarks, moving_landmarks)
+        metrics["tre_after"] = tre(warped_points, moving_landmarks)
+    stages.done("metrics")
+    metrics["timings_s"] = dict(stages.timings, total=round(time.perf_counter() - t_start, 3))
+    stages.report(1.0, "done")
+    return RegistrationResult(
+        disp_mm=disp,
+        geometry=fixed.geometry,
+        warped=Image(warped.array.astype(np.float32), fixed.geometry, "warped"),
+        jacobian=det,
+        metrics=metrics,
+        warped_fixed_landmarks=warped_points,
+        before=before,
+        transform=result_transform,
+        inverse_disp_mm=None if inverse is None else inverse[0],
+        moving_geometry=moving.geometry,
+    )
+
+
+def _inverse(disp: np.ndarray, fixed_geometry, moving_geometry):
+    """(inverse field on the moving grid, inverse-consistency stats) or None when unavailable."""
+    try:
+        from ..spatial.inverse import invert_displacement, inverse_consistency_error
+    except ImportError:
+        return None
+    inv = invert_displacement(disp, fixed_geometry, moving_geometry)
+    mean_mm, max_mm = inverse_consistency_error(disp, fixed_geometry, inv, moving_geometry)
+    return inv, {"mean": round(float(mean_mm), 4), "max": round(float(max_mm), 4)}

@@ -1,0 +1,171 @@
+r"""The building blocks of ``register()``: progress/cancel bookkeeping, input checks, working grid,
+masks, the network stage. Each takes and returns :class:`Image`/:class:`Transform` objects."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..losses.functional import local_ncc
+from ..spatial.affine import AffineMap
+from ..spatial.geometry import Geometry
+from ..spatial.image import Image
+from ..spatial.transforms import resize_flow
+from ..spatial.warp import resample, warp_norm
+from ..typing import ProgressCallback, StopCallback
+from .api import RegistrationCancelled, RegistrationError
+from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES)
+
+__all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
+           "load_network", "network_stage"]
+
+_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+class Stages:
+    """Maps per-stage progress onto [0, 1], times each stage and checks for cancellation between them."""
+
+    def __init__(self, progress: Optional[ProgressCallback], should_stop: Optional[StopCallback]) -> None:
+        self.progress = progress
+        self.should_stop = should_stop
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def check(self) -> None:
+        """Raise :class:`RegistrationCancelled` when the user asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise RegistrationCancelled("registration cancelled by the user")
+
+    def report(self, fraction: float, text: str) -> None:
+        """Report overall progress (clamped to [0, 1])."""
+        if self.progress is not None:
+            self.progress(float(min(max(fraction, 0.0), 1.0)), text)
+
+    def done(self, name: str) -> None:
+        """Record the time of stage ``name`` and check for cancellation."""
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 3)
+        self._t = now
+        self.check()
+
+    def sub(self, start: float, end: float) -> ProgressCallback:
+        """A progress callback for a sub-stage mapped onto [start, end]."""
+        return lambda f, text: self.report(start + (end - start) * f, text)
+
+
+def estimate_memory_gb(fixed_geometry: Geometry, working: Geometry) -> float:
+    """Rough peak memory of a run (GB) from the working and fixed grid sizes."""
+    return (working.num_voxels * BYTES_PER_WORKING_VOXEL + fixed_geometry.num_voxels * BYTES_PER_FIXED_VOXEL) / 1e9
+
+
+def working_geometry(fixed_geometry: Geometry, spacing_mm: float, max_voxels: int) -> tuple[Geometry, Optional[str]]:
+    """The working grid: the fixed grid at about ``spacing_mm`` (never finer than the fixed image).
+
+    Larger grids than ``max_voxels`` get a coarser spacing, and the returned note says so.
+
+    Returns:
+        (working geometry, note or None).
+    """
+    spacing = np.maximum(fixed_geometry.spacing, spacing_mm)
+    work = fixed_geometry.with_spacing(spacing)
+    note = None
+    if work.num_voxels > max_voxels:
+        factor = (work.num_voxels / max_voxels) ** (1.0 / 3.0)
+        work = fixed_geometry.with_spacing(spacing * factor)
+        note = (f"large input: working at {np.round(work.spacing, 2).tolist()} mm "
+                f"({work.size[0]}x{work.size[1]}x{work.size[2]}) to stay within the memory budget")
+    return work, note
+
+
+def check_settings(preset: str, quality: str, regularization: float) -> None:
+    """Raise :class:`RegistrationError` for an unknown preset/quality or a bad regularization."""
+    if preset not in PRESETS:
+        raise RegistrationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if quality not in QUALITIES:
+        raise RegistrationError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
+    if not isinstance(regularization, (int, float)) or not np.isfinite(regularization) or regularization <= 0:
+        raise RegistrationError(f"regularization must be a positive number (1 = default), got {regularization}")
+
+
+def check_points(points: Any, role: str) -> np.ndarray:
+    """A (K, 3) float64 LPS mm landmark array, or a :class:`RegistrationError` that says what is expected."""
+    arr = np.asarray(points, dtype=np.float64) if not isinstance(points, torch.Tensor) else points.detach().cpu().numpy()
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise RegistrationError(f"{role} landmarks must be an array of shape (K, 3) (x, y, z in LPS mm), "
+                                f"got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise RegistrationError(f"{role} landmarks are empty; give at least one point or none at all")
+    if not np.all(np.isfinite(arr)):
+        raise RegistrationError(f"{role} landmarks contain NaN or infinite coordinates")
+    return arr.astype(np.float64)
+
+
+def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
+             affine: Optional[AffineMap] = None) -> np.ndarray:
+    """A mask on any grid mapped by physical position onto ``geometry``: (Z, Y, X) bool.
+
+    Args:
+        mask: the mask image (> 0 inside), any grid, LPS mm.
+        geometry: the grid to map it onto.
+        role: "fixed mask" / "moving mask" (for messages).
+        reference: the image the grid belongs to (for messages).
+        affine: optional ``geometry`` -> mask-space affine (a moving mask seen from the fixed grid).
+
+    Raises:
+        RegistrationError: the mask is empty or does not overlap ``geometry``.
+    """
+    if not np.any(mask.array):
+        raise RegistrationError(f"the {role} is empty (no voxel > 0); give a mask that marks the region of interest")
+    src = Image((mask.array > 0).astype(np.float32), mask.geometry, mask.name)
+    # Linear interpolation of the indicator then > 0.5: the mask's boundary lands at the same
+    # physical place whatever the two grids' spacings (nearest neighbour would shift it by up to a voxel).
+    out = resample(src, geometry, affine=affine, mode="linear", default=0.0).array > 0.5
+    if not out.any():
+        raise RegistrationError(
+            f"the {role} does not overlap the {reference} in physical space (mask origin "
+            f"{np.round(mask.geometry.origin, 1).tolist()} mm, extent {np.round(mask.geometry.extent_mm, 1).tolist()} mm); "
+            f"give a mask drawn on the {reference} (or one whose header places it over the {reference})")
+    return out
+
+
+def load_network(weights: Optional[str | Path], device: torch.device):
+    """The network (cached per file and device), or (None, note) when no weights are available."""
+    from ..model.checkpoint import default_weights_path, load_model
+
+    path = Path(weights) if weights is not None else default_weights_path()
+    if weights is None and not path.is_file():
+        return None, f"no network weights at {path}; running instance optimisation only"
+    key = (str(path.resolve()), str(device))
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_model(path, device=device).eval()
+    return _MODEL_CACHE[key], None
+
+
+def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: Optional[torch.Tensor],
+                  always_keep: bool) -> tuple[Optional[torch.Tensor], dict]:
+    """The network's prediction on the working grid, kept only when it really improves the similarity.
+
+    Args:
+        model: the AD-RegNet network.
+        fixed_w, moving_w: (1, 1, Z, Y, X) normalised images on the working grid (moving pre-aligned).
+        mask_w: optional (1, 1, Z, Y, X) bool region of interest.
+        always_keep: keep the prediction whatever it does (quality "instant").
+
+    Returns:
+        (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
+    """
+    with torch.no_grad():
+        out = model(fixed_w, moving_w)
+        candidate = resize_flow(out["flow_norm"], tuple(fixed_w.shape[2:]))
+        base = float(local_ncc(fixed_w, moving_w, window=5, mask=mask_w))
+        pred = float(local_ncc(fixed_w, warp_norm(moving_w, candidate), window=5, mask=mask_w))
+    gain = (base - pred) / max(abs(base), 1e-12)
+    info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4)}
+    # A prediction is a starting point only when it is clearly better than no motion: a small
+    # "gain" on identical images is noise, and keeping it would deform them.
+    if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:
+        return candidate, dict(info, kept=True)
+    return None, dict(info, kept=False)

@@ -1,0 +1,153 @@
+r"""The :class:`Transform` every front end receives: a displacement field on a grid, then an affine.
+
+``T(x) = A(x + d(x))`` maps a fixed point x (LPS mm) to its moving point; ``d`` is a displacement
+field on the fixed grid (zero outside it, as ITK's ``DisplacementFieldTransform``) and ``A`` an
+optional affine (identity when None). The total displacement ``u(x) = T(x) - x`` on the fixed grid
+is what the outputs (``displacement.nii.gz``, ``transform.h5``) hold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .affine import AffineMap
+from .geometry import Geometry
+from .image import Image
+from .jacobian import jacobian_determinant
+from .warp import warp_image
+
+__all__ = ["Transform", "map_points", "background_value"]
+
+
+def map_points(disp_mm: np.ndarray | torch.Tensor, geometry: Geometry, points_lps: np.ndarray) -> np.ndarray:
+    """``x + d(x)`` for (K, 3) LPS points, d trilinear; zero outside the grid (ITK's convention).
+
+    Edge values are used within half a voxel beyond the outermost voxel centres, as ITK does.
+
+    Args:
+        disp_mm: (3, Z, Y, X) LPS mm, (x, y, z) components, on ``geometry``.
+        geometry: the field's grid.
+        points_lps: (K, 3) LPS mm.
+
+    Returns:
+        (K, 3) float64 LPS mm.
+    """
+    pts = np.asarray(points_lps, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points must be (K, 3) LPS mm, got shape {pts.shape}")
+    field = torch.as_tensor(np.asarray(disp_mm), dtype=torch.float64)
+    if tuple(field.shape) != (3, *geometry.shape):
+        raise ValueError(f"disp_mm must be (3, Z, Y, X) = (3, {geometry.shape}), got {tuple(field.shape)}")
+    a, b = geometry.physical_to_normalized_affine()
+    norm = torch.as_tensor(pts @ a.T + b)
+    u = F.grid_sample(field[None], norm.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                      align_corners=True).view(3, -1).T.numpy()
+    index = geometry.physical_to_index(pts)
+    inside = np.all((index >= -0.5) & (index <= np.asarray(geometry.size) - 0.5), axis=1, keepdims=True)
+    return pts + u * inside
+
+
+def background_value(image: Image) -> float:
+    """The value of an image's background: the median of its six faces (air for CT, 0 for most MR)."""
+    a = image.array
+    faces = [a[0], a[-1], a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]]
+    return float(np.median(np.concatenate([f.reshape(-1) for f in faces])))
+
+
+@dataclass
+class Transform:
+    """``T(x) = A(x + d(x))``: fixed -> moving map (resampling convention), LPS mm.
+
+    Attributes:
+        geometry: the grid of ``disp_mm`` (the fixed image's grid).
+        disp_mm: (3, Z, Y, X) float32 LPS mm on ``geometry`` (x, y, z components), or None.
+        affine: optional :class:`AffineMap` applied after the displacement.
+    """
+
+    geometry: Geometry
+    disp_mm: Optional[np.ndarray] = None
+    affine: Optional[AffineMap] = None
+
+    def __post_init__(self) -> None:
+        if self.disp_mm is not None and tuple(self.disp_mm.shape) != (3, *self.geometry.shape):
+            raise ValueError(f"disp_mm must be (3, Z, Y, X) = (3, {self.geometry.shape}) on its geometry, "
+                             f"got {tuple(self.disp_mm.shape)}")
+
+    def _disp_tensor(self) -> Optional[torch.Tensor]:
+        if self.disp_mm is None:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(self.disp_mm, dtype=np.float32))[None]
+
+    def map_points(self, points_lps: np.ndarray) -> np.ndarray:
+        """Map (K, 3) fixed LPS points (mm) to moving space: (K, 3) float64."""
+        pts = np.asarray(points_lps, dtype=np.float64)
+        if self.disp_mm is not None:
+            pts = map_points(self.disp_mm, self.geometry, pts)
+        return pts if self.affine is None else self.affine.apply(pts)
+
+    def total_displacement(self, slab: int = 32) -> np.ndarray:
+        """``u(x) = T(x) - x`` on the grid: (3, Z, Y, X) float32 LPS mm (computed in z-slabs)."""
+        disp = np.zeros((3, *self.geometry.shape), np.float32) if self.disp_mm is None else self.disp_mm
+        if self.affine is None or self.affine.is_identity():
+            return np.ascontiguousarray(disp, dtype=np.float32)
+        m, t = self.affine.matrix, self.affine.offset
+        out = np.empty((3, *self.geometry.shape), dtype=np.float32)
+        zs, ys, xs = self.geometry.shape
+        jj, ii = np.meshgrid(np.arange(ys), np.arange(xs), indexing="ij")
+        for z0 in range(0, zs, slab):
+            z1 = min(zs, z0 + slab)
+            kk = np.arange(z0, z1)[:, None, None] * np.ones((1, ys, xs))
+            idx = np.stack([np.broadcast_to(ii, kk.shape), np.broadcast_to(jj, kk.shape), kk], axis=-1).reshape(-1, 3)
+            x = self.geometry.index_to_physical(idx)
+            d = disp[:, z0:z1].reshape(3, -1).T.astype(np.float64)
+            out[:, z0:z1] = ((x + d) @ m.T + t - x).T.reshape(3, z1 - z0, ys, xs)
+        return out
+
+    def warp(self, image: Image, mode: str = "linear", default: Optional[float] = None,
+             return_inside: bool = False):
+        """The image sampled at ``T(x)`` for every voxel x of the grid.
+
+        Args:
+            image: the moving image (any grid).
+            mode: "linear" (intensities), "nearest" (labels, masks) or "labels" (label-aware).
+            default: value outside ``image``; None: the image's background (:func:`background_value`).
+            return_inside: also return the (Z, Y, X) bool map of voxels that sampled inside ``image``.
+
+        Returns:
+            An :class:`Image` on ``geometry`` (and the inside map with ``return_inside``).
+        """
+        if mode == "labels":
+            from .labels import warp_labels
+
+            total = self.total_displacement()
+            out = warp_labels(image.array, total, self.geometry, image.geometry)
+            return Image(out, self.geometry, image.name)
+        pad = background_value(image) if default is None else float(default)
+        src = torch.from_numpy(np.ascontiguousarray(image.array, dtype=np.float32))[None, None]
+        res = warp_image(src, self._disp_tensor(), self.geometry, image.geometry, mode=mode, affine=self.affine,
+                         padding_value=pad, return_inside=return_inside)
+        out, inside = res if return_inside else (res, None)
+        arr = out[0, 0].numpy()
+        if mode == "nearest":
+            arr = arr > 0.5 if image.array.dtype == np.bool_ else arr.astype(image.array.dtype)
+        warped = Image(arr, self.geometry, image.name)
+        return (warped, inside[0, 0].numpy()) if return_inside else warped
+
+    def jacobian(self, slab: int = 32) -> Image:
+        """det(d T / d x) on the grid, (Z, Y, X) float32, computed in z-slabs (bounded memory)."""
+        disp = self.total_displacement()
+        g = self.geometry
+        zs = g.shape[0]
+        out = np.empty(g.shape, dtype=np.float32)
+        for z0 in range(0, zs, slab):
+            z1 = min(zs, z0 + slab)
+            lo, hi = max(0, z0 - 1), min(zs, z1 + 1)
+            origin = g.index_to_physical(np.array([[0, 0, lo]]))[0]
+            sub = Geometry((g.size[0], g.size[1], hi - lo), g.spacing, origin, g.direction)
+            det = jacobian_determinant(torch.from_numpy(np.ascontiguousarray(disp[:, lo:hi]))[None], sub)[0].numpy()
+            out[z0:z1] = det[z0 - lo:z0 - lo + (z1 - z0)]
+        return Image(out, g, "jacobian")
