@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q Testing
 
 benchmark: $(STAMP)
-	$(VENV)/bin/adregnet benchmark -o benchmark-output
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.txt -r benchmarks/requirements.txt
+	$(PY) -m benchmarks -o benchmark-output
 
 clean:
 	rm -rf demo-output benchmark-output .pytest_cache

@@ -17,9 +17,9 @@ import numpy as np
 from ADRegNetLib.io import (ImageError, load_dirlab_case, read_displacement_field, write_image,
                             write_landmarks)
 from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.transform import map_points
 
 from .cases import Case
-from .evaluate import map_points
 from .runner import start_child
 
 __all__ = ["prepare_dirlab", "run_dirlab"]

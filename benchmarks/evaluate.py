@@ -1,4 +1,9 @@
-r"""Measuring a field against a case's truth: TRE, Dice, folds, std log J (library metrics throughout)."""
+r"""Measuring a field against a case's truth: TRE, Dice, folds, std log J.
+
+Everything here is the library's: points are mapped with :func:`ADRegNetLib.spatial.transform.map_points`
+(trilinear, float64), labels warped with :func:`ADRegNetLib.spatial.warp.warp_image`, Jacobians and
+metrics from :mod:`ADRegNetLib.spatial.jacobian` and :mod:`ADRegNetLib.metrics`.
+"""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -7,33 +12,14 @@ import numpy as np
 import torch
 
 from ADRegNetLib.io import read_image
-from ADRegNetLib.losses.functional import sample_field_at_points
 from ADRegNetLib.metrics import dice, jacobian_stats, tre
-from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
+from ADRegNetLib.spatial.transform import map_points
 from ADRegNetLib.spatial.warp import warp_image
 
 from .cases import Case
 
-__all__ = ["map_points", "evaluate_field"]
-
-
-def map_points(disp_mm: np.ndarray, geometry: Geometry, points: np.ndarray) -> np.ndarray:
-    """Fixed points mapped through a field: ``x + u(x)`` with ``u`` trilinear (edge value outside).
-
-    Sampled in float64 with the library's sampler, so the result does not depend on the field's dtype.
-
-    Args:
-        disp_mm: (3, Z, Y, X) field on ``geometry``, LPS mm, fixed x -> moving x + u(x).
-        geometry: the fixed grid.
-        points: (K, 3) fixed points, LPS mm.
-
-    Returns:
-        (K, 3) float64 moving points, LPS mm.
-    """
-    disp = torch.from_numpy(np.asarray(disp_mm, dtype=np.float64))[None]
-    points = np.asarray(points, dtype=np.float64)
-    return points + sample_field_at_points(disp, geometry, points)[0].numpy()
+__all__ = ["evaluate_field"]
 
 
 def evaluate_field(case: Case, disp_mm: np.ndarray, transform_points: Optional[Callable] = None) -> dict:

@@ -2,8 +2,8 @@ r"""Sampling images and fields at physical points for the case generator (scipy,
 
 These are the interpolators the cases were generated with. They stay scipy-based on purpose: the
 cases are what before/after comparisons run on, and the library's torch sampler
-(:func:`ADRegNetLib.losses.functional.sample_field_at_points`) agrees with them only to about
-1e-14 mm, not bit for bit. Measuring a method's field (:mod:`.evaluate`) uses the library's sampler.
+(:func:`ADRegNetLib.spatial.transform.map_points`) agrees with them only to about 1e-14 mm, not bit
+for bit. Measuring a method's field (:mod:`.evaluate`) uses the library's sampler.
 """
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ class Source:
 def _load_brain(data_dir: Path) -> Source:
     path = data_dir / "brain-vxm-test-scan" / "test_scan.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"brain case needs {path} (the real T1 with labels); pass --data-dir to the shared data folder")
+        raise FileNotFoundError(f"brain case needs {path} (the real T1 with labels); "
+                                "pass --data-dir to the shared data folder")
     d = np.load(path)
     vol = d["vol"].astype(np.float32)
     seg = d["seg"].astype(np.int16)

@@ -1,4 +1,4 @@
-r"""Volume nodes <-> :class:`ADRegNetLib.io.image.Image`: the only place RAS <-> LPS happens.
+r"""Volume nodes <-> :class:`ADRegNetLib.spatial.image.Image`: the only place RAS <-> LPS happens.
 
 Slicer's world frame is RAS; ADRegNetLib (like ITK, SimpleITK and transform files) works in LPS.
 With ``F = diag(-1, -1, 1)``:
@@ -8,17 +8,21 @@ With ``F = diag(-1, -1, 1)``:
 * RAS vector (displacement) = F @ LPS vector,
 
 while spacing and voxel order (numpy (Z, Y, X), x fastest) stay the same.
+
+ADRegNetLib is imported inside the functions that build its objects: point conversions (landmark
+placement, the pair table, display) then work before PyTorch is installed.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from ADRegNetLib.spatial.image import Image
-from ADRegNetLib.spatial.geometry import Geometry
+if TYPE_CHECKING:
+    from ADRegNetLib.spatial.geometry import Geometry
+    from ADRegNetLib.spatial.image import Image
 
 __all__ = [
     "LPS_TO_RAS", "VolumeNodeError", "points_lps_to_ras", "points_ras_to_lps", "vectors_lps_to_ras",
@@ -106,16 +110,6 @@ def _check_scalar_3d(node, role: str) -> None:
         )
 
 
-def _check_not_transformed(node, role: str, allowed_transform_node=None) -> None:
-    parent = node.GetParentTransformNode()
-    if parent is None or (allowed_transform_node is not None and parent is allowed_transform_node):
-        return
-    raise VolumeNodeError(
-        f"{role} volume '{_node_name(node)}' is under the transform '{parent.GetName()}'; harden the transform "
-        "(Transforms module, Harden) or remove it before registering"
-    )
-
-
 def geometry_from_volume_node(node) -> Geometry:
     """LPS :class:`Geometry` of a volume node (from its IJK-to-RAS matrix and image dimensions)."""
     ijk_to_ras = vtk.vtkMatrix4x4()
@@ -125,32 +119,33 @@ def geometry_from_volume_node(node) -> Geometry:
     direction_ras = m[:3, :3] / spacing[np.newaxis, :]
     origin_ras = m[:3, 3]
     dims = node.GetImageData().GetDimensions()
+    from ADRegNetLib.spatial.geometry import Geometry
+
     return Geometry(tuple(int(d) for d in dims), spacing, LPS_TO_RAS @ origin_ras, LPS_TO_RAS @ direction_ras)
 
 
-def image_from_volume_node(node, role: str = "volume", allowed_transform_node=None,
-                           dtype=np.float32) -> Image:
+def image_from_volume_node(node, role: str = "volume", dtype=np.float32) -> Image:
     """Convert a scalar volume node to an :class:`Image` in LPS.
 
     Args:
         node: vtkMRMLScalarVolumeNode (or label map, for masks) holding 3-D image data.
         role: "fixed", "moving", "mask"... used in error messages.
-        allowed_transform_node: a parent transform that may be ignored (the previous output of this
-            module, under which the moving volume is shown); any other parent transform is an error.
         dtype: array dtype (float32 for intensities; None keeps the stored type).
 
     Returns:
-        Image whose array is (Z, Y, X) (a copy, detached from the node) and geometry LPS mm.
+        Image whose array is (Z, Y, X) (a copy, detached from the node) and geometry LPS mm, in the
+        node's own (local) frame: a parent transform is not applied (see :mod:`ADRegNetMRML.frames`).
 
     Raises:
-        VolumeNodeError: missing, 2-D, vector or transformed volumes.
+        VolumeNodeError: missing, 2-D or vector volumes.
     """
     _check_scalar_3d(node, role)
-    _check_not_transformed(node, role, allowed_transform_node)
     scalars = node.GetImageData().GetPointData().GetScalars()
     geometry = geometry_from_volume_node(node)
     array = numpy_support.vtk_to_numpy(scalars).reshape(geometry.shape)
     array = array.astype(dtype) if dtype is not None else array.copy()
+    from ADRegNetLib.spatial.image import Image
+
     return Image(np.ascontiguousarray(array), geometry, _node_name(node))
 
 

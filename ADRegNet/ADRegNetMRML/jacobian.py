@@ -11,18 +11,16 @@ det = 1 are white.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ADRegNetLib.spatial.image import Image
 
+from .frames import ROLE_ATTRIBUTE
 from .geometry import volume_node_from_image
 
 __all__ = [
     "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "FOLD_RGB", "NUMBER_OF_COLORS",
-    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba", "show_jacobian_overlay",
-    "set_overlay_opacity",
+    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba",
 ]
 
 NUMBER_OF_COLORS = 256
@@ -71,7 +69,7 @@ def jacobian_color_node(scene, name: str = JACOBIAN_COLOR_NAME):
         label = "folding" if k == 0 else f"det {det_low:.3f}"
         node.SetColor(k, label, *[float(v) for v in colors[k]])
     node.GetLookupTable().SetRange(JACOBIAN_LEVEL - JACOBIAN_WINDOW / 2, JACOBIAN_LEVEL + JACOBIAN_WINDOW / 2)
-    node.SetAttribute("ADRegNet.role", "jacobian-colors")
+    node.SetAttribute(ROLE_ATTRIBUTE, "jacobian-colors")
     return node
 
 
@@ -103,7 +101,7 @@ def jacobian_volume_node(scene, jacobian: Image, name: str = "ADRegNet Jacobian"
     """
     image = Image(jacobian.array.astype(np.float32, copy=False), jacobian.geometry, jacobian.name)
     node = volume_node_from_image(scene, image, name=name, node=node)
-    node.SetAttribute("ADRegNet.role", "jacobian")
+    node.SetAttribute(ROLE_ATTRIBUTE, "jacobian")
     configure_jacobian_display(node, jacobian_color_node(scene))
     return node
 
@@ -126,37 +124,3 @@ def displayed_rgba(volume_node) -> np.ndarray:
     nx, ny, nz = output.GetDimensions()
     rgba = numpy_support.vtk_to_numpy(output.GetPointData().GetScalars())
     return rgba.reshape(nz, ny, nx, -1).copy()
-
-
-def show_jacobian_overlay(scene, jacobian_node, background_node=None, opacity: float = 0.5) -> int:
-    """Show the Jacobian as the foreground layer of every slice view (composite nodes in the scene).
-
-    Args:
-        scene: vtkMRMLScene.
-        jacobian_node: the Jacobian volume node.
-        background_node: volume to show underneath (usually the fixed volume), or None to keep.
-        opacity: foreground opacity in [0, 1].
-
-    Returns:
-        How many slice composite nodes were set (0 without slice views, e.g. headless).
-    """
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        composite = composites.GetItemAsObject(i)
-        if background_node is not None:
-            composite.SetBackgroundVolumeID(background_node.GetID())
-        composite.SetForegroundVolumeID(jacobian_node.GetID())
-        composite.SetForegroundOpacity(opacity)
-    return composites.GetNumberOfItems()
-
-
-def set_overlay_opacity(scene, opacity: float) -> int:
-    """Set the foreground opacity of every slice composite node; returns how many were set."""
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        composites.GetItemAsObject(i).SetForegroundOpacity(opacity)
-    return composites.GetNumberOfItems()

@@ -1,8 +1,8 @@
 r"""Markups point lists <-> (K, 3) LPS arrays, landmark pair labels, and the TRE table node.
 
 Pairs match by order: control point k of the fixed list pairs with control point k of the moving
-list. Positions are read in world coordinates (so a point list under a transform is read where it
-is shown).
+list. For registration, positions are read in their volume's frame (:mod:`ADRegNetMRML.frames`);
+without a volume they are read in world coordinates (where they are shown).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .frames import ROLE_ATTRIBUTE, points_lps_in_volume_frame
 from .geometry import points_lps_to_ras, points_ras_to_lps
 
 __all__ = [
@@ -59,8 +60,14 @@ def markups_node_from_points(scene, points_lps: np.ndarray, name: str, labels: O
     return node
 
 
-def check_landmark_pairs(fixed_node, moving_node) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def check_landmark_pairs(fixed_node, moving_node, fixed_volume_node=None,
+                         moving_volume_node=None) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Read paired landmarks; both lists or neither.
+
+    Args:
+        fixed_node, moving_node: point lists (pairs match by order).
+        fixed_volume_node, moving_volume_node: read each list in its volume's frame (a moving point
+            marks the moving anatomy displayed under it); None reads world positions.
 
     Returns:
         (fixed (K, 3), moving (K, 3)) LPS mm, or (None, None) when no landmarks are given.
@@ -76,8 +83,8 @@ def check_landmark_pairs(fixed_node, moving_node) -> tuple[Optional[np.ndarray],
             f"{given} landmarks are set but {missing} landmarks are not: select both point lists "
             "(pairs match by order) or neither"
         )
-    fixed = points_lps_from_markups(fixed_node)
-    moving = points_lps_from_markups(moving_node)
+    fixed = _points(fixed_node, fixed_volume_node)
+    moving = _points(moving_node, moving_volume_node)
     if len(fixed) != len(moving):
         raise LandmarkError(
             f"landmark counts differ: fixed '{fixed_node.GetName()}' has {len(fixed)} points, moving "
@@ -87,6 +94,12 @@ def check_landmark_pairs(fixed_node, moving_node) -> tuple[Optional[np.ndarray],
     if len(fixed) == 0:
         return None, None
     return fixed, moving
+
+
+def _points(markups_node, volume_node) -> np.ndarray:
+    if volume_node is None:
+        return points_lps_from_markups(markups_node)
+    return points_lps_in_volume_frame(markups_node, volume_node)
 
 
 def pair_labels(fixed_node, moving_node=None) -> list[str]:
@@ -158,6 +171,6 @@ def tre_table_node(scene, labels: Sequence[str], before_mm: np.ndarray, after_mm
     node.SetColumnUnitLabel(TRE_COLUMNS[2], "mm")
     node.SetColumnDescription(TRE_COLUMNS[1], "target registration error before registration")
     node.SetColumnDescription(TRE_COLUMNS[2], "target registration error after registration")
-    node.SetAttribute("ADRegNet.role", "tre")
+    node.SetAttribute(ROLE_ATTRIBUTE, "tre")
     node.Modified()
     return node

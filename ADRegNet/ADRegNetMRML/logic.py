@@ -1,10 +1,11 @@
 r"""Keyword API that registers two volume nodes and puts the results in the scene (no Qt).
 
-``ADRegNetMRMLLogic().registerNodes(fixedVolumeNode, movingVolumeNode, ...)`` converts the nodes
-to LPS images, runs the engine (in this process or a child process), and only after success
-creates or fills the output nodes: grid transform, warped volume, Jacobian volume (+ its color
-table) and, with landmarks, a TRE table. A cancelled or failed run leaves the scene's node set
-exactly as it was; nodes the user did not pass as outputs are never modified.
+``ADRegNetMRMLLogic().registerNodes(fixedVolumeNode, movingVolumeNode, ...)`` reads the nodes in
+their own frames (:mod:`ADRegNetMRML.frames`), runs the engine (in this process or a child
+process), and only after success creates the outputs: grid transform (fixed -> moving), its
+inverse when the engine gives one, warped volume, Jacobian volume, TRE table and the run log.
+Each run makes new nodes unless output nodes are given; an output is never one of the inputs. A
+cancelled or failed run leaves the scene's node set exactly as it was.
 """
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .frames import ROLE_ATTRIBUTE, check_fixed_frame, initial_transform_lps, show_under_result
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
-from .jacobian import jacobian_volume_node, show_jacobian_overlay
+from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, pair_labels, tre_table_node
+from .masks import mask_image_from_node
+from .nodes import rollback_on_error
+from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
 
-__all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark"]
-
-#: Where each output goes, by parameter name (the same names the Slicer parameter node uses).
-OUTPUT_ROLES = ("outputTransform", "outputWarped", "outputJacobian", "outputTreTable")
+__all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark", "check_outputs_are_not_inputs"]
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RegistrationNodes:
         warpedNode: moving volume resampled onto the fixed grid.
         jacobianNode: det(d(x + u)/dx) on the fixed grid with the Jacobian colors.
         treTableNode: vtkMRMLTableNode (label, before_mm, after_mm + mean/std/max) or None.
+        inverseTransformNode: grid transform moving -> fixed ("from parent", on the moving grid) or None.
+        logNode: vtkMRMLTextNode with the run log.
         metrics: the engine's metrics dict.
         result: the engine's RegistrationResult (arrays in LPS).
     """
@@ -41,6 +45,8 @@ class RegistrationNodes:
     warpedNode: Any
     jacobianNode: Any
     treTableNode: Any = None
+    inverseTransformNode: Any = None
+    logNode: Any = None
     metrics: dict = field(default_factory=dict)
     result: Any = None
 
@@ -50,21 +56,15 @@ class RegistrationNodes:
 
     def foldingCount(self) -> Optional[int]:
         """Number of voxels with det <= 0, None when the metrics do not say."""
-        jac = self.metrics.get("jacobian") or {}
-        value = jac.get("folding_count")
+        value = (self.metrics.get("jacobian") or {}).get("folding_count")
         return None if value is None else int(value)
 
 
 def _scalar(value) -> Optional[float]:
     """A similarity entry may be a number or a dict of named measures; take the first number."""
-    if value is None:
-        return None
     if isinstance(value, dict):
-        for v in value.values():
-            if isinstance(v, (int, float)):
-                return float(v)
-        return None
-    return float(value)
+        value = next((v for v in value.values() if isinstance(v, (int, float))), None)
+    return None if value is None else float(value)
 
 
 def tre_per_landmark(metrics: dict, key: str, expected: int, fallback: np.ndarray) -> np.ndarray:
@@ -74,6 +74,31 @@ def tre_per_landmark(metrics: dict, key: str, expected: int, fallback: np.ndarra
     if values is not None and len(values) == expected:
         return np.asarray(values, dtype=np.float64)
     return np.asarray(fallback, dtype=np.float64)
+
+
+def check_outputs_are_not_inputs(inputs: dict, outputs: dict) -> None:
+    """Refuse an output node that is an input, or one node chosen for two outputs.
+
+    Args:
+        inputs: role -> node (None entries ignored).
+        outputs: role -> node (None = create new).
+
+    Raises:
+        VolumeNodeError: naming the node, its output role and the input role it holds.
+    """
+    by_id = {node.GetID(): role for role, node in inputs.items() if node is not None}
+    seen: dict[str, str] = {}
+    for role, node in outputs.items():
+        if node is None:
+            continue
+        if node.GetID() in by_id:
+            raise VolumeNodeError(
+                f"the {role} output '{node.GetName()}' is the {by_id[node.GetID()]}; results never overwrite an input: "
+                "choose 'Create new' or another node")
+        if node.GetID() in seen:
+            raise VolumeNodeError(f"'{node.GetName()}' is chosen as both the {seen[node.GetID()]} and the {role} output; "
+                                  "choose a different node for each, or 'Create new'")
+        seen[node.GetID()] = role
 
 
 class ADRegNetMRMLLogic:
@@ -101,101 +126,137 @@ class ADRegNetMRMLLogic:
         return register(*args, **kwargs)
 
     def registerNodes(self, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode=None, movingLandmarksNode=None,
-                      fixedMaskNode=None, outputTransformNode=None, outputWarpedNode=None, outputJacobianNode=None,
-                      outputTreTableNode=None, preset: str = "auto", quality: str = "balanced", device: str = "auto",
-                      regularization: float = 1.0, progress: Optional[Callable[[float, str], None]] = None,
-                      shouldStop: Optional[Callable[[], bool]] = None, seed: int = 0) -> RegistrationNodes:
+                      fixedMaskNode=None, movingMaskNode=None, *, outputTransformNode=None, outputWarpedNode=None,
+                      outputJacobianNode=None, outputTreTableNode=None, outputInverseTransformNode=None,
+                      useInitialTransform: bool = True, preset: str = "auto", quality: str = "balanced",
+                      device: str = "auto", regularization: float = 1.0,
+                      progress: Optional[Callable[[float, str], None]] = None,
+                      shouldStop: Optional[Callable[[], bool]] = None, seed: int = 0, log: Optional[RunLog] = None,
+                      engineOptions: Optional[dict] = None) -> RegistrationNodes:
         """Register ``movingVolumeNode`` to ``fixedVolumeNode`` and put the results in the scene.
 
         Args:
-            fixedVolumeNode, movingVolumeNode: scalar 3-D volume nodes (not under a transform,
-                except the moving volume under ``outputTransformNode`` from an earlier run).
-            fixedLandmarksNode, movingLandmarksNode: point lists paired by order (both or neither).
-            fixedMaskNode: optional label map / scalar volume on any grid; non-zero = region of interest.
-            outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode: nodes to
-                overwrite; None creates new ones.
+            fixedVolumeNode: scalar 3-D volume, not under a transform (outputs are on its grid).
+            movingVolumeNode: scalar 3-D volume; under a linear transform that transform is the starting
+                alignment (``useInitialTransform``); under an earlier AD-RegNet result it is read unwarped.
+            fixedLandmarksNode, movingLandmarksNode: point lists paired by order (both or neither), read
+                in their volumes' frames.
+            fixedMaskNode, movingMaskNode: optional label map / scalar volume (non-zero voxels) or
+                Segmentation (any segment), on any grid.
+            outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode,
+                outputInverseTransformNode: nodes to overwrite; None (the default) creates new ones.
+            useInitialTransform: start from the moving volume's linear transform.
             preset, quality, device, regularization, seed: engine settings (see ``register``).
             progress: progress(fraction, text).
             shouldStop: returns True to cancel.
+            log: a RunLog to write to (a new one by default); stored as the log node.
+            engineOptions: further keyword arguments for ``register`` (e.g. ``max_working_voxels``).
 
         Returns:
             RegistrationNodes.
 
         Raises:
-            VolumeNodeError, LandmarkError: bad inputs (nothing was run).
+            VolumeNodeError, LandmarkError: bad inputs (nothing was run, scene unchanged).
             RegistrationCancelled: the user cancelled (scene unchanged).
             RegistrationError: the engine refused the inputs (scene unchanged).
         """
         if fixedVolumeNode is not None and fixedVolumeNode is movingVolumeNode:
             raise VolumeNodeError("fixed and moving volumes are the same node: select two different volumes")
+        inputs = {"fixed volume": fixedVolumeNode, "moving volume": movingVolumeNode,
+                  "fixed landmarks": fixedLandmarksNode, "moving landmarks": movingLandmarksNode,
+                  "fixed mask": fixedMaskNode, "moving mask": movingMaskNode}
+        outputs = {"transform": outputTransformNode, "warped volume": outputWarpedNode,
+                   "Jacobian": outputJacobianNode, "TRE table": outputTreTableNode,
+                   "inverse transform": outputInverseTransformNode}
+        check_outputs_are_not_inputs(inputs, outputs)
         fixed = image_from_volume_node(fixedVolumeNode, "fixed")
-        moving = image_from_volume_node(movingVolumeNode, "moving", allowed_transform_node=outputTransformNode)
-        fixed_points, moving_points = check_landmark_pairs(fixedLandmarksNode, movingLandmarksNode)
-        mask = None
+        moving = image_from_volume_node(movingVolumeNode, "moving")
+        check_fixed_frame(fixedVolumeNode)
+        initial = initial_transform_lps(movingVolumeNode) if useInitialTransform else None
+        fixed_points, moving_points = check_landmark_pairs(fixedLandmarksNode, movingLandmarksNode,
+                                                           fixedVolumeNode, movingVolumeNode)
+        kwargs = dict(engineOptions or {})
         if fixedMaskNode is not None:
-            mask = image_from_volume_node(fixedMaskNode, "mask", dtype=None)
-            mask.array = mask.array > 0
-        result = self._run(
-            fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points, fixed_mask=mask,
-            preset=preset, quality=quality, regularization=regularization, device=device, progress=progress,
-            should_stop=shouldStop, seed=seed,
-        )
-        return self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
-                             fixed_points, moving_points, outputTransformNode, outputWarpedNode,
-                             outputJacobianNode, outputTreTableNode)
+            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask")
+        if movingMaskNode is not None:
+            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask")
+        if initial is not None:
+            kwargs["initial_transform"] = _affine(initial)
+        log = log or RunLog()
+        settings = dict(preset=preset, quality=quality, device=device, regularization=regularization, seed=seed)
+        log.inputs(fixed, moving, settings, 0 if fixed_points is None else len(fixed_points),
+                   {role: node.GetName() for role, node in inputs.items() if "mask" in role and node is not None},
+                   initial)
+
+        def report(fraction: float, text: str) -> None:
+            log.progress(fraction, text)
+            if progress is not None:
+                progress(fraction, text)
+
+        try:
+            result = self._run(fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points,
+                               preset=preset, quality=quality, regularization=regularization, device=device,
+                               progress=report, should_stop=shouldStop, seed=seed, **kwargs)
+        except Exception as exc:
+            log.add(f"stopped: {type(exc).__name__}: {exc}")
+            raise
+        log.results(result.metrics)
+        with rollback_on_error(self.scene):
+            return self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
+                                 fixed_points, moving_points, outputs, log)
 
     def _publish(self, result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
-                 fixed_points, moving_points, outputTransformNode, outputWarpedNode, outputJacobianNode,
-                 outputTreTableNode) -> RegistrationNodes:
-        """Create/fill the output nodes; if anything fails, remove the nodes made here."""
-        before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
-        base = movingVolumeNode.GetName() or "moving"
-        try:
-            transform = grid_transform_node_from_field(self.scene, result.disp_mm, result.geometry,
-                                                       name=f"{base} to {fixedVolumeNode.GetName()} transform",
-                                                       node=outputTransformNode)
-            warped = volume_node_from_image(self.scene, result.warped, name=f"{base} warped",
-                                            node=outputWarpedNode)
-            jacobian = jacobian_volume_node(self.scene, result.jacobian, name=f"{base} Jacobian",
-                                            node=outputJacobianNode)
-            table = None
-            if fixed_points is not None:
-                k = len(fixed_points)
-                before_mm = tre_per_landmark(result.metrics, "tre_before", k,
-                                             np.linalg.norm(moving_points - fixed_points, axis=1))
-                fallback_after = (np.linalg.norm(result.warped_fixed_landmarks - moving_points, axis=1)
-                                  if result.warped_fixed_landmarks is not None else np.full(k, np.nan))
-                after_mm = tre_per_landmark(result.metrics, "tre_after", k, fallback_after)
-                table = tre_table_node(self.scene, pair_labels(fixedLandmarksNode, movingLandmarksNode),
-                                       before_mm, after_mm, name=f"{base} TRE", node=outputTreTableNode)
-        except Exception:
-            for i in reversed(range(self.scene.GetNumberOfNodes())):
-                node = self.scene.GetNthNode(i)
-                if node is not None and node.GetID() not in before:
-                    self.scene.RemoveNode(node)
-            raise
-        return RegistrationNodes(transform, warped, jacobian, table, dict(result.metrics), result)
+                 fixed_points, moving_points, outputs: dict, log: RunLog) -> RegistrationNodes:
+        """Create/fill the output nodes (the caller removes them again if anything fails)."""
+        base, fixed_name = movingVolumeNode.GetName() or "moving", fixedVolumeNode.GetName() or "fixed"
+        transform = grid_transform_node_from_field(self.scene, result.disp_mm, result.geometry,
+                                                   name=f"{base} to {fixed_name} transform",
+                                                   node=outputs["transform"])
+        transform.SetAttribute(ROLE_ATTRIBUTE, "transform")
+        inverse = None
+        inverse_disp = getattr(result, "inverse_disp_mm", None)
+        moving_geometry = getattr(result, "moving_geometry", None)
+        if inverse_disp is not None and moving_geometry is not None:
+            inverse = grid_transform_node_from_field(self.scene, inverse_disp, moving_geometry,
+                                                     name=f"{fixed_name} to {base} transform",
+                                                     node=outputs["inverse transform"])
+            inverse.SetAttribute(ROLE_ATTRIBUTE, "inverse-transform")
+        warped = volume_node_from_image(self.scene, result.warped, name=f"{base} registered",
+                                        node=outputs["warped volume"])
+        warped.SetAttribute(ROLE_ATTRIBUTE, "warped")
+        source = movingVolumeNode.GetDisplayNode()
+        if source is not None and warped.GetDisplayNode() is not None and source.GetWindow() > 0:
+            warped.GetDisplayNode().AutoWindowLevelOff()  # shown like the moving volume, for comparison
+            warped.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
+        jacobian = jacobian_volume_node(self.scene, result.jacobian, name=f"{base} Jacobian",
+                                        node=outputs["Jacobian"])
+        table = None
+        if fixed_points is not None:
+            k = len(fixed_points)
+            before_mm = tre_per_landmark(result.metrics, "tre_before", k,
+                                         np.linalg.norm(moving_points - fixed_points, axis=1))
+            warped_points = result.warped_fixed_landmarks
+            fallback_after = (np.linalg.norm(warped_points - moving_points, axis=1) if warped_points is not None
+                              else np.full(k, np.nan))
+            after_mm = tre_per_landmark(result.metrics, "tre_after", k, fallback_after)
+            table = tre_table_node(self.scene, pair_labels(fixedLandmarksNode, movingLandmarksNode), before_mm,
+                                   after_mm, name=f"{base} TRE", node=outputs["TRE table"])
+        made = [n for n in (transform, inverse, warped, jacobian, table) if n is not None]
+        log.add("outputs: " + ", ".join(f"'{n.GetName()}'" for n in made))
+        log_node = log_text_node(self.scene, log, f"{base} registration log")
+        return RegistrationNodes(transform, warped, jacobian, table, inverse, log_node, dict(result.metrics), result)
 
     # ------------------------------------------------------------------ display helpers (no Qt)
     @staticmethod
-    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool) -> None:
-        """Place the moving volume under the transform (shown registered) or take it out."""
-        if show:
-            movingVolumeNode.SetAndObserveTransformNodeID(transformNode.GetID() if transformNode else None)
-        elif movingVolumeNode.GetParentTransformNode() is transformNode:
-            movingVolumeNode.SetAndObserveTransformNodeID(None)
+    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool, movingLandmarksNode=None) -> None:
+        """Show the moving volume (and its point list) registered under the result transform, or take it out."""
+        show_under_result(transformNode, movingVolumeNode, [movingLandmarksNode], show)
 
-    @staticmethod
-    def setTransformGridVisible(transformNode, visible: bool, regionNode=None) -> None:
-        """Show the transform as a deformed grid in the slice views (transform display node)."""
-        if transformNode.GetDisplayNode() is None:
-            transformNode.CreateDefaultDisplayNodes()
-        display = transformNode.GetDisplayNode()
-        display.SetVisualizationMode(display.VIS_MODE_GRID)
-        if regionNode is not None:
-            display.SetAndObserveRegionNode(regionNode)
-        display.SetVisibility2D(bool(visible))
 
-    def showJacobianOverlay(self, jacobianNode, backgroundNode=None, opacity: float = 0.5) -> int:
-        """Jacobian as the foreground of every slice view; returns the number of views set."""
-        return show_jacobian_overlay(self.scene, jacobianNode, backgroundNode, opacity)
+def _affine(matrix44_lps: np.ndarray):
+    """The engine's AffineMap for a (4, 4) LPS fixed -> moving matrix (the matrix itself if AffineMap is absent)."""
+    try:
+        from ADRegNetLib.spatial.affine import AffineMap
+    except ImportError:
+        return np.asarray(matrix44_lps)
+    return AffineMap.from_homogeneous(matrix44_lps)

@@ -2,14 +2,18 @@ r"""Run a registration in a child Python process, with progress lines and a real
 
 The child (``worker.py``) reads its inputs from files in a temporary folder, calls
 ``ADRegNetLib.engine.register`` and writes the CLI's output layout (displacement.nii.gz,
-warped.nii.gz, jacobian.nii.gz, metrics.json) plus the warped fixed landmarks. It reports on
-stdout with the lines Slicer's CLI machinery understands::
+warped.nii.gz, jacobian.nii.gz, metrics.json, the inverse when computed) plus the warped fixed
+landmarks; both sides read and write through ``ADRegNetLib.io``. It reports on stdout with the
+lines Slicer's CLI machinery understands::
 
     <filter-progress>0.42</filter-progress>
     <filter-comment>instance optimization</filter-comment>
 
 Cancel kills the child and everything it started (its process group / tree). The temporary
-folder is removed in ``finally`` whatever happens.
+folder is removed in ``finally`` whatever happens. On Windows the child gets no console window
+(a console would flash up for each run, and closing it would kill the run). The child's output is
+decoded as UTF-8 with undecodable bytes replaced, and the reader thread always signals its end,
+so a bad byte can neither hang the run nor kill the reader.
 """
 from __future__ import annotations
 
@@ -30,12 +34,17 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 __all__ = ["ChildProcessRunner", "ChildProcessError", "run_child", "kill_process_tree", "python_executable",
-           "parse_progress_line"]
+           "parse_progress_line", "popen_options"]
 
 _PROGRESS = re.compile(r"<filter-progress>\s*([-+0-9.eE]+)\s*</filter-progress>")
 _COMMENT = re.compile(r"<filter-comment>(.*)</filter-comment>")
 _ERROR = re.compile(r"<filter-error>(.*)</filter-error>")
 WORKER = Path(__file__).resolve().with_name("worker.py")
+#: Windows process-creation flags (constants from the Win32 API; subprocess defines them only on Windows)
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
 
 
 class ChildProcessError(RuntimeError):
@@ -116,6 +125,28 @@ def kill_process_tree(process: subprocess.Popen, grace_s: float = 2.0) -> None:
     process.wait(timeout=grace_s * 2)
 
 
+def popen_options(os_name: Optional[str] = None) -> dict:
+    """Keyword arguments for ``subprocess.Popen`` so the child can be killed as a tree and shows no window.
+
+    Args:
+        os_name: ``os.name`` to build them for (default: this system's; tests pass "nt").
+
+    Returns:
+        On Windows: a new process group, no console window (``CREATE_NO_WINDOW``) and a hidden-window
+        ``startupinfo`` (what ``slicer.util.launchConsoleProcess`` does); elsewhere: a new session.
+    """
+    os_name = os.name if os_name is None else os_name
+    if os_name != "nt":
+        return {"start_new_session": True}
+    options = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= STARTF_USESHOWWINDOW
+        info.wShowWindow = SW_HIDE
+        options["startupinfo"] = info
+    return options
+
+
 def run_child(command: Sequence[str], progress: Optional[Callable[[float, str], None]] = None,
               should_stop: Optional[Callable[[], bool]] = None, env: Optional[dict] = None,
               cwd: Optional[str] = None, poll_s: float = 0.05) -> list[str]:
@@ -137,20 +168,20 @@ def run_child(command: Sequence[str], progress: Optional[Callable[[float, str], 
     """
     from ADRegNetLib.engine.api import RegistrationCancelled
 
-    kwargs = {}
-    if os.name == "nt":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        kwargs["start_new_session"] = True
     process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, env=env, cwd=cwd, **kwargs)
+                               encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=cwd, **popen_options())
     lines: "queue.Queue[Optional[str]]" = queue.Queue()
+    reader_errors: list[str] = []
 
     def reader() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.put(line.rstrip("\n"))
+        except Exception as exc:  # noqa: BLE001 - the main loop stops the run with this message
+            reader_errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            lines.put(None)  # always: the main loop must never wait for a reader that is gone
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
@@ -180,6 +211,10 @@ def run_child(command: Sequence[str], progress: Optional[Callable[[float, str], 
             if should_stop is not None and should_stop():
                 kill_process_tree(process)
                 raise RegistrationCancelled("registration cancelled by the user")
+            if finished_reading and reader_errors:
+                kill_process_tree(process)
+                raise ChildProcessError(f"lost the registration process's output ({reader_errors[0]}); the run was "
+                                        "stopped")
             if finished_reading and process.poll() is not None:
                 break
             time.sleep(poll_s)
@@ -192,17 +227,6 @@ def run_child(command: Sequence[str], progress: Optional[Callable[[float, str], 
         detail = errors[-1] if errors else "\n".join(output[-15:])
         raise ChildProcessError(f"registration process failed (exit code {process.returncode}): {detail}")
     return output
-
-
-def _write_points_csv(path: Path, points_lps: np.ndarray) -> None:
-    with open(path, "w") as f:
-        f.write("x,y,z\n")
-        for p in np.asarray(points_lps, dtype=np.float64).reshape(-1, 3):
-            f.write(f"{float(p[0])!r},{float(p[1])!r},{float(p[2])!r}\n")
-
-
-def _read_points_csv(path: Path) -> np.ndarray:
-    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 3)
 
 
 class ChildProcessRunner:
@@ -231,50 +255,95 @@ class ChildProcessRunner:
         parts = self.extra_pythonpath + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env["PYTHONPATH"] = os.pathsep.join(parts)
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONIOENCODING"] = "utf-8"
         return env
 
     def __call__(self, fixed, moving, *, fixed_landmarks=None, moving_landmarks=None, fixed_mask=None,
-                 preset: str = "auto", quality: str = "balanced", regularization: float = 1.0,
-                 device: str = "auto", progress=None, should_stop=None, seed: int = 0):
-        import SimpleITK as sitk
+                 moving_mask=None, initial_transform=None, preset: str = "auto", quality: str = "balanced",
+                 regularization: float = 1.0, device: str = "auto", progress=None, should_stop=None, seed: int = 0,
+                 **options):
+        """Run ``register()`` in a child process; same arguments and result (see ``ADRegNetLib.engine``).
 
-        from ADRegNetLib.engine.api import RegistrationResult
-        from ADRegNetLib.io.image import from_sitk, to_sitk
-        from ADRegNetLib.spatial.geometry import Geometry
+        Inputs and outputs travel as files in a temporary folder (removed afterwards); ``options``
+        are further ``register()`` keyword arguments (JSON values).
 
+        Raises:
+            RegistrationCancelled: ``should_stop()`` returned True (the child is dead).
+            RegistrationError: the child failed; the message has its error line.
+        """
         temp = Path(tempfile.mkdtemp(prefix="adregnet-"))
         self.last_temp_dir = str(temp)
         try:
-            sitk.WriteImage(to_sitk(fixed, np.float32), str(temp / "fixed.nii.gz"))
-            sitk.WriteImage(to_sitk(moving, np.float32), str(temp / "moving.nii.gz"))
-            args = [self.python, str(WORKER), str(temp / "fixed.nii.gz"), str(temp / "moving.nii.gz"),
-                    "-o", str(temp / "out"), "--preset", preset, "--quality", quality,
-                    "--regularization", repr(float(regularization)), "--device", str(device), "--seed", str(seed)]
-            if fixed_landmarks is not None and moving_landmarks is not None:
-                _write_points_csv(temp / "fixed_landmarks.csv", fixed_landmarks)
-                _write_points_csv(temp / "moving_landmarks.csv", moving_landmarks)
-                args += ["--fixed-landmarks", str(temp / "fixed_landmarks.csv"),
-                         "--moving-landmarks", str(temp / "moving_landmarks.csv")]
-            if fixed_mask is not None:
-                sitk.WriteImage(to_sitk(fixed_mask, np.uint8), str(temp / "fixed_mask.nii.gz"))
-                args += ["--fixed-mask", str(temp / "fixed_mask.nii.gz")]
+            args = self._write_inputs(temp, fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
+                                      initial_transform)
+            args += ["-o", str(temp / "out"), "--preset", preset, "--quality", quality, "--regularization",
+                     repr(float(regularization)), "--device", str(device), "--seed", str(seed)]
+            args += [f"--option={name}={json.dumps(value)}" for name, value in options.items()]
             try:
-                run_child(args, progress=progress, should_stop=should_stop, env=self._env())
+                run_child([self.python, str(WORKER), *args], progress=progress, should_stop=should_stop,
+                          env=self._env())
             except ChildProcessError as exc:
                 from ADRegNetLib.engine.api import RegistrationError
 
                 raise RegistrationError(str(exc)) from exc
-            out = temp / "out"
-            field = sitk.ReadImage(str(out / "displacement.nii.gz"))
-            geometry = Geometry.from_sitk(field)
-            disp = np.moveaxis(sitk.GetArrayFromImage(field), -1, 0).astype(np.float32)
-            warped = from_sitk(sitk.ReadImage(str(out / "warped.nii.gz")), name=f"{moving.name} warped")
-            jacobian = from_sitk(sitk.ReadImage(str(out / "jacobian.nii.gz")), name="jacobian")
-            metrics = json.loads((out / "metrics.json").read_text())
-            warped_landmarks = None
-            if (out / "warped_fixed_landmarks.csv").exists():
-                warped_landmarks = _read_points_csv(out / "warped_fixed_landmarks.csv")
-            return RegistrationResult(disp, geometry, warped, jacobian, metrics, warped_landmarks)
+            return _read_result(temp / "out", moving.name)
         finally:
             if not self.keep_temp:
                 shutil.rmtree(temp, ignore_errors=True)
+
+    @staticmethod
+    def _write_inputs(temp: Path, fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
+                      initial_transform) -> list[str]:
+        """Write the inputs through ADRegNetLib.io; returns the worker's input arguments."""
+        from ADRegNetLib.io import write_image, write_landmarks
+
+        # NRRD keeps float32 voxels exactly, NaN included (NIfTI would turn NaN into 0)
+        write_image(fixed, temp / "fixed.nrrd")
+        write_image(moving, temp / "moving.nrrd")
+        args = [str(temp / "fixed.nrrd"), str(temp / "moving.nrrd")]
+        if fixed_landmarks is not None and moving_landmarks is not None:
+            write_landmarks(fixed_landmarks, temp / "fixed_landmarks.csv")
+            write_landmarks(moving_landmarks, temp / "moving_landmarks.csv")
+            args += ["--fixed-landmarks", str(temp / "fixed_landmarks.csv"),
+                     "--moving-landmarks", str(temp / "moving_landmarks.csv")]
+        for flag, mask in (("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask)):
+            if mask is not None:
+                path = temp / f"{flag[2:]}.nrrd"
+                write_image(mask, path)
+                args += [flag, str(path)]
+        if initial_transform is not None:
+            from ADRegNetLib.io.linear import write_linear_transform
+            from ADRegNetLib.spatial.affine import AffineMap
+
+            affine = initial_transform if isinstance(initial_transform, AffineMap) else \
+                AffineMap.from_homogeneous(np.asarray(initial_transform, dtype=np.float64))
+            write_linear_transform(affine, temp / "initial.tfm")
+            args += ["--initial-transform", str(temp / "initial.tfm")]
+        return args
+
+
+def _read_result(out: Path, moving_name: str):
+    """The worker's output folder as a RegistrationResult (read through ADRegNetLib.io)."""
+    import dataclasses
+
+    from ADRegNetLib.engine.api import RegistrationResult
+    from ADRegNetLib.io import read_displacement_field, read_image, read_landmarks
+
+    from .worker import WARPED_LANDMARKS
+
+    disp, geometry = read_displacement_field(out / "displacement.nii.gz")
+    values = dict(disp_mm=disp.astype(np.float32), geometry=geometry,
+                  warped=read_image(out / "warped.nii.gz", name=f"{moving_name} warped"),
+                  jacobian=read_image(out / "jacobian.nii.gz", name="jacobian"),
+                  metrics=json.loads((out / "metrics.json").read_text()),
+                  warped_fixed_landmarks=read_landmarks(out / WARPED_LANDMARKS) if (out / WARPED_LANDMARKS).exists()
+                  else None)
+    if (out / "displacement_inverse.nii.gz").exists():
+        inverse, moving_geometry = read_displacement_field(out / "displacement_inverse.nii.gz")
+        values.update(inverse_disp_mm=inverse.astype(np.float32), moving_geometry=moving_geometry)
+    known = {f.name for f in dataclasses.fields(RegistrationResult)}
+    if "transform" in known:
+        from ADRegNetLib.spatial.transform import Transform
+
+        values["transform"] = Transform(geometry, values["disp_mm"])
+    return RegistrationResult(**{k: v for k, v in values.items() if k in known})

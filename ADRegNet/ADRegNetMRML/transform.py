@@ -7,8 +7,6 @@ volume placed under the node is resampled into the fixed (world) frame, and
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import vtk
 from vtk.util import numpy_support

@@ -1,32 +1,27 @@
 r"""Child-process entry point: register two image files and write the CLI's output layout.
 
 Run by :class:`ADRegNetMRML.process.ChildProcessRunner` as ``python worker.py FIXED MOVING -o OUT ...``.
-Imports only ADRegNetLib (no Slicer, no Qt). Reports ``<filter-progress>`` / ``<filter-comment>``
-lines on stdout and ``<filter-error>`` on failure (exit code 2 for bad input, 3 for other errors).
+Imports only ADRegNetLib (no Slicer, no Qt). Files are read and written through ``ADRegNetLib.io``
+and the CLI's own output writer (``ADRegNetLib.cli.outputs.write_outputs``), so the Slicer module
+and ``adregnet register`` share one output format. Reports ``<filter-progress>`` /
+``<filter-comment>`` lines on stdout and ``<filter-error>`` on failure (exit code 2 for bad input,
+3 for other errors).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
+#: the worker's own file besides the CLI outputs: x + u(x) at each fixed landmark (CSV x,y,z LPS mm)
+WARPED_LANDMARKS = "warped_fixed_landmarks.csv"
 
 
 def _say(tag: str, text) -> None:
     print(f"<{tag}>{text}</{tag}>", flush=True)
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("fixed")
     parser.add_argument("moving")
@@ -34,38 +29,57 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed-landmarks")
     parser.add_argument("--moving-landmarks")
     parser.add_argument("--fixed-mask")
+    parser.add_argument("--moving-mask")
+    parser.add_argument("--initial-transform", help="ITK linear transform file, fixed -> moving (LPS)")
     parser.add_argument("--preset", default="auto")
     parser.add_argument("--quality", default="balanced")
     parser.add_argument("--regularization", type=float, default=1.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
+                        help="further register() keyword argument, value as JSON (repeatable)")
+    return parser
 
-    import SimpleITK as sitk
 
+def _engine_inputs(args) -> tuple:
+    """(fixed, moving, keyword arguments for register) read from the files named in ``args``."""
+    import json
+
+    from ADRegNetLib.io import read_image, read_landmarks
+
+    fixed = read_image(args.fixed, name="fixed")
+    moving = read_image(args.moving, name="moving")
+    kwargs = {}
+    if args.fixed_landmarks and args.moving_landmarks:
+        kwargs["fixed_landmarks"] = read_landmarks(args.fixed_landmarks)
+        kwargs["moving_landmarks"] = read_landmarks(args.moving_landmarks)
+    for key, path in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask)):
+        if path:
+            mask = read_image(path, name=key.replace("_", " "), dtype=None)
+            kwargs[key] = mask.with_array(mask.array > 0)
+    if args.initial_transform:
+        from ADRegNetLib.io.linear import read_linear_transform
+
+        kwargs["initial_transform"] = read_linear_transform(args.initial_transform)
+    for item in args.option:
+        name, _, value = item.partition("=")
+        kwargs[name] = json.loads(value)
+    return fixed, moving, kwargs
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     from ADRegNetLib.engine import RegistrationError, register
-    from ADRegNetLib.io.image import from_sitk, to_sitk
-
-    def load_points(path):
-        return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 3) if path else None
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        fixed = from_sitk(sitk.ReadImage(args.fixed), name="fixed")
-        moving = from_sitk(sitk.ReadImage(args.moving), name="moving")
-        mask = None
-        if args.fixed_mask:
-            mask = from_sitk(sitk.ReadImage(args.fixed_mask), name="fixed mask", dtype=None)
-            mask.array = mask.array > 0
+        fixed, moving, kwargs = _engine_inputs(args)
         result = register(
-            fixed, moving, fixed_landmarks=load_points(args.fixed_landmarks),
-            moving_landmarks=load_points(args.moving_landmarks), fixed_mask=mask, preset=args.preset,
-            quality=args.quality, regularization=args.regularization, device=args.device,
-            progress=lambda fraction, text: (_say("filter-progress", f"{fraction:.4f}"),
-                                             _say("filter-comment", text)),
-            seed=args.seed,
-        )
+            fixed, moving, preset=args.preset, quality=args.quality, regularization=args.regularization,
+            device=args.device, seed=args.seed,
+            progress=lambda fraction, text: (_say("filter-progress", f"{fraction:.4f}"), _say("filter-comment", text)),
+            **kwargs)
     except (RegistrationError, ValueError) as exc:
         _say("filter-error", str(exc).replace("\n", " "))
         return 2
@@ -74,17 +88,12 @@ def main(argv=None) -> int:
         return 3
 
     _say("filter-comment", "writing results")
-    field = sitk.GetImageFromArray(np.moveaxis(result.disp_mm, 0, -1).astype(np.float64), isVector=True)
-    result.geometry.apply_to_sitk(field)
-    sitk.WriteImage(field, str(out / "displacement.nii.gz"))
-    sitk.WriteImage(to_sitk(result.warped, np.float32), str(out / "warped.nii.gz"))
-    sitk.WriteImage(to_sitk(result.jacobian, np.float32), str(out / "jacobian.nii.gz"))
-    (out / "metrics.json").write_text(json.dumps(result.metrics, default=_json_default, indent=1))
+    from ADRegNetLib.cli.outputs import write_outputs
+    from ADRegNetLib.io import write_landmarks
+
+    write_outputs(result, out, fixed, report=False)
     if result.warped_fixed_landmarks is not None:
-        with open(out / "warped_fixed_landmarks.csv", "w") as f:
-            f.write("x,y,z\n")
-            for p in np.asarray(result.warped_fixed_landmarks, dtype=np.float64).reshape(-1, 3):
-                f.write(f"{float(p[0])!r},{float(p[1])!r},{float(p[2])!r}\n")
+        write_landmarks(result.warped_fixed_landmarks, out / WARPED_LANDMARKS)
     _say("filter-progress", "1.0")
     return 0
 

@@ -42,7 +42,8 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the pairs that failed in an earlier run "
                         "(pairs already complete are always skipped)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar (notes and errors are still printed)")
 
 
 def batch_main(args: argparse.Namespace) -> int:
@@ -64,7 +65,8 @@ def batch_main(args: argparse.Namespace) -> int:
                                regularization=args.regularization, device=args.device, threads=args.threads,
                                workers=args.workers, threads_per_worker=args.threads_per_worker,
                                memory_per_worker_gb=args.memory_per_worker, scheduler=args.scheduler,
-                               retry_failed=args.retry_failed, progress=not args.quiet)
+                               retry_failed=args.retry_failed, progress=not args.quiet,
+                               say=lambda text: print(text, file=sys.stderr))
     except (PairsError, BatchError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import SimpleITK as sitk
 
 try:
@@ -50,7 +51,7 @@ def header_geometry(path: str | Path) -> Optional[Geometry]:
         if reader.GetDimension() != 3:
             return None
         return Geometry(size=tuple(reader.GetSize()), spacing=reader.GetSpacing(), origin=reader.GetOrigin(),
-                        direction=tuple(reader.GetDirection()))
+                        direction=np.asarray(reader.GetDirection()).reshape(3, 3))
     except (RuntimeError, ValueError) as exc:
         log.debug("no header geometry for %s: %s", path, exc)
         return None

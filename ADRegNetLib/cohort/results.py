@@ -3,6 +3,14 @@ r"""One row per pair: built from the pair's metrics.json, kept in OUTDIR/results
 Rows are plain dicts (``RESULT_COLUMNS``); numbers are floats or None (not measured: no landmarks,
 no label maps, a failed pair). ``results.csv`` is always replaced atomically, so a reader (or a run
 that is killed) never sees half a file.
+
+Columns: ``status`` ok/failed and ``error`` (the failure, or a note such as "Dice not computed");
+``tre_*_mm`` mean (and p95) landmark error before/after, mm; ``dice_*`` mean Dice over the labels of
+the fixed label map; ``folds_pct`` share of voxels with det J <= 0, %; ``time_s`` the registration
+(metrics.json ``timings_s.total``) and ``wall_s`` the whole task (reading, writing, Dice);
+``memory_estimate_gb`` what the pair reserved of its worker's MEMORY; ``memory_peak_gb`` the peak
+resident memory of the worker process while the pair ran (its baseline and any pair beside it
+included); ``worker`` the Dask worker's address; ``started``/``finished`` local ISO times.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ RESULT_COLUMNS = (
     "folds_pct", "std_log_jacobian",
     "time_s", "wall_s",
     "memory_estimate_gb", "memory_peak_gb",
-    "preset", "quality", "device", "worker", "finished",
+    "preset", "quality", "device", "worker", "started", "finished",
 )
 _NUMERIC = {"tre_before_mm", "tre_after_mm", "tre_after_p95_mm", "dice_before", "dice_after", "folds_pct",
             "std_log_jacobian", "time_s", "wall_s", "memory_estimate_gb", "memory_peak_gb"}

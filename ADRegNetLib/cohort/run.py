@@ -10,6 +10,7 @@ Dask is imported only here, when a cohort actually runs (``pip install "adregnet
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -27,8 +28,6 @@ from .worker import PARTIAL_DIR, PairOptions, run_pair
 
 __all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
 
-log = logging.getLogger(__name__)
-
 #: the Dask worker resource (GB) that pairs reserve while they run
 MEMORY_RESOURCE = "MEMORY"
 _INSTALL_HINT = 'pip install "dask[distributed]" (or pip install "adregnet[batch]")'
@@ -42,7 +41,8 @@ def _import_distributed():
     try:
         import distributed
     except ImportError as exc:
-        raise BatchError(f"adregnet batch needs Dask's distributed scheduler, which is not installed: {_INSTALL_HINT}") from exc
+        raise BatchError("adregnet batch needs Dask's distributed scheduler, which is not installed: "
+                         + _INSTALL_HINT) from exc
     return distributed
 
 
@@ -78,7 +78,8 @@ def _clean_partial(out: Path) -> None:
 
 def _local_client(distributed, workers: int, threads_per_worker: int, memory_per_worker_gb: Optional[float]):
     if workers < 1 or threads_per_worker < 1:
-        raise BatchError(f"--workers and --threads-per-worker must be at least 1, got {workers} and {threads_per_worker}")
+        raise BatchError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "
+                         f"{threads_per_worker}")
     if memory_per_worker_gb is None:
         import psutil
 
@@ -96,7 +97,7 @@ def _local_client(distributed, workers: int, threads_per_worker: int, memory_per
 
 def _remote_client(distributed, address: str, wait_s: float):
     try:
-        client = distributed.Client(address, timeout=f"{max(wait_s, 5):.0f}s")
+        client = distributed.Client(address, timeout=f"{max(wait_s, 1):.0f}s")
     except (OSError, TimeoutError) as exc:
         raise BatchError(f"cannot reach the Dask scheduler at {address} ({exc}); start one with `dask scheduler` "
                          "and give its address (tcp://HOST:PORT)") from exc
@@ -109,15 +110,23 @@ def _remote_client(distributed, address: str, wait_s: float):
     return client
 
 
+def _workers(client) -> dict:
+    """Every connected worker's info by address (newer Dask lists only 5 unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # Dask before 2025: no n_workers argument, all workers listed
+        return client.scheduler_info()["workers"]
+
+
 def _workers_memory_gb(client) -> list[float]:
     """The MEMORY resource of each connected worker (empty when none declares it)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    workers = _workers(client).values()
     return [float(w["resources"][MEMORY_RESOURCE]) for w in workers if MEMORY_RESOURCE in (w.get("resources") or {})]
 
 
 def _threads_per_pair(client) -> int:
     """CPU threads for one pair: on each host, its cores shared by all task slots there (the fewest wins)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = _workers(client)
     cores = client.run(os.cpu_count)
     slots: dict[str, int] = {}
     host_cores: dict[str, int] = {}
@@ -194,12 +203,15 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
                                                           "them again)" if n_failed else ""))
     if todo:
         _run(todo, out, rows, table, results_path, say=say, progress=progress, total=len(pairs),
-             options=dict(preset=preset, quality=quality, regularization=regularization, device=device, threads=threads),
+             options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
+                          threads=threads),
              cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
                           memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
                           wait_for_workers_s=wait_for_workers_s))
     final = table()
     write_summary(out, final)
+    with contextlib.suppress(OSError):
+        (out / PARTIAL_DIR).rmdir()  # only when empty: a pair still being written elsewhere keeps it
     return final
 
 
@@ -226,12 +238,15 @@ def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, 
                 f"start workers with --resources {MEMORY_RESOURCE}=<GB>")
         threads = int(options.pop("threads")) or _threads_per_pair(client)
         pair_options = PairOptions(threads=threads, **options)
-        say(f"registering {len(todo)} pair(s) on {len(client.scheduler_info(n_workers=-1)['workers'])} worker(s), "
+        say(f"registering {len(todo)} pair(s) on {len(_workers(client))} worker(s), "
             f"{threads} thread(s) per pair")
         estimates = {}
         for pair in todo:
             estimate = estimate_pair_memory_gb(pair, pair_options.quality)
             estimates[pair.id] = estimate
+            if capacity and estimate > max(capacity):
+                say(f"note: {pair.id} needs about {estimate:.1f} GB, more than any worker's {MEMORY_RESOURCE} "
+                    f"({max(capacity):g} GB); it runs alone on the largest worker")
             resources = {MEMORY_RESOURCE: min(estimate, max(capacity))} if capacity else None
             future = client.submit(run_pair, pair, str(out), pair_options, estimate, resources=resources, pure=False,
                                    key=f"adregnet-pair-{pair.id}-{uuid.uuid4().hex[:8]}")
@@ -254,7 +269,11 @@ def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, 
                 bar.set_postfix(counts, refresh=False)
                 bar.update(1)
                 if row["status"] == "failed":
-                    bar.write(f"{pair_id}: failed: {row['error']}")
+                    message = f"{pair_id}: failed: {row['error']}"
+                    if progress:
+                        bar.write(message, file=sys.stderr)
+                    else:
+                        say(message)
     finally:
         for future in futures:
             if not future.done():

@@ -11,6 +11,7 @@ thread (``sys.stderr`` is replaced once by a proxy that routes each thread's wri
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -50,7 +51,9 @@ class PairOptions:
     threads: int = 1
 
     def register_options(self) -> list[str]:
-        return ["--preset", self.preset, "--quality", self.quality, "--regularization", repr(float(self.regularization)),
+        """The shared options as ``adregnet register`` arguments."""
+        return ["--preset", self.preset, "--quality", self.quality,
+                "--regularization", repr(float(self.regularization)),
                 "--device", self.device, "--threads", str(max(1, int(self.threads)))]
 
     def to_dict(self) -> dict:
@@ -156,6 +159,10 @@ def _exception_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="milliseconds")
+
+
 def _worker_name() -> str:
     try:
         from distributed import get_worker
@@ -197,9 +204,10 @@ def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb:
     from ..cli.main import main
 
     start = time.perf_counter()
+    started = _now()
     out = Path(out_dir)
     final = out / pair.id
-    extra = {"memory_estimate_gb": memory_estimate_gb, "worker": _worker_name(), "device": options.device}
+    extra = {"memory_estimate_gb": memory_estimate_gb, "worker": _worker_name(), "started": started}
     partial = out / PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{pair.id}.", dir=partial))
@@ -212,7 +220,7 @@ def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb:
             rc = exc.code if isinstance(exc.code, int) else 2
         except Exception as exc:  # noqa: BLE001 - a bug in one pair must not stop the cohort
             rc, error = 1, _exception_message(exc)
-    extra |= {"memory_peak_gb": memory.peak_gb, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    extra |= {"memory_peak_gb": memory.peak_gb, "finished": _now()}
     if rc != 0 or not is_complete(tmp):
         shutil.rmtree(tmp, ignore_errors=True)
         message = error or _error_message("".join(chunks), rc)

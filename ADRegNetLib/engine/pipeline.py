@@ -23,6 +23,7 @@ from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, ncc, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
+from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
 from ..spatial.transforms import resize_flow
 from ..spatial.flow import flow_norm_to_disp_mm
@@ -31,7 +32,7 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import resolve_device
 from .instance import InstanceOptimizationSettings, instance_optimize
-from .prealign import bounding_box_overlap, prealign
+from .prealign import prealign
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
@@ -139,10 +140,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             if instant:
                 raise RegistrationError(f"quality 'instant' needs network weights: {net_note}")
             warnings_.append(net_note)
-    overlap = bounding_box_overlap(fixed, moving)
+    overlap = physical_overlap(fixed.geometry, moving.geometry)
     if overlap <= 0 and initial_transform is None:
-        warnings_.append("the fixed and moving images do not overlap in physical space; started from a "
-                         "centre-of-mass alignment (check that both scans show the same anatomy)")
+        distance = float(np.linalg.norm(fixed.geometry.center() - moving.geometry.center()))
+        warnings_.append(f"the fixed and moving images do not overlap in physical space (centres {distance:.0f} mm "
+                         "apart); started from a centre-of-mass alignment (check that both scans show the same "
+                         "anatomy, or give an initial transform)")
     torch.manual_seed(seed)
     stages.done("validate")
 
@@ -248,7 +251,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "network_used": bool(network_info["used"]),
         "network": network_info,
         "instance_optimization": io_info,
-        "prealignment": {**prealign_info, **affine.to_dict(), "bbox_overlap": round(overlap, 3)},
+        "prealignment": {**prealign_info, **affine.to_dict(), "physical_overlap": round(overlap, 3)},
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),

@@ -12,26 +12,11 @@ from ..io.image import to_sitk
 from ..io.linear import affine_from_sitk, affine_to_sitk
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
+from ..spatial.overlap import physical_overlap
 from ..typing import StopCallback
 from .api import RegistrationCancelled
 
-__all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign", "bounding_box_overlap"]
-
-
-def _bbox(image: Image) -> tuple[np.ndarray, np.ndarray]:
-    g = image.geometry
-    corners = np.array([[i, j, k] for i in (0, g.size[0] - 1) for j in (0, g.size[1] - 1) for k in (0, g.size[2] - 1)])
-    pts = g.index_to_physical(corners)
-    return pts.min(axis=0), pts.max(axis=0)
-
-
-def bounding_box_overlap(fixed: Image, moving: Image) -> float:
-    """Overlap of the physical bounding boxes as a fraction of the smaller box volume (0..1)."""
-    f0, f1 = _bbox(fixed)
-    m0, m1 = _bbox(moving)
-    inter = np.clip(np.minimum(f1, m1) - np.maximum(f0, m0), 0, None)
-    vol = lambda a, b: float(np.prod(np.maximum(b - a, 1e-6)))  # noqa: E731
-    return float(np.prod(inter)) / min(vol(f0, f1), vol(m0, m1))
+__all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
 
 
 def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
@@ -73,8 +58,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     """
     if mode not in ("affine", "rigid", "none"):
         raise ValueError(f"pre-alignment mode must be 'affine', 'rigid' or 'none', got {mode!r}")
-    overlap = bounding_box_overlap(fixed, moving)
-    info: dict = {"mode": mode, "bbox_overlap": round(overlap, 3)}
+    overlap = physical_overlap(fixed.geometry, moving.geometry)
+    info: dict = {"mode": mode}
     if mode == "none":
         if initial is not None:
             info["start"] = "the initial transform given by the user"

@@ -120,7 +120,9 @@ def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
             return "lung-ct", f"CT intensities (HU) with {100 * lung_share:.0f}% lung-density voxels"
         return "generic", "CT intensities (HU) without lung tissue"
     extent = fixed.geometry.extent_mm
-    background = float(np.mean(sample <= lo + 1e-3 * max(hi - lo, 1e-6)))
+    # "empty" = within 5% of the robust range above the darkest voxels: scanner noise in the
+    # background of a skull-stripped MR image must not hide that it is empty
+    background = float(np.mean(sample <= lo + 0.05 * max(hi - lo, 1e-6)))
     if np.all(extent > 100) and np.all(extent < 300) and background > 0.3:
         return "brain-mri", f"non-CT intensities, head-sized field of view, {100 * background:.0f}% empty background"
     return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"

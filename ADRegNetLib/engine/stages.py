@@ -92,15 +92,12 @@ def check_settings(preset: str, quality: str, regularization: float) -> None:
 
 def check_points(points: Any, role: str) -> np.ndarray:
     """A (K, 3) float64 LPS mm landmark array, or a :class:`RegistrationError` that says what is expected."""
-    arr = np.asarray(points, dtype=np.float64) if not isinstance(points, torch.Tensor) else points.detach().cpu().numpy()
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise RegistrationError(f"{role} landmarks must be an array of shape (K, 3) (x, y, z in LPS mm), "
-                                f"got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise RegistrationError(f"{role} landmarks are empty; give at least one point or none at all")
-    if not np.all(np.isfinite(arr)):
-        raise RegistrationError(f"{role} landmarks contain NaN or infinite coordinates")
-    return arr.astype(np.float64)
+    from ..io.landmarks import LandmarkError, as_points
+
+    try:
+        return as_points(points, f"{role} landmarks")
+    except LandmarkError as exc:
+        raise RegistrationError(str(exc)) from None
 
 
 def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..spatial.geometry import Geometry
-from .image import Image, ImageError, from_sitk, to_sitk
+from .image import Image, ImageError, ImageWarning, check_sitk_direction, from_sitk, read_sitk_image, to_sitk
 
 __all__ = [
     "read_image",
@@ -42,29 +42,12 @@ MAX_ANISOTROPY = 20.0
 _IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
 
 
-class ImageWarning(UserWarning):
-    """An image is usable but probably not what the user meant (e.g. a label map as intensity)."""
-
-
 # ------------------------------------------------------------------------------------------ reading
 def _read_sitk(path: Path) -> sitk.Image:
-    """Read a file or a DICOM series folder with SimpleITK; raise ImageError naming the file."""
-    if not path.exists():
-        raise ImageError(f"{path}: no such file or folder; check the path")
+    """Read a file (checked, see :mod:`ADRegNetLib.io.image`) or a DICOM series folder; ImageError names it."""
     if path.is_dir():
-        return _read_dicom_series(path)
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the file is empty (0 bytes); it was not written completely")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in reason if "ERROR" in line or "Could not" in line or "Unable" in line),
-                      reason[-1].strip() if reason else "unknown reason")
-        raise ImageError(
-            f"{path}: cannot be read as an image ({detail}); supported formats are NIfTI (.nii, .nii.gz), "
-            "NRRD (.nrrd), MetaImage (.mha, .mhd) and DICOM series folders"
-        ) from exc
+        return check_sitk_direction(_read_dicom_series(path), path)
+    return read_sitk_image(path)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -72,7 +55,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     try:
         series_ids = reader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:  # pragma: no cover - GDCM failures are rare
-        raise ImageError(f"{folder}: cannot scan the folder for DICOM series ({exc})") from exc
+        raise ImageError(f"{folder}: cannot scan the folder for DICOM series ({exc})") from None
     if not series_ids:
         raise ImageError(
             f"{folder}: is a folder without a DICOM series; give an image file (.nii.gz, .nrrd, .mha) "
@@ -83,14 +66,15 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     files = reader.GetGDCMSeriesFileNames(str(folder), best)
     if len(series_ids) > 1:
         warnings.warn(
-            f"{folder}: holds {len(series_ids)} DICOM series; reading {best} ({len(files)} slices)",
-            ImageWarning, stacklevel=3,
+            f"{folder.name}: holds {len(series_ids)} DICOM series; reading the largest, {best} ({len(files)} "
+            "slices): put each series in its own folder to choose another",
+            ImageWarning, stacklevel=4,
         )
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise ImageError(f"{folder}: the DICOM series {best} cannot be read ({str(exc).strip()[-200:]})") from exc
+        raise ImageError(f"{folder}: the DICOM series {best} cannot be read ({str(exc).strip()[-200:]})") from None
 
 
 def read_image(path: PathLike, name: Optional[str] = None, dtype=np.float32) -> Image:
@@ -105,8 +89,9 @@ def read_image(path: PathLike, name: Optional[str] = None, dtype=np.float32) -> 
         The image: (Z, Y, X) array, geometry in LPS mm.
 
     Raises:
-        ImageError: missing, empty or unreadable file, or not a 3-D scalar volume; the message
-            names the file and the reason.
+        ImageError: missing, empty, truncated/corrupt (gzip CRC/length, data shorter than the
+            header says) or unreadable file, a direction matrix that is not a rotation, or not a
+            3-D scalar volume; the message names the file, the reason and what to do.
     """
     path = Path(path)
     image = _read_sitk(path)

@@ -99,17 +99,42 @@ def _fmt(value: float) -> str:
 def as_points(points, name: str = "points", allow_empty: bool = False) -> np.ndarray:
     """Validate and convert points to a (K, 3) float64 numpy array (accepts numpy, torch, lists).
 
+    Nothing is reshaped: a (6, 2) array is refused, not read as (4, 3).
+
+    Args:
+        points: (K, 3) points, (x, y, z) per row, LPS mm.
+        name: what the points are, for messages ("fixed landmarks").
+        allow_empty: accept K = 0.
+
     Raises:
-        LandmarkError: wrong shape, empty (unless ``allow_empty``), or NaN/inf coordinates (the
-            message gives the first bad row).
+        LandmarkError: not numbers, a shape other than (K, 3) (the message says which shape was
+            given and what is expected), empty (unless ``allow_empty``), or NaN/inf coordinates
+            (the message gives the first bad row).
     """
+    expected = "an array of shape (K, 3): one (x, y, z) point per row, in LPS mm"
+    if points is None:
+        raise LandmarkError(f"{name} are missing (None); give {expected}")
     if hasattr(points, "detach"):
         points = points.detach().cpu().numpy()
-    arr = np.asarray(points, dtype=np.float64)
+    try:
+        arr = np.asarray(points)
+        if arr.dtype.kind not in "iuf":
+            if arr.dtype.kind != "O":
+                raise TypeError(f"values of type {arr.dtype}")
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LandmarkError(f"{name} must be numbers in {expected}; got {type(points).__name__} ({reason})") from None
+    arr = arr.astype(np.float64, copy=False)
     if arr.ndim == 1 and arr.size == 0:
         arr = arr.reshape(0, 3)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise LandmarkError(f"{name} must be a (K, 3) array of (x, y, z) points, got shape {arr.shape}")
+        hint = ""
+        if arr.shape == (3,):
+            hint = " (for a single point, give [[x, y, z]])"
+        elif arr.ndim == 2 and arr.shape[0] == 3:
+            hint = " (points in columns? give the transpose)"
+        raise LandmarkError(f"{name} must be {expected}; got shape {arr.shape}{hint}")
     if arr.shape[0] == 0 and not allow_empty:
         raise LandmarkError(f"{name} is empty: no landmark points were given")
     bad = ~np.all(np.isfinite(arr), axis=1)
@@ -117,7 +142,7 @@ def as_points(points, name: str = "points", allow_empty: bool = False) -> np.nda
         first = int(np.argmax(bad))
         raise LandmarkError(
             f"{name}: {int(bad.sum())} point(s) have NaN or infinite coordinates, first at index {first}: "
-            f"{arr[first].tolist()}"
+            f"{arr[first].tolist()}; every point needs three finite coordinates (LPS mm)"
         )
     return arr
 
@@ -618,11 +643,12 @@ def check_landmark_pairs(fixed, moving, fixed_geometry: Optional[Geometry] = Non
     one set with a different partner usually means a copy/paste slip, so it is reported.
 
     Args:
-        fixed, moving: (K, 3) LPS mm points.
+        fixed, moving: (K, 3) LPS mm points (numpy, torch or nested lists; never reshaped).
         fixed_geometry, moving_geometry: images' grids for the inside check (optional).
 
     Returns:
-        {"count": K, "warnings": [messages]}.
+        {"count": K, "warnings": [messages], "fixed": (K, 3), "moving": (K, 3)}: the checked
+        points as float64 LPS mm arrays.
     """
     f = as_points(fixed, "fixed landmarks")
     m = as_points(moving, "moving landmarks")
@@ -641,7 +667,8 @@ def check_landmark_pairs(fixed, moving, fixed_geometry: Optional[Geometry] = Non
         dup = first[counts > 1]
         if dup.size:
             message = (f"{role} landmarks: {int((counts[counts > 1] - 1).sum())} duplicated point(s), e.g. index "
-                       f"{int(dup[0])} at {np.round(pts[dup[0]], 3).tolist()} mm")
+                       f"{int(dup[0])} at {np.round(pts[dup[0]], 3).tolist()} mm (LPS); check the landmark list for "
+                       "a copy/paste slip, since pairs are matched by order")
             warnings.warn(message, LandmarkWarning, stacklevel=2)
             messages.append(message)
-    return {"count": len(f), "warnings": messages}
+    return {"count": len(f), "warnings": messages, "fixed": f, "moving": m}

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..spatial.geometry import Geometry
+from .image import ImageError, read_sitk_image
 
 __all__ = [
     "TransformFileError",
@@ -106,14 +107,19 @@ def write_displacement_field(disp_mm: ArrayLike, geometry: Geometry, path: PathL
 
 
 def read_displacement_field(path: PathLike) -> tuple[np.ndarray, Geometry]:
-    """Read a displacement image file: (disp_mm (3, Z, Y, X) float64, geometry)."""
+    """Read a displacement image file: (disp_mm (3, Z, Y, X) float64, geometry).
+
+    Raises:
+        TransformFileError: missing, truncated/corrupt or unreadable file, a sheared direction,
+            or not a 3-component vector image; the message names the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise TransformFileError(f"{path}: no such displacement field file")
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise TransformFileError(f"{path}: cannot be read as an image ({str(exc).strip().splitlines()[-1]})") from exc
+        image = read_sitk_image(path, what="displacement field")  # integrity and direction checked
+    except ImageError as exc:
+        raise TransformFileError(str(exc)) from None
     try:
         return sitk_to_field(image)
     except TransformFileError as exc:

@@ -5,10 +5,11 @@ from .functional import (bending_energy, box_filter, diffusion, folding_penalty,
                          mind_loss, mind_ssc, mse, ngf, sample_field_at_points)
 from .modules import (BendingEnergyLoss, DiffusionLoss, FoldingLoss, LandmarkLoss, LocalNCCLoss, MINDSSCLoss,
                       MSELoss, NGFLoss)
+from .registry import SIMILARITIES, Similarity, get_similarity
 
 __all__ = [
     "bending_energy", "box_filter", "diffusion", "folding_penalty", "landmark_loss", "local_ncc", "mind_loss",
     "mind_ssc", "mse", "ngf", "sample_field_at_points",
     "BendingEnergyLoss", "DiffusionLoss", "FoldingLoss", "LandmarkLoss", "LocalNCCLoss", "MINDSSCLoss", "MSELoss",
-    "NGFLoss",
+    "NGFLoss", "SIMILARITIES", "Similarity", "get_similarity",
 ]

@@ -4,7 +4,8 @@ Torch and numpy only (no SimpleITK, no scipy): the same code runs on the CPU and
 
 A pair (see :mod:`.synthetic` for the conventions): a random crop of a prepared volume (centred on
 a random foreground voxel, random flips) gives the *moving* image, either its real intensities or
-an image synthesised from its labels; a random smooth SVF is integrated by scaling and squaring
+an image synthesised from its labels (one image for both sides, or with ``multimodal_probability``
+two independent contrasts); a random smooth SVF is integrated by scaling and squaring
 into the true field u; the fixed image is the (independently re-synthesised or same) source warped
 by u, ``fixed(x) = source(x + u(x))``, so u is exactly the field a registration must find. Both
 images then get independent intensity changes.
@@ -140,23 +141,27 @@ class PairSampler:
         smoothness_mm: (low, high) range of the control point distance of the velocity, mm.
         flip: random flips of each crop along each axis.
         integration_steps: scaling-and-squaring steps of the true field.
+        multimodal_probability: chance that a label-synthesised pair gets two independent contrasts
+            (otherwise one synthesised image is the source of both, each with its own intensity change).
     """
 
     def __init__(self, volumes: Sequence[PreparedVolume], crop_zyx: Sequence[int] = (64, 64, 64),
                  mean_disp_mm: tuple[float, float] = (0.5, 7.0), smoothness_mm: tuple[float, float] = (20.0, 60.0),
-                 flip: bool = True, integration_steps: int = 7) -> None:
+                 flip: bool = True, integration_steps: int = 7, multimodal_probability: float = 0.2) -> None:
         if not volumes:
             raise ValueError("PairSampler needs at least one prepared volume")
-        spacings = {round(v.spacing_mm, 3) for v in volumes}
-        if len(spacings) != 1:
-            raise ValueError(f"prepared volumes have different spacings {sorted(spacings)}; prepare them together")
+        spacings = [v.spacing_mm for v in volumes]
+        if max(spacings) > 1.05 * min(spacings):
+            raise ValueError(f"prepared volumes have different spacings {sorted(set(spacings))}; prepare them together")
         self.volumes = list(volumes)
-        self.spacing_mm = self.volumes[0].spacing_mm
+        # Volumes prepared at one target spacing differ by < 1 % (whole voxel counts over their span).
+        self.spacing_mm = float(np.mean(spacings))
         self.crop_zyx = tuple(int(c) for c in crop_zyx)
         self.mean_disp_mm = tuple(float(x) for x in mean_disp_mm)
         self.smoothness_mm = tuple(float(x) for x in smoothness_mm)
         self.flip = flip
         self.integration_steps = integration_steps
+        self.multimodal_probability = float(multimodal_probability)
         kinds = [v.kind for v in self.volumes]
         w = torch.tensor([1.0 / kinds.count(k) for k in kinds])
         self.weights = w / w.sum()
@@ -186,7 +191,9 @@ class PairSampler:
             synth = img is None or float(torch.rand((1,), generator=gen, device=dev)) < SYNTH_PROBABILITY.get(vol.kind, 0.0)
             if synth:
                 moving.append(S.synth_image_from_labels(lab, gen, n_labels=vol.n_labels))
-                fixed_src.append(S.synth_image_from_labels(lab, gen, n_labels=vol.n_labels))
+                multimodal = float(torch.rand((1,), generator=gen, device=dev)) < self.multimodal_probability
+                fixed_src.append(S.synth_image_from_labels(lab, gen, n_labels=vol.n_labels) if multimodal
+                                 else moving[-1])
             else:
                 moving.append(img.to(dev))
                 fixed_src.append(img.to(dev))

@@ -15,7 +15,8 @@ gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 l
 saves). Files in ``out_dir``: ``checkpoint_last.pt`` (resumable: model, optimizer, step, generator
 state), ``train_log.csv`` (losses and the time of each part of a step), ``val_log.jsonl``.
 Every ``export_every_min`` minutes rank 0 validates on the held-out pairs and, when the held-out
-TRE improved, writes the shippable weights to ``export_path`` and copies the logs beside them.
+TRE improved, writes the shippable weights to ``export_path`` and copies the logs beside them
+(``training_log.csv``, ``validation_log.jsonl``).
 """
 from __future__ import annotations
 
@@ -207,6 +208,8 @@ class Trainer:
             raise ValueError(f"{path} was written with another model config; delete it or use another out_dir")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        for group in self.optimizer.param_groups:  # the config's lr wins (a resumed run may change it)
+            group["lr"] = self.cfg.lr
         self.step = int(payload["step"])
         self.elapsed_s = float(payload.get("elapsed_s", 0.0))
         self.best_tre = float(payload.get("best_tre", float("inf")))
@@ -233,13 +236,14 @@ class Trainer:
             "training_steps": self.step, "training_wall_s": round(self.elapsed_s, 1),
             "training_hardware": os.environ.get("ADREGNET_HARDWARE", f"{self.device.type}, torch threads={cfg.num_threads}"),
             "training_config": asdict(cfg), "heldout_validation": validation})
-        for name in ("train_log.csv", "val_log.jsonl"):
+        for name, shipped in (("train_log.csv", "training_log.csv"), ("val_log.jsonl", "validation_log.jsonl")):
             if (self.out_dir / name).is_file():
-                shutil.copyfile(self.out_dir / name, path.parent / f"{Path(path).stem}_{name}")
+                shutil.copyfile(self.out_dir / name, path.parent / shipped)
 
     def _validate_and_maybe_export(self) -> dict:
         result = {"step": self.step, "elapsed_s": round(self.elapsed_s, 1), **self.validate()}
-        result["improved"] = result["tre_mm"] < self.best_tre
+        # Export only weights that beat both the best so far and the identity transform.
+        result["improved"] = result["tre_mm"] < min(self.best_tre, result["identity_tre_mm"])
         with open(self.out_dir / "val_log.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
         if result["improved"]:

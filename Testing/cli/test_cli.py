@@ -271,5 +271,5 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for word in ("register", "evaluate", "train", "benchmark"):
+    for word in ("register", "evaluate", "train", "warp", "batch"):
         assert word in text

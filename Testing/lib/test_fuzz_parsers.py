@@ -108,3 +108,65 @@ def test_readers_on_arbitrary_text_only_raise_landmark_error(text, name):
         except LandmarkError:
             return
         assert out.ndim == 2 and out.shape[1] == 3 and np.all(np.isfinite(out))
+
+
+# ------------------------------------------------------------------------------ landmark arrays
+@FAST
+@given(shape=st.lists(st.integers(0, 7), min_size=0, max_size=3).map(tuple))
+def test_landmark_arrays_are_never_reshaped(shape):
+    """Only (K, 3) with K >= 1 is accepted; every other shape is a LandmarkError naming the shape."""
+    from ADRegNetLib.io.landmarks import as_points
+
+    points = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    try:
+        out = as_points(points, "fuzz landmarks")
+    except LandmarkError as exc:
+        assert not (len(shape) == 2 and shape[1] == 3 and shape[0] >= 1)
+        assert "fuzz landmarks" in str(exc)
+        return
+    assert len(shape) == 2 and shape[1] == 3 and shape[0] >= 1
+    np.testing.assert_array_equal(out, points)
+
+
+# ------------------------------------------------------------------------------ damaged images
+def _image_bytes(name, compress):
+    """Bytes of a small random volume written by SimpleITK as ``name``, and its array."""
+    import SimpleITK as sitk
+
+    array = np.random.default_rng(5).normal(size=(6, 7, 8)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(path), compress)
+        return path.read_bytes(), array
+
+
+_ORIGINALS = {(name, compress): _image_bytes(name, compress)
+              for name, compress in [("a.nii.gz", True), ("a.nii", False), ("a.mha", True), ("a.mha", False),
+                                     ("a.nrrd", True), ("a.nrrd", False)]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(which=st.sampled_from(sorted(_ORIGINALS)), keep=st.floats(0.0, 1.0), flip=st.booleans())
+def test_damaged_image_is_refused_or_read_exactly(which, keep, flip):
+    """A cut or a flipped byte in the compressed data never yields zero-filled or altered voxels silently."""
+    from ADRegNetLib.io import ImageError, read_image
+
+    data, array = _ORIGINALS[which]
+    if flip:
+        if not which[1]:
+            return  # a flipped byte in an uncompressed file is a changed voxel or header: nothing can tell
+        damaged = bytearray(data)
+        damaged[min(int(keep * len(data)), len(data) - 1)] ^= 0x5A
+        damaged = bytes(damaged)
+    else:
+        damaged = data[: int(keep * len(data))]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / which[0]
+        path.write_bytes(damaged)
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            assert str(exc).startswith(str(path))
+            return
+    assert damaged == data or flip  # a cut file is never accepted
+    np.testing.assert_array_equal(image.array, array)

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from ADRegNetLib.io import (LandmarkError, LandmarkWarning, check_landmark_pairs, landmark_format,
                             read_landmarks, write_landmarks)
@@ -194,7 +195,49 @@ def test_unknown_extension_and_missing_file(tmp_path):
 
 # ---------------------------------------------------------------------------------------- pairs
 def test_pairs_ok():
-    assert check_landmark_pairs(PTS, PTS + 1.0) == {"count": 3, "warnings": []}
+    report = check_landmark_pairs(PTS, PTS + 1.0)
+    assert report["count"] == 3 and report["warnings"] == []
+    np.testing.assert_array_equal(report["fixed"], PTS)
+    np.testing.assert_array_equal(report["moving"], PTS + 1.0)
+
+
+@pytest.mark.parametrize("points", [PTS.tolist(), torch.as_tensor(PTS), PTS.astype(np.float32).astype(np.float64),
+                                    np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]]),
+                                    np.array([[1.0, 2.0, 3.0]], dtype=object)],
+                         ids=["list", "torch", "float32-exact", "int", "object"])
+def test_pairs_accept_any_numeric_k_by_3(points):
+    report = check_landmark_pairs(points, points)
+    expected = np.asarray(points.tolist() if hasattr(points, "tolist") else points, dtype=np.float64)
+    assert report["fixed"].dtype == np.float64
+    np.testing.assert_array_equal(report["fixed"], expected)
+
+
+# (fixed, moving, words in the message): each says what was given and what is expected
+BAD_PAIRS = [
+    (np.zeros((6, 2)), np.zeros((6, 2)), ("fixed landmarks", "shape (K, 3)", "LPS mm", "got shape (6, 2)")),
+    (np.zeros((5, 2)), np.zeros((5, 2)), ("fixed landmarks", "shape (K, 3)", "got shape (5, 2)")),
+    (PTS, np.zeros((6, 2)), ("moving landmarks", "got shape (6, 2)")),  # never reshaped to (4, 3)
+    (torch.zeros(6, 2), torch.zeros(6, 2), ("got shape (6, 2)",)),
+    (np.zeros(3), np.zeros(3), ("got shape (3,)", "for a single point, give [[x, y, z]]")),
+    (PTS.T[:, :2], PTS.T[:, :2], ("got shape (3, 2)", "points in columns? give the transpose")),
+    (np.zeros((3, 3, 1)), np.zeros((3, 3, 1)), ("got shape (3, 3, 1)",)),
+    ([[1.0, 2.0, 3.0], [4.0, 5.0]], PTS, ("fixed landmarks must be numbers", "shape (K, 3)")),
+    ([["a", "b", "c"]], [["a", "b", "c"]], ("must be numbers", "LPS mm")),
+    (None, PTS, ("fixed landmarks are missing (None)", "shape (K, 3)")),
+    (np.zeros((0, 3)), np.zeros((0, 3)), ("fixed landmarks is empty",)),
+    (PTS, np.where(np.arange(9).reshape(3, 3) == 5, np.nan, PTS), ("moving landmarks: 1 point", "index 1",
+                                                                   "three finite coordinates")),
+    (np.where(np.arange(9).reshape(3, 3) == 0, np.inf, PTS), PTS, ("fixed landmarks: 1 point", "index 0")),
+    (PTS, PTS[:2], ("3 fixed vs 2 moving", "same landmarks")),
+]
+
+
+@pytest.mark.parametrize("fixed,moving,words", BAD_PAIRS, ids=[f"bad{k}" for k in range(len(BAD_PAIRS))])
+def test_pairs_bad_input_table(fixed, moving, words):
+    with pytest.raises(LandmarkError) as err:
+        check_landmark_pairs(fixed, moving)
+    for word in words:
+        assert word in str(err.value), str(err.value)
 
 
 def test_pairs_count_mismatch_names_both():
@@ -209,7 +252,7 @@ def test_pairs_empty_and_nan():
     bad[2, 1] = np.nan
     with pytest.raises(LandmarkError, match="moving landmarks: 1 point.*index 2"):
         check_landmark_pairs(PTS, bad)
-    with pytest.raises(LandmarkError, match=r"must be a \(K, 3\) array"):
+    with pytest.raises(LandmarkError, match=r"must be an array of shape \(K, 3\)"):
         check_landmark_pairs(PTS[:, :2], PTS[:, :2])
 
 

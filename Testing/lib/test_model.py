@@ -252,3 +252,19 @@ def test_integration_at_network_resolution_is_close_to_input_resolution():
     assert float((fine - coarse).abs().max()) < 0.1 * float(fine.abs().max())
     with pytest.raises(ValueError, match="integration_resolution"):
         ADRegNetConfig(integration_resolution="half")
+
+
+@pytest.mark.parametrize("resolution", ["network", "input"])
+def test_flow_on_the_network_grid_is_the_output_flow_at_the_network_resolution(resolution):
+    model = _model(seed=3, integration_resolution=resolution)
+    _scale_heads(model, 2e4)
+    fixed, moving = _pair(4)
+    with torch.no_grad():
+        out = model(fixed, moving)
+    net = out["flow_norm_network"]
+    assert tuple(net.shape[2:]) == model.network_shape(SHAPE) and float(net.abs().max()) > 0.01
+    up = F.interpolate(net, size=SHAPE, mode="trilinear", align_corners=True)
+    if resolution == "network":  # the output is exactly the upsampled network-grid field
+        torch.testing.assert_close(up, out["flow_norm"])
+    else:
+        assert float((up - out["flow_norm"]).abs().max()) < 0.1 * float(out["flow_norm"].abs().max())

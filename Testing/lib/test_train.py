@@ -1,7 +1,13 @@
-"""Tests of synthetic pairs (cross-checked with SimpleITK), data sources, evaluation and the trainer."""
+"""Tests of the training path: torch synthetic blocks, prepared volumes, sampler, loss, trainer, evaluation.
+
+The legacy numpy pair API (``make_synthetic_pair``) is cross-checked with SimpleITK; the torch path is
+checked against its own contract (conventions of ``ADRegNetLib.train.synthetic``).
+"""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +17,20 @@ import torch
 
 from ADRegNetLib.io.image import Image, to_sitk
 from ADRegNetLib.model import load_model
-from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
-from ADRegNetLib.train import data as D
 from ADRegNetLib.train import synthetic as S
 from ADRegNetLib.train.cli import train_main
-from ADRegNetLib.train.evaluate import ablated_model, evaluate_field, evaluate_model
+from ADRegNetLib.train.evaluate import evaluate_field, evaluate_model, heldout_pairs
 from ADRegNetLib.train.export import export_run
-from ADRegNetLib.train.trainer import TrainConfig, Trainer
+from ADRegNetLib.train.prep import prepare, save_volume
+from ADRegNetLib.train.sampler import PairSampler, load_prepared
+from ADRegNetLib.train.trainer import TrainConfig, Trainer, batch_loss
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / ".." / "shared" / "data"
+TINY_MODEL = {"channels": [8, 8, 16, 16], "decoder_channels": [16, 8, 8], "integration_resolution": "network",
+              "integration_steps": 4}
 
 
 def _rotation(angle_deg: float) -> np.ndarray:
@@ -36,6 +45,22 @@ def _displacement_transform(disp: np.ndarray, geometry: Geometry) -> sitk.Transf
     field = sitk.GetImageFromArray(np.moveaxis(disp, 0, -1).astype(np.float64), isVector=True)
     geometry.apply_to_sitk(field)
     return sitk.DisplacementFieldTransform(field)
+
+
+def make_prepared(folder: Path, shape=(40, 40, 40), spacing=3.0) -> Path:
+    """Tiny prepared volumes: 2 train (one with a real-looking image), 1 held out."""
+    gen = torch.Generator().manual_seed(0)
+    g = Geometry(shape[::-1], spacing=(spacing,) * 3)
+    for i, split in enumerate(("train", "train", "heldout")):
+        lab = S.random_label_map(shape, gen, n_labels=5, blob_voxels=6)[0, 0].numpy()
+        image = S.synth_image_from_labels(torch.as_tensor(lab)[None, None], gen)[0, 0].numpy() if i == 0 else None
+        save_volume(folder / f"vol{i}.npz", image, lab, g, "brain_t1" if i == 0 else "shapes", split)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return make_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 # ---------------------------------------------------------------------------------- synthetic
@@ -75,21 +100,7 @@ def test_synthetic_pair_matches_simpleitk_resampling_and_landmarks():
                                                 .astype(int).T)] >= 0)
 
 
-def test_evaluate_field_true_field_is_perfect_identity_is_not():
-    rng = np.random.default_rng(4)
-    labels = Image(S.random_label_map(GEOMETRY.shape, rng, n_labels=4), GEOMETRY, "labels")
-    pair = S.make_synthetic_pair(Image(labels.array.astype(np.float32), GEOMETRY), rng, labels=labels,
-                                 max_disp_mm=10.0, synthesize_from_labels=True)
-    true = disp_mm_to_flow_norm(torch.as_tensor(pair.disp_mm)[None], GEOMETRY)
-    good = evaluate_field(pair, true)
-    assert good["tre_mm"] < 1e-3 and good["dice"] == pytest.approx(1.0) and good["folds_pct"] == 0.0
-    ident = evaluate_field(pair, torch.zeros_like(true))
-    expected = np.linalg.norm(pair.moving_points - pair.fixed_points, axis=1).mean()
-    assert ident["tre_mm"] == pytest.approx(expected, rel=1e-6)
-    assert ident["dice"] < good["dice"]
-
-
-def test_intensity_change_and_label_synthesis():
+def test_numpy_api_intensity_change_and_label_synthesis():
     rng = np.random.default_rng(0)
     base = np.linspace(0, 1, 16 * 16 * 16).reshape(16, 16, 16).astype(np.float32)
     changed = S.random_intensity_change(base, rng)
@@ -115,93 +126,192 @@ def test_make_pair_errors():
         S.make_synthetic_pair(img, np.random.default_rng(0), synthesize_from_labels=True)
 
 
-# --------------------------------------------------------------------------------------- data
-def test_crop_keeps_physical_positions_and_pads():
-    img = Image(np.arange(6 * 7 * 8, dtype=np.float32).reshape(6, 7, 8), GEOMETRY.with_size((8, 7, 6)))
-    c = D.crop(img, (2, -1, 3), (3, 4, 4))
-    assert c.array.shape == (3, 4, 4)
-    assert c.array[0, 0].sum() == 0  # row y = -1 lies outside
-    np.testing.assert_array_equal(c.array[:, 1:, :], img.array[2:5, 0:3, 3:7])
-    p = c.geometry.index_to_physical(np.array([[0, 1, 0]]))
-    np.testing.assert_allclose(p, img.geometry.index_to_physical(np.array([[3, 0, 2]])))
+# ------------------------------------------------------------------------------- torch blocks
+def test_random_svf_scale_smoothness_reproducibility_and_diffeomorphism():
+    shape, spacing = (24, 28, 32), 2.0
+    v1 = S.random_svf(shape, spacing, torch.tensor([3.0, 6.0]), 30.0, 2, torch.Generator().manual_seed(4))
+    v2 = S.random_svf(shape, spacing, torch.tensor([3.0, 6.0]), 30.0, 2, torch.Generator().manual_seed(4))
+    assert v1.shape == (2, 3, *shape) and torch.equal(v1, v2)
+    mean = v1.norm(dim=1).flatten(1).mean(1)
+    torch.testing.assert_close(mean, torch.tensor([3.0, 6.0]), rtol=0.1, atol=0)
+    # smooth: neighbouring vectors differ by a small fraction of the field size
+    assert float((v1[..., 1:] - v1[..., :-1]).norm(dim=1).mean()) < 0.1 * float(mean[1])
+    disp = S.integrate_svf(v1 * 3, spacing)
+    det = jacobian_determinant(disp.double(), Geometry(shape[::-1], spacing=(spacing,) * 3))
+    assert float(det.min()) > 0
+    with pytest.raises(ValueError, match="smoothness_mm must be > 0"):
+        S.random_svf(shape, spacing, 1.0, 0.0)
 
 
-def test_resample_changes_spacing_over_the_same_span():
-    g = Geometry((41, 31, 21), spacing=(1.0, 1.0, 1.0))
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij")
-    img = Image((0.5 * xx + 0.2 * yy - 0.1 * zz).astype(np.float32), g)
-    r = D.resample(img, 2.5)
-    assert r.geometry.size == (17, 13, 9)
-    idx = g.physical_to_index(r.geometry.index_to_physical(np.array([[3, 4, 5]])))[0]
-    assert r.array[5, 4, 3] == pytest.approx(0.5 * idx[0] + 0.2 * idx[1] - 0.1 * idx[2], abs=1e-4)
+def test_warp_follows_the_resampling_convention():
+    img = torch.arange(10 * 12 * 14, dtype=torch.float32).reshape(1, 1, 10, 12, 14)
+    disp = torch.zeros(1, 3, 10, 12, 14)
+    disp[:, 0] = 2.0 * 1.5  # +1.5 voxel along x at 2 mm spacing
+    out = S.warp(img, disp, 2.0)
+    # warped(x) = image(x + u(x)): one and a half columns to the right
+    torch.testing.assert_close(out[..., 2:10], 0.5 * (img[..., 3:11] + img[..., 4:12]))
+    norm = S.mm_to_norm(disp, 2.0)
+    torch.testing.assert_close(S.norm_to_mm(norm, 2.0), disp)
+
+
+def test_torch_intensity_change_and_label_synthesis():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.linspace(0, 1, 16 * 16 * 16).reshape(1, 1, 16, 16, 16)
+    changed = S.random_intensity_change(base.repeat(2, 1, 1, 1, 1), gen)
+    assert changed.shape == (2, 1, 16, 16, 16) and float(changed.min()) >= 0 and float(changed.max()) <= 1
+    for b in range(2):
+        assert np.corrcoef(base.ravel().numpy(), changed[b].ravel().numpy())[0, 1] > 0.8
+    labels = torch.zeros(1, 1, 20, 20, 24, dtype=torch.int64)
+    for i in range(6):
+        labels[..., 4 * i:4 * i + 4] = i
+    img = S.synth_image_from_labels(labels, gen, blur_range=(0.5, 0.5), noise_max=0.0)[0, 0]
+    inner = torch.zeros(labels.shape[2:], dtype=torch.bool)
+    for i in range(6):
+        inner[:, :, 4 * i + 1:4 * i + 3] = True
+    within = np.mean([float(img[(labels[0, 0] == i) & inner].var()) for i in range(6)])
+    assert 1 - within / float(img[inner].var()) > 0.9
+    with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
+        S.synth_image_from_labels(labels[0], gen)
+
+
+# ------------------------------------------------------------------------ prepared + sampler
+def test_prepared_volumes_round_trip_and_errors(prepared, tmp_path):
+    vols = load_prepared(prepared, "train")
+    assert [v.name for v in vols] == ["vol0", "vol1"] and vols[0].image is not None and vols[1].image is None
+    assert load_prepared(prepared, "heldout")[0].split == "heldout"
+    assert vols[0].spacing_mm == pytest.approx(3.0) and vols[0].labels.dtype == torch.int64
+    with pytest.raises(FileNotFoundError, match="train.prep"):
+        load_prepared(tmp_path)
+    with pytest.raises(ValueError, match="share the"):
+        save_volume(tmp_path / "x.npz", np.zeros((2, 2, 2)), np.zeros((3, 3, 3), int), Geometry((3, 3, 3)), "shapes",
+                    "train")
+
+
+def test_sampler_pairs_are_aligned_by_their_true_field(prepared):
+    vols = load_prepared(prepared, "train", kinds=("brain_t1",))
+    sampler = PairSampler(vols, (32, 32, 32), mean_disp_mm=(5.0, 5.0))
+    pairs = sampler.sample(3, torch.Generator().manual_seed(1))
+    assert pairs.fixed.shape == (3, 1, 32, 32, 32) and pairs.disp_mm.shape == (3, 3, 32, 32, 32)
+    # labels: fixed labels are exactly the moving labels warped by the true field
+    assert torch.equal(pairs.fixed_labels, S.warp(pairs.moving_labels, pairs.disp_mm, pairs.spacing_mm, mode="nearest"))
+    # label overlap improves a lot with the true field (images get independent contrasts)
+    fg = pairs.fixed_labels > 0
+    before = float((pairs.fixed_labels == pairs.moving_labels)[fg].float().mean())
+    after = float((pairs.fixed_labels == S.warp(pairs.moving_labels, pairs.disp_mm, pairs.spacing_mm,
+                                                 mode="nearest"))[fg].float().mean())
+    assert after == 1.0 and before < 0.95
+    assert 2.5 < float(pairs.disp_mm.norm(dim=1).mean()) < 10
 
 
 @pytest.mark.skipif(not (DATA / "brain-vxm-test-scan" / "test_scan.npz").is_file(), reason="shared data missing")
-def test_brain_source_and_sampler_give_pairs_of_the_crop_size():
-    vol = D.brain_t1_volume(DATA, spacing_mm=4.0)
-    assert vol.image.geometry.shape == (41, 49, 57) and vol.labels.array.max() > 40
-    sampler = D.PairSampler([vol], crop_zyx=(24, 24, 24), n_landmarks=8)
-    pair = sampler.sample(np.random.default_rng(0))
-    assert pair.fixed.array.shape == (24, 24, 24) and pair.fixed_points.shape == (8, 3)
-    assert pair.fixed_labels is not None
+def test_prep_of_the_real_brain_t1(tmp_path):
+    files = prepare(DATA, tmp_path, spacing_mm=4.0, sources=("brain_t1",))
+    vol = load_prepared(tmp_path)[0]
+    assert files[0].name == "brain_t1.npz" and vol.kind == "brain_t1" and vol.spacing_mm == pytest.approx(4.0, rel=0.02)
+    assert vol.image.shape[2:] == (41, 49, 57) and 0 <= float(vol.image.min()) and float(vol.image.max()) <= 1
+    assert vol.n_labels > 20
 
 
-def test_unknown_source_is_an_error():
-    with pytest.raises(ValueError, match="unknown data source 'mri'"):
-        D.load_sources(["mri"], None, 2.5, np.random.default_rng(0), (8, 8, 8))
+def test_training_path_imports_without_simpleitk_or_scipy():
+    code = ("import sys; sys.modules['SimpleITK'] = None; sys.modules['scipy'] = None; "
+            "import ADRegNetLib.train.trainer, ADRegNetLib.train.evaluate, ADRegNetLib.train.ablations; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-# -------------------------------------------------------------------------------------- trainer
-def _tiny_config(out_dir: Path, steps: int) -> TrainConfig:
-    return TrainConfig(out_dir=str(out_dir), steps=steps, sources=["shapes"], crop_zyx=[24, 24, 24],
-                       spacing_mm=3.0, n_landmarks=16, checkpoint_every=1, validate_every=0, progress=False,
-                       num_threads=1, model={"channels": [8, 16, 16, 32], "decoder_channels": [16, 16, 8]})
+# ------------------------------------------------------------------------- evaluation + loss
+def test_evaluate_field_true_field_is_perfect_identity_is_not(prepared):
+    pair = heldout_pairs(prepared, 1, 3, (32, 32, 32))[0]
+    good = evaluate_field(pair, pair.disp_mm)
+    assert good["tre_mm"] == 0.0 and good["dice"] == pytest.approx(1.0) and good["folds_pct"] == 0.0
+    ident = evaluate_field(pair, torch.zeros_like(pair.disp_mm))
+    fg = pair.fixed_labels[0, 0] > 0
+    assert ident["tre_mm"] == pytest.approx(float(pair.disp_mm[0].norm(dim=0)[fg].mean()), rel=1e-6)
+    assert ident["dice"] < good["dice"]
+    summary = evaluate_model(None, [pair])
+    assert summary["identity_tre_mm"] == pytest.approx(ident["tre_mm"]) and "tre_mm" not in summary
 
 
-def test_trainer_runs_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    straight = Trainer(_tiny_config(tmp_path / "a", 3))
-    final_a = straight.train()
-    interrupted = Trainer(_tiny_config(tmp_path / "b", 2))
+def test_loss_is_zero_sup_for_the_true_field_and_has_gradients(prepared):
+    sampler = PairSampler(load_prepared(prepared), (32, 32, 32))
+    pairs = sampler.sample(2, torch.Generator().manual_seed(2))
+    cfg = TrainConfig(lambda_sim=0.5, lambda_reg=0.1)
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, fixed, moving):
+            flow = S.mm_to_norm(pairs.disp_mm, pairs.spacing_mm)
+            net = torch.nn.functional.interpolate(flow, size=(16, 16, 16), mode="trilinear", align_corners=True)
+            vel = torch.nn.functional.interpolate(S.mm_to_norm(pairs.velocity_mm, pairs.spacing_mm), size=(16, 16, 16),
+                                                  mode="trilinear", align_corners=True)
+            return {"flow_norm_network": net * self.scale, "levels": [vel * self.scale]}
+
+    oracle = Oracle()
+    loss, terms = batch_loss(oracle, pairs, cfg)
+    assert terms["sup"] < 0.01 and terms["vel"] < 0.01 and terms["epe_mm"] < 0.01 < terms["identity_mm"]
+    loss.backward()
+    assert oracle.scale.grad is not None and torch.isfinite(oracle.scale.grad)
+
+
+# ---------------------------------------------------------------------------------- trainer
+def _tiny_config(out_dir: Path, prepared: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(out_dir=str(out_dir), prepared_dir=str(prepared), steps=steps, crop_zyx=[24, 24, 24],
+                       batch_size=2, checkpoint_every=1, export_every_min=0, num_threads=1, model=TINY_MODEL, **kw)
+
+
+def test_trainer_runs_resumes_and_matches_an_uninterrupted_run(tmp_path, prepared):
+    straight = Trainer(_tiny_config(tmp_path / "a", prepared, 3))
+    straight.train()
+    interrupted = Trainer(_tiny_config(tmp_path / "b", prepared, 2))
     interrupted.train()
-    resumed = Trainer(_tiny_config(tmp_path / "b", 3))
+    resumed = Trainer(_tiny_config(tmp_path / "b", prepared, 3))
     assert resumed.step == 2
-    final_b = resumed.train()
+    resumed.train()
     assert resumed.step == 3
-    a, b = load_model(final_a), load_model(final_b)
-    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, pa), (_, pb) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(pa, pb), name
     rows = (tmp_path / "b" / "train_log.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("step,loss,sim,reg,landmark_mm") and len(rows) == 4
-    assert a.metadata["training_steps"] == 3
+    assert rows[0].startswith("step,loss,sup,vel,sim,epe_mm,identity_mm,sample_s,forward_s,backward_s") and len(rows) == 4
     shipped = load_model(export_run(tmp_path / "b", tmp_path / "ship" / "w.pt", hardware="test CPU"))
     assert shipped.metadata["training_steps"] == 3 and shipped.metadata["training_hardware"] == "test CPU"
-    for (name, pa), (_, pb) in zip(a.state_dict().items(), shipped.state_dict().items()):
-        assert torch.equal(pa, pb), name
+    out = shipped(torch.rand(1, 1, 24, 24, 24), torch.rand(1, 1, 24, 24, 24))
+    assert out["flow_norm"].shape == (1, 3, 24, 24, 24)
     with pytest.raises(FileNotFoundError, match="no training checkpoint"):
         export_run(tmp_path / "nothing", tmp_path / "x.pt")
 
 
-def test_train_main_from_json_with_validation(tmp_path):
-    cfg = {"out_dir": str(tmp_path / "run"), "steps": 2, "sources": ["shapes"], "crop_zyx": [24, 24, 24],
-           "spacing_mm": 3.0, "validate_every": 2, "val_pairs": 1, "progress": False, "num_threads": 1,
-           "model": {"channels": [8, 16], "decoder_channels": [8], "cross_attention_levels": 1}}
+def test_train_main_validates_and_exports_only_weights_that_beat_the_identity(tmp_path, prepared):
+    cfg = {"out_dir": str(tmp_path / "run"), "prepared_dir": str(prepared), "steps": 2, "crop_zyx": [24, 24, 24],
+           "export_every_min": 1e-6, "val_pairs": 2, "num_threads": 1, "model": TINY_MODEL,
+           "export_path": str(tmp_path / "ship" / "w.pt")}
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
-    weights = train_main(["--config", str(path), "--no-progress"])
+    train_main(["--config", str(path)])
     val = [json.loads(line) for line in (tmp_path / "run" / "val_log.jsonl").read_text().splitlines()]
-    assert len(val) == 1 and val[0]["step"] == 2 and {"tre_mm", "folds_pct"} <= set(val[0])
-    model = ablated_model(weights, "cross_attention")
-    assert not any(n.startswith("cross.") for n, _ in model.named_parameters())
+    assert len(val) == 2 and {"tre_mm", "identity_tre_mm", "folds_pct", "improved"} <= set(val[0])
+    shipped = (tmp_path / "ship" / "w.pt").is_file()
+    assert shipped == any(v["improved"] for v in val)
+    if shipped:
+        assert (tmp_path / "ship" / "training_log.csv").is_file()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(ValueError, match="unknown training config keys \\['stepz'\\]"):
         train_main(["--config", str(bad)])
 
 
-def test_evaluate_model_identity_summary():
-    rng = np.random.default_rng(5)
-    labels = Image(S.random_label_map(GEOMETRY.shape, rng, n_labels=4), GEOMETRY, "labels")
-    pairs = [S.make_synthetic_pair(Image(labels.array.astype(np.float32), GEOMETRY), rng, labels=labels)
-             for _ in range(2)]
-    summary = evaluate_model(None, pairs)
-    assert summary["pairs"] == 2 and summary["folds_pct"] == 0.0 and summary["tre_mm"] > 0
+def test_ablations_train_each_variant_and_evaluate_on_the_same_pairs(tmp_path, prepared):
+    from ADRegNetLib.train.ablations import run_ablations
+
+    base = _tiny_config(tmp_path / "unused", prepared, 1)
+    results = run_ablations(base, steps=1, out_dir=tmp_path / "abl", val_pairs=2)
+    assert list(results) == ["full", "no_cross_attention", "no_regional_attention", "no_multires"]
+    assert all(r["training_steps"] == 1 and r["pairs"] == 2 for r in results.values())
+    # the same held-out pairs for every variant; fewer parameters without a part
+    assert len({r["identity_tre_mm"] for r in results.values()}) == 1
+    full = results["full"]["parameters"]
+    assert all(results[n]["parameters"] < full for n in ("no_cross_attention", "no_regional_attention", "no_multires"))
+    again = run_ablations(base, steps=1, out_dir=tmp_path / "abl", val_pairs=2)  # finished variants are reused
+    assert again["full"]["tre_mm"] == pytest.approx(results["full"]["tre_mm"])

@@ -1,4 +1,5 @@
-"""Shared helpers for the ADRegNetMRML tests: oblique anisotropic grids, analytic fields, references.
+"""Shared helpers for the ADRegNetMRML tests: oblique anisotropic grids, analytic fields, references,
+and an analytic stand-in for the engine.
 
 (Kept out of conftest.py so that `from mrml_helpers import ...` is unambiguous when other test
 folders have their own conftest.py.)
@@ -17,7 +18,9 @@ for _p in (str(REPO), str(REPO / "ADRegNet")):  # the module folder: `import ADR
 
 import SimpleITK as sitk  # noqa: E402
 
-from ADRegNetLib.io.image import Image  # noqa: E402
+from ADRegNetLib.engine.api import RegistrationCancelled, RegistrationResult  # noqa: E402
+from ADRegNetLib.io.image import from_sitk, to_sitk  # noqa: E402
+from ADRegNetLib.spatial.image import Image  # noqa: E402
 from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
 
 
@@ -72,3 +75,67 @@ def blob_image(geometry: Geometry, name: str = "image", shift=(0.0, 0.0, 0.0)) -
 
 def node_ids(scene) -> list[str]:
     return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+class AnalyticEngine:
+    """Stands in for register(): returns a known field; records what it was given."""
+
+    def __init__(self, fail_with: Exception | None = None, inverse: bool = False):
+        self.fail_with = fail_with
+        self.inverse = inverse  # also return an "inverse" field on the moving grid, as the engine does
+        self.calls: list[dict] = []
+
+    def __call__(self, fixed, moving, **kw):
+        self.calls.append(dict(fixed=fixed, moving=moving, **kw))
+        if kw.get("progress"):
+            kw["progress"](0.5, "analytic")
+        if kw.get("should_stop") and kw["should_stop"]():
+            raise RegistrationCancelled("registration cancelled by the user")
+        if self.fail_with is not None:
+            raise self.fail_with
+        disp = analytic_field(fixed.geometry, amplitude=3.0)
+        transform = sitk_displacement_transform(disp, fixed.geometry)
+        warped = sitk.Resample(to_sitk(moving), to_sitk(fixed), transform, sitk.sitkLinear, 0.0)
+        field = sitk.GetImageFromArray(np.moveaxis(disp, 0, -1).astype(np.float64), isVector=True)
+        fixed.geometry.apply_to_sitk(field)
+        jac = sitk.DisplacementFieldJacobianDeterminant(field)
+        warped_pts = None
+        if kw.get("fixed_landmarks") is not None:
+            warped_pts = np.array([transform.TransformPoint(p.tolist()) for p in kw["fixed_landmarks"]])
+        result = RegistrationResult(disp, fixed.geometry, from_sitk(warped, "warped"), from_sitk(jac, "jacobian"),
+                                    {"similarity_before": 0.2, "similarity_after": 0.9,
+                                     "jacobian": {"folding_count": 0}}, warped_pts)
+        if self.inverse:
+            result.inverse_disp_mm = -analytic_field(moving.geometry, amplitude=3.0)
+            result.moving_geometry = moving.geometry
+        return result
+
+
+class EventLoop:
+    """Stands in for qt.QTimer.singleShot(0, f): callables run when the loop turns."""
+
+    def __init__(self):
+        self.queue = []
+
+    def defer(self, function):
+        self.queue.append(function)
+
+    def turn(self):
+        pending, self.queue = self.queue, []
+        for function in pending:
+            function()
+
+
+def click(scene, ras):
+    """What PlacePoint does: add a defined point to the active place list, then leave place mode."""
+    interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    if interaction.GetCurrentInteractionMode() != interaction.Place:
+        return False  # in view mode a click places nothing
+    node = scene.GetNodeByID(selection.GetActivePlaceNodeID())
+    position = np.zeros(3)
+    node.TransformPointFromWorld(np.asarray(ras, float), position)
+    node.AddControlPoint(*map(float, position))  # fires PointPositionDefinedEvent
+    if not interaction.GetPlaceModePersistence():
+        interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+    return True

@@ -1,17 +1,16 @@
-"""Jacobian volume node, its color table and the slice-view overlay settings."""
+"""Jacobian volume node and its color table (the overlay display is tested in test_mrml_display.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ADRegNetLib.io.image import Image
+from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
-from ADRegNetMRML.geometry import image_from_volume_node, volume_node_from_image
+from ADRegNetMRML.geometry import image_from_volume_node
 from ADRegNetMRML.jacobian import (
     FOLD_RGB, JACOBIAN_COLOR_NAME, NUMBER_OF_COLORS, displayed_rgba, jacobian_color_node, jacobian_colors, jacobian_volume_node,
-    set_overlay_opacity, show_jacobian_overlay,
 )
-from mrml_helpers import blob_image, oblique_geometry
+from mrml_helpers import oblique_geometry
 
 
 def _displayed_rgb(scene, values):
@@ -70,20 +69,3 @@ def test_color_node_is_shared_between_runs(scene):
 def test_colors_refuse_odd_counts():
     with pytest.raises(ValueError, match="even number >= 8, got 7"):
         jacobian_colors(7)
-
-
-def test_overlay_sets_foreground_and_opacity_on_every_slice_view(scene):
-    geometry = oblique_geometry()
-    fixed = volume_node_from_image(scene, blob_image(geometry), name="fixed")
-    jac = jacobian_volume_node(scene, Image(np.ones(geometry.shape, np.float32), geometry, "J"))
-    assert show_jacobian_overlay(scene, jac, fixed, 0.4) == 0  # headless: no slice views, nothing to do
-    composites = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
-    assert show_jacobian_overlay(scene, jac, fixed, 0.4) == 3
-    for c in composites:
-        assert c.GetForegroundVolumeID() == jac.GetID()
-        assert c.GetBackgroundVolumeID() == fixed.GetID()
-        assert c.GetForegroundOpacity() == pytest.approx(0.4)
-    assert set_overlay_opacity(scene, 0.75) == 3
-    assert all(c.GetForegroundOpacity() == pytest.approx(0.75) for c in composites)
-    with pytest.raises(ValueError, match=r"opacity must be in \[0, 1\], got 1.5"):
-        set_overlay_opacity(scene, 1.5)

@@ -1,52 +1,21 @@
 """ADRegNetMRMLLogic.registerNodes on a real scene.
 
-Most tests swap the engine for an analytic one (a known smooth field; warped image and Jacobian
-from SimpleITK) so that the scene bridge is checked against exact expectations. One test at the
-end runs the real engine (quality="fast") on a tiny volume.
+The engine is swapped for an analytic one (a known smooth field; warped image and Jacobian from
+SimpleITK) so that the scene bridge is checked against exact expectations; test_mrml_scene.py runs
+the real engine on the demo pair.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from ADRegNetLib.engine.api import RegistrationCancelled, RegistrationError, RegistrationResult
-from ADRegNetLib.io.image import Image, from_sitk, to_sitk
+from ADRegNetLib.engine.api import RegistrationCancelled, RegistrationError
 from ADRegNetMRML.geometry import VolumeNodeError, image_from_volume_node, points_lps_to_ras, volume_node_from_image
 from ADRegNetMRML.landmarks import LandmarkError, markups_node_from_points, points_lps_from_markups
 from ADRegNetMRML.logic import ADRegNetMRMLLogic
-from mrml_helpers import REPO, analytic_field, blob_image, node_ids, oblique_geometry, sitk_displacement_transform
-
-
-class AnalyticEngine:
-    """Stands in for register(): returns a known field; records what it was given."""
-
-    def __init__(self, fail_with: Exception | None = None):
-        self.fail_with = fail_with
-        self.calls: list[dict] = []
-
-    def __call__(self, fixed, moving, **kw):
-        self.calls.append(dict(fixed=fixed, moving=moving, **kw))
-        if kw.get("progress"):
-            kw["progress"](0.5, "analytic")
-        if kw.get("should_stop") and kw["should_stop"]():
-            raise RegistrationCancelled("registration cancelled by the user")
-        if self.fail_with is not None:
-            raise self.fail_with
-        disp = analytic_field(fixed.geometry, amplitude=3.0)
-        transform = sitk_displacement_transform(disp, fixed.geometry)
-        warped = sitk.Resample(to_sitk(moving), to_sitk(fixed), transform, sitk.sitkLinear, 0.0)
-        field = sitk.GetImageFromArray(np.moveaxis(disp, 0, -1).astype(np.float64), isVector=True)
-        fixed.geometry.apply_to_sitk(field)
-        jac = sitk.DisplacementFieldJacobianDeterminant(field)
-        warped_pts = None
-        if kw.get("fixed_landmarks") is not None:
-            warped_pts = np.array([transform.TransformPoint(p.tolist()) for p in kw["fixed_landmarks"]])
-        return RegistrationResult(disp, fixed.geometry, from_sitk(warped, "warped"), from_sitk(jac, "jacobian"),
-                                  {"similarity_before": 0.2, "similarity_after": 0.9,
-                                   "jacobian": {"folding_count": 0}}, warped_pts)
+from ADRegNetMRML.runlog import RunLog
+from ADRegNetMRML.transform import field_from_grid_transform_node
+from mrml_helpers import AnalyticEngine, blob_image, node_ids, oblique_geometry
 
 
 @pytest.fixture
@@ -150,10 +119,10 @@ def test_output_nodes_given_are_overwritten_in_place(scene, inputs):
     assert w.GetName() == "my warped" and w.GetImageData() is not None
     # the moving volume shown under the output transform can be registered again
     logic.setMovingUnderTransform(inputs["moving"], t, True)
-    count = scene.GetNumberOfNodes()
-    logic.registerNodes(inputs["fixed"], inputs["moving"], outputTransformNode=t, outputWarpedNode=w,
-                        outputJacobianNode=j)
-    assert scene.GetNumberOfNodes() == count
+    ids = node_ids(scene)
+    again = logic.registerNodes(inputs["fixed"], inputs["moving"], outputTransformNode=t, outputWarpedNode=w,
+                                outputJacobianNode=j)
+    assert [i for i in node_ids(scene) if i not in ids] == [again.logNode.GetID()]  # only the run's log is new
     logic.setMovingUnderTransform(inputs["moving"], t, False)
     assert inputs["moving"].GetParentTransformNode() is None
 
@@ -228,52 +197,61 @@ def test_bad_inputs_are_refused_before_running(scene, inputs, case, message):
     assert engine.calls == [] and node_ids(scene) == ids
 
 
-def test_mask_is_passed_as_bool_image(scene, inputs):
-    geometry = oblique_geometry()
-    mask = np.zeros(geometry.shape, np.uint8)
-    mask[2:8, 3:10, 4:12] = 1
-    mask_node = volume_node_from_image(scene, Image(mask, geometry, "mask"), name="mask",
-                                       class_name="vtkMRMLLabelMapVolumeNode")
+def test_outputs_never_overwrite_an_input(scene, inputs):
+    """Defect 3: choosing an input as an output is refused before anything runs; voxels stay."""
     engine = AnalyticEngine()
-    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(inputs["fixed"], inputs["moving"], fixedMaskNode=mask_node)
-    got = engine.calls[0]["fixed_mask"]
-    assert got.array.dtype == np.bool_ and got.array.sum() == mask.sum()
+    logic = ADRegNetMRMLLogic(scene, runner=engine)
+    before = _snapshot(inputs["fixed"])
+    with pytest.raises(VolumeNodeError, match="the warped volume output 'fixed' is the fixed volume; results never "
+                                              "overwrite an input"):
+        logic.registerNodes(inputs["fixed"], inputs["moving"], outputWarpedNode=inputs["fixed"])
+    with pytest.raises(VolumeNodeError, match="the Jacobian output 'moving' is the moving volume"):
+        logic.registerNodes(inputs["fixed"], inputs["moving"], outputJacobianNode=inputs["moving"])
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shared")
+    with pytest.raises(VolumeNodeError, match="'shared' is chosen as both the warped volume and the Jacobian output"):
+        logic.registerNodes(inputs["fixed"], inputs["moving"], outputWarpedNode=other, outputJacobianNode=other)
+    assert engine.calls == []
+    _assert_same(_snapshot(inputs["fixed"]), before)
 
 
-def test_display_helpers(scene, inputs):
+def test_each_run_keeps_its_results_as_new_nodes(scene, inputs):
     logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
-    out = logic.registerNodes(inputs["fixed"], inputs["moving"])
-    logic.setTransformGridVisible(out.transformNode, True)
-    display = out.transformNode.GetDisplayNode()
-    assert display.GetVisibility2D() and display.GetVisualizationMode() == display.VIS_MODE_GRID
-    logic.setTransformGridVisible(out.transformNode, False)
-    assert not display.GetVisibility2D()
-    scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-    assert logic.showJacobianOverlay(out.jacobianNode, inputs["fixed"], 0.3) == 1
+    first = logic.registerNodes(inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"])
+    kept = _snapshot(first.warpedNode)
+    second = logic.registerNodes(inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"])
+    made = lambda out: [out.transformNode, out.warpedNode, out.jacobianNode, out.treTableNode, out.logNode]  # noqa: E731
+    assert not {n.GetID() for n in made(first)} & {n.GetID() for n in made(second)}
+    assert all(scene.GetNodeByID(n.GetID()) is n for n in made(first))
+    _assert_same(_snapshot(first.warpedNode), kept)
+    assert first.warpedNode.GetName() != second.warpedNode.GetName()  # unique names
+    for out in (first, second):
+        roles = [n.GetAttribute("ADRegNet.role") for n in made(out)]
+        assert roles == ["transform", "warped", "jacobian", "tre", "log"]
 
 
-ENGINE = REPO / "ADRegNetLib" / "engine" / "register.py"
+def test_inverse_transform_node_when_the_engine_gives_one(scene, inputs):
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(inputs["fixed"], inputs["moving"])
+    assert out.inverseTransformNode is None  # this engine gave no inverse
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine(inverse=True)).registerNodes(inputs["fixed"], inputs["moving"])
+    node = out.inverseTransformNode
+    assert node.GetAttribute("ADRegNet.role") == "inverse-transform" and node.GetName() == "fixed to moving transform"
+    field, geometry = field_from_grid_transform_node(node)
+    assert geometry.allclose(image_from_volume_node(inputs["moving"]).geometry, atol=1e-9)
+    np.testing.assert_allclose(field, out.result.inverse_disp_mm, atol=1e-5)
 
 
-@pytest.mark.skipif(not ENGINE.exists(), reason="ADRegNetLib/engine/register.py is not written yet")
-def test_end_to_end_with_the_real_engine(scene):
-    """register(..., quality="fast") on a tiny pair with a known shift: TRE goes down, outputs in the scene."""
-    geometry = oblique_geometry(size=(32, 32, 32), spacing=(2.0, 2.0, 2.0), origin=(-31.0, -31.0, -31.0),
-                                angles=(0.0, 0.0, 0.0))
-    shift = np.array([3.0, -2.0, 2.0])
-    fixed = volume_node_from_image(scene, blob_image(geometry, "fixed"), name="fixed")
-    moving = volume_node_from_image(scene, blob_image(geometry, "moving", shift=shift), name="moving")
-    fixed_pts = np.array([[3.0, 2.0, 0.0], [-4.0, -1.0, -2.0]]) + geometry.center()
-    f_node = markups_node_from_points(scene, fixed_pts, "F")
-    m_node = markups_node_from_points(scene, fixed_pts + shift, "M")
-    ids = node_ids(scene)
-    out = ADRegNetMRMLLogic(scene).registerNodes(fixed, moving, f_node, m_node, quality="fast", device="cpu")
-    assert len(node_ids(scene)) > len(ids)
-    table = out.treTableNode.GetTable()
-    before = [table.GetValue(r, 1).ToDouble() for r in range(2)]
-    after = [table.GetValue(r, 2).ToDouble() for r in range(2)]
-    np.testing.assert_allclose(before, np.linalg.norm(shift), atol=1e-6)
-    assert max(after) < max(before)
-    got = np.array([out.transformNode.GetTransformFromParent().TransformPoint(*map(float, p))
-                    for p in points_lps_to_ras(fixed_pts)])
-    np.testing.assert_allclose(got, points_lps_to_ras(out.result.warped_fixed_landmarks), atol=0.1)
+def test_the_run_log_is_kept_with_the_outputs(scene, inputs):
+    lines = []
+    log = RunLog(listener=lines.append)
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(
+        inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"], quality="fast", log=log)
+    text = out.logNode.GetText()
+    assert text == log.text() and lines == log.lines
+    for expected in ("fixed: 'fixed' 18x15x11 voxels", "quality fast", "landmark pairs: 6", "analytic (50%)",
+                     "similarity 0.2000 -> 0.9000", "outputs: 'moving to fixed transform'"):
+        assert expected in text, expected
+    failed = RunLog()
+    with pytest.raises(RegistrationError):
+        ADRegNetMRMLLogic(scene, runner=AnalyticEngine(RegistrationError("no overlap"))).registerNodes(
+            inputs["fixed"], inputs["moving"], log=failed)
+    assert "stopped: RegistrationError: no overlap" in failed.text()

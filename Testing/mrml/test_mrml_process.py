@@ -1,7 +1,10 @@
-"""Child-process runner: progress lines, cancel kills the whole process tree, temp folder removed."""
+"""Child-process runner: progress lines, cancel kills the whole process tree, temp folder removed, no console
+window on Windows, robust output reading (defect 9 of issue 14), files through ADRegNetLib.io."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -11,8 +14,11 @@ import numpy as np
 import pytest
 
 from ADRegNetLib.engine.api import RegistrationCancelled
-from ADRegNetMRML.process import ChildProcessError, ChildProcessRunner, parse_progress_line, run_child
-from mrml_helpers import REPO, blob_image, oblique_geometry
+from ADRegNetMRML.process import (
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, ChildProcessError, ChildProcessRunner, parse_progress_line, popen_options,
+    run_child,
+)
+from mrml_helpers import blob_image, oblique_geometry
 
 
 def _alive(pid: int) -> bool:
@@ -96,21 +102,76 @@ def test_runner_cancel_removes_its_temp_folder():
     assert runner.last_temp_dir is not None and not Path(runner.last_temp_dir).exists()
 
 
-ENGINE = REPO / "ADRegNetLib" / "engine" / "register.py"
+def test_windows_children_get_no_console_window_and_their_own_group():
+    """Defect 9: on Windows each run opened a console; closing it killed the run."""
+    options = popen_options("nt")
+    assert options["creationflags"] & CREATE_NO_WINDOW and options["creationflags"] & CREATE_NEW_PROCESS_GROUP
+    if hasattr(subprocess, "STARTUPINFO"):  # only on Windows: the hidden-window startup info Slicer itself uses
+        assert options["startupinfo"].wShowWindow == 0
+    assert popen_options("posix") == {"start_new_session": True}
 
 
-@pytest.mark.skipif(not ENGINE.exists(), reason="ADRegNetLib/engine/register.py is not written yet")
-def test_runner_end_to_end_matches_result_layout():
+def test_undecodable_output_does_not_stop_the_run():
+    script = ("import sys; sys.stdout.buffer.write(b'\\xff\\xfe not utf-8\\n'); sys.stdout.flush(); "
+              "print('<filter-progress>1.0</filter-progress>', flush=True)")
+    seen = []
+    output = run_child([sys.executable, "-c", script], progress=lambda f, t: seen.append(f))
+    assert "\ufffd" in output[0] and seen == [1.0]
+
+
+def test_a_dead_output_reader_stops_the_run_instead_of_hanging(monkeypatch):
+    """Defect 9: an exception in the reader thread left the run waiting until Cancel."""
+    import ADRegNetMRML.process as process_module
+
+    class BrokenStdout:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __iter__(self):
+            yield self.stream.readline()
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+        def close(self):
+            self.stream.close()
+
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        process.stdout = BrokenStdout(process.stdout)
+        return process
+
+    monkeypatch.setattr(process_module.subprocess, "Popen", popen)
+    script = "import time; print('<filter-progress>0.1</filter-progress>', flush=True); time.sleep(60)"
+    t0 = time.monotonic()
+    with pytest.raises(ChildProcessError, match="lost the registration process's output.*UnicodeDecodeError"):
+        run_child([sys.executable, "-c", script])
+    assert time.monotonic() - t0 < 20
+
+
+def test_runner_end_to_end_writes_and_reads_the_cli_layout():
+    """The child runs the real engine and writes through ADRegNetLib.io / the CLI's output writer."""
+    from ADRegNetLib.cli.outputs import INVERSE_FILES, OUTPUT_FILES
+
     geometry = oblique_geometry(size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), origin=(-23.0, -23.0, -23.0),
                                 angles=(0.0, 0.0, 0.0))
     fixed = blob_image(geometry, "fixed")
     moving = blob_image(geometry, "moving", shift=(2.0, -1.0, 1.0))
     pts = np.array([[3.0, 2.0, 0.0], [-4.0, -1.0, -2.0]]) + geometry.center()
     seen = []
-    runner = ChildProcessRunner()
-    result = runner(fixed, moving, fixed_landmarks=pts, moving_landmarks=pts + [2.0, -1.0, 1.0], quality="fast",
-                    device="cpu", progress=lambda f, t: seen.append(f))
+    runner = ChildProcessRunner(keep_temp=True)
+    try:
+        result = runner(fixed, moving, fixed_landmarks=pts, moving_landmarks=pts + [2.0, -1.0, 1.0],
+                        quality="instant", device="cpu", progress=lambda f, t: seen.append(f))
+        written = sorted(p.name for p in (Path(runner.last_temp_dir) / "out").iterdir())
+    finally:
+        shutil.rmtree(runner.last_temp_dir, ignore_errors=True)
+    expected = set(OUTPUT_FILES) - {"report.png"} | {"warped_fixed_landmarks.csv"}
+    if result.inverse_disp_mm is not None:
+        expected |= set(INVERSE_FILES)
+        assert result.inverse_disp_mm.shape == (3, 24, 24, 24) and result.moving_geometry.allclose(geometry)
+    assert set(written) == expected
     assert result.disp_mm.shape == (3, 24, 24, 24) and result.geometry.allclose(geometry)
     assert result.warped_fixed_landmarks.shape == (2, 3)
+    assert result.metrics["quality"] == "instant"
     assert seen and seen[-1] == 1.0
-    assert not Path(runner.last_temp_dir).exists()

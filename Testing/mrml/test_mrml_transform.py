@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import slicer
 
 from ADRegNetMRML.geometry import points_lps_to_ras, points_ras_to_lps
 from ADRegNetMRML.transform import (

@@ -94,7 +94,8 @@ def run_elastix(fixed_path, moving_path, out_dir, threads: int = 2, *, grid_spac
     disp_img = field_to_sitk(np.moveaxis(arr, -1, 0), geom, dtype=np.float32)
     disp = field_on_fixed(disp_img, read_sitk(fixed_path))
     return PeerResult(disp, seconds, {"tool": f"itk-elastix {version('itk-elastix')}",
-                                      "settings": f"affine+bspline {grid_spacing_mm:g} mm, AdvancedMattesMI, {resolutions} res, {iterations} it"})
+                                      "settings": f"affine+bspline {grid_spacing_mm:g} mm, AdvancedMattesMI, "
+                                                  f"{resolutions} res, {iterations} it"})
 
 
 # --------------------------------------------------------------------------- Greedy

@@ -1,0 +1,212 @@
+r"""Landmark pairs as a clinician edits them: place a pair, list, jump to, rename, delete; TRE per pair.
+
+Placing a pair (:class:`PairPlacement`): a click in the fixed volume, then one on its partner in
+the moving volume. Slicer's markups widget fires ``PointPositionDefinedEvent`` *inside* its
+``PlacePoint`` and, with place-mode persistence off, sets the interaction mode back to "view"
+right after the event returns (vtkSlicerMarkupsWidget::PlacePoint). Switching to the moving list
+from inside the event was therefore undone at once, and the second click placed nothing. The
+switch is deferred to the next event-loop turn through ``defer`` (``qt.QTimer.singleShot(0, f)``
+in Slicer; a queue in tests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame
+from .geometry import points_lps_to_ras, points_ras_to_lps
+from .landmarks import LandmarkError, markups_labels, next_pair_label
+
+__all__ = ["PairRow", "pair_rows", "rename_pair", "delete_pair", "jump_to_pair", "PairPlacement"]
+
+
+@dataclass
+class PairRow:
+    """One row of the landmark-pair table.
+
+    Attributes:
+        index: position in both lists.
+        label: the fixed point's label (or the moving one's when the fixed point is missing).
+        fixed_lps, moving_lps: (3,) LPS mm in the fixed / moving volume's frame, None when missing.
+        tre_before_mm: |moving - fixed|, None for an incomplete pair.
+        tre_after_mm: |T(fixed) - moving| through the result transform, None without one.
+    """
+
+    index: int
+    label: str
+    fixed_lps: Optional[np.ndarray]
+    moving_lps: Optional[np.ndarray]
+    tre_before_mm: Optional[float] = None
+    tre_after_mm: Optional[float] = None
+
+    @property
+    def complete(self) -> bool:
+        return self.fixed_lps is not None and self.moving_lps is not None
+
+
+def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, transform_node=None) -> list[PairRow]:
+    """The pair table: positions in the volumes' frames and TRE before/after per pair.
+
+    Args:
+        fixed_node, moving_node: point lists (either may be None).
+        fixed_volume_node, moving_volume_node: their volumes.
+        transform_node: an AD-RegNet result (fixed -> moving, "from parent") for TRE after, or None.
+    """
+    fixed = points_lps_in_volume_frame(fixed_node, fixed_volume_node)
+    moving = points_lps_in_volume_frame(moving_node, moving_volume_node)
+    f_labels = markups_labels(fixed_node) if fixed_node is not None else []
+    m_labels = markups_labels(moving_node) if moving_node is not None else []
+    mapping = transform_node.GetTransformFromParent() if transform_node is not None else None
+    rows = []
+    for k in range(max(len(fixed), len(moving))):
+        f = fixed[k] if k < len(fixed) else None
+        m = moving[k] if k < len(moving) else None
+        label = (f_labels[k] if k < len(f_labels) and f_labels[k] else m_labels[k] if k < len(m_labels) else "") \
+            or f"P-{k + 1}"
+        row = PairRow(k, label, f, m)
+        if row.complete:
+            row.tre_before_mm = float(np.linalg.norm(m - f))
+            if mapping is not None:
+                mapped_ras = mapping.TransformPoint(*map(float, points_lps_to_ras(f)[0]))
+                row.tre_after_mm = float(np.linalg.norm(points_ras_to_lps(mapped_ras)[0] - m))
+        rows.append(row)
+    return rows
+
+
+def _check_index(fixed_node, moving_node, index: int) -> None:
+    count = max(n.GetNumberOfControlPoints() for n in (fixed_node, moving_node) if n is not None)
+    if not 0 <= index < count:
+        raise LandmarkError(f"there is no landmark pair {index + 1}; the lists hold {count} pairs")
+
+
+def rename_pair(fixed_node, moving_node, index: int, label: str) -> None:
+    """Give both points of pair ``index`` the label ``label``."""
+    _check_index(fixed_node, moving_node, index)
+    label = str(label).strip()
+    if not label:
+        raise LandmarkError("a landmark pair needs a non-empty name")
+    for node in (fixed_node, moving_node):
+        if node is not None and index < node.GetNumberOfControlPoints():
+            node.SetNthControlPointLabel(index, label)
+
+
+def delete_pair(fixed_node, moving_node, index: int) -> None:
+    """Remove pair ``index`` from both lists (later pairs move up by one, so pairs stay matched)."""
+    _check_index(fixed_node, moving_node, index)
+    for node in (fixed_node, moving_node):
+        if node is not None and index < node.GetNumberOfControlPoints():
+            node.RemoveNthControlPoint(index)
+
+
+def jump_to_pair(scene, fixed_node, moving_node, index: int) -> np.ndarray:
+    """Centre every slice view on pair ``index`` (its fixed point, else its moving point).
+
+    Returns:
+        (3,) RAS world position jumped to.
+    """
+    import slicer
+
+    _check_index(fixed_node, moving_node, index)
+    node = fixed_node if fixed_node is not None and index < fixed_node.GetNumberOfControlPoints() else moving_node
+    position = np.zeros(3)
+    node.GetNthControlPointPositionWorld(index, position)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *map(float, position), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return position
+
+
+class PairPlacement:
+    """Place one landmark pair: a click in the fixed volume, then one on its partner in the moving volume.
+
+    Args:
+        fixed_node, moving_node: the point lists (pairs match by order; their counts must agree).
+        interaction_node, selection_node: the application's singletons.
+        defer: runs a callable on the next event-loop turn (``lambda f: qt.QTimer.singleShot(0, f)``).
+        moving_volume_node: the moving point list is put in this volume's transform first, so a click
+            on the volume as displayed (even registered, under a result) marks its moving anatomy.
+        on_state: called with the new state ("fixed", "moving", "done", "stopped") and a message.
+    """
+
+    def __init__(self, fixed_node, moving_node, interaction_node, selection_node, defer: Callable[[Callable], None],
+                 moving_volume_node=None, on_state: Optional[Callable[[str, str], None]] = None) -> None:
+        self.fixed_node, self.moving_node = fixed_node, moving_node
+        self.interaction, self.selection = interaction_node, selection_node
+        self.defer, self.moving_volume_node, self.on_state = defer, moving_volume_node, on_state
+        self.state = "idle"
+        self.label = ""
+        self._observations: list[tuple[object, int]] = []
+
+    def start(self, label: Optional[str] = None) -> None:
+        """Begin with the fixed point (raises LandmarkError when the lists are not paired)."""
+        counts = (self.fixed_node.GetNumberOfControlPoints(), self.moving_node.GetNumberOfControlPoints())
+        if counts[0] != counts[1]:
+            raise LandmarkError(f"the fixed list has {counts[0]} points and the moving list {counts[1]}; pairs match by "
+                                "order: delete the unpaired point (landmark table) before adding pairs")
+        if self.moving_volume_node is not None:
+            attach_markups_to_volume_frame(self.moving_node, self.moving_volume_node)
+        self.label = label or next_pair_label(self.fixed_node)
+        import vtk
+
+        @vtk.calldata_type(vtk.VTK_INT)
+        def defined(caller, event, index):
+            self._on_defined(caller, index)
+
+        for node in (self.fixed_node, self.moving_node):
+            self._observations.append((node, node.AddObserver(node.PointPositionDefinedEvent, defined)))
+        self._activate("fixed")
+
+    def _activate(self, step: str) -> None:
+        node = self.fixed_node if step == "fixed" else self.moving_node
+        self.selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
+        self.selection.SetActivePlaceNodeID(node.GetID())
+        self.interaction.SetPlaceModePersistence(0)
+        self.interaction.SetCurrentInteractionMode(self.interaction.Place)
+        self.state = step
+        which = "FIXED" if step == "fixed" else "MOVING"
+        self._notify(step, f"Click {self.label} in the {which} volume" if step == "fixed"
+                     else f"Click the partner of {self.label} in the {which} volume")
+
+    def _on_defined(self, caller, index: int) -> None:
+        if self.state == "fixed" and caller is self.fixed_node:
+            caller.SetNthControlPointLabel(index, self.label)
+            self.state = "switching"
+            self.defer(self._switch_to_moving)
+        elif self.state == "moving" and caller is self.moving_node:
+            caller.SetNthControlPointLabel(index, self.label)
+            self.state = "finishing"
+            self.defer(self._finish)
+
+    def _switch_to_moving(self) -> None:
+        if self.state == "switching":
+            self._activate("moving")
+
+    def _finish(self) -> None:
+        if self.state != "finishing":
+            return
+        self._unobserve()
+        self.interaction.SetCurrentInteractionMode(self.interaction.ViewTransform)
+        self.state = "done"
+        self._notify("done", f"Pair {self.label} placed.")
+
+    def stop(self) -> None:
+        """Stop placing; a fixed point still waiting for its partner is removed (pairs stay matched)."""
+        if self.state in ("idle", "done", "stopped"):
+            return
+        self._unobserve()
+        if self.state in ("switching", "moving"):
+            extra = self.fixed_node.GetNumberOfControlPoints() - self.moving_node.GetNumberOfControlPoints()
+            if extra == 1:
+                self.fixed_node.RemoveNthControlPoint(self.fixed_node.GetNumberOfControlPoints() - 1)
+        self.interaction.SetCurrentInteractionMode(self.interaction.ViewTransform)
+        self.state = "stopped"
+        self._notify("stopped", "")
+
+    def _unobserve(self) -> None:
+        for node, tag in self._observations:
+            node.RemoveObserver(tag)
+        self._observations = []
+
+    def _notify(self, state: str, message: str) -> None:
+        if self.on_state is not None:
+            self.on_state(state, message)

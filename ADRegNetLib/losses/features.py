@@ -1,0 +1,240 @@
+r"""Dense features for the instance optimisation: MIND-SSC computed with fewer passes, and a PCA
+projection that keeps the channels carrying most of the variance.
+
+:func:`mind_ssc_fast` returns the same descriptor as :func:`.functional.mind_ssc` (equal up to
+float rounding, checked by the tests) with about half the memory traffic: the edge-replicated image
+is padded once and the six shifted copies are views of it, the twelve squared differences are
+written in place, and the normalisation runs in place.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .functional import _SIX, _SSC_PAIRS
+
+__all__ = ["mind_ssc_fast", "project_features", "central_gradient", "FeatureSSD"]
+
+
+def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable."""
+    if radius <= 0:
+        return x
+    w = 2 * radius + 1
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = w
+        pad = [0, 0, 0]
+        pad[axis] = radius
+        x = F.avg_pool3d(x, kernel_size=tuple(kernel), stride=1, padding=tuple(pad), count_include_pad=False)
+    return x
+
+
+def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: float = 1e-6) -> torch.Tensor:
+    r"""MIND-SSC descriptor, as :func:`ADRegNetLib.losses.functional.mind_ssc` (see there).
+
+    Args:
+        image: (1, 1, Z, Y, X) float image.
+        radius: patch radius in voxels.
+        dilation: distance in voxels of the neighbour offsets.
+        eps: keeps the variance estimate > 0 in constant regions.
+
+    Returns:
+        (1, 12, Z, Y, X) descriptor in (0, 1], same dtype/device.
+    """
+    if image.ndim != 5 or image.shape[1] != 1:
+        raise ValueError(f"image must have shape (N, 1, Z, Y, X), got {tuple(image.shape)}")
+    if radius < 0 or dilation < 1:
+        raise ValueError(f"radius must be >= 0 and dilation >= 1, got radius={radius}, dilation={dilation}")
+    d = dilation
+    z, y, x = image.shape[2:]
+    padded = F.pad(image, (d, d, d, d, d, d), mode="replicate")
+
+    def view(offset: tuple[int, int, int]) -> torch.Tensor:
+        dz, dy, dx = (o * d for o in offset)
+        return padded[:, :, d + dz:d + dz + z, d + dy:d + dy + y, d + dx:d + dx + x]
+
+    shifted = [view(off) for off in _SIX]
+    diffs = image.new_empty((image.shape[0], len(_SSC_PAIRS), z, y, x))
+    for c, (i, j) in enumerate(_SSC_PAIRS):
+        torch.sub(shifted[i], shifted[j], out=diffs[:, c:c + 1])
+    diffs.square_()
+    dist = _box_mean_(diffs, radius)
+    dist.sub_(dist.amin(dim=1, keepdim=True))
+    var = dist.mean(dim=1, keepdim=True)
+    mean_var = var.mean(dim=(2, 3, 4), keepdim=True)
+    var = torch.minimum(torch.maximum(var, mean_var * 1e-3), mean_var * 1e3).add_(eps)
+    mind = dist.div_(var).neg_().exp_()
+    return mind.div_(mind.amax(dim=1, keepdim=True))
+
+
+def project_features(fixed: torch.Tensor, moving: torch.Tensor, channels: int,
+                     sample_stride: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project two feature volumes onto the leading principal components of their channels.
+
+    The components are the eigenvectors of the channel covariance of both volumes together
+    (sampled every ``sample_stride`` voxels per axis, computed in float64 so the result does not
+    depend on summation order). A sum of squared differences in the projected space is at most the
+    original one and keeps its largest directions of variation.
+
+    Args:
+        fixed, moving: (1, C, Z, Y, X) features on the same grid.
+        channels: components kept; ``>= C`` returns the inputs unchanged.
+        sample_stride: voxel stride of the covariance estimate.
+
+    Returns:
+        (fixed (1, k, Z, Y, X), moving (1, k, Z, Y, X)), k = min(channels, C).
+    """
+    if fixed.ndim != 5 or fixed.shape[0] != 1 or fixed.shape[1] != moving.shape[1]:
+        raise ValueError(f"fixed and moving must be (1, C, Z, Y, X) with the same C, got {tuple(fixed.shape)} "
+                         f"and {tuple(moving.shape)}")
+    c = fixed.shape[1]
+    if channels >= c:
+        return fixed, moving
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    s = sample_stride
+    samples = torch.cat([fixed[0, :, ::s, ::s, ::s].reshape(c, -1), moving[0, :, ::s, ::s, ::s].reshape(c, -1)], 1)
+    samples = samples.double()
+    samples = samples - samples.mean(dim=1, keepdim=True)
+    cov = samples @ samples.T / max(samples.shape[1] - 1, 1)
+    _, vecs = torch.linalg.eigh(cov)
+    basis = vecs[:, -channels:].flip(1)  # (C, k), largest first
+    # fix each component's sign so the projection is reproducible
+    signs = torch.sign(basis[basis.abs().argmax(dim=0), torch.arange(channels)])
+    basis = (basis * torch.where(signs == 0, torch.ones_like(signs), signs)).to(fixed.dtype).T.contiguous()
+
+    def apply(feat: torch.Tensor) -> torch.Tensor:
+        flat = feat.reshape(c, -1)
+        return (basis @ flat).view(1, channels, *feat.shape[2:])
+
+    return apply(fixed), apply(moving)
+
+
+def central_gradient(volume: torch.Tensor) -> list[torch.Tensor]:
+    """Central differences of a (1, C, Z, Y, X) volume along x, y, z, in value per voxel.
+
+    Edges are replicated (so the edge voxels get half the one-sided difference).
+
+    Returns:
+        [d/dx, d/dy, d/dz], each (1, C, Z, Y, X).
+    """
+    out = []
+    for dim in (4, 3, 2):
+        n = volume.shape[dim]
+        g = torch.zeros_like(volume)
+        if n > 2:
+            torch.sub(volume.narrow(dim, 2, n - 2), volume.narrow(dim, 0, n - 2), out=g.narrow(dim, 1, n - 2))
+        if n > 1:
+            torch.sub(volume.narrow(dim, 1, 1), volume.narrow(dim, 0, 1), out=g.narrow(dim, 0, 1))
+            torch.sub(volume.narrow(dim, n - 1, 1), volume.narrow(dim, n - 2, 1), out=g.narrow(dim, n - 1, 1))
+        out.append(g.mul_(0.5))
+    return out
+
+
+class FeatureSSD:
+    r"""Sum of squared feature differences, its analytic gradient and its Gauss-Newton step length.
+
+    ``L(u) = sum_x w(x) sum_c (W_c(x + u(x)) - F_c(x))^2 / (C sum_x w)`` for a displacement ``u`` in
+    voxels applied before the current map (``W``: the moving features warped by the current map,
+    ``F``: the fixed features, ``w``: the region of interest). At ``u = 0``:
+
+    * ``dL/du(x) = 2 w(x) sum_c (W_c(x) - F_c(x)) grad W_c(x) / (C sum w)``, with ``grad W`` central
+      differences of the warped features (edges replicated: half the one-sided difference there);
+    * along a direction ``d`` the linearised loss ``sum w |r + alpha J d|^2`` is smallest at
+      ``alpha = -sum w r.Jd / sum w |Jd|^2``. The numerator is ``(C sum w / 2) sum_x dL/du . d``; the
+      denominator uses the structure tensor of the fixed features, ``H = sum_c grad F_c grad F_c^T``
+      (computed once: the warped features' tensor equals it at alignment, where the step matters).
+
+    Using the fixed features' gradient for the update direction too ("fixed-image forces") was
+    tried and rejected: on the brain benchmark case it ended at 1.45 mm TRE against 0.71 mm.
+
+    Args:
+        fixed: (1, C, Z, Y, X) fixed features.
+        weight: optional (1, 1, Z, Y, X) float 0/1 region of interest.
+    """
+
+    def __init__(self, fixed: torch.Tensor, weight: Optional[torch.Tensor] = None) -> None:
+        if fixed.ndim != 5 or fixed.shape[0] != 1:
+            raise ValueError(f"fixed features must be (1, C, Z, Y, X), got {tuple(fixed.shape)}")
+        if weight is not None and (weight.ndim != 5 or weight.shape[2:] != fixed.shape[2:]):
+            raise ValueError(f"weight must be (1, 1, {tuple(fixed.shape[2:])}), got {tuple(weight.shape)}")
+        self.fixed = fixed
+        self.weight = weight
+        self.channels = fixed.shape[1]
+        self.count = float(weight.sum()) if weight is not None else float(np.prod(fixed.shape[2:]))
+        if self.count <= 0:
+            raise ValueError("the mask is empty on this grid: no voxel to compare")
+        grads = central_gradient(fixed)
+        pairs = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+        self.structure = torch.cat([torch.linalg.vecdot(grads[a], grads[b], dim=1).unsqueeze(1) for a, b in pairs], 1)
+        if weight is not None:
+            self.structure.mul_(weight)
+
+    def gradient(self, warped: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(dL/du (1, 3, Z, Y, X) per voxel, (x, y, z) components; the loss L)."""
+        if warped.shape != self.fixed.shape:
+            raise ValueError(f"warped features must be {tuple(self.fixed.shape)}, got {tuple(warped.shape)}")
+        resid = warped - self.fixed
+        if self.weight is not None:
+            resid.mul_(self.weight)
+        loss = float(torch.linalg.vecdot(resid.flatten(), resid.flatten())) / (self.count * self.channels)
+        grad = warped.new_empty((1, 3, *warped.shape[2:]))
+        diff = torch.empty_like(warped)
+        for comp, dim in enumerate((4, 3, 2)):  # x, y, z components along array axes X, Y, Z
+            n = warped.shape[dim]
+            if n < 2:
+                grad[:, comp].zero_()
+                continue
+            if n > 2:
+                torch.sub(warped.narrow(dim, 2, n - 2), warped.narrow(dim, 0, n - 2), out=diff.narrow(dim, 1, n - 2))
+            torch.sub(warped.narrow(dim, 1, 1), warped.narrow(dim, 0, 1), out=diff.narrow(dim, 0, 1))
+            torch.sub(warped.narrow(dim, n - 1, 1), warped.narrow(dim, n - 2, 1), out=diff.narrow(dim, n - 1, 1))
+            torch.linalg.vecdot(resid, diff, dim=1, out=grad[:, comp])
+        # 2 / (C sum w) times the central difference, which is half of ``diff``
+        return grad.mul_(1.0 / (self.count * self.channels)), loss
+
+    def newton_direction(self, grad: torch.Tensor, damping: float) -> torch.Tensor:
+        """Per-voxel damped Newton direction ``-(H + lambda I)^-1 grad`` (1, 3, Z, Y, X), voxels.
+
+        ``lambda = damping * mean(trace H) / 3`` (mean over the region of interest): textureless
+        voxels (small H) get the plain gradient's direction at a bounded length, textured ones the
+        step that cancels their linearised residual, as in demons.
+        """
+        key = float(damping)
+        if getattr(self, "_inverse_key", None) != key:
+            h = self.structure.double()
+            lam = damping * float(h[:, :3].sum()) / (3.0 * self.count)
+            a, b, c = h[:, 0:1] + lam, h[:, 1:2] + lam, h[:, 2:3] + lam
+            d, e, f = h[:, 3:4], h[:, 4:5], h[:, 5:6]
+            cof = [b * c - f * f, a * c - e * e, a * b - d * d, e * f - d * c, d * f - b * e, d * e - a * f]
+            det = a * cof[0] + d * cof[3] + e * cof[4]
+            self._inverse = torch.cat(cof, dim=1).div_(det.clamp_min(1e-30)).to(self.structure.dtype)
+            self._inverse_key = key
+        i = self._inverse
+        gx, gy, gz = grad[:, 0:1], grad[:, 1:2], grad[:, 2:3]
+        out = torch.cat([i[:, 0:1] * gx + i[:, 3:4] * gy + i[:, 4:5] * gz,
+                         i[:, 3:4] * gx + i[:, 1:2] * gy + i[:, 5:6] * gz,
+                         i[:, 4:5] * gx + i[:, 5:6] * gy + i[:, 2:3] * gz], dim=1)
+        return out.neg_()
+
+    def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor) -> float:
+        """Step ``alpha`` minimising the linearised loss along ``direction`` (1, 3, Z, Y, X), voxels.
+
+        Args:
+            grad: (1, 3, Z, Y, X) the gradient from :meth:`gradient` (voxel units).
+            direction: (1, 3, Z, Y, X) the update direction in voxels.
+
+        Returns:
+            alpha (0 when the direction does not change the features).
+        """
+        h = self.structure
+        dx, dy, dz = direction[:, 0:1], direction[:, 1:2], direction[:, 2:3]
+        quad = (h[:, 0:1] * dx * dx + h[:, 1:2] * dy * dy + h[:, 2:3] * dz * dz
+                + 2 * (h[:, 3:4] * dx * dy + h[:, 4:5] * dx * dz + h[:, 5:6] * dy * dz))
+        den = float(quad.sum())
+        num = 0.5 * self.count * self.channels * float(torch.linalg.vecdot(grad.flatten(), direction.flatten()))
+        return -num / den if den > 0 else 0.0

@@ -1,0 +1,170 @@
+"""Cohort building blocks without a cluster: PAIRS.csv, atlas lists, memory estimates, results.csv,
+the summary, and one pair run in process (``run_pair``: the same code a Dask worker runs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ADRegNetLib.cli.outputs import INVERSE_FILES, OUTPUT_FILES
+from ADRegNetLib.cohort import Pair, PairsError, pairs_from_atlas, read_pairs_csv
+from ADRegNetLib.cohort.memory import PAIR_OVERHEAD_GB, estimate_pair_memory_gb, header_geometry
+from ADRegNetLib.cohort.report import write_summary
+from ADRegNetLib.cohort.results import RESULT_COLUMNS, failed_row, read_results_csv, write_results_csv
+from ADRegNetLib.cohort.worker import PARTIAL_DIR, PairOptions, _error_message, run_pair
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pairs.csv"
+    path.write_text(text)
+    return path
+
+
+def test_pairs_csv_resolves_paths_relative_to_the_csv(tmp_path):
+    path = _csv(tmp_path, "id,fixed,moving,fixed_landmarks,moving_landmarks,mask_fixed\n"
+                          "a,f.nii.gz,/abs/m.nii.gz,,,\n"
+                          "b,sub/f.nii.gz,m.nii.gz,f.csv,m.csv,mask.nii.gz\n\n")
+    pairs = read_pairs_csv(path)
+    assert [p.id for p in pairs] == ["a", "b"]
+    assert pairs[0].fixed == str(tmp_path / "f.nii.gz") and pairs[0].moving == "/abs/m.nii.gz"
+    assert pairs[0].fixed_landmarks is None and pairs[0].mask_fixed is None
+    assert pairs[1].fixed_landmarks == str(tmp_path / "f.csv") and pairs[1].mask_fixed == str(tmp_path / "mask.nii.gz")
+    assert pairs[1].register_arguments() == [str(tmp_path / "sub/f.nii.gz"), str(tmp_path / "m.nii.gz"),
+                                             "--fixed-landmarks", str(tmp_path / "f.csv"),
+                                             "--moving-landmarks", str(tmp_path / "m.csv"),
+                                             "--mask-fixed", str(tmp_path / "mask.nii.gz")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("fixed,moving\nf,m\n", "lacks id"),
+    ("id,fixed,moving,fixed_landmark\na,f,m,x\n", "unknown column"),
+    ("id,fixed,moving\na,f,m\na,f2,m2\n", "repeats pair 1"),
+    ("id,fixed,moving\n../up,f,m\n", "cannot be a folder name"),
+    ("id,fixed,moving\nresults.csv,f,m\n", "clashes"),
+    ("id,fixed,moving\na,f,\n", "moving cell is empty"),
+    ("id,fixed,moving,fixed_landmarks\na,f,m,f.csv\n", "both fixed_landmarks and moving_landmarks"),
+    ("id,fixed,moving\n", "lists no pairs"),
+])
+def test_pairs_csv_errors_name_the_problem(tmp_path, text, message):
+    with pytest.raises(PairsError, match=message):
+        read_pairs_csv(_csv(tmp_path, text))
+
+
+def test_pairs_csv_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="id,fixed,moving"):
+        read_pairs_csv(tmp_path / "nope.csv")
+
+
+def test_atlas_pairs_from_folder_and_glob(tmp_path):
+    atlas = tmp_path / "atlas.nii.gz"
+    atlas.write_bytes(b"x")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("s2.nii.gz", "s1.nrrd", "notes.txt"):
+        (scans / name).write_bytes(b"x")
+    pairs = pairs_from_atlas(atlas, scans)
+    assert [p.id for p in pairs] == ["s1", "s2"]
+    assert all(p.fixed == str(atlas.resolve()) for p in pairs)
+    assert [p.id for p in pairs_from_atlas(atlas, str(scans / "*.nii.gz"))] == ["s2"]
+    with pytest.raises(PairsError, match="no moving image matches"):
+        pairs_from_atlas(atlas, str(tmp_path / "none" / "*.nii.gz"))
+    with pytest.raises(FileNotFoundError, match="--atlas"):
+        pairs_from_atlas(tmp_path / "missing.nii.gz", scans)
+
+
+def test_memory_estimate_from_headers(cohort_factory, tmp_path):
+    pairs = read_pairs_csv(cohort_factory(n_good=1, corrupt=True))
+    geometry = header_geometry(pairs[0].fixed)
+    assert geometry is not None and geometry.size == (24, 24, 24)
+    small = estimate_pair_memory_gb(pairs[0], "fast")
+    assert PAIR_OVERHEAD_GB < small < PAIR_OVERHEAD_GB + 0.05
+    big = Pair("big", str(Path(__file__).parents[2] / "Resources/SampleData/lung_fixed.nii.gz"),
+               str(Path(__file__).parents[2] / "Resources/SampleData/lung_moving.nii.gz"))
+    assert estimate_pair_memory_gb(big, "fast") > small
+    # unreadable header: the default, and the pair itself fails later with the reader's message
+    assert header_geometry(pairs[1].moving) is None
+    assert estimate_pair_memory_gb(Pair("x", pairs[1].moving, pairs[1].moving), "fast", default_gb=3.0) == 3.0
+    with pytest.raises(ValueError, match="unknown quality"):
+        estimate_pair_memory_gb(pairs[0], "superb")
+
+
+def test_results_csv_round_trip_is_atomic(tmp_path):
+    rows = [{"id": "a", "status": "ok", "error": "", "tre_after_mm": 0.5, "time_s": 2.0, "preset": "lung-ct"},
+            failed_row("b", "bad\nimage,  with comma", wall_s=0.1)]
+    path = tmp_path / "results.csv"
+    write_results_csv(path, rows)
+    back = read_results_csv(path)
+    assert list(back) == ["a", "b"]
+    assert back["a"]["tre_after_mm"] == 0.5 and back["a"]["dice_after"] is None and back["a"]["preset"] == "lung-ct"
+    assert back["b"]["status"] == "failed" and back["b"]["error"] == "bad image, with comma"
+    assert path.read_text().splitlines()[0] == ",".join(RESULT_COLUMNS)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left
+
+
+def test_summary_lists_slowest_worst_and_failed(tmp_path):
+    rows = [{"id": f"p{i}", "status": "ok", "tre_after_mm": float(i), "dice_after": 0.9 - i / 100,
+             "folds_pct": 0.01 * i, "time_s": 10.0 + i} for i in range(8)]
+    rows.append(failed_row("broken", "cannot be read as an image"))
+    png, md = write_summary(tmp_path, rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    text = md.read_text()
+    assert "9 pairs: 8 ok, 1 failed" in text
+    slowest = text.split("## Slowest pairs")[1].split("##")[0]
+    assert slowest.index("| p7 |") < slowest.index("| p6 |") and "| p0 |" not in slowest  # top 5, slowest first
+    assert "| broken | cannot be read as an image |" in text
+
+
+def test_error_message_is_the_cli_error_line():
+    text = "warning: something\nadregnet register: error: moving.nii.gz: cannot be read\n"
+    assert _error_message(text, 2) == "moving.nii.gz: cannot be read"
+    assert _error_message("", 3) == "adregnet register exited with code 3 and printed nothing"
+
+
+def test_run_pair_writes_what_register_writes_and_nothing_on_failure(cohort_factory, tmp_path):
+    pairs = read_pairs_csv(cohort_factory(n_good=1, corrupt=True))
+    out = tmp_path / "out"
+    options = PairOptions(quality="fast", device="cpu", threads=1)
+    row = run_pair(pairs[0], str(out), options, memory_estimate_gb=0.3)
+    assert row["status"] == "ok", row["error"]
+    written = {p.name for p in (out / "pair0").iterdir()}
+    assert written == set(OUTPUT_FILES) | set(INVERSE_FILES) | {"warped_labels.nii.gz"}
+    metrics = json.loads((out / "pair0" / "metrics.json").read_text())
+    assert row["tre_after_mm"] == pytest.approx(metrics["tre_after"]["mean"])
+    assert row["tre_after_mm"] < row["tre_before_mm"]
+    assert row["time_s"] == pytest.approx(metrics["timings_s"]["total"])
+    assert row["folds_pct"] == pytest.approx(100 * metrics["jacobian"]["folding_fraction"])
+    assert 0 < row["dice_before"] <= row["dice_after"] + 0.02 and row["dice_after"] > 0.5
+    assert row["memory_estimate_gb"] == 0.3 and row["memory_peak_gb"] > 0.1
+    assert row["preset"] == "lung-ct" and row["quality"] == "fast"
+
+    bad = run_pair(pairs[1], str(out), options)
+    assert bad["status"] == "failed" and "corrupt.nii.gz" in bad["error"] and "cannot be read" in bad["error"]
+    assert not (out / "bad").exists()
+    assert list((out / PARTIAL_DIR).iterdir()) == []  # the failed attempt's folder was removed
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d: [d / "nope.csv", "-o", d / "out"], "does not exist"),
+    (lambda d: [d / "scans", "-o", d / "out", "--atlas", d / "missing.nii.gz"], "atlas"),
+    (lambda d: [d / "pairs.csv", "-o", d / "out", "--atlas-mask", d / "m.nii.gz"], "--atlas-mask goes with --atlas"),
+    (lambda d: [d / "pairs.csv", "-o", d / "out", "--threads", "-1"], "--threads"),
+])
+def test_batch_cli_errors_exit_2_with_one_line(tmp_path, capsys, make_args, message):
+    from ADRegNetLib.cohort.cli import main
+
+    (tmp_path / "scans").mkdir()
+    assert main([str(a) for a in make_args(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adregnet batch: error: ") and message in err
+
+
+def test_unreachable_scheduler_is_a_clear_error(cohort_factory, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from cohort_helpers import free_port
+
+    from ADRegNetLib.cohort import BatchError, register_cohort
+
+    with pytest.raises(BatchError, match="cannot reach the Dask scheduler"):
+        register_cohort(cohort_factory(n_good=1), tmp_path / "out", scheduler=f"tcp://127.0.0.1:{free_port()}",
+                        wait_for_workers_s=1, progress=False)

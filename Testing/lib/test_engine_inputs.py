@@ -1,0 +1,121 @@
+"""register() inputs that carry geometry: masks on other grids mapped by physical position, a
+moving mask, an initial transform, landmark shapes, padding with the moving image's background.
+Small crops of the demo lung CT, no network, few steps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ADRegNetLib.engine import RegistrationError, register
+from ADRegNetLib.engine.stages import map_mask
+from ADRegNetLib.io import read_image
+from ADRegNetLib.spatial.affine import AffineMap
+from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.transform import background_value
+
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+CHEAP = dict(quality="fast", use_network=False, device="cpu", prealignment="none", instance_optimization=False,
+             compute_inverse=False)
+
+
+@pytest.fixture(scope="module")
+def crop() -> Image:
+    full = read_image(SAMPLE / "lung_fixed.nii.gz", name="lung")
+    g = full.geometry
+    origin = g.index_to_physical(np.array([[8, 20, 16]], dtype=np.float64))[0]
+    return Image(np.ascontiguousarray(full.array[16:48, 20:60, 8:48]), Geometry((40, 40, 32), g.spacing, origin), "crop")
+
+
+def _box_mask(image: Image, lo_xyz, hi_xyz) -> np.ndarray:
+    m = np.zeros(image.geometry.shape, bool)
+    m[lo_xyz[2]:hi_xyz[2], lo_xyz[1]:hi_xyz[1], lo_xyz[0]:hi_xyz[0]] = True
+    return m
+
+
+def test_mask_on_a_half_resolution_grid_is_mapped_by_position(crop):
+    box = _box_mask(crop, (10, 10, 8), (30, 30, 24))
+    half_g = crop.geometry.with_size([(s + 1) // 2 for s in crop.geometry.size])
+    half = Image(np.zeros(half_g.shape, bool), half_g)
+    idx = half_g.physical_to_index(crop.geometry.index_to_physical(np.argwhere(box)[:, ::-1].astype(float)))
+    idx = np.round(idx).astype(int)
+    half.array[idx[:, 2], idx[:, 1], idx[:, 0]] = True
+    mapped = map_mask(half, crop.geometry, "fixed mask", "fixed image")
+    dice = 2 * (mapped & box).sum() / (mapped.sum() + box.sum())
+    assert dice > 0.9
+    result = register(crop, crop, fixed_mask=half, **CHEAP)  # accepted by register() too
+    assert result.metrics["jacobian"]["num_voxels"] == int(mapped.sum())
+
+
+def test_mask_shifted_50_mm_acts_50_mm_away(crop):
+    box = _box_mask(crop, (5, 5, 4), (20, 20, 14))
+    shift = np.array([50.0, 0.0, 0.0])
+    g = crop.geometry
+    big = Geometry((60, 40, 32), g.spacing, g.origin - np.array([20.0, 0.0, 0.0]), g.direction)
+    moved = Image(np.zeros(big.shape, bool), big)
+    idx = big.physical_to_index(g.index_to_physical(np.argwhere(box)[:, ::-1].astype(float)) + shift)
+    idx = np.round(idx).astype(int)
+    keep = np.all((idx >= 0) & (idx < np.asarray(big.size)), axis=1)
+    moved.array[idx[keep, 2], idx[keep, 1], idx[keep, 0]] = True
+    mapped = map_mask(moved, g, "fixed mask", "fixed image")
+    centre = g.index_to_physical(np.argwhere(mapped)[:, ::-1].astype(float)).mean(axis=0)
+    centre0 = g.index_to_physical(np.argwhere(box)[:, ::-1].astype(float)).mean(axis=0)
+    assert abs((centre - centre0)[0] - 50.0) < 8.0  # the part inside the image sits 50 mm away (clipped at the edge)
+
+
+def test_mask_that_misses_the_fixed_image_is_refused(crop):
+    g = crop.geometry
+    far = Image(np.ones(g.shape, bool), Geometry(g.size, g.spacing, g.origin + 500.0, g.direction), "far mask")
+    with pytest.raises(RegistrationError, match="does not overlap the fixed image in physical space"):
+        register(crop, crop, fixed_mask=far, **CHEAP)
+    with pytest.raises(RegistrationError, match="fixed mask is empty"):
+        register(crop, crop, fixed_mask=Image(np.zeros(g.shape, bool), g), **CHEAP)
+
+
+def test_moving_mask_is_used_and_checked(crop):
+    g = crop.geometry
+    mask = Image(_box_mask(crop, (5, 5, 4), (35, 35, 28)), g, "moving mask")
+    register(crop, crop, moving_mask=mask, **CHEAP)
+    with pytest.raises(RegistrationError, match="moving mask"):
+        register(crop, crop, moving_mask=Image(np.zeros(g.shape, bool), g), **CHEAP)
+
+
+@pytest.mark.parametrize("shape", [(6, 2), (5, 2), (3,), (4, 4)])
+def test_landmark_arrays_of_the_wrong_shape_are_refused(crop, shape):
+    pts = np.zeros(shape)
+    with pytest.raises(RegistrationError, match=r"shape \(K, 3\)"):
+        register(crop, crop, fixed_landmarks=pts, moving_landmarks=pts, **CHEAP)
+
+
+def test_initial_transform_is_composed_into_the_result(crop):
+    shift = np.array([4.0, -3.0, 5.0])
+    g = crop.geometry
+    moving = Image(crop.array, Geometry(g.size, g.spacing, g.origin + shift, g.direction), "shifted")
+    result = register(crop, moving, initial_transform=AffineMap(np.eye(3), shift), **CHEAP)
+    np.testing.assert_allclose(result.disp_mm.reshape(3, -1).mean(axis=1), shift, atol=1e-4)
+    assert result.metrics["prealignment"]["start"] == "the initial transform given by the user"
+    with pytest.raises(RegistrationError, match="AffineMap"):
+        register(crop, moving, initial_transform=np.eye(4), **CHEAP)
+
+
+def test_warped_ct_is_padded_with_air_and_similarity_uses_the_overlap(crop):
+    g = crop.geometry
+    moving = Image(crop.array, Geometry(g.size, g.spacing, g.origin + np.array([30.0, 0, 0]), g.direction), "moved")
+    result = register(crop, moving, **CHEAP)
+    outside = ~result.transform.warp(moving, return_inside=True)[1]
+    assert outside.any()
+    pad = background_value(moving)
+    assert pad < -500  # air, not soft tissue (0 HU)
+    assert np.mean(np.isclose(result.warped.array[outside], pad)) > 0.9
+    assert result.before is not None and result.before.geometry == g
+    assert "moving image has data" in result.metrics["similarity_region"]
+
+
+def test_fixed_and_moving_far_apart_get_a_warning_and_a_centre_of_mass_start(crop):
+    g = crop.geometry
+    far = Image(crop.array, Geometry(g.size, g.spacing, g.origin + 5000.0, g.direction), "far")
+    result = register(crop, far, **dict(CHEAP, prealignment="rigid"))
+    assert any("do not overlap in physical space" in w for w in result.metrics["warnings"])
+    assert result.metrics["prealignment"]["start"] == "centre of mass"

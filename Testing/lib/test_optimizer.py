@@ -1,0 +1,207 @@
+"""Tests of the fast instance optimiser (``engine.optimizer``), its features and its filter.
+
+Small synthetic volumes (<= 32^3) only; every number is checked against an independent reference:
+autograd through ``grid_sample`` (float64) for the analytic gradient, a per-voxel linear solve for
+the Newton direction, the explicit linearised minimiser for the step length, ``conv3d`` for the
+Gaussian filter, ``losses.functional.mind_ssc`` for the fast MIND-SSC, and known shifts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ADRegNetLib.engine.api import RegistrationCancelled
+from ADRegNetLib.engine.optimizer import OptimizerSettings, optimize_field
+from ADRegNetLib.losses.features import FeatureSSD, central_gradient, mind_ssc_fast, project_features
+from ADRegNetLib.losses.functional import mind_ssc
+from ADRegNetLib.spatial.filters import gaussian_kernel, gaussian_smooth
+from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm, identity_grid
+from ADRegNetLib.spatial.geometry import Geometry
+
+QUICK = OptimizerSettings(levels=((2, 15), (1, 10)), step_voxels=0.5)
+
+
+def smooth_image(shape=(24, 28, 32), seed=0, sigma=2.0, dtype=torch.float32) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    img = gaussian_smooth(torch.rand((1, 1, *shape), generator=gen, dtype=torch.float64), sigma)
+    img = (img - img.min()) / (img.max() - img.min())
+    return img.to(dtype)
+
+
+def shift_image(img: torch.Tensor, shift_xyz_vox) -> torch.Tensor:
+    """img sampled at x + shift (voxels, x y z), edges replicated: fixed x maps to moving x + shift... inverted."""
+    shape = img.shape[2:]
+    scale = torch.tensor([2.0 / (shape[2] - 1), 2.0 / (shape[1] - 1), 2.0 / (shape[0] - 1)], dtype=img.dtype)
+    grid = identity_grid(tuple(shape), img) + torch.as_tensor(shift_xyz_vox, dtype=img.dtype) * scale
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+# ------------------------------------------------------------------------------ filter and features
+def _conv_gaussian(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Reference: 1-D conv3d passes on an edge-replicated axis (the filter's previous implementation)."""
+    k = torch.as_tensor(gaussian_kernel(sigma), dtype=volume.dtype)
+    r = (k.numel() - 1) // 2
+    n, c = volume.shape[:2]
+    out = volume.reshape(n * c, 1, *volume.shape[2:])
+    for axis in range(3):
+        idx = torch.arange(-r, out.shape[2 + axis] + r).clamp(0, out.shape[2 + axis] - 1)
+        padded = out.index_select(2 + axis, idx)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k.numel()
+        out = F.conv3d(padded, k.view(shape))
+    return out.reshape(volume.shape)
+
+
+@pytest.mark.parametrize("shape, sigma", [((1, 3, 9, 10, 11), 1.0), ((2, 1, 3, 5, 2), 1.5), ((1, 2, 5, 300, 7), 1.2)])
+def test_gaussian_smooth_equals_convolution_with_replicated_edges(shape, sigma):
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(gaussian_smooth(x, sigma), _conv_gaussian(x, sigma), atol=1e-12)
+
+
+def test_gaussian_smooth_keeps_constants_and_skips_zero_sigma():
+    x = torch.full((1, 1, 4, 5, 6), 3.0)
+    assert torch.allclose(gaussian_smooth(x, 2.0), x)
+    y = torch.randn(1, 1, 4, 5, 6)
+    out = gaussian_smooth(y, (0.0, 0.0, 0.0))
+    assert torch.equal(out, y) and out is not y
+
+
+def test_mind_ssc_fast_equals_reference():
+    img = smooth_image((16, 18, 20), sigma=1.0)
+    assert torch.allclose(mind_ssc_fast(img), mind_ssc(img), atol=1e-6)
+
+
+def test_project_features_keeps_all_channels_or_the_leading_ones():
+    f, m = mind_ssc_fast(smooth_image(seed=0)), mind_ssc_fast(smooth_image(seed=1))
+    same = project_features(f, m, 12)
+    assert same[0] is f and same[1] is m
+    pf, pm = project_features(f, m, 4)
+    assert pf.shape[1] == 4 and pm.shape[1] == 4
+    assert float(((pf - pm) ** 2).sum()) <= float(((f - m) ** 2).sum()) + 1e-4
+
+
+# ------------------------------------------------------------------------------ gradient and step
+@pytest.mark.parametrize("masked", [False, True])
+def test_analytic_gradient_equals_autograd_float64(masked):
+    """Central-difference gradient = mean of grid_sample autograd at u = +-delta (forward/backward)."""
+    gen = torch.Generator().manual_seed(3)
+    fixed = torch.rand((1, 4, 7, 8, 9), generator=gen, dtype=torch.float64)
+    warped = torch.rand((1, 4, 7, 8, 9), generator=gen, dtype=torch.float64)
+    weight = (torch.rand((1, 1, 7, 8, 9), generator=gen) > 0.3).double() if masked else None
+    grad, loss = FeatureSSD(fixed, weight).gradient(warped)
+    shape = fixed.shape[2:]
+    per_vox = torch.tensor([2.0 / (shape[2] - 1), 2.0 / (shape[1] - 1), 2.0 / (shape[0] - 1)], dtype=torch.float64)
+    count = float(weight.sum()) if masked else float(np.prod(shape))
+
+    def autograd_at(delta: float) -> torch.Tensor:
+        u = torch.full((1, 3, *shape), delta, dtype=torch.float64, requires_grad=True)  # voxels
+        grid = identity_grid(tuple(shape), fixed) + (u * per_vox.view(1, 3, 1, 1, 1)).permute(0, 2, 3, 4, 1)
+        w = F.grid_sample(warped, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        r = (w - fixed) if weight is None else (w - fixed) * weight
+        (g,) = torch.autograd.grad((r ** 2).sum() / (count * fixed.shape[1]), u)
+        return g
+
+    reference = 0.5 * (autograd_at(1e-7) + autograd_at(-1e-7))
+    assert torch.allclose(grad, reference, atol=1e-8 * float(reference.abs().max()) + 1e-12)
+    r = warped - fixed if weight is None else (warped - fixed) * weight
+    assert loss == pytest.approx(float((r ** 2).sum()) / (count * 4), rel=1e-12)
+
+
+def test_newton_direction_solves_the_damped_system():
+    f = mind_ssc_fast(smooth_image((10, 11, 12), dtype=torch.float64))
+    ssd = FeatureSSD(f)
+    grad = torch.randn((1, 3, 10, 11, 12), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    d = ssd.newton_direction(grad, damping=0.5)
+    h = ssd.structure[0]
+    lam = 0.5 * float(h[:3].sum()) / (3 * ssd.count)
+    for z, y, x in [(0, 0, 0), (5, 6, 7), (9, 10, 11)]:
+        xx, yy, zz, xy, xz, yz = h[:, z, y, x].tolist()
+        mat = torch.tensor([[xx + lam, xy, xz], [xy, yy + lam, yz], [xz, yz, zz + lam]], dtype=torch.float64)
+        expected = -torch.linalg.solve(mat, grad[0, :, z, y, x])
+        assert torch.allclose(d[0, :, z, y, x], expected, rtol=1e-8, atol=1e-12)
+
+
+def test_gauss_newton_alpha_is_the_linearised_minimiser():
+    fixed = mind_ssc_fast(smooth_image((12, 13, 14), dtype=torch.float64))
+    warped = mind_ssc_fast(shift_image(smooth_image((12, 13, 14), dtype=torch.float64), (0.3, -0.2, 0.1)))
+    ssd = FeatureSSD(fixed)
+    grad, _ = ssd.gradient(warped)
+    direction = gaussian_smooth(-grad, 1.0)
+    alpha = ssd.gauss_newton_alpha(grad, direction)
+    gw, gf = central_gradient(warped), central_gradient(fixed)
+    change_w = sum(g * direction[:, a:a + 1] for a, g in enumerate(gw))
+    change_f = sum(g * direction[:, a:a + 1] for a, g in enumerate(gf))
+    expected = -float(((warped - fixed) * change_w).sum()) / float((change_f ** 2).sum())
+    assert alpha > 0 and alpha == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ the optimiser
+def test_identical_images_stay_identity():
+    img = smooth_image()
+    geom = Geometry(tuple(img.shape[2:][::-1]), (2.0, 2.0, 2.0))
+    flow, info = optimize_field(img, img.clone(), geom, QUICK)
+    assert float(flow.abs().max()) == 0.0
+    # rounding-level differences must not be amplified into motion
+    flow, _ = optimize_field(img, img * (1 + 1e-6), geom, QUICK)
+    disp = flow_norm_to_disp_mm(flow, geom)
+    assert float(disp.norm(dim=1).max()) < 1e-3
+
+
+@pytest.mark.parametrize("features", ["mind", "intensity"])
+def test_known_shift_is_recovered(features):
+    fixed = smooth_image((28, 28, 28), seed=2)
+    shift = (1.5, -1.0, 0.75)  # voxels, x y z: fixed x matches moving x + shift
+    moving = shift_image(fixed, [-s for s in shift])
+    geom = Geometry((28, 28, 28), (2.0, 2.0, 2.0))
+    settings = OptimizerSettings(levels=((2, 30), (1, 20)), features=features)
+    flow, _ = optimize_field(fixed, moving, geom, settings)
+    disp_vox = flow_norm_to_disp_mm(flow, geom)[0, :, 8:20, 8:20, 8:20].mean(dim=(1, 2, 3)) / 2.0
+    assert torch.allclose(disp_vox, torch.tensor(shift), atol=0.2), disp_vox
+
+
+def test_deterministic_and_cancellable():
+    fixed, moving = smooth_image(seed=4), smooth_image(seed=5)
+    geom = Geometry(tuple(fixed.shape[2:][::-1]), (2.0, 2.0, 2.0))
+    a, _ = optimize_field(fixed, moving, geom, QUICK)
+    b, _ = optimize_field(fixed, moving, geom, QUICK)
+    assert torch.equal(a, b)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(RegistrationCancelled):
+        optimize_field(fixed, moving, geom, QUICK, should_stop=stop)
+    assert len(calls) == 4
+
+
+def test_landmarks_pull_and_initial_flow_is_kept():
+    img = smooth_image((24, 24, 24), seed=6)
+    geom = Geometry((24, 24, 24), (2.0, 2.0, 2.0), origin=(-20.0, 5.0, 30.0))
+    centre = geom.index_to_physical(np.array([[11.5, 11.5, 11.5]]))
+    target = centre + np.array([[3.0, 0.0, 0.0]])
+    flow, _ = optimize_field(img, img.clone(), geom, QUICK, fixed_points=centre, moving_points=target)
+    moved = flow_norm_to_disp_mm(flow, geom)[0, 0, 11:13, 11:13, 11:13].mean()
+    assert 1.0 < float(moved) < 3.5
+    # a correct initial flow (a 1-voxel shift) on identical-after-warp images is returned unchanged
+    init = torch.zeros((1, 3, 24, 24, 24))
+    init[:, 0] = 2.0 / 23
+    moving = shift_image(img, (-1.0, 0.0, 0.0))
+    out, info = optimize_field(img, moving, geom, QUICK, init_flow_norm=init)
+    inner = (slice(None), slice(None), slice(4, 20), slice(4, 20), slice(4, 20))
+    assert float((out - init)[inner].abs().max()) < 0.1 * 2.0 / 23
+    assert all(level["iterations"] <= 15 for level in info["levels"])
+
+
+def test_bad_inputs_name_the_problem():
+    img = smooth_image((8, 8, 8))
+    geom = Geometry((8, 8, 8))
+    with pytest.raises(ValueError, match="fixed must be"):
+        optimize_field(img[0], img, geom, QUICK)
+    with pytest.raises(ValueError, match="features must be"):
+        optimize_field(img, img, geom, OptimizerSettings(features="ncc"))
+    with pytest.raises(ValueError, match="mask must be"):
+        optimize_field(img, img, geom, QUICK, mask=torch.ones((1, 1, 4, 4, 4), dtype=torch.bool))

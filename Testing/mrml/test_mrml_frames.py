@@ -1,0 +1,129 @@
+"""Frames of the inputs: initial transform, re-running under an earlier result (defect 5 of issue 14),
+moving landmarks after a first run (defect 2), and showing the moving volume registered.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import vtk
+
+from ADRegNetMRML.frames import (
+    attach_markups_to_volume_frame, initial_transform_lps, lps_matrix_to_ras, points_lps_in_volume_frame,
+    registration_parent, show_under_result,
+)
+from ADRegNetMRML.geometry import VolumeNodeError, image_from_volume_node, points_lps_to_ras, volume_node_from_image
+from ADRegNetMRML.landmarks import markups_node_from_points
+from ADRegNetMRML.logic import ADRegNetMRMLLogic
+from mrml_helpers import AnalyticEngine, blob_image, oblique_geometry, rotation
+
+
+def _linear(scene, matrix_ras: np.ndarray, name: str = "initial"):
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(matrix_ras[r, c]))
+    node.SetMatrixTransformToParent(m)
+    return node
+
+
+@pytest.fixture
+def pair(scene):
+    fixed = volume_node_from_image(scene, blob_image(oblique_geometry(), "fixed"), name="fixed")
+    moving = volume_node_from_image(scene, blob_image(oblique_geometry(), "moving", shift=(1.0, 0.0, 0.0)),
+                                    name="moving")
+    return fixed, moving
+
+
+def test_a_linear_parent_is_the_initial_transform(scene, pair):
+    fixed, moving = pair
+    to_parent = np.eye(4)
+    to_parent[:3, :3] = rotation(0.1, -0.05, 0.2)
+    to_parent[:3, 3] = [5.0, -3.0, 2.0]  # RAS: moving local -> world (= fixed)
+    moving.SetAndObserveTransformNodeID(_linear(scene, to_parent).GetID())
+    initial = initial_transform_lps(moving)
+    np.testing.assert_allclose(lps_matrix_to_ras(initial), np.linalg.inv(to_parent), atol=1e-12)
+    # fixed point x (LPS) -> moving point: a fixed point and its moving partner shown at the same place
+    x_lps = np.array([10.0, -20.0, 30.0])
+    moving_ras = np.linalg.inv(to_parent) @ np.append(points_lps_to_ras(x_lps[None])[0], 1.0)
+    np.testing.assert_allclose((initial @ np.append(x_lps, 1.0))[:3], points_lps_to_ras(moving_ras[None, :3])[0])
+    engine = AnalyticEngine()
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
+    np.testing.assert_allclose(engine.calls[0]["initial_transform"].to_homogeneous(), initial, atol=1e-12)
+    np.testing.assert_array_equal(engine.calls[0]["moving"].array, image_from_volume_node(moving).array)
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, useInitialTransform=False)
+    assert "initial_transform" not in engine.calls[1]
+
+
+def test_non_linear_parent_and_transformed_fixed_volume_are_refused(scene, pair):
+    fixed, moving = pair
+    grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "user's warp")
+    moving.SetAndObserveTransformNodeID(grid.GetID())
+    engine = AnalyticEngine()
+    with pytest.raises(VolumeNodeError, match="under the non-linear transform 'user's warp'.*harden"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
+    moving.SetAndObserveTransformNodeID(None)
+    fixed.SetAndObserveTransformNodeID(_linear(scene, np.eye(4), "shift").GetID())
+    with pytest.raises(VolumeNodeError, match="fixed volume 'fixed' is under the transform 'shift'"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
+    assert engine.calls == []
+
+
+def test_rerun_while_shown_under_the_previous_result(scene, pair):
+    """Defect 5: 'Create new' again while the moving volume shows registered: accepted, voxels read unwarped,
+    the starting alignment is the linear transform it had before the first run."""
+    fixed, moving = pair
+    to_parent = np.eye(4)
+    to_parent[:3, 3] = [2.0, 1.0, -1.0]
+    initial_node = _linear(scene, to_parent)
+    moving.SetAndObserveTransformNodeID(initial_node.GetID())
+    voxels = image_from_volume_node(moving).array.copy()
+    engine = AnalyticEngine()
+    logic = ADRegNetMRMLLogic(scene, runner=engine)
+    first = logic.registerNodes(fixed, moving)
+    logic.setMovingUnderTransform(moving, first.transformNode, True)
+    assert moving.GetParentTransformNode() is first.transformNode
+    assert registration_parent(moving) is initial_node
+    second = logic.registerNodes(fixed, moving)  # outputs: create new
+    assert second.transformNode is not first.transformNode
+    for call in engine.calls:
+        np.testing.assert_array_equal(call["moving"].array, voxels)
+        np.testing.assert_allclose(lps_matrix_to_ras(call["initial_transform"].to_homogeneous()),
+                                   np.linalg.inv(to_parent), atol=1e-12)
+    logic.setMovingUnderTransform(moving, second.transformNode, True)  # from the first result to the second
+    assert registration_parent(moving) is initial_node
+    logic.setMovingUnderTransform(moving, second.transformNode, False)
+    assert moving.GetParentTransformNode() is initial_node
+
+
+def test_moving_landmarks_follow_the_moving_volume(scene, pair):
+    """Points placed before a run keep marking the same moving anatomy when the volume is shown registered."""
+    fixed, moving = pair
+    geometry = oblique_geometry()
+    anatomy = geometry.index_to_physical(np.array([[3.0, 4.0, 5.0], [8.0, 6.0, 2.0]]))
+    landmarks = markups_node_from_points(scene, anatomy, "M")
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    ADRegNetMRMLLogic.setMovingUnderTransform(moving, out.transformNode, True, landmarks)
+    assert landmarks.GetParentTransformNode() is out.transformNode
+    np.testing.assert_allclose(points_lps_in_volume_frame(landmarks, moving), anatomy, atol=1e-9)
+    ADRegNetMRMLLogic.setMovingUnderTransform(moving, out.transformNode, False, landmarks)
+    assert landmarks.GetParentTransformNode() is None and moving.GetParentTransformNode() is None
+    np.testing.assert_allclose(points_lps_in_volume_frame(landmarks, moving), anatomy, atol=1e-9)
+
+
+def test_a_point_list_outside_the_volume_transform_marks_what_is_shown_under_it(scene, pair):
+    """A moving point clicked on the registered display (list not under the result) is mapped back."""
+    fixed, moving = pair
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    show_under_result(out.transformNode, moving, [], True)
+    anatomy = oblique_geometry().center()
+    shown_ras = out.transformNode.GetTransformToParent().TransformPoint(*map(float, points_lps_to_ras(anatomy[None])[0]))
+    clicked = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "clicked")
+    clicked.AddControlPoint(*shown_ras)  # stored at its displayed (fixed-space) position
+    np.testing.assert_allclose(points_lps_in_volume_frame(clicked, moving)[0], anatomy, atol=1e-2)
+    attach_markups_to_volume_frame(clicked, moving)
+    assert clicked.GetParentTransformNode() is out.transformNode
+    np.testing.assert_allclose(points_lps_in_volume_frame(clicked, moving)[0], anatomy, atol=1e-2)
+    world = np.zeros(3)
+    clicked.GetNthControlPointPositionWorld(0, world)
+    np.testing.assert_allclose(world, shown_ras, atol=1e-2)  # still shown where it was clicked

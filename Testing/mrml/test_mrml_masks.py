@@ -1,0 +1,114 @@
+"""Masks from label maps, volumes and Segmentation nodes; warping a Segmentation moving -> fixed."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ADRegNetLib.io.image import from_sitk, to_sitk
+from ADRegNetLib.spatial.image import Image
+from ADRegNetMRML.geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
+from ADRegNetMRML.logic import ADRegNetMRMLLogic
+from ADRegNetMRML.masks import labelmap_from_segmentation, mask_image_from_node, warp_segmentation
+from mrml_helpers import AnalyticEngine, blob_image, node_ids, oblique_geometry, sitk_displacement_transform
+
+LABEL_AWARE = importlib.util.find_spec("ADRegNetLib.spatial.labels") is not None
+
+
+def _labels(geometry):
+    labels = np.zeros(geometry.shape, np.int32)
+    labels[2:8, 3:10, 4:12] = 4
+    labels[5:9, 8:13, 9:16] = 7  # overlaps the first block's corner
+    return labels
+
+
+def _segmentation(scene, geometry, name="organs"):
+    import slicer
+
+    labelmap = volume_node_from_image(scene, Image(_labels(geometry), geometry, "l"), name="l",
+                                      class_name="vtkMRMLLabelMapVolumeNode")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node)
+    segmentation = node.GetSegmentation()
+    for k, (label, color) in enumerate((("liver", (0.8, 0.2, 0.1)), ("tumour", (0.1, 0.9, 0.3)))):
+        segmentation.GetNthSegment(k).SetName(label)
+        segmentation.GetNthSegment(k).SetColor(*color)
+    scene.RemoveNode(labelmap)
+    return node
+
+
+@pytest.fixture
+def pair(scene):
+    fixed_geometry = oblique_geometry()
+    moving_geometry = oblique_geometry(size=(16, 14, 12), spacing=(1.4, 1.0, 2.2), origin=(-30.0, 13.0, 47.0))
+    fixed = volume_node_from_image(scene, blob_image(fixed_geometry, "fixed"), name="fixed")
+    moving = volume_node_from_image(scene, blob_image(moving_geometry, "moving"), name="moving")
+    return fixed, moving, fixed_geometry, moving_geometry
+
+
+def test_masks_reach_the_engine_on_their_own_grids(scene, pair):
+    fixed, moving, fixed_geometry, moving_geometry = pair
+    coarse = fixed_geometry.with_spacing(2 * fixed_geometry.spacing)
+    fixed_mask = volume_node_from_image(scene, Image(np.ones(coarse.shape, np.uint8), coarse, "m"), name="coarse mask",
+                                        class_name="vtkMRMLLabelMapVolumeNode")
+    moving_mask = _segmentation(scene, moving_geometry, "moving organs")
+    engine = AnalyticEngine()
+    ids = node_ids(scene)
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, fixedMaskNode=fixed_mask,
+                                                           movingMaskNode=moving_mask)
+    call = engine.calls[0]
+    assert call["fixed_mask"].array.dtype == np.bool_ and call["fixed_mask"].geometry.allclose(coarse, atol=1e-9)
+    got = call["moving_mask"]
+    assert got.geometry.allclose(moving_geometry, atol=1e-9)  # exported on the moving volume's grid
+    np.testing.assert_array_equal(got.array, _labels(moving_geometry) > 0)  # any segment
+    assert set(node_ids(scene)) - set(ids) and not set(ids) - set(node_ids(scene))  # no input removed
+    assert not [i for i in node_ids(scene) if "temporary" in (scene.GetNodeByID(i).GetName() or "")]
+
+
+def test_bad_masks_are_refused(scene, pair):
+    fixed, moving, fixed_geometry, _ = pair
+    empty = volume_node_from_image(scene, Image(np.zeros(fixed_geometry.shape, np.uint8), fixed_geometry, "e"),
+                                   name="empty", class_name="vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(VolumeNodeError, match="fixed mask 'empty' is empty"):
+        mask_image_from_node(empty, fixed, "fixed mask")
+    empty.GetImageData().GetPointData().GetScalars().SetValue(0, 1)
+    shifted = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    empty.SetAndObserveTransformNodeID(shifted.GetID())
+    with pytest.raises(VolumeNodeError, match="'empty' is under the transform 'shift' but its volume 'fixed' is not"):
+        mask_image_from_node(empty, fixed, "fixed mask")
+    no_segments = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "blank")
+    with pytest.raises(VolumeNodeError, match="segmentation 'blank' has no segments"):
+        mask_image_from_node(no_segments, moving, "moving mask")
+
+
+def test_segmentation_is_warped_onto_the_fixed_grid_with_its_names_and_colours(scene, pair):
+    fixed, moving, fixed_geometry, moving_geometry = pair
+    segmentation = _segmentation(scene, moving_geometry)
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    source_labels, segments = labelmap_from_segmentation(segmentation, moving)
+    ids = node_ids(scene)
+    warped = warp_segmentation(segmentation, out.transformNode, moving, fixed)
+    assert [i for i in node_ids(scene) if i not in ids][0] == warped.GetID()
+    assert warped.GetName() == "organs warped" and warped.GetAttribute("ADRegNet.role") == "warped-segmentation"
+    result = warped.GetSegmentation()
+    names = [result.GetNthSegment(k).GetName() for k in range(result.GetNumberOfSegments())]
+    assert sorted(names) == ["liver", "tumour"]
+    tumour = result.GetSegment(result.GetSegmentIdBySegmentName("tumour"))
+    assert tuple(round(c, 6) for c in tumour.GetColor()) == (0.1, 0.9, 0.3)
+    labels, _ = labelmap_from_segmentation(warped, fixed)
+    assert labels.geometry.allclose(fixed_geometry, atol=1e-9)
+    # independent reference: SimpleITK nearest-neighbour resampling through the same field
+    reference = sitk.Resample(to_sitk(Image(source_labels.array.astype(np.int32), moving_geometry, "l")),
+                              to_sitk(image_from_volume_node(fixed)),
+                              sitk_displacement_transform(out.result.disp_mm, fixed_geometry), sitk.sitkNearestNeighbor, 0)
+    expected = from_sitk(reference, dtype=None).array
+    by_name = {s.name: s.label for s in segments}
+    new_label = {result.GetNthSegment(k).GetName(): k + 1 for k in range(result.GetNumberOfSegments())}
+    for name in ("liver", "tumour"):
+        a, b = labels.array == new_label[name], expected == by_name[name]
+        dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+        assert dice >= (0.9 if LABEL_AWARE else 0.999), (name, dice)
+    src_ids = [segmentation.GetSegmentation().GetNthSegmentID(k) for k in range(2)]
+    assert src_ids == [s.segment_id for s in segments]  # the input segmentation is unchanged

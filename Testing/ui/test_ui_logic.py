@@ -1,0 +1,170 @@
+"""ADRegNet.py's Logic (what the panel's buttons call) against the real MRML classes of slicer-core.
+
+Only what exists inside the Slicer application alone is stood in for: ``qt`` (QTimer.singleShot
+queues the callable, as an event-loop turn), ``slicer.app`` (testing mode, application logic
+singletons), the translation function, ``parameterNodeWrapper`` (a plain object with the declared
+fields) and the ScriptedLoadableModule base classes. The engine is the analytic stand-in of the
+MRML tests. This covers the Widget's glue: defects 1 (pair placement with the deferred switch),
+3 (new outputs), 6 (registered volume shown after Apply) and 10 (no install in testing mode).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import types
+import typing
+import unittest
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core (MRML classes) is not installed")
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "Testing" / "mrml"), str(REPO / "ADRegNet")]
+
+import slicer  # noqa: E402
+
+from mrml_helpers import AnalyticEngine, EventLoop, blob_image, click, oblique_geometry  # noqa: E402
+
+
+def _stand_ins(loop: EventLoop, scene) -> dict:
+    qt = types.ModuleType("qt")
+    qt.QTimer = types.SimpleNamespace(singleShot=lambda ms, function: loop.defer(function))
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.WithinRange = lambda lo, hi: (lo, hi)
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class Logic:
+        def getParameterNode(self):
+            return None
+
+    slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: setattr(self, "parent", parent)})
+    slm.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    slm.ScriptedLoadableModuleLogic, slm.ScriptedLoadableModuleTest = Logic, unittest.TestCase
+    app_logic = types.SimpleNamespace(GetInteractionNode=lambda: scene.GetNodeByID("vtkMRMLInteractionNodeSingleton"),
+                                      GetSelectionNode=lambda: scene.GetNodeByID("vtkMRMLSelectionNodeSingleton"))
+    app = types.SimpleNamespace(testingEnabled=lambda: True, applicationLogic=lambda: app_logic,
+                                processEvents=lambda: None)
+    return dict(modules={"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
+                         "slicer.ScriptedLoadableModule": slm}, app=app)
+
+
+@pytest.fixture
+def module(monkeypatch, scene):
+    loop = EventLoop()
+    scene.AddNewNodeByClass("vtkMRMLInteractionNode")
+    scene.AddNewNodeByClass("vtkMRMLSelectionNode")
+    stand_ins = _stand_ins(loop, scene)
+    for name, mod in stand_ins["modules"].items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(slicer, "app", stand_ins["app"], raising=False)
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    for name in [n for n in sys.modules if n == "ADRegNet" or n.startswith("ADRegNetApp")]:
+        monkeypatch.delitem(sys.modules, name)  # re-import with this test's stand-ins
+    import ADRegNet
+
+    import ADRegNetMRML.logic
+    monkeypatch.setattr(ADRegNetMRML.logic.ADRegNetMRMLLogic, "_run",
+                        lambda self, *args, **kwargs: AnalyticEngine()(*args, **kwargs))
+    return ADRegNet, loop
+
+
+@pytest.fixture
+def scene():
+    s = slicer.vtkMRMLScene()
+    yield s
+    s.Clear(True)
+
+
+def _parameters(module, scene):
+    """The parameter node's fields with their defaults (what parameterNodeWrapper provides)."""
+    cls = module.ADRegNetParameterNode
+    fields = {name: getattr(cls, name, None) for name in typing.get_type_hints(cls, include_extras=False)}
+    p = types.SimpleNamespace(**fields)
+    geometry = oblique_geometry(size=(20, 18, 14))
+    from ADRegNetMRML.geometry import volume_node_from_image
+
+    p.fixedVolume = volume_node_from_image(scene, blob_image(geometry, "fixed"), name="fixed")
+    p.movingVolume = volume_node_from_image(scene, blob_image(geometry, "moving", shift=(2.0, 0.0, 0.0)), name="moving")
+    p.runInChildProcess = False
+    return p
+
+
+def test_apply_shows_the_registered_volume_and_keeps_new_outputs(module, scene):
+    ADRegNet, _ = module
+    p = _parameters(ADRegNet, scene)
+    logic = ADRegNet.ADRegNetLogic()
+    assert logic.ensureDependencies(interactive=False)  # torch is here: ready, nothing installed
+    lines = []
+    red = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    first = logic.process(p, logListener=lines.append)
+    assert p.resultWarped is first.warpedNode and p.resultLog is first.logNode and lines
+    logic.showResults(p)
+    assert red.GetBackgroundVolumeID() == p.fixedVolume.GetID()
+    assert red.GetForegroundVolumeID() == first.warpedNode.GetID()  # defect 6: the registered volume is shown
+    assert red.GetForegroundOpacity() == pytest.approx(p.fade)
+    assert p.movingVolume.GetParentTransformNode() is first.transformNode
+    logic.setOpacity("jacobian", 0.9)  # the Jacobian slider leaves the comparison alone
+    assert red.GetForegroundOpacity() == pytest.approx(p.fade)
+    logic.updateDisplay(p, overlay=ADRegNet.Overlay.JACOBIAN)
+    assert red.GetForegroundVolumeID() == first.jacobianNode.GetID()
+    second = logic.process(p)  # default outputs: new nodes, the moving volume read unwarped
+    assert second.warpedNode is not first.warpedNode and scene.GetNodeByID(first.warpedNode.GetID()) is not None
+    assert logic.describeInitialTransform(p).startswith("none")
+
+
+def test_place_pair_button_places_both_points(module, scene):
+    ADRegNet, loop = module
+    p = _parameters(ADRegNet, scene)
+    states = []
+    placement = ADRegNet.ADRegNetLogic().startPairPlacement(p, lambda state, text: states.append(state))
+    assert p.fixedLandmarks is not None and p.movingLandmarks is not None
+    assert click(scene, (1.0, 2.0, 3.0))
+    loop.turn()
+    assert click(scene, (2.0, 2.0, 3.0))
+    loop.turn()
+    assert (p.fixedLandmarks.GetNumberOfControlPoints(), p.movingLandmarks.GetNumberOfControlPoints()) == (1, 1)
+    assert states == ["fixed", "moving", "done"] and placement.state == "done"
+
+
+def test_testing_mode_never_installs(module, monkeypatch):
+    ADRegNet, _ = module
+    import ADRegNetMRML.dependencies as deps
+
+    monkeypatch.setattr(deps, "torch_status", lambda importer=None: deps.TorchStatus("missing", None, "no torch"))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # an install attempt would fail loudly
+    monkeypatch.setattr(slicer.util, "pip_install", lambda *a, **k: pytest.fail("pip_install called in testing mode"))
+    assert ADRegNet.ADRegNetLogic().ensureDependencies(interactive=True) is False
+
+
+def test_warp_segmentation_needs_a_result_first(module, scene):
+    ADRegNet, _ = module
+    p = _parameters(ADRegNet, scene)
+    p.segmentationToWarp = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
+    with pytest.raises(ValueError, match="Register first"):
+        ADRegNet.ADRegNetLogic.warpSegmentation(p)
+
+
+def test_self_test_skips_without_torch_instead_of_installing(module, monkeypatch):
+    ADRegNet, _ = module
+    import ADRegNetMRML.dependencies as deps
+
+    monkeypatch.setattr(deps, "torch_status", lambda importer=None: deps.TorchStatus("missing", None, "no torch"))
+    monkeypatch.setattr(slicer.mrmlScene, "Clear", lambda *a: None, raising=False)
+    result = unittest.TestResult()
+    ADRegNet.ADRegNetTest("test_ADRegNet_sampleData").run(result)
+    assert [reason for _, reason in result.skipped] == [
+        "PyTorch >= 2.1 is not usable here; nothing is installed in testing mode"]
+    assert not result.errors and not result.failures
+
+
+def test_module_metadata(module):
+    ADRegNet, _ = module
+    parent = types.SimpleNamespace()
+    ADRegNet.ADRegNet(parent)
+    assert (parent.title, parent.categories, parent.dependencies) == ("AD-RegNet", ["Registration"], [])
+    assert all(re.fullmatch(r"[^,()]+ \([^()]+\)", c) for c in parent.contributors)
+    assert "cite" in parent.acknowledgementText and "never modified" in parent.helpText
