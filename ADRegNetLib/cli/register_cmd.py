@@ -102,6 +102,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     initial = read_linear_transform(args.initial_transform) if args.initial_transform else None
     rigid = read_label_map(args.rigid_mask) if args.rigid_mask else None
     labels = read_label_map(args.warp_labels) if args.warp_labels else None
+    from ..spatial.overlap import physical_overlap
+
+    for image, reference, option in ((labels, moving, "--warp-labels"), (rigid, fixed, "--rigid-mask")):
+        if image is not None and physical_overlap(image.geometry, reference.geometry) <= 0:
+            raise CLIError(f"{option} {image.name} does not overlap the {'moving' if reference is moving else 'fixed'} "
+                           "image in physical space; give a label map drawn on that image")
     extra = {"rigid_regions": rigid} if rigid is not None else {}
     bar = _ProgressBar(not args.quiet)
     try:

@@ -20,16 +20,20 @@ from ..engine.settings import QUALITY_SETTINGS
 from ..spatial.geometry import Geometry
 from .pairs import Pair
 
-__all__ = ["header_geometry", "estimate_pair_memory_gb", "PAIR_OVERHEAD_GB", "WORKER_BASELINE_GB"]
+__all__ = ["header_geometry", "estimate_pair_memory_gb", "PAIR_OVERHEAD_GB", "ENGINE_ESTIMATE_FACTOR",
+           "WORKER_BASELINE_GB"]
 
 log = logging.getLogger(__name__)
 
-#: memory of one pair beyond the engine's own estimate: the decoded input images, the outputs being
-#: written, the report figure (measured: a 24^3 pair raises a warm worker's RSS by about 0.1 GB and the
-#: 57x78x64 demo lung pair by about 0.25 GB, whose engine estimate is 0.07 GB)
-PAIR_OVERHEAD_GB = 0.25
+#: memory one pair adds to a worker whatever its size (first-use buffers, the report figure)
+PAIR_OVERHEAD_GB = 0.1
+#: the CLI path (outputs, inverse, warped labels, report) needs more than the engine's own estimate:
+#: measured peak RSS increments with --quality fast on one thread (2026-11-30): a 24^3 crop 0.10 GB,
+#: the 57x78x64 demo lung pair 0.31 GB (engine estimate 0.07), the 113x97x81 brain benchmark pair
+#: 0.64 GB (engine estimate 0.23)
+ENGINE_ESTIMATE_FACTOR = 3.0
 #: resident memory of an idle worker process after importing torch, SimpleITK and the engine
-#: (measured 0.32 GB); a local worker's MEMORY resource is its memory limit less this
+#: (measured 0.35 GB); a local worker's MEMORY resource is its memory limit less this
 WORKER_BASELINE_GB = 0.4
 #: bytes per moving-image voxel held while registering (the image and its normalised copy, float32)
 _BYTES_PER_MOVING_VOXEL = 8
@@ -60,8 +64,8 @@ def header_geometry(path: str | Path) -> Optional[Geometry]:
 def estimate_pair_memory_gb(pair: Pair, quality: str = "balanced", default_gb: float = 2.0) -> float:
     """Estimated peak memory (GB) that registering ``pair`` adds to a worker.
 
-    The engine's estimate (working grid of ``quality`` + full-resolution outputs) plus the moving
-    image and a fixed overhead (:data:`PAIR_OVERHEAD_GB`).
+    The engine's estimate (working grid of ``quality`` + full-resolution outputs) times
+    :data:`ENGINE_ESTIMATE_FACTOR`, plus the moving image and :data:`PAIR_OVERHEAD_GB`.
 
     Args:
         pair: the pair (only the headers of its fixed and moving images are read).
@@ -83,5 +87,5 @@ def estimate_pair_memory_gb(pair: Pair, quality: str = "balanced", default_gb: f
     work, _ = working_geometry(fixed, q.working_spacing_mm, q.max_working_voxels)
     moving = header_geometry(pair.moving)
     moving_gb = (moving.num_voxels if moving is not None else fixed.num_voxels) * _BYTES_PER_MOVING_VOXEL / 1e9
-    total = estimate_memory_gb(fixed, work) + moving_gb + PAIR_OVERHEAD_GB
+    total = ENGINE_ESTIMATE_FACTOR * estimate_memory_gb(fixed, work) + moving_gb + PAIR_OVERHEAD_GB
     return float(-(-total * 100 // 1) / 100)

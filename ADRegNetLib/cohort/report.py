@@ -37,13 +37,13 @@ def _ranked(rows: Sequence[dict], column: str, largest: bool) -> list[dict]:
     return sorted(scored, key=lambda r: float(r[column]), reverse=largest)[:_WORST]
 
 
-def _table(title: str, rows: list[dict], column: str, digits: int) -> list[str]:
+def _table(title: str, rows: list[dict]) -> list[str]:
     if not rows:
         return []
-    lines = [f"## {title}", "", "| id | " + column + " | TRE after (mm) | Dice after | folds (%) | time (s) |",
+    lines = [f"## {title}", "", "| id | TRE before (mm) | TRE after (mm) | Dice after | folds (%) | time (s) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['id']} | {_num(r.get(column), digits)} | {_num(r.get('tre_after_mm'))} | "
+        lines.append(f"| {r['id']} | {_num(r.get('tre_before_mm'))} | {_num(r.get('tre_after_mm'))} | "
                      f"{_num(r.get('dice_after'), 3)} | {_num(r.get('folds_pct'), 3)} | {_num(r.get('time_s'), 1)} |")
     return lines + [""]
 
@@ -61,11 +61,10 @@ def summary_markdown(rows: Sequence[dict]) -> str:
             lines.append(f"| {label} | {_num(_median(values), 3)} | {_num(min(values), 3)} | "
                          f"{_num(max(values), 3)} | {len(values)} |")
     lines.append("")
-    lines += _table("Slowest pairs", _ranked(rows, "time_s", True), "time_s", 1)
-    lines += _table("Largest TRE after registration", _ranked(rows, "tre_after_mm", True), "tre_after_mm", 2)
-    lines += _table("Lowest Dice after registration", _ranked(rows, "dice_after", False), "dice_after", 3)
-    lines += _table("Most folded voxels", [r for r in _ranked(rows, "folds_pct", True) if float(r["folds_pct"]) > 0],
-                    "folds_pct", 3)
+    lines += _table("Slowest pairs", _ranked(rows, "time_s", True))
+    lines += _table("Largest TRE after registration", _ranked(rows, "tre_after_mm", True))
+    lines += _table("Lowest Dice after registration", _ranked(rows, "dice_after", False))
+    lines += _table("Most folded voxels", [r for r in _ranked(rows, "folds_pct", True) if float(r["folds_pct"]) > 0])
     if failed:
         lines += ["## Failed pairs", "", "| id | error |", "|---|---|"]
         lines += [f"| {r['id']} | {str(r.get('error') or '').replace('|', '/')} |" for r in failed]
@@ -78,6 +77,7 @@ def _write_png(path: Path, rows: Sequence[dict]) -> None:
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 7.5), dpi=100)
     ok = sum(r.get("status") == "ok" for r in rows)
@@ -91,6 +91,7 @@ def _write_png(path: Path, rows: Sequence[dict]) -> None:
             ax.axvline(med, color="tab:red", linestyle="--", label=f"median {med:.3g}")
             ax.legend(loc="upper right", fontsize=8)
             ax.set_ylabel("pairs")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.text(0.5, 0.5, "not measured\n(no landmarks / labels, or no pair ok)", ha="center", va="center",
                     transform=ax.transAxes, color="gray")

@@ -202,10 +202,18 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     v: Optional[torch.Tensor] = None
     for index, (factor, max_iterations) in enumerate(settings.levels):
         t_level = time.perf_counter()
-        level = level_geometry(geometry, int(factor))
+        level = level_geometry(geometry, factor)
         with record_function("opt.features"):
-            f_feat = _features(_resize(fixed, level.shape), settings)
-            m_feat = _features(_resize(moving, level.shape), settings)
+            if _EXP.get("fromwork"):
+                if _EXP.get("noaa"):
+                    f_feat = F.interpolate(_features(fixed, settings), size=level.shape, mode="trilinear", align_corners=True)
+                    m_feat = F.interpolate(_features(moving, settings), size=level.shape, mode="trilinear", align_corners=True)
+                else:
+                    f_feat = _resize(_features(fixed, settings), level.shape)
+                    m_feat = _resize(_features(moving, settings), level.shape)
+            else:
+                f_feat = _features(_resize(fixed, level.shape), settings)
+                m_feat = _features(_resize(moving, level.shape), settings)
             f_feat, m_feat = project_features(f_feat, m_feat, settings.channels)
         weight = None
         if mask is not None:
@@ -273,7 +281,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
                 progress(done / total_steps, f"optimising level {index + 1}/{len(settings.levels)} "
                                              f"(step {step + 1}/{max_iterations})")
         done += int(max_iterations) - steps + (1 if stopped else 0)
-        info["levels"].append({"factor": int(factor), "grid": list(level.size), "iterations": steps,
+        info["levels"].append({"factor": factor, "grid": list(level.size), "iterations": steps,
                                "max_iterations": int(max_iterations),
                                "loss_first": losses[0] if losses else None,
                                "loss_last": losses[-1] if losses else None, "stopped_early": stopped,

@@ -24,7 +24,7 @@ from ..metrics import jacobian_stats, ncc, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
-from ..spatial.transform import Transform
+from ..spatial.transform import Transform, background_value
 from ..spatial.transforms import resize_flow
 from ..spatial.flow import flow_norm_to_disp_mm
 from ..spatial.warp import resample
@@ -60,7 +60,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              should_stop: Optional[StopCallback] = None, seed: int = 0, instance_optimization: bool = True,
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
-             compute_inverse: bool = True) -> RegistrationResult:
+             compute_inverse: bool = True, rigid_regions: Optional[Image] = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
     Args:
@@ -91,6 +91,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         max_working_voxels: cap on the working grid (default from the quality).
         multimodal: images of different modalities; default: guessed (CT vs non-CT).
         compute_inverse: also compute the moving -> fixed field (``inverse_disp_mm``).
+        rigid_regions: optional label map over the fixed image (any grid); inside each labelled
+            region the motion is rigid (a tumour, an implant), smooth outside.
 
     Returns:
         RegistrationResult on the fixed grid.
@@ -125,6 +127,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         moving_landmarks = check_points(moving_landmarks, "moving")
         check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
     mask_arr = map_mask(fixed_mask, fixed.geometry, "fixed mask", "fixed image") if fixed_mask is not None else None
+    rigid_arr = None
+    if rigid_regions is not None:
+        if not isinstance(rigid_regions, Image):
+            raise RegistrationError("rigid_regions must be an ADRegNetLib Image (a label map read with read_label_map)")
+        map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
+        rigid_arr = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
     torch_device, device_warning = resolve_device(device)
     if device_warning:
         warnings_.append(device_warning)
@@ -226,6 +234,10 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     d_full = flow_norm_to_disp_mm(resize_flow(flow.float().cpu(), fixed.geometry.shape), fixed.geometry)[0].numpy()
     transform = Transform(fixed.geometry, d_full, None if affine.is_identity() else affine)
     disp = transform.total_displacement()
+    if rigid_arr is not None:
+        from ..spatial.rigid import rigidify
+
+        disp = np.ascontiguousarray(rigidify(disp, fixed.geometry, rigid_arr), dtype=np.float32)
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
     warped, inside = result_transform.warp(moving, return_inside=True)
@@ -235,7 +247,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("outputs")
     inverse = None
     if compute_inverse:
-        inverse = _inverse(disp, fixed.geometry, moving.geometry)
+        inverse = _inverse(disp, fixed.geometry, moving, moving_mask)
         stages.done("inverse")
 
     # ---- metrics: similarity where both images have data
@@ -287,12 +299,17 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     )
 
 
-def _inverse(disp: np.ndarray, fixed_geometry, moving_geometry):
-    """(inverse field on the moving grid, inverse-consistency stats) or None when unavailable."""
-    try:
-        from ..spatial.inverse import invert_displacement, inverse_consistency_error
-    except ImportError:
-        return None
-    inv = invert_displacement(disp, fixed_geometry, moving_geometry)
-    mean_mm, max_mm = inverse_consistency_error(disp, fixed_geometry, inv, moving_geometry)
-    return inv, {"mean": round(float(mean_mm), 4), "max": round(float(max_mm), 4)}
+def _inverse(disp: np.ndarray, fixed_geometry, moving: Image, moving_mask: Optional[Image]):
+    """(inverse field on the moving grid, inverse-consistency error over the moving foreground)."""
+    from ..spatial.inverse import invert_displacement, inverse_consistency_error
+
+    inv = invert_displacement(disp, fixed_geometry, moving.geometry)
+    if moving_mask is not None:
+        region = map_mask(moving_mask, moving.geometry, "moving mask", "moving image")
+    else:  # the moving image's foreground: clearly above its background
+        bg = background_value(moving)
+        hi = float(np.percentile(moving.array[::2, ::2, ::2], 99))
+        region = moving.array > bg + 0.1 * (hi - bg)
+    mean_mm, max_mm = inverse_consistency_error(disp, fixed_geometry, inv, moving.geometry, mask=region)
+    return inv, {"mean": round(float(mean_mm), 4), "max": round(float(max_mm), 4),
+                 "region": "moving mask" if moving_mask is not None else "moving image foreground"}

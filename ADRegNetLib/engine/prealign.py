@@ -92,7 +92,9 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     else:
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
+    # default seed=0 sampled differently every time. Shift the user's seed past 0.
+    reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
     if fixed_mask is not None:
         mask = to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None)
         reg.SetMetricFixedMask(sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
@@ -112,10 +114,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
                 reg.StopRegistration()
 
         reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
-    # SimpleITK's multi-threaded metric sums per-thread partial results in an order that depends
-    # on the thread count and load, so runs differed by ~0.005 mm and a threshold decision below
-    # could amplify that. One thread makes the pre-alignment bit-repeatable (it runs on 2 mm
-    # images, so the cost is about a second).
+    # One thread: the metric's per-thread partial sums would otherwise be added in an order that
+    # depends on the thread count, so --threads 1 and 2 would differ (2 mm images: cheap).
     reg.SetNumberOfThreads(1)
     try:
         before = reg.MetricEvaluate(f, m)

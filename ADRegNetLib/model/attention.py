@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CrossAttention3d", "BidirectionalCrossAttention", "RegionalAttentionGate", "LocalMatching"]
+__all__ = ["CrossAttention3d", "BidirectionalCrossAttention", "RegionalAttentionGate"]
 
 
 def _to_windows(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -162,42 +162,3 @@ class RegionalAttentionGate(nn.Module):
         self.last_map = gate.detach()
         return skip * gate
 
-
-class LocalMatching(nn.Module):
-    """Correspondence by local correlation: a soft-argmax displacement from fixed to moving features.
-
-    For every fixed voxel x the cosine similarity of its feature vector with the moving features at
-    x + s, for every offset s in a (2r+1)^3 neighbourhood, is turned into weights
-    ``softmax(temperature * similarity)``; the expected offset ``sum_s w_s s`` is the displacement
-    estimate (fixed x -> moving x + u(x)), the same idea as the attention of :class:`CrossAttention3d`
-    restricted to a neighbourhood. Matching shared-encoder features gives a useful field from the
-    first training step, which a U-Net has to learn slowly otherwise.
-
-    Args:
-        radius: neighbourhood radius r, voxels of the level.
-        temperature: initial softmax temperature (learned, on cosine similarities in [-1, 1]).
-    """
-
-    def __init__(self, radius: int = 2, temperature: float = 10.0) -> None:
-        super().__init__()
-        if radius < 1:
-            raise ValueError(f"radius must be >= 1, got {radius}")
-        self.radius = radius
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-        r = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        dz, dy, dx = torch.meshgrid(r, r, r, indexing="ij")
-        self.register_buffer("offsets_xyz", torch.stack([dx, dy, dz], -1).reshape(-1, 3), persistent=False)
-
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-        """(N, C, D, H, W) fixed and moving features -> (N, 3, D, H, W) displacement in voxels, (x, y, z)."""
-        if fixed.shape != moving.shape:
-            raise ValueError(f"fixed and moving features must share (N, C, D, H, W), got {tuple(fixed.shape)} "
-                             f"and {tuple(moving.shape)}")
-        r = self.radius
-        d, h, w = fixed.shape[2:]
-        f = F.normalize(fixed, dim=1)
-        m = F.pad(F.normalize(moving, dim=1), (r, r, r, r, r, r), mode="replicate")
-        corr = torch.stack([(f * m[:, :, r + dz:r + dz + d, r + dy:r + dy + h, r + dx:r + dx + w]).sum(1)
-                            for dx, dy, dz in self.offsets_xyz.round().long().tolist()], 1)
-        weights = torch.softmax(corr * self.log_temperature.exp(), dim=1)
-        return torch.einsum("nkdhw,kc->ncdhw", weights, self.offsets_xyz.to(weights.dtype))

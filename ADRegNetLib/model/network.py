@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spatial.transforms import integrate_velocity, resize_flow
-from .attention import BidirectionalCrossAttention, LocalMatching, RegionalAttentionGate
+from .attention import BidirectionalCrossAttention, RegionalAttentionGate
 from .blocks import ConvBlock, DownBlock, FlowHead
 
 __all__ = ["ADRegNetConfig", "ADRegNet"]
@@ -59,9 +59,6 @@ class ADRegNetConfig:
             head at the finest level.
         diffeomorphic: integrate a stationary velocity (scaling and squaring) on/off.
         integration_steps: scaling-and-squaring steps.
-        matching: add a local-correlation displacement estimate (:class:`.attention.LocalMatching`
-            on the shared-encoder features of level ``matching_level``, radius ``matching_radius``)
-            to the field synthesised at that level, with a learned gain.
         integration_resolution: "input" integrates the velocity after upsampling it to the input
             grid (exactly diffeomorphic on that grid, cost grows with the input size); "network"
             integrates at the network grid and upsamples the displacement (about 8x cheaper for
@@ -81,9 +78,6 @@ class ADRegNetConfig:
     diffeomorphic: bool = True
     integration_steps: int = 7
     integration_resolution: str = "input"
-    matching: bool = False
-    matching_level: int = 1
-    matching_radius: int = 2
 
     def __post_init__(self) -> None:
         if self.integration_resolution not in ("input", "network"):
@@ -92,8 +86,6 @@ class ADRegNetConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         if len(self.channels) < 2:
             raise ValueError(f"channels needs >= 2 levels, got {self.channels}")
-        if self.matching and not 0 <= self.matching_level < len(self.channels):
-            raise ValueError(f"matching_level must be in [0, {len(self.channels) - 1}], got {self.matching_level}")
         if len(self.decoder_channels) != len(self.channels) - 1:
             raise ValueError(f"decoder_channels needs len(channels) - 1 = {len(self.channels) - 1} entries, "
                              f"got {self.decoder_channels}")
@@ -158,9 +150,6 @@ class ADRegNet(nn.Module):
                 self.heads[str(level)] = FlowHead(config.decoder_channels[i])
         else:
             self.heads["0"] = FlowHead(config.decoder_channels[-1])
-        if config.matching:
-            self.matching = LocalMatching(config.matching_radius)
-            self.matching_gain = nn.Parameter(torch.ones(()))
         #: latest attention maps (N, 1, d, h, w), detached, by name; filled by ``forward``.
         self.attention_maps: dict[str, torch.Tensor] = {}
 
@@ -215,15 +204,6 @@ class ADRegNet(nn.Module):
         for block in self.encoder:
             x = block(x)
             feats.append(x)
-        match = None
-        if cfg.matching:
-            f_level = feats[cfg.matching_level]
-            vox = self.matching(f_level[n:], f_level[:n])
-            d, h, w = net_shape
-            unit = 2.0 ** cfg.matching_level * 2.0
-            scale = torch.tensor([unit / max(w - 1, 1), unit / max(h - 1, 1), unit / max(d - 1, 1)],
-                                 dtype=vox.dtype, device=vox.device)
-            match = self.matching_gain * vox * scale.view(1, 3, 1, 1, 1)
         fused = []
         for level, f in enumerate(feats):
             m_feat, f_feat = f[:n], f[n:]
@@ -239,8 +219,6 @@ class ADRegNet(nn.Module):
         if str(n_levels - 1) in self.heads:
             field = self._head(n_levels - 1, y, net_shape)
             levels.append(field)
-        if match is not None and cfg.matching_level == n_levels - 1:
-            field = match if field is None else field + match
         for level in range(n_levels - 2, -1, -1):
             up = F.interpolate(y, size=fused[level].shape[2:], mode="trilinear", align_corners=True)
             skip = fused[level]
@@ -248,8 +226,6 @@ class ADRegNet(nn.Module):
                 skip = self.gates[str(level)](skip, up)
                 maps[f"gate_L{level}"] = self.gates[str(level)].last_map
             y = self.decoder[str(level)](torch.cat([up, skip], dim=1))
-            if match is not None and level == cfg.matching_level:
-                field = match if field is None else resize_flow(field, tuple(y.shape[2:])) + match
             if str(level) in self.heads:
                 residual = self._head(level, y, net_shape)
                 field = residual if field is None else resize_flow(field, tuple(y.shape[2:])) + residual
