@@ -1,5 +1,5 @@
-r"""Dense features for the instance optimisation: MIND-SSC computed with fewer passes, and a PCA
-projection that keeps the channels carrying most of the variance.
+r"""Dense features for the instance optimisation: MIND-SSC computed with fewer passes, and the
+feature SSD with its analytic gradient and Gauss-Newton step length (:class:`FeatureSSD`).
 
 :func:`mind_ssc_fast` returns the same descriptor as :func:`.functional.mind_ssc` (equal up to
 float rounding, checked by the tests) with about half the memory traffic: the edge-replicated image
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .functional import _SIX, _SSC_PAIRS
 
-__all__ = ["mind_ssc_fast", "project_features", "central_gradient", "FeatureSSD"]
+__all__ = ["mind_ssc_fast", "central_gradient", "FeatureSSD"]
 
 
 def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -69,49 +69,6 @@ def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: 
     var = torch.minimum(torch.maximum(var, mean_var * 1e-3), mean_var * 1e3).add_(eps)
     mind = dist.div_(var).neg_().exp_()
     return mind.div_(mind.amax(dim=1, keepdim=True))
-
-
-def project_features(fixed: torch.Tensor, moving: torch.Tensor, channels: int,
-                     sample_stride: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project two feature volumes onto the leading principal components of their channels.
-
-    The components are the eigenvectors of the channel covariance of both volumes together
-    (sampled every ``sample_stride`` voxels per axis, computed in float64 so the result does not
-    depend on summation order). A sum of squared differences in the projected space is at most the
-    original one and keeps its largest directions of variation.
-
-    Args:
-        fixed, moving: (1, C, Z, Y, X) features on the same grid.
-        channels: components kept; ``>= C`` returns the inputs unchanged.
-        sample_stride: voxel stride of the covariance estimate.
-
-    Returns:
-        (fixed (1, k, Z, Y, X), moving (1, k, Z, Y, X)), k = min(channels, C).
-    """
-    if fixed.ndim != 5 or fixed.shape[0] != 1 or fixed.shape[1] != moving.shape[1]:
-        raise ValueError(f"fixed and moving must be (1, C, Z, Y, X) with the same C, got {tuple(fixed.shape)} "
-                         f"and {tuple(moving.shape)}")
-    c = fixed.shape[1]
-    if channels >= c:
-        return fixed, moving
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
-    s = sample_stride
-    samples = torch.cat([fixed[0, :, ::s, ::s, ::s].reshape(c, -1), moving[0, :, ::s, ::s, ::s].reshape(c, -1)], 1)
-    samples = samples.double()
-    samples = samples - samples.mean(dim=1, keepdim=True)
-    cov = samples @ samples.T / max(samples.shape[1] - 1, 1)
-    _, vecs = torch.linalg.eigh(cov)
-    basis = vecs[:, -channels:].flip(1)  # (C, k), largest first
-    # fix each component's sign so the projection is reproducible
-    signs = torch.sign(basis[basis.abs().argmax(dim=0), torch.arange(channels)])
-    basis = (basis * torch.where(signs == 0, torch.ones_like(signs), signs)).to(fixed.dtype).T.contiguous()
-
-    def apply(feat: torch.Tensor) -> torch.Tensor:
-        flat = feat.reshape(c, -1)
-        return (basis @ flat).view(1, channels, *feat.shape[2:])
-
-    return apply(fixed), apply(moving)
 
 
 def central_gradient(volume: torch.Tensor) -> list[torch.Tensor]:
@@ -196,30 +153,6 @@ class FeatureSSD:
             torch.linalg.vecdot(resid, diff, dim=1, out=grad[:, comp])
         # 2 / (C sum w) times the central difference, which is half of ``diff``
         return grad.mul_(1.0 / (self.count * self.channels)), loss
-
-    def newton_direction(self, grad: torch.Tensor, damping: float) -> torch.Tensor:
-        """Per-voxel damped Newton direction ``-(H + lambda I)^-1 grad`` (1, 3, Z, Y, X), voxels.
-
-        ``lambda = damping * mean(trace H) / 3`` (mean over the region of interest): textureless
-        voxels (small H) get the plain gradient's direction at a bounded length, textured ones the
-        step that cancels their linearised residual, as in demons.
-        """
-        key = float(damping)
-        if getattr(self, "_inverse_key", None) != key:
-            h = self.structure.double()
-            lam = damping * float(h[:, :3].sum()) / (3.0 * self.count)
-            a, b, c = h[:, 0:1] + lam, h[:, 1:2] + lam, h[:, 2:3] + lam
-            d, e, f = h[:, 3:4], h[:, 4:5], h[:, 5:6]
-            cof = [b * c - f * f, a * c - e * e, a * b - d * d, e * f - d * c, d * f - b * e, d * e - a * f]
-            det = a * cof[0] + d * cof[3] + e * cof[4]
-            self._inverse = torch.cat(cof, dim=1).div_(det.clamp_min(1e-30)).to(self.structure.dtype)
-            self._inverse_key = key
-        i = self._inverse
-        gx, gy, gz = grad[:, 0:1], grad[:, 1:2], grad[:, 2:3]
-        out = torch.cat([i[:, 0:1] * gx + i[:, 3:4] * gy + i[:, 4:5] * gz,
-                         i[:, 3:4] * gx + i[:, 1:2] * gy + i[:, 5:6] * gz,
-                         i[:, 4:5] * gx + i[:, 5:6] * gy + i[:, 2:3] * gz], dim=1)
-        return out.neg_()
 
     def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor) -> float:
         """Step ``alpha`` minimising the linearised loss along ``direction`` (1, 3, Z, Y, X), voxels.
