@@ -42,9 +42,9 @@ from ADRegNetLib.spatial.image import Image  # noqa: E402
 
 #: the per-quality settings recommended for engine/settings.py (regularisation 1)
 RECOMMENDED: dict[str, OptimizerSettings] = {
-    "fast": OptimizerSettings(levels=((4, 30), (2, 20)), step_voxels=0.5),
-    "balanced": OptimizerSettings(levels=((4, 30), (2, 30), (1, 8)), step_voxels=0.5),
-    "best": OptimizerSettings(levels=((4, 40), (2, 40), (1, 20)), step_voxels=0.5),
+    "fast": OptimizerSettings(levels=((2, 12),), sigma_update=5.0, sigma_field=1.5),
+    "balanced": OptimizerSettings(levels=((2, 15), (1, 5)), sigma_update=5.0, sigma_field=1.5),
+    "best": OptimizerSettings(levels=((2, 20), (1, 8)), sigma_update=5.0, sigma_field=1.5),
 }
 DEFAULT_CASE_DIR = Path("/work/bench/cases")
 

@@ -27,8 +27,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atlas-mask", metavar="MASK", help="with --atlas: region of interest on the atlas")
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument("--workers", type=int, default=1, help="local cluster: worker processes (default 1)")
-    cluster.add_argument("--threads-per-worker", type=int, default=1,
-                         help="local cluster: pairs one worker may run at once, memory permitting (default 1)")
+    cluster.add_argument("--threads-per-worker", type=int, default=None,
+                         help="local cluster: pairs one worker may run at once, memory permitting "
+                         "(default: the machine's cores divided among the workers)")
     cluster.add_argument("--memory-per-worker", type=float, metavar="GB",
                          help="local cluster: memory limit per worker (default: the machine's memory / workers)")
     cluster.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://HOST:PORT) "

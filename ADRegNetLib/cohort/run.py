@@ -76,7 +76,10 @@ def _clean_partial(out: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _local_client(distributed, workers: int, threads_per_worker: int, memory_per_worker_gb: Optional[float]):
+def _local_client(distributed, workers: int, threads_per_worker: Optional[int],
+                  memory_per_worker_gb: Optional[float]):
+    if threads_per_worker is None:
+        threads_per_worker = max(1, (os.cpu_count() or 1) // max(workers, 1))
     if workers < 1 or threads_per_worker < 1:
         raise BatchError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "
                          f"{threads_per_worker}")
@@ -145,7 +148,7 @@ def _killed_message(exc: BaseException, estimate: Optional[float]) -> str:
 
 def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, preset: str = "auto",
                     quality: str = "balanced", regularization: float = 1.0, device: str = "auto", threads: int = 0,
-                    workers: int = 1, threads_per_worker: int = 1, memory_per_worker_gb: Optional[float] = None,
+                    workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
                     scheduler: Optional[str] = None, client=None, retry_failed: bool = False,
                     progress: bool = True, wait_for_workers_s: float = 60.0,
                     say: Optional[Callable[[str], None]] = None) -> list[dict]:
@@ -164,7 +167,9 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         threads: CPU threads per pair; 0 = each host's cores shared among its task slots.
         workers, threads_per_worker: the local cluster started when neither ``scheduler`` nor
             ``client`` is given: ``workers`` processes, each running up to ``threads_per_worker``
-            pairs at once (fewer when their memory does not fit).
+            pairs at once (fewer when their memory does not fit); default: the machine's cores
+            divided among the workers, so each pair gets one thread (measured: 2 pairs at once on
+            2 cores gave 2.2x the throughput of 1 pair on 2 threads, on a loaded machine).
         memory_per_worker_gb: memory limit of each local worker (default: the machine's memory
             divided among the workers); pairs reserve their estimate from it.
         scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``).

@@ -160,9 +160,9 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         should_stop: returns True to cancel (checked every step).
 
     Returns:
-        (flow_norm (1, 3, Z, Y, X) on ``geometry``, info dict with one entry per level under
-        ``"levels"``: factor, grid, iterations, max_iterations, loss_first, loss_last, stopped_early,
-        seconds).
+        (flow_norm (1, 3, Z, Y, X) on ``geometry``, info dict: ``features_seconds`` and one entry
+        per level under ``"levels"``: factor, grid (x, y, z), iterations (updates made),
+        max_iterations, loss_first, loss_last, stopped_early, mean_step_voxels, seconds).
 
     Raises:
         ValueError: inputs of the wrong shape or unknown settings.

@@ -154,20 +154,26 @@ class FeatureSSD:
         # 2 / (C sum w) times the central difference, which is half of ``diff``
         return grad.mul_(1.0 / (self.count * self.channels)), loss
 
-    def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor) -> float:
+    def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor, stride: int = 2) -> float:
         """Step ``alpha`` minimising the linearised loss along ``direction`` (1, 3, Z, Y, X), voxels.
+
+        ``alpha = -sum w r.Jd / sum w |Jd|^2``, where per voxel ``w r.Jd = (C sum w / 2) grad.d`` and
+        ``w |Jd|^2 = d^T (w H) d``. Both sums run over every ``stride``-th voxel per axis (a global
+        scalar needs no more; 1 = every voxel).
 
         Args:
             grad: (1, 3, Z, Y, X) the gradient from :meth:`gradient` (voxel units).
             direction: (1, 3, Z, Y, X) the update direction in voxels.
+            stride: voxel stride of the sums.
 
         Returns:
             alpha (0 when the direction does not change the features).
         """
-        h = self.structure
-        dx, dy, dz = direction[:, 0:1], direction[:, 1:2], direction[:, 2:3]
+        sl = (slice(None), slice(None)) + (slice(None, None, stride),) * 3
+        h, d, g = self.structure[sl], direction[sl], grad[sl]
+        dx, dy, dz = d[:, 0:1], d[:, 1:2], d[:, 2:3]
         quad = (h[:, 0:1] * dx * dx + h[:, 1:2] * dy * dy + h[:, 2:3] * dz * dz
                 + 2 * (h[:, 3:4] * dx * dy + h[:, 4:5] * dx * dz + h[:, 5:6] * dy * dz))
         den = float(quad.sum())
-        num = 0.5 * self.count * self.channels * float(torch.linalg.vecdot(grad.flatten(), direction.flatten()))
+        num = 0.5 * self.count * self.channels * float((g * d).sum())
         return -num / den if den > 0 else 0.0

@@ -178,8 +178,15 @@ class PairSampler:
                 img = img.flip(axes) if img is not None else None
         return img, lab
 
-    def sample(self, batch: int, generator: torch.Generator) -> PairBatch:
-        """``batch`` random pairs on the generator's device."""
+    def sample(self, batch: int, generator: torch.Generator,
+               crop_zyx: Optional[Sequence[int]] = None) -> PairBatch:
+        """``batch`` random pairs on the generator's device (crop size: ``crop_zyx`` or the sampler's)."""
+        if crop_zyx is not None and tuple(int(c) for c in crop_zyx) != self.crop_zyx:
+            saved, self.crop_zyx = self.crop_zyx, tuple(int(c) for c in crop_zyx)
+            try:
+                return self.sample(batch, generator)
+            finally:
+                self.crop_zyx = saved
         dev = generator.device
         gen = generator
         idx = torch.multinomial(self.weights.to(dev), batch, replacement=True, generator=gen).tolist()

@@ -8,7 +8,8 @@ input is ``input_downsample`` times finer)::
 
 EPE is the mean end-point error in mm (foreground voxels weight 1, background ``background_weight``),
 ``v_level`` the multi-resolution velocity of each level (deep supervision of the coarse-to-fine
-heads), LNCC the local NCC of the downsampled images. Adam with a cosine-free constant lr.
+heads), LNCC the local NCC of the downsampled images. Adam, constant lr, gradient norm clipped
+at ``grad_clip``.
 
 Runs on one process, or on several through ``torchrun`` (DistributedDataParallel: NCCL on GPUs,
 gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 logs, validates and
@@ -56,6 +57,7 @@ class TrainConfig:
     num_threads: int = 2
     batch_size: int = 1
     crop_zyx: list = field(default_factory=lambda: [64, 64, 64])
+    crop_sizes: Optional[list] = None
     mean_disp_mm: list = field(default_factory=lambda: [0.5, 7.0])
     smoothness_mm: list = field(default_factory=lambda: [20.0, 60.0])
     lambda_sup: float = 1.0
@@ -63,6 +65,7 @@ class TrainConfig:
     lambda_sim: float = 1.0
     lambda_reg: float = 0.0
     background_weight: float = 0.25
+    grad_clip: Optional[float] = 10.0
     ncc_window: int = 5
     sampler_workers: int = 0
     checkpoint_every: int = 50
@@ -138,18 +141,25 @@ def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig) -> tu
     return loss, terms
 
 
+def _pick_crop(crop_sizes: Optional[list], generator: torch.Generator) -> Optional[list]:
+    """One of ``crop_sizes`` at random (None: the sampler's own crop)."""
+    if not crop_sizes:
+        return None
+    return crop_sizes[int(torch.randint(len(crop_sizes), (1,), generator=generator, device=generator.device))]
+
+
 class _SampleStream(torch.utils.data.IterableDataset):
     """Endless batches from a sampler (for a DataLoader worker process on the CPU)."""
 
-    def __init__(self, sampler: PairSampler, batch: int, seed: int) -> None:
+    def __init__(self, sampler: PairSampler, batch: int, seed: int, crop_sizes: Optional[list] = None) -> None:
         super().__init__()
-        self.sampler, self.batch, self.seed = sampler, batch, seed
+        self.sampler, self.batch, self.seed, self.crop_sizes = sampler, batch, seed, crop_sizes
 
     def __iter__(self):
         torch.set_num_threads(1)
         gen = torch.Generator().manual_seed(self.seed)
         while True:
-            yield self.sampler.sample(self.batch, gen)
+            yield self.sampler.sample(self.batch, gen, _pick_crop(self.crop_sizes, gen))
 
 
 class Trainer:
@@ -195,12 +205,19 @@ class Trainer:
         path = Path(path or self.checkpoint_path)
         payload = {"model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
                    "optimizer": self.optimizer.state_dict(), "step": self.step, "elapsed_s": self.elapsed_s,
-                   "best_tre": self.best_tre, "generator": self.generator.get_state(),
+                   "best_tre": self.best_tre, "val_key": self._val_key(), "generator": self.generator.get_state(),
                    "torch_rng": torch.get_rng_state(), "train_config": asdict(self.cfg)}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
         tmp.replace(path)
         return path
+
+    def _val_key(self) -> str:
+        from .sampler import SYNTH_PROBABILITY
+
+        c = self.cfg
+        return json.dumps([c.prepared_dir, c.val_pairs, c.val_seed, list(c.crop_zyx), SYNTH_PROBABILITY,
+                           self.sampler.multimodal_probability])
 
     def load_checkpoint(self, path: Path) -> None:
         payload = torch.load(path, map_location=self.device, weights_only=True)
@@ -213,6 +230,8 @@ class Trainer:
         self.step = int(payload["step"])
         self.elapsed_s = float(payload.get("elapsed_s", 0.0))
         self.best_tre = float(payload.get("best_tre", float("inf")))
+        if payload.get("val_key") != self._val_key():  # other held-out pairs: old best is not comparable
+            self.best_tre = float("inf")
         if self.rank == 0 or not self.distributed:
             self.generator.set_state(payload["generator"].cpu())
         torch.set_rng_state(payload["torch_rng"].cpu())
@@ -258,11 +277,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.sampler_workers > 0 and self.device.type == "cpu":
             loader = torch.utils.data.DataLoader(
-                _SampleStream(self.sampler, cfg.batch_size, cfg.seed + 1000 * self.rank + self.step),
+                _SampleStream(self.sampler, cfg.batch_size, cfg.seed + 1000 * self.rank + self.step, cfg.crop_sizes),
                 batch_size=None, num_workers=cfg.sampler_workers, prefetch_factor=2, persistent_workers=False)
             yield from loader
         while True:
-            yield self.sampler.sample(cfg.batch_size, self.generator)
+            yield self.sampler.sample(cfg.batch_size, self.generator, _pick_crop(cfg.crop_sizes, self.generator))
 
     def train(self) -> Path:
         """Run until ``steps`` or ``time_limit_min``; returns the path of the last checkpoint."""
@@ -293,6 +312,8 @@ class Trainer:
                 t2 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 t3 = time.perf_counter()
                 self.step += 1

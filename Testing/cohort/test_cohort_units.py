@@ -168,3 +168,36 @@ def test_unreachable_scheduler_is_a_clear_error(cohort_factory, tmp_path, capsys
     with pytest.raises(BatchError, match="cannot reach the Dask scheduler"):
         register_cohort(cohort_factory(n_good=1), tmp_path / "out", scheduler=f"tcp://127.0.0.1:{free_port()}",
                         wait_for_workers_s=1, progress=False)
+
+
+def test_pairs_in_threads_capture_their_own_output_and_share_hdf5_safely(tmp_path):
+    """Two pairs in one worker run in two threads: each sees only its own CLI output, and ITK's
+    transform-file (HDF5) I/O goes through one lock."""
+    import sys
+    import threading
+
+    import SimpleITK as sitk
+
+    from ADRegNetLib.cohort.worker import _captured
+
+    seen: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def pair(name: str) -> None:
+        with _captured() as chunks:
+            barrier.wait()
+            for _ in range(50):
+                print(f"adregnet register: error: {name}", file=sys.stderr)
+        seen[name] = "".join(chunks)
+
+    threads = [threading.Thread(target=pair, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"].count("error: a") == 50 and "error: b" not in seen["a"]
+    assert seen["b"].count("error: b") == 50 and "error: a" not in seen["b"]
+    assert sitk.WriteTransform._adregnet_serialized and sitk.ReadTransform._adregnet_serialized
+    path = tmp_path / "t.h5"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (1.0, 2.0, 3.0)), str(path))
+    assert sitk.ReadTransform(str(path)).GetParameters() == (1.0, 2.0, 3.0)

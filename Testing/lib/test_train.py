@@ -201,6 +201,8 @@ def test_sampler_pairs_are_aligned_by_their_true_field(prepared):
                                                  mode="nearest"))[fg].float().mean())
     assert after == 1.0 and before < 0.95
     assert 2.5 < float(pairs.disp_mm.norm(dim=1).mean()) < 10
+    other = sampler.sample(1, torch.Generator().manual_seed(1), crop_zyx=(24, 32, 40))
+    assert other.fixed.shape == (1, 1, 24, 32, 40) and sampler.crop_zyx == (32, 32, 32)
 
 
 @pytest.mark.skipif(not (DATA / "brain-vxm-test-scan" / "test_scan.npz").is_file(), reason="shared data missing")
