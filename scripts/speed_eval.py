@@ -22,6 +22,7 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -41,10 +42,11 @@ from ADRegNetLib.io import read_image, read_landmarks  # noqa: E402
 from ADRegNetLib.spatial.image import Image  # noqa: E402
 
 #: the per-quality settings recommended for engine/settings.py (regularisation 1)
+_COMMON = dict(step_voxels=1.0, sigma_update=5.0, sigma_field=1.5, mind_var_floor=0.03, landmark_fraction=1.0)
 RECOMMENDED: dict[str, OptimizerSettings] = {
-    "fast": OptimizerSettings(levels=((2, 12),), sigma_update=5.0, sigma_field=1.5),
-    "balanced": OptimizerSettings(levels=((2, 15), (1, 5)), sigma_update=5.0, sigma_field=1.5),
-    "best": OptimizerSettings(levels=((2, 20), (1, 8)), sigma_update=5.0, sigma_field=1.5),
+    "fast": OptimizerSettings(levels=((2, 10), (1, 2)), **_COMMON),
+    "balanced": OptimizerSettings(levels=((2, 12), (1, 4)), **_COMMON),
+    "best": OptimizerSettings(levels=((2, 20), (1, 8)), **_COMMON),
 }
 DEFAULT_CASE_DIR = Path("/work/bench/cases")
 
@@ -120,6 +122,20 @@ def run_case(case, quality: str, method: str, evaluate_field) -> dict:
             "levels": (result.metrics.get("instance_optimization") or {}).get("levels")}
 
 
+@contextmanager
+def _quiet_stdout():
+    """Silence the C++ tools' stdout (file descriptor 1) inside the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run_greedy(case, work: Path) -> Optional[dict]:
     """Greedy as in the reference table (benchmark peer adapter), or None when not installed."""
     build_case, evaluate_field = case_api()
@@ -134,7 +150,8 @@ def run_greedy(case, work: Path) -> Optional[dict]:
         import picsl_greedy  # noqa: F401,PLC0415
     except ImportError:
         return None
-    res = greedy(case.fixed_path, case.moving_path, work / case.name / "greedy", threads=2)
+    with _quiet_stdout():  # Greedy prints every iteration
+        res = greedy(case.fixed_path, case.moving_path, work / case.name / "greedy", threads=2)
     ev = evaluate_field(case, res.disp_mm, getattr(res, "transform_points", None))
     return {"tre": ev["tre_mean"], "dice": ev["dice"], "folds": ev["folds_pct"], "seconds": res.seconds}
 

@@ -33,7 +33,8 @@ def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
     return x
 
 
-def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: float = 1e-6) -> torch.Tensor:
+def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: float = 1e-6,
+                  var_floor: float = 1e-3) -> torch.Tensor:
     r"""MIND-SSC descriptor, as :func:`ADRegNetLib.losses.functional.mind_ssc` (see there).
 
     Args:
@@ -41,6 +42,9 @@ def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: 
         radius: patch radius in voxels.
         dilation: distance in voxels of the neighbour offsets.
         eps: keeps the variance estimate > 0 in constant regions.
+        var_floor: lower clamp of the local variance estimate, relative to its image-wide mean
+            (1e-3 as in :func:`mind_ssc`; larger values flatten the descriptor where the image
+            only holds noise, e.g. an MR background, instead of turning noise into texture).
 
     Returns:
         (1, 12, Z, Y, X) descriptor in (0, 1], same dtype/device.
@@ -66,7 +70,7 @@ def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: 
     dist.sub_(dist.amin(dim=1, keepdim=True))
     var = dist.mean(dim=1, keepdim=True)
     mean_var = var.mean(dim=(2, 3, 4), keepdim=True)
-    var = torch.minimum(torch.maximum(var, mean_var * 1e-3), mean_var * 1e3).add_(eps)
+    var = torch.minimum(torch.maximum(var, mean_var * var_floor), mean_var * 1e3).add_(eps)
     mind = dist.div_(var).neg_().exp_()
     return mind.div_(mind.amax(dim=1, keepdim=True))
 

@@ -84,8 +84,9 @@ def test_register_summary_line(demo_run):
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("preset lung-ct (CT intensities (HU) with ")
     assert "; TRE 3.45 -> " in lines[0] and "folds 0.000%" in lines[0]
-    assert lines[1] == ("wrote displacement.nii.gz, transform.h5, warped.nii.gz, jacobian.nii.gz, metrics.json, "
-                        f"report.png, warped_labels.nii.gz to {demo_run['out']}/")
+    assert lines[1] == ("wrote displacement.nii.gz, transform.h5, warped.nii.gz, jacobian.nii.gz, "
+                        "displacement_inverse.nii.gz, transform_inverse.h5, warped_labels.nii.gz, report.png, "
+                        f"metrics.json to {demo_run['out']}/")
     assert "Traceback" not in proc.stderr
     m = demo_run["metrics"]
     assert f"TRE {m['tre_before']['mean']:.2f} -> {m['tre_after']['mean']:.2f} mm" in lines[0]
@@ -93,7 +94,9 @@ def test_register_summary_line(demo_run):
 
 def test_writes_exactly_the_design_files(demo_run):
     assert set(OUTPUT_FILES) == DESIGN_FILES
-    assert {p.name for p in demo_run["out"].iterdir()} == DESIGN_FILES | {"warped_labels.nii.gz"}
+    # the inverse (DESIGN: "displacement_inverse.nii.gz, transform_inverse.h5 ... from the capabilities issue on")
+    inverse = {"displacement_inverse.nii.gz", "transform_inverse.h5"}
+    assert {p.name for p in demo_run["out"].iterdir()} == DESIGN_FILES | inverse | {"warped_labels.nii.gz"}
 
 
 def test_images_load_in_simpleitk_on_the_fixed_grid(demo_run):
