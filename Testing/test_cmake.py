@@ -39,12 +39,12 @@ def _set_block(text: str, variable: str) -> list[str]:
 
 
 def _metadata() -> dict[str, str]:
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     return dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\s*\)', text))
 
 
 def test_module_cmake_lists_every_script_nothing_missing_nothing_stale():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = _set_block(text, "MODULE_PYTHON_SCRIPTS")
     on_disk = sorted(str(p.relative_to(MODULE)) for p in
                      [MODULE / "ADRegNet.py", *(MODULE / "ADRegNetMRML").glob("*.py"), *(MODULE / "ADRegNetApp").glob("*.py")])
@@ -54,7 +54,7 @@ def test_module_cmake_lists_every_script_nothing_missing_nothing_stale():
 
 
 def test_module_cmake_lists_existing_resources():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = _set_block(text, "MODULE_PYTHON_RESOURCES")
     assert "Resources/UI/ADRegNet.ui" in listed and "Resources/Icons/ADRegNet.png" in listed
     assert [r for r in listed if not (MODULE / r).exists()] == []
@@ -63,14 +63,14 @@ def test_module_cmake_lists_existing_resources():
 
 
 def test_module_cmake_builds_the_module_installs_the_engine_and_registers_the_self_test():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}", text)
     assert re.search(r"install\(DIRECTORY \$\{CMAKE_SOURCE_DIR\}/ADRegNetLib\s", text)
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
 
 
 def test_extension_cmake_structure():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     order = [text.index(s) for s in ("project(ADRegNet)", "set(EXTENSION_LICENSE_FILE", "find_package(Slicer REQUIRED)",
                                      "include(${Slicer_USE_FILE})", "add_subdirectory(ADRegNet)",
                                      "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})")]
@@ -82,7 +82,7 @@ def test_extension_cmake_structure():
 
 
 def test_extensions_index_offline_checks():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     name = re.search(r"project\s*\(\s*([^\s)]+)", text).group(1)
     meta = _metadata()
     assert name == "ADRegNet" and not name.lower().startswith("slicer")
@@ -105,10 +105,10 @@ def test_extensions_index_offline_checks():
 
 
 def test_license_is_the_apache_2_text():
-    text = (REPO / "LICENSE").read_text()
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert text.strip().startswith("Apache License") and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 150
-    assert "Apache" in (REPO / "README.md").read_text()  # the homepage names the license
+    assert "Apache" in (REPO / "README.md").read_text(encoding="utf-8")  # the homepage names the license
 
 
 def test_repository_stays_under_the_index_size_limit():

@@ -71,6 +71,8 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
     parent = outdir.parent if not outdir.exists() else outdir
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write to the output folder {outdir} (Not a directory); choose a writable -o folder")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write to the output folder {outdir} (no write permission); choose a writable -o folder")
 

@@ -91,13 +91,10 @@ def check_settings(preset: str, quality: str, regularization: float) -> None:
 
 
 def check_points(points: Any, role: str) -> np.ndarray:
-    """A (K, 3) float64 LPS mm landmark array, or a :class:`RegistrationError` that says what is expected."""
-    from ..io.landmarks import LandmarkError, as_points
+    """A (K, 3) float64 LPS mm landmark array, or a ``LandmarkError`` that says what is expected."""
+    from ..io.landmarks import as_points
 
-    try:
-        return as_points(points, f"{role} landmarks")
-    except LandmarkError as exc:
-        raise RegistrationError(str(exc)) from None
+    return as_points(points, f"{role} landmarks")
 
 
 def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,

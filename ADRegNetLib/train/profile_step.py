@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .trainer import TrainConfig, Trainer, batch_loss
+from .trainer import TrainConfig, Trainer, _pick_crop, batch_loss
 
 __all__ = ["profile_steps", "main"]
 
@@ -30,7 +30,7 @@ def profile_steps(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
         times: dict[str, list] = {"sample": [], "forward_loss": [], "backward": [], "optimizer": [], "step": []}
         for i in range(warmup + steps):
             t0 = time.perf_counter()
-            pairs = trainer.sampler.sample(cfg.batch_size, trainer.generator)
+            pairs = trainer.sampler.sample(cfg.batch_size, trainer.generator, _pick_crop(cfg.crop_sizes, trainer.generator))
             t1 = time.perf_counter()
             loss, _ = batch_loss(trainer.model, pairs, cfg)
             t2 = time.perf_counter()
@@ -57,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     load0 = os.getloadavg()[0]
     times = profile_steps(cfg, args.steps)
     load1 = os.getloadavg()[0]
-    print(f"{args.steps} steps, batch {cfg.batch_size}, crop {cfg.crop_zyx}, torch threads {cfg.num_threads}, "
+    crops = cfg.crop_sizes or [cfg.crop_zyx]
+    print(f"{args.steps} steps, batch {cfg.batch_size}, crops {crops}, torch threads {cfg.num_threads}, "
           f"load average {load0:.1f} -> {load1:.1f} (cores: {os.cpu_count()})")
     print("| part | mean s/step | median s/step | mean s/pair |")
     print("|---|---|---|---|")

@@ -133,7 +133,7 @@ def _no_outputs_left(files):
                       r"16 are needed on every axis: is this a 2-D slice or a thin slab\?$"),
     ("garbage", "moving", r"garbage.nii.gz: cannot be read as an image \(.+\); supported formats are NIfTI \(.nii, "
                           r".nii.gz\), NRRD \(.nrrd\), MetaImage \(.mha, .mhd\) and DICOM series folders$"),
-    ("empty", "fixed", r"empty.nii.gz: the file is empty \(0 bytes\); it was not written completely$"),
+    ("empty", "fixed", r"empty.nii.gz: the file is empty \(0 bytes\); it was not written completely: re-export or re-copy it$"),
 ])
 def test_bad_image_files(files, capsys, case, role, pattern):
     kw = {role: files[case]}
@@ -145,7 +145,7 @@ def test_bad_image_files(files, capsys, case, role, pattern):
 def test_missing_image_file(files, capsys):
     missing = files["dir"] / "no_such_scan.nii.gz"
     _expect_error(_register(files, moving=missing), capsys,
-                  rf"{re.escape(str(missing))}: no such file or folder; check the path$")
+                  rf"{re.escape(str(missing))}: no such file; check the path$")
 
 
 def test_folder_without_dicom(files, capsys):
