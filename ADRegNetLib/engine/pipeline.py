@@ -31,7 +31,7 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import resolve_device
-from .instance import InstanceOptimizationSettings, instance_optimize
+from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        detect_preset, is_ct)
@@ -39,6 +39,9 @@ from .stages import (Stages, check_points, check_settings, estimate_memory_gb, l
                      network_stage, working_geometry)
 
 __all__ = ["register"]
+
+#: similarity registry name -> the optimiser's feature kind (SSD on these features)
+_OPTIMIZER_FEATURES = {"mind": "mind", "mse": "intensity"}
 
 
 def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
@@ -217,14 +220,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- instance optimisation
     io_info = None
     if instance_optimization and not instant:
-        io = InstanceOptimizationSettings(
-            levels=q.levels, similarity="mind" if multimodal else p.similarity,
-            sigma_update=1.5 * float(np.sqrt(regularization)), sigma_field=1.0 * regularization,
-            step_voxels=q.step_voxels)
+        features = "mind" if multimodal else _OPTIMIZER_FEATURES[p.similarity]
+        settings = OptimizerSettings(
+            levels=q.levels, step_voxels=q.step_voxels, sigma_update=q.sigma_update * float(np.sqrt(regularization)),
+            sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
+            landmark_fraction=q.landmark_fraction)
         moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None
-        flow, io_info = instance_optimize(fixed_w, moving_w, work, io, init_flow_norm=flow,
-                                          fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
-                                          progress=stages.sub(0.25, 0.9), should_stop=should_stop)
+        flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
+                                       fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
+                                       progress=stages.sub(0.25, 0.9), should_stop=should_stop)
     if flow is None:
         flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
     stages.done("optimize")

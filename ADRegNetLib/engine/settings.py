@@ -67,27 +67,37 @@ class QualitySettings:
 
     Attributes:
         working_spacing_mm: target voxel size of the working grid (never finer than the fixed image).
-        max_working_voxels: cap on the working grid (larger inputs get a coarser grid, and say so).
-        levels: instance-optimisation levels as (working-grid downsampling, iterations), coarse
-            first; empty: no instance optimisation (the network's prediction alone).
-        step_voxels: largest update per optimisation step, voxels of the level grid.
+        max_working_voxels: cap on the working grid (larger inputs get a coarser spacing, and say so).
+        levels: instance-optimisation levels as (downsampling of the working grid, most steps),
+            coarse first; a level stops early when its loss stops improving. Empty: no instance
+            optimisation (the network's prediction alone).
+        step_voxels: longest update per step, voxels of the level grid.
+        sigma_update: Gaussian sigma smoothing each update (fluid regularisation), working-grid voxels.
+        sigma_field: Gaussian sigma smoothing the field after each step (elastic), working-grid voxels.
+        mind_var_floor: MIND-SSC variance floor relative to the image-wide mean (flat regions).
+        landmark_fraction: share of each landmark pair's residual removed per step near it.
         prealign: "affine", "rigid" or "none".
         prealign_iterations: optimiser iterations per pre-alignment level.
     """
 
     working_spacing_mm: float
     max_working_voxels: int
-    levels: tuple[tuple[int, int], ...]
-    step_voxels: float = 0.5
+    levels: tuple[tuple[float, int], ...]
+    step_voxels: float = 1.0
+    sigma_update: float = 5.0
+    sigma_field: float = 1.5
+    mind_var_floor: float = 0.03
+    landmark_fraction: float = 1.0
     prealign: str = "affine"
     prealign_iterations: int = 60
 
 
+# Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=()),
-    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((4, 60), (2, 40), (1, 10))),
-    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((4, 80), (2, 60), (1, 30))),
-    "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((4, 100), (2, 80), (1, 60)),
+    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2))),
+    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 4))),
+    "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
                             prealign_iterations=120),
 }
 
