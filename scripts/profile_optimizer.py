@@ -42,13 +42,14 @@ def capture(case_name: str, quality: str, cache: Path, seed: int = 0) -> Path:
     out = cache / f"{case_name}_s{seed}_{quality}.pt"
     if out.is_file():
         return out
-    mod = speed_eval.pipeline_module()
+    mod, called = speed_eval.pipeline_module()
     store: dict = {}
 
     def fake(fixed, moving, geometry, settings, init_flow_norm=None, fixed_points=None, moving_points=None,
              mask=None, progress=None, should_stop=None):
         store.update(fixed=fixed, moving=moving, geometry=geometry.to_dict(), init=init_flow_norm,
-                     fixed_points=fixed_points, moving_points=moving_points, mask=mask, settings=settings.__dict__)
+                     fixed_points=fixed_points, moving_points=moving_points, mask=mask,
+                     settings=dict(settings.__dict__))
         raise _Captured
 
     original_prealign = mod.prealign
@@ -58,8 +59,9 @@ def capture(case_name: str, quality: str, cache: Path, seed: int = 0) -> Path:
         store["affine"] = (affine.matrix, affine.offset)
         return affine, info
 
-    original_optimize = mod.instance_optimize
-    mod.instance_optimize, mod.prealign = fake, prealign
+    original_optimize = getattr(mod, called)
+    setattr(mod, called, fake)
+    mod.prealign = prealign
     try:
         if case_name == "demo":
             from ADRegNetLib.io import read_image, read_landmarks  # noqa: PLC0415
@@ -80,7 +82,8 @@ def capture(case_name: str, quality: str, cache: Path, seed: int = 0) -> Path:
         except _Captured:
             pass
     finally:
-        mod.instance_optimize, mod.prealign = original_optimize, original_prealign
+        setattr(mod, called, original_optimize)
+        mod.prealign = original_prealign
     if "fixed" not in store:
         raise RuntimeError("register() did not reach the instance optimisation")
     cache.mkdir(parents=True, exist_ok=True)
@@ -99,23 +102,33 @@ def _args(data: dict) -> dict:
                 mask=data["mask"])
 
 
-def profile_run(label: str, fn, steps_hint: int) -> None:
-    """Run ``fn`` under the profiler; print stage (``opt.*``) and operator self-times."""
+def profile_run(label: str, fn, steps: int) -> dict:
+    """Run ``fn`` under the profiler; print its wall time, stage times and top operators."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
-    stages = defaultdict(float)
-    for e in events:
-        if e.key.startswith("opt."):
-            stages[e.key] += e.cpu_time_total / 1e3
-    print(f"\n=== {label}: {wall:.2f} s wall ({steps_hint} steps at the finest level)")
-    for key, ms in sorted(stages.items(), key=lambda kv: -kv[1]):
-        print(f"  {key:22s} {ms:9.1f} ms total  {ms / max(steps_hint, 1):8.1f} ms/step")
+    print(f"\n=== {label}: {wall:.2f} s wall ({steps} steps at the finest level)")
+    info = result[1] if isinstance(result, tuple) else {}
+    for key, sec in sorted((info.get("stage_seconds") or {}).items(), key=lambda kv: -kv[1]):
+        print(f"  {key:16s} {1000 * sec:9.1f} ms")
     ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)[:10]
     for e in ops:
         print(f"    {e.key:34s} self {e.self_cpu_time_total / 1e3:9.1f} ms  calls {e.count}")
+    return info
+
+
+def schedule_run(data: dict, quality: str) -> None:
+    """The new optimiser with the recommended settings of ``quality``: stage and level times."""
+    settings = speed_eval.RECOMMENDED[quality]
+    t0 = time.perf_counter()
+    _, info = optimize_field(data["fixed"], data["moving"], data["geometry"], settings, **_args(data))
+    print(f"\n=== new, recommended '{quality}' schedule {settings.levels}: {time.perf_counter() - t0:.2f} s")
+    for key, sec in sorted(info["stage_seconds"].items(), key=lambda kv: -kv[1]):
+        print(f"  {key:16s} {sec:7.3f} s")
+    for level in info["levels"]:
+        print(f"  level x{level['factor']} grid {level['grid']}: {level['iterations']} steps, {level['seconds']:.3f} s")
 
 
 def main(argv=None) -> int:
@@ -125,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quality", default="balanced")
     parser.add_argument("--steps", type=int, default=5, help="steps at the finest level (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=Path("/work/bench/profile"))
+    parser.add_argument("--schedules", default="fast,balanced",
+                        help="also time the new optimiser's recommended schedules (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     data = load(capture(args.case, args.quality, args.cache, args.seed))
@@ -139,6 +154,9 @@ def main(argv=None) -> int:
                                                                         **_args(data)), args.steps)
     profile_run("new (engine.optimizer)", lambda: optimize_field(data["fixed"], data["moving"], g, new, **_args(data)),
                 args.steps)
+    for quality in args.schedules.split(","):
+        if quality:
+            schedule_run(data, quality)
     return 0
 
 

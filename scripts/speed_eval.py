@@ -1,10 +1,11 @@
 r"""Speed and accuracy of the instance optimisers, end to end through ``register()``, in one run.
 
 Every registration goes through the engine's ``register()``; only the instance optimisation is
-swapped at run time (the module that defines ``register`` gets its ``instance_optimize`` replaced),
-so pre-alignment, resampling, network and outputs are the engine's own. For each case and quality
-the current optimiser (``engine.instance``) and the new one (``engine.optimizer``) run back to back,
-so their times share the machine's load; compare ratios, not absolute seconds.
+swapped at run time (the module that defines ``register`` gets its optimiser function replaced), so
+pre-alignment, resampling, network and outputs are the engine's own. For each case and quality the
+previous optimiser (``engine.instance``, method "old") and the new one (``engine.optimizer`` with
+:data:`RECOMMENDED` settings, method "new") run back to back, so their times share the machine's
+load; compare ratios, not absolute seconds.
 
 Printed per case, quality and method: TRE mean (mm), Dice, folds (%), wall time of ``register()``
 and of its optimisation stage. Extra checks: a no-motion pair (the brain fixed image against a
@@ -61,47 +62,90 @@ def case_api():
     return build_case, evaluate_field
 
 
-def pipeline_module():
-    """The module whose ``register`` the engine exports (it imports ``instance_optimize``)."""
-    from ADRegNetLib.engine import register as reg  # noqa: PLC0415 - the function
+#: the previous optimiser's levels per quality (engine.instance; step 0.5 voxel, sigmas 1.5 / 1.0)
+OLD_LEVELS = {"fast": ((4, 60), (2, 40), (1, 10)), "balanced": ((4, 80), (2, 60), (1, 30)),
+              "best": ((4, 100), (2, 80), (1, 60))}
 
+
+def pipeline_module():
+    """The module that defines the engine's ``register`` and calls the instance optimiser.
+
+    Returns:
+        (module, name of the optimiser function it calls: "optimize_field" or "instance_optimize").
+    """
     for name in ("ADRegNetLib.engine.pipeline", "ADRegNetLib.engine.register"):
         try:
             mod = importlib.import_module(name)
         except ImportError:
             continue
-        if hasattr(mod, "instance_optimize") and inspect.isfunction(getattr(mod, "register", None)):
-            return mod
-    raise RuntimeError(f"cannot find the module of register() that calls instance_optimize ({reg})")
+        if not inspect.isfunction(getattr(mod, "register", None)):
+            continue
+        for attr in ("optimize_field", "instance_optimize"):
+            if hasattr(mod, attr):
+                return mod, attr
+    raise RuntimeError("cannot find the engine module whose register() calls the instance optimiser")
 
 
-def new_optimizer(settings: OptimizerSettings) -> Callable:
-    """An ``instance_optimize`` stand-in that runs :func:`optimize_field` with ``settings``.
+def _regularization(quality: str, sigma_field: float, reference: float) -> float:
+    return float(sigma_field) / float(reference) if reference > 0 else 1.0
 
-    The regularisation multiplier the engine folded into its own settings (sigma_field = 1.0 * r)
-    scales the new optimiser's sigmas the same way (update by sqrt(r), field by r).
+
+def old_optimizer(quality: str, called: str) -> Callable:
+    """A stand-in for the engine's optimiser call that runs the previous one (``engine.instance``)."""
+    from ADRegNetLib.engine.instance import InstanceOptimizationSettings, instance_optimize  # noqa: PLC0415
+
+    def run(fixed, moving, geometry, settings, **kwargs):
+        if called == "instance_optimize":  # the engine already passes the previous optimiser's settings
+            return instance_optimize(fixed, moving, geometry, settings, **kwargs)
+        from ADRegNetLib.engine.settings import QUALITY_SETTINGS  # noqa: PLC0415
+        r = _regularization(quality, settings.sigma_field, QUALITY_SETTINGS[quality].sigma_field)
+        old = InstanceOptimizationSettings(levels=OLD_LEVELS[quality], similarity="mind", step_voxels=0.5,
+                                           sigma_update=1.5 * r ** 0.5, sigma_field=1.0 * r)
+        return instance_optimize(fixed, moving, geometry, old, **kwargs)
+    return run
+
+
+def new_optimizer(quality: str, called: str) -> Callable:
+    """A stand-in that runs :func:`optimize_field` with :data:`RECOMMENDED` ``[quality]``.
+
+    The regularisation multiplier the engine folded into the settings it passes scales the
+    recommended sigmas the same way (update by sqrt(r), field by r); the engine's feature choice
+    (MIND or intensities) is kept.
     """
-    def run(fixed, moving, geometry, io_settings, init_flow_norm=None, fixed_points=None, moving_points=None,
-            mask=None, progress=None, should_stop=None):
-        r = float(getattr(io_settings, "sigma_field", 1.0))
-        s = OptimizerSettings(**{**settings.__dict__, "sigma_update": settings.sigma_update * r ** 0.5,
-                                 "sigma_field": settings.sigma_field * r})
-        return optimize_field(fixed, moving, geometry, s, init_flow_norm=init_flow_norm, fixed_points=fixed_points,
-                              moving_points=moving_points, mask=mask, progress=progress, should_stop=should_stop)
+    recommended = RECOMMENDED[quality]
+
+    def run(fixed, moving, geometry, settings, **kwargs):
+        r = float(getattr(settings, "sigma_field", 1.0))
+        if called == "optimize_field":
+            from ADRegNetLib.engine.settings import QUALITY_SETTINGS  # noqa: PLC0415
+            r = _regularization(quality, settings.sigma_field, QUALITY_SETTINGS[quality].sigma_field)
+        features = getattr(settings, "features", "mind") if called == "optimize_field" else "mind"
+        s = OptimizerSettings(**{**recommended.__dict__, "sigma_update": recommended.sigma_update * r ** 0.5,
+                                 "sigma_field": recommended.sigma_field * r, "features": features})
+        return optimize_field(fixed, moving, geometry, s, **kwargs)
     return run
 
 
 @contextmanager
 def optimizer_swapped(method: str, quality: str):
-    """Within the block, ``register()`` uses the ``method`` optimiser ("current" or "new")."""
-    mod = pipeline_module()
-    original = mod.instance_optimize
-    if method == "new":
-        mod.instance_optimize = new_optimizer(RECOMMENDED[quality])
+    """Within the block, ``register()`` uses the ``method`` optimiser.
+
+    "old": the previous optimiser (``engine.instance``) with its own per-quality levels; "new":
+    :func:`optimize_field` with :data:`RECOMMENDED` settings; "engine": whatever the engine calls
+    now, with the settings in ``engine/settings.py``.
+    """
+    mod, called = pipeline_module()
+    original = getattr(mod, called)
+    if method == "old":
+        setattr(mod, called, old_optimizer(quality, called))
+    elif method == "new":
+        setattr(mod, called, new_optimizer(quality, called))
+    elif method != "engine":
+        raise ValueError(f"method must be 'old', 'new' or 'engine', got {method!r}")
     try:
         yield
     finally:
-        mod.instance_optimize = original
+        setattr(mod, called, original)
 
 
 def read_case_images(case) -> tuple[Image, Image]:
@@ -213,7 +257,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", default="brain,lung", help="comma-separated benchmark cases (default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated case seeds (default: %(default)s)")
     parser.add_argument("--qualities", default="fast,balanced", help="default: %(default)s")
-    parser.add_argument("--methods", default="current,new", help="default: %(default)s")
+    parser.add_argument("--methods", default="old,new",
+                        help="old (engine.instance), new (engine.optimizer with RECOMMENDED settings), engine "
+                             "(as engine/settings.py wires it) (default: %(default)s)")
     parser.add_argument("--case-dir", type=Path, default=DEFAULT_CASE_DIR)
     parser.add_argument("--greedy", action="store_true", help="also run Greedy (picsl-greedy) on each case")
     parser.add_argument("--checks", action="store_true", help="no-motion, identical-images and demo checks")

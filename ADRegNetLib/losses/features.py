@@ -20,16 +20,24 @@ __all__ = ["mind_ssc_fast", "central_gradient", "FeatureSSD"]
 
 
 def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable."""
+    """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable.
+
+    Shifted in-place sums divided by the in-volume count: the same values as ``avg_pool3d`` with
+    ``count_include_pad=False`` in about half its time on 12 channels.
+    """
     if radius <= 0:
         return x
-    w = 2 * radius + 1
-    for axis in range(3):
-        kernel = [1, 1, 1]
-        kernel[axis] = w
-        pad = [0, 0, 0]
-        pad[axis] = radius
-        x = F.avg_pool3d(x, kernel_size=tuple(kernel), stride=1, padding=tuple(pad), count_include_pad=False)
+    for dim in (2, 3, 4):
+        n = x.shape[dim]
+        out = x.clone()
+        for j in range(1, min(radius, n - 1) + 1):
+            out.narrow(dim, 0, n - j).add_(x.narrow(dim, j, n - j))
+            out.narrow(dim, j, n - j).add_(x.narrow(dim, 0, n - j))
+        i = torch.arange(n, device=x.device)
+        count = (i.clamp_max(radius) + (n - 1 - i).clamp_max(radius) + 1).to(x.dtype)
+        shape = [1, 1, 1, 1, 1]
+        shape[dim] = n
+        x = out.div_(count.view(shape))
     return x
 
 
@@ -96,6 +104,24 @@ def central_gradient(volume: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def _central_gradient_at(volume: torch.Tensor, stride: int) -> list[torch.Tensor]:
+    """:func:`central_gradient` at every ``stride``-th voxel per axis only: [d/dx, d/dy, d/dz]."""
+    sub = volume[(slice(None), slice(None)) + (slice(None, None, stride),) * 3]
+    out = []
+    for dim in (4, 3, 2):
+        n = volume.shape[dim]
+        if n < 2:
+            out.append(torch.zeros_like(sub))
+            continue
+        at = torch.arange(0, n, stride, device=volume.device)
+        rest = [slice(None), slice(None)] + [slice(None, None, stride) if d != dim else slice(None) for d in (2, 3, 4)]
+        line = volume[tuple(rest)].contiguous()  # subsampled on the other axes, full along ``dim``
+        ahead = line.index_select(dim, (at + 1).clamp_max(n - 1))
+        behind = line.index_select(dim, (at - 1).clamp_min(0))
+        out.append(ahead.sub_(behind).mul_(0.5))
+    return out
+
+
 class FeatureSSD:
     r"""Sum of squared feature differences, its analytic gradient and its Gauss-Newton step length.
 
@@ -116,24 +142,31 @@ class FeatureSSD:
     Args:
         fixed: (1, C, Z, Y, X) fixed features.
         weight: optional (1, 1, Z, Y, X) float 0/1 region of interest.
+        stride: voxel stride of the step-length sums (1: every voxel).
     """
 
-    def __init__(self, fixed: torch.Tensor, weight: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, fixed: torch.Tensor, weight: Optional[torch.Tensor] = None, stride: int = 2) -> None:
         if fixed.ndim != 5 or fixed.shape[0] != 1:
             raise ValueError(f"fixed features must be (1, C, Z, Y, X), got {tuple(fixed.shape)}")
         if weight is not None and (weight.ndim != 5 or weight.shape[2:] != fixed.shape[2:]):
             raise ValueError(f"weight must be (1, 1, {tuple(fixed.shape[2:])}), got {tuple(weight.shape)}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
         self.fixed = fixed
         self.weight = weight
+        self.stride = int(stride)
         self.channels = fixed.shape[1]
         self.count = float(weight.sum()) if weight is not None else float(np.prod(fixed.shape[2:]))
         if self.count <= 0:
             raise ValueError("the mask is empty on this grid: no voxel to compare")
-        grads = central_gradient(fixed)
+        self._sub = (slice(None), slice(None)) + (slice(None, None, self.stride),) * 3
+        # structure tensor (xx, yy, zz, xy, xz, yz) of the fixed features, only where the step's sums run
+        grads = _central_gradient_at(fixed, self.stride)
         pairs = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
-        self.structure = torch.cat([torch.linalg.vecdot(grads[a], grads[b], dim=1).unsqueeze(1) for a, b in pairs], 1)
+        self.structure = torch.cat([torch.einsum("nczyx,nczyx->nzyx", grads[a], grads[b]).unsqueeze(1)
+                                    for a, b in pairs], 1)
         if weight is not None:
-            self.structure.mul_(weight)
+            self.structure.mul_(weight[self._sub])
 
     def gradient(self, warped: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(dL/du (1, 3, Z, Y, X) per voxel, (x, y, z) components; the loss L)."""
@@ -154,27 +187,26 @@ class FeatureSSD:
                 torch.sub(warped.narrow(dim, 2, n - 2), warped.narrow(dim, 0, n - 2), out=diff.narrow(dim, 1, n - 2))
             torch.sub(warped.narrow(dim, 1, 1), warped.narrow(dim, 0, 1), out=diff.narrow(dim, 0, 1))
             torch.sub(warped.narrow(dim, n - 1, 1), warped.narrow(dim, n - 2, 1), out=diff.narrow(dim, n - 1, 1))
-            torch.linalg.vecdot(resid, diff, dim=1, out=grad[:, comp])
+            # channel dot product; einsum runs it about twice as fast as linalg.vecdot(dim=1) here
+            grad[:, comp] = torch.einsum("nczyx,nczyx->nzyx", resid, diff)
         # 2 / (C sum w) times the central difference, which is half of ``diff``
         return grad.mul_(1.0 / (self.count * self.channels)), loss
 
-    def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor, stride: int = 2) -> float:
+    def gauss_newton_alpha(self, grad: torch.Tensor, direction: torch.Tensor) -> float:
         """Step ``alpha`` minimising the linearised loss along ``direction`` (1, 3, Z, Y, X), voxels.
 
         ``alpha = -sum w r.Jd / sum w |Jd|^2``, where per voxel ``w r.Jd = (C sum w / 2) grad.d`` and
         ``w |Jd|^2 = d^T (w H) d``. Both sums run over every ``stride``-th voxel per axis (a global
-        scalar needs no more; 1 = every voxel).
+        scalar needs no more).
 
         Args:
             grad: (1, 3, Z, Y, X) the gradient from :meth:`gradient` (voxel units).
             direction: (1, 3, Z, Y, X) the update direction in voxels.
-            stride: voxel stride of the sums.
 
         Returns:
             alpha (0 when the direction does not change the features).
         """
-        sl = (slice(None), slice(None)) + (slice(None, None, stride),) * 3
-        h, d, g = self.structure[sl], direction[sl], grad[sl]
+        h, d, g = self.structure, direction[self._sub], grad[self._sub]
         dx, dy, dz = d[:, 0:1], d[:, 1:2], d[:, 2:3]
         quad = (h[:, 0:1] * dx * dx + h[:, 1:2] * dy * dy + h[:, 2:3] * dz * dz
                 + 2 * (h[:, 3:4] * dx * dy + h[:, 4:5] * dx * dz + h[:, 5:6] * dy * dz))
