@@ -109,7 +109,7 @@ def test_killed_worker_loses_no_pair_and_rerun_completes(scheduler, start_worker
         assert {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} == done
         time.sleep(0.5)
         os.killpg(batch.pid, signal.SIGINT)  # the user stops the run whose workers are gone
-        assert batch.wait(timeout=30) == 130, (tmp_path / "batch.log").read_text()
+        assert batch.wait(timeout=90) == 130, (tmp_path / "batch.log").read_text()
     finally:
         _stop(batch, signal.SIGKILL)
     recorded = read_results_csv(out / "results.csv")
