@@ -46,8 +46,8 @@ from ADRegNetLib.spatial.image import Image  # noqa: E402
 _COMMON = dict(step_voxels=1.0, sigma_update=5.0, sigma_field=1.5, mind_var_floor=0.03, landmark_fraction=1.0)
 RECOMMENDED: dict[str, OptimizerSettings] = {
     "fast": OptimizerSettings(levels=((2, 10), (1, 2)), **_COMMON),
-    "balanced": OptimizerSettings(levels=((2, 12), (1, 4)), **_COMMON),
-    "best": OptimizerSettings(levels=((2, 20), (1, 8)), **_COMMON),
+    "balanced": OptimizerSettings(levels=((2, 12), (1, 6)), **_COMMON),
+    "best": OptimizerSettings(levels=((2, 20), (1, 10)), **_COMMON),
 }
 DEFAULT_CASE_DIR = Path("/work/bench/cases")
 

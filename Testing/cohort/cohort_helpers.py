@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -104,8 +105,10 @@ def child_env() -> dict:
 def start_process(args: list[str], log: Path) -> subprocess.Popen:
     """Starts ``args`` in its own process group (so the test can kill it with its children)."""
     handle = log.open("w")
+    # A shell's background jobs inherit SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # restore the default so the test's SIGINT (a user's Ctrl-C) reaches the child wherever pytest runs.
     return subprocess.Popen(args, cwd=REPO_ROOT, env=child_env(), stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
