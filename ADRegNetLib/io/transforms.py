@@ -19,6 +19,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from .image import ImageError, read_sitk_image
 
@@ -49,10 +50,7 @@ def _to_numpy_field(disp_mm: ArrayLike, geometry: Geometry) -> np.ndarray:
     arr = np.asarray(disp_mm)
     if arr.ndim == 5 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 4 or arr.shape[0] != 3:
-        raise ValueError(f"disp_mm must have shape (3, Z, Y, X) (or (1, 3, Z, Y, X)), got {arr.shape}")
-    if tuple(arr.shape[1:]) != geometry.shape:
-        raise ValueError(f"disp_mm grid {tuple(arr.shape[1:])} does not match the geometry {geometry.shape} (Z, Y, X)")
+    check_disp_shape(arr.shape, geometry, "disp_mm")
     return arr
 
 

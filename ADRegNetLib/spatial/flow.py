@@ -21,6 +21,7 @@ __all__ = [
     "flow_norm_to_disp_mm",
     "identity_grid",
     "check_field",
+    "check_disp_shape",
 ]
 
 
@@ -28,6 +29,16 @@ def check_field(field: torch.Tensor, name: str = "field") -> None:
     """Raise ``ValueError`` unless ``field`` is (N, 3, Z, Y, X)."""
     if field.ndim != 5 or field.shape[1] != 3:
         raise ValueError(f"{name} must have shape (N, 3, Z, Y, X) with (x, y, z) components, got {tuple(field.shape)}")
+
+
+def check_disp_shape(shape: tuple, geometry: Geometry, name: str = "disp_mm") -> None:
+    """Raise ``ValueError`` unless ``shape`` is (3, Z, Y, X) on ``geometry`` (x, y, z components, LPS mm)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[0] != 3:
+        raise ValueError(f"{name} must have shape (3, Z, Y, X) (or (1, 3, Z, Y, X)) with x, y, z components in "
+                         f"LPS mm, got {shape}")
+    if shape[1:] != geometry.shape:
+        raise ValueError(f"{name} grid {shape[1:]} does not match the geometry {geometry.shape} (Z, Y, X)")
 
 
 def _apply_matrix(field: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .flow import check_disp_shape
 from .geometry import Geometry
 from .warp import sampling_grid
 
@@ -44,10 +45,7 @@ def _as_field(disp_mm: ArrayLike, geometry: Geometry, name: str, device: DeviceL
     t = disp_mm if isinstance(disp_mm, torch.Tensor) else torch.as_tensor(np.asarray(disp_mm))
     if t.ndim == 5 and t.shape[0] == 1:
         t = t[0]
-    if t.ndim != 4 or t.shape[0] != 3:
-        raise ValueError(f"{name} must have shape (3, Z, Y, X) (x, y, z components in LPS mm), got {tuple(t.shape)}")
-    if tuple(t.shape[1:]) != geometry.shape:
-        raise ValueError(f"{name} grid {tuple(t.shape[1:])} does not match its geometry {geometry.shape} (Z, Y, X)")
+    check_disp_shape(tuple(t.shape), geometry, name)
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} holds NaN or infinite displacements; it cannot be inverted")
     return t.detach().to(device=device if device is not None else t.device, dtype=torch.float32).unsqueeze(0)

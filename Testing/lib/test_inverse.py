@@ -180,7 +180,7 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize("shape, message", [
     ((3, 5, 5), r"\(3, Z, Y, X\)"),
     ((2, 6, 6, 6), r"\(3, Z, Y, X\)"),
-    ((3, 6, 6, 5), r"does not match its geometry \(6, 6, 6\)"),
+    ((3, 6, 6, 5), r"does not match the geometry \(6, 6, 6\)"),
 ])
 def test_bad_field_shapes_are_named(shape, message):
     g = Geometry((6, 6, 6))
