@@ -3,9 +3,11 @@ r"""Per-stage profile of the instance optimisers on the inputs ``register()`` gi
 1. ``capture``: run ``register()`` on a benchmark case (or the demo pair) up to the instance
    optimisation and save exactly what the optimiser receives (working-grid images, geometry,
    initial flow, landmarks, mask) plus the pre-alignment, to ``--cache``;
-2. ``profile``: run the current optimiser (``engine.instance``) and the new one
-   (``engine.optimizer``) on those inputs under ``torch.profiler`` and print the time per stage
-   (the new optimiser labels its stages with ``record_function("opt.*")``) and per operator.
+2. ``profile``: run the previous optimiser (``engine.instance``, loaded from git history since its
+   removal) and the new one (``engine.optimizer``) for ``--steps`` steps at the finest level under
+   ``torch.profiler`` and print the time per stage (the new optimiser times its stages itself,
+   ``info["stage_seconds"]``, also profiler labels ``opt.*``) and per operator; then time the new
+   optimiser's recommended schedules (``--schedules``).
 
 Usage (repository root)::
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_eval  # noqa: E402  (scripts/speed_eval.py: case and engine helpers)
 
-from ADRegNetLib.engine.instance import InstanceOptimizationSettings, instance_optimize  # noqa: E402
+_previous = speed_eval._previous_optimizer()  # engine.instance, from git history once removed
+InstanceOptimizationSettings, instance_optimize = _previous.InstanceOptimizationSettings, _previous.instance_optimize
 from ADRegNetLib.engine.optimizer import OptimizerSettings, optimize_field  # noqa: E402
 from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
 
@@ -149,8 +151,9 @@ def main(argv=None) -> int:
     # finest level only, fixed step count (no early stop) so both do the same number of steps
     old = InstanceOptimizationSettings(levels=((1, args.steps),), similarity="mind")
     new = OptimizerSettings(levels=((1, args.steps),), min_improvement=-1.0)
-    instance_optimize(data["fixed"], data["moving"], g, InstanceOptimizationSettings(levels=((8, 1),), similarity="mind"))
-    profile_run("current (engine.instance)", lambda: instance_optimize(data["fixed"], data["moving"], g, old,
+    warm_up = InstanceOptimizationSettings(levels=((8, 1),), similarity="mind")
+    instance_optimize(data["fixed"], data["moving"], g, warm_up)
+    profile_run("previous (engine.instance)", lambda: instance_optimize(data["fixed"], data["moving"], g, old,
                                                                         **_args(data)), args.steps)
     profile_run("new (engine.optimizer)", lambda: optimize_field(data["fixed"], data["moving"], g, new, **_args(data)),
                 args.steps)

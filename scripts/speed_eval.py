@@ -46,8 +46,8 @@ from ADRegNetLib.spatial.image import Image  # noqa: E402
 _COMMON = dict(step_voxels=1.0, sigma_update=5.0, sigma_field=1.5, mind_var_floor=0.03, landmark_fraction=1.0)
 RECOMMENDED: dict[str, OptimizerSettings] = {
     "fast": OptimizerSettings(levels=((2, 10), (1, 2)), **_COMMON),
-    "balanced": OptimizerSettings(levels=((2, 12), (1, 6)), **_COMMON),
-    "best": OptimizerSettings(levels=((2, 20), (1, 10)), **_COMMON),
+    "balanced": OptimizerSettings(levels=((2, 12), (1, 4)), **_COMMON),
+    "best": OptimizerSettings(levels=((2, 20), (1, 8)), **_COMMON),
 }
 DEFAULT_CASE_DIR = Path("/work/bench/cases")
 
@@ -90,9 +90,33 @@ def _regularization(quality: str, sigma_field: float, reference: float) -> float
     return float(sigma_field) / float(reference) if reference > 0 else 1.0
 
 
+#: the last commit that holds the previous optimiser, ADRegNetLib/engine/instance.py (removed in 475ddce)
+OLD_OPTIMIZER_COMMIT = "00b8cf9"
+
+
+def _previous_optimizer():
+    """``engine.instance`` if it still exists, else its source from git history, loaded as that module."""
+    try:
+        return importlib.import_module("ADRegNetLib.engine.instance")
+    except ImportError:
+        pass
+    import subprocess  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    source = subprocess.run(["git", "show", f"{OLD_OPTIMIZER_COMMIT}:ADRegNetLib/engine/instance.py"], cwd=REPO,
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType("ADRegNetLib.engine.instance")
+    module.__package__ = "ADRegNetLib.engine"
+    module.__file__ = f"git:{OLD_OPTIMIZER_COMMIT}:ADRegNetLib/engine/instance.py"
+    sys.modules[module.__name__] = module
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - this repository's own code
+    return module
+
+
 def old_optimizer(quality: str, called: str) -> Callable:
     """A stand-in for the engine's optimiser call that runs the previous one (``engine.instance``)."""
-    from ADRegNetLib.engine.instance import InstanceOptimizationSettings, instance_optimize  # noqa: PLC0415
+    previous = _previous_optimizer()
+    InstanceOptimizationSettings, instance_optimize = previous.InstanceOptimizationSettings, previous.instance_optimize
 
     def run(fixed, moving, geometry, settings, **kwargs):
         if called == "instance_optimize":  # the engine already passes the previous optimiser's settings
@@ -182,7 +206,7 @@ def _quiet_stdout():
 
 def run_greedy(case, work: Path) -> Optional[dict]:
     """Greedy as in the reference table (benchmark peer adapter), or None when not installed."""
-    build_case, evaluate_field = case_api()
+    _, evaluate_field = case_api()
     try:
         from benchmarks.peers.external import run_greedy as greedy  # noqa: PLC0415
     except ImportError:
@@ -300,8 +324,9 @@ def main(argv=None) -> int:
                        "demo_s": demo["seconds"], "demo_tre": demo["tre_after"], "check_s": time.perf_counter() - t0}
                 rows.append(row)
                 print(f"[checks] {quality:>8s} {method:>8s}  no-motion {nm:.3f} mm; identical: NCC "
-                      f"{ident['ncc_before']:.4f} -> {ident['ncc_after']:.4f}, mean |u| {ident['mean_disp_mm']:.4f} mm; "
-                      f"demo {demo['seconds']:.2f} s (TRE {demo['tre_after']:.3f} mm)", flush=True)
+                      f"{ident['ncc_before']:.4f} -> {ident['ncc_after']:.4f}, "
+                      f"mean |u| {ident['mean_disp_mm']:.4f} mm; demo {demo['seconds']:.2f} s "
+                      f"(TRE {demo['tre_after']:.3f} mm)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 0

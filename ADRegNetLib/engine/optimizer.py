@@ -223,7 +223,8 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     shape = geometry.shape
     for t, name in ((fixed, "fixed"), (moving, "moving")):
         if t.ndim != 5 or t.shape[:2] != (1, 1) or tuple(t.shape[2:]) != shape:
-            raise ValueError(f"{name} must be (1, 1, Z, Y, X) = (1, 1, {shape}) on the working grid, got {tuple(t.shape)}")
+            raise ValueError(f"{name} must be (1, 1, Z, Y, X) = (1, 1, {shape}) on the working grid, "
+                             f"got {tuple(t.shape)}")
     if settings.features not in ("mind", "intensity"):
         raise ValueError(f"features must be 'mind' or 'intensity', got {settings.features!r}")
     if mask is not None and (mask.ndim != 5 or tuple(mask.shape[2:]) != shape):
@@ -233,10 +234,10 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         a, b = geometry.physical_to_normalized_affine()
         as_t = dict(dtype=fixed.dtype, device=fixed.device)
         size = np.asarray(geometry.size, dtype=np.float64)
+        to_mm = geometry.index_to_physical_matrix @ np.diag(np.where(size > 1, (size - 1) / 2, 0))
         run.landmarks = (torch.as_tensor(np.asarray(fixed_points, dtype=np.float64) @ a.T + b, **as_t),
                          torch.as_tensor(np.asarray(moving_points, dtype=np.float64) @ a.T + b, **as_t),
-                         torch.as_tensor(geometry.index_to_physical_matrix @ np.diag(np.where(size > 1, (size - 1) / 2, 0)),
-                                         **as_t))
+                         torch.as_tensor(to_mm, **as_t))
     with run.clock("features"):
         if settings.features == "mind":
             f_work = mind_ssc_fast(fixed, dilation=settings.mind_dilation, var_floor=settings.mind_var_floor)
@@ -296,6 +297,8 @@ class _Run:
         t_level = time.perf_counter()
         with clock("level_setup"):
             ssd = FeatureSSD(f_feat, weight)
+            # grid_sample gathers all channels of a voxel at once: ~10% faster (same values) channels-last
+            m_feat = m_feat.contiguous(memory_format=torch.channels_last_3d)
             base = identity_grid(level.shape, f_feat)
             size = np.asarray(level.size, dtype=np.float64)
             norm_per_vox = torch.as_tensor(2.0 / np.maximum(size - 1, 1), dtype=v.dtype,
