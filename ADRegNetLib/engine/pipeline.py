@@ -124,7 +124,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if has_landmarks:
         if fixed_landmarks is None or moving_landmarks is None:
             raise RegistrationError("landmarks were given for only one image; give fixed and moving landmarks in pairs")
-        from ..io.landmarks import check_landmark_pairs
+        from ..io.points import check_landmark_pairs
 
         fixed_landmarks = check_points(fixed_landmarks, "fixed")
         moving_landmarks = check_points(moving_landmarks, "moving")

@@ -92,7 +92,7 @@ def check_settings(preset: str, quality: str, regularization: float) -> None:
 
 def check_points(points: Any, role: str) -> np.ndarray:
     """A (K, 3) float64 LPS mm landmark array, or a ``LandmarkError`` that says what is expected."""
-    from ..io.landmarks import as_points
+    from ..io.points import as_points
 
     return as_points(points, f"{role} landmarks")
 

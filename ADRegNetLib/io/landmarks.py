@@ -36,14 +36,16 @@ import csv
 import io
 import json
 import math
-import re
-import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..spatial.geometry import Geometry
+from .landmark_text import (_is_elastix_text, parse_dirlab_text, read_dirlab_txt, read_elastix_points,
+                            write_dirlab_txt, write_elastix_points)
+from .points import (LandmarkError, LandmarkWarning, PathLike, _check_system, _float, _fmt, _nonempty,
+                     _parse_coordinate_system, _read_text, as_points, check_landmark_pairs, ras_to_lps)
 
 __all__ = [
     "LandmarkError",
@@ -67,127 +69,11 @@ __all__ = [
     "ras_to_lps",
 ]
 
-PathLike = Union[str, Path]
-_FLIP = np.array([-1.0, -1.0, 1.0])
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
     "markups-schema-v1.0.3.json#"
 )
 
-
-class LandmarkError(ValueError):
-    """A landmark file or landmark set is unusable; the message says where and why."""
-
-
-class LandmarkWarning(UserWarning):
-    """A landmark set is usable but suspicious (e.g. duplicated points)."""
-
-
-def ras_to_lps(points: np.ndarray) -> np.ndarray:
-    """Flip x and y: RAS <-> LPS (its own inverse). (K, 3) -> (K, 3)."""
-    return np.asarray(points, dtype=np.float64) * _FLIP
-
-
-def _fmt(value: float) -> str:
-    """Shortest text that reads back to the same float ('-0.0' kept exact, ints without '.0')."""
-    v = float(value)
-    if v == 0.0:
-        return "-0" if math.copysign(1.0, v) < 0 else "0"
-    return repr(v)
-
-
-def as_points(points, name: str = "points", allow_empty: bool = False) -> np.ndarray:
-    """Validate and convert points to a (K, 3) float64 numpy array (accepts numpy, torch, lists).
-
-    Nothing is reshaped: a (6, 2) array is refused, not read as (4, 3).
-
-    Args:
-        points: (K, 3) points, (x, y, z) per row, LPS mm.
-        name: what the points are, for messages ("fixed landmarks").
-        allow_empty: accept K = 0.
-
-    Raises:
-        LandmarkError: not numbers, a shape other than (K, 3) (the message says which shape was
-            given and what is expected), empty (unless ``allow_empty``), or NaN/inf coordinates
-            (the message gives the first bad row).
-    """
-    expected = "an array of shape (K, 3): one (x, y, z) point per row, in LPS mm"
-    if points is None:
-        raise LandmarkError(f"{name} are missing (None); give {expected}")
-    if hasattr(points, "detach"):
-        points = points.detach().cpu().numpy()
-    try:
-        arr = np.asarray(points)
-        if arr.dtype.kind not in "iuf":
-            if arr.dtype.kind != "O":
-                raise TypeError(f"values of type {arr.dtype}")
-            arr = arr.astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LandmarkError(f"{name} must be numbers in {expected}; got {type(points).__name__} ({reason})") from None
-    arr = arr.astype(np.float64, copy=False)
-    if arr.ndim == 1 and arr.size == 0:
-        arr = arr.reshape(0, 3)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        hint = ""
-        if arr.shape == (3,):
-            hint = " (for a single point, give [[x, y, z]])"
-        elif arr.ndim == 2 and arr.shape[0] == 3:
-            hint = " (points in columns? give the transpose)"
-        raise LandmarkError(f"{name} must be {expected}; got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0 and not allow_empty:
-        raise LandmarkError(f"{name} is empty: no landmark points were given")
-    bad = ~np.all(np.isfinite(arr), axis=1)
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise LandmarkError(
-            f"{name}: {int(bad.sum())} point(s) have NaN or infinite coordinates, first at index {first}: "
-            f"{arr[first].tolist()}; every point needs three finite coordinates (LPS mm)"
-        )
-    return arr
-
-
-def _parse_coordinate_system(value, source: str) -> str:
-    text = str(value).strip().upper()
-    mapping = {"RAS": "RAS", "LPS": "LPS", "0": "RAS", "1": "LPS"}
-    if text not in mapping:
-        raise LandmarkError(
-            f"{source}: unknown coordinate system {value!r}; expected 'LPS' or 'RAS' (or 0 = RAS, 1 = LPS "
-            "in old .fcsv files)"
-        )
-    return mapping[text]
-
-
-def _check_system(coordinate_system: str) -> str:
-    system = str(coordinate_system).upper()
-    if system not in ("LPS", "RAS"):
-        raise ValueError(f"coordinate_system must be 'LPS' or 'RAS', got {coordinate_system!r}")
-    return system
-
-
-def _float(token: str, source: str, lineno: int) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise LandmarkError(f"{source}, line {lineno}: {token!r} is not a number") from None
-    if not math.isfinite(value):
-        raise LandmarkError(f"{source}, line {lineno}: coordinate {token!r} is not finite")
-    return value
-
-
-def _nonempty(points: list, source: str) -> np.ndarray:
-    if not points:
-        raise LandmarkError(f"{source}: holds no landmark points")
-    return np.asarray(points, dtype=np.float64).reshape(-1, 3)
-
-
-def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise LandmarkError(f"{path}: no such landmark file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise LandmarkError(f"{path}: is not a text file (cannot decode as UTF-8)") from None
 
 
 # ------------------------------------------------------------------------------- Slicer .mrk.json
@@ -379,145 +265,6 @@ def write_landmark_csv(points, path: PathLike) -> None:
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-# ------------------------------------------------------------------------------------------ DIR-Lab
-def parse_dirlab_text(text: str, source: str = "<text>", zero_based: bool = False) -> np.ndarray:
-    """Parse DIR-Lab landmark text into (K, 3) **0-based** continuous (x, y, z) voxel indices.
-
-    Args:
-        text: file contents: one ``i j k`` line per landmark (whitespace separated).
-        source: name used in error messages.
-        zero_based: True when the file's indices start at 0 (DIR-Lab's own files start at 1).
-
-    Raises:
-        LandmarkError: a line without exactly three numbers, a non-finite number, an index below
-            the first voxel (names the line), or no landmark at all.
-    """
-    indices = []
-    offset = 0.0 if zero_based else 1.0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        tokens = stripped.replace(",", " ").split()
-        if len(tokens) != 3:
-            raise LandmarkError(
-                f"{source}, line {lineno}: expected 3 voxel indices 'i j k', got {len(tokens)} values: {stripped[:80]!r}"
-            )
-        values = [_float(t, source, lineno) for t in tokens]
-        if min(values) < offset - 0.5:
-            raise LandmarkError(
-                f"{source}, line {lineno}: index {min(values):g} is before the first voxel; DIR-Lab indices start "
-                f"at {int(offset)}" + ("" if zero_based else " (if this file is 0-based, pass zero_based=True)")
-            )
-        indices.append([v - offset for v in values])
-    return _nonempty(indices, source)
-
-
-def read_dirlab_txt(path: PathLike, geometry: Geometry, zero_based: bool = False) -> np.ndarray:
-    """Read a DIR-Lab landmark file (voxel indices, 1-based by default) as (K, 3) LPS mm points.
-
-    Args:
-        path: the ``.txt`` file.
-        geometry: the geometry of the image the indices refer to (as loaded by
-            :mod:`ADRegNetLib.io.dirlab`, voxel order as stored in the ``.img`` file).
-        zero_based: see :func:`parse_dirlab_text`.
-    """
-    if geometry is None:
-        raise LandmarkError(f"{path}: DIR-Lab landmarks are voxel indices; pass the image geometry to convert them to mm")
-    path = Path(path)
-    index = parse_dirlab_text(_read_text(path), str(path), zero_based)
-    return geometry.index_to_physical(index)
-
-
-def _fmt_index(value: float) -> str:
-    r = round(value)
-    return str(int(r)) if abs(value - r) < 1e-6 else _fmt(value)
-
-
-def write_dirlab_txt(points, path: PathLike, geometry: Geometry, zero_based: bool = False) -> None:
-    """Write (K, 3) LPS mm points as DIR-Lab voxel indices (1-based unless ``zero_based``).
-
-    Indices within 1e-6 of a whole number are written as integers, as DIR-Lab does.
-    """
-    pts = as_points(points)
-    index = geometry.physical_to_index(pts) + (0.0 if zero_based else 1.0)
-    lines = ["\t".join(_fmt_index(v) for v in row) for row in index]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------------------ elastix
-_OUTPUT_RE = re.compile(r"(\w+)\s*=\s*\[([^\]]*)\]")
-
-
-def _is_elastix_text(text: str) -> bool:
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped:
-            first = stripped.split()[0].lower()
-            return first in ("point", "index")
-    return False
-
-
-def read_elastix_points(path: PathLike, geometry: Optional[Geometry] = None,
-                        which: str = "OutputPoint") -> np.ndarray:
-    """Read an elastix/transformix point file as (K, 3) LPS mm points.
-
-    Args:
-        path: an input point file (``point``/``index``, count, rows) or a transformix output file.
-        geometry: needed for ``index`` files (0-based indices, elastix convention).
-        which: for transformix output files, the field to read (``OutputPoint``, ``InputPoint``).
-
-    Raises:
-        LandmarkError: malformed header, count mismatch (gives both counts), malformed rows (line number).
-    """
-    path = Path(path)
-    text = _read_text(path)
-    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
-    if not lines:
-        raise LandmarkError(f"{path}: is empty")
-    if "=" in lines[0][1] and "[" in lines[0][1]:
-        points = []
-        for lineno, line in lines:
-            fields = dict(_OUTPUT_RE.findall(line))
-            if which not in fields:
-                raise LandmarkError(f"{path}, line {lineno}: no '{which} = [...]' field in transformix output")
-            values = fields[which].split()
-            if len(values) != 3:
-                raise LandmarkError(f"{path}, line {lineno}: {which} must hold 3 numbers, got {len(values)}")
-            points.append([_float(v, str(path), lineno) for v in values])
-        return _nonempty(points, str(path))
-    kind = lines[0][1].split()[0].lower()
-    if kind not in ("point", "index"):
-        raise LandmarkError(f"{path}, line {lines[0][0]}: first line must be 'point' or 'index', got {lines[0][1]!r}")
-    if len(lines) < 2:
-        raise LandmarkError(f"{path}: missing the point count after {kind!r}")
-    try:
-        count = int(lines[1][1])
-    except ValueError:
-        raise LandmarkError(f"{path}, line {lines[1][0]}: expected the number of points, got {lines[1][1]!r}") from None
-    points = []
-    for lineno, line in lines[2:]:
-        tokens = line.split()
-        if len(tokens) != 3:
-            raise LandmarkError(f"{path}, line {lineno}: expected 3 numbers 'x y z', got {len(tokens)}: {line[:80]!r}")
-        points.append([_float(t, str(path), lineno) for t in tokens])
-    if len(points) != count:
-        raise LandmarkError(f"{path}: header says {count} points but the file holds {len(points)} rows")
-    arr = _nonempty(points, str(path))
-    if kind == "index":
-        if geometry is None:
-            raise LandmarkError(f"{path}: holds voxel indices ('index'); pass the image geometry to convert them to mm")
-        arr = geometry.index_to_physical(arr)
-    return arr
-
-
-def write_elastix_points(points, path: PathLike) -> None:
-    """Write (K, 3) LPS mm points as an elastix ``point`` file."""
-    pts = as_points(points)
-    lines = ["point", str(len(pts))] + [" ".join(_fmt(v) for v in row) for row in pts]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 # ----------------------------------------------------------------------------------- entry points
 _FORMATS = ("markups", "fcsv", "csv", "dirlab", "elastix")
 
@@ -608,67 +355,3 @@ def write_landmarks(points, path: PathLike, coordinate_system: str = "LPS", geom
         write_dirlab_txt(points, path, geometry, zero_based)
     else:
         raise ValueError(f"fmt must be one of {_FORMATS}, got {fmt!r}")
-
-
-# ------------------------------------------------------------------------------------------ checks
-def _outside(points: np.ndarray, geometry: Geometry, role: str) -> None:
-    inside = geometry.contains(points, margin_voxels=0.5)
-    if inside.all():
-        return
-    bad = np.flatnonzero(~inside)
-    first = int(bad[0])
-    index = geometry.physical_to_index(points[first:first + 1])[0]
-    clamped = np.clip(index, -0.5, np.asarray(geometry.size) - 0.5)
-    distance = float(np.linalg.norm(geometry.index_to_physical(clamped[None])[0] - points[first]))
-    hint = ""
-    if geometry.contains(ras_to_lps(points), margin_voxels=0.5).all():
-        hint = " All points fit once x and y are negated: the file was probably read as LPS but written in RAS."
-    raise LandmarkError(
-        f"{role} landmark {first} at {np.round(points[first], 3).tolist()} mm (LPS) lies {distance:.2f} mm outside "
-        f"the {role} image (voxel index {np.round(index, 2).tolist()}, size {list(geometry.size)}); "
-        f"{len(bad)} of {len(points)} points are outside. Check that the landmarks belong to this image.{hint}"
-    )
-
-
-def check_landmark_pairs(fixed, moving, fixed_geometry: Optional[Geometry] = None,
-                         moving_geometry: Optional[Geometry] = None) -> dict:
-    """Check that two landmark sets can be used as pairs (matched by order).
-
-    Errors (:class:`LandmarkError`): either set empty, counts differ (both counts named), NaN or
-    infinite coordinates, a point outside its image when the geometry is given (names the
-    index and how far outside, in mm).
-
-    Duplicated points are a **warning** (:class:`LandmarkWarning`), not an error: a repeated
-    pair is legal for TRE (it only weights that location twice), but a point repeated within
-    one set with a different partner usually means a copy/paste slip, so it is reported.
-
-    Args:
-        fixed, moving: (K, 3) LPS mm points (numpy, torch or nested lists; never reshaped).
-        fixed_geometry, moving_geometry: images' grids for the inside check (optional).
-
-    Returns:
-        {"count": K, "warnings": [messages], "fixed": (K, 3), "moving": (K, 3)}: the checked
-        points as float64 LPS mm arrays.
-    """
-    f = as_points(fixed, "fixed landmarks")
-    m = as_points(moving, "moving landmarks")
-    if len(f) != len(m):
-        raise LandmarkError(
-            f"fixed and moving landmark counts differ: {len(f)} fixed vs {len(m)} moving; pairs are matched by "
-            "order, so both files must list the same landmarks"
-        )
-    if fixed_geometry is not None:
-        _outside(f, fixed_geometry, "fixed")
-    if moving_geometry is not None:
-        _outside(m, moving_geometry, "moving")
-    messages = []
-    for role, pts in (("fixed", f), ("moving", m)):
-        _, first, counts = np.unique(np.round(pts, 6), axis=0, return_index=True, return_counts=True)
-        dup = first[counts > 1]
-        if dup.size:
-            message = (f"{role} landmarks: {int((counts[counts > 1] - 1).sum())} duplicated point(s), e.g. index "
-                       f"{int(dup[0])} at {np.round(pts[dup[0]], 3).tolist()} mm (LPS); check the landmark list for "
-                       "a copy/paste slip, since pairs are matched by order")
-            warnings.warn(message, LandmarkWarning, stacklevel=2)
-            messages.append(message)
-    return {"count": len(f), "warnings": messages, "fixed": f, "moving": m}
