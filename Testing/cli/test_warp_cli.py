@@ -21,6 +21,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from geometry_helpers import rotation_matrix as rotation
 from ADRegNetLib.cli.warp import main as warp_cli
 from ADRegNetLib.io import read_landmarks, write_displacement_field, write_image, write_landmarks
 from ADRegNetLib.io.image import Image
@@ -29,14 +30,6 @@ from ADRegNetLib.spatial.filters import gaussian_smooth
 from ADRegNetLib.spatial.inverse import invert_displacement
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def rotation(angles_deg) -> np.ndarray:
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def smooth(shape, seed: int, channels: int = 1, sigma: float = 2.0) -> np.ndarray:

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from geometry_helpers import rotation_matrix as rotation
 from ADRegNetLib.io import field_to_sitk, sitk_to_field, transform_points
 from ADRegNetLib.spatial import (Geometry, disp_mm_to_flow_norm, flow_norm_to_disp_mm, integrate_velocity,
                                  jacobian_determinant)
@@ -48,14 +49,6 @@ def ellipsoid(geometry: Geometry, fraction: float = 0.8) -> np.ndarray:
     axes = [np.linspace(-1, 1, n) / fraction for n in geometry.shape]
     zz, yy, xx = np.meshgrid(*axes, indexing="ij")
     return zz ** 2 + yy ** 2 + xx ** 2 <= 1.0
-
-
-def rotation(angles_deg) -> np.ndarray:
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 BRAIN_GRID = Geometry((80, 96, 112), [2.0, 2.0, 2.0], [-80.0, -110.0, -60.0])

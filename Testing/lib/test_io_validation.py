@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from geometry_helpers import rotation_matrix
 from ADRegNetLib.io import ImageError, ImageWarning, TransformFileError, read_image, write_displacement_field
 from ADRegNetLib.io.transforms import read_displacement_field
 from ADRegNetLib.spatial.geometry import Geometry
@@ -22,15 +23,6 @@ from ADRegNetLib.spatial.overlap import grid_corners, physical_overlap
 ARRAY = np.random.default_rng(7).normal(size=(10, 9, 8)).astype(np.float32)  # (Z, Y, X)
 TRUNCATED = ("truncated or corrupt", "re-export or re-copy it")
 NOT_ROTATION = ("is not a rotation", "Direction (columns = voxel axes x, y, z)", "resample it onto an orthonormal grid")
-
-
-def rotation_matrix(angles_deg) -> np.ndarray:
-    """Rz @ Ry @ Rx from angles in degrees about x, y, z (as in conftest's oblique grid)."""
-    ax, ay, az = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def _write(path, compress):

@@ -9,17 +9,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from geometry_helpers import rotation_matrix as rotation
 from ADRegNetLib.spatial import Geometry, jacobian_determinant
 from ADRegNetLib.spatial.filters import gaussian_smooth
 from ADRegNetLib.spatial.rigid import RigidRegions, rigidify
-
-
-def rotation(angles_deg) -> np.ndarray:
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def voxel_centres(g: Geometry) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from geometry_helpers import make_oblique_geometry, rotation_matrix
 from ADRegNetLib.io.image import to_sitk
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
@@ -13,19 +14,6 @@ from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.transform import Transform, background_value
 from ADRegNetLib.spatial.warp import resample
 
-
-
-def rotation_matrix(angles_deg) -> np.ndarray:
-    """Proper rotation from angles (degrees) about x, y, z."""
-    r = sitk.Euler3DTransform()
-    r.SetRotation(*np.deg2rad(np.asarray(angles_deg, dtype=float)).tolist())
-    return np.asarray(r.GetMatrix()).reshape(3, 3)
-
-
-def make_oblique_geometry(size=(11, 9, 7)) -> Geometry:
-    """Oblique, anisotropic, off-origin grid."""
-    return Geometry(size, spacing=[1.3, 0.8, 2.1], origin=[-40.0, 12.5, -300.0],
-                    direction=rotation_matrix([20.0, -15.0, 30.0]))
 
 
 def _smooth_field(geometry: Geometry, rng: np.random.Generator, amplitude: float = 3.0) -> np.ndarray:
