@@ -17,10 +17,10 @@ from typing import Optional, Union
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 
 from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
+from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
 from .image import ImageError, read_sitk_image
 
 __all__ = [
@@ -198,47 +198,3 @@ def read_transform(path: PathLike, geometry: Optional[Geometry] = None) -> tuple
     return sitk_to_field(field)
 
 
-def transform_points(disp_mm: ArrayLike, geometry: Geometry, points_lps: ArrayLike) -> ArrayLike:
-    """Map points through the field: ``x + u(x)`` with trilinear interpolation of u (torch).
-
-    Matches ITK's ``DisplacementFieldTransform.TransformPoint``: zero displacement outside the
-    grid, edge values within half a voxel beyond the outermost voxel centres. Differentiable
-    in ``disp_mm`` and ``points_lps`` when they are tensors.
-
-    Args:
-        disp_mm: (3, Z, Y, X) or (1, 3, Z, Y, X), LPS mm, (x, y, z) components, on ``geometry``.
-        geometry: the field's (fixed) grid.
-        points_lps: (K, 3) fixed points, LPS mm.
-
-    Returns:
-        (K, 3) moving points, LPS mm; a tensor if ``points_lps`` is one (dtype/device of the
-        field when it is a floating tensor, else float64), else a float64 numpy array.
-    """
-    return_numpy = not isinstance(points_lps, torch.Tensor)
-    if isinstance(disp_mm, torch.Tensor) and disp_mm.is_floating_point():
-        field = disp_mm
-    else:
-        field = torch.as_tensor(np.asarray(disp_mm), dtype=torch.float64)
-    if field.ndim == 4:
-        field = field.unsqueeze(0)
-    if field.ndim != 5 or field.shape[:2] != (1, 3):
-        raise ValueError(f"disp_mm must have shape (3, Z, Y, X) or (1, 3, Z, Y, X), got {tuple(field.shape)}")
-    if tuple(field.shape[2:]) != geometry.shape:
-        raise ValueError(f"disp_mm grid {tuple(field.shape[2:])} does not match the geometry {geometry.shape} (Z, Y, X)")
-    pts = torch.as_tensor(points_lps).to(dtype=field.dtype, device=field.device)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError(f"points_lps must be (K, 3) LPS mm points, got shape {tuple(pts.shape)}")
-    a, b = geometry.physical_to_normalized_affine()
-    a_t = torch.as_tensor(a, dtype=field.dtype, device=field.device)
-    b_t = torch.as_tensor(b, dtype=field.dtype, device=field.device)
-    norm = pts @ a_t.T + b_t  # (K, 3) grid_sample coordinates (x, y, z)
-    sampled = F.grid_sample(field, norm.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
-                            align_corners=True)  # (1, 3, 1, 1, K)
-    u = sampled.view(3, -1).T
-    # Inside ITK's buffer: continuous index in [-0.5, size - 0.5] on every axis.
-    inv = torch.as_tensor(np.linalg.inv(geometry.index_to_physical_matrix), dtype=field.dtype, device=field.device)
-    index = (pts - torch.as_tensor(geometry.origin, dtype=field.dtype, device=field.device)) @ inv.T
-    size = torch.as_tensor(geometry.size, dtype=field.dtype, device=field.device)
-    inside = ((index >= -0.5) & (index <= size - 0.5)).all(dim=1, keepdim=True)
-    out = pts + u * inside.to(u.dtype)
-    return out.detach().cpu().numpy() if return_numpy else out

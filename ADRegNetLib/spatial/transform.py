@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..typing import ArrayLike
 from .affine import AffineMap
 from .geometry import Geometry
 from .image import Image
@@ -23,32 +24,50 @@ from .warp import warp_image
 __all__ = ["Transform", "map_points", "background_value"]
 
 
-def map_points(disp_mm: np.ndarray | torch.Tensor, geometry: Geometry, points_lps: np.ndarray) -> np.ndarray:
-    """``x + d(x)`` for (K, 3) LPS points, d trilinear; zero outside the grid (ITK's convention).
+def map_points(disp_mm: ArrayLike, geometry: Geometry, points_lps: ArrayLike) -> ArrayLike:
+    """Map points through the field: ``x + u(x)`` with trilinear interpolation of u (torch).
 
-    Edge values are used within half a voxel beyond the outermost voxel centres, as ITK does.
+    Matches ITK's ``DisplacementFieldTransform.TransformPoint``: zero displacement outside the
+    grid, edge values within half a voxel beyond the outermost voxel centres. Differentiable
+    in ``disp_mm`` and ``points_lps`` when they are tensors.
 
     Args:
-        disp_mm: (3, Z, Y, X) LPS mm, (x, y, z) components, on ``geometry``.
-        geometry: the field's grid.
-        points_lps: (K, 3) LPS mm.
+        disp_mm: (3, Z, Y, X) or (1, 3, Z, Y, X), LPS mm, (x, y, z) components, on ``geometry``.
+        geometry: the field's (fixed) grid.
+        points_lps: (K, 3) fixed points, LPS mm.
 
     Returns:
-        (K, 3) float64 LPS mm.
+        (K, 3) moving points, LPS mm; a tensor if ``points_lps`` is one (dtype/device of the
+        field when it is a floating tensor, else float64), else a float64 numpy array.
     """
-    pts = np.asarray(points_lps, dtype=np.float64)
+    return_numpy = not isinstance(points_lps, torch.Tensor)
+    if isinstance(disp_mm, torch.Tensor) and disp_mm.is_floating_point():
+        field = disp_mm
+    else:
+        field = torch.as_tensor(np.asarray(disp_mm), dtype=torch.float64)
+    if field.ndim == 4:
+        field = field.unsqueeze(0)
+    if field.ndim != 5 or field.shape[:2] != (1, 3):
+        raise ValueError(f"disp_mm must have shape (3, Z, Y, X) or (1, 3, Z, Y, X), got {tuple(field.shape)}")
+    if tuple(field.shape[2:]) != geometry.shape:
+        raise ValueError(f"disp_mm grid {tuple(field.shape[2:])} does not match the geometry {geometry.shape} (Z, Y, X)")
+    pts = torch.as_tensor(points_lps).to(dtype=field.dtype, device=field.device)
     if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError(f"points must be (K, 3) LPS mm, got shape {pts.shape}")
-    field = torch.as_tensor(np.asarray(disp_mm), dtype=torch.float64)
-    if tuple(field.shape) != (3, *geometry.shape):
-        raise ValueError(f"disp_mm must be (3, Z, Y, X) = (3, {geometry.shape}), got {tuple(field.shape)}")
+        raise ValueError(f"points_lps must be (K, 3) LPS mm points, got shape {tuple(pts.shape)}")
     a, b = geometry.physical_to_normalized_affine()
-    norm = torch.as_tensor(pts @ a.T + b)
-    u = F.grid_sample(field[None], norm.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
-                      align_corners=True).view(3, -1).T.numpy()
-    index = geometry.physical_to_index(pts)
-    inside = np.all((index >= -0.5) & (index <= np.asarray(geometry.size) - 0.5), axis=1, keepdims=True)
-    return pts + u * inside
+    a_t = torch.as_tensor(a, dtype=field.dtype, device=field.device)
+    b_t = torch.as_tensor(b, dtype=field.dtype, device=field.device)
+    norm = pts @ a_t.T + b_t  # (K, 3) grid_sample coordinates (x, y, z)
+    sampled = F.grid_sample(field, norm.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                            align_corners=True)  # (1, 3, 1, 1, K)
+    u = sampled.view(3, -1).T
+    # Inside ITK's buffer: continuous index in [-0.5, size - 0.5] on every axis.
+    inv = torch.as_tensor(np.linalg.inv(geometry.index_to_physical_matrix), dtype=field.dtype, device=field.device)
+    index = (pts - torch.as_tensor(geometry.origin, dtype=field.dtype, device=field.device)) @ inv.T
+    size = torch.as_tensor(geometry.size, dtype=field.dtype, device=field.device)
+    inside = ((index >= -0.5) & (index <= size - 0.5)).all(dim=1, keepdim=True)
+    out = pts + u * inside.to(u.dtype)
+    return out.detach().cpu().numpy() if return_numpy else out
 
 
 def background_value(image: Image) -> float:
