@@ -52,7 +52,9 @@ class RegistrationNodes:
 
     def similarity(self) -> tuple[Optional[float], Optional[float]]:
         """(before, after) image similarity from the metrics, None when absent."""
-        return _scalar(self.metrics.get("similarity_before")), _scalar(self.metrics.get("similarity_after"))
+        key = "nmi" if self.metrics.get("multimodal") else "ncc"
+        return (_scalar(self.metrics.get("similarity_before"), key),
+                _scalar(self.metrics.get("similarity_after"), key))
 
     def foldingCount(self) -> Optional[int]:
         """Number of voxels with det <= 0, None when the metrics do not say."""
@@ -60,10 +62,12 @@ class RegistrationNodes:
         return None if value is None else int(value)
 
 
-def _scalar(value) -> Optional[float]:
-    """A similarity entry may be a number or a dict of named measures; take the first number."""
+def _scalar(value, key: str = "ncc") -> Optional[float]:
+    """A similarity entry may be a number or a dict of named measures; take ``key``, else the first number."""
     if isinstance(value, dict):
-        value = next((v for v in value.values() if isinstance(v, (int, float))), None)
+        chosen = value.get(key)
+        value = chosen if isinstance(chosen, (int, float)) else next(
+            (v for v in value.values() if isinstance(v, (int, float))), None)
     return None if value is None else float(value)
 
 

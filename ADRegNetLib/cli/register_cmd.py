@@ -52,6 +52,9 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--preset", default="auto", choices=PRESETS)
     r.add_argument("--quality", default="balanced", choices=QUALITIES,
                    help="instant = the network's prediction alone; fast/balanced/best add the instance optimisation")
+    r.add_argument("--contrast", default="auto", choices=("auto", "same", "different"),
+                   help="do fixed and moving share a contrast? different (T1 vs T2, CT vs MR): mutual information "
+                        "for the pre-alignment; auto decides from the images (metrics.json says why)")
     r.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother, < 1 more local detail")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
@@ -109,6 +112,9 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise CLIError(f"{option} {image.name} does not overlap the {'moving' if reference is moving else 'fixed'} "
                            "image in physical space; give a label map drawn on that image")
     extra = {"rigid_regions": rigid} if rigid is not None else {}
+    contrast = getattr(args, "contrast", "auto")
+    if contrast != "auto":
+        extra["multimodal"] = contrast == "different"
     bar = _ProgressBar(not args.quiet)
     try:
         result = register(fixed, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts,
@@ -123,7 +129,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                                 labels=labels)
     m = result.metrics
     summary = [f"preset {m['preset']} ({m['preset_reason']})",
-               f"NCC {_fmt(m['similarity_before']['ncc'])} -> {_fmt(m['similarity_after']['ncc'])}",
+               _similarity_line(m),
                f"folds {m['jacobian']['folding_fraction'] * 100:.3f}%",
                f"time {m['timings_s']['total']:.1f} s"]
     if fixed_pts is not None:
@@ -133,3 +139,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     print("; ".join(summary))
     print(f"wrote {', '.join(written)} to {outdir}/")
     return 0
+
+
+def _similarity_line(metrics: dict) -> str:
+    """NCC for images of one contrast, normalised mutual information across contrasts."""
+    key = "nmi" if metrics.get("multimodal") else "ncc"
+    return (f"{key.upper()} {_fmt(metrics['similarity_before'].get(key))} -> "
+            f"{_fmt(metrics['similarity_after'].get(key))}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..io.images import normalize_intensity, validate_image
-from ..metrics import jacobian_stats, ncc, tre
+from ..metrics import jacobian_stats, ncc, nmi, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
@@ -31,6 +31,7 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import resolve_device
+from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
@@ -53,6 +54,13 @@ def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np
 def _safe(value) -> Optional[float]:
     v = float(value)
     return v if np.isfinite(v) else None
+
+
+def _similarity(fixed: np.ndarray, warped: np.ndarray, region: np.ndarray) -> dict:
+    """NCC (same contrast) and normalised mutual information (any contrasts) over ``region``."""
+    if not region.any():
+        return {"ncc": None, "nmi": None}
+    return {"ncc": _safe(ncc(fixed, warped, mask=region)), "nmi": _safe(nmi(fixed, warped, mask=region))}
 
 
 def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarray] = None,
@@ -92,7 +100,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         prealignment: "affine", "rigid" or "none" (default from the quality; "none" with an
             ``initial_transform``).
         max_working_voxels: cap on the working grid (default from the quality).
-        multimodal: images of different modalities; default: guessed (CT vs non-CT).
+        multimodal: images of different contrasts; default: guessed (CT vs non-CT, or intensities that
+            do not correlate where both images show tissue; engine/modality.py).
         compute_inverse: also compute the moving -> fixed field (``inverse_disp_mm``).
         rigid_regions: optional label map over the fixed image (any grid); inside each labelled
             region the motion is rigid (a tumour, an implant), smooth outside.
@@ -165,10 +174,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if preset == "auto":
         preset, reason = detect_preset(fixed, moving)
     p = PRESET_SETTINGS[preset]
-    if multimodal is None:
-        multimodal = is_ct(fixed) != is_ct(moving)
     fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
     moving_n = _normalized(moving, p.modality, p.ct_window)
+    if multimodal is None:
+        multimodal, multimodal_reason = guess_multimodal(fixed, moving, fixed_n, moving_n, start=initial_transform)
+    else:
+        multimodal_reason = "chosen by the user"
     stages.report(0.03, f"preset {preset}: pre-aligning")
     stages.done("normalize")
 
@@ -178,7 +189,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fixed_mask_image,
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
                                      should_stop=should_stop, initial=initial_transform,
-                                     min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN)
+                                     min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
+                                     spacing_mm=q.prealign_spacing_mm)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 
@@ -264,6 +276,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "regularization": regularization,
         "device": str(torch_device),
         "multimodal": bool(multimodal),
+        "multimodal_reason": multimodal_reason,
         "network_used": bool(network_info["used"]),
         "network": network_info,
         "instance_optimization": io_info,
@@ -272,10 +285,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
-        "similarity_before": {"ncc": _safe(ncc(fixed.array, before.array, mask=sim_mask_before))
-                              if sim_mask_before.any() else None},
-        "similarity_after": {"ncc": _safe(ncc(fixed.array, warped.array, mask=sim_mask_after))
-                             if sim_mask_after.any() else None},
+        "similarity_before": _similarity(fixed.array, before.array, sim_mask_before),
+        "similarity_after": _similarity(fixed.array, warped.array, sim_mask_after),
         "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else ""),
         "warnings": warnings_,
     }

@@ -28,7 +28,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
              iterations: int = 60, same_modality: bool = True, seed: int = 0,
              should_stop: StopCallback | None = None,
              min_relative_improvement: float = 0.05,
-             initial: AffineMap | None = None) -> tuple[AffineMap, dict]:
+             initial: AffineMap | None = None, spacing_mm: float = 4.0) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -49,6 +49,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         should_stop: returns True to cancel; checked at every optimiser iteration.
         initial: optional fixed -> moving start (the user's initial transform); with mode "none"
             it is returned as it is.
+        spacing_mm: voxel size of the finer of the two levels (the coarser is twice it).
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
@@ -64,8 +65,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         if initial is not None:
             info["start"] = "the initial transform given by the user"
         return (initial or AffineMap.identity()), info
-    f = _shrunk(to_sitk(fixed, np.float32), 2.0)
-    m = _shrunk(to_sitk(moving, np.float32), 2.0)
+    f = _shrunk(to_sitk(fixed, np.float32), spacing_mm)
+    m = _shrunk(to_sitk(moving, np.float32), spacing_mm)
     if initial is not None:
         start: sitk.Transform = affine_to_sitk(initial)
         info["start"] = "the initial transform given by the user"
@@ -89,8 +90,10 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     reg = sitk.ImageRegistrationMethod()
     if same_modality:
         reg.SetMetricAsCorrelation()
+        info["metric"] = "correlation"
     else:
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        info["metric"] = "Mattes mutual information"
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
     # default seed=0 sampled differently every time. Shift the user's seed past 0.
@@ -115,7 +118,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
 
         reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
     # One thread: the metric's per-thread partial sums would otherwise be added in an order that
-    # depends on the thread count, so --threads 1 and 2 would differ (2 mm images: cheap).
+    # depends on the thread count, so --threads 1 and 2 would differ (coarse images: cheap).
     reg.SetNumberOfThreads(1)
     try:
         before = reg.MetricEvaluate(f, m)

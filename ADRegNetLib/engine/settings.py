@@ -12,7 +12,8 @@ from ..spatial.image import Image
 
 __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
-           "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL",
+           "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
+           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL",
            "detect_preset", "is_ct"]
 
 #: preset names ("auto" decides from the images and says why)
@@ -32,6 +33,13 @@ PREALIGN_MIN_RELATIVE_GAIN = 0.05
 MIN_MOVING_OVERLAP = 0.01
 #: physical bounding-box overlap below which fixed and moving are taken as not overlapping
 MIN_PHYSICAL_OVERLAP = 0.5
+#: below this intensity correlation where both images show tissue, two non-CT images count as
+#: different contrasts (T1 vs T2) and the pre-alignment uses mutual information (engine/modality.py)
+SAME_CONTRAST_MIN_CORRELATION = 0.3
+#: grid spacing of that contrast check, mm
+SAME_CONTRAST_SPACING_MM = 4.0
+#: normalised intensity above which a voxel shows tissue (not background)
+TISSUE_THRESHOLD = 0.05
 #: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured
 BYTES_PER_WORKING_VOXEL = 220
 #: bytes per fixed-grid voxel while building the full-resolution outputs (slab-wise Jacobian)
@@ -78,6 +86,8 @@ class QualitySettings:
         landmark_fraction: share of each landmark pair's residual removed per step near it.
         prealign: "affine", "rigid" or "none".
         prealign_iterations: optimiser iterations per pre-alignment level.
+        prealign_spacing_mm: voxel size of the finer pre-alignment level (the coarser is twice it):
+            an affine needs no fine detail, and the deformable stage corrects what is left.
     """
 
     working_spacing_mm: float
@@ -90,6 +100,7 @@ class QualitySettings:
     landmark_fraction: float = 1.0
     prealign: str = "affine"
     prealign_iterations: int = 60
+    prealign_spacing_mm: float = 4.0
 
 
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
@@ -98,7 +109,7 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2))),
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 4))),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
-                            prealign_iterations=120),
+                            prealign_iterations=120, prealign_spacing_mm=2.0),
 }
 
 

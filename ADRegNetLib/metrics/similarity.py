@@ -1,4 +1,4 @@
-r"""Image similarity: global NCC, MSE and a Gaussian-window 3-D SSIM.
+r"""Image similarity: global NCC, MSE, normalised mutual information and a Gaussian-window 3-D SSIM.
 
 All take (Z, Y, X) volumes on the same grid, numpy or torch, and return Python floats
 (computed in float64).
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ._common import as_mask, check_same_shape, to_numpy
 
-__all__ = ["ncc", "mse", "ssim3d", "gaussian_kernel_1d"]
+__all__ = ["ncc", "mse", "nmi", "ssim3d", "gaussian_kernel_1d"]
 
 
 def _pair(a, b):
@@ -49,6 +49,46 @@ def mse(a, b, mask=None) -> float:
     m = as_mask(mask, x.shape)
     d = (x - y) if m is None else (x[m] - y[m])
     return float(np.mean(d * d))
+
+
+def nmi(a, b, mask=None, bins: int = 32) -> float:
+    """Normalised mutual information (H(a) + H(b)) / H(a, b), in [1, 2]: the similarity for images of
+    different contrasts (T1 against T2, CT against MR), where NCC means nothing.
+
+    Args:
+        a, b: (Z, Y, X) images on the same grid (any intensity units).
+        mask: optional (Z, Y, X) bool; only these voxels count.
+        bins: histogram bins per image, spread over each image's 0.5-99.5 percentile range.
+
+    Returns:
+        NMI (1: independent, 2: one image determines the other); NaN when either image is constant.
+    """
+    x, y = _pair(a, b)
+    m = as_mask(mask, x.shape)
+    if m is not None:
+        x, y = x[m], y[m]
+    x, y = x.ravel(), y.ravel()
+    if x.size == 0:
+        return float("nan")
+
+    def _binned(v: np.ndarray) -> Optional[np.ndarray]:
+        lo, hi = np.percentile(v, [0.5, 99.5])
+        if not hi > lo:
+            return None
+        return np.clip(((v - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+
+    bx, by = _binned(x), _binned(y)
+    if bx is None or by is None:
+        return float("nan")
+    joint = np.bincount(bx * bins + by, minlength=bins * bins).astype(np.float64) / x.size
+
+    def _entropy(p: np.ndarray) -> float:
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    joint2 = joint.reshape(bins, bins)
+    h_joint = _entropy(joint)
+    return (_entropy(joint2.sum(axis=1)) + _entropy(joint2.sum(axis=0))) / h_joint if h_joint > 0 else float("nan")
 
 
 def gaussian_kernel_1d(sigma: float, truncate: float = 3.5) -> np.ndarray:

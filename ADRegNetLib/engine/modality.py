@@ -1,0 +1,93 @@
+r"""Do the two images share a contrast? (decides the pre-alignment metric).
+
+CT against anything else is multimodal. Two non-CT images (MR/MR, generic) can still have different
+contrasts (T1 against T2: tissue brightness inverted), and a correlation metric then pulls the
+pre-alignment far off (measured on the benchmark's brain-t1t2 case: 3.97 -> 11.4 mm). The test: at
+the starting alignment, on a coarse grid, the intensities of the two images where both show tissue
+must correlate clearly (after one coarse voxel of blur, so that a misalignment of a few voxels
+does not decide); a deformed same-contrast pair stays far above the threshold, inverted contrast
+falls below it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import torch
+
+from ..spatial.affine import AffineMap
+from ..spatial.filters import gaussian_smooth
+from ..spatial.image import Image
+from ..spatial.overlap import physical_overlap
+from ..spatial.warp import resample
+from .settings import (MIN_PHYSICAL_OVERLAP, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
+                       TISSUE_THRESHOLD, is_ct)
+
+__all__ = ["contrast_correlation", "guess_multimodal"]
+
+
+def _centre_of_mass(image: Image) -> np.ndarray:
+    """LPS mm centre of the image's intensity mass (normalised image, values >= 0)."""
+    arr = np.clip(image.array, 0.0, None).astype(np.float64)
+    total = float(arr.sum())
+    if total <= 0:
+        return image.geometry.center()
+    idx = [np.arange(n, dtype=np.float64) for n in arr.shape]
+    z = float((arr.sum(axis=(1, 2)) * idx[0]).sum()) / total
+    y = float((arr.sum(axis=(0, 2)) * idx[1]).sum()) / total
+    x = float((arr.sum(axis=(0, 1)) * idx[2]).sum()) / total
+    return image.geometry.index_to_physical(np.array([[x, y, z]]))[0]
+
+
+def contrast_correlation(fixed_n: Image, moving_n: Image, start: AffineMap | None = None) -> float:
+    """Pearson correlation of the two normalised images where both show tissue, at the start alignment.
+
+    Args:
+        fixed_n, moving_n: images normalised to about [0, 1] (background near 0), any grids.
+        start: fixed -> moving affine to look through; default: identity when the images overlap in
+            physical space, otherwise their centres of mass brought together.
+
+    Returns:
+        The correlation in [-1, 1]; 1.0 when too few voxels show tissue in both (nothing to judge).
+    """
+    if start is None:
+        start = AffineMap.identity()
+        if physical_overlap(fixed_n.geometry, moving_n.geometry) <= MIN_PHYSICAL_OVERLAP:
+            start = AffineMap(np.eye(3), _centre_of_mass(moving_n) - _centre_of_mass(fixed_n))
+    geometry = fixed_n.geometry
+    factor = np.maximum(1, np.round(SAME_CONTRAST_SPACING_MM / geometry.spacing)).astype(int)
+    coarse = geometry.with_spacing(geometry.spacing * factor)
+    f = resample(fixed_n, coarse).array
+    m = resample(moving_n, coarse, affine=start).array
+    both = (f > TISSUE_THRESHOLD) & (m > TISSUE_THRESHOLD)
+    if int(both.sum()) < 100:
+        return 1.0
+    # one coarse voxel of blur: a misalignment of a few voxels barely changes the correlation
+    # (same contrast shifted by 16 mm on a 4 mm brain grid: 0.69 blurred, 0.49 not)
+    pair = gaussian_smooth(torch.from_numpy(np.stack([f, m]))[None], 1.0)[0].numpy()
+    fv = pair[0][both].astype(np.float64)
+    mv = pair[1][both].astype(np.float64)
+    fv -= fv.mean()
+    mv -= mv.mean()
+    denom = float(np.sqrt((fv * fv).sum() * (mv * mv).sum()))
+    return float((fv * mv).sum() / denom) if denom > 0 else 1.0
+
+
+def guess_multimodal(fixed: Image, moving: Image, fixed_n: Image, moving_n: Image,
+                     start: AffineMap | None = None) -> tuple[bool, str]:
+    """Whether fixed and moving have different contrasts, and why.
+
+    Args:
+        fixed, moving: the images as given (CT is recognised by its Hounsfield values).
+        fixed_n, moving_n: the same images normalised to about [0, 1].
+        start: the fixed -> moving start of the pre-alignment, when the user gave one.
+
+    Returns:
+        (multimodal, one-line reason).
+    """
+    if is_ct(fixed) != is_ct(moving):
+        return True, "one image is CT (Hounsfield units), the other is not"
+    r = contrast_correlation(fixed_n, moving_n, start)
+    if r < SAME_CONTRAST_MIN_CORRELATION:
+        return True, (f"intensities where both images show tissue correlate {r:.2f} "
+                      f"(< {SAME_CONTRAST_MIN_CORRELATION}): different contrasts")
+    return False, f"intensities where both images show tissue correlate {r:.2f}: same contrast"

@@ -1,0 +1,114 @@
+"""Contrast detection (engine/modality.py) and normalised mutual information (metrics.nmi).
+
+A T1 against a T2-like rendering of the same anatomy (inverted tissue contrast) must be recognised
+as two contrasts, so that the pre-alignment uses mutual information; a deformed, intensity-changed
+copy of the same contrast must not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ADRegNetLib.cli.main import main
+from ADRegNetLib.engine import register
+from ADRegNetLib.engine.modality import contrast_correlation, guess_multimodal
+from ADRegNetLib.engine.pipeline import _normalized
+from ADRegNetLib.io import read_image, write_image
+from ADRegNetLib.metrics import nmi
+from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
+from benchmarks.intensities import render_t2_like
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
+needs_brain = pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "lung_fixed.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def t1_t2():
+    """The real T1 at 4 mm and its T2-like rendering (same grid, inverted tissue contrast)."""
+    vol = np.load(DATA)["vol"].astype(np.float32)
+    f = 4
+    z, y, x = (s // f * f for s in vol.shape)
+    t1 = np.ascontiguousarray(vol[:z, :y, :x].reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)))
+    t2 = render_t2_like(t1, t1 > np.percentile(t1[t1 > 0], 75))
+    geometry = Geometry(t1.shape[::-1], (f, f, f), (0.0, 0.0, 0.0))
+    return Image(t1, geometry, "t1"), Image(t2, geometry, "t2")
+
+
+def _guess(fixed: Image, moving: Image) -> tuple[bool, str]:
+    return guess_multimodal(fixed, moving, _normalized(fixed, "mr", None), _normalized(moving, "mr", None))
+
+
+@needs_brain
+def test_t1_against_t2_like_is_two_contrasts(t1_t2):
+    t1, t2 = t1_t2
+    multimodal, reason = _guess(t1, t2)
+    assert multimodal, reason
+    assert "different contrasts" in reason
+    assert contrast_correlation(_normalized(t1, "mr", None), _normalized(t2, "mr", None)) < 0
+
+
+@needs_brain
+def test_shifted_rescaled_same_contrast_is_one_contrast(t1_t2):
+    """Same contrast, moved by 16 mm, gain and bias changed, noise added: still one contrast."""
+    t1, _ = t1_t2
+    rng = np.random.default_rng(0)
+    top = float(t1.array.max())
+    moved = (np.roll(t1.array, 4, axis=2) * 0.6 + 0.1 * top * (np.roll(t1.array, 4, axis=2) > 0)
+             + rng.normal(0, 0.02 * top, t1.array.shape))
+    multimodal, reason = _guess(t1, Image(moved.astype(np.float32), t1.geometry, "moved"))
+    assert not multimodal, reason
+    assert "same contrast" in reason
+
+
+def test_ct_against_non_ct_is_two_contrasts():
+    if not SAMPLE.is_file():
+        pytest.skip("demo data missing")
+    ct = read_image(SAMPLE)
+    mr_like = Image(np.clip(ct.array + 1000.0, 0, None).astype(np.float32), ct.geometry, "mr-like")
+    multimodal, reason = guess_multimodal(ct, mr_like, _normalized(ct, "ct", (-1000.0, 200.0)),
+                                          _normalized(mr_like, "mr", None))
+    assert multimodal and "CT" in reason
+
+
+@needs_brain
+def test_nmi_is_high_for_a_contrast_map_and_low_for_unrelated_images(t1_t2):
+    t1, t2 = t1_t2
+    rng = np.random.default_rng(1)
+    shuffled = rng.permutation(t2.array.ravel()).reshape(t2.array.shape)
+    assert nmi(t1.array, t1.array) == pytest.approx(2.0)
+    related, unrelated = nmi(t1.array, t2.array), nmi(t1.array, shuffled)
+    assert related > unrelated + 0.1, (related, unrelated)
+    assert unrelated == pytest.approx(1.0, abs=0.05)
+    assert np.isnan(nmi(np.ones((4, 4, 4)), t1.array[:4, :4, :4]))
+
+
+@needs_brain
+def test_engine_uses_mutual_information_across_contrasts(t1_t2):
+    t1, t2 = t1_t2
+    kw = dict(quality="fast", use_network=False, device="cpu", instance_optimization=False, compute_inverse=False)
+    auto = register(t1, t2, **kw).metrics
+    assert auto["multimodal"] and "different contrasts" in auto["multimodal_reason"]
+    assert auto["prealignment"]["metric"] == "Mattes mutual information"
+    assert auto["similarity_after"]["nmi"] > 1.0
+    forced = register(t1, t2, multimodal=False, **kw).metrics
+    assert not forced["multimodal"] and forced["multimodal_reason"] == "chosen by the user"
+    assert forced["prealignment"]["metric"] == "correlation"
+
+
+@needs_brain
+def test_cli_contrast_option_overrides_the_guess(t1_t2, tmp_path, capsys):
+    t1, t2 = t1_t2
+    write_image(t1, tmp_path / "t1.nii.gz")
+    write_image(t2, tmp_path / "t2.nii.gz")
+    code = main(["register", str(tmp_path / "t1.nii.gz"), str(tmp_path / "t2.nii.gz"), "-o", str(tmp_path / "out"),
+                 "--quality", "instant", "--no-inverse", "--contrast", "same", "-q"])
+    assert code == 0
+    import json
+
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["multimodal"] is False and metrics["multimodal_reason"] == "chosen by the user"
+    assert "NCC" in capsys.readouterr().out
