@@ -3,7 +3,8 @@ r"""``register()``: the one registration pipeline every front end calls.
 One path, each stage a function passing :class:`Image`/:class:`Transform` objects along::
 
     check inputs -> normalise -> pre-align (SimpleITK affine, or the user's initial transform)
-    -> resample once onto the working grid -> network prediction -> instance optimisation
+    -> resample once onto the working grid -> network prediction -> instance optimisation (MIND)
+    -> local-NCC refinement (one contrast)
     -> Transform(fixed grid, field, affine) -> warped, before, Jacobian, inverse, metrics
 
 The moving image is resampled exactly once per purpose: onto the working grid (through the
@@ -34,6 +35,7 @@ from .device import resolve_device
 from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
+from .refine import RefineSettings, refine_field
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
@@ -240,10 +242,23 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
-                                       progress=stages.sub(0.25, 0.9), should_stop=should_stop)
+                                       progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
+                                       should_stop=should_stop)
     if flow is None:
         flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
     stages.done("optimize")
+
+    # ---- sub-voxel refinement on intensities (one contrast only)
+    refine_info: Optional[dict] = None
+    if instance_optimization and not instant and q.refine_steps > 0:
+        if multimodal:
+            refine_info = {"skipped": "images of different contrasts (local NCC needs one contrast)"}
+        elif has_landmarks:
+            refine_info = {"skipped": "landmark pairs given (the refinement does not honour them)"}
+        else:
+            flow, refine_info = refine_field(fixed_w, moving_w, work, flow, RefineSettings(steps=q.refine_steps),
+                                             mask=mask_w, progress=stages.sub(0.8, 0.9), should_stop=should_stop)
+        stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid
     stages.report(0.9, "building the full-resolution field")
@@ -280,6 +295,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "network_used": bool(network_info["used"]),
         "network": network_info,
         "instance_optimization": io_info,
+        "refinement": refine_info,
         "prealignment": {**prealign_info, **affine.to_dict(), "physical_overlap": round(overlap, 3)},
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},

@@ -86,6 +86,8 @@ class QualitySettings:
         landmark_fraction: share of each landmark pair's residual removed per step near it.
         prealign: "affine", "rigid" or "none".
         prealign_iterations: optimiser iterations per pre-alignment level.
+        refine_steps: most steps of the local-NCC refinement on intensities after the optimisation
+            (engine/refine.py; images of one contrast only; 0: none).
         prealign_spacing_mm: voxel size of the finer pre-alignment level (the coarser is twice it):
             an affine needs no fine detail, and the deformable stage corrects what is left.
     """
@@ -101,15 +103,18 @@ class QualitySettings:
     prealign: str = "affine"
     prealign_iterations: int = 60
     prealign_spacing_mm: float = 4.0
+    refine_steps: int = 0
 
 
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=()),
-    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2))),
-    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 4))),
+    "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
+                            refine_steps=4),
+    "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),
+                                refine_steps=10),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
-                            prealign_iterations=120, prealign_spacing_mm=2.0),
+                            prealign_iterations=120, prealign_spacing_mm=2.0, refine_steps=16),
 }
 
 

@@ -1,0 +1,130 @@
+r"""Sub-voxel refinement of the field on intensities by local NCC (stage after the MIND optimisation).
+
+MIND-SSC features find the anatomy robustly, but their optimum is biased: on the brain benchmark
+case, optimisation started *from the true field* drifted to 0.40-0.45 mm TRE within a few steps
+(the features of a sharp and of a resampled image differ). Local NCC on the intensities (small
+windows, invariant to local gain and offset, so to smooth intensity changes) has its optimum much
+closer to the truth: started from the MIND result, eight full-resolution steps took two brain cases
+from 0.48/0.52 to 0.27/0.31 mm and the lung case from 0.48 to 0.35 mm with 5-voxel windows (9-voxel
+windows: 0.30/0.32 and 0.43 mm). This stage runs those steps, for images of one contrast only
+(local NCC assumes a locally linear intensity relation; T1 against T2 is not).
+
+Each step: analytic local-NCC gradient (``losses.lncc.LocalNCC``), Gaussian-smoothed
+(``sigma_update``, fluid), scaled so that the longest update is ``step_voxels``, composed with the
+map and the map smoothed (``sigma_field``, elastic). A step that does not lower the loss is undone
+and the step length halved; the stage ends when it falls below ``min_step_voxels``. So two images
+that already match (identical, or only differing in intensity) keep their field: every step
+away from the optimum is rejected.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..losses.lncc import LocalNCC
+from ..spatial.filters import gaussian_smooth
+from ..spatial.flow import identity_grid
+from ..spatial.geometry import Geometry
+from ..typing import ProgressCallback, StopCallback
+from .api import RegistrationCancelled
+from .optimizer import _sample
+
+__all__ = ["RefineSettings", "refine_field"]
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Settings of :func:`refine_field`.
+
+    Attributes:
+        steps: most steps (0: no refinement).
+        step_voxels: longest update of the first step, working-grid voxels.
+        min_step_voxels: the stage ends when rejected steps halved the step below this.
+        sigma_update: Gaussian sigma smoothing each update, working-grid voxels.
+        sigma_field: Gaussian sigma smoothing the map after each step, working-grid voxels.
+        radius: local NCC window radius, voxels (window ``2 radius + 1``).
+        eps: local NCC stabiliser relative to the global variances (windows whose standard
+            deviation is below about ``eps ** 0.25`` of the global one count as flat).
+    """
+
+    steps: int = 6
+    step_voxels: float = 0.25
+    min_step_voxels: float = 0.03
+    sigma_update: float = 5.0
+    sigma_field: float = 0.7
+    radius: int = 2
+    eps: float = 1e-4
+
+
+def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
+                 settings: RefineSettings, mask: Optional[torch.Tensor] = None,
+                 progress: Optional[ProgressCallback] = None,
+                 should_stop: Optional[StopCallback] = None) -> tuple[torch.Tensor, dict]:
+    """Refine a normalised flow on the working grid by local NCC of the intensities.
+
+    Args:
+        fixed: (1, 1, Z, Y, X) fixed intensities on ``geometry`` (normalised, ~[0, 1]).
+        moving: (1, 1, Z, Y, X) pre-aligned moving intensities on ``geometry``.
+        geometry: the working grid.
+        flow: (1, 3, Z, Y, X) normalised flow on ``geometry`` (the optimisation's result).
+        settings: see :class:`RefineSettings`.
+        mask: optional (1, 1, Z, Y, X) bool region of interest of the fixed image.
+        progress: progress(fraction of this stage, text).
+        should_stop: returns True to cancel (checked every step).
+
+    Returns:
+        (refined flow (1, 3, Z, Y, X), info: steps accepted and rejected, loss first/last,
+        final step length, seconds).
+
+    Raises:
+        ValueError: inputs of the wrong shape.
+        RegistrationCancelled: when ``should_stop()`` turned True.
+    """
+    shape = geometry.shape
+    for t, name, channels in ((fixed, "fixed", 1), (moving, "moving", 1), (flow, "flow", 3)):
+        if t.ndim != 5 or t.shape[:2] != (1, channels) or tuple(t.shape[2:]) != shape:
+            raise ValueError(f"{name} must be (1, {channels}, Z, Y, X) = (1, {channels}, {shape}) on the working "
+                             f"grid, got {tuple(t.shape)}")
+    t0 = time.perf_counter()
+    weight = None if mask is None else mask.to(fixed.dtype)
+    similarity = LocalNCC(fixed, weight, radius=settings.radius, eps=settings.eps)
+    base = identity_grid(shape, fixed)
+    size = np.asarray(geometry.size, dtype=np.float64)
+    norm_per_vox = torch.as_tensor(2.0 / np.maximum(size - 1, 1), dtype=flow.dtype,
+                                   device=flow.device).view(1, 3, 1, 1, 1)
+    v = flow.detach()
+    grad, loss = similarity.gradient(_sample(moving, v, base))
+    first = loss
+    cap = float(settings.step_voxels)
+    accepted = rejected = 0
+    for step in range(int(settings.steps)):
+        if should_stop is not None and should_stop():
+            raise RegistrationCancelled("registration cancelled by the user")
+        direction = gaussian_smooth(grad.neg(), settings.sigma_update)
+        longest = float(direction.square().sum(dim=1).amax().sqrt())
+        if not longest > 0:
+            break
+        update = direction.mul_(cap / longest).mul_(norm_per_vox)
+        candidate = update.add_(_sample(v, update, base))  # x -> x + u(x) + v(x + u(x))
+        if settings.sigma_field > 0:
+            candidate = gaussian_smooth(candidate, settings.sigma_field)
+        new_grad, new_loss = similarity.gradient(_sample(moving, candidate, base))
+        if new_loss < loss:
+            v, grad, loss = candidate, new_grad, new_loss
+            accepted += 1
+        else:
+            rejected += 1
+            cap *= 0.5
+            if cap < settings.min_step_voxels:
+                break
+        if progress is not None:
+            progress((step + 1) / max(1, settings.steps), f"refining (step {step + 1}/{settings.steps})")
+    info = {"similarity": f"local NCC, {2 * settings.radius + 1}-voxel windows, on intensities",
+            "steps_accepted": accepted, "steps_rejected": rejected, "loss_first": round(first, 6),
+            "loss_last": round(loss, 6), "last_step_voxels": round(cap, 4),
+            "seconds": round(time.perf_counter() - t0, 3)}
+    return v, info

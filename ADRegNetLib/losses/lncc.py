@@ -1,0 +1,117 @@
+r"""Local normalised cross-correlation with its analytic gradient (the refinement's similarity).
+
+``L(u) = 1 - sum_c w_c cc_c / sum_c w_c`` over window centres ``c``, with
+``cc_c = A_c^2 / (B_c C_c + e)``, ``A`` the local covariance of fixed ``f`` and warped moving ``m``,
+``B`` and ``C`` their local variances (box windows of ``(2 radius + 1)^3`` voxels) and ``e`` a
+stabiliser relative to the global variances (flat regions count as uninformative).
+
+The derivative with respect to the warped intensity at voxel ``x`` sums over the windows holding
+``x`` (``n`` voxels each):
+
+    dL/dm(x) = -(1 / sum w) [f(x) box(alpha) - box(alpha mu_f) - m(x) box(beta) + box(beta mu_m)]
+
+with ``alpha_c = 2 w_c A_c / D_c``, ``beta_c = 2 w_c A_c^2 B_c / D_c^2``, ``D_c = B_c C_c + e`` and
+``box`` the box mean. Windows are truncated at the border (the mean over the voxels inside), so
+``box`` there is the adjoint ``n(x) boxmean(g / n)`` with ``n`` the in-volume window size: the
+gradient equals autograd's everywhere (tested), borders included. The gradient
+with respect to a displacement ``u`` applied before the current map is
+``dL/dm(x) grad m(x)`` (central differences of the warped image), as for the feature SSD.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .features import _box_mean_, central_gradient
+
+__all__ = ["LocalNCC"]
+
+
+def _window_counts(like: torch.Tensor, radius: int) -> torch.Tensor:
+    """(1, 1, Z, Y, X) number of voxels of each voxel's window that lie inside the volume."""
+    out = like.new_ones((1, 1, 1, 1, 1))
+    for dim in (2, 3, 4):
+        n = like.shape[dim]
+        i = torch.arange(n, device=like.device)
+        count = (i.clamp_max(radius) + (n - 1 - i).clamp_max(radius) + 1).to(like.dtype)
+        shape = [1, 1, 1, 1, 1]
+        shape[dim] = n
+        out = out * count.view(shape)
+    return out
+
+
+class LocalNCC:
+    """Local NCC loss of a fixed image against warped moving images, with the analytic gradient.
+
+    Args:
+        fixed: (1, 1, Z, Y, X) fixed intensities.
+        weight: optional (1, 1, Z, Y, X) float 0/1 region of interest (window centres counted).
+        radius: window radius in voxels (window ``2 radius + 1`` per axis).
+        eps: stabiliser relative to the product of the two global variances.
+    """
+
+    def __init__(self, fixed: torch.Tensor, weight: Optional[torch.Tensor] = None, radius: int = 4,
+                 eps: float = 1e-4) -> None:
+        if fixed.ndim != 5 or fixed.shape[:2] != (1, 1):
+            raise ValueError(f"fixed must be (1, 1, Z, Y, X), got {tuple(fixed.shape)}")
+        if weight is not None and tuple(weight.shape) != tuple(fixed.shape):
+            raise ValueError(f"weight must be {tuple(fixed.shape)}, got {tuple(weight.shape)}")
+        if radius < 1:
+            raise ValueError(f"radius must be >= 1 voxel, got {radius}")
+        self.fixed = fixed
+        self.weight = weight
+        self.radius = int(radius)
+        self.eps = float(eps)
+        self.total = float(weight.sum()) if weight is not None else float(fixed[0, 0].numel())
+        if self.total <= 0:
+            raise ValueError("the mask is empty on this grid: no voxel to compare")
+        self.mu_f = _box_mean_(fixed, self.radius)
+        self.var_f = _box_mean_(fixed * fixed, self.radius).sub_(self.mu_f * self.mu_f).clamp_min_(0)
+        self.global_var_f = float(fixed.var())
+        self.counts = _window_counts(fixed, self.radius)
+
+    def loss_terms(self, warped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(A covariance, C moving variance, D = B C + e, mu_m) per window centre."""
+        if warped.shape != self.fixed.shape:
+            raise ValueError(f"warped must be {tuple(self.fixed.shape)}, got {tuple(warped.shape)}")
+        mu_m = _box_mean_(warped, self.radius)
+        cov = _box_mean_(self.fixed * warped, self.radius).sub_(self.mu_f * mu_m)
+        var_m = _box_mean_(warped * warped, self.radius).sub_(mu_m * mu_m).clamp_min_(0)
+        e = self.eps * self.global_var_f * float(warped.detach().var()) + 1e-30
+        return cov, var_m, self.var_f * var_m + e, mu_m
+
+    def loss(self, warped: torch.Tensor) -> float:
+        """``1 - weighted mean cc`` (0: locally linear match everywhere, 1: none)."""
+        cov, _, denom, _ = self.loss_terms(warped)
+        cc = cov.square().div_(denom)
+        if self.weight is not None:
+            cc.mul_(self.weight)
+        return 1.0 - float(cc.sum()) / self.total
+
+    def intensity_gradient(self, warped: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(dL/dm (1, 1, Z, Y, X), the derivative by the warped intensity at each voxel; the loss L)."""
+        cov, _, denom, mu_m = self.loss_terms(warped)
+        cc = cov.square().div_(denom)
+        alpha = cov.mul(2.0).div_(denom)
+        beta = cc.mul(2.0).mul_(self.var_f).div_(denom)
+        if self.weight is not None:
+            cc.mul_(self.weight)
+            alpha.mul_(self.weight)
+            beta.mul_(self.weight)
+        loss = 1.0 - float(cc.sum()) / self.total
+        r = self.radius
+        alpha.div_(self.counts)
+        beta.div_(self.counts)
+        d_m = self.fixed * _box_mean_(alpha, r)
+        d_m.sub_(_box_mean_(alpha.mul_(self.mu_f), r))
+        d_m.sub_(warped * _box_mean_(beta, r))
+        d_m.add_(_box_mean_(beta.mul_(mu_m), r))
+        return d_m.mul_(self.counts).mul_(-1.0 / self.total), loss
+
+    def gradient(self, warped: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(dL/du (1, 3, Z, Y, X) per voxel, (x, y, z) components; the loss L) at the warped image."""
+        d_m, loss = self.intensity_gradient(warped)
+        grads = central_gradient(warped)  # x, y, z components (half the two-sided difference)
+        grad = torch.cat([g.mul_(d_m) for g in grads], dim=1)
+        return grad, loss

@@ -1,0 +1,97 @@
+"""Local NCC with its analytic gradient (losses/lncc.py) and the refinement stage (engine/refine.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ADRegNetLib.engine import register
+from ADRegNetLib.engine.refine import RefineSettings, refine_field
+from ADRegNetLib.losses.lncc import LocalNCC
+from ADRegNetLib.spatial.filters import gaussian_smooth
+from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm, flow_norm_to_disp_mm
+from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
+
+
+def _smooth_random(shape=(20, 22, 24), seed=0, sigma=1.0, dtype=torch.float64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return gaussian_smooth(torch.rand((1, 1, *shape), generator=gen, dtype=dtype), sigma)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_analytic_gradient_equals_autograd_everywhere(masked):
+    fixed = _smooth_random(seed=0)
+    moving = 0.7 * fixed + 0.3 * _smooth_random(seed=1)
+    weight = (_smooth_random(seed=2) > 0.5).to(fixed.dtype) if masked else None
+    similarity = LocalNCC(fixed, weight, radius=2)
+    d_m, loss = similarity.intensity_gradient(moving.clone())
+    m = moving.clone().requires_grad_(True)
+    cov, _, denom, _ = similarity.loss_terms(m)
+    cc = cov.square() / denom
+    if weight is not None:
+        cc = cc * weight
+    reference = 1.0 - cc.sum() / similarity.total
+    (expected,) = torch.autograd.grad(reference, m)
+    assert loss == pytest.approx(float(reference.detach()), rel=1e-12)
+    assert float((d_m - expected).abs().max()) < 1e-10 * float(expected.abs().max())  # borders included
+
+
+def test_loss_ignores_gain_and_offset_and_is_zero_for_identical_images():
+    fixed = _smooth_random(seed=3)
+    similarity = LocalNCC(fixed, radius=2)
+    assert similarity.loss(fixed) == pytest.approx(similarity.loss(3.0 * fixed + 10.0), abs=1e-9)
+    assert similarity.loss(fixed) < 0.01
+    assert similarity.loss(_smooth_random(seed=4)) > 0.5
+    same, _ = similarity.gradient(fixed.clone())
+    other, _ = similarity.gradient(_smooth_random(seed=4))
+    assert float(same.abs().max()) < 1e-2 * float(other.abs().max())  # only the stabiliser's trace
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"\(1, 1, Z, Y, X\)"):
+        LocalNCC(torch.zeros((2, 1, 4, 4, 4)))
+    geometry = Geometry((8, 8, 8), (2.0, 2.0, 2.0))
+    img = torch.zeros((1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="flow must be"):
+        refine_field(img, img, geometry, torch.zeros((1, 2, 8, 8, 8)), RefineSettings())
+
+
+def _shifted(image: torch.Tensor, shift_vox: float) -> torch.Tensor:
+    """``image`` sampled at x + shift along the X axis (voxels), trilinear, edges replicated."""
+    n = image.shape[-1]
+    x = torch.arange(n, dtype=image.dtype) + shift_vox
+    lo = x.floor().clamp(0, n - 1).long()
+    hi = (lo + 1).clamp_max(n - 1)
+    t = (x - x.floor()).clamp(0, 1)
+    return image[..., lo] * (1 - t) + image[..., hi] * t
+
+
+def test_refinement_recovers_a_subvoxel_shift_and_keeps_identical_images():
+    geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
+    fixed = _smooth_random((32, 36, 40), seed=5, sigma=1.5, dtype=torch.float32)
+    moving = _shifted(fixed, -0.4)
+    zero = torch.zeros((1, 3, 32, 36, 40))
+    settings = RefineSettings(steps=12)
+    flow, info = refine_field(fixed, _shifted(fixed, 0.0), geometry, zero, settings)
+    assert float(flow.abs().max()) == 0.0 or info["steps_accepted"] == 0  # identical: nothing moves
+    flow, info = refine_field(fixed, moving, geometry, zero, settings)
+    disp = flow_norm_to_disp_mm(flow, geometry)[0, 0, 8:-8, 8:-8, 8:-8]  # x component, interior, mm
+    assert info["loss_last"] < info["loss_first"]
+    # moving(x) = fixed(x - 0.4 voxel): fixed x is found at moving x + 0.4 voxel = + 0.8 mm
+    assert float(disp.mean()) == pytest.approx(0.8, abs=0.2), float(disp.mean())
+
+
+def test_engine_runs_the_refinement_only_for_one_contrast_without_landmarks():
+    geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
+    arr = _smooth_random((32, 32, 32), seed=6, sigma=1.5, dtype=torch.float32)[0, 0].numpy() * 1000.0
+    fixed = Image(arr, geometry, "fixed")
+    moving = Image(np.roll(arr, 1, axis=2).copy(), geometry, "moving")
+    kw = dict(quality="balanced", use_network=False, device="cpu", preset="generic", compute_inverse=False)
+    result = register(fixed, moving, **kw)
+    assert result.metrics["refinement"]["steps_accepted"] >= 1
+    assert "refine" in result.metrics["timings_s"]
+    assert "skipped" in register(fixed, moving, multimodal=True, **kw).metrics["refinement"]
+    points = geometry.index_to_physical(np.array([[10.0, 12.0, 14.0], [20.0, 18.0, 16.0]]))
+    with_points = register(fixed, moving, fixed_landmarks=points, moving_landmarks=points + [2.0, 0, 0], **kw)
+    assert "landmark" in with_points.metrics["refinement"]["skipped"]
