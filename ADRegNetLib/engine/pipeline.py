@@ -35,7 +35,7 @@ from .device import resolve_device
 from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .refine import RefineSettings, refine_field
+from .refine import RefineSettings, match_contrast, refine_field
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
@@ -251,13 +251,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- sub-voxel refinement on intensities (one contrast only)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
-        if multimodal:
-            refine_info = {"skipped": "images of different contrasts (local NCC needs one contrast)"}
-        elif has_landmarks:
+        if has_landmarks:
             refine_info = {"skipped": "landmark pairs given (the refinement does not honour them)"}
         else:
-            flow, refine_info = refine_field(fixed_w, moving_w, work, flow, RefineSettings(steps=q.refine_steps),
+            # two contrasts: the moving image mapped to the fixed contrast through the current alignment
+            moving_r = match_contrast(fixed_w, moving_w, flow, mask=mask_w) if multimodal else moving_w
+            flow, refine_info = refine_field(fixed_w, moving_r, work, flow, RefineSettings(steps=q.refine_steps),
                                              mask=mask_w, progress=stages.sub(0.8, 0.9), should_stop=should_stop)
+            if multimodal:
+                refine_info["contrast"] = "moving intensities mapped to the fixed contrast (joint-histogram mean)"
         stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid

@@ -41,8 +41,8 @@ def run_ants(fixed_path, moving_path, out_dir, threads: int = 2, *, transform: s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = ants.imageread_sitk(str(fixed_path), pixeltype="float")
-    moving = ants.imageread_sitk(str(moving_path), pixeltype="float")
+    fixed = ants.image_read(str(fixed_path), pixeltype="float")
+    moving = ants.image_read(str(moving_path), pixeltype="float")
     t0 = time.perf_counter()
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform, syn_metric=syn_metric,
                             syn_sampling=syn_sampling, reg_iterations=tuple(reg_iterations),
