@@ -32,7 +32,7 @@ and rejected: the correction cannot repair the network's own errors; with today'
 weights, TRE 2.47 mm alone, it ended at 0.77 mm against 0.49 mm from the network's start.)
 
 Landmark pairs add an update that removes ``landmark_fraction`` of each pair's residual near it
-(a Gaussian kernel regression of the residuals, see :func:`_landmark_update`); a level then stops
+(a Gaussian kernel regression of the residuals, see :func:`landmark_update`); a level then stops
 only when both the similarity and the landmark distance stopped improving. (The previous rule,
 a mean-distance gradient normalised to ``2 * min(step, residual / 2)``, pushed already matched
 landmarks as hard as the others: with few steps it raised the demo pair's TRE from 0.61 to 1.31 mm.)
@@ -57,7 +57,7 @@ from ..spatial.transforms import resize_flow
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 
-__all__ = ["OptimizerSettings", "optimize_field", "level_geometry"]
+__all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "landmark_tensors", "landmark_update"]
 
 #: diagnostics hook: called as hook(level_index, step, flow_norm) after every step (tuning, profiling)
 _step_hook: Optional[Callable] = None
@@ -146,7 +146,22 @@ def _sample(volume: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> tor
     return F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def _landmark_update(v_norm: torch.Tensor, fixed_norm: torch.Tensor, moving_norm: torch.Tensor,
+def landmark_tensors(fixed_points: Optional[np.ndarray], moving_points: Optional[np.ndarray], geometry: Geometry,
+                     like: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(fixed (K, 3), moving (K, 3) in ``geometry``'s normalised coordinates, (3, 3) normalised vector
+    -> LPS mm) for :func:`landmark_update`; None without pairs."""
+    if fixed_points is None or moving_points is None or len(fixed_points) == 0:
+        return None
+    a, b = geometry.physical_to_normalized_affine()
+    as_t = dict(dtype=like.dtype, device=like.device)
+    size = np.asarray(geometry.size, dtype=np.float64)
+    to_mm = geometry.index_to_physical_matrix @ np.diag(np.where(size > 1, (size - 1) / 2, 0))
+    return (torch.as_tensor(np.asarray(fixed_points, dtype=np.float64) @ a.T + b, **as_t),
+            torch.as_tensor(np.asarray(moving_points, dtype=np.float64) @ a.T + b, **as_t),
+            torch.as_tensor(to_mm, **as_t))
+
+
+def landmark_update(v_norm: torch.Tensor, fixed_norm: torch.Tensor, moving_norm: torch.Tensor,
                      to_mm: torch.Tensor, image_update: torch.Tensor, sigma: float,
                      fraction: float) -> tuple[torch.Tensor, float]:
     """Update (voxels of the level) that removes ``fraction`` of each landmark's residual near it.
@@ -230,14 +245,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     if mask is not None and (mask.ndim != 5 or tuple(mask.shape[2:]) != shape):
         raise ValueError(f"mask must be (1, 1, Z, Y, X) = (1, 1, {shape}), got {tuple(mask.shape)}")
     run = _Run(settings, progress, should_stop)
-    if fixed_points is not None and moving_points is not None and len(fixed_points) > 0:
-        a, b = geometry.physical_to_normalized_affine()
-        as_t = dict(dtype=fixed.dtype, device=fixed.device)
-        size = np.asarray(geometry.size, dtype=np.float64)
-        to_mm = geometry.index_to_physical_matrix @ np.diag(np.where(size > 1, (size - 1) / 2, 0))
-        run.landmarks = (torch.as_tensor(np.asarray(fixed_points, dtype=np.float64) @ a.T + b, **as_t),
-                         torch.as_tensor(np.asarray(moving_points, dtype=np.float64) @ a.T + b, **as_t),
-                         torch.as_tensor(to_mm, **as_t))
+    run.landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
     with run.clock("features"):
         if settings.features == "mind":
             f_work = mind_ssc_fast(fixed, dilation=settings.mind_dilation, var_floor=settings.mind_var_floor)
@@ -331,7 +339,7 @@ class _Run:
                 lengths.append(alpha * longest)
             if self.landmarks is not None:
                 with clock("landmarks"):
-                    lm_update, dist_mm = _landmark_update(v, *self.landmarks, update, sigma_update,
+                    lm_update, dist_mm = landmark_update(v, *self.landmarks, update, sigma_update,
                                                           s.landmark_fraction)
                     distances.append(dist_mm)
                     update.add_(lm_update)

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 
 from ..io.images import normalize_intensity, validate_image
-from ..metrics import jacobian_stats, ncc, nmi, tre
+from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
-from ..spatial.transform import Transform, background_value
-from ..spatial.transforms import resize_flow
-from ..spatial.flow import flow_norm_to_disp_mm
+from ..spatial.transform import Transform
+from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
@@ -36,6 +35,7 @@ from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, match_contrast, refine_field
+from .results import inverse_and_consistency, similarity
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
@@ -51,18 +51,6 @@ def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np
     ct = is_ct(image)
     modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")
     return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
-
-
-def _safe(value) -> Optional[float]:
-    v = float(value)
-    return v if np.isfinite(v) else None
-
-
-def _similarity(fixed: np.ndarray, warped: np.ndarray, region: np.ndarray) -> dict:
-    """NCC (same contrast) and normalised mutual information (any contrasts) over ``region``."""
-    if not region.any():
-        return {"ncc": None, "nmi": None}
-    return {"ncc": _safe(ncc(fixed, warped, mask=region)), "nmi": _safe(nmi(fixed, warped, mask=region))}
 
 
 def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarray] = None,
@@ -202,7 +190,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         warnings_.append(note)
     fixed_w_np = resample(fixed_n, work).array
     moving_w_np = resample(moving_n, work, affine=affine).array
-    if float(np.count_nonzero(moving_w_np > 0.01)) < MIN_MOVING_OVERLAP * moving_w_np.size and float(moving_n.array.max()) > 0.01:
+    moving_has_data = float(moving_n.array.max()) > 0.01
+    del fixed_n, moving_n  # full-resolution copies: not needed past the working grid (memory on large inputs)
+    if float(np.count_nonzero(moving_w_np > 0.01)) < MIN_MOVING_OVERLAP * moving_w_np.size and moving_has_data:
         raise RegistrationError(
             "the moving image does not overlap the fixed image after pre-alignment; check that both scans show "
             "the same anatomy, or give landmark pairs / an initial alignment")
@@ -251,22 +241,22 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- sub-voxel refinement on intensities (one contrast only)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
-        if has_landmarks:
-            refine_info = {"skipped": "landmark pairs given (the refinement does not honour them)"}
-        else:
-            # two contrasts: the moving image mapped to the fixed contrast through the current alignment
-            moving_r = match_contrast(fixed_w, moving_w, flow, mask=mask_w) if multimodal else moving_w
-            flow, refine_info = refine_field(fixed_w, moving_r, work, flow, RefineSettings(steps=q.refine_steps),
-                                             mask=mask_w, progress=stages.sub(0.8, 0.9), should_stop=should_stop)
-            if multimodal:
-                refine_info["contrast"] = "moving intensities mapped to the fixed contrast (joint-histogram mean)"
+        # two contrasts: the moving image mapped to the fixed contrast through the current alignment
+        moving_r = match_contrast(fixed_w, moving_w, flow, mask=mask_w) if multimodal else moving_w
+        flow, refine_info = refine_field(
+            fixed_w, moving_r, work, flow, RefineSettings(steps=q.refine_steps), mask=mask_w,
+            fixed_points=fixed_landmarks if has_landmarks else None,
+            moving_points=affine.inverse_apply(moving_landmarks) if has_landmarks else None,
+            progress=stages.sub(0.8, 0.9), should_stop=should_stop)
+        if multimodal:
+            refine_info["contrast"] = "moving intensities mapped to the fixed contrast (joint-histogram mean)"
         stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid
     stages.report(0.9, "building the full-resolution field")
-    d_full = flow_norm_to_disp_mm(resize_flow(flow.float().cpu(), fixed.geometry.shape), fixed.geometry)[0].numpy()
-    transform = Transform(fixed.geometry, d_full, None if affine.is_identity() else affine)
-    disp = transform.total_displacement()
+    disp = upsampled_disp_mm(flow, fixed.geometry)
+    if not affine.is_identity():  # the total field x -> A(x + u(x)) - x, written over the field
+        disp = Transform(fixed.geometry, disp, affine).total_displacement(out=disp)
     if rigid_arr is not None:
         from ..spatial.rigid import rigidify
 
@@ -280,7 +270,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("outputs")
     inverse = None
     if compute_inverse:
-        inverse = _inverse(disp, fixed.geometry, moving, moving_mask)
+        inverse = inverse_and_consistency(disp, fixed.geometry, moving, moving_mask, float(work.spacing.min()))
         stages.done("inverse")
 
     # ---- metrics: similarity where both images have data
@@ -303,8 +293,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
-        "similarity_before": _similarity(fixed.array, before.array, sim_mask_before),
-        "similarity_after": _similarity(fixed.array, warped.array, sim_mask_after),
+        "similarity_before": similarity(fixed.array, before.array, sim_mask_before),
+        "similarity_after": similarity(fixed.array, warped.array, sim_mask_after),
         "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else ""),
         "warnings": warnings_,
     }
@@ -330,19 +320,3 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         inverse_disp_mm=None if inverse is None else inverse[0],
         moving_geometry=moving.geometry,
     )
-
-
-def _inverse(disp: np.ndarray, fixed_geometry, moving: Image, moving_mask: Optional[Image]):
-    """(inverse field on the moving grid, inverse-consistency error over the moving foreground)."""
-    from ..spatial.inverse import invert_displacement, inverse_consistency_error
-
-    inv = invert_displacement(disp, fixed_geometry, moving.geometry)
-    if moving_mask is not None:
-        region = map_mask(moving_mask, moving.geometry, "moving mask", "moving image")
-    else:  # the moving image's foreground: clearly above its background
-        bg = background_value(moving)
-        hi = float(np.percentile(moving.array[::2, ::2, ::2], 99))
-        region = moving.array > bg + 0.1 * (hi - bg)
-    mean_mm, max_mm = inverse_consistency_error(disp, fixed_geometry, inv, moving.geometry, mask=region)
-    return inv, {"mean": round(float(mean_mm), 4), "max": round(float(max_mm), 4),
-                 "region": "moving mask" if moving_mask is not None else "moving image foreground"}

@@ -33,7 +33,7 @@ from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
-from .optimizer import _sample
+from .optimizer import _sample, landmark_tensors, landmark_update
 
 __all__ = ["RefineSettings", "refine_field", "match_contrast"]
 
@@ -101,6 +101,7 @@ def match_contrast(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
                  settings: RefineSettings, mask: Optional[torch.Tensor] = None,
+                 fixed_points: Optional[np.ndarray] = None, moving_points: Optional[np.ndarray] = None,
                  progress: Optional[ProgressCallback] = None,
                  should_stop: Optional[StopCallback] = None) -> tuple[torch.Tensor, dict]:
     """Refine a normalised flow on the working grid by local NCC of the intensities.
@@ -112,6 +113,9 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         flow: (1, 3, Z, Y, X) normalised flow on ``geometry`` (the optimisation's result).
         settings: see :class:`RefineSettings`.
         mask: optional (1, 1, Z, Y, X) bool region of interest of the fixed image.
+        fixed_points, moving_points: optional (K, 3) LPS mm landmark pairs (moving ones in the
+            pre-aligned space): each step also removes their residual near them, as in the
+            optimisation (``optimizer.landmark_update``), so the refinement keeps them matched.
         progress: progress(fraction of this stage, text).
         should_stop: returns True to cancel (checked every step).
 
@@ -140,6 +144,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     first = loss
     cap = float(settings.step_voxels)
     accepted = rejected = 0
+    landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
+    distances: list[float] = []
     for step in range(int(settings.steps)):
         if should_stop is not None and should_stop():
             raise RegistrationCancelled("registration cancelled by the user")
@@ -147,7 +153,12 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break
-        update = direction.mul_(cap / longest).mul_(norm_per_vox)
+        update = direction.mul_(cap / longest)
+        if landmarks is not None:
+            lm_update, dist_mm = landmark_update(v, *landmarks, update, settings.sigma_update, 1.0)
+            distances.append(dist_mm)
+            update.add_(lm_update)
+        update.mul_(norm_per_vox)
         candidate = update.add_(_sample(v, update, base))  # x -> x + u(x) + v(x + u(x))
         if settings.sigma_field > 0:
             candidate = gaussian_smooth(candidate, settings.sigma_field)
@@ -166,4 +177,6 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             "steps_accepted": accepted, "steps_rejected": rejected, "loss_first": round(first, 6),
             "loss_last": round(loss, 6), "last_step_voxels": round(cap, 4),
             "seconds": round(time.perf_counter() - t0, 3)}
+    if distances:
+        info["landmark_mm"] = [round(distances[0], 4), round(distances[-1], 4)]
     return v, info

@@ -19,6 +19,7 @@ from .geometry import Geometry
 __all__ = [
     "disp_mm_to_flow_norm",
     "flow_norm_to_disp_mm",
+    "norm_to_mm_matrix",
     "identity_grid",
     "check_field",
     "check_disp_shape",
@@ -67,11 +68,15 @@ def flow_norm_to_disp_mm(flow_norm: torch.Tensor, geometry: Geometry) -> torch.T
     check_field(flow_norm, "flow_norm")
     if tuple(flow_norm.shape[2:]) != geometry.shape:
         raise ValueError(f"field shape {tuple(flow_norm.shape[2:])} does not match grid shape {geometry.shape} (Z, Y, X)")
+    return _apply_matrix(flow_norm, norm_to_mm_matrix(geometry))
+
+
+def norm_to_mm_matrix(geometry: Geometry) -> np.ndarray:
+    """(3, 3) matrix taking a normalised flow vector of ``geometry`` to LPS mm."""
     size = np.asarray(geometry.size)
     # An axis of one voxel has no normalised extent; a flow along it has no meaning, map it to 0.
     scale = np.where(size > 1, (size - 1) / 2.0, 0.0)
-    matrix = geometry.index_to_physical_matrix @ np.diag(scale)
-    return _apply_matrix(flow_norm, matrix)
+    return geometry.index_to_physical_matrix @ np.diag(scale)
 
 
 def identity_grid(shape_zyx: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:

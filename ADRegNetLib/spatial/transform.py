@@ -108,13 +108,25 @@ class Transform:
             pts = map_points(self.disp_mm, self.geometry, pts)
         return pts if self.affine is None else self.affine.apply(pts)
 
-    def total_displacement(self, slab: int = 32) -> np.ndarray:
-        """``u(x) = T(x) - x`` on the grid: (3, Z, Y, X) float32 LPS mm (computed in z-slabs)."""
+    def total_displacement(self, slab: int = 32, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``u(x) = T(x) - x`` on the grid: (3, Z, Y, X) float32 LPS mm (computed in z-slabs).
+
+        Args:
+            slab: z-slices per step.
+            out: optional (3, Z, Y, X) float32 array to write into; it may be this transform's own
+                field (each slab is read before it is written), saving a full-size copy.
+        """
         disp = np.zeros((3, *self.geometry.shape), np.float32) if self.disp_mm is None else self.disp_mm
         if self.affine is None or self.affine.is_identity():
-            return np.ascontiguousarray(disp, dtype=np.float32)
+            if out is None:
+                return np.ascontiguousarray(disp, dtype=np.float32)
+            out[:] = disp
+            return out
         m, t = self.affine.matrix, self.affine.offset
-        out = np.empty((3, *self.geometry.shape), dtype=np.float32)
+        if out is None:
+            out = np.empty((3, *self.geometry.shape), dtype=np.float32)
+        elif out.shape != (3, *self.geometry.shape) or out.dtype != np.float32:
+            raise ValueError(f"out must be a (3, {self.geometry.shape}) float32 array, got {out.shape} {out.dtype}")
         zs, ys, xs = self.geometry.shape
         jj, ii = np.meshgrid(np.arange(ys), np.arange(xs), indexing="ij")
         for z0 in range(0, zs, slab):
@@ -156,11 +168,13 @@ class Transform:
         warped = Image(arr, self.geometry, image.name)
         return (warped, inside[0, 0].numpy()) if return_inside else warped
 
-    def jacobian(self, slab: int = 32) -> Image:
-        """det(d T / d x) on the grid, (Z, Y, X) float32, computed in z-slabs (bounded memory)."""
+    def jacobian(self, slab_voxels: int = 1 << 21) -> Image:
+        """det(d T / d x) on the grid, (Z, Y, X) float32, computed in z-slabs of at most about
+        ``slab_voxels`` voxels (the 3x3 derivatives of a slab take about 150 bytes per voxel)."""
         disp = self.total_displacement()
         g = self.geometry
         zs = g.shape[0]
+        slab = max(1, int(slab_voxels) // max(1, g.shape[1] * g.shape[2]))
         out = np.empty(g.shape, dtype=np.float32)
         for z0 in range(0, zs, slab):
             z1 = min(zs, z0 + slab)

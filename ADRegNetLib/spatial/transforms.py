@@ -8,10 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .flow import check_field
+import numpy as np
+
+from .flow import check_field, flow_norm_to_disp_mm, norm_to_mm_matrix
+from .geometry import Geometry
 from .warp import warp_norm
 
-__all__ = ["compose_flows", "resize_flow", "integrate_velocity"]
+__all__ = ["compose_flows", "resize_flow", "upsampled_disp_mm", "integrate_velocity"]
 
 
 def compose_flows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -38,6 +41,43 @@ def resize_flow(flow_norm: torch.Tensor, shape_zyx: tuple[int, int, int]) -> tor
     if tuple(flow_norm.shape[2:]) == tuple(shape_zyx):
         return flow_norm
     return F.interpolate(flow_norm, size=tuple(int(s) for s in shape_zyx), mode="trilinear", align_corners=True)
+
+
+def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: int = 1 << 22) -> np.ndarray:
+    """A normalised flow on a coarser grid of the same span, resized onto ``geometry`` and in mm.
+
+    The same values as ``flow_norm_to_disp_mm(resize_flow(flow_norm, geometry.shape), geometry)``,
+    computed in z-slabs of at most ``slab_voxels`` voxels, so that only the (3, Z, Y, X) float32
+    result is held at full resolution (512x512x300: 0.95 GB instead of three times that).
+
+    Args:
+        flow_norm: (1, 3, z, y, x) normalised flow spanning ``geometry`` (``Geometry.with_size``).
+        geometry: the output grid.
+        slab_voxels: most output voxels per slab.
+
+    Returns:
+        (3, Z, Y, X) float32 LPS mm, (x, y, z) components, on ``geometry``.
+    """
+    check_field(flow_norm, "flow_norm")
+    if flow_norm.shape[0] != 1:
+        raise ValueError(f"flow_norm must hold one field (1, 3, z, y, x), got {tuple(flow_norm.shape)}")
+    nz, ny, nx = geometry.shape
+    out = np.empty((3, nz, ny, nx), dtype=np.float32)
+    flow = flow_norm.float().cpu()
+    if tuple(flow.shape[2:]) == (nz, ny, nx):
+        out[:] = flow_norm_to_disp_mm(flow, geometry)[0].numpy()
+        return out
+    # normalised units mean the same on both grids (same span): one matrix to mm for every slab
+    to_mm = torch.as_tensor(norm_to_mm_matrix(geometry), dtype=flow.dtype)
+    lin = [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in (nz, ny, nx)]
+    step = max(1, slab_voxels // (ny * nx))
+    for z0 in range(0, nz, step):
+        z1 = min(nz, z0 + step)
+        gz, gy, gx = torch.meshgrid(lin[0][z0:z1], lin[1], lin[2], indexing="ij")
+        grid = torch.stack([gx, gy, gz], dim=-1)[None]
+        part = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        out[:, z0:z1] = torch.einsum("ij,njzyx->nizyx", to_mm, part)[0].numpy()
+    return out
 
 
 def integrate_velocity(velocity_norm: torch.Tensor, steps: int = 7) -> torch.Tensor:
