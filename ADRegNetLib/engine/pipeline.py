@@ -34,9 +34,10 @@ from .device import resolve_device
 from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .refine import RefineSettings, match_contrast, refine_field
+from .refine import RefineSettings, refine_field
 from .results import inverse_and_consistency, similarity
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
+                       REFINE_RADIUS, REFINE_STEPS_FACTOR,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
@@ -241,15 +242,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- sub-voxel refinement on intensities (one contrast only)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
-        # two contrasts: the moving image mapped to the fixed contrast through the current alignment
-        moving_r = match_contrast(fixed_w, moving_w, flow, mask=mask_w) if multimodal else moving_w
+        # local NCC squared ignores the sign of each window's correlation: T1 against T2 needs no mapping
+        contrasts = "two contrasts" if multimodal else "one contrast"
+        refine_settings = RefineSettings(steps=q.refine_steps * REFINE_STEPS_FACTOR[contrasts],
+                                         radius=REFINE_RADIUS[contrasts])
         flow, refine_info = refine_field(
-            fixed_w, moving_r, work, flow, RefineSettings(steps=q.refine_steps), mask=mask_w,
+            fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None,
             moving_points=affine.inverse_apply(moving_landmarks) if has_landmarks else None,
             progress=stages.sub(0.8, 0.9), should_stop=should_stop)
-        if multimodal:
-            refine_info["contrast"] = "moving intensities mapped to the fixed contrast (joint-histogram mean)"
         stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid
