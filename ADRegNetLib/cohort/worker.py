@@ -6,15 +6,15 @@ only a finished folder is renamed to OUTDIR/<id>/ (one ``rename``, atomic on one
 that fails or whose worker is killed never leaves a half-written OUTDIR/<id>/.
 
 A worker may run several pairs at once in threads, so the CLI's stdout/stderr are captured per
-thread (``sys.stderr`` is replaced once by a proxy that routes each thread's writes), and ITK's
-transform-file I/O is serialised: the HDF5 library bundled with SimpleITK is not thread-safe (two
-pairs writing transform.h5 at once in one worker made HDF5 report "can't create new skip list node").
+thread (``sys.stderr`` is replaced once by a proxy that routes each thread's writes). ITK's
+transform-file I/O is serialised by the io package itself (``io/transform_files.py``): the HDF5
+library bundled with SimpleITK is not thread-safe (two pairs writing transform.h5 at once in one
+worker made HDF5 report "can't create new skip list node").
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import json
 import os
 import shutil
@@ -86,36 +86,12 @@ class _ThreadStreams:
 
 
 _INSTALL_LOCK = threading.Lock()
-_HDF5_LOCK = threading.Lock()
-
-
-def _serialize_transform_files() -> None:
-    """Wraps SimpleITK's WriteTransform/ReadTransform (HDF5 .h5 files) in one lock per process.
-
-    Called with ``_INSTALL_LOCK`` held; idempotent. The io package calls ``sitk.WriteTransform``
-    through the module at call time, so the wrapped functions are the ones it uses.
-    """
-    import SimpleITK as sitk
-
-    for name in ("WriteTransform", "ReadTransform"):
-        original = getattr(sitk, name)
-        if getattr(original, "_adregnet_serialized", False):
-            continue
-
-        @functools.wraps(original)
-        def serialized(*args, _original=original, **kwargs):
-            with _HDF5_LOCK:
-                return _original(*args, **kwargs)
-
-        serialized._adregnet_serialized = True
-        setattr(sitk, name, serialized)
 
 
 @contextlib.contextmanager
 def _captured() -> Iterator[list[str]]:
     """Captures this thread's writes to stdout and stderr; yields the list the text is appended to."""
     with _INSTALL_LOCK:
-        _serialize_transform_files()
         for name in ("stdout", "stderr"):
             if not isinstance(getattr(sys, name), _ThreadStreams):
                 setattr(sys, name, _ThreadStreams(getattr(sys, name)))

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..spatial.affine import AffineMap
+from .transform_files import read_sitk_transform, write_sitk_transform
 
 __all__ = ["LinearTransformError", "affine_from_sitk", "affine_to_sitk", "read_linear_transform", "write_linear_transform"]
 
@@ -55,7 +56,7 @@ def read_linear_transform(path: PathLike) -> AffineMap:
     if not p.is_file():
         raise LinearTransformError(f"initial transform file {p} does not exist")
     try:
-        transform = sitk.ReadTransform(str(p))
+        transform = read_sitk_transform(p)
     except RuntimeError as exc:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise LinearTransformError(f"{p} is not a readable ITK transform file ({last[:160]}); "
@@ -73,4 +74,4 @@ def read_linear_transform(path: PathLike) -> AffineMap:
 
 def write_linear_transform(affine: AffineMap, path: PathLike) -> None:
     """Write an AffineMap as an ITK affine transform file (.h5, .tfm, .txt, .mat)."""
-    sitk.WriteTransform(affine_to_sitk(affine), str(path))
+    write_sitk_transform(affine_to_sitk(affine), path)

@@ -22,6 +22,7 @@ from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
 from .image import ImageError, read_sitk_image
+from .transform_files import read_sitk_transform, write_sitk_transform
 
 __all__ = [
     "TransformFileError",
@@ -135,7 +136,7 @@ def write_transform(disp_mm: ArrayLike, geometry: Geometry, path: PathLike) -> N
         raise TransformFileError(f"{path}: a transform file needs the extension .h5 (or .hdf5, .tfm)")
     path.parent.mkdir(parents=True, exist_ok=True)
     transform = sitk.DisplacementFieldTransform(field_to_sitk(disp_mm, geometry, dtype=np.float64))
-    sitk.WriteTransform(transform, str(path))
+    write_sitk_transform(transform, path)
 
 
 def _fields_in(transform: sitk.Transform) -> list[sitk.Image]:
@@ -173,7 +174,7 @@ def read_transform(path: PathLike, geometry: Optional[Geometry] = None) -> tuple
     if not path.is_file():
         raise TransformFileError(f"{path}: no such transform file")
     try:
-        transform = sitk.ReadTransform(str(path))
+        transform = read_sitk_transform(path)
     except RuntimeError as exc:
         raise TransformFileError(
             f"{path}: cannot be read as an ITK transform ({str(exc).strip().splitlines()[-1][:200]})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ADRegNetLib.cli.outputs import INVERSE_FILES, OUTPUT_FILES
@@ -176,8 +177,6 @@ def test_pairs_in_threads_capture_their_own_output_and_share_hdf5_safely(tmp_pat
     import sys
     import threading
 
-    import SimpleITK as sitk
-
     from ADRegNetLib.cohort.worker import _captured
 
     seen: dict[str, str] = {}
@@ -197,7 +196,17 @@ def test_pairs_in_threads_capture_their_own_output_and_share_hdf5_safely(tmp_pat
         t.join()
     assert seen["a"].count("error: a") == 50 and "error: b" not in seen["a"]
     assert seen["b"].count("error: b") == 50 and "error: a" not in seen["b"]
-    assert sitk.WriteTransform._adregnet_serialized and sitk.ReadTransform._adregnet_serialized
+    # every transform file of the io package goes through one lock: a write waits while it is held
+    from ADRegNetLib.io.linear import read_linear_transform, write_linear_transform
+    from ADRegNetLib.io.transform_files import TRANSFORM_FILE_LOCK
+    from ADRegNetLib.spatial.affine import AffineMap
+
     path = tmp_path / "t.h5"
-    sitk.WriteTransform(sitk.TranslationTransform(3, (1.0, 2.0, 3.0)), str(path))
-    assert sitk.ReadTransform(str(path)).GetParameters() == (1.0, 2.0, 3.0)
+    affine = AffineMap(np.eye(3), np.array([1.0, 2.0, 3.0]))
+    writer = threading.Thread(target=write_linear_transform, args=(affine, path))
+    with TRANSFORM_FILE_LOCK:
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive() and not path.exists()  # blocked by the lock
+    writer.join(timeout=30)
+    np.testing.assert_allclose(read_linear_transform(path).offset, [1.0, 2.0, 3.0])
