@@ -30,12 +30,12 @@ from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
-from .device import resolve_device
+from .device import release_freed_memory, resolve_device
 from .modality import guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
-from .results import inverse_and_consistency, similarity
+from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        REFINE_RADIUS, REFINE_STEPS_FACTOR,
                        detect_preset, is_ct)
@@ -265,9 +265,19 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
     warped, inside = result_transform.warp(moving, return_inside=True)
-    before, inside_before = Transform(fixed.geometry).warp(moving, return_inside=True)
+    similarity_after = similarity(fixed.array, warped.array, inside if mask_arr is None else (inside & mask_arr))
+    del inside
+    before = similarity_before = None
+    if fixed.geometry.num_voxels <= BEFORE_MAX_VOXELS:
+        before, inside_before = Transform(fixed.geometry).warp(moving, return_inside=True)
+        similarity_before = similarity(fixed.array, before.array,
+                                       inside_before if mask_arr is None else (inside_before & mask_arr))
+        del inside_before
+    else:  # a large grid: the before-image only on the subsample the statistics use
+        similarity_before = similarity_on_subsample(fixed, moving, mask_arr)
     stages.check()
     det = result_transform.jacobian()
+    release_freed_memory()  # slab temporaries: give the heap back before the inverse's full-size field
     stages.done("outputs")
     inverse = None
     if compute_inverse:
@@ -275,8 +285,6 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         stages.done("inverse")
 
     # ---- metrics: similarity where both images have data
-    sim_mask_after = inside if mask_arr is None else (inside & mask_arr)
-    sim_mask_before = inside_before if mask_arr is None else (inside_before & mask_arr)
     metrics: dict[str, Any] = {
         "preset": preset,
         "preset_reason": reason,
@@ -294,8 +302,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
-        "similarity_before": similarity(fixed.array, before.array, sim_mask_before),
-        "similarity_after": similarity(fixed.array, warped.array, sim_mask_after),
+        "similarity_before": similarity_before,
+        "similarity_after": similarity_after,
         "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else ""),
         "warnings": warnings_,
     }
@@ -312,7 +320,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     return RegistrationResult(
         disp_mm=disp,
         geometry=fixed.geometry,
-        warped=Image(warped.array.astype(np.float32), fixed.geometry, "warped"),
+        warped=Image(warped.array.astype(np.float32, copy=False), fixed.geometry, "warped"),
         jacobian=det,
         metrics=metrics,
         warped_fixed_landmarks=warped_points,

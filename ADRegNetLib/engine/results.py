@@ -11,13 +11,19 @@ import numpy as np
 import torch
 
 from ..metrics import ncc, nmi
+from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from ..spatial.transform import background_value
+from ..spatial.transform import Transform, background_value
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from .stages import map_mask
 
-__all__ = ["SIMILARITY_MAX_VOXELS", "similarity", "inverse_and_consistency"]
+__all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "similarity", "similarity_on_subsample",
+           "inverse_and_consistency"]
+
+#: above this many fixed voxels the result holds no full-resolution before-image (a 512x512x300 CT:
+#: 0.3 GB); the before similarity is measured on the subsample the statistics use
+BEFORE_MAX_VOXELS = 32_000_000
 
 
 def _safe(value) -> Optional[float]:
@@ -35,12 +41,28 @@ def similarity(fixed: np.ndarray, warped: np.ndarray, region: np.ndarray) -> dic
     On grids over :data:`SIMILARITY_MAX_VOXELS` a regular subsample (every k-th voxel per axis) is
     used: the statistics barely change, and float64 copies of 79 M voxels cost gigabytes.
     """
-    k = max(1, int(np.ceil((fixed.size / SIMILARITY_MAX_VOXELS) ** (1 / 3))))
+    k = _stride(fixed.size)
     if k > 1:
         fixed, warped, region = fixed[::k, ::k, ::k], warped[::k, ::k, ::k], region[::k, ::k, ::k]
     if not region.any():
         return {"ncc": None, "nmi": None}
     return {"ncc": _safe(ncc(fixed, warped, mask=region)), "nmi": _safe(nmi(fixed, warped, mask=region))}
+
+
+def _stride(num_voxels: int) -> int:
+    return max(1, int(np.ceil((num_voxels / SIMILARITY_MAX_VOXELS) ** (1 / 3))))
+
+
+def similarity_on_subsample(fixed: Image, moving: Image, mask: Optional[np.ndarray]) -> dict:
+    """:func:`similarity` of ``fixed`` and the unregistered ``moving`` (identity transform), resampling
+    the moving image only at the voxels of the subsample (every k-th voxel per axis)."""
+    k = _stride(fixed.geometry.num_voxels)
+    g = fixed.geometry
+    sub = Geometry(tuple(int(np.ceil(n / k)) for n in g.size), g.spacing * k, g.origin, g.direction)
+    seen, inside = Transform(sub).warp(moving, return_inside=True)
+    f = fixed.array[::k, ::k, ::k]
+    region = inside if mask is None else (inside & mask[::k, ::k, ::k])
+    return similarity(f, seen.array, region)
 
 
 def inverse_and_consistency(disp: np.ndarray, fixed_geometry, moving: Image, moving_mask: Optional[Image], solve_spacing_mm: float):

@@ -1,0 +1,28 @@
+"""engine/results.py: similarity on a subsample for large grids, the before-image only on that subsample."""
+from __future__ import annotations
+
+import numpy as np
+
+from ADRegNetLib.engine import results
+from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.transform import Transform
+
+
+def test_subsampled_before_similarity_equals_the_full_before_image_at_those_voxels(oblique_geometry, monkeypatch, rng):
+    fixed_geometry = oblique_geometry.with_size((30, 28, 26))
+    fixed = Image(rng.normal(size=fixed_geometry.shape).astype(np.float32), fixed_geometry, "fixed")
+    moving_geometry = fixed_geometry.with_size((25, 24, 22))
+    moving = Image((rng.normal(size=moving_geometry.shape) + 3.0).astype(np.float32), moving_geometry, "moving")
+    monkeypatch.setattr(results, "SIMILARITY_MAX_VOXELS", 2_000)  # stride 3 on this grid
+    before, inside = Transform(fixed_geometry).warp(moving, return_inside=True)
+    mask = np.zeros(fixed_geometry.shape, bool)
+    mask[3:-3, 4:-4, 2:-2] = True
+    full = results.similarity(fixed.array, before.array, inside & mask)
+    sub = results.similarity_on_subsample(fixed, moving, mask)
+    assert full["ncc"] is not None
+    assert sub["ncc"] == full["ncc"] and sub["nmi"] == full["nmi"]
+
+
+def test_similarity_of_an_empty_region_is_none():
+    arr = np.ones((4, 4, 4), np.float32)
+    assert results.similarity(arr, arr, np.zeros((4, 4, 4), bool)) == {"ncc": None, "nmi": None}
