@@ -122,6 +122,13 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     reg.SetNumberOfThreads(1)
     try:
         before = reg.MetricEvaluate(f, m)
+        # The correlation metric is -NCC^2, bounded below by -1: a start already this good leaves
+        # less than ``min_relative_improvement`` to gain, so the optimisation could not be kept.
+        if same_modality and np.isfinite(before) and -before * (1.0 + min_relative_improvement) > 1.0:
+            info.update(metric_before=float(before), kept=(
+                f"start (the correlation at the start, {-before:.3f}, leaves less than "
+                f"{100 * min_relative_improvement:.0f}% to gain; not optimised)"))
+            return affine_from_sitk(init_tx), info
         result = reg.Execute(f, m)
         after = reg.GetMetricValue()
     except RuntimeError as exc:  # e.g. too few samples in the overlap
