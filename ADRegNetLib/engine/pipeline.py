@@ -36,9 +36,8 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
-from .settings import (MIN_MOVING_OVERLAP, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
-                       REFINE_RADIUS, REFINE_STEPS_FACTOR,
-                       detect_preset, is_ct)
+from .settings import (MIN_MOVING_OVERLAP, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN,
+                       QUALITY_SETTINGS, REFINE_RADIUS, REFINE_STEPS_FACTOR, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
 
@@ -220,6 +219,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         network_info["used"] = flow is not None
         if flow is None:
             warnings_.append("the network prediction did not improve the similarity; started from the identity")
+        elif network_info["relative_gain"] < NETWORK_MIN_RELATIVE_GAIN:
+            # instant keeps the prediction whatever it does: say when it did not help
+            warnings_.append(
+                f"the network prediction changed the local similarity by {100 * network_info['relative_gain']:+.1f}% "
+                f"(less than the {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}% a start needs); it may be worse than no "
+                "registration" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
+                + ": check it, or use --quality fast")
     stages.done("network")
 
     # ---- instance optimisation

@@ -112,3 +112,20 @@ def test_cli_contrast_option_overrides_the_guess(t1_t2, tmp_path, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["multimodal"] is False and metrics["multimodal_reason"] == "chosen by the user"
     assert "NCC" in capsys.readouterr().out
+
+
+@needs_brain
+def test_instant_says_when_the_kept_prediction_did_not_help(t1_t2, monkeypatch):
+    """quality instant keeps the network's prediction whatever it does; a prediction that does not
+    improve the similarity must come with a warning (here forced: a zero field, gain -1%)."""
+    import torch
+
+    from ADRegNetLib.engine import pipeline
+
+    def no_help(model, fixed_w, moving_w, mask_w, always_keep):
+        return torch.zeros((1, 3, *fixed_w.shape[2:])), {"relative_gain": -0.01, "kept": True}
+
+    monkeypatch.setattr(pipeline, "network_stage", no_help)
+    t1, t2 = t1_t2
+    result = register(t1, t2, quality="instant", device="cpu", compute_inverse=False)
+    assert any("may be worse than no registration" in w and "two contrasts" in w for w in result.metrics["warnings"])
