@@ -1,6 +1,7 @@
 r"""Do the two images share a contrast? (decides the pre-alignment metric).
 
-CT against anything else is multimodal. Two non-CT images (MR/MR, generic) can still have different
+CT against anything else is multimodal, two CT images are not (Hounsfield units are calibrated).
+Two non-CT images (MR/MR, generic) can still have different
 contrasts (T1 against T2: tissue brightness inverted), and a correlation metric then pulls the
 pre-alignment far off (measured on the benchmark's brain-t1t2 case: 3.97 -> 11.4 mm). The test: at
 the starting alignment, on a coarse grid, the intensities of the two images where both show tissue
@@ -84,8 +85,11 @@ def guess_multimodal(fixed: Image, moving: Image, fixed_n: Image, moving_n: Imag
     Returns:
         (multimodal, one-line reason).
     """
-    if is_ct(fixed) != is_ct(moving):
+    fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
+    if fixed_ct != moving_ct:
         return True, "one image is CT (Hounsfield units), the other is not"
+    if fixed_ct:  # calibrated units: a tissue has the same value in both (contrast agent aside)
+        return False, "both images are CT (Hounsfield units)"
     r = contrast_correlation(fixed_n, moving_n, start)
     if r < SAME_CONTRAST_MIN_CORRELATION:
         return True, (f"intensities where both images show tissue correlate {r:.2f} "

@@ -72,6 +72,10 @@ def test_ct_against_non_ct_is_two_contrasts():
     multimodal, reason = guess_multimodal(ct, mr_like, _normalized(ct, "ct", (-1000.0, 200.0)),
                                           _normalized(mr_like, "mr", None))
     assert multimodal and "CT" in reason
+    # two CT scans share a contrast whatever their alignment: HU are calibrated
+    far = Image(np.roll(ct.array, 10, axis=2).copy(), ct.geometry, "shifted ct")
+    same, why = guess_multimodal(ct, far, _normalized(ct, "ct", (-1000.0, 200.0)), _normalized(far, "ct", (-1000.0, 200.0)))
+    assert not same and "both images are CT" in why
 
 
 @needs_brain
