@@ -255,3 +255,13 @@ def test_the_run_log_is_kept_with_the_outputs(scene, inputs):
         ADRegNetMRMLLogic(scene, runner=AnalyticEngine(RegistrationError("no overlap"))).registerNodes(
             inputs["fixed"], inputs["moving"], log=failed)
     assert "stopped: RegistrationError: no overlap" in failed.text()
+
+
+def test_similarity_reports_nmi_for_two_contrasts_and_ncc_otherwise():
+    from ADRegNetMRML.logic import RegistrationNodes
+
+    one = RegistrationNodes(None, None, None, metrics={"multimodal": False, "similarity_before": {"ncc": 0.5, "nmi": 1.1},
+                                                       "similarity_after": {"ncc": 0.9, "nmi": 1.3}})
+    two = RegistrationNodes(None, None, None, metrics=dict(one.metrics, multimodal=True))
+    assert one.similarity() == (0.5, 0.9)
+    assert two.similarity() == (1.1, 1.3)
