@@ -14,6 +14,11 @@ import numpy as np
 __all__ = ["RunLog", "log_text_node"]
 
 
+def _pick(value, key: str):
+    """``value[key]`` for a dict of named measures that has it, else ``value`` unchanged."""
+    return value.get(key, value) if isinstance(value, dict) else value
+
+
 def _number(value, fmt: str = ".4f") -> str:
     if isinstance(value, dict):
         value = next((v for v in value.values() if isinstance(v, (int, float))), None)
@@ -66,7 +71,9 @@ class RunLog:
 
     def results(self, metrics: dict) -> None:
         """Log the figures a clinician checks: similarity, folds, TRE, time, warnings."""
-        self.add(f"similarity {_number(metrics.get('similarity_before'))} -> {_number(metrics.get('similarity_after'))}")
+        key = "nmi" if metrics.get("multimodal") else "ncc"  # NCC means nothing across contrasts
+        before, after = (_pick(metrics.get(name), key) for name in ("similarity_before", "similarity_after"))
+        self.add(f"similarity ({key.upper()}) {_number(before)} -> {_number(after)}")
         jac = metrics.get("jacobian") or {}
         if jac:
             self.add(f"Jacobian: min {_number(jac.get('min'), '.3f')}, folding voxels {jac.get('folding_count', 'n/a')}")

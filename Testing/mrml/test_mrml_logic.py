@@ -248,7 +248,7 @@ def test_the_run_log_is_kept_with_the_outputs(scene, inputs):
     text = out.logNode.GetText()
     assert text == log.text() and lines == log.lines
     for expected in ("fixed: 'fixed' 18x15x11 voxels", "quality fast", "landmark pairs: 6", "analytic (50%)",
-                     "similarity 0.2000 -> 0.9000", "outputs: 'moving to fixed transform'"):
+                     "similarity (NCC) 0.2000 -> 0.9000", "outputs: 'moving to fixed transform'"):
         assert expected in text, expected
     failed = RunLog()
     with pytest.raises(RegistrationError):
