@@ -37,7 +37,7 @@ from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN,
-                       QUALITY_SETTINGS, REFINE_RADIUS, REFINE_STEPS_FACTOR, detect_preset, is_ct)
+                       QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
 
@@ -248,10 +248,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- sub-voxel refinement on intensities (one contrast only)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
-        # local NCC squared ignores the sign of each window's correlation: T1 against T2 needs no mapping
         contrasts = "two contrasts" if multimodal else "one contrast"
         refine_settings = RefineSettings(steps=q.refine_steps * REFINE_STEPS_FACTOR[contrasts],
-                                         radius=REFINE_RADIUS[contrasts])
+                                         similarity=REFINE_TWO_CONTRASTS if multimodal else p.refine_similarity)
         flow, refine_info = refine_field(
             fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None,

@@ -60,10 +60,10 @@ def test_bad_shapes_are_refused():
 def _shifted(image: torch.Tensor, shift_vox: float) -> torch.Tensor:
     """``image`` sampled at x + shift along the X axis (voxels), trilinear, edges replicated."""
     n = image.shape[-1]
-    x = torch.arange(n, dtype=image.dtype) + shift_vox
-    lo = x.floor().clamp(0, n - 1).long()
+    x = (torch.arange(n, dtype=image.dtype) + shift_vox).clamp(0, n - 1)
+    lo = x.floor().long()
     hi = (lo + 1).clamp_max(n - 1)
-    t = (x - x.floor()).clamp(0, 1)
+    t = x - lo.to(image.dtype)
     return image[..., lo] * (1 - t) + image[..., hi] * t
 
 
@@ -93,8 +93,33 @@ def test_engine_refines_with_landmarks_and_across_contrasts():
     assert "refine" in result.metrics["timings_s"]
     two_contrasts = register(fixed, Image(1000.0 - moving.array, geometry, "inverted"), multimodal=True, **kw)
     refined = two_contrasts.metrics["refinement"]
-    assert "3-voxel windows" in refined["similarity"] and refined["steps_accepted"] >= 1
+    assert "normalised gradient fields" in refined["similarity"] and refined["steps_accepted"] >= 1
     points = geometry.index_to_physical(np.array([[10.0, 12.0, 14.0], [20.0, 18.0, 16.0]]))
     with_points = register(fixed, moving, fixed_landmarks=points, moving_landmarks=points + [2.0, 0, 0], **kw)
     first, last = with_points.metrics["refinement"]["landmark_mm"]
     assert last <= first + 0.05  # the refinement keeps the landmark pairs matched
+
+
+def test_ngf_gradient_matches_finite_differences_and_ignores_contrast_inversion():
+    from ADRegNetLib.losses.ngf import NormalizedGradientFields
+
+    fixed = _smooth_random(seed=8)
+    moving = 0.6 * fixed + 0.4 * _smooth_random(seed=9)
+    similarity = NormalizedGradientFields(fixed, spacing_xyz=(2.0, 2.0, 2.0), eps=0.005)
+    # edges of an inverted copy agree as well as the image's own
+    assert similarity.loss(1.0 - fixed) == pytest.approx(similarity.loss(fixed), abs=1e-9)
+    assert similarity.loss(fixed) < similarity.loss(moving)
+    # the gradient by a displacement: a uniform shift along x changes the loss at the predicted rate
+    grad, loss = similarity.gradient(moving)
+    h = 1e-3
+    plus, minus = _shifted(moving, h), _shifted(moving, -h)
+    numeric = (similarity.loss(plus) - similarity.loss(minus)) / (2 * h)
+    analytic = float(grad[:, 0].sum())
+    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-6)
+
+
+def test_unknown_refinement_similarity_is_refused():
+    geometry = Geometry((8, 8, 8), (2.0, 2.0, 2.0))
+    img = torch.zeros((1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="'lncc' or 'ngf'"):
+        refine_field(img, img, geometry, torch.zeros((1, 3, 8, 8, 8)), RefineSettings(similarity="mi"))
