@@ -193,6 +193,7 @@ def test_landmark_outside_the_image(files, capsys):
     (("--preset", "liver"), r"argument --preset: invalid choice: 'liver' \(choose from .*'lung-ct'"),
     (("--quality", "ultra"), r"argument --quality: invalid choice: 'ultra' \(choose from .*'fast'"),
     (("--regularization", "abc"), r"argument --regularization: invalid float value: 'abc'"),
+    (("--contrast", "t2"), r"argument --contrast: invalid choice: 't2' \(choose from .*'different'"),
 ])
 def test_argparse_rejects_bad_choices(files, capsys, extra, pattern):
     with pytest.raises(SystemExit) as exit_info:

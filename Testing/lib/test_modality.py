@@ -133,3 +133,13 @@ def test_instant_says_when_the_kept_prediction_did_not_help(t1_t2, monkeypatch):
     t1, t2 = t1_t2
     result = register(t1, t2, quality="instant", device="cpu", compute_inverse=False)
     assert any("may be worse than no registration" in w and "two contrasts" in w for w in result.metrics["warnings"])
+
+
+def test_multimodal_must_be_a_bool_or_none():
+    from ADRegNetLib.engine.api import RegistrationError
+    from ADRegNetLib.spatial.geometry import Geometry
+
+    arr = np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32)
+    img = Image(arr, Geometry((20, 20, 20), (2.0, 2.0, 2.0)), "x")
+    with pytest.raises(RegistrationError, match=r"multimodal must be True .* got 'yes'"):
+        register(img, img, multimodal="yes", quality="fast", use_network=False)
