@@ -36,8 +36,9 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
-from .settings import (MIN_MOVING_OVERLAP, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MIN_RELATIVE_GAIN,
-                       QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
+                       PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
+                       detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
 
@@ -45,6 +46,15 @@ __all__ = ["register"]
 
 #: similarity registry name -> the optimiser's feature kind (SSD on these features)
 _OPTIMIZER_FEATURES = {"mind": "mind", "mse": "intensity"}
+
+
+def _rewindowed(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+    """CT intensities normalised with ``window`` re-expressed in :data:`NETWORK_CT_WINDOW` (HU above the
+    first window's top stay at its top)."""
+    lo, hi = window
+    net_lo, net_hi = NETWORK_CT_WINDOW
+    hu = normalised * (hi - lo) + lo
+    return ((hu - net_lo) / (net_hi - net_lo)).clamp(0.0, 1.0)
 
 
 def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
@@ -217,7 +227,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     network_info: dict = {"used": False}
     if model is not None:
         stages.report(0.2, "AD-RegNet prediction")
-        flow, network_info = network_stage(model, fixed_w, moving_w, mask_w,
+        net_f, net_m = fixed_w, moving_w
+        if p.ct_window != NETWORK_CT_WINDOW:  # the network sees CT as in training (HU window)
+            net_f = _rewindowed(fixed_w, p.ct_window) if is_ct(fixed) else fixed_w
+            net_m = _rewindowed(moving_w, p.ct_window) if is_ct(moving) else moving_w
+        flow, network_info = network_stage(model, net_f, net_m, mask_w,
                                            always_keep=instant or not instance_optimization)
         network_info["used"] = flow is not None
         if flow is None:

@@ -11,7 +11,7 @@ import numpy as np
 from ..spatial.image import Image
 
 __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
-           "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
+           "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_TWO_CONTRASTS", "REFINE_STEPS_FACTOR",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "detect_preset", "is_ct"]
@@ -25,6 +25,8 @@ QUALITIES = ("instant", "fast", "balanced", "best")
 CT_AIR_PERCENTILE_HU = -500.0
 #: HU window of CT outside the lung preset (air to dense soft tissue)
 GENERIC_CT_WINDOW = (-1000.0, 400.0)
+#: HU window the network was trained with (train/prep.py): its CT inputs are re-expressed in it
+NETWORK_CT_WINDOW = (-1000.0, 400.0)
 #: relative local-NCC improvement the network's prediction must bring to be kept as the start
 NETWORK_MIN_RELATIVE_GAIN = 0.02
 #: relative metric improvement the affine pre-alignment must bring to be kept (see prealign)

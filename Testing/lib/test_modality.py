@@ -143,3 +143,17 @@ def test_multimodal_must_be_a_bool_or_none():
     img = Image(arr, Geometry((20, 20, 20), (2.0, 2.0, 2.0)), "x")
     with pytest.raises(RegistrationError, match=r"multimodal must be True .* got 'yes'"):
         register(img, img, multimodal="yes", quality="fast", use_network=False)
+
+
+def test_network_sees_ct_in_its_training_window():
+    import torch
+
+    from ADRegNetLib.engine.pipeline import _rewindowed
+    from ADRegNetLib.engine.settings import NETWORK_CT_WINDOW
+
+    assert NETWORK_CT_WINDOW == (-1000.0, 400.0)  # train/prep.py scales CT by (HU + 1000) / 1400
+    lung_window = (-1000.0, 200.0)
+    hu = torch.tensor([-1000.0, -500.0, 0.0, 200.0])
+    normalised = (hu - lung_window[0]) / (lung_window[1] - lung_window[0])
+    expected = (hu + 1000.0) / 1400.0
+    torch.testing.assert_close(_rewindowed(normalised, lung_window), expected)
