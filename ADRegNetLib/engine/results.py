@@ -18,8 +18,12 @@ from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from .stages import map_mask
 
-__all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "similarity", "similarity_on_subsample",
+__all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "similarity", "similarity_on_subsample",
            "inverse_and_consistency"]
+
+#: residual at which a voxel's inverse counts as solved, mm: the consistency error is interpolation
+#: (brain case: 0.0083 mm mean with 0.001 and with 0.01 mm; the solve took 0.75 and 0.49 s)
+INVERSE_TOLERANCE_MM = 0.01
 
 #: above this many fixed voxels the result holds no full-resolution before-image (a 512x512x300 CT:
 #: 0.3 GB); the before similarity is measured on the subsample the statistics use
@@ -83,7 +87,7 @@ def inverse_and_consistency(disp: np.ndarray, fixed_geometry, moving: Image, mov
     forward_geometry = fixed_geometry.with_spacing(np.maximum(fixed_geometry.spacing, solve_spacing_mm)) \
         if coarse else fixed_geometry
     forward = disp if not coarse else _resized(disp, forward_geometry.shape)
-    inv = invert_displacement(forward, forward_geometry, solve)
+    inv = invert_displacement(forward, forward_geometry, solve, tol_mm=INVERSE_TOLERANCE_MM)
     if moving_mask is not None:
         region = map_mask(moving_mask, solve, "moving mask", "moving image")
     else:  # the moving image's foreground: clearly above its background
