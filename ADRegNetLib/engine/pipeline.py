@@ -262,12 +262,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
     stages.done("optimize")
 
-    # ---- sub-voxel refinement on intensities (one contrast only)
+    # ---- sub-voxel refinement (local NCC, or edge directions for two contrasts and lung CT)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
         contrasts = "two contrasts" if multimodal else "one contrast"
+        base = RefineSettings()  # the user's regularization scales its smoothing as the optimisation's
         refine_settings = RefineSettings(steps=q.refine_steps * REFINE_STEPS_FACTOR[contrasts],
-                                         similarity=REFINE_TWO_CONTRASTS if multimodal else p.refine_similarity)
+                                         similarity=REFINE_TWO_CONTRASTS if multimodal else p.refine_similarity,
+                                         sigma_update=base.sigma_update * float(np.sqrt(regularization)),
+                                         sigma_field=base.sigma_field * regularization)
         flow, refine_info = refine_field(
             fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None,

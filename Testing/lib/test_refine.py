@@ -123,3 +123,27 @@ def test_unknown_refinement_similarity_is_refused():
     img = torch.zeros((1, 1, 8, 8, 8))
     with pytest.raises(ValueError, match="'lncc' or 'ngf'"):
         refine_field(img, img, geometry, torch.zeros((1, 3, 8, 8, 8)), RefineSettings(similarity="mi"))
+
+
+def test_regularization_smooths_the_refinement_too(monkeypatch):
+    """--regularization scales the refinement's smoothing like the optimisation's (sqrt for the
+    update, linear for the field)."""
+    from ADRegNetLib.engine import pipeline
+
+    seen = []
+
+    def record(fixed, moving, geometry, flow, settings, **kwargs):
+        seen.append(settings)
+        return flow, {"steps_accepted": 0}
+
+    monkeypatch.setattr(pipeline, "refine_field", record)
+    geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
+    arr = _smooth_random((32, 32, 32), seed=6, sigma=1.5, dtype=torch.float32)[0, 0].numpy() * 1000.0
+    img = Image(arr, geometry, "x")
+    for reg in (1.0, 4.0):
+        register(img, Image(np.roll(arr, 1, axis=2).copy(), geometry, "y"), quality="fast", use_network=False,
+                 device="cpu", preset="generic", compute_inverse=False, regularization=reg)
+    base = RefineSettings()
+    assert seen[0].sigma_update == pytest.approx(base.sigma_update) and seen[0].sigma_field == pytest.approx(base.sigma_field)
+    assert seen[1].sigma_update == pytest.approx(2.0 * base.sigma_update)
+    assert seen[1].sigma_field == pytest.approx(4.0 * base.sigma_field)
