@@ -57,7 +57,8 @@ from ..spatial.transforms import resize_flow
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 
-__all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "landmark_tensors", "landmark_update"]
+__all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "landmark_tensors", "landmark_update",
+           "sample_through"]
 
 #: diagnostics hook: called as hook(level_index, step, flow_norm) after every step (tuning, profiling)
 _step_hook: Optional[Callable] = None
@@ -140,7 +141,7 @@ def _converged(values: list[float], settings: OptimizerSettings) -> bool:
     return values[-1 - p] - values[-1] < settings.min_improvement * abs(values[-1 - p])
 
 
-def _sample(volume: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+def sample_through(volume: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``volume(id + flow)`` on its own grid; ``base``: the (1, Z, Y, X, 3) identity grid. Edges replicated."""
     grid = flow.permute(0, 2, 3, 4, 1).add(base)
     return F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -322,7 +323,7 @@ class _Run:
             if self.should_stop is not None and self.should_stop():
                 raise RegistrationCancelled("registration cancelled by the user")
             with clock("warp"):
-                warped = _sample(m_feat, v, base)
+                warped = sample_through(m_feat, v, base)
             with clock("gradient"):
                 grad, loss = ssd.gradient(warped)
             losses.append(loss)
@@ -347,7 +348,7 @@ class _Run:
                     update.mul_((2 * cap) / length.clamp_min_(2 * cap))
             with clock("compose"):
                 update.mul_(norm_per_vox)
-                v = update.add_(_sample(v, update, base))  # x -> x + u(x) + v(x + u(x))
+                v = update.add_(sample_through(v, update, base))  # x -> x + u(x) + v(x + u(x))
             with clock("smooth_field"):
                 if sigma_field > 0:
                     v = gaussian_smooth(v, sigma_field)
