@@ -289,8 +289,13 @@ def test_cancel_before_start_does_no_work(lung_crop):
 
 
 def test_cancel_during_prealignment_is_prompt(lung):
-    """The pre-alignment of the demo pair takes seconds; a cancel then must not wait for it to end."""
+    """The pre-alignment of a displaced demo pair takes about a second; a cancel then must not wait for
+    it to end. (Moved 15 mm so that the pre-alignment has something to do: an aligned pair's start
+    leaves nothing to gain and is not optimised.)"""
     fixed, moving, _, _ = lung
+    g = moving.geometry
+    moving = Image(moving.array, Geometry(g.size, g.spacing, g.origin + np.array([15.0, 0.0, 0.0]), g.direction),
+                   "displaced")
     flip = {}
 
     def should_stop() -> bool:
@@ -306,6 +311,7 @@ def test_cancel_during_prealignment_is_prompt(lung):
         register(fixed, moving, progress=lambda f, t: stages.append(t), should_stop=should_stop, **FAST)
     end = time.perf_counter()
     assert end - flip["at"] < 1.0, f"cancel took {end - flip['at']:.2f} s; stages reported: {stages}"
+    assert "pre-align" in stages[-1], stages  # it was cancelled during the pre-alignment
 
 
 # ------------------------------------------------------------------ large inputs, no big run
