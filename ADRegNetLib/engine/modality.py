@@ -12,9 +12,9 @@ falls below it.
 from __future__ import annotations
 
 import numpy as np
-
 import torch
 
+from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import gaussian_smooth
 from ..spatial.image import Image
@@ -65,12 +65,8 @@ def contrast_correlation(fixed_n: Image, moving_n: Image, start: AffineMap | Non
     # one coarse voxel of blur: a misalignment of a few voxels barely changes the correlation
     # (same contrast shifted by 16 mm on a 4 mm brain grid: 0.69 blurred, 0.49 not)
     pair = gaussian_smooth(torch.from_numpy(np.stack([f, m]))[None], 1.0)[0].numpy()
-    fv = pair[0][both].astype(np.float64)
-    mv = pair[1][both].astype(np.float64)
-    fv -= fv.mean()
-    mv -= mv.mean()
-    denom = float(np.sqrt((fv * fv).sum() * (mv * mv).sum()))
-    return float((fv * mv).sum() / denom) if denom > 0 else 1.0
+    r = ncc(pair[0], pair[1], mask=both)
+    return r if np.isfinite(r) else 1.0  # a constant image inside the region: nothing to judge
 
 
 def guess_multimodal(fixed: Image, moving: Image, fixed_n: Image, moving_n: Image,

@@ -51,7 +51,7 @@ from torch.profiler import record_function
 
 from ..losses.features import FeatureSSD, mind_ssc_fast
 from ..spatial.filters import gaussian_kernel, gaussian_smooth
-from ..spatial.flow import identity_grid
+from ..spatial.flow import identity_grid, norm_to_mm_matrix
 from ..spatial.geometry import Geometry
 from ..spatial.transforms import resize_flow
 from ..typing import ProgressCallback, StopCallback
@@ -155,11 +155,9 @@ def landmark_tensors(fixed_points: Optional[np.ndarray], moving_points: Optional
         return None
     a, b = geometry.physical_to_normalized_affine()
     as_t = dict(dtype=like.dtype, device=like.device)
-    size = np.asarray(geometry.size, dtype=np.float64)
-    to_mm = geometry.index_to_physical_matrix @ np.diag(np.where(size > 1, (size - 1) / 2, 0))
     return (torch.as_tensor(np.asarray(fixed_points, dtype=np.float64) @ a.T + b, **as_t),
             torch.as_tensor(np.asarray(moving_points, dtype=np.float64) @ a.T + b, **as_t),
-            torch.as_tensor(to_mm, **as_t))
+            torch.as_tensor(norm_to_mm_matrix(geometry), **as_t))
 
 
 def landmark_update(v_norm: torch.Tensor, fixed_norm: torch.Tensor, moving_norm: torch.Tensor,

@@ -4,7 +4,7 @@ One path, each stage a function passing :class:`Image`/:class:`Transform` object
 
     check inputs -> normalise -> pre-align (SimpleITK affine, or the user's initial transform)
     -> resample once onto the working grid -> network prediction -> instance optimisation (MIND)
-    -> local-NCC refinement (one contrast)
+    -> refinement at full working resolution (local NCC, or NGF for two contrasts and lung CT)
     -> Transform(fixed grid, field, affine) -> warped, before, Jacobian, inverse, metrics
 
 The moving image is resampled exactly once per purpose: onto the working grid (through the
@@ -247,13 +247,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- instance optimisation
     io_info = None
+    moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None  # pre-aligned space
     if instance_optimization and not instant:
         features = "mind" if multimodal else _OPTIMIZER_FEATURES[p.similarity]
         settings = OptimizerSettings(
             levels=q.levels, step_voxels=q.step_voxels, sigma_update=q.sigma_update * float(np.sqrt(regularization)),
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
             landmark_fraction=q.landmark_fraction)
-        moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
@@ -273,8 +273,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                          sigma_field=base.sigma_field * regularization)
         flow, refine_info = refine_field(
             fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
-            fixed_points=fixed_landmarks if has_landmarks else None,
-            moving_points=affine.inverse_apply(moving_landmarks) if has_landmarks else None,
+            fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
             progress=stages.sub(0.8, 0.9), should_stop=should_stop)
         stages.done("refine")
 

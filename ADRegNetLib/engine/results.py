@@ -18,8 +18,11 @@ from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from .stages import map_mask
 
-__all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "similarity", "similarity_on_subsample",
-           "inverse_and_consistency"]
+__all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "similarity",
+           "similarity_on_subsample", "inverse_and_consistency"]
+
+#: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
+SIMILARITY_MAX_VOXELS = 8_000_000
 
 #: residual at which a voxel's inverse counts as solved, mm: the consistency error is interpolation
 #: (brain case: 0.0083 mm mean with 0.001 and with 0.01 mm; the solve took 0.75 and 0.49 s)
@@ -33,10 +36,6 @@ BEFORE_MAX_VOXELS = 32_000_000
 def _safe(value) -> Optional[float]:
     v = float(value)
     return v if np.isfinite(v) else None
-
-
-#: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
-SIMILARITY_MAX_VOXELS = 8_000_000
 
 
 def similarity(fixed: np.ndarray, warped: np.ndarray, region: np.ndarray) -> dict:
@@ -69,8 +68,10 @@ def similarity_on_subsample(fixed: Image, moving: Image, mask: Optional[np.ndarr
     return similarity(f, seen.array, region)
 
 
-def inverse_and_consistency(disp: np.ndarray, fixed_geometry, moving: Image, moving_mask: Optional[Image], solve_spacing_mm: float):
-    """(inverse field on the moving grid, inverse-consistency error over the moving foreground).
+def inverse_and_consistency(disp: np.ndarray, fixed_geometry: Geometry, moving: Image, moving_mask: Optional[Image],
+                            solve_spacing_mm: float) -> tuple[np.ndarray, dict]:
+    """(inverse field (3, Zm, Ym, Xm) LPS mm on the moving grid, inverse-consistency error over the
+    moving foreground).
 
     The field is smooth at the working resolution, so on a moving grid much finer than that the
     inverse is solved on the moving grid at ``solve_spacing_mm`` (same span) and interpolated to
