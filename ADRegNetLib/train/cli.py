@@ -18,6 +18,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out-dir", default=None, help="override out_dir of the config")
     parser.add_argument("--prepared", default=None, help="override prepared_dir (volumes from train.prep)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    parser.add_argument("--lr", type=float, default=None, help="override the learning rate (a resumed run takes it)")
     parser.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes")
     parser.add_argument("--export", default=None, help="override export_path (weights written when held-out TRE improves)")
     parser.add_argument("--train-device", default="cpu", help="cpu or cuda (default cpu)")
@@ -38,6 +39,7 @@ def train_main(args: argparse.Namespace | Sequence[str] | None = None) -> Path:
 
     cfg = TrainConfig.from_json(args.config)
     for key, value in (("out_dir", args.out_dir), ("prepared_dir", args.prepared), ("steps", args.steps),
+                       ("lr", getattr(args, "lr", None)),
                        ("time_limit_min", args.time_limit_min), ("export_path", args.export)):
         if value is not None:
             setattr(cfg, key, value)

@@ -82,6 +82,19 @@ def test_refinement_recovers_a_subvoxel_shift_and_keeps_identical_images():
     assert float(disp.mean()) == pytest.approx(0.8, abs=0.2), float(disp.mean())
 
 
+def test_a_step_past_the_minimum_shortens_the_next_steps():
+    """A 0.1-voxel shift with 0.25-voxel steps: the first step passes the minimum along itself,
+    the following steps are shortened, and the result lands closer than the step length."""
+    geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
+    fixed = _smooth_random((32, 36, 40), seed=6, sigma=1.5, dtype=torch.float32)
+    zero = torch.zeros((1, 3, 32, 36, 40))
+    flow, info = refine_field(fixed, _shifted(fixed, -0.1), geometry, zero,
+                              RefineSettings(steps=8, step_voxels=0.25, sigma_update=8.0, sigma_field=0.0))
+    assert info["steps_shortened"] >= 1 and info["last_step_voxels"] < 0.25
+    disp = flow_norm_to_disp_mm(flow, geometry)[0, 0, 8:-8, 8:-8, 8:-8]
+    assert float(disp.mean()) == pytest.approx(0.2, abs=0.06), float(disp.mean())
+
+
 def test_engine_refines_with_landmarks_and_across_contrasts():
     geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
     arr = _smooth_random((32, 32, 32), seed=6, sigma=1.5, dtype=torch.float32)[0, 0].numpy() * 1000.0

@@ -298,6 +298,9 @@ def test_train_main_validates_and_exports_only_weights_that_beat_the_identity(tm
     assert shipped == any(v["improved"] for v in val)
     if shipped:
         assert (tmp_path / "ship" / "training_log.csv").is_file()
+    train_main(["--config", str(path), "--steps", "3", "--lr", "1e-5"])  # resumed with a lower learning rate
+    state = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    assert state["step"] == 3 and [g["lr"] for g in state["optimizer"]["param_groups"]] == [1e-5]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(ValueError, match="unknown training config keys \\['stepz'\\]"):
