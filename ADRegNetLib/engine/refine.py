@@ -38,7 +38,7 @@ import torch
 
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
-from ..spatial.filters import gaussian_smooth
+from ..spatial.filters import gaussian_smooth, noise_std
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
@@ -64,6 +64,13 @@ class RefineSettings:
         eps: local NCC stabiliser relative to the global variances (windows whose standard
             deviation is below about ``eps ** 0.25`` of the global one count as flat).
         ngf_eps: NGF edge parameter, normalised intensity per mm.
+        noise_share: local NCC only: share of the moving image's estimated noise variance
+            (``spatial.filters.noise_std``) whose reduction by interpolation is undone
+            (``losses.lncc``; 0: none). The full estimate over-corrects (it pulls the map to whole
+            voxels). Measured, balanced, brain cases over 5 seeds / no-motion check / a pair with no
+            motion and independent 2% noise: 0: 0.311 mm / 0.123 / 0.144 mm; 0.05: 0.313 / 0.073 /
+            0.107; 0.1: 0.315 / 0.042 / 0.075; 0.15: 0.317 / 0.031 / 0.059; 1.0 (3 seeds): 0.329
+            (0.279 without) / 0.024 / 0.033.
     """
 
     steps: int = 6
@@ -75,6 +82,7 @@ class RefineSettings:
     radius: int = 2
     eps: float = 1e-4
     ngf_eps: float = 0.0025
+    noise_share: float = 0.1
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
@@ -113,8 +121,11 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
                              f"grid, got {tuple(t.shape)}")
     t0 = time.perf_counter()
     weight = None if mask is None else mask.to(fixed.dtype)
+    noise = 0.0
     if settings.similarity == "lncc":
-        similarity = LocalNCC(fixed, weight, radius=settings.radius, eps=settings.eps)
+        noise = noise_std(moving) if settings.noise_share > 0 else 0.0
+        similarity = LocalNCC(fixed, weight, radius=settings.radius, eps=settings.eps,
+                              noise_variance=settings.noise_share * noise ** 2)
         described = f"local NCC, {2 * settings.radius + 1}-voxel windows, on intensities"
     elif settings.similarity == "ngf":
         similarity = NormalizedGradientFields(fixed, weight, spacing_xyz=geometry.spacing, eps=settings.ngf_eps)
@@ -125,8 +136,18 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     size = np.asarray(geometry.size, dtype=np.float64)
     norm_per_vox = torch.as_tensor(2.0 / np.maximum(size - 1, 1), dtype=flow.dtype,
                                    device=flow.device).view(1, 3, 1, 1, 1)
+    vox_per_norm = torch.as_tensor((size - 1) / 2.0, dtype=flow.dtype, device=flow.device)
+
+    def evaluate(map_norm: torch.Tensor) -> tuple[torch.Tensor, float]:
+        warped = sample_through(moving, map_norm, base)
+        if not noise > 0:
+            return similarity.gradient(warped)
+        # the sample positions in moving voxels (x, y, z), clamped as grid_sample's border padding
+        positions = map_norm.permute(0, 2, 3, 4, 1).add(base).clamp_(-1.0, 1.0).add_(1.0).mul_(vox_per_norm)
+        return similarity.gradient(warped, positions)
+
     v = flow.detach()
-    grad, loss = similarity.gradient(sample_through(moving, v, base))
+    grad, loss = evaluate(v)
     first = loss
     cap = float(settings.step_voxels)
     accepted = rejected = shortened = 0
@@ -149,7 +170,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         candidate = update.add_(sample_through(v, update, base))  # x -> x + u(x) + v(x + u(x))
         if settings.sigma_field > 0:
             candidate = gaussian_smooth(candidate, settings.sigma_field)
-        new_grad, new_loss = similarity.gradient(sample_through(moving, candidate, base))
+        new_grad, new_loss = evaluate(candidate)
         if new_loss < loss:
             slope_start, slope_end = float((grad * taken).sum()), float((new_grad * taken).sum())
             if slope_end > 0 > slope_start:  # it passed the minimum along itself, at this share of it
@@ -168,6 +189,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             "steps_accepted": accepted, "steps_rejected": rejected, "steps_shortened": shortened,
             "loss_first": round(first, 6), "loss_last": round(loss, 6), "last_step_voxels": round(cap, 4),
             "seconds": round(time.perf_counter() - t0, 3)}
+    if settings.similarity == "lncc":
+        info["noise_std"] = round(noise, 5)
     if distances:
         info["landmark_mm"] = [round(distances[0], 4), round(distances[-1], 4)]
     return v, info

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["gaussian_smooth", "gaussian_kernel"]
+__all__ = ["gaussian_smooth", "gaussian_kernel", "noise_std"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
 _BLOCK = 128
@@ -102,3 +102,24 @@ def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float])
     if not smoothed:
         out = out.clone()
     return out.reshape(volume.shape)
+
+
+def noise_std(volume: torch.Tensor, min_intensity: float = 0.05) -> float:
+    """Robust standard deviation of white noise in a (1, 1, Z, Y, X) volume.
+
+    Each interior voxel minus the mean of its six neighbours has variance ``7/6 sigma^2`` under
+    white noise; the median absolute value of that residual over voxels above ``min_intensity``
+    (tissue, not empty background) gives ``sigma``. Edges raise it a little (the median resists
+    them); a volume with under 100 such voxels returns 0.
+    """
+    if volume.ndim != 5 or volume.shape[:2] != (1, 1):
+        raise ValueError(f"volume must be (1, 1, Z, Y, X), got {tuple(volume.shape)}")
+    if min(volume.shape[2:]) < 3:
+        return 0.0
+    inner = volume[..., 1:-1, 1:-1, 1:-1]
+    neighbours = (volume[..., :-2, 1:-1, 1:-1] + volume[..., 2:, 1:-1, 1:-1] + volume[..., 1:-1, :-2, 1:-1]
+                  + volume[..., 1:-1, 2:, 1:-1] + volume[..., 1:-1, 1:-1, :-2] + volume[..., 1:-1, 1:-1, 2:]) / 6.0
+    residual = (inner - neighbours)[inner > min_intensity]
+    if residual.numel() < 100:
+        return 0.0
+    return float(1.4826 * residual.abs().median() / (7.0 / 6.0) ** 0.5)

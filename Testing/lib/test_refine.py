@@ -7,9 +7,10 @@ import torch
 
 from ADRegNetLib.engine import register
 from ADRegNetLib.engine.refine import RefineSettings, refine_field
-from ADRegNetLib.losses.lncc import LocalNCC
-from ADRegNetLib.spatial.filters import gaussian_smooth
-from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm, flow_norm_to_disp_mm
+from ADRegNetLib.losses.features import central_gradient
+from ADRegNetLib.losses.lncc import LocalNCC, interpolation_noise_factor
+from ADRegNetLib.spatial.filters import gaussian_smooth, noise_std
+from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
@@ -35,6 +36,58 @@ def test_analytic_gradient_equals_autograd_everywhere(masked):
     (expected,) = torch.autograd.grad(reference, m)
     assert loss == pytest.approx(float(reference.detach()), rel=1e-12)
     assert float((d_m - expected).abs().max()) < 1e-10 * float(expected.abs().max())  # borders included
+
+
+def test_interpolation_noise_term_and_its_gradient_equal_autograd():
+    """k is 1 on voxels and 1/8 midway; the term's part of dL/du equals autograd by the positions."""
+    k, _ = interpolation_noise_factor(torch.tensor([[[[[2.0, 3.0, 4.0], [2.5, 3.5, 4.5]]]]], dtype=torch.float64))
+    assert k.flatten().tolist() == pytest.approx([1.0, 0.125])
+    fixed = _smooth_random(seed=0)
+    warped = 0.7 * fixed + 0.3 * _smooth_random(seed=1)
+    gen = torch.Generator().manual_seed(3)
+    positions = torch.rand((1, *fixed.shape[2:], 3), generator=gen, dtype=fixed.dtype).mul_(0.9).add_(0.05)
+    similarity = LocalNCC(fixed, radius=2, noise_variance=0.01)
+    grad, loss = similarity.gradient(warped.clone(), positions)
+    d_m, _, _ = similarity._derivatives(warped.clone(), interpolation_noise_factor(positions)[0])
+    direct = grad - torch.cat([g * d_m for g in central_gradient(warped)], dim=1)
+    p = positions.clone().requires_grad_(True)
+    cov, _, denom, _ = similarity.loss_terms(warped, interpolation_noise_factor(p)[0])
+    reference = 1.0 - (cov.square() / denom).sum() / similarity.total
+    (expected,) = torch.autograd.grad(reference, p)
+    assert loss == pytest.approx(float(reference.detach()), rel=1e-12)
+    expected = expected.permute(0, 4, 1, 2, 3)
+    assert float((direct - expected).abs().max()) < 1e-9 * float(expected.abs().max())
+    assert float(expected.abs().max()) > 0.1 * float(grad.abs().max())  # the term matters here
+
+
+def test_noise_std_finds_white_noise_on_smooth_tissue_and_ignores_empty_background():
+    clean = _smooth_random((40, 40, 40), seed=9, sigma=2.0, dtype=torch.float32)
+    clean = 0.3 + 0.5 * (clean - clean.min()) / (clean.max() - clean.min())
+    clean[..., :20] = 0.0  # empty half: not counted
+    gen = torch.Generator().manual_seed(10)
+    for sigma in (0.01, 0.04):
+        noisy = clean + sigma * torch.randn(clean.shape, generator=gen) * (clean > 0)
+        assert noise_std(noisy) == pytest.approx(sigma, rel=0.15)
+    assert noise_std(clean) < 0.003
+    assert noise_std(torch.zeros((1, 1, 8, 8, 8))) == 0.0
+    with pytest.raises(ValueError, match=r"\(1, 1, Z, Y, X\)"):
+        noise_std(torch.zeros((8, 8, 8)))
+
+
+def test_noise_term_keeps_a_noisy_pair_without_motion_still():
+    """Two noisy copies of one image: without the term the refinement moves to average the noise."""
+    geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
+    clean = _smooth_random((32, 36, 40), seed=7, sigma=1.2, dtype=torch.float32)
+    clean = (clean - clean.min()) / (clean.max() - clean.min())
+    gen = torch.Generator().manual_seed(8)
+    noisy = [clean + 0.03 * torch.randn(clean.shape, generator=gen) for _ in range(2)]
+    zero = torch.zeros((1, 3, 32, 36, 40))
+    moved = {}
+    for share in (0.0, 0.5):
+        flow, info = refine_field(noisy[0], noisy[1], geometry, zero, RefineSettings(steps=8, noise_share=share))
+        moved[share] = float(flow_norm_to_disp_mm(flow, geometry).norm(dim=1).mean())
+        assert (info["noise_std"] > 0.02) == (share > 0), info
+    assert moved[0.5] < 0.7 * moved[0.0], moved
 
 
 def test_loss_ignores_gain_and_offset_and_is_zero_for_identical_images():
