@@ -8,9 +8,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..losses.functional import local_ncc
 from ..spatial.affine import AffineMap
+from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.transforms import resize_flow
@@ -139,25 +141,41 @@ def load_network(weights: Optional[str | Path], device: torch.device):
 
 
 def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: Optional[torch.Tensor],
-                  always_keep: bool) -> tuple[Optional[torch.Tensor], dict]:
+                  always_keep: bool, passes: int = 1) -> tuple[Optional[torch.Tensor], dict]:
     """The network's prediction on the working grid, kept only when it really improves the similarity.
+
+    With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far,
+    and the new field is composed with it (``x -> x + s(x) + f(x + s(x))``): a pass counts only when
+    it lowers the local NCC loss further, otherwise the passes stop.
 
     Args:
         model: the AD-RegNet network.
         fixed_w, moving_w: (1, 1, Z, Y, X) normalised images on the working grid (moving pre-aligned).
         mask_w: optional (1, 1, Z, Y, X) bool region of interest.
         always_keep: keep the prediction whatever it does (quality "instant").
+        passes: most network passes (at least 1).
 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
     """
+    shape = tuple(fixed_w.shape[2:])
+    grid = identity_grid(shape, fixed_w)
     with torch.no_grad():
-        out = model(fixed_w, moving_w)
-        candidate = resize_flow(out["flow_norm"], tuple(fixed_w.shape[2:]))
         base = float(local_ncc(fixed_w, moving_w, window=5, mask=mask_w))
-        pred = float(local_ncc(fixed_w, warp_norm(moving_w, candidate), window=5, mask=mask_w))
+        candidate, pred, done = None, base, 0
+        for _ in range(max(1, int(passes))):
+            current = moving_w if candidate is None else warp_norm(moving_w, candidate)
+            step = resize_flow(model(fixed_w, current)["flow_norm"], shape)
+            if candidate is not None:  # the new field first, then the one so far
+                step = step.add(F.grid_sample(candidate, step.permute(0, 2, 3, 4, 1).add(grid), mode="bilinear",
+                                              padding_mode="border", align_corners=True))
+            loss = float(local_ncc(fixed_w, warp_norm(moving_w, step), window=5, mask=mask_w))
+            if candidate is not None and not loss < pred:
+                break
+            candidate, pred, done = step, loss, done + 1
     gain = (base - pred) / max(abs(base), 1e-12)
-    info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4)}
+    info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
+            "passes": done}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -1,0 +1,64 @@
+"""The network stage (engine/stages.py ``network_stage``): several passes compose, and a pass that
+does not lower the local NCC loss is not kept. The "network" here is a module that returns given
+fields in turn, so that the composition can be checked exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ADRegNetLib.engine.settings import QUALITY_SETTINGS
+from ADRegNetLib.engine.stages import network_stage
+from ADRegNetLib.spatial.filters import gaussian_smooth
+
+SHAPE = (24, 28, 32)
+
+
+class FieldsInTurn(torch.nn.Module):
+    """Returns constant x-shifts (voxels) in turn, in the network's output format; records its inputs."""
+
+    def __init__(self, shifts_vox: list[float]) -> None:
+        super().__init__()
+        self.shifts = list(shifts_vox)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
+        self.seen.append(moving.clone())
+        flow = torch.zeros((1, 3, *fixed.shape[2:]), dtype=fixed.dtype)
+        flow[:, 0] = self.shifts.pop(0) * 2.0 / (fixed.shape[-1] - 1)
+        return {"flow_norm": flow}
+
+
+@pytest.fixture(scope="module")
+def shifted_pair():
+    """fixed, and moving = fixed moved by +2 voxels along x (so moving(x + 2) = fixed(x))."""
+    gen = torch.Generator().manual_seed(0)
+    wide = gaussian_smooth(torch.rand((1, 1, SHAPE[0], SHAPE[1], SHAPE[2] + 2), generator=gen), 1.5)
+    return wide[..., 2:].contiguous(), wide[..., :-2].contiguous()
+
+
+def _shift_vox(flow: torch.Tensor) -> torch.Tensor:
+    return flow[0, 0, :, :, 4:-4] * (SHAPE[2] - 1) / 2.0  # away from the replicated border
+
+
+def test_two_passes_compose_and_the_second_sees_the_first_result(shifted_pair):
+    fixed, moving = shifted_pair
+    one, info_one = network_stage(FieldsInTurn([1.0]), fixed, moving, None, always_keep=True, passes=1)
+    model = FieldsInTurn([1.0, 1.0])
+    two, info_two = network_stage(model, fixed, moving, None, always_keep=True, passes=2)
+    assert info_one["passes"] == 1 and info_two["passes"] == 2
+    assert torch.allclose(_shift_vox(one), torch.tensor(1.0), atol=1e-4)
+    assert torch.allclose(_shift_vox(two), torch.tensor(2.0), atol=1e-4)
+    assert info_two["loss_prediction"] < info_one["loss_prediction"] < info_one["loss_identity"]
+    assert torch.equal(model.seen[0], moving) and not torch.equal(model.seen[1], moving)
+
+
+def test_a_pass_that_does_not_help_is_dropped(shifted_pair):
+    fixed, moving = shifted_pair
+    flow, info = network_stage(FieldsInTurn([1.0, -3.0]), fixed, moving, None, always_keep=True, passes=3)
+    assert info["passes"] == 1  # the second pass made it worse; no third pass
+    assert torch.allclose(_shift_vox(flow), torch.tensor(1.0), atol=1e-4)
+
+
+def test_instant_runs_two_passes_and_optimising_qualities_one():
+    assert QUALITY_SETTINGS["instant"].network_passes == 2
+    assert all(QUALITY_SETTINGS[q].network_passes == 1 for q in ("fast", "balanced", "best"))
