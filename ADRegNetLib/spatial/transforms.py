@@ -5,6 +5,8 @@ All fields here are normalised flows (N, 3, Z, Y, X), (x, y, z) voxel-axis compo
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +16,7 @@ from .flow import check_field, flow_norm_to_disp_mm, norm_to_mm_matrix
 from .geometry import Geometry
 from .warp import warp_norm
 
-__all__ = ["compose_flows", "resize_flow", "upsampled_disp_mm", "integrate_velocity"]
+__all__ = ["compose_flows", "resize_flow", "upsampled_disp_mm", "resized_by_slabs", "integrate_velocity"]
 
 
 def compose_flows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -61,22 +63,34 @@ def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: 
     check_field(flow_norm, "flow_norm")
     if flow_norm.shape[0] != 1:
         raise ValueError(f"flow_norm must hold one field (1, 3, z, y, x), got {tuple(flow_norm.shape)}")
-    nz, ny, nx = geometry.shape
-    out = np.empty((3, nz, ny, nx), dtype=np.float32)
     flow = flow_norm.float().cpu()
-    if tuple(flow.shape[2:]) == (nz, ny, nx):
-        out[:] = flow_norm_to_disp_mm(flow, geometry)[0].numpy()
-        return out
+    if tuple(flow.shape[2:]) == tuple(geometry.shape):
+        return np.ascontiguousarray(flow_norm_to_disp_mm(flow, geometry)[0].numpy(), dtype=np.float32)
     # normalised units mean the same on both grids (same span): one matrix to mm for every slab
     to_mm = torch.as_tensor(norm_to_mm_matrix(geometry), dtype=flow.dtype)
+    return resized_by_slabs(flow, geometry.shape, matrix=to_mm, slab_voxels=slab_voxels)
+
+
+def resized_by_slabs(field: torch.Tensor, shape_zyx: tuple[int, int, int], matrix: Optional[torch.Tensor] = None,
+                     slab_voxels: int = 1 << 22) -> np.ndarray:
+    """Trilinear resize of a (1, C, z, y, x) field to another voxel count of the same span, z-slab by
+    z-slab into one (C, Z, Y, X) float32 array (``resize_flow``'s values without its full-size
+    temporaries); with ``matrix`` (C, C) every vector is mapped by it on the way."""
+    if field.ndim != 5 or field.shape[0] != 1:
+        raise ValueError(f"field must be (1, C, z, y, x), got {tuple(field.shape)}")
+    field = field.float().cpu()
+    nz, ny, nx = (int(n) for n in shape_zyx)
+    out = np.empty((field.shape[1], nz, ny, nx), dtype=np.float32)
     lin = [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in (nz, ny, nx)]
     step = max(1, slab_voxels // (ny * nx))
     for z0 in range(0, nz, step):
         z1 = min(nz, z0 + step)
         gz, gy, gx = torch.meshgrid(lin[0][z0:z1], lin[1], lin[2], indexing="ij")
         grid = torch.stack([gx, gy, gz], dim=-1)[None]
-        part = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[:, z0:z1] = torch.einsum("ij,njzyx->nizyx", to_mm, part)[0].numpy()
+        part = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        if matrix is not None:
+            part = torch.einsum("ij,njzyx->nizyx", matrix, part)
+        out[:, z0:z1] = part[0].numpy()
     return out
 
 
