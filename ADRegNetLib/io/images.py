@@ -15,7 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..spatial.geometry import Geometry
-from .image import Image, ImageError, ImageWarning, check_sitk_direction, from_sitk, read_sitk_image, to_sitk
+from .image import (Image, ImageError, ImageWarning, check_sitk_direction, from_sitk, read_sitk_image, to_sitk,
+                    write_sitk_image)
 
 __all__ = [
     "read_image",
@@ -139,7 +140,7 @@ def write_image(image: Image, path: PathLike) -> None:
         dtype = np.uint8
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        sitk.WriteImage(to_sitk(image, dtype=dtype), str(path), True)
+        write_sitk_image(to_sitk(image, dtype=dtype), path)
     except RuntimeError as exc:
         raise ImageError(f"{path}: cannot be written ({str(exc).strip().splitlines()[-1]})") from exc
 

@@ -21,7 +21,7 @@ import torch
 from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
-from .image import ImageError, read_sitk_image
+from .image import ImageError, read_sitk_image, write_sitk_image
 from .transform_files import read_sitk_transform, write_sitk_transform
 
 __all__ = [
@@ -102,7 +102,7 @@ def write_displacement_field(disp_mm: ArrayLike, geometry: Geometry, path: PathL
     if not _suffix_ok(path, _IMAGE_EXTS):
         raise TransformFileError(f"{path}: a displacement image needs one of {', '.join(_IMAGE_EXTS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(field_to_sitk(disp_mm, geometry, dtype=dtype), str(path), True)
+    write_sitk_image(field_to_sitk(disp_mm, geometry, dtype=dtype), path)
 
 
 def read_displacement_field(path: PathLike) -> tuple[np.ndarray, Geometry]:
