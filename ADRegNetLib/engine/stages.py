@@ -8,15 +8,12 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..losses.functional import local_ncc
+from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
-from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from ..spatial.transforms import resize_flow
-from ..spatial.warp import resample, warp_norm
+from ..spatial.warp import resample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES)
@@ -144,9 +141,8 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
                   always_keep: bool, passes: int = 1) -> tuple[Optional[torch.Tensor], dict]:
     """The network's prediction on the working grid, kept only when it really improves the similarity.
 
-    With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far,
-    and the new field is composed with it (``x -> x + s(x) + f(x + s(x))``): a pass counts only when
-    it lowers the local NCC loss further, otherwise the passes stop.
+    With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far
+    (``model.inference.predict_in_passes``: a pass counts only when it lowers the local NCC loss).
 
     Args:
         model: the AD-RegNet network.
@@ -158,24 +154,11 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
     """
-    shape = tuple(fixed_w.shape[2:])
-    grid = identity_grid(shape, fixed_w)
-    with torch.no_grad():
-        base = float(local_ncc(fixed_w, moving_w, window=5, mask=mask_w))
-        candidate, pred, done = None, base, 0
-        for _ in range(max(1, int(passes))):
-            current = moving_w if candidate is None else warp_norm(moving_w, candidate)
-            step = resize_flow(model(fixed_w, current)["flow_norm"], shape)
-            if candidate is not None:  # the new field first, then the one so far
-                step = step.add(F.grid_sample(candidate, step.permute(0, 2, 3, 4, 1).add(grid), mode="bilinear",
-                                              padding_mode="border", align_corners=True))
-            loss = float(local_ncc(fixed_w, warp_norm(moving_w, step), window=5, mask=mask_w))
-            if candidate is not None and not loss < pred:
-                break
-            candidate, pred, done = step, loss, done + 1
+    candidate, passed = predict_in_passes(model, fixed_w, moving_w, passes=passes, mask=mask_w)
+    base, pred = passed["loss_identity"], passed["loss_prediction"]
     gain = (base - pred) / max(abs(base), 1e-12)
     info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
-            "passes": done}
+            "passes": passed["passes"]}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from ..model.checkpoint import load_model
+from ..model.inference import predict_in_passes
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
 from ..spatial.transforms import resize_flow
 from .sampler import PairBatch, PairSampler, load_prepared
-from .synthetic import mm_to_norm, norm_to_mm, warp
+from .synthetic import norm_to_mm, warp
 
 __all__ = ["heldout_pairs", "evaluate_field", "evaluate_model", "main"]
 
@@ -73,8 +74,11 @@ def evaluate_field(pair: PairBatch, disp_mm: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
-                   device: str | torch.device = "cpu") -> dict:
-    """Mean metrics over ``pairs`` for ``model`` and for the identity (``identity_*`` keys); seconds per pair."""
+                   device: str | torch.device = "cpu", passes: int = 1) -> dict:
+    """Mean metrics over ``pairs`` for ``model`` and for the identity (``identity_*`` keys); seconds per pair.
+
+    ``passes`` > 1: the prediction as quality ``instant`` makes it (``model.inference.predict_in_passes``).
+    """
     rows, ident = [], []
     for pair in pairs:
         pair = pair.to(device)
@@ -82,7 +86,10 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
         if model is None:
             continue
         t0 = time.perf_counter()
-        flow = model(pair.fixed, pair.moving)["flow_norm"]
+        if passes > 1:
+            flow, _ = predict_in_passes(model, pair.fixed, pair.moving, passes=passes)
+        else:
+            flow = model(pair.fixed, pair.moving)["flow_norm"]
         seconds = time.perf_counter() - t0
         flow = resize_flow(flow, tuple(pair.fixed.shape[2:]))
         disp = norm_to_mm(flow, pair.spacing_mm)
@@ -106,6 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--crop", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seen", action="store_true", help="also evaluate on training subjects (new fields)")
+    parser.add_argument("--passes", type=int, nargs="+", default=[1],
+                        help="network passes per prediction; several values give a row each (instant uses 2)")
     parser.add_argument("--ablation-weights", nargs="*", default=[], metavar="NAME=PATH",
                         help="more networks on the same pairs, e.g. no_cross_attention=runs/ablations/x.pt")
     args = parser.parse_args(argv)
@@ -121,8 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         results = {}
         for name, path in models.items():
             model = load_model(path)
-            results[name] = evaluate_model(model, pairs)
-            results[name]["training_steps"] = getattr(model, "metadata", {}).get("training_steps")
+            for passes in args.passes:
+                label = name if passes == 1 else f"{name}, {passes} passes"
+                results[label] = evaluate_model(model, pairs, passes=passes)
+                results[label]["training_steps"] = getattr(model, "metadata", {}).get("training_steps")
         report["results"][set_name] = results
         first = next(iter(results.values()))
         print(f"\n{set_name} ({len(pairs)} pairs): identity TRE {first['identity_tre_mm']:.2f} mm, "

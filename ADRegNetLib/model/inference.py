@@ -1,0 +1,51 @@
+r"""The network's prediction in one or more passes (torch only: used by the engine and the trainer's evaluation).
+
+A pass runs the network on the moving image warped by the field so far and composes the new field
+with it (``x -> x + s(x) + f(x + s(x))``, normalised units). A pass is kept only when it lowers the
+local NCC loss (5-voxel windows) of the warped moving image; otherwise the passes stop.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..losses.functional import local_ncc
+from ..spatial.flow import identity_grid
+from ..spatial.transforms import resize_flow
+from ..spatial.warp import warp_norm
+
+__all__ = ["predict_in_passes"]
+
+
+@torch.no_grad()
+def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, passes: int = 1,
+                      mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """The network's field after at most ``passes`` passes.
+
+    Args:
+        model: an AD-RegNet network (returns ``{"flow_norm": (1, 3, z, y, x)}``).
+        fixed, moving: (1, 1, Z, Y, X) normalised images on one grid.
+        passes: most passes (at least 1; the first is always kept).
+        mask: optional (1, 1, Z, Y, X) region where the local NCC loss is measured.
+
+    Returns:
+        (normalised flow (1, 3, Z, Y, X) on the images' grid, info: ``loss_identity``,
+        ``loss_prediction`` (local NCC loss before and after), ``passes`` kept).
+    """
+    shape = tuple(fixed.shape[2:])
+    grid = identity_grid(shape, fixed)
+    base = float(local_ncc(fixed, moving, window=5, mask=mask))
+    flow, loss_kept, kept = None, base, 0
+    for _ in range(max(1, int(passes))):
+        current = moving if flow is None else warp_norm(moving, flow)
+        step = resize_flow(model(fixed, current)["flow_norm"], shape)
+        if flow is not None:  # the new field first, then the one so far
+            step = step.add(F.grid_sample(flow, step.permute(0, 2, 3, 4, 1).add(grid), mode="bilinear",
+                                          padding_mode="border", align_corners=True))
+        loss = float(local_ncc(fixed, warp_norm(moving, step), window=5, mask=mask))
+        if flow is not None and not loss < loss_kept:
+            break
+        flow, loss_kept, kept = step, loss, kept + 1
+    return flow, {"loss_identity": base, "loss_prediction": loss_kept, "passes": kept}
