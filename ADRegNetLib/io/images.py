@@ -141,7 +141,7 @@ def write_image(image: Image, path: PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         write_sitk_image(to_sitk(image, dtype=dtype), path)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         raise ImageError(f"{path}: cannot be written ({str(exc).strip().splitlines()[-1]})") from exc
 
 
