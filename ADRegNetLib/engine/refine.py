@@ -136,14 +136,15 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     size = np.asarray(geometry.size, dtype=np.float64)
     norm_per_vox = torch.as_tensor(2.0 / np.maximum(size - 1, 1), dtype=flow.dtype,
                                    device=flow.device).view(1, 3, 1, 1, 1)
-    vox_per_norm = torch.as_tensor((size - 1) / 2.0, dtype=flow.dtype, device=flow.device)
+    vox_per_norm = torch.as_tensor((size - 1) / 2.0, dtype=flow.dtype, device=flow.device).view(1, 3, 1, 1, 1)
+    base_channels = base.permute(0, 4, 1, 2, 3).contiguous()  # the identity in a flow's layout
 
     def evaluate(map_norm: torch.Tensor) -> tuple[torch.Tensor, float]:
         warped = sample_through(moving, map_norm, base)
         if not noise > 0:
             return similarity.gradient(warped)
         # the sample positions in moving voxels (x, y, z), clamped as grid_sample's border padding
-        positions = map_norm.permute(0, 2, 3, 4, 1).add(base).clamp_(-1.0, 1.0).add_(1.0).mul_(vox_per_norm)
+        positions = map_norm.add(base_channels).clamp_(-1.0, 1.0).add_(1.0).mul_(vox_per_norm)
         return similarity.gradient(warped, positions)
 
     v = flow.detach()

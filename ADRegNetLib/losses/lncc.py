@@ -55,19 +55,19 @@ def interpolation_noise_factor(positions: torch.Tensor) -> tuple[torch.Tensor, l
     """Noise variance of trilinear samples relative to a voxel's, and its derivatives.
 
     Args:
-        positions: (1, Z, Y, X, 3) sample positions in the sampled volume's voxel coordinates,
-            (x, y, z) order.
+        positions: (1, 3, Z, Y, X) sample positions in the sampled volume's voxel coordinates,
+            (x, y, z) channels (the layout of a flow).
 
     Returns:
         (k (1, 1, Z, Y, X), [dk/dx, dk/dy, dk/dz] each (1, 1, Z, Y, X)).
     """
-    t = positions - positions.floor()
-    q = t.square().add_((1.0 - t).square())
+    t = torch.remainder(positions, 1.0)
+    q = ((t - 1.0) * t).mul_(2.0).add_(1.0)  # (1 - t)^2 + t^2
     dq = t.mul(4.0).sub_(2.0)
-    qx, qy, qz = q.unbind(-1)
-    dx, dy, dz = dq.unbind(-1)
-    k = (qx * qy * qz).unsqueeze(1)
-    return k, [(dx * qy * qz).unsqueeze(1), (qx * dy * qz).unsqueeze(1), (qx * qy * dz).unsqueeze(1)]
+    qx, qy, qz = q.split(1, dim=1)
+    dx, dy, dz = dq.split(1, dim=1)
+    qyz = qy * qz
+    return qx * qyz, [dx * qyz, qx * dy * qz, (qx * qy).mul_(dz)]
 
 
 class LocalNCC:
@@ -136,9 +136,9 @@ class LocalNCC:
         return d_m, loss
 
     def _derivatives(self, warped: torch.Tensor, noise_factor: Optional[torch.Tensor] = None
-                     ) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """(dL/dm, L, and dL/dC' summed over the windows holding each voxel times ``sum w``:
-        ``n boxmean(beta / n) / 2``)."""
+                     ) -> tuple[torch.Tensor, float, Optional[torch.Tensor]]:
+        """(dL/dm, L, and with ``noise_factor`` dL/dC' summed over the windows holding each voxel
+        times ``sum w``: ``n boxmean(beta / n) / 2``)."""
         cov, _, denom, mu_m = self.loss_terms(warped, noise_factor)
         cc = cov.square().div_(denom)
         alpha = cov.mul(2.0).div_(denom)
@@ -151,18 +151,19 @@ class LocalNCC:
         r = self.radius
         alpha.div_(self.counts)
         beta.div_(self.counts)
-        d_var = _box_mean_(beta.clone(), r).mul_(self.counts).mul_(0.5)
+        box_beta = _box_mean_(beta, r)
+        d_var = box_beta.mul(self.counts).mul_(0.5) if noise_factor is not None else None
         d_m = self.fixed * _box_mean_(alpha, r)
         d_m.sub_(_box_mean_(alpha.mul_(self.mu_f), r))
-        d_m.sub_(warped * _box_mean_(beta, r))
+        d_m.sub_(warped * box_beta)
         d_m.add_(_box_mean_(beta.mul_(mu_m), r))
         return d_m.mul_(self.counts).mul_(-1.0 / self.total), loss, d_var
 
     def gradient(self, warped: torch.Tensor, positions: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, float]:
         """(dL/du (1, 3, Z, Y, X) per voxel, (x, y, z) components; the loss L) at the warped image.
 
-        ``positions``: (1, Z, Y, X, 3) voxel coordinates (x, y, z) in the moving volume at which
-        ``warped`` was sampled; with a ``noise_variance`` the interpolation term is included.
+        ``positions``: (1, 3, Z, Y, X) voxel coordinates (x, y, z channels) in the moving volume at
+        which ``warped`` was sampled; with a ``noise_variance`` the interpolation term is included.
         """
         noise_factor = slopes = None
         if positions is not None and self.noise_variance > 0:
