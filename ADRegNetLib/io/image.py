@@ -19,10 +19,7 @@ The cost is one extra decompression pass (about 0.1 s for a 12 MB ``.nii.gz`` CT
 """
 from __future__ import annotations
 
-import gzip
-import os
 import re
-import shutil
 import struct
 import warnings
 import zlib
@@ -36,16 +33,11 @@ from ..spatial.geometry import Geometry, GeometryError
 from ..spatial.image import Image, ImageError
 
 __all__ = ["Image", "ImageError", "ImageWarning", "from_sitk", "to_sitk", "read_sitk_image", "check_sitk_direction",
-           "write_sitk_image", "ORTHONORMAL_TOLERANCE_VOXELS", "STORED_GZIP_MIN_VOXELS"]
+           "ORTHONORMAL_TOLERANCE_VOXELS"]
 
 #: A direction is accepted (and snapped to the nearest rotation) when no voxel centre of the grid
 #: moves by more than this fraction of the smallest voxel size; beyond that the file is refused.
 ORTHONORMAL_TOLERANCE_VOXELS = 0.1
-#: floating-point images of at least this many voxels go into .nii.gz as stored (not deflated) gzip:
-#: floats hardly compress, and ITK's deflate (its level setting is ignored for NIfTI) took 2.1 s for
-#: a 224x192x160 displacement field to save 10% (75 of 83 MB); stored, 0.4 s. Readers see no difference.
-STORED_GZIP_MIN_VOXELS = 2_000_000
-_FLOATING = (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
 _SNAP_ABOVE = 1e-6  # max |D^T D - I| below this is exact enough: the header's values are kept as they are
 _FIX = "re-export or re-copy it"
 _FLIP = np.array([-1.0, -1.0, 1.0])  # RAS (NIfTI) <-> LPS (ITK)
@@ -57,32 +49,6 @@ class ImageWarning(UserWarning):
 
 class _Corrupt(Exception):  # internal: a compressed stream or data block is broken; the message says how
     pass
-
-
-# ---------------------------------------------------------------------------------------- writing
-def write_sitk_image(image: sitk.Image, path: Path) -> None:
-    """``sitk.WriteImage`` with compression, except large floating-point .nii.gz (stored gzip).
-
-    A stored file is written as a hidden temporary next to ``path`` and moved over it when complete,
-    so an interrupted write never leaves a half file under the user's name.
-    """
-    path = Path(path)
-    stored = (str(path).lower().endswith(".nii.gz") and image.GetPixelID() in _FLOATING
-              and image.GetNumberOfPixels() >= STORED_GZIP_MIN_VOXELS)
-    if not stored:
-        sitk.WriteImage(image, str(path), True)
-        return
-    raw = path.with_name(f".{path.name[:-3]}.{os.getpid()}.tmp.nii")  # ITK picks NIfTI by the ending
-    packed = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        sitk.WriteImage(image, str(raw), False)
-        with open(raw, "rb") as src, open(packed, "wb") as out, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=0, mtime=0) as dst:
-            shutil.copyfileobj(src, dst, 1 << 24)
-        os.replace(packed, path)
-    finally:
-        raw.unlink(missing_ok=True)
-        packed.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------- conversion

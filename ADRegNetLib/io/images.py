@@ -7,6 +7,9 @@ converted by ITK on read and on write).
 """
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -15,12 +18,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..spatial.geometry import Geometry
-from .image import (Image, ImageError, ImageWarning, check_sitk_direction, from_sitk, read_sitk_image, to_sitk,
-                    write_sitk_image)
+from .image import Image, ImageError, ImageWarning, check_sitk_direction, from_sitk, read_sitk_image, to_sitk
 
 __all__ = [
     "read_image",
     "write_image",
+    "write_sitk_image",
+    "STORED_GZIP_MIN_VOXELS",
     "read_label_map",
     "resample_image",
     "normalize_intensity",
@@ -121,6 +125,38 @@ def read_label_map(path: PathLike, name: Optional[str] = None) -> Image:
 
 
 # ------------------------------------------------------------------------------------------ writing
+#: floating-point images of at least this many voxels go into .nii.gz as stored (not deflated) gzip:
+#: floats hardly compress, and ITK's deflate (its level setting is ignored for NIfTI) took 2.1 s for
+#: a 224x192x160 displacement field to save 10% (75 of 83 MB); stored, 0.4 s. Readers see no difference.
+STORED_GZIP_MIN_VOXELS = 2_000_000
+_FLOATING = (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
+
+
+def write_sitk_image(image: sitk.Image, path: Path) -> None:
+    """``sitk.WriteImage`` with compression, except large floating-point .nii.gz (stored gzip).
+
+    A stored file is written as a hidden temporary next to ``path`` and moved over it when complete,
+    so an interrupted write never leaves a half file under the user's name.
+    """
+    path = Path(path)
+    stored = (str(path).lower().endswith(".nii.gz") and image.GetPixelID() in _FLOATING
+              and image.GetNumberOfPixels() >= STORED_GZIP_MIN_VOXELS)
+    if not stored:
+        sitk.WriteImage(image, str(path), True)
+        return
+    raw = path.with_name(f".{path.name[:-3]}.{os.getpid()}.tmp.nii")  # ITK picks NIfTI by the ending
+    packed = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        sitk.WriteImage(image, str(raw), False)
+        with open(raw, "rb") as src, open(packed, "wb") as out, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=0, mtime=0) as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        os.replace(packed, path)
+    finally:
+        raw.unlink(missing_ok=True)
+        packed.unlink(missing_ok=True)
+
+
 def write_image(image: Image, path: PathLike) -> None:
     """Write an image with its geometry (format from the extension: .nii.gz, .nrrd, .mha, ...).
 

@@ -21,7 +21,8 @@ import torch
 from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
-from .image import ImageError, read_sitk_image, write_sitk_image
+from .image import ImageError, read_sitk_image
+from .images import write_sitk_image
 from .transform_files import read_sitk_transform, write_sitk_transform
 
 __all__ = [

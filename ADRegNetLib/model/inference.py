@@ -9,11 +9,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..losses.functional import local_ncc
-from ..spatial.flow import identity_grid
-from ..spatial.transforms import resize_flow
+from ..spatial.transforms import compose_flows, resize_flow
 from ..spatial.warp import warp_norm
 
 __all__ = ["predict_in_passes"]
@@ -35,15 +33,13 @@ def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch
         ``loss_prediction`` (local NCC loss before and after), ``passes`` kept).
     """
     shape = tuple(fixed.shape[2:])
-    grid = identity_grid(shape, fixed)
     base = float(local_ncc(fixed, moving, window=5, mask=mask))
     flow, loss_kept, kept = None, base, 0
     for _ in range(max(1, int(passes))):
         current = moving if flow is None else warp_norm(moving, flow)
         step = resize_flow(model(fixed, current)["flow_norm"], shape)
         if flow is not None:  # the new field first, then the one so far
-            step = step.add(F.grid_sample(flow, step.permute(0, 2, 3, 4, 1).add(grid), mode="bilinear",
-                                          padding_mode="border", align_corners=True))
+            step = compose_flows(step, flow)
         loss = float(local_ncc(fixed, warp_norm(moving, step), window=5, mask=mask))
         if flow is not None and not loss < loss_kept:
             break

@@ -251,7 +251,7 @@ def test_real_lung_ct(shared_data):
 def test_large_float_nifti_gz_is_stored_gzip_that_reads_back_exactly(tmp_path):
     """Floats of >= STORED_GZIP_MIN_VOXELS go into .nii.gz undeflated (fast), read back bit for bit by
     SimpleITK, and replace an existing file without leaving temporaries; small ones are deflated."""
-    from ADRegNetLib.io.image import STORED_GZIP_MIN_VOXELS
+    from ADRegNetLib.io.images import STORED_GZIP_MIN_VOXELS
     from ADRegNetLib.io.transforms import write_displacement_field
 
     geometry = Geometry((160, 128, 100), (1.0, 1.2, 1.5), (3.0, -4.0, 5.0))
