@@ -39,7 +39,7 @@ def train_main(args: argparse.Namespace | Sequence[str] | None = None) -> Path:
 
     cfg = TrainConfig.from_json(args.config)
     for key, value in (("out_dir", args.out_dir), ("prepared_dir", args.prepared), ("steps", args.steps),
-                       ("lr", getattr(args, "lr", None)),
+                       ("lr", args.lr),
                        ("time_limit_min", args.time_limit_min), ("export_path", args.export)):
         if value is not None:
             setattr(cfg, key, value)
