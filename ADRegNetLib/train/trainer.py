@@ -11,6 +11,15 @@ EPE is the mean end-point error in mm (foreground voxels weight 1, background ``
 heads), LNCC the local NCC of the downsampled images. Adam, constant lr, gradient norm clipped
 at ``grad_clip``.
 
+Second passes (``second_pass_probability``): ``--quality instant`` runs the network again on the
+moving image warped by its first prediction (``model.inference.predict_in_passes``). A network
+trained only on raw pairs sees there a small residual motion it never met in training. With this
+probability a batch is trained as such a second pass: the network's own first prediction
+(detached, no gradient) warps the moving image, and ``u_pred`` in the loss is the new field
+composed with that first one (``x + r(x) + first(x + r(x))``), so the loss is the error of the two
+passes together against the true field. The velocity term is left out for these batches (the
+residual's velocity is not known). Validation then uses ``val_passes`` passes, as instant does.
+
 Runs on one process, or on several through ``torchrun`` (DistributedDataParallel: NCCL on GPUs,
 gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 logs, validates and
 saves). Files in ``out_dir``: ``checkpoint_last.pt`` (resumable: model, optimizer, step, generator
@@ -26,7 +35,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,11 +46,12 @@ import torch.nn.functional as F
 from ..losses import functional as LF
 from ..model.checkpoint import save_model
 from ..model.network import ADRegNet, ADRegNetConfig
-from ..spatial.transforms import resize_flow
+from ..spatial.transforms import compose_flows, resize_flow
+from ..spatial.warp import warp_norm
 from .sampler import PairBatch, PairSampler, load_prepared
 from .synthetic import mm_to_norm
 
-__all__ = ["TrainConfig", "Trainer", "batch_loss"]
+__all__ = ["TrainConfig", "Trainer", "batch_loss", "second_pass_inputs"]
 
 
 @dataclass
@@ -74,6 +84,8 @@ class TrainConfig:
     val_pairs: int = 12
     val_seed: int = 1234
     init_weights: Optional[str] = None
+    second_pass_probability: float = 0.0
+    val_passes: int = 1
     model: dict = field(default_factory=dict)
     resume: bool = True
     save_all_ranks: bool = False
@@ -100,11 +112,31 @@ def _epe(a_norm: torch.Tensor, b_norm: torch.Tensor, mm_per_norm: torch.Tensor, 
     return (epe * weight).sum() / weight.sum()
 
 
-def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of a batch and its terms (floats; ``epe_mm`` is the foreground error in mm)."""
+@torch.no_grad()
+def second_pass_inputs(model: torch.nn.Module, pairs: PairBatch) -> tuple[PairBatch, torch.Tensor]:
+    """The batch as a second pass sees it: the moving image (and labels) warped by ``model``'s prediction.
+
+    Returns:
+        (the batch with ``moving``/``moving_labels`` replaced, the first pass's normalised flow
+        (B, 3, Z, Y, X) on the input grid, detached).
+    """
+    first = model(pairs.fixed, pairs.moving)["flow_norm"].detach()
+    labels = warp_norm(pairs.moving_labels.float(), first, mode="nearest").round().to(pairs.moving_labels.dtype)
+    return replace(pairs, moving=warp_norm(pairs.moving, first), moving_labels=labels), first
+
+
+def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig,
+               first_flow: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of a batch and its terms (floats; ``epe_mm`` is the foreground error in mm).
+
+    ``first_flow``: for a second-pass batch (:func:`second_pass_inputs`), the first pass's
+    normalised flow on the input grid; the loss is then on the two passes composed.
+    """
     out = model(pairs.fixed, pairs.moving)
     flow_net = out["flow_norm_network"]
     net_shape = tuple(flow_net.shape[2:])
+    if first_flow is not None:  # the new field first, then the first pass's (as predict_in_passes composes)
+        flow_net = compose_flows(flow_net, resize_flow(first_flow, net_shape))
     z, y, x = pairs.fixed.shape[2:]
     mm_per_norm = torch.tensor([(x - 1) / 2, (y - 1) / 2, (z - 1) / 2], device=flow_net.device) * pairs.spacing_mm
     true_net = resize_flow(mm_to_norm(pairs.disp_mm, pairs.spacing_mm), net_shape)
@@ -116,7 +148,7 @@ def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig) -> tu
         fg_init = _epe(torch.zeros_like(true_net), true_net, mm_per_norm, fg + 1e-6)
     loss = cfg.lambda_sup * l_sup
     terms = {"sup": l_sup.item()}
-    if cfg.lambda_vel > 0 and out["levels"]:
+    if cfg.lambda_vel > 0 and out["levels"] and first_flow is None:
         v_true = mm_to_norm(pairs.velocity_mm, pairs.spacing_mm)
         l_vel = sum(_epe(v, resize_flow(v_true, tuple(v.shape[2:])), mm_per_norm,
                          F.interpolate(weight, size=tuple(v.shape[2:]), mode="nearest")) for v in out["levels"])
@@ -216,8 +248,9 @@ class Trainer:
         from .sampler import SYNTH_PROBABILITY
 
         c = self.cfg
-        return json.dumps([c.prepared_dir, c.val_pairs, c.val_seed, list(c.crop_zyx), SYNTH_PROBABILITY,
-                           self.sampler.multimodal_probability])
+        key = [c.prepared_dir, c.val_pairs, c.val_seed, list(c.crop_zyx), SYNTH_PROBABILITY,
+               self.sampler.multimodal_probability]
+        return json.dumps(key + ([c.val_passes] if c.val_passes != 1 else []))
 
     def load_checkpoint(self, path: Path) -> None:
         payload = torch.load(path, map_location=self.device, weights_only=True)
@@ -243,7 +276,7 @@ class Trainer:
         if self._val is None:
             self._val = heldout_pairs(self.cfg.prepared_dir, self.cfg.val_pairs, self.cfg.val_seed, self.cfg.crop_zyx)
         self.model.eval()
-        result = evaluate_model(self.model, self._val, device=self.device)
+        result = evaluate_model(self.model, self._val, device=self.device, passes=self.cfg.val_passes)
         self.model.train()
         return result
 
@@ -289,7 +322,7 @@ class Trainer:
         main = self.rank == 0
         log_path = self.out_dir / "train_log.csv"
         columns = ["step", "loss", "sup", "vel", "sim", "epe_mm", "identity_mm", "sample_s", "forward_s",
-                   "backward_s", "step_s", "elapsed_s"]
+                   "backward_s", "step_s", "elapsed_s"] + (["pass"] if cfg.second_pass_probability > 0 else [])
         log = writer = None
         if main:
             new_log = not log_path.is_file() or self.step == 0
@@ -308,7 +341,11 @@ class Trainer:
                 t0 = time.perf_counter()
                 pairs = next(batches)
                 t1 = time.perf_counter()
-                loss, terms = batch_loss(self.net, pairs, cfg)
+                first_flow = None  # the first pass's forward counts as forward time
+                if cfg.second_pass_probability > 0 and float(
+                        torch.rand((), generator=self.generator, device=self.device)) < cfg.second_pass_probability:
+                    pairs, first_flow = second_pass_inputs(self.model, pairs)
+                loss, terms = batch_loss(self.net, pairs, cfg, first_flow)
                 t2 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -321,7 +358,8 @@ class Trainer:
                 if main:
                     writer.writerow([self.step] + [f"{terms.get(k, float('nan')):.5g}" for k in columns[1:7]]
                                     + [f"{t1 - t0:.3f}", f"{t2 - t1:.3f}", f"{t3 - t2:.3f}", f"{t3 - t0:.3f}",
-                                       f"{self.elapsed_s:.1f}"])
+                                       f"{self.elapsed_s:.1f}"]
+                                    + (["2" if first_flow is not None else "1"] if len(columns) > 12 else []))
                     if self.step % 10 == 0:
                         log.flush()
                     if self.step % cfg.checkpoint_every == 0:
