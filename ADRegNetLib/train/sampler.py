@@ -13,6 +13,7 @@ images then get independent intensity changes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,6 +28,22 @@ __all__ = ["PreparedVolume", "PairBatch", "PairSampler", "load_prepared", "SYNTH
 
 #: chance that a pair of a source with real intensities is synthesised from its labels instead.
 SYNTH_PROBABILITY = {"brain_t1": 0.3, "lung_ct": 0.2}
+#: subject augmentation (``PairSampler(subject_augmentation=...)``): largest rotation about each axis
+#: (degrees), per-axis scale range, mean length (mm) range and control spacing (mm) of the deformation
+SUBJECT_ROTATION_DEG = 12.0
+SUBJECT_SCALE = (0.88, 1.12)
+SUBJECT_DEFORMATION_MM = (1.0, 5.0)
+SUBJECT_SMOOTHNESS_MM = 30.0
+
+
+def _rotation_zyx(angles: torch.Tensor) -> torch.Tensor:
+    """(3, 3) rotation of (z, y, x) index vectors by ``angles`` (radians) about the three axes."""
+    c, s = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones_like(c[0]), torch.zeros_like(c[0])
+    rz = torch.stack([torch.stack([one, zero, zero]), torch.stack([zero, c[0], -s[0]]), torch.stack([zero, s[0], c[0]])])
+    ry = torch.stack([torch.stack([c[1], zero, s[1]]), torch.stack([zero, one, zero]), torch.stack([-s[1], zero, c[1]])])
+    rx = torch.stack([torch.stack([c[2], -s[2], zero]), torch.stack([s[2], c[2], zero]), torch.stack([zero, zero, one])])
+    return rz @ ry @ rx
 
 
 @dataclass
@@ -143,11 +160,17 @@ class PairSampler:
         integration_steps: scaling-and-squaring steps of the true field.
         multimodal_probability: chance that a label-synthesised pair gets two independent contrasts
             (otherwise one synthesised image is the source of both, each with its own intensity change).
+        subject_augmentation: chance that a crop is resampled from its volume through a random
+            affine (rotation up to ``SUBJECT_ROTATION_DEG`` per axis, scale ``SUBJECT_SCALE``) and a
+            random smooth deformation (``SUBJECT_DEFORMATION_MM``), so it shows an anatomy of
+            another shape: a new subject for the network (the pair's own motion is drawn afterwards,
+            as always). 0 (the default, and the held-out pairs): crops as they are.
     """
 
     def __init__(self, volumes: Sequence[PreparedVolume], crop_zyx: Sequence[int] = (64, 64, 64),
                  mean_disp_mm: tuple[float, float] = (0.5, 7.0), smoothness_mm: tuple[float, float] = (20.0, 60.0),
-                 flip: bool = True, integration_steps: int = 7, multimodal_probability: float = 0.2) -> None:
+                 flip: bool = True, integration_steps: int = 7, multimodal_probability: float = 0.2,
+                 subject_augmentation: float = 0.0) -> None:
         if not volumes:
             raise ValueError("PairSampler needs at least one prepared volume")
         spacings = [v.spacing_mm for v in volumes]
@@ -162,20 +185,55 @@ class PairSampler:
         self.flip = flip
         self.integration_steps = integration_steps
         self.multimodal_probability = float(multimodal_probability)
+        self.subject_augmentation = float(subject_augmentation)
+        self._float_labels: dict[int, torch.Tensor] = {}
         kinds = [v.kind for v in self.volumes]
         w = torch.tensor([1.0 / kinds.count(k) for k in kinds])
         self.weights = w / w.sum()
 
     def _one_crop(self, vol: PreparedVolume, gen: torch.Generator) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         centre = vol.centres[int(torch.randint(len(vol.centres), (1,), generator=gen, device=gen.device))]
-        start = [int(c) - s // 2 for c, s in zip(centre.tolist(), self.crop_zyx)]
-        lab = _crop(vol.labels, start, self.crop_zyx)
-        img = _crop(vol.image, start, self.crop_zyx) if vol.image is not None else None
+        if self.subject_augmentation > 0 and float(
+                torch.rand((1,), generator=gen, device=gen.device)) < self.subject_augmentation:
+            img, lab = self._new_subject_crop(vol, centre, gen)
+        else:
+            start = [int(c) - s // 2 for c, s in zip(centre.tolist(), self.crop_zyx)]
+            lab = _crop(vol.labels, start, self.crop_zyx)
+            img = _crop(vol.image, start, self.crop_zyx) if vol.image is not None else None
         if self.flip:
             axes = [2 + a for a in range(3) if float(torch.rand((1,), generator=gen, device=gen.device)) < 0.5]
             if axes:
                 lab = lab.flip(axes)
                 img = img.flip(axes) if img is not None else None
+        return img, lab
+
+    def _new_subject_crop(self, vol: PreparedVolume, centre: torch.Tensor,
+                          gen: torch.Generator) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """A crop around ``centre`` resampled through a random affine and smooth deformation (see the class)."""
+        dev = gen.device
+        size = self.crop_zyx
+        angles = (torch.rand(3, generator=gen, device=dev) * 2 - 1) * math.radians(SUBJECT_ROTATION_DEG)
+        scale = SUBJECT_SCALE[0] + (SUBJECT_SCALE[1] - SUBJECT_SCALE[0]) * torch.rand(3, generator=gen, device=dev)
+        matrix = _rotation_zyx(angles) @ torch.diag(scale)
+        # crop voxel offsets from the centre voxel (z, y, x; as the plain crop places it), mapped into
+        # the volume's voxel indices
+        axes = [torch.arange(n, dtype=torch.float32, device=dev) - n // 2 for n in size]
+        offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+        bend = S.random_svf(size, self.spacing_mm, SUBJECT_DEFORMATION_MM[0] + (SUBJECT_DEFORMATION_MM[1] - SUBJECT_DEFORMATION_MM[0])
+                            * float(torch.rand((1,), generator=gen, device=dev)), SUBJECT_SMOOTHNESS_MM, 1, gen,
+                            resolution_divisor=2)
+        bend_zyx = bend[0].flip(0).permute(1, 2, 3, 0).to(dev) / self.spacing_mm  # (x, y, z) mm -> (z, y, x) voxels
+        index = centre.to(torch.float32) + offsets @ matrix.T + bend_zyx
+        shape = torch.tensor(vol.labels.shape[2:], dtype=torch.float32, device=dev)
+        grid = (2 * index / (shape - 1) - 1).flip(-1)[None]  # grid_sample wants (x, y, z), normalised
+        key = id(vol)
+        if key not in self._float_labels:
+            self._float_labels[key] = vol.labels.float()
+        lab = F.grid_sample(self._float_labels[key], grid, mode="nearest", padding_mode="zeros",
+                            align_corners=True).round().to(vol.labels.dtype)
+        img = None
+        if vol.image is not None:
+            img = F.grid_sample(vol.image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         return img, lab
 
     def sample(self, batch: int, generator: torch.Generator,

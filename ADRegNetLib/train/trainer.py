@@ -85,6 +85,7 @@ class TrainConfig:
     val_seed: int = 1234
     init_weights: Optional[str] = None
     second_pass_probability: float = 0.0
+    subject_augmentation: float = 0.0
     val_passes: int = 1
     model: dict = field(default_factory=dict)
     resume: bool = True
@@ -221,7 +222,8 @@ class Trainer:
         self.generator = torch.Generator(self.device.type if self.device.type != "cuda" else self.device)
         self.generator.manual_seed(cfg.seed + 1000 * self.rank)
         self.sampler = PairSampler(load_prepared(cfg.prepared_dir, "train", device=self.device), cfg.crop_zyx,
-                                   tuple(cfg.mean_disp_mm), tuple(cfg.smoothness_mm))
+                                   tuple(cfg.mean_disp_mm), tuple(cfg.smoothness_mm),
+                                   subject_augmentation=cfg.subject_augmentation)
         self.checkpoint_path = self.out_dir / "checkpoint_last.pt"
         if cfg.resume and self.checkpoint_path.is_file():
             self.load_checkpoint(self.checkpoint_path)

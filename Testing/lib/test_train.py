@@ -206,6 +206,33 @@ def test_sampler_pairs_are_aligned_by_their_true_field(prepared):
     assert other.fixed.shape == (1, 1, 24, 32, 40) and sampler.crop_zyx == (32, 32, 32)
 
 
+def test_subject_augmentation_resamples_crops_through_the_map_it_draws(prepared, monkeypatch):
+    import ADRegNetLib.train.sampler as SM
+
+    vol = load_prepared(prepared, "train", kinds=("brain_t1",))[0]
+    size, centre = (16, 16, 16), torch.tensor([20, 19, 21])
+    start = [int(c) - n // 2 for c, n in zip(centre, size)]
+    sampler = PairSampler([vol], size, flip=False, subject_augmentation=1.0)
+    gen = torch.Generator().manual_seed(3)
+    # no rotation, no deformation: scale 1 gives the plain crop, scale 2 every second voxel of a twice larger one
+    monkeypatch.setattr(SM, "SUBJECT_ROTATION_DEG", 0.0)
+    monkeypatch.setattr(SM, "SUBJECT_DEFORMATION_MM", (0.0, 0.0))
+    monkeypatch.setattr(SM, "SUBJECT_SCALE", (1.0, 1.0))
+    img, lab = sampler._new_subject_crop(vol, centre, gen)
+    assert torch.equal(lab, SM._crop(vol.labels, start, size))
+    assert torch.allclose(img, SM._crop(vol.image, start, size), atol=1e-5)
+    monkeypatch.setattr(SM, "SUBJECT_SCALE", (2.0, 2.0))
+    _, lab2 = sampler._new_subject_crop(vol, centre, gen)
+    big = SM._crop(vol.labels, [int(c) - n for c, n in zip(centre, size)], [2 * n for n in size])
+    assert torch.equal(lab2, big[:, :, ::2, ::2, ::2])
+    # the defaults: a new shape (not the plain crop), still a pair aligned by its true field
+    monkeypatch.undo()
+    img3, lab3 = sampler._new_subject_crop(vol, centre, gen)
+    assert not torch.equal(lab3, SM._crop(vol.labels, start, size)) and float((lab3 > 0).float().mean()) > 0.2
+    pairs = PairSampler([vol], (24, 24, 24), subject_augmentation=1.0).sample(2, torch.Generator().manual_seed(4))
+    assert torch.equal(pairs.fixed_labels, S.warp(pairs.moving_labels, pairs.disp_mm, pairs.spacing_mm, mode="nearest"))
+
+
 @pytest.mark.skipif(not (DATA / "brain-vxm-test-scan" / "test_scan.npz").is_file(), reason="shared data missing")
 def test_prep_of_the_real_brain_t1(tmp_path):
     files = prepare(DATA, tmp_path, spacing_mm=4.0, sources=("brain_t1",))
