@@ -5,6 +5,7 @@ Front ends (CLI, Slicer module, benchmark) import the preset and quality names f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -108,6 +109,9 @@ class QualitySettings:
             (0.62 s of network for two forward passes), 3 passes 1.24 mm; lung 1.55 mm (a second
             pass does not lower the loss). Qualities that optimise afterwards keep 1 pass (a second
             costs 0.3 s of network and 0.1 s per similarity check; the optimisation takes over).
+        network_refine_downsample: the network's input downsampling in the passes after the first
+            (None: the weights' own, as the first pass; 1: the working grid itself, coarse to fine;
+            ``model.inference.predict_in_passes``).
     """
 
     working_spacing_mm: float
@@ -123,11 +127,13 @@ class QualitySettings:
     prealign_spacing_mm: float = 4.0
     refine_steps: int = 0
     network_passes: int = 1
+    network_refine_downsample: Optional[float] = None
 
 
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
-    "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=(), network_passes=2),
+    "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=(), network_passes=2,
+                               network_refine_downsample=1.5),
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
                             refine_steps=4),
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),

@@ -138,7 +138,8 @@ def load_network(weights: Optional[str | Path], device: torch.device):
 
 
 def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: Optional[torch.Tensor],
-                  always_keep: bool, passes: int = 1) -> tuple[Optional[torch.Tensor], dict]:
+                  always_keep: bool, passes: int = 1,
+                  refine_downsample: Optional[float] = None) -> tuple[Optional[torch.Tensor], dict]:
     """The network's prediction on the working grid, kept only when it really improves the similarity.
 
     With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far
@@ -150,15 +151,17 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
         mask_w: optional (1, 1, Z, Y, X) bool region of interest.
         always_keep: keep the prediction whatever it does (quality "instant").
         passes: most network passes (at least 1).
+        refine_downsample: the network's input downsampling in the passes after the first (None: as the first).
 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
     """
-    candidate, passed = predict_in_passes(model, fixed_w, moving_w, passes=passes, mask=mask_w)
+    candidate, passed = predict_in_passes(model, fixed_w, moving_w, passes=passes, mask=mask_w,
+                                          refine_downsample=refine_downsample)
     base, pred = passed["loss_identity"], passed["loss_prediction"]
     gain = (base - pred) / max(abs(base), 1e-12)
     info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
-            "passes": passed["passes"]}
+            "passes": passed["passes"], "refine_downsample": refine_downsample}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -27,7 +27,7 @@ by ``input_downsample`` (rounded to a multiple of 2^(levels-1)) and the field is
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -154,10 +154,17 @@ class ADRegNet(nn.Module):
         self.attention_maps: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------ helpers
-    def network_shape(self, shape_zyx: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Internal grid (D, H, W) for an input grid: size / input_downsample rounded to a multiple of 2^(levels-1)."""
+    def network_shape(self, shape_zyx: tuple[int, int, int],
+                      input_downsample: Optional[float] = None) -> tuple[int, int, int]:
+        """Internal grid (D, H, W) for an input grid: size / input_downsample rounded to a multiple of 2^(levels-1).
+
+        ``input_downsample``: overrides the config's (e.g. 1 for a full-resolution refinement pass).
+        """
         m = 2 ** (len(self.config.channels) - 1)
-        return tuple(max(m, int(round(s / self.config.input_downsample / m)) * m) for s in shape_zyx)
+        factor = self.config.input_downsample if input_downsample is None else float(input_downsample)
+        if factor <= 0:
+            raise ValueError(f"input_downsample must be > 0, got {input_downsample}")
+        return tuple(max(m, int(round(s / factor / m)) * m) for s in shape_zyx)
 
     def _head(self, level: int, features: torch.Tensor, net_shape: tuple[int, int, int]) -> torch.Tensor:
         """Flow head of ``level``: predicts in voxels of the network grid, returned in normalised units.
@@ -172,12 +179,15 @@ class ADRegNet(nn.Module):
                              dtype=raw.dtype, device=raw.device)
         return raw * scale.view(1, 3, 1, 1, 1)
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict[str, Any]:
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor,
+                input_downsample: Optional[float] = None) -> dict[str, Any]:
         """Predict the field that aligns ``moving`` to ``fixed``.
 
         Args:
             fixed: (N, 1, D, H, W) fixed image in [0, 1].
             moving: (N, 1, D, H, W) moving image in [0, 1], same grid.
+            input_downsample: the network grid is the input size / this (default: the config's).
+                A refinement pass runs at 1, the input's own resolution (``model.inference``).
 
         Returns:
             dict with
@@ -195,7 +205,7 @@ class ADRegNet(nn.Module):
         cfg = self.config
         n = fixed.shape[0]
         shape = tuple(fixed.shape[2:])
-        net_shape = self.network_shape(shape)
+        net_shape = self.network_shape(shape, input_downsample)
         x = torch.cat([moving, fixed], dim=0)
         if net_shape != shape:
             x = F.interpolate(x, size=net_shape, mode="trilinear", align_corners=True)

@@ -74,10 +74,12 @@ def evaluate_field(pair: PairBatch, disp_mm: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
-                   device: str | torch.device = "cpu", passes: int = 1) -> dict:
+                   device: str | torch.device = "cpu", passes: int = 1,
+                   refine_downsample: Optional[float] = None) -> dict:
     """Mean metrics over ``pairs`` for ``model`` and for the identity (``identity_*`` keys); seconds per pair.
 
-    ``passes`` > 1: the prediction as quality ``instant`` makes it (``model.inference.predict_in_passes``).
+    ``passes`` > 1: the prediction in passes (``model.inference.predict_in_passes``), the later ones
+    with the network's input downsampled by ``refine_downsample`` (None: as the first).
     """
     rows, ident = [], []
     for pair in pairs:
@@ -87,7 +89,8 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
             continue
         t0 = time.perf_counter()
         if passes > 1:
-            flow, _ = predict_in_passes(model, pair.fixed, pair.moving, passes=passes)
+            flow, _ = predict_in_passes(model, pair.fixed, pair.moving, passes=passes,
+                                        refine_downsample=refine_downsample)
         else:
             flow = model(pair.fixed, pair.moving)["flow_norm"]
         seconds = time.perf_counter() - t0
@@ -115,6 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--seen", action="store_true", help="also evaluate on training subjects (new fields)")
     parser.add_argument("--passes", type=int, nargs="+", default=[1],
                         help="network passes per prediction; several values give a row each (instant uses 2)")
+    parser.add_argument("--refine-downsample", type=float, nargs="+", default=[None],
+                        help="network input downsampling of the passes after the first (1: full resolution; "
+                             "several values give a row each; default: as the first pass)")
     parser.add_argument("--ablation-weights", nargs="*", default=[], metavar="NAME=PATH",
                         help="more networks on the same pairs, e.g. no_cross_attention=runs/ablations/x.pt")
     args = parser.parse_args(argv)
@@ -131,9 +137,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for name, path in models.items():
             model = load_model(path)
             for passes in args.passes:
-                label = name if passes == 1 else f"{name}, {passes} passes"
-                results[label] = evaluate_model(model, pairs, passes=passes)
-                results[label]["training_steps"] = getattr(model, "metadata", {}).get("training_steps")
+                for refine in (args.refine_downsample if passes > 1 else [None]):
+                    label = name if passes == 1 else f"{name}, {passes} passes" + (
+                        "" if refine is None else f" (later ones at input / {refine:g})")
+                    results[label] = evaluate_model(model, pairs, passes=passes, refine_downsample=refine)
+                    results[label]["training_steps"] = getattr(model, "metadata", {}).get("training_steps")
         report["results"][set_name] = results
         first = next(iter(results.values()))
         print(f"\n{set_name} ({len(pairs)} pairs): identity TRE {first['identity_tre_mm']:.2f} mm, "

@@ -17,8 +17,10 @@ trained only on raw pairs sees there a small residual motion it never met in tra
 probability a batch is trained as such a second pass: the network's own first prediction
 (detached, no gradient) warps the moving image, and ``u_pred`` in the loss is the new field
 composed with that first one (``x + r(x) + first(x + r(x))``), so the loss is the error of the two
-passes together against the true field. The velocity term is left out for these batches (the
-residual's velocity is not known). Validation then uses ``val_passes`` passes, as instant does.
+passes together against the true field. The second pass runs with the network's input downsampled
+by ``refine_downsample`` (None: as the first; 1: at the crop's own resolution, coarse to fine, as
+``model.inference.predict_in_passes`` can). The velocity term is left out for these batches (the
+residual's velocity is not known). Validation then uses ``val_passes`` passes the same way.
 
 Runs on one process, or on several through ``torchrun`` (DistributedDataParallel: NCCL on GPUs,
 gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 logs, validates and
@@ -85,6 +87,7 @@ class TrainConfig:
     val_seed: int = 1234
     init_weights: Optional[str] = None
     second_pass_probability: float = 0.0
+    refine_downsample: Optional[float] = None
     subject_augmentation: float = 0.0
     val_passes: int = 1
     model: dict = field(default_factory=dict)
@@ -133,7 +136,8 @@ def batch_loss(model: torch.nn.Module, pairs: PairBatch, cfg: TrainConfig,
     ``first_flow``: for a second-pass batch (:func:`second_pass_inputs`), the first pass's
     normalised flow on the input grid; the loss is then on the two passes composed.
     """
-    out = model(pairs.fixed, pairs.moving)
+    finer = first_flow is not None and cfg.refine_downsample is not None
+    out = model(pairs.fixed, pairs.moving, **({"input_downsample": cfg.refine_downsample} if finer else {}))
     flow_net = out["flow_norm_network"]
     net_shape = tuple(flow_net.shape[2:])
     if first_flow is not None:  # the new field first, then the first pass's (as predict_in_passes composes)
@@ -252,7 +256,7 @@ class Trainer:
         c = self.cfg
         key = [c.prepared_dir, c.val_pairs, c.val_seed, list(c.crop_zyx), SYNTH_PROBABILITY,
                self.sampler.multimodal_probability]
-        return json.dumps(key + ([c.val_passes] if c.val_passes != 1 else []))
+        return json.dumps(key + ([c.val_passes, c.refine_downsample] if c.val_passes != 1 else []))
 
     def load_checkpoint(self, path: Path) -> None:
         payload = torch.load(path, map_location=self.device, weights_only=True)
@@ -278,7 +282,8 @@ class Trainer:
         if self._val is None:
             self._val = heldout_pairs(self.cfg.prepared_dir, self.cfg.val_pairs, self.cfg.val_seed, self.cfg.crop_zyx)
         self.model.eval()
-        result = evaluate_model(self.model, self._val, device=self.device, passes=self.cfg.val_passes)
+        result = evaluate_model(self.model, self._val, device=self.device, passes=self.cfg.val_passes,
+                                refine_downsample=self.cfg.refine_downsample)
         self.model.train()
         return result
 

@@ -126,7 +126,7 @@ def test_instant_says_when_the_kept_prediction_did_not_help(t1_t2, monkeypatch):
 
     from ADRegNetLib.engine import pipeline
 
-    def no_help(model, fixed_w, moving_w, mask_w, always_keep, passes=1):
+    def no_help(model, fixed_w, moving_w, mask_w, always_keep, passes=1, refine_downsample=None):
         return torch.zeros((1, 3, *fixed_w.shape[2:])), {"relative_gain": -0.01, "kept": True}
 
     monkeypatch.setattr(pipeline, "network_stage", no_help)

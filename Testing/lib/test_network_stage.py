@@ -20,9 +20,11 @@ class FieldsInTurn(torch.nn.Module):
         super().__init__()
         self.shifts = list(shifts_vox)
         self.seen: list[torch.Tensor] = []
+        self.downsample: list = []
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor, input_downsample=None) -> dict:
         self.seen.append(moving.clone())
+        self.downsample.append(input_downsample)
         flow = torch.zeros((1, 3, *fixed.shape[2:]), dtype=fixed.dtype)
         flow[:, 0] = self.shifts.pop(0) * 2.0 / (fixed.shape[-1] - 1)
         return {"flow_norm": flow}
@@ -59,6 +61,28 @@ def test_a_pass_that_does_not_help_is_dropped(shifted_pair):
     assert torch.allclose(_shift_vox(flow), torch.tensor(1.0), atol=1e-4)
 
 
+def test_later_passes_run_at_the_refinement_resolution(shifted_pair):
+    fixed, moving = shifted_pair
+    model = FieldsInTurn([1.0, 1.0])
+    _, info = network_stage(model, fixed, moving, None, always_keep=True, passes=2, refine_downsample=1.5)
+    assert model.downsample == [None, 1.5] and info["refine_downsample"] == 1.5 and info["passes"] == 2
+
+
+def test_the_real_network_runs_at_an_overridden_resolution():
+    from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
+
+    net = ADRegNet(ADRegNetConfig.from_dict({"channels": [4, 8, 8, 8], "decoder_channels": [8, 8, 4]})).eval()
+    fixed, moving = torch.rand(1, 1, *SHAPE), torch.rand(1, 1, *SHAPE)
+    with torch.no_grad():
+        half, full = net(fixed, moving), net(fixed, moving, input_downsample=1)
+    assert half["flow_norm"].shape == full["flow_norm"].shape == (1, 3, *SHAPE)
+    assert tuple(half["flow_norm_network"].shape[2:]) == net.network_shape(SHAPE) == (16, 16, 16)
+    assert tuple(full["flow_norm_network"].shape[2:]) == net.network_shape(SHAPE, 1) == (24, 32, 32)
+    with pytest.raises(ValueError, match="input_downsample must be > 0"):
+        net.network_shape(SHAPE, 0)
+
+
 def test_instant_runs_two_passes_and_optimising_qualities_one():
     assert QUALITY_SETTINGS["instant"].network_passes == 2
+    assert QUALITY_SETTINGS["instant"].network_refine_downsample == 1.5
     assert all(QUALITY_SETTINGS[q].network_passes == 1 for q in ("fast", "balanced", "best"))

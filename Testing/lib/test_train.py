@@ -294,7 +294,8 @@ class _FieldModel(torch.nn.Module):
         self.flow = flow_norm
         self.scale = torch.nn.Parameter(torch.ones(()))
 
-    def forward(self, fixed, moving):
+    def forward(self, fixed, moving, input_downsample=None):
+        self.downsample = input_downsample
         half = tuple(s // 2 for s in fixed.shape[2:])
         flow = self.flow * self.scale
         net = torch.nn.functional.interpolate(flow, size=half, mode="trilinear", align_corners=True)
@@ -325,7 +326,11 @@ def test_second_pass_batches_warp_by_the_first_prediction_and_score_the_composed
     second, first = second_pass_inputs(_FieldModel(half), pairs)
     rest = _FieldModel(half)
     loss, terms = batch_loss(rest, second, cfg, first)
-    assert terms["epe_mm"] < 0.25 * terms["identity_mm"]
+    assert terms["epe_mm"] < 0.25 * terms["identity_mm"] and rest.downsample is None
+    batch_loss(rest, second, TrainConfig(lambda_sim=0.0, refine_downsample=1.5), first)
+    assert rest.downsample == 1.5  # the second pass at the refinement resolution
+    batch_loss(rest, pairs, TrainConfig(lambda_sim=0.0, refine_downsample=1.5))
+    assert rest.downsample is None  # first-pass batches at the network's own
     loss.backward()
     assert rest.scale.grad is not None and torch.isfinite(rest.scale.grad)
 
@@ -381,7 +386,7 @@ def test_train_main_validates_and_exports_only_weights_that_beat_the_identity(tm
 
 def test_trainer_trains_second_passes_and_validates_with_two_passes(tmp_path, prepared):
     trainer = Trainer(_tiny_config(tmp_path / "run", prepared, 2, second_pass_probability=1.0, val_passes=2,
-                                   val_pairs=2))
+                                   val_pairs=2, refine_downsample=1.0))
     trainer.train()
     rows = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()
     assert rows[0].endswith(",pass") and [r.split(",")[-1] for r in rows[1:]] == ["2", "2"]
@@ -390,6 +395,22 @@ def test_trainer_trains_second_passes_and_validates_with_two_passes(tmp_path, pr
     assert np.isfinite(result["tre_mm"]) and result["pairs"] == 2
     one_pass = Trainer(_tiny_config(tmp_path / "run", prepared, 2, val_pairs=2))  # resumes the same weights
     assert one_pass.step == 2 and one_pass._val_key() != trainer._val_key()  # another validation: best reset
+
+
+def test_evaluate_cli_gives_a_row_per_pass_count_and_refinement_resolution(tmp_path, prepared):
+    from ADRegNetLib.model.checkpoint import save_model
+    from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
+    from ADRegNetLib.train.evaluate import main as evaluate_main
+
+    torch.manual_seed(0)
+    weights = save_model(ADRegNet(ADRegNetConfig.from_dict(TINY_MODEL)), tmp_path / "w.pt")
+    report = evaluate_main(["--weights", str(weights), "--prepared", str(prepared), "--pairs", "2", "--crop", "24", "24",
+                            "24", "--threads", "1", "--passes", "1", "2", "--refine-downsample", "1", "--out",
+                            str(tmp_path / "e.json")])
+    rows = report["results"]["heldout"]
+    assert list(rows) == ["AD-RegNet", "AD-RegNet, 2 passes (later ones at input / 1)"]
+    assert all(r["pairs"] == 2 and np.isfinite(r["tre_mm"]) for r in rows.values())
+    assert json.loads((tmp_path / "e.json").read_text())["results"]["heldout"].keys() == rows.keys()
 
 
 def test_ablations_train_each_variant_and_evaluate_on_the_same_pairs(tmp_path, prepared):
