@@ -161,7 +161,7 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     base, pred = passed["loss_identity"], passed["loss_prediction"]
     gain = (base - pred) / max(abs(base), 1e-12)
     info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
-            "passes": passed["passes"], "refine_downsample": refine_downsample}
+            "passes": passed["passes"], "refine_downsample": refine_downsample, "forward_s": passed["forward_s"]}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -12,6 +12,7 @@ TRE from 2.33 (one pass) to 1.87 mm; at the first pass's resolution it did not h
 """
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import torch
@@ -39,15 +40,18 @@ def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch
 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the images' grid, info: ``loss_identity``,
-        ``loss_prediction`` (local NCC loss before and after), ``passes`` kept).
+        ``loss_prediction`` (local NCC loss before and after), ``passes`` kept, ``forward_s``: seconds
+        of each network forward pass run, kept or not).
     """
     shape = tuple(fixed.shape[2:])
     base = float(local_ncc(fixed, moving, window=5, mask=mask))
-    flow, loss_kept, kept = None, base, 0
+    flow, loss_kept, kept, forward_s = None, base, 0, []
     for index in range(max(1, int(passes))):
         current = moving if flow is None else warp_norm(moving, flow)
         finer = index > 0 and refine_downsample is not None
+        t0 = time.perf_counter()
         out = model(fixed, current, **({"input_downsample": refine_downsample} if finer else {}))
+        forward_s.append(round(time.perf_counter() - t0, 4))
         step = resize_flow(out["flow_norm"], shape)
         if flow is not None:  # the new field first, then the one so far
             step = compose_flows(step, flow)
@@ -55,4 +59,4 @@ def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch
         if flow is not None and not loss < loss_kept:
             break
         flow, loss_kept, kept = step, loss, kept + 1
-    return flow, {"loss_identity": base, "loss_prediction": loss_kept, "passes": kept}
+    return flow, {"loss_identity": base, "loss_prediction": loss_kept, "passes": kept, "forward_s": forward_s}

@@ -66,6 +66,7 @@ def test_later_passes_run_at_the_refinement_resolution(shifted_pair):
     model = FieldsInTurn([1.0, 1.0])
     _, info = network_stage(model, fixed, moving, None, always_keep=True, passes=2, refine_downsample=1.5)
     assert model.downsample == [None, 1.5] and info["refine_downsample"] == 1.5 and info["passes"] == 2
+    assert len(info["forward_s"]) == 2 and all(t >= 0 for t in info["forward_s"])
 
 
 def test_the_real_network_runs_at_an_overridden_resolution():
