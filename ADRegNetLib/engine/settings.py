@@ -105,13 +105,15 @@ class QualitySettings:
             an affine needs no fine detail, and the deformable stage corrects what is left.
         network_passes: most network passes, each on the moving image warped by the prediction so
             far (a pass is kept only when it lowers the local NCC loss; ``stages.network_stage``).
-            Brain cases, 5 seeds, weights of step 14,388: 1 pass 1.64 mm, 2 passes 1.30 mm
-            (0.62 s of network for two forward passes), 3 passes 1.24 mm; lung 1.55 mm (a second
-            pass does not lower the loss). Qualities that optimise afterwards keep 1 pass (a second
-            costs 0.3 s of network and 0.1 s per similarity check; the optimisation takes over).
+            Qualities that optimise afterwards keep 1 pass (a second costs 0.3-0.5 s of network and
+            0.1 s per similarity check, and the optimisation ends at the same TRE either way).
         network_refine_downsample: the network's input downsampling in the passes after the first
             (None: the weights' own, as the first pass; 1: the working grid itself, coarse to fine;
-            ``model.inference.predict_in_passes``).
+            ``model.inference.predict_in_passes``). ``instant`` uses 1.5, the finest whose two
+            forward passes stay within about 1 s on a CPU: brain benchmark cases, 5 seeds,
+            step-25,950 weights, 0.92 mm (0.68-0.83 s of network); lung 1.09 mm. Both passes at
+            the weights' resolution: brain seed 0 1.16 mm, lung 1.48 mm; at full resolution the
+            second pass alone takes 1.5-1.6 s on the brain grid.
     """
 
     working_spacing_mm: float

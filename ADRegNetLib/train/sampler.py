@@ -186,7 +186,7 @@ class PairSampler:
         self.integration_steps = integration_steps
         self.multimodal_probability = float(multimodal_probability)
         self.subject_augmentation = float(subject_augmentation)
-        self._float_labels: dict[int, torch.Tensor] = {}
+        self._float_labels: dict[str, torch.Tensor] = {}
         kinds = [v.kind for v in self.volumes]
         w = torch.tensor([1.0 / kinds.count(k) for k in kinds])
         self.weights = w / w.sum()
@@ -219,17 +219,16 @@ class PairSampler:
         # the volume's voxel indices
         axes = [torch.arange(n, dtype=torch.float32, device=dev) - n // 2 for n in size]
         offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-        bend = S.random_svf(size, self.spacing_mm, SUBJECT_DEFORMATION_MM[0] + (SUBJECT_DEFORMATION_MM[1] - SUBJECT_DEFORMATION_MM[0])
-                            * float(torch.rand((1,), generator=gen, device=dev)), SUBJECT_SMOOTHNESS_MM, 1, gen,
-                            resolution_divisor=2)
+        low, high = SUBJECT_DEFORMATION_MM
+        bend_mm = low + (high - low) * float(torch.rand((1,), generator=gen, device=dev))
+        bend = S.random_svf(size, self.spacing_mm, bend_mm, SUBJECT_SMOOTHNESS_MM, 1, gen, resolution_divisor=2)
         bend_zyx = bend[0].flip(0).permute(1, 2, 3, 0).to(dev) / self.spacing_mm  # (x, y, z) mm -> (z, y, x) voxels
         index = centre.to(torch.float32) + offsets @ matrix.T + bend_zyx
         shape = torch.tensor(vol.labels.shape[2:], dtype=torch.float32, device=dev)
         grid = (2 * index / (shape - 1) - 1).flip(-1)[None]  # grid_sample wants (x, y, z), normalised
-        key = id(vol)
-        if key not in self._float_labels:
-            self._float_labels[key] = vol.labels.float()
-        lab = F.grid_sample(self._float_labels[key], grid, mode="nearest", padding_mode="zeros",
+        if vol.name not in self._float_labels:  # grid_sample needs floats; convert each volume once
+            self._float_labels[vol.name] = vol.labels.float()
+        lab = F.grid_sample(self._float_labels[vol.name], grid, mode="nearest", padding_mode="zeros",
                             align_corners=True).round().to(vol.labels.dtype)
         img = None
         if vol.image is not None:
