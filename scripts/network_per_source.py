@@ -21,8 +21,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from ADRegNetLib.model.checkpoint import load_model  # noqa: E402
-from ADRegNetLib.train.evaluate import evaluate_model  # noqa: E402
-from ADRegNetLib.train.sampler import PairSampler, load_prepared  # noqa: E402
+from ADRegNetLib.train.evaluate import evaluate_model, evaluation_pairs  # noqa: E402
+from ADRegNetLib.train.sampler import load_prepared  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         volumes = load_prepared(args.prepared, split)
         for kind in sorted({v.kind for v in volumes}):
             chosen = [v for v in volumes if v.kind == kind]
-            sampler = PairSampler(chosen, (64, 64, 64), mean_disp_mm=(1.0, 6.0), smoothness_mm=(25.0, 50.0))
-            gen = torch.Generator().manual_seed(args.seed)
-            r = evaluate_model(model, [sampler.sample(1, gen) for _ in range(args.pairs)])
+            r = evaluate_model(model, evaluation_pairs(chosen, args.pairs, args.seed))
             print(f"| {split} | {kind} | {len(chosen)} | {r['identity_tre_mm']:.2f} | {r['tre_mm']:.2f} | "
                   f"{r['tre_reduction_pct']:.0f}% |", flush=True)
 

@@ -31,22 +31,28 @@ from ..model.inference import predict_in_passes
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
 from ..spatial.transforms import resize_flow
-from .sampler import PairBatch, PairSampler, load_prepared
+from .sampler import PairBatch, PairSampler, PreparedVolume, load_prepared
 from .synthetic import norm_to_mm, warp
 
-__all__ = ["heldout_pairs", "evaluate_field", "evaluate_model", "main"]
+__all__ = ["evaluation_pairs", "heldout_pairs", "evaluate_field", "evaluate_model", "main"]
+
+
+def evaluation_pairs(volumes: Sequence[PreparedVolume], n_pairs: int = 12, seed: int = 1234,
+                     crop_zyx: Sequence[int] = (64, 64, 64)) -> list[PairBatch]:
+    """Reproducible evaluation pairs (batch 1 each, CPU) of ``volumes``: mean field 1-6 mm, 25-50 mm smooth."""
+    sampler = PairSampler(volumes, crop_zyx, mean_disp_mm=(1.0, 6.0), smoothness_mm=(25.0, 50.0))
+    gen = torch.Generator().manual_seed(seed)
+    return [sampler.sample(1, gen) for _ in range(n_pairs)]
 
 
 def heldout_pairs(prepared_dir: str | Path, n_pairs: int = 12, seed: int = 1234,
                   crop_zyx: Sequence[int] = (64, 64, 64), seen: bool = False) -> list[PairBatch]:
-    """Reproducible pairs (batch 1 each, CPU) of the held-out subjects, or of training subjects if ``seen``."""
+    """:func:`evaluation_pairs` of the held-out subjects, or of training subjects if ``seen``."""
     if seen:
         vols = load_prepared(prepared_dir, "train", kinds=("brain_t1", "lung_ct"))
     else:
         vols = load_prepared(prepared_dir, "heldout")
-    sampler = PairSampler(vols, crop_zyx, mean_disp_mm=(1.0, 6.0), smoothness_mm=(25.0, 50.0))
-    gen = torch.Generator().manual_seed(seed)
-    return [sampler.sample(1, gen) for _ in range(n_pairs)]
+    return evaluation_pairs(vols, n_pairs, seed, crop_zyx)
 
 
 def _dice_mean(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -328,8 +328,9 @@ class Trainer:
         cfg = self.cfg
         main = self.rank == 0
         log_path = self.out_dir / "train_log.csv"
+        log_pass = cfg.second_pass_probability > 0  # a "pass" column: 1 or 2 (second-pass batch)
         columns = ["step", "loss", "sup", "vel", "sim", "epe_mm", "identity_mm", "sample_s", "forward_s",
-                   "backward_s", "step_s", "elapsed_s"] + (["pass"] if cfg.second_pass_probability > 0 else [])
+                   "backward_s", "step_s", "elapsed_s"] + (["pass"] if log_pass else [])
         log = writer = None
         if main:
             new_log = not log_path.is_file() or self.step == 0
@@ -366,7 +367,7 @@ class Trainer:
                     writer.writerow([self.step] + [f"{terms.get(k, float('nan')):.5g}" for k in columns[1:7]]
                                     + [f"{t1 - t0:.3f}", f"{t2 - t1:.3f}", f"{t3 - t2:.3f}", f"{t3 - t0:.3f}",
                                        f"{self.elapsed_s:.1f}"]
-                                    + (["2" if first_flow is not None else "1"] if len(columns) > 12 else []))
+                                    + (["2" if first_flow is not None else "1"] if log_pass else []))
                     if self.step % 10 == 0:
                         log.flush()
                     if self.step % cfg.checkpoint_every == 0:

@@ -19,19 +19,17 @@ from ADRegNetLib.io.image import Image, to_sitk
 from ADRegNetLib.model import load_model
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
-from ADRegNetLib.spatial.warp import warp_norm
 from ADRegNetLib.train import synthetic as S
 from ADRegNetLib.train.cli import train_main
 from ADRegNetLib.train.evaluate import evaluate_field, evaluate_model, heldout_pairs
 from ADRegNetLib.train.export import export_run
 from ADRegNetLib.train.prep import prepare, save_volume
 from ADRegNetLib.train.sampler import PairSampler, load_prepared
-from ADRegNetLib.train.trainer import TrainConfig, Trainer, batch_loss, second_pass_inputs
+from ADRegNetLib.train.trainer import TrainConfig, Trainer, batch_loss
+from train_helpers import TINY_MODEL, make_prepared, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data"
-TINY_MODEL = {"channels": [8, 8, 16, 16], "decoder_channels": [16, 8, 8], "integration_resolution": "network",
-              "integration_steps": 4}
 
 
 def _rotation(angle_deg: float) -> np.ndarray:
@@ -46,17 +44,6 @@ def _displacement_transform(disp: np.ndarray, geometry: Geometry) -> sitk.Transf
     field = sitk.GetImageFromArray(np.moveaxis(disp, 0, -1).astype(np.float64), isVector=True)
     geometry.apply_to_sitk(field)
     return sitk.DisplacementFieldTransform(field)
-
-
-def make_prepared(folder: Path, shape=(40, 40, 40), spacing=3.0) -> Path:
-    """Tiny prepared volumes: 2 train (one with a real-looking image), 1 held out."""
-    gen = torch.Generator().manual_seed(0)
-    g = Geometry(shape[::-1], spacing=(spacing,) * 3)
-    for i, split in enumerate(("train", "train", "heldout")):
-        lab = S.random_label_map(shape, gen, n_labels=5, blob_voxels=6)[0, 0].numpy()
-        image = S.synth_image_from_labels(torch.as_tensor(lab)[None, None], gen)[0, 0].numpy() if i == 0 else None
-        save_volume(folder / f"vol{i}.npz", image, lab, g, "brain_t1" if i == 0 else "shapes", split)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -286,67 +273,13 @@ def test_loss_is_zero_sup_for_the_true_field_and_has_gradients(prepared):
     assert oracle.scale.grad is not None and torch.isfinite(oracle.scale.grad)
 
 
-class _FieldModel(torch.nn.Module):
-    """Predicts ``scale`` times a fixed normalised field (on the input grid and at half of it)."""
-
-    def __init__(self, flow_norm: torch.Tensor):
-        super().__init__()
-        self.flow = flow_norm
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, fixed, moving, input_downsample=None):
-        self.downsample = input_downsample
-        half = tuple(s // 2 for s in fixed.shape[2:])
-        flow = self.flow * self.scale
-        net = torch.nn.functional.interpolate(flow, size=half, mode="trilinear", align_corners=True)
-        return {"flow_norm": flow, "flow_norm_network": net, "levels": [net]}
-
-
-def test_second_pass_batches_warp_by_the_first_prediction_and_score_the_composed_field(prepared):
-    pairs = PairSampler(load_prepared(prepared), (32, 32, 32)).sample(2, torch.Generator().manual_seed(5))
-    cfg = TrainConfig(lambda_sim=0.0)
-    truth = S.mm_to_norm(pairs.disp_mm, pairs.spacing_mm)
-    second, first = second_pass_inputs(_FieldModel(truth), pairs)
-    assert torch.equal(first, truth) and first.grad_fn is None
-    # the first pass was perfect: the warped moving labels match the fixed ones far better (up to
-    # nearest-neighbour sampling and the crop's edge; the images differ by their intensity changes)
-    assert float((second.moving_labels != pairs.fixed_labels).float().mean()) < 0.5 * float(
-        (pairs.moving_labels != pairs.fixed_labels).float().mean())
-    assert torch.allclose(second.moving, warp_norm(pairs.moving, truth))
-    assert second.moving_labels.dtype == pairs.moving_labels.dtype
-    assert torch.equal(second.fixed, pairs.fixed) and torch.equal(second.disp_mm, pairs.disp_mm)
-    # a second pass that adds nothing keeps the first pass's error (here: none), and gets no velocity term
-    still = _FieldModel(torch.zeros_like(truth))
-    loss, terms = batch_loss(still, second, cfg, first)
-    assert terms["epe_mm"] < 0.02 < terms["identity_mm"] and "vel" not in terms
-    _, alone = batch_loss(still, pairs, cfg)
-    assert alone["epe_mm"] == pytest.approx(alone["identity_mm"], rel=1e-4) and "vel" in alone
-    # half the first pass, then a second pass predicting the rest: the composed error is small and differentiable
-    half = truth * 0.5
-    second, first = second_pass_inputs(_FieldModel(half), pairs)
-    rest = _FieldModel(half)
-    loss, terms = batch_loss(rest, second, cfg, first)
-    assert terms["epe_mm"] < 0.25 * terms["identity_mm"] and rest.downsample is None
-    batch_loss(rest, second, TrainConfig(lambda_sim=0.0, refine_downsample=1.5), first)
-    assert rest.downsample == 1.5  # the second pass at the refinement resolution
-    batch_loss(rest, pairs, TrainConfig(lambda_sim=0.0, refine_downsample=1.5))
-    assert rest.downsample is None  # first-pass batches at the network's own
-    loss.backward()
-    assert rest.scale.grad is not None and torch.isfinite(rest.scale.grad)
-
-
 # ---------------------------------------------------------------------------------- trainer
-def _tiny_config(out_dir: Path, prepared: Path, steps: int, **kw) -> TrainConfig:
-    return TrainConfig(out_dir=str(out_dir), prepared_dir=str(prepared), steps=steps, crop_zyx=[24, 24, 24],
-                       batch_size=2, checkpoint_every=1, export_every_min=0, num_threads=1, model=TINY_MODEL, **kw)
-
-
 def test_trainer_runs_resumes_and_matches_an_uninterrupted_run(tmp_path, prepared):
-    straight = Trainer(_tiny_config(tmp_path / "a", prepared, 3))
+    straight = Trainer(tiny_config(tmp_path / "a", prepared, 3))
     straight.train()
-    interrupted = Trainer(_tiny_config(tmp_path / "b", prepared, 2))
+    interrupted = Trainer(tiny_config(tmp_path / "b", prepared, 2))
     interrupted.train()
-    resumed = Trainer(_tiny_config(tmp_path / "b", prepared, 3))
+    resumed = Trainer(tiny_config(tmp_path / "b", prepared, 3))
     assert resumed.step == 2
     resumed.train()
     assert resumed.step == 3
@@ -384,39 +317,10 @@ def test_train_main_validates_and_exports_only_weights_that_beat_the_identity(tm
         train_main(["--config", str(bad)])
 
 
-def test_trainer_trains_second_passes_and_validates_with_two_passes(tmp_path, prepared):
-    trainer = Trainer(_tiny_config(tmp_path / "run", prepared, 2, second_pass_probability=1.0, val_passes=2,
-                                   val_pairs=2, refine_downsample=1.0))
-    trainer.train()
-    rows = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()
-    assert rows[0].endswith(",pass") and [r.split(",")[-1] for r in rows[1:]] == ["2", "2"]
-    assert all(r.split(",")[3] == "nan" for r in rows[1:])  # no velocity term on second-pass batches
-    result = trainer.validate()
-    assert np.isfinite(result["tre_mm"]) and result["pairs"] == 2
-    one_pass = Trainer(_tiny_config(tmp_path / "run", prepared, 2, val_pairs=2))  # resumes the same weights
-    assert one_pass.step == 2 and one_pass._val_key() != trainer._val_key()  # another validation: best reset
-
-
-def test_evaluate_cli_gives_a_row_per_pass_count_and_refinement_resolution(tmp_path, prepared):
-    from ADRegNetLib.model.checkpoint import save_model
-    from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
-    from ADRegNetLib.train.evaluate import main as evaluate_main
-
-    torch.manual_seed(0)
-    weights = save_model(ADRegNet(ADRegNetConfig.from_dict(TINY_MODEL)), tmp_path / "w.pt")
-    report = evaluate_main(["--weights", str(weights), "--prepared", str(prepared), "--pairs", "2", "--crop", "24", "24",
-                            "24", "--threads", "1", "--passes", "1", "2", "--refine-downsample", "1", "--out",
-                            str(tmp_path / "e.json")])
-    rows = report["results"]["heldout"]
-    assert list(rows) == ["AD-RegNet", "AD-RegNet, 2 passes (later ones at input / 1)"]
-    assert all(r["pairs"] == 2 and np.isfinite(r["tre_mm"]) for r in rows.values())
-    assert json.loads((tmp_path / "e.json").read_text())["results"]["heldout"].keys() == rows.keys()
-
-
 def test_ablations_train_each_variant_and_evaluate_on_the_same_pairs(tmp_path, prepared):
     from ADRegNetLib.train.ablations import run_ablations
 
-    base = _tiny_config(tmp_path / "unused", prepared, 1)
+    base = tiny_config(tmp_path / "unused", prepared, 1)
     results = run_ablations(base, steps=1, out_dir=tmp_path / "abl", val_pairs=2)
     assert list(results) == ["full", "no_cross_attention", "no_regional_attention", "no_multires"]
     assert all(r["training_steps"] == 1 and r["pairs"] == 2 for r in results.values())
