@@ -1,9 +1,12 @@
-r"""The similarity registry: one name -> one measure, used by the engine and the trainer.
+r"""The similarity registry: one name -> one differentiable measure, for scripts and training code.
 
-Adding a similarity measure means adding one entry here (and its function in ``functional.py``).
-A measure with ``features`` is SSD between feature volumes (MIND-SSC, raw intensities): the
-engine's optimiser then uses the analytic SSD gradient on those features; one without ``features``
-is optimised through its loss.
+Each entry pairs an ``nn.Module`` loss with, for SSD-type measures, the feature map it compares
+(MIND-SSC, raw intensities). The registry is a catalogue, not the engine's dispatch: the engine's
+instance optimisation uses the analytic SSD gradient of ``losses.features`` (MIND-SSC or intensity
+features, chosen in ``engine/pipeline.py`` from the preset's ``similarity``, "mind" or "mse" of
+this registry), its refinement ``losses.lncc`` / ``losses.ngf`` directly, and the trainer
+``losses.functional``. Adding a measure here makes it available to those scripts; the engine needs
+its own analytic gradient for it.
 """
 from __future__ import annotations
 

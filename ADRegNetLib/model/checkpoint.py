@@ -27,7 +27,7 @@ import torch
 
 from .network import ADRegNet, ADRegNetConfig
 
-__all__ = ["CheckpointError", "save_model", "load_model", "load_checkpoint", "default_weights_path",
+__all__ = ["CheckpointError", "save_model", "load_model", "load_checkpoint", "load_matching", "default_weights_path",
            "weights_search_paths", "WEIGHTS_ENV", "DEFAULT_WEIGHTS_NAME"]
 
 FORMAT = "adregnet-checkpoint"
@@ -123,6 +123,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if key not in payload:
             raise CheckpointError(f"{path} lacks '{key}'; the file is damaged: copy it again or retrain")
     return payload
+
+
+def load_matching(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy into ``model`` the tensors of ``state_dict`` whose name and shape it has; leave the rest.
+
+    Used to start an architecture variant (an ablation without one part) from a full model's weights:
+    the parts both share start trained, the variant's own parts keep their fresh initialisation.
+
+    Returns:
+        {"loaded": names copied, "fresh": the model's names not in ``state_dict`` (or of another
+        shape), "unused": names of ``state_dict`` the model has no place for}.
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    model.load_state_dict(matching, strict=False)
+    return {"loaded": sorted(matching), "fresh": sorted(set(own) - set(matching)),
+            "unused": sorted(set(state_dict) - set(matching))}
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ADRegNet:

@@ -3,12 +3,23 @@ r"""Equal-budget ablations: retrain AD-RegNet without each part and evaluate all
     OMP_NUM_THREADS=1 nice -n 19 python -m ADRegNetLib.train.ablations --config configs/train_default.json \
         --steps 300 --out runs/ablations --table Resources/weights/ablations.json
 
-Variants (each trained from scratch with the same config, seed, data and number of steps; only the
-architecture switch differs): ``full``, ``no_cross_attention``, ``no_regional_attention``,
-``no_multires`` (one flow head at the finest level instead of the coarse-to-fine heads). Each
-variant's weights go to ``<out>/<name>.pt``; an interrupted run resumes (finished variants are
-skipped, an unfinished one continues from its checkpoint). The table (JSON and Markdown printed)
-holds the held-out metrics of :func:`.evaluate.evaluate_model` on the same seeded held-out pairs.
+Variants (each trained with the same config, seed, data and number of steps; only the architecture
+switch differs): ``full``, ``no_cross_attention``, ``no_regional_attention``, ``no_multires`` (one
+flow head at the finest level instead of the coarse-to-fine heads). Each variant's weights go to
+``<out>/<name>.pt``; an interrupted run resumes (finished variants are skipped, an unfinished one
+continues from its checkpoint). The table (JSON and Markdown printed) holds the held-out metrics of
+:func:`.evaluate.evaluate_model` on the same seeded held-out pairs.
+
+Two budgets:
+
+* from scratch (default): every variant starts from a fresh initialisation; informative only at a
+  budget where the full model learns (thousands of steps: hours per variant on a 2-core CPU);
+* ``--init-weights W`` (fine-tuning ablation): every variant, the full model included, starts from
+  the tensors of trained weights ``W`` that it has (``model.checkpoint.load_matching``; a removed
+  part's tensors are dropped, a new one, such as ``no_multires``'s single head, keeps any shared
+  tensor of the same name) and trains the same number of steps. The table then also holds each
+  variant right after the removal, before any training (``removed``): the part's weight in the
+  trained model, and how much of it the same budget of training recovers.
 """
 from __future__ import annotations
 
@@ -21,7 +32,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..model.checkpoint import load_model, save_model
+from ..model.checkpoint import load_checkpoint, load_matching, load_model, save_model
+from ..model.network import ADRegNet, ADRegNetConfig
 from .evaluate import evaluate_model, heldout_pairs
 from .trainer import TrainConfig, Trainer
 
@@ -37,31 +49,46 @@ VARIANTS = {
 
 
 def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Sequence[str] = tuple(VARIANTS),
-                  val_pairs: int = 24, device: str = "cpu") -> dict:
-    """Train every variant for ``steps`` steps (resumable) and evaluate all on the same held-out pairs."""
+                  val_pairs: int = 24, device: str = "cpu", init_weights: Optional[str | Path] = None) -> dict:
+    """Train every variant for ``steps`` steps (resumable) and evaluate all on the same held-out pairs.
+
+    ``init_weights``: start every variant from the matching tensors of these weights (see the module
+    docstring); each result then also has ``removed``: the variant evaluated before training.
+    """
     out_dir = Path(out_dir)
-    results = {}
     for name in names:
         if name not in VARIANTS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(VARIANTS)}")
+    init = str(init_weights) if init_weights else None
+    for name in names:
         weights = out_dir / f"{name}.pt"
         if not weights.is_file():
             cfg = replace(base, out_dir=str(out_dir / name), steps=steps, time_limit_min=None, export_path=None,
-                          export_every_min=0.0, init_weights=None, model={**base.model, **VARIANTS[name]})
+                          export_every_min=0.0, init_weights=init, init_matching_only=init is not None,
+                          model={**base.model, **VARIANTS[name]})
             trainer = Trainer(cfg, device=device)
             t0 = time.perf_counter()
             trainer.train()
             save_model(trainer.model, weights, extra={"training_steps": trainer.step,
                                                       "training_wall_s": round(trainer.elapsed_s, 1),
-                                                      "ablation": name, "training_config": asdict(cfg)})
+                                                      "ablation": name, "init_weights": init,
+                                                      "training_config": asdict(cfg)})
             print(f"[ablations] {name}: {trainer.step} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     pairs = heldout_pairs(base.prepared_dir, val_pairs, base.val_seed, base.crop_zyx)
+    start = load_checkpoint(init)["state_dict"] if init else None
+    results = {}
     for name in names:
         model = load_model(out_dir / f"{name}.pt")
         r = evaluate_model(model, pairs, device=device)
         r["training_steps"] = model.metadata.get("training_steps")
         r["training_wall_s"] = model.metadata.get("training_wall_s")
         r["parameters"] = model.metadata.get("parameters")
+        if start is not None:  # the same variant right after the removal, before any training
+            removed = ADRegNet(ADRegNetConfig.from_dict({**base.model, **VARIANTS[name]}))
+            report = load_matching(removed, start)
+            r["removed"] = evaluate_model(removed.eval(), pairs, device=device)
+            r["fresh_tensors"] = report["fresh"]
+            r["dropped_tensors"] = report["unused"]
         results[name] = r
     return results
 
@@ -74,20 +101,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--table", default=None, help="JSON file for the results table")
     parser.add_argument("--pairs", type=int, default=24, help="held-out pairs")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--init-weights", default=None,
+                        help="start every variant from these trained weights' matching tensors (fine-tuning ablation)")
     args = parser.parse_args(argv)
     base = TrainConfig.from_json(args.config)
     torch.set_num_threads(base.num_threads)
-    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs)
+    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, init_weights=args.init_weights)
     first = next(iter(results.values()))
     print(f"held-out pairs: {args.pairs}; identity TRE {first['identity_tre_mm']:.2f} mm, Dice {first['identity_dice']:.3f}")
-    print("| variant | steps | parameters | TRE mean (mm) | TRE median (mm) | TRE reduction | Dice | folds (%) |")
-    print("|---|---|---|---|---|---|---|---|")
+    removed = "| removed, untrained: TRE reduction " if args.init_weights else ""
+    print("| variant | steps | parameters | TRE mean (mm) | TRE median (mm) | TRE reduction | Dice | folds (%) "
+          + removed + "|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if removed else ""))
     for name, r in results.items():
         print(f"| {name} | {r['training_steps']} | {r['parameters']} | {r['tre_mm']:.2f} | {r['tre_mm_median']:.2f} | "
-              f"{r['tre_reduction_pct']:.0f}% | {r['dice']:.3f} | {r['folds_pct']:.3f} |")
+              f"{r['tre_reduction_pct']:.0f}% | {r['dice']:.3f} | {r['folds_pct']:.3f} |"
+              + (f" {r['removed']['tre_reduction_pct']:.0f}% |" if removed else ""))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(json.dumps({"steps": args.steps, "config": args.config, "pairs": args.pairs,
+                                                "init_weights": args.init_weights,
                                                 "results": results}, indent=2))
     return results
 

@@ -86,6 +86,7 @@ class TrainConfig:
     val_pairs: int = 12
     val_seed: int = 1234
     init_weights: Optional[str] = None
+    init_matching_only: bool = False
     second_pass_probability: float = 0.0
     refine_downsample: Optional[float] = None
     subject_augmentation: float = 0.0
@@ -217,10 +218,16 @@ class Trainer:
         torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.model = ADRegNet(ADRegNetConfig.from_dict(dict(cfg.model))).to(self.device)
+        #: with ``init_matching_only``: which tensors came from ``init_weights`` (``load_matching``)
+        self.init_report: Optional[dict] = None
         if cfg.init_weights:
-            from ..model.checkpoint import load_checkpoint
+            from ..model.checkpoint import load_checkpoint, load_matching
 
-            self.model.load_state_dict(load_checkpoint(cfg.init_weights)["state_dict"])
+            state = load_checkpoint(cfg.init_weights)["state_dict"]
+            if cfg.init_matching_only:  # another architecture (an ablation): the shared tensors only
+                self.init_report = load_matching(self.model, state)
+            else:
+                self.model.load_state_dict(state)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.step, self.elapsed_s, self.best_tre = 0, 0.0, float("inf")
         self.generator = torch.Generator(self.device.type if self.device.type != "cuda" else self.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,34 @@ def test_ablations_train_each_variant_and_evaluate_on_the_same_pairs(tmp_path, p
     assert all(results[n]["parameters"] < full for n in ("no_cross_attention", "no_regional_attention", "no_multires"))
     again = run_ablations(base, steps=1, out_dir=tmp_path / "abl", val_pairs=2)  # finished variants are reused
     assert again["full"]["tre_mm"] == pytest.approx(results["full"]["tre_mm"])
+
+
+def test_warm_ablations_start_every_variant_from_the_trained_weights(tmp_path, prepared):
+    from ADRegNetLib.model.checkpoint import load_checkpoint, save_model
+    from ADRegNetLib.train.ablations import run_ablations
+
+    base = tiny_config(tmp_path / "unused", prepared, 1)
+    source = Trainer(tiny_config(tmp_path / "source", prepared, 2))
+    source.train()
+    init = save_model(source.model, tmp_path / "full.pt")
+    start = load_checkpoint(init)["state_dict"]
+    # a variant without cross-attention takes every tensor it shares with the full model, and only those
+    no_cross = {**TINY_MODEL, "cross_attention": False}
+    variant = Trainer(replace(tiny_config(tmp_path / "v", prepared, 1, init_weights=str(init), init_matching_only=True),
+                              model=no_cross))
+    report = variant.init_report
+    assert report["fresh"] == [] and report["unused"] and all(k.startswith("cross.") for k in report["unused"])
+    own = variant.model.state_dict()
+    assert all(torch.equal(own[k], start[k]) for k in report["loaded"])
+    with pytest.raises(RuntimeError, match="cross"):  # the plain (strict) start refuses another architecture
+        Trainer(replace(tiny_config(tmp_path / "w", prepared, 1, init_weights=str(init)), model=no_cross))
+
+    results = run_ablations(base, steps=1, out_dir=tmp_path / "abl", val_pairs=2, init_weights=init)
+    pairs = heldout_pairs(str(prepared), 2, base.val_seed, base.crop_zyx)
+    untouched = evaluate_model(source.model.eval(), pairs)
+    # the full model "removed of nothing" is the starting weights themselves
+    assert results["full"]["removed"]["tre_mm"] == pytest.approx(untouched["tre_mm"])
+    assert results["full"]["dropped_tensors"] == [] and results["full"]["fresh_tensors"] == []
+    assert all(k.startswith("heads.") for k in results["no_multires"]["dropped_tensors"])
+    assert all(k.startswith("gates.") for k in results["no_regional_attention"]["dropped_tensors"])
+    assert all(r["training_steps"] == 1 for r in results.values())
