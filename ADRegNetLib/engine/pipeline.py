@@ -233,7 +233,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             net_m = _rewindowed(moving_w, p.ct_window) if is_ct(moving) else moving_w
         flow, network_info = network_stage(model, net_f, net_m, mask_w,
                                            always_keep=instant or not instance_optimization,
-                                           passes=q.network_passes, refine_downsample=q.network_refine_downsample)
+                                           passes=q.network_passes,
+                                           refine_downsample=q.refine_downsample_on(torch_device))
         network_info["used"] = flow is not None
         if flow is None:
             warnings_.append("the network prediction did not improve the similarity; started from the identity")
