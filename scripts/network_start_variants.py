@@ -1,0 +1,108 @@
+r"""Can the network's two-pass start replace part of ``balanced``'s schedule? TRE and times per variant.
+
+An experiment behind the model card's ``balanced`` paragraph, not an engine feature: each variant
+patches the ``balanced`` quality (``engine.settings.QUALITY_SETTINGS``) and, for "no MIND level",
+the engine's optimisation call, then runs ``register()`` on each benchmark case folder given.
+``base`` runs the shipped schedule without and with the network (one pass), the others start from
+the network's two passes (the second at input / 1.5, as ``instant``):
+
+* ``refN``: no MIND level, N local-NCC refinement steps; ``refN_sK``: the same with a first refinement
+  step K times the default;
+* ``halfN_ref10``: N local-NCC steps at half resolution, then 10 at full resolution;
+* ``fine2_ref10``, ``fine1_ref8``: the full-resolution MIND level (2 or 1 steps) and the refinement.
+
+Usage (from the repository root; times are only comparable with nothing else running)::
+
+    .venv/bin/python scripts/network_start_variants.py CASE_DIR [CASE_DIR ...] [--variants base,ref10,...]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
+from ADRegNetLib.engine import register  # noqa: E402
+from ADRegNetLib.engine.optimizer import _at_level, level_geometry  # noqa: E402
+from ADRegNetLib.engine.refine import RefineSettings  # noqa: E402
+from ADRegNetLib.engine.settings import QUALITY_SETTINGS  # noqa: E402
+from ADRegNetLib.io import read_image  # noqa: E402
+from benchmarks.cases import Case  # noqa: E402
+from benchmarks.evaluate import evaluate_field  # noqa: E402
+
+NO_LEVEL = ((9.0, 0),)  # marker of "no MIND level" (the patched optimisation returns its start)
+TWO_PASSES = dict(network_passes=2, network_refine_downsample=1.5)
+#: name -> (QualitySettings overrides, network on/off runs, half-resolution NCC steps, first-step factor)
+VARIANTS = {
+    "base": ({}, (False, True), 0, 1.0),
+    "ref10": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 0, 1.0),
+    "ref14": (dict(levels=NO_LEVEL, refine_steps=14, **TWO_PASSES), (True,), 0, 1.0),
+    "ref10_s2": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 0, 2.0),
+    "ref10_s4": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 0, 4.0),
+    "half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 10, 1.0),
+    "half20_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 20, 1.0),
+    "fine2_ref10": (dict(levels=((1, 2),), refine_steps=10, **TWO_PASSES), (True,), 0, 1.0),
+    "fine1_ref8": (dict(levels=((1, 1),), refine_steps=8, **TWO_PASSES), (True,), 0, 1.0),
+}
+_state = {"half_steps": 0, "step_factor": 1.0}
+_optimize, _refine = pipeline.optimize_field, pipeline.refine_field
+
+
+def _patched_optimize(fixed, moving, geometry, settings, init_flow_norm=None, **kw):
+    if settings.levels == NO_LEVEL:
+        return init_flow_norm, {"levels": []}
+    return _optimize(fixed, moving, geometry, settings, init_flow_norm=init_flow_norm, **kw)
+
+
+def _patched_refine(fixed, moving, geometry, flow, settings, **kw):
+    if _state["half_steps"]:
+        half = level_geometry(geometry, 2.0)
+        f_half, m_half, flow_half = (_at_level(t, half.shape) for t in (fixed, moving, flow))
+        coarse = dataclasses.replace(settings, steps=_state["half_steps"], sigma_update=settings.sigma_update / 2,
+                                     sigma_field=settings.sigma_field / 2)
+        refined, _ = _refine(f_half, m_half, half, flow_half, coarse)
+        flow = flow + _at_level(refined - flow_half, geometry.shape)
+    settings = dataclasses.replace(settings, step_voxels=RefineSettings().step_voxels * _state["step_factor"])
+    return _refine(fixed, moving, geometry, flow, settings, **kw)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="+", help="benchmark case folders (case.json inside)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pipeline.optimize_field, pipeline.refine_field = _patched_optimize, _patched_refine
+    shipped = QUALITY_SETTINGS["balanced"]
+    print("| case | variant | network | TRE (mm) | network (s) | optimisation (s) | refinement (s) | both (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        for folder in args.cases:
+            case = Case.load(folder)
+            fixed, moving = read_image(case.fixed_path, name="fixed"), read_image(case.moving_path, name="moving")
+            for name in args.variants.split(","):
+                overrides, runs, _state["half_steps"], _state["step_factor"] = VARIANTS[name]
+                pipeline.QUALITY_SETTINGS["balanced"] = dataclasses.replace(shipped, **overrides)
+                for use_network in runs:
+                    result = register(fixed, moving, preset=case.preset, quality="balanced", device="cpu", seed=0,
+                                      use_network=use_network, compute_inverse=False)
+                    tre = evaluate_field(case, result.disp_mm)["tre_mean"]
+                    t = result.metrics["timings_s"]
+                    print(f"| {Path(folder).name} | {name} | {'yes' if use_network else 'no'} | {tre:.3f} | "
+                          f"{t.get('network', 0.0):.2f} | {t.get('optimize', 0.0):.2f} | {t.get('refine', 0.0):.2f} | "
+                          f"{t.get('optimize', 0.0) + t.get('refine', 0.0):.2f} |", flush=True)
+    finally:
+        pipeline.QUALITY_SETTINGS["balanced"] = shipped
+        pipeline.optimize_field, pipeline.refine_field = _optimize, _refine
+
+
+if __name__ == "__main__":
+    main()
