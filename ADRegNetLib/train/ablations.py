@@ -30,6 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..model.checkpoint import load_checkpoint, load_matching, load_model, save_model
@@ -37,7 +38,7 @@ from ..model.network import ADRegNet, ADRegNetConfig
 from .evaluate import evaluate_model, heldout_pairs
 from .trainer import TrainConfig, Trainer
 
-__all__ = ["VARIANTS", "run_ablations", "main"]
+__all__ = ["VARIANTS", "run_ablations", "paired_difference", "main"]
 
 #: variant name -> model config overrides.
 VARIANTS = {
@@ -48,12 +49,27 @@ VARIANTS = {
 }
 
 
+def paired_difference(variant: Sequence[float], full: Sequence[float]) -> dict:
+    """Per-pair TRE of a variant minus the full model's on the same pairs: mean, standard error, pairs worse.
+
+    A mean difference within about two standard errors of 0 is not distinguishable from noise on
+    these pairs.
+    """
+    diff = np.asarray(variant, dtype=np.float64) - np.asarray(full, dtype=np.float64)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return {"mean_diff_mm": float(diff.mean()), "se_mm": se, "worse_pairs": int((diff > 0).sum()),
+            "pairs": int(len(diff))}
+
+
 def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Sequence[str] = tuple(VARIANTS),
-                  val_pairs: int = 24, device: str = "cpu", init_weights: Optional[str | Path] = None) -> dict:
+                  val_pairs: int = 24, device: str = "cpu", init_weights: Optional[str | Path] = None,
+                  seed: Optional[int] = None) -> dict:
     """Train every variant for ``steps`` steps (resumable) and evaluate all on the same held-out pairs.
 
     ``init_weights``: start every variant from the matching tensors of these weights (see the module
     docstring); each result then also has ``removed``: the variant evaluated before training.
+    ``seed``: of the held-out pairs (default: the config's ``val_seed``). With ``full`` among the
+    names, every other result has ``paired_vs_full`` (:func:`paired_difference`).
     """
     out_dir = Path(out_dir)
     for name in names:
@@ -74,7 +90,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
                                                       "ablation": name, "init_weights": init,
                                                       "training_config": asdict(cfg)})
             print(f"[ablations] {name}: {trainer.step} steps in {time.perf_counter() - t0:.0f} s", flush=True)
-    pairs = heldout_pairs(base.prepared_dir, val_pairs, base.val_seed, base.crop_zyx)
+    pairs = heldout_pairs(base.prepared_dir, val_pairs, base.val_seed if seed is None else seed, base.crop_zyx)
     start = load_checkpoint(init)["state_dict"] if init else None
     results = {}
     for name in names:
@@ -90,6 +106,10 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
             r["fresh_tensors"] = report["fresh"]
             r["dropped_tensors"] = report["unused"]
         results[name] = r
+    if "full" in results:
+        for name, r in results.items():
+            if name != "full":
+                r["paired_vs_full"] = paired_difference(r["tre_mm_per_pair"], results["full"]["tre_mm_per_pair"])
     return results
 
 
@@ -100,26 +120,31 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--out", default="runs/ablations", help="folder for the variants' runs and weights")
     parser.add_argument("--table", default=None, help="JSON file for the results table")
     parser.add_argument("--pairs", type=int, default=24, help="held-out pairs")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the held-out pairs (default: the config's val_seed)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--init-weights", default=None,
                         help="start every variant from these trained weights' matching tensors (fine-tuning ablation)")
     args = parser.parse_args(argv)
     base = TrainConfig.from_json(args.config)
     torch.set_num_threads(base.num_threads)
-    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, init_weights=args.init_weights)
+    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, init_weights=args.init_weights,
+                            seed=args.seed)
     first = next(iter(results.values()))
     print(f"held-out pairs: {args.pairs}; identity TRE {first['identity_tre_mm']:.2f} mm, Dice {first['identity_dice']:.3f}")
     removed = "| removed, untrained: TRE reduction " if args.init_weights else ""
-    print("| variant | steps | parameters | TRE mean (mm) | TRE median (mm) | TRE reduction | Dice | folds (%) "
-          + removed + "|")
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if removed else ""))
+    print("| variant | steps | parameters | TRE mean (mm) | TRE median (mm) | TRE reduction | TRE - full's, paired "
+          "(mm, +- s.e.; pairs worse) | Dice | folds (%) " + removed + "|")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if removed else ""))
     for name, r in results.items():
+        paired = r.get("paired_vs_full")
+        versus = (f"{paired['mean_diff_mm']:+.3f} +- {paired['se_mm']:.3f}; {paired['worse_pairs']}/{paired['pairs']}"
+                  if paired else "-")
         print(f"| {name} | {r['training_steps']} | {r['parameters']} | {r['tre_mm']:.2f} | {r['tre_mm_median']:.2f} | "
-              f"{r['tre_reduction_pct']:.0f}% | {r['dice']:.3f} | {r['folds_pct']:.3f} |"
+              f"{r['tre_reduction_pct']:.1f}% | {versus} | {r['dice']:.3f} | {r['folds_pct']:.3f} |"
               + (f" {r['removed']['tre_reduction_pct']:.0f}% |" if removed else ""))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(json.dumps({"steps": args.steps, "config": args.config, "pairs": args.pairs,
+        Path(args.table).write_text(json.dumps({"steps": args.steps, "config": args.config, "pairs": args.pairs, "seed": args.seed,
                                                 "init_weights": args.init_weights,
                                                 "results": results}, indent=2))
     return results

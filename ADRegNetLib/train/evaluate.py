@@ -84,6 +84,8 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
                    refine_downsample: Optional[float] = None) -> dict:
     """Mean metrics over ``pairs`` for ``model`` and for the identity (``identity_*`` keys); seconds per pair.
 
+    Also ``tre_mm_median`` and ``tre_mm_per_pair`` (in the order of ``pairs``, for paired comparisons).
+
     ``passes`` > 1: the prediction in passes (``model.inference.predict_in_passes``), the later ones
     with the network's input downsampled by ``refine_downsample`` (None: as the first).
     """
@@ -107,6 +109,7 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
     if rows:
         out.update({k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]})
         out["tre_mm_median"] = float(np.median([r["tre_mm"] for r in rows]))
+        out["tre_mm_per_pair"] = [round(r["tre_mm"], 5) for r in rows]  # for paired comparisons
         out["tre_reduction_pct"] = 100.0 * (1 - out["tre_mm"] / out["identity_tre_mm"])
     out["pairs"] = len(pairs)
     return out

@@ -362,3 +362,21 @@ def test_warm_ablations_start_every_variant_from_the_trained_weights(tmp_path, p
     assert all(k.startswith("heads.") for k in results["no_multires"]["dropped_tensors"])
     assert all(k.startswith("gates.") for k in results["no_regional_attention"]["dropped_tensors"])
     assert all(r["training_steps"] == 1 for r in results.values())
+    # every variant is compared with the full model pair by pair, on the same pairs
+    full_tre = results["full"]["tre_mm_per_pair"]
+    for name in ("no_cross_attention", "no_regional_attention", "no_multires"):
+        paired = results[name]["paired_vs_full"]
+        diffs = np.subtract(results[name]["tre_mm_per_pair"], full_tre)
+        assert paired["pairs"] == 2 and paired["mean_diff_mm"] == pytest.approx(diffs.mean())
+        assert paired["worse_pairs"] == int((diffs > 0).sum())
+
+
+def test_paired_difference_measures_a_variant_against_the_full_model_pair_by_pair():
+    from ADRegNetLib.train.ablations import paired_difference
+
+    full = [1.0, 2.0, 3.0, 4.0]
+    same = paired_difference(full, full)
+    assert same["mean_diff_mm"] == 0 and same["se_mm"] == 0 and same["worse_pairs"] == 0
+    worse = paired_difference([1.5, 2.1, 3.3, 4.1], full)  # worse on every pair by 0.1-0.5 mm
+    assert worse["mean_diff_mm"] == pytest.approx(0.25) and worse["worse_pairs"] == 4
+    assert worse["se_mm"] == pytest.approx(np.std([0.5, 0.1, 0.3, 0.1], ddof=1) / 2)
