@@ -111,8 +111,8 @@ class QualitySettings:
             (None: the weights' own, as the first pass; 1: the working grid itself, coarse to fine;
             ``model.inference.predict_in_passes``). ``instant`` uses 1.5, the finest whose two
             forward passes stay within about 1 s on a CPU: brain benchmark cases, 5 seeds,
-            step-25,950 weights, 0.92 mm (0.68-0.83 s of network); lung 1.09 mm. Both passes at
-            the weights' resolution: brain seed 0 1.16 mm, lung 1.48 mm; at full resolution the
+            step-28,347 weights, 0.91 mm (0.77-0.86 s of network); lung 1.09 mm. Both passes at
+            the weights' resolution (step 25,950): brain seed 0 1.16 mm, lung 1.48 mm; at full resolution the
             second pass alone takes 1.5-1.6 s on the brain grid.
         network_refine_downsample_gpu: the same on a CUDA device (None: as on the CPU). ``instant``
             uses 1 there: the full-resolution second pass removes 54 % of the held-out TRE against

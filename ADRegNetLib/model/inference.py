@@ -7,8 +7,9 @@ local NCC loss (5-voxel windows) of the warped moving image; otherwise the passe
 Coarse to fine: the first pass runs at the network's own resolution (input / ``input_downsample``
 of its config, 2 for the default weights), later passes may run finer (``refine_downsample``; 1 =
 the input's own grid), where the small motion left after the first pass is visible. On the 24
-held-out pairs of the model card (step-25,950 weights) one pass leaves 2.26 mm of 3.84; a second
-pass at input / 2 2.09, at / 1.5 (what ``instant`` runs) 1.96, at full resolution 1.77 mm.
+held-out pairs of the model card (step-28,347 weights) one pass leaves 2.25 mm of 3.84; a second
+pass at input / 2 2.07, at / 1.5 (what ``instant`` runs on a CPU) 1.93, at full resolution (on a
+GPU) 1.75 mm.
 """
 from __future__ import annotations
 
