@@ -22,6 +22,12 @@ by ``refine_downsample`` (None: as the first; 1: at the crop's own resolution, c
 ``model.inference.predict_in_passes`` can). The velocity term is left out for these batches (the
 residual's velocity is not known). Validation then uses ``val_passes`` passes the same way.
 
+``channels_last`` (default on, one process): the model's weights in the ``channels_last_3d``
+memory layout, which the CPU convolutions run faster in. Measured, forward + backward of the
+default network on a batch of 2, 1 thread: 64³ crops 0.42-0.49 -> 0.35 s, 80³ 0.86-0.89 -> 0.72-0.74 s,
+a 64³ second pass at the crop's own resolution 3.9-4.0 -> 2.8-3.0 s; the values computed are the same.
+Under ``torchrun`` the weights stay contiguous (DistributedDataParallel's gradient buckets expect it).
+
 Runs on one process, or on several through ``torchrun`` (DistributedDataParallel: NCCL on GPUs,
 gloo on CPUs; every rank samples its own pairs, gradients are averaged; rank 0 logs, validates and
 saves). Files in ``out_dir``: ``checkpoint_last.pt`` (resumable: model, optimizer, step, generator
@@ -87,6 +93,7 @@ class TrainConfig:
     val_seed: int = 1234
     init_weights: Optional[str] = None
     init_matching_only: bool = False
+    channels_last: bool = True
     second_pass_probability: float = 0.0
     refine_downsample: Optional[float] = None
     subject_augmentation: float = 0.0
@@ -228,6 +235,8 @@ class Trainer:
                 self.init_report = load_matching(self.model, state)
             else:
                 self.model.load_state_dict(state)
+        if cfg.channels_last and not self.distributed:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.step, self.elapsed_s, self.best_tre = 0, 0.0, float("inf")
         self.generator = torch.Generator(self.device.type if self.device.type != "cuda" else self.device)

@@ -97,3 +97,21 @@ def test_evaluate_cli_gives_a_row_per_pass_count_and_refinement_resolution(tmp_p
     assert list(rows) == ["AD-RegNet", "AD-RegNet, 2 passes (later ones at input / 1)"]
     assert all(r["pairs"] == 2 and np.isfinite(r["tre_mm"]) for r in rows.values())
     assert json.loads((tmp_path / "e.json").read_text())["results"]["heldout"].keys() == rows.keys()
+
+
+def test_channels_last_training_computes_what_the_contiguous_layout_computes(tmp_path, prepared):
+    # the same seeded steps in both memory layouts end at the same weights (only the speed differs)
+    weights = {}
+    for layout in (True, False):
+        trainer = Trainer(tiny_config(tmp_path / f"cl{layout}", prepared, 2, channels_last=layout, seed=3))
+        kernel = next(p for p in trainer.model.parameters() if p.ndim == 5 and p.shape[1] > 1)
+        assert kernel.is_contiguous(memory_format=torch.channels_last_3d) == layout
+        trainer.train()
+        weights[layout] = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-6, msg=name)
+    # a run checkpointed in the contiguous layout (every run before the switch) resumes in the new one
+    resumed = Trainer(tiny_config(tmp_path / "clFalse", prepared, 3, channels_last=True, seed=3))
+    assert resumed.step == 2
+    resumed.train()
+    assert resumed.step == 3 and all(torch.isfinite(p).all() for p in resumed.model.parameters())
