@@ -49,9 +49,8 @@ def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch
     flow, loss_kept, kept, forward_s = None, base, 0, []
     for index in range(max(1, int(passes))):
         current = moving if flow is None else warp_norm(moving, flow)
-        finer = index > 0 and refine_downsample is not None
         t0 = time.perf_counter()
-        out = model(fixed, current, **({"input_downsample": refine_downsample} if finer else {}))
+        out = model(fixed, current, input_downsample=refine_downsample if index > 0 else None)
         forward_s.append(round(time.perf_counter() - t0, 4))
         step = resize_flow(out["flow_norm"], shape)
         if flow is not None:  # the new field first, then the one so far

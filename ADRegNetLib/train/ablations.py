@@ -36,7 +36,8 @@ import torch
 from ..model.checkpoint import load_checkpoint, load_matching, load_model, save_model
 from ..model.network import ADRegNet, ADRegNetConfig
 from .evaluate import evaluate_model, heldout_pairs
-from .trainer import TrainConfig, Trainer
+from .config import TrainConfig
+from .trainer import Trainer
 
 __all__ = ["VARIANTS", "run_ablations", "paired_difference", "main"]
 
@@ -47,6 +48,11 @@ VARIANTS = {
     "no_regional_attention": {"regional_attention": False},
     "no_multires": {"multires": False},
 }
+
+
+def _variant_model(base: TrainConfig, name: str) -> dict:
+    """The architecture config of variant ``name``: the base run's with the variant's switch."""
+    return {**base.model, **VARIANTS[name]}
 
 
 def paired_difference(variant: Sequence[float], full: Sequence[float]) -> dict:
@@ -81,7 +87,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
         if not weights.is_file():
             cfg = replace(base, out_dir=str(out_dir / name), steps=steps, time_limit_min=None, export_path=None,
                           export_every_min=0.0, init_weights=init, init_matching_only=init is not None,
-                          model={**base.model, **VARIANTS[name]})
+                          model=_variant_model(base, name))
             trainer = Trainer(cfg, device=device)
             t0 = time.perf_counter()
             trainer.train()
@@ -100,7 +106,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
         r["training_wall_s"] = model.metadata.get("training_wall_s")
         r["parameters"] = model.metadata.get("parameters")
         if start is not None:  # the same variant right after the removal, before any training
-            removed = ADRegNet(ADRegNetConfig.from_dict({**base.model, **VARIANTS[name]}))
+            removed = ADRegNet(ADRegNetConfig.from_dict(_variant_model(base, name)))
             report = load_matching(removed, start)
             r["removed"] = evaluate_model(removed.eval(), pairs, device=device)
             r["fresh_tensors"] = report["fresh"]

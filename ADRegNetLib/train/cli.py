@@ -35,7 +35,8 @@ def train_main(args: argparse.Namespace | Sequence[str] | None = None) -> Path:
     """
     if not isinstance(args, argparse.Namespace):
         args = add_train_arguments(argparse.ArgumentParser(prog="adregnet train")).parse_args(args)
-    from .trainer import TrainConfig, Trainer
+    from .config import TrainConfig
+    from .trainer import Trainer
 
     cfg = TrainConfig.from_json(args.config)
     for key, value in (("out_dir", args.out_dir), ("prepared_dir", args.prepared), ("steps", args.steps),

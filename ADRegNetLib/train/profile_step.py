@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .trainer import TrainConfig, Trainer, _pick_crop, batch_loss
+from .config import TrainConfig
+from .trainer import Trainer, _pick_crop, batch_loss
 
 __all__ = ["profile_steps", "main"]
 
