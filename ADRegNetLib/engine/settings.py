@@ -109,14 +109,14 @@ class QualitySettings:
             0.1 s per similarity check, and the optimisation ends at the same TRE either way).
         network_refine_downsample: the network's input downsampling in the passes after the first
             (None: the weights' own, as the first pass; 1: the working grid itself, coarse to fine;
-            ``model.inference.predict_in_passes``). ``instant`` uses 1.5, the finest whose two
-            forward passes stay within about 1 s on a CPU: brain benchmark cases, 5 seeds,
-            step-28,347 weights, 0.91 mm (0.77-0.86 s of network); lung 1.09 mm. Both passes at
-            the weights' resolution (step 25,950): brain seed 0 1.16 mm, lung 1.48 mm; at full resolution the
-            second pass alone takes 1.5-1.6 s on the brain grid.
+            ``model.inference.predict_in_passes``). ``instant`` uses 1.25, the finest whose two
+            forward passes stay within 1 s on a CPU (oneDNN channels-last convolutions,
+            ``model.blocks.Conv3d``): brain benchmark cases, 5 seeds, step-28,347 weights, 0.81 mm
+            in 0.59-0.69 s of forward passes (1.5: 0.91 mm in 0.41-0.50 s); lung 0.91 mm (1.5:
+            1.09). At full resolution the second pass alone takes about 1.0 s on the brain grid.
         network_refine_downsample_gpu: the same on a CUDA device (None: as on the CPU). ``instant``
             uses 1 there: the full-resolution second pass removes 54 % of the held-out TRE against
-            49 % at 1.5 (model card); its cost on a GPU was not measured here (no GPU lent), a
+            52 % at 1.25 (model card); its cost on a GPU was not measured here (no GPU lent), a
             forward pass of this 0.5 M-parameter network on a 10^6-voxel grid is of the order of
             tens of milliseconds on current GPUs.
     """
@@ -147,7 +147,7 @@ class QualitySettings:
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=(), network_passes=2,
-                               network_refine_downsample=1.5, network_refine_downsample_gpu=1.0),
+                               network_refine_downsample=1.25, network_refine_downsample_gpu=1.0),
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
                             refine_steps=4),
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),

@@ -133,7 +133,12 @@ def load_network(weights: Optional[str | Path], device: torch.device):
         return None, f"no network weights at {path}; running instance optimisation only"
     key = (str(path.resolve()), str(device))
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(path, device=device).eval()
+        model = load_model(path, device=device).eval()
+        if torch.device(device).type == "cpu":
+            # channels-last oneDNN convolutions: the brain benchmark grid's forward at input / 1.25
+            # 0.72 -> 0.51 s on 2 cores (same outputs to float rounding); on a GPU unmeasured, left as is
+            model = model.to(memory_format=torch.channels_last_3d)
+        _MODEL_CACHE[key] = model
     return _MODEL_CACHE[key], None
 
 

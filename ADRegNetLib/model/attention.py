@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import Conv3d
+
 __all__ = ["CrossAttention3d", "BidirectionalCrossAttention", "RegionalAttentionGate"]
 
 
@@ -111,7 +113,7 @@ class BidirectionalCrossAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, full_attention_max_tokens: int = 1728, window: int = 4) -> None:
         super().__init__()
-        self.pos = nn.Conv3d(channels, channels, 3, padding=1, groups=channels)
+        self.pos = Conv3d(channels, channels, 3, padding=1, groups=channels)
         self.moving_to_fixed = CrossAttention3d(channels, heads, full_attention_max_tokens, window)
         self.fixed_to_moving = CrossAttention3d(channels, heads, full_attention_max_tokens, window)
         #: (N, 1, D, H, W) mean absolute feature change of the moving / fixed stream (for display).
@@ -145,9 +147,9 @@ class RegionalAttentionGate(nn.Module):
 
     def __init__(self, skip_channels: int, gating_channels: int, inner_channels: int = 16) -> None:
         super().__init__()
-        self.w_skip = nn.Conv3d(skip_channels, inner_channels, 1)
-        self.w_gate = nn.Conv3d(gating_channels, inner_channels, 1)
-        self.psi = nn.Conv3d(inner_channels, 1, 1)
+        self.w_skip = Conv3d(skip_channels, inner_channels, 1)
+        self.w_gate = Conv3d(gating_channels, inner_channels, 1)
+        self.psi = Conv3d(inner_channels, 1, 1)
         nn.init.constant_(self.psi.bias, 1.0)  # start mostly open (sigmoid(1) = 0.73)
         self.act = nn.LeakyReLU(0.2)
         #: (N, 1, D, H, W) latest gate, detached (for display).

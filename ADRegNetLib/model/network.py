@@ -35,7 +35,7 @@ from torch import nn
 
 from ..spatial.transforms import integrate_velocity, resize_flow
 from .attention import BidirectionalCrossAttention, RegionalAttentionGate
-from .blocks import ConvBlock, DownBlock, FlowHead
+from .blocks import Conv3d, ConvBlock, DownBlock, FlowHead
 
 __all__ = ["ADRegNetConfig", "ADRegNet"]
 
@@ -132,7 +132,7 @@ class ADRegNet(nn.Module):
                 self.cross[str(level)] = BidirectionalCrossAttention(
                     ch[level], config.attention_heads, config.full_attention_max_tokens, config.attention_window)
         # Fusion of moving and fixed features at every level (skip connections and bottleneck).
-        self.fuse = nn.ModuleList([nn.Sequential(nn.Conv3d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2)) for c in ch])
+        self.fuse = nn.ModuleList([nn.Sequential(Conv3d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2)) for c in ch])
         self.bottleneck = ConvBlock(ch[-1], ch[-1])
         self.gates = nn.ModuleDict()
         self.decoder = nn.ModuleDict()

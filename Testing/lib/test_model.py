@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from ADRegNetLib.model import ADRegNet, ADRegNetConfig, CheckpointError, load_model, save_model
 from ADRegNetLib.model import checkpoint as ckpt
+from ADRegNetLib.model import blocks
 from ADRegNetLib.model.attention import CrossAttention3d, RegionalAttentionGate
+from ADRegNetLib.model.blocks import Conv3d
 from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
@@ -268,3 +270,36 @@ def test_flow_on_the_network_grid_is_the_output_flow_at_the_network_resolution(r
         torch.testing.assert_close(up, out["flow_norm"])
     else:
         assert float((up - out["flow_norm"]).abs().max()) < 0.1 * float(out["flow_norm"].abs().max())
+
+
+@pytest.mark.parametrize("options", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=1),
+                                     dict(kernel_size=3, padding=1, groups=4), dict(kernel_size=1)])
+def test_conv3d_gives_torch_values_gradients_and_state_dict(options):
+    torch.manual_seed(0)
+    ours = Conv3d(4, 4, **options)
+    reference = torch.nn.Conv3d(4, 4, **options)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 4, 9, 10, 11, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = ours(x), reference(x_ref)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    weights = torch.rand_like(y)
+    (y * weights).sum().backward()
+    (y_ref * weights).sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(ours.weight.grad, reference.weight.grad, atol=1e-4)
+
+
+@pytest.mark.skipif(not blocks._ONEDNN, reason="this torch build has no oneDNN")
+def test_a_single_image_convolution_runs_on_onednn_where_aten_would_not():
+    # N * C * D * H = 1 * 16 * 32 * 40 = 20,480: ATen's rule for one image picks its reference kernel here
+    conv = Conv3d(16, 16, 3, padding=1)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        conv(torch.rand(1, 16, 32, 40, 44))
+    names = {event.key for event in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in names and "aten::slow_conv3d_forward" not in names
+
+
+def test_every_convolution_of_the_network_is_the_onednn_aware_one():
+    convs = [m for m in _model().modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(isinstance(m, Conv3d) for m in convs)

@@ -85,9 +85,25 @@ def test_the_real_network_runs_at_an_overridden_resolution():
 
 def test_instant_runs_two_passes_and_optimising_qualities_one():
     assert QUALITY_SETTINGS["instant"].network_passes == 2
-    assert QUALITY_SETTINGS["instant"].network_refine_downsample == 1.5
-    # a GPU affords the full-resolution second pass; the CPU keeps 1.5; other qualities the weights' own
+    assert QUALITY_SETTINGS["instant"].network_refine_downsample == 1.25
+    # a GPU affords the full-resolution second pass; the CPU keeps 1.25; other qualities the weights' own
     assert QUALITY_SETTINGS["instant"].refine_downsample_on("cuda") == 1.0
-    assert QUALITY_SETTINGS["instant"].refine_downsample_on(torch.device("cpu")) == 1.5
+    assert QUALITY_SETTINGS["instant"].refine_downsample_on(torch.device("cpu")) == 1.25
     assert QUALITY_SETTINGS["balanced"].refine_downsample_on("cuda") is None
     assert all(QUALITY_SETTINGS[q].network_passes == 1 for q in ("fast", "balanced", "best"))
+
+
+def test_the_engine_runs_the_network_channels_last_on_the_cpu():
+    from ADRegNetLib.engine.stages import load_network
+    from ADRegNetLib.model.checkpoint import default_weights_path, load_model
+
+    if not default_weights_path().is_file():
+        pytest.skip("no shipped weights")
+    model, note = load_network(None, torch.device("cpu"))
+    assert note is None
+    kernels = [p for p in model.parameters() if p.dim() == 5]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
+    fixed, moving = torch.rand(1, 1, *SHAPE), torch.rand(1, 1, *SHAPE)
+    plain = load_model(default_weights_path()).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(fixed, moving)["flow_norm"], plain(fixed, moving)["flow_norm"], atol=1e-6)
