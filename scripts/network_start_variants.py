@@ -4,7 +4,7 @@ An experiment behind the model card's ``balanced`` paragraph, not an engine feat
 patches the ``balanced`` quality (``engine.settings.QUALITY_SETTINGS``) and, for "no MIND level",
 the engine's optimisation call, then runs ``register()`` on each benchmark case folder given.
 ``base`` runs the shipped schedule without and with the network (one pass), the others start from
-the network's two passes (the second at input / 1.5, as ``instant``):
+the network's two passes (the second at input / 1.5, as ``instant`` ran them in the fifth session):
 
 * ``refN``: no MIND level, N local-NCC refinement steps; ``refN_sK``: the same with a first refinement
   step K times the default;

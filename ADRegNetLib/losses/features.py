@@ -14,31 +14,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import _SIX, _SSC_PAIRS
+from .functional import _SIX, _SSC_PAIRS, box_filter
 
 __all__ = ["mind_ssc_fast", "central_gradient", "FeatureSSD"]
 
 
 def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable.
-
-    Shifted in-place sums divided by the in-volume count: the same values as ``avg_pool3d`` with
-    ``count_include_pad=False`` in about half its time on 12 channels.
-    """
-    if radius <= 0:
-        return x
-    for dim in (2, 3, 4):
-        n = x.shape[dim]
-        out = x.clone()
-        for j in range(1, min(radius, n - 1) + 1):
-            out.narrow(dim, 0, n - j).add_(x.narrow(dim, j, n - j))
-            out.narrow(dim, j, n - j).add_(x.narrow(dim, 0, n - j))
-        i = torch.arange(n, device=x.device)
-        count = (i.clamp_max(radius) + (n - 1 - i).clamp_max(radius) + 1).to(x.dtype)
-        shape = [1, 1, 1, 1, 1]
-        shape[dim] = n
-        x = out.div_(count.view(shape))
-    return x
+    """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable
+    (:func:`.functional.box_filter`: shifted sums, not ``avg_pool3d``)."""
+    return x if radius <= 0 else box_filter(x, 2 * radius + 1)
 
 
 def mind_ssc_fast(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: float = 1e-6,

@@ -8,8 +8,8 @@ Coarse to fine: the first pass runs at the network's own resolution (input / ``i
 of its config, 2 for the default weights), later passes may run finer (``refine_downsample``; 1 =
 the input's own grid), where the small motion left after the first pass is visible. On the 24
 held-out pairs of the model card (step-28,347 weights) one pass leaves 2.25 mm of 3.84; a second
-pass at input / 2 2.07, at / 1.5 (what ``instant`` runs on a CPU) 1.93, at full resolution (on a
-GPU) 1.75 mm.
+pass at input / 2 2.07, at / 1.5 1.93, at / 1.25 (what ``instant`` runs on a CPU) 1.82, at full
+resolution (on a GPU) 1.75 mm.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from ADRegNetLib.losses import functional as LF
@@ -47,6 +48,25 @@ def test_box_filter_sum_is_zero_padded_sum_and_mean_ignores_outside():
     # Mean at the corner is over the 2 x 3 x 2 voxels inside the volume.
     mean = LF.box_filter(x, (3, 5, 3)).numpy()[0, 0]
     assert mean[0, 0, 0] == pytest.approx(x.numpy()[0, 0, :2, :3, :2].mean())
+
+
+def test_box_filter_equals_torch_average_pooling_with_gradients_and_windows_wider_than_the_volume():
+    x = torch.rand(2, 3, 6, 9, 4, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ours = LF.box_filter(x, (5, 3, 9))
+    ref = x_ref
+    for axis, w in enumerate((5, 3, 9)):  # avg_pool3d needs padding <= kernel / 2: pad by hand for w > 2 n
+        pad = [0] * 6
+        pad[4 - 2 * axis] = pad[5 - 2 * axis] = w // 2
+        kernel = [1, 1, 1]
+        kernel[axis] = w
+        ones = F.pad(torch.ones_like(ref), pad)
+        ref = F.avg_pool3d(F.pad(ref, pad), tuple(kernel), stride=1) / F.avg_pool3d(ones, tuple(kernel), stride=1)
+    torch.testing.assert_close(ours, ref)
+    weights = torch.rand_like(ours)
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
 
 
 @pytest.mark.parametrize("window", [4, 0, (3, 3)])
