@@ -54,6 +54,7 @@ from ..spatial.filters import gaussian_kernel, gaussian_smooth
 from ..spatial.flow import identity_grid, norm_to_mm_matrix
 from ..spatial.geometry import Geometry
 from ..spatial.transforms import resize_flow
+from ..spatial.warp import grid_sample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 
@@ -143,8 +144,7 @@ def _converged(values: list[float], settings: OptimizerSettings) -> bool:
 
 def sample_through(volume: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``volume(id + flow)`` on its own grid; ``base``: the (1, Z, Y, X, 3) identity grid. Edges replicated."""
-    grid = flow.permute(0, 2, 3, 4, 1).add(base)
-    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return grid_sample(volume, flow.permute(0, 2, 3, 4, 1).add(base))
 
 
 def landmark_tensors(fixed_points: Optional[np.ndarray], moving_points: Optional[np.ndarray], geometry: Geometry,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from ADRegNetLib.io import field_to_sitk
@@ -208,3 +209,27 @@ def test_warp_and_jacobian_on_cuda(geometry_factory, rng):
                                jacobian_determinant(d, fixed_g).numpy(), atol=1e-9)
     v = disp_mm_to_flow_norm(d, fixed_g) * 0.1
     np.testing.assert_allclose(integrate_velocity(v.cuda()).cpu().numpy(), integrate_velocity(v).numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(81, 37, 29), (9, 90, 90)])  # above the split threshold; 9: overlapping slabs
+@pytest.mark.parametrize("channels", [1, 3])
+def test_grid_sample_on_all_threads_equals_torch_bit_for_bit_with_gradients(shape, channels):
+    from ADRegNetLib.spatial.warp import grid_sample
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))  # the split runs with two threads or more
+    try:
+        g = torch.Generator().manual_seed(0)
+        volume = torch.rand(1, channels, *shape, generator=g, dtype=torch.float64, requires_grad=True)
+        grid = (torch.rand(1, *shape, 3, generator=g, dtype=torch.float64) * 2.4 - 1.2).requires_grad_(True)
+        volume_ref, grid_ref = volume.detach().clone().requires_grad_(True), grid.detach().clone().requires_grad_(True)
+        ours = grid_sample(volume, grid)
+        ref = F.grid_sample(volume_ref, grid_ref, mode="bilinear", padding_mode="border", align_corners=True)
+        assert torch.equal(ours, ref)
+        weights = torch.rand(ours.shape, generator=g, dtype=torch.float64)
+        (ours * weights).sum().backward()
+        (ref * weights).sum().backward()
+        torch.testing.assert_close(volume.grad, volume_ref.grad)
+        torch.testing.assert_close(grid.grad, grid_ref.grad)
+    finally:
+        torch.set_num_threads(threads)
