@@ -130,7 +130,7 @@ def test_similarity_improves_and_metrics_contract(lung_run):
     assert m["quality"] == "fast" and m["device"] == "cpu" and m["network_used"] is False
     # global NCC is already ~0.98 before (same scan); the remaining dissimilarity must shrink by half
     assert 1.0 - m["similarity_after"]["ncc"] < 0.5 * (1.0 - m["similarity_before"]["ncc"])
-    assert m["working_grid"]["size"] == [57, 78, 64]  # 2.7-5 mm voxels are coarser than the 2 mm target
+    assert m["working_grid"]["size"] == [57, 78, 116]  # 2.7 x 2.7 x 5 mm voxels: isotropic at the finest 2.7 mm
     assert set(m["timings_s"]) >= {"validate", "prealign", "optimize", "outputs", "total"}
     assert m["timings_s"]["total"] <= lung_run["seconds"] + 0.01
     assert m["warnings"] == []
@@ -331,10 +331,16 @@ def test_working_grid_is_capped_for_large_input():
     work2, note2 = working_geometry(small, 2.0, cap)
     assert note2 is None
     np.testing.assert_allclose(work2.spacing, 2.0, rtol=0.03)
-    # never finer than the fixed image
+    # never finer than the fixed image's finest spacing; thick slices interpolated to isotropic voxels
     coarse = Geometry((40, 40, 20), (3.0, 3.0, 5.0), (0.0, 0.0, 0.0))
     work3, _ = working_geometry(coarse, 2.0, cap)
-    assert work3.size == coarse.size
+    np.testing.assert_allclose(work3.spacing, 3.0, rtol=0.03)
+    assert work3.size[:2] == coarse.size[:2] and work3.size[2] == 33
+    np.testing.assert_allclose(work3.extent_mm, coarse.extent_mm, rtol=0.03)
+    thick = Geometry((200, 200, 30), (1.0, 1.0, 4.0), (0.0, 0.0, 0.0))
+    work4, note4 = working_geometry(thick, 2.0, cap)
+    assert note4 is None
+    np.testing.assert_allclose(work4.spacing, 2.0, rtol=0.03)
 
 
 def test_memory_estimate_for_256_cubed_is_under_6_gb():
