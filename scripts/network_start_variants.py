@@ -9,7 +9,10 @@ the network's two passes (the second at input / 1.5, as ``instant`` ran them in 
 * ``refN``: no MIND level, N local-NCC refinement steps; ``refN_sK``: the same with a first refinement
   step K times the default;
 * ``halfN_ref10``: N local-NCC steps at half resolution, then 10 at full resolution;
-* ``fine2_ref10``, ``fine1_ref8``: the full-resolution MIND level (2 or 1 steps) and the refinement.
+* ``fine2_ref10``, ``fine1_ref8``: the full-resolution MIND level (2 or 1 steps) and the refinement;
+* ``n3_*`` (sixth session): three network passes, the later ones at / 1.25, then ``refN`` alone or
+  ``hA_fB_refN`` (A half-resolution MIND steps, B full-resolution ones, N refinement steps);
+  ``h12_ref8``: the cut schedule without the network.
 
 Usage (from the repository root; times are only comparable with nothing else running)::
 
@@ -39,6 +42,7 @@ from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 NO_LEVEL = ((9.0, 0),)  # marker of "no MIND level" (the patched optimisation returns its start)
 TWO_PASSES = dict(network_passes=2, network_refine_downsample=1.5)
+THREE_PASSES = dict(network_passes=3, network_refine_downsample=1.25)
 #: name -> (QualitySettings overrides, network on/off runs, half-resolution NCC steps, first-step factor)
 VARIANTS = {
     "base": ({}, (False, True), 0, 1.0),
@@ -50,6 +54,14 @@ VARIANTS = {
     "half20_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **TWO_PASSES), (True,), 20, 1.0),
     "fine2_ref10": (dict(levels=((1, 2),), refine_steps=10, **TWO_PASSES), (True,), 0, 1.0),
     "fine1_ref8": (dict(levels=((1, 1),), refine_steps=8, **TWO_PASSES), (True,), 0, 1.0),
+    # sixth session: three passes at / 1.25, and the cut schedules with and without the network
+    "n3_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **THREE_PASSES), (True,), 0, 1.0),
+    "n3_ref12": (dict(levels=NO_LEVEL, refine_steps=12, **THREE_PASSES), (True,), 0, 1.0),
+    "n3_h6_f1_ref6": (dict(levels=((2, 6), (1, 1)), refine_steps=6, **THREE_PASSES), (True,), 0, 1.0),
+    "n3_h8_f1_ref6": (dict(levels=((2, 8), (1, 1)), refine_steps=6, **THREE_PASSES), (True,), 0, 1.0),
+    "n3_h12_ref8": (dict(levels=((2, 12),), refine_steps=8, **THREE_PASSES), (True,), 0, 1.0),
+    "n3_h8_ref9": (dict(levels=((2, 8),), refine_steps=9, **THREE_PASSES), (True,), 0, 1.0),
+    "h12_ref8": (dict(levels=((2, 12),), refine_steps=8), (False,), 0, 1.0),
 }
 _state = {"half_steps": 0, "step_factor": 1.0}
 _optimize, _refine = pipeline.optimize_field, pipeline.refine_field
