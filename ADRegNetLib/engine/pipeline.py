@@ -231,20 +231,21 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         if p.ct_window != NETWORK_CT_WINDOW:  # the network sees CT as in training (HU window)
             net_f = _rewindowed(fixed_w, p.ct_window) if is_ct(fixed) else fixed_w
             net_m = _rewindowed(moving_w, p.ct_window) if is_ct(moving) else moving_w
-        flow, network_info = network_stage(model, net_f, net_m, mask_w,
-                                           always_keep=instant or not instance_optimization,
+        # every quality keeps the prediction only when it clearly improves the similarity: instant too
+        # returns no deformation rather than one its own check measures as no better (identical
+        # images: the network's small invented motion; T1 against T2: worse than the identity)
+        flow, network_info = network_stage(model, net_f, net_m, mask_w, always_keep=False,
                                            passes=q.network_passes,
                                            refine_downsample=q.refine_downsample_on(torch_device))
         network_info["used"] = flow is not None
-        if flow is None:
-            warnings_.append("the network prediction did not improve the similarity; started from the identity")
-        elif network_info["relative_gain"] < NETWORK_MIN_RELATIVE_GAIN:
-            # instant keeps the prediction whatever it does: say when it did not help
+        if flow is None and (instant or not instance_optimization):
             warnings_.append(
                 f"the network prediction changed the local similarity by {100 * network_info['relative_gain']:+.1f}% "
-                f"(less than the {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}% a start needs); it may be worse than no "
-                "registration" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
-                + ": check it, or use --quality fast")
+                f"(a prediction must improve it by {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}%), so no deformation was "
+                "applied" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
+                + ": if the images do differ, use --quality fast")
+        elif flow is None:
+            warnings_.append("the network prediction did not improve the similarity; started from the identity")
     stages.done("network")
 
     # ---- instance optimisation

@@ -159,7 +159,8 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
         model: the AD-RegNet network.
         fixed_w, moving_w: (1, 1, Z, Y, X) normalised images on the working grid (moving pre-aligned).
         mask_w: optional (1, 1, Z, Y, X) bool region of interest.
-        always_keep: keep the prediction whatever it does (quality "instant").
+        always_keep: keep the prediction whatever it does (the engine never does: every quality,
+            instant included, keeps only a prediction that passes the check).
         passes: most network passes (at least 1).
         refine_downsample: the network's input downsampling in the passes after the first (None: as the first).
 

@@ -119,20 +119,30 @@ def test_cli_contrast_option_overrides_the_guess(t1_t2, tmp_path, capsys):
 
 
 @needs_brain
-def test_instant_says_when_the_kept_prediction_did_not_help(t1_t2, monkeypatch):
-    """quality instant keeps the network's prediction whatever it does; a prediction that does not
-    improve the similarity must come with a warning (here forced: a zero field, gain -1%)."""
-    import torch
-
+def test_instant_returns_no_deformation_when_the_prediction_does_not_help(t1_t2, monkeypatch):
+    """quality instant keeps the network's prediction only when it improves the similarity by 2%; a
+    prediction that does not (here forced: gain -1%) gives the identity field and a warning."""
     from ADRegNetLib.engine import pipeline
 
     def no_help(model, fixed_w, moving_w, mask_w, always_keep, passes=1, refine_downsample=None):
-        return torch.zeros((1, 3, *fixed_w.shape[2:])), {"relative_gain": -0.01, "kept": True}
+        assert always_keep is False
+        return None, {"relative_gain": -0.01, "kept": False}
 
     monkeypatch.setattr(pipeline, "network_stage", no_help)
     t1, t2 = t1_t2
-    result = register(t1, t2, quality="instant", device="cpu", compute_inverse=False)
-    assert any("may be worse than no registration" in w and "two contrasts" in w for w in result.metrics["warnings"])
+    result = register(t1, t2, quality="instant", device="cpu", compute_inverse=False, prealignment="none")
+    assert result.metrics["network_used"] is False
+    assert not np.any(result.disp_mm)
+    assert any("no deformation was applied" in w and "two contrasts" in w and "-1.0%" in w
+               for w in result.metrics["warnings"])
+
+
+@needs_brain
+def test_instant_leaves_identical_images_alone(t1_t2):
+    t1, _ = t1_t2
+    result = register(t1, t1, quality="instant", device="cpu", compute_inverse=False)
+    assert not np.any(result.disp_mm)
+    assert result.metrics["network"]["kept"] is False
 
 
 def test_multimodal_must_be_a_bool_or_none():
