@@ -128,10 +128,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--pairs", type=int, default=24, help="held-out pairs")
     parser.add_argument("--seed", type=int, default=None, help="seed of the held-out pairs (default: the config's val_seed)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="training seed instead of the config's (initialisation and sampled pairs): a second "
+                             "run of a variant measures how much the result moves with the seed alone")
     parser.add_argument("--init-weights", default=None,
                         help="start every variant from these trained weights' matching tensors (fine-tuning ablation)")
     args = parser.parse_args(argv)
     base = TrainConfig.from_json(args.config)
+    if args.train_seed is not None:
+        base = replace(base, seed=args.train_seed)
     torch.set_num_threads(base.num_threads)
     results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, init_weights=args.init_weights,
                             seed=args.seed)

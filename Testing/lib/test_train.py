@@ -333,6 +333,18 @@ def test_ablations_train_each_variant_and_evaluate_on_the_same_pairs(tmp_path, p
     assert again["full"]["tre_mm"] == pytest.approx(results["full"]["tre_mm"])
 
 
+def test_ablations_command_trains_with_another_seed_when_asked(tmp_path, prepared):
+    from dataclasses import asdict
+
+    from ADRegNetLib.train.ablations import main as ablations_main
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "unused", prepared, 1))))
+    ablations_main(["--config", str(config), "--steps", "1", "--out", str(tmp_path / "abl"), "--pairs", "2",
+                    "--variants", "full", "--train-seed", "7"])
+    assert load_model(tmp_path / "abl" / "full.pt").metadata["training_config"]["seed"] == 7
+
+
 def test_warm_ablations_start_every_variant_from_the_trained_weights(tmp_path, prepared):
     from ADRegNetLib.model.checkpoint import load_checkpoint, save_model
     from ADRegNetLib.train.ablations import run_ablations
