@@ -14,14 +14,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import _SIX, _SSC_PAIRS, box_filter
+from ..spatial.filters import box_filter
+from .functional import _SIX, _SSC_PAIRS
 
 __all__ = ["mind_ssc_fast", "central_gradient", "FeatureSSD"]
 
 
 def _box_mean_(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Box mean over (2 radius + 1)^3 voxels inside the volume (borders not darkened), separable
-    (:func:`.functional.box_filter`: shifted sums, not ``avg_pool3d``)."""
+    (:func:`ADRegNetLib.spatial.filters.box_filter`: shifted sums, not ``avg_pool3d``)."""
     return x if radius <= 0 else box_filter(x, 2 * radius + 1)
 
 

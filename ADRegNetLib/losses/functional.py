@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..spatial.filters import box_filter
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
 
@@ -77,53 +78,6 @@ def _masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Te
     if float(total) <= 0:
         raise ValueError("mask is empty: no voxel to evaluate the loss on; pass mask=None or a non-empty mask")
     return (values * w).sum() / total
-
-
-# ----------------------------------------------------------------------------------- box filter
-def box_filter(x: torch.Tensor, window: int | Sequence[int], mode: str = "mean") -> torch.Tensor:
-    """Separable box mean (or sum) over a ``window`` neighbourhood of every voxel.
-
-    Args:
-        x: (N, C, Z, Y, X) float volume.
-        window: odd window size in voxels, one int or (z, y, x).
-        mode: "mean" (average over the voxels of the window *inside* the volume, so borders are
-            not darkened) or "sum" (zero-padded sum).
-
-    Returns:
-        (N, C, Z, Y, X) filtered volume, same dtype and device.
-    """
-    _check_volume(x, "x")
-    win = (int(window),) * 3 if np.isscalar(window) else tuple(int(w) for w in window)
-    if len(win) != 3 or any(w < 1 or w % 2 == 0 for w in win):
-        raise ValueError(f"window must be odd and >= 1 (one int or (z, y, x)), got {window}")
-    if mode not in ("mean", "sum"):
-        raise ValueError(f"mode must be 'mean' or 'sum', got {mode!r}")
-    out = x
-    for axis, w in enumerate(win):
-        if w > 1:
-            out = _box_along(out, axis + 2, w // 2, mean=(mode == "mean"))
-    return out
-
-
-def _box_along(x: torch.Tensor, dim: int, radius: int, mean: bool) -> torch.Tensor:
-    """Zero-padded sum (or in-volume mean) over ``2 radius + 1`` voxels along ``dim``.
-
-    Shifted adds into a copy: the values of ``avg_pool3d`` (``count_include_pad`` for the sum) in a
-    fraction of its time on a CPU (a 5-voxel box mean of a 81x97x113 volume: 27 ms -> 2 ms on 2
-    cores); differentiable.
-    """
-    n = x.shape[dim]
-    out = x.clone()
-    for j in range(1, min(radius, n - 1) + 1):
-        out.narrow(dim, 0, n - j).add_(x.narrow(dim, j, n - j))
-        out.narrow(dim, j, n - j).add_(x.narrow(dim, 0, n - j))
-    if not mean:
-        return out
-    i = torch.arange(n, device=x.device)
-    count = (i.clamp_max(radius) + (n - 1 - i).clamp_max(radius) + 1).to(x.dtype)
-    shape = [1] * x.ndim
-    shape[dim] = n
-    return out.div_(count.view(shape))
 
 
 # ---------------------------------------------------------------------------------- similarity

@@ -26,13 +26,14 @@ by ``input_downsample`` (rounded to a multiple of 2^(levels-1)) and the field is
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_keys import from_known_keys
 from ..spatial.transforms import integrate_velocity, resize_flow
 from .attention import BidirectionalCrossAttention, RegionalAttentionGate
 from .blocks import Conv3d, ConvBlock, DownBlock, FlowHead
@@ -106,11 +107,7 @@ class ADRegNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ADRegNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown AD-RegNet config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d, "AD-RegNet")
 
 
 class ADRegNet(nn.Module):

@@ -7,9 +7,11 @@ architecture (``model``) in ``model/network.py``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from ..config_keys import from_known_keys
 
 __all__ = ["TrainConfig"]
 
@@ -56,11 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d, "training")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
