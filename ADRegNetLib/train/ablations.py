@@ -8,7 +8,9 @@ switch differs): ``full``, ``no_cross_attention``, ``no_regional_attention``, ``
 flow head at the finest level instead of the coarse-to-fine heads). Each variant's weights go to
 ``<out>/<name>.pt``; an interrupted run resumes (finished variants are skipped, an unfinished one
 continues from its checkpoint). The table (JSON and Markdown printed) holds the held-out metrics of
-:func:`.evaluate.evaluate_model` on the same seeded held-out pairs.
+:func:`.evaluate.evaluate_model` on the same seeded held-out pairs, and each variant's training seed;
+``--train-seed`` runs the same variants again from another seed, and ``train.ablation_summary``
+combines the tables of several seeds (each seed's variant against the same seed's full model).
 
 Two budgets:
 
@@ -105,6 +107,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
         r["training_steps"] = model.metadata.get("training_steps")
         r["training_wall_s"] = model.metadata.get("training_wall_s")
         r["parameters"] = model.metadata.get("parameters")
+        r["training_seed"] = (model.metadata.get("training_config") or {}).get("seed")
         if start is not None:  # the same variant right after the removal, before any training
             removed = ADRegNet(ADRegNetConfig.from_dict(_variant_model(base, name)))
             report = load_matching(removed, start)
