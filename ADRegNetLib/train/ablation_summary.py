@@ -172,12 +172,15 @@ def markdown(summary: dict) -> str:
                   "paired t-test | Welch | established (p < 0.05) |", "|---|---|---|---|---|---|---|---|"]
         for name, r in block["variants"].items():
             per_seed = ", ".join(f"{v:.1f}" for v in r["tre_reduction_pct"].values())
-            spread = f"{r['tre_reduction_pct_mean']:.1f} +- {r['tre_reduction_pct_sd']:.1f} %"
+            spread = f"{r['tre_reduction_pct_mean']:.1f}" + (f" +- {r['tre_reduction_pct_sd']:.1f}" if len(r["training_seeds"]) > 1 else "") + " %"
             e = r.get("versus_full")
             if e is None:
                 lines.append(f"| {name} | {len(r['training_seeds'])} | {per_seed} | {spread} | - | - | - | - |")
                 continue
             lo, hi = e["ci95_mm"]
+            if e["seeds"] < 2:  # one seed: a difference, no test
+                lines.append(f"| {name} | 1 | {per_seed} | {spread} | {e['mean_diff_mm']:+.3f} | - | - | no (one seed) |")
+                continue
             lines.append(f"| {name} | {e['seeds']} | {per_seed} | {spread} | {e['mean_diff_mm']:+.3f} "
                          f"(95 % CI {lo:+.3f} to {hi:+.3f}) | t = {e['t']:.2f}, p = {e['p']:.3f} | "
                          f"p = {e['welch_p']:.3f} | {'yes' if e['established'] else 'no'} |")

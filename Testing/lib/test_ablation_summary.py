@@ -132,3 +132,14 @@ def test_ablation_command_tables_of_two_training_seeds_summarise(tmp_path):
 def test_summary_command_names_a_missing_table(tmp_path):
     with pytest.raises(SystemExit, match="no ablation table"):
         summary_main([str(tmp_path / "missing.json")])
+
+
+def test_markdown_gives_every_variant_a_row_and_no_test_for_one_seed():
+    from ADRegNetLib.train.ablation_summary import markdown
+
+    tables = _seeded_tables(0.1, np.random.default_rng(2))
+    text = markdown(summarize(tables))
+    assert text.count("| no_regional_attention | 3 |") == 3  # two pair sets and both together
+    assert "| yes |" in text
+    one_seed = markdown(summarize([t for t in tables if t["results"]["full"]["training_seed"] == 0]))
+    assert "no (one seed)" in one_seed and "nan" not in one_seed
