@@ -103,7 +103,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
     results = {}
     for name in names:
         model = load_model(out_dir / f"{name}.pt")
-        r = evaluate_model(model, pairs, device=device)
+        r = evaluate_model(model.to(device), pairs, device=device)
         r["training_steps"] = model.metadata.get("training_steps")
         r["training_wall_s"] = model.metadata.get("training_wall_s")
         r["parameters"] = model.metadata.get("parameters")
@@ -111,7 +111,7 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
         if start is not None:  # the same variant right after the removal, before any training
             removed = ADRegNet(ADRegNetConfig.from_dict(_variant_model(base, name)))
             report = load_matching(removed, start)
-            r["removed"] = evaluate_model(removed.eval(), pairs, device=device)
+            r["removed"] = evaluate_model(removed.to(device).eval(), pairs, device=device)
             r["fresh_tensors"] = report["fresh"]
             r["dropped_tensors"] = report["unused"]
         results[name] = r
@@ -136,13 +136,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                              "run of a variant measures how much the result moves with the seed alone")
     parser.add_argument("--init-weights", default=None,
                         help="start every variant from these trained weights' matching tensors (fine-tuning ablation)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda: where the variants train and are evaluated (default cpu)")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     base = TrainConfig.from_json(args.config)
     if args.train_seed is not None:
         base = replace(base, seed=args.train_seed)
     torch.set_num_threads(base.num_threads)
-    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, init_weights=args.init_weights,
-                            seed=args.seed)
+    results = run_ablations(base, args.steps, args.out, args.variants, args.pairs, device=args.device,
+                            init_weights=args.init_weights, seed=args.seed)
     first = next(iter(results.values()))
     print(f"held-out pairs: {args.pairs}; identity TRE {first['identity_tre_mm']:.2f} mm, Dice {first['identity_dice']:.3f}")
     removed = "| removed, untrained: TRE reduction " if args.init_weights else ""

@@ -343,6 +343,10 @@ def test_ablations_command_trains_with_another_seed_when_asked(tmp_path, prepare
     ablations_main(["--config", str(config), "--steps", "1", "--out", str(tmp_path / "abl"), "--pairs", "2",
                     "--variants", "full", "--train-seed", "7"])
     assert load_model(tmp_path / "abl" / "full.pt").metadata["training_config"]["seed"] == 7
+    if not torch.cuda.is_available():  # asked for a GPU that is not there: said so, nothing trained
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            ablations_main(["--config", str(config), "--steps", "1", "--out", str(tmp_path / "gpu"), "--device", "cuda"])
+        assert not (tmp_path / "gpu").exists()
 
 
 def test_warm_ablations_start_every_variant_from_the_trained_weights(tmp_path, prepared):
