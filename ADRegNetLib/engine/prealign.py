@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from ..io.image import to_sitk
+from ..losses.functional import mind_loss, mind_ssc
 from ..io.linear import affine_from_sitk, affine_to_sitk
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
@@ -22,6 +24,16 @@ __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
 def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     factors = [max(1, int(round(spacing_mm / s))) for s in image.GetSpacing()]
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
+def _local_mismatch(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
+                    mask: sitk.Image | None) -> float:
+    """MIND-SSC mismatch (the deformable stage's own similarity) of ``moving`` through ``transform`` on ``fixed``'s grid."""
+    warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    f = torch.from_numpy(sitk.GetArrayFromImage(fixed).astype(np.float32))[None, None]
+    w = torch.from_numpy(sitk.GetArrayFromImage(warped))[None, None]
+    region = None if mask is None else torch.from_numpy(sitk.GetArrayFromImage(mask) > 0)[None, None].float()
+    return float(mind_loss(mind_ssc(f), mind_ssc(w), region))
 
 
 def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Image | None = None,
@@ -98,9 +110,11 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
     # default seed=0 sampled differently every time. Shift the user's seed past 0.
     reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
+    fixed_mask_sitk = None
     if fixed_mask is not None:
         mask = to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None)
-        reg.SetMetricFixedMask(sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+        fixed_mask_sitk = sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        reg.SetMetricFixedMask(fixed_mask_sitk)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
@@ -145,6 +159,18 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     if not np.isfinite(after) or gain < min_relative_improvement:
         info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}%, "
                         f"less than {100 * min_relative_improvement:.0f}%)")
+        return affine_from_sitk(init_tx), info
+    # A global transform fitted to a purely local deformation can raise the global metric and still
+    # misalign the structures (brain cases with random local deformations: the affine alone raised the
+    # landmark error 4.06 -> 4.40 mm, balanced's final error 0.257 -> 0.306 mm). Keep it only when the
+    # local structure similarity the deformable stage optimises (MIND-SSC) agrees that it helps.
+    local_before = _local_mismatch(f, m, init_tx, fixed_mask_sitk)
+    local_after = _local_mismatch(f, m, result, fixed_mask_sitk)
+    info.update(local_before=round(local_before, 6), local_after=round(local_after, 6))
+    if not local_after < local_before:
+        info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}% but not the "
+                        f"local structure similarity, MIND-SSC {local_before:.4f} -> {local_after:.4f}: a global "
+                        "transform fitted to local deformation)")
         return affine_from_sitk(init_tx), info
     info["kept"] = "optimised"
     return affine_from_sitk(result), info
