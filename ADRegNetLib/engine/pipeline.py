@@ -37,7 +37,7 @@ from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
+                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
@@ -193,7 +193,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
-                                     spacing_mm=q.prealign_spacing_mm)
+                                     min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 

@@ -39,7 +39,7 @@ def _local_mismatch(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Trans
 def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Image | None = None,
              iterations: int = 60, same_modality: bool = True, seed: int = 0,
              should_stop: StopCallback | None = None,
-             min_relative_improvement: float = 0.05,
+             min_relative_improvement: float = 0.05, min_local_improvement: float = 0.02,
              initial: AffineMap | None = None, spacing_mm: float = 4.0) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
@@ -62,6 +62,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         initial: optional fixed -> moving start (the user's initial transform); with mode "none"
             it is returned as it is.
         spacing_mm: voxel size of the finer of the two levels (the coarser is twice it).
+        min_local_improvement: relative improvement of the local structure similarity (MIND-SSC
+            mismatch) the optimised transform must also bring to be kept.
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
@@ -167,10 +169,11 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     local_before = _local_mismatch(f, m, init_tx, fixed_mask_sitk)
     local_after = _local_mismatch(f, m, result, fixed_mask_sitk)
     info.update(local_before=round(local_before, 6), local_after=round(local_after, 6))
-    if not local_after < local_before:
-        info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}% but not the "
-                        f"local structure similarity, MIND-SSC {local_before:.4f} -> {local_after:.4f}: a global "
-                        "transform fitted to local deformation)")
+    local_gain = (local_before - local_after) / max(local_before, 1e-12)
+    if not local_gain >= min_local_improvement:
+        info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}% but the local "
+                        f"structure similarity, MIND-SSC {local_before:.4f} -> {local_after:.4f}, by less than "
+                        f"{100 * min_local_improvement:.0f}%: a global transform fitted to local deformation)")
         return affine_from_sitk(init_tx), info
     info["kept"] = "optimised"
     return affine_from_sitk(result), info

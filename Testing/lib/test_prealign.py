@@ -73,3 +73,10 @@ def test_a_real_misalignment_of_a_deformed_pair_is_still_corrected(locally_defor
     centre = fixed.geometry.center()[None]
     # the 11 mm shift, up to the part of the local motion an affine absorbs (2.9 mm here)
     assert np.linalg.norm(affine.apply(centre)[0] - centre[0] - shift) < 4.0
+
+
+def test_the_local_margin_is_the_callers_choice(locally_deformed):
+    fixed, moving = locally_deformed
+    # with any local change accepted, the same optimised affine is kept: only the check refused it
+    affine, info = prealign(fixed, moving, mode="affine", min_relative_improvement=0.0, min_local_improvement=-1.0)
+    assert info["kept"] == "optimised" and not affine.is_identity()
