@@ -31,19 +31,6 @@ __all__ = ["summarize", "seed_effect", "main"]
 ALPHA = 0.05
 
 
-def _t_sf_two_sided(t: float, df: float) -> float:
-    """Two-sided p-value of Student's t (scipy imported here only: the training path never needs it)."""
-    from scipy import stats
-
-    return float(2.0 * stats.t.sf(abs(t), df))
-
-
-def _t_quantile(q: float, df: float) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(q, df))
-
-
 def seed_effect(variant_tre: Sequence[float], full_tre: Sequence[float]) -> dict:
     """Effect of removing a part, training seeds as the unit.
 
@@ -67,18 +54,19 @@ def seed_effect(variant_tre: Sequence[float], full_tre: Sequence[float]) -> dict
            "welch_p": float("nan"), "established": False}
     if n < 2:
         return out
+    from scipy import stats  # here only: the training path never imports scipy
+
+    paired = stats.ttest_rel(v, f)
     se = float(diff.std(ddof=1) / np.sqrt(n))
-    half = _t_quantile(0.975, n - 1) * se
-    out.update(se_mm=se, ci95_mm=[float(diff.mean() - half), float(diff.mean() + half)])
+    lo, hi = paired.confidence_interval(0.95) if se > 0 else (diff.mean(), diff.mean())
+    out.update(se_mm=se, ci95_mm=[float(lo), float(hi)])
     if se > 0:
-        out.update(t=float(diff.mean() / se), p=_t_sf_two_sided(diff.mean() / se, n - 1))
+        out.update(t=float(paired.statistic), p=float(paired.pvalue))
     elif diff.mean() != 0:  # the same nonzero difference with every seed
         out.update(t=float(np.sign(diff.mean()) * np.inf), p=0.0)
-    sv, sf = v.var(ddof=1) / n, f.var(ddof=1) / n
-    if sv + sf > 0:
-        welch_df = (sv + sf) ** 2 / (sv ** 2 / (n - 1) + sf ** 2 / (n - 1)) if sv ** 2 + sf ** 2 > 0 else float(n - 1)
-        welch_t = float((v.mean() - f.mean()) / np.sqrt(sv + sf))
-        out.update(welch_t=welch_t, welch_df=float(welch_df), welch_p=_t_sf_two_sided(welch_t, welch_df))
+    if v.var() + f.var() > 0:
+        welch = stats.ttest_ind(v, f, equal_var=False)
+        out.update(welch_t=float(welch.statistic), welch_df=float(welch.df), welch_p=float(welch.pvalue))
     out["established"] = bool(out["p"] < ALPHA)
     return out
 
