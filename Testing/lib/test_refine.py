@@ -148,6 +148,26 @@ def test_a_step_past_the_minimum_shortens_the_next_steps():
     assert float(disp.mean()) == pytest.approx(0.2, abs=0.06), float(disp.mean())
 
 
+def test_steps_lengthen_while_the_loss_still_falls_at_their_end():
+    """A 1.5-voxel shift (3 mm), six steps starting at 0.25 voxel: steps of fixed length stop at
+    about 2 mm; lengthened steps (the loss still fell at their end) reach the shift and then
+    shorten when they pass it."""
+    geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
+    fixed = _smooth_random((32, 36, 40), seed=5, sigma=2.0, dtype=torch.float32)
+    zero = torch.zeros((1, 3, 32, 36, 40))
+    found = {}
+    for grow in (1.0, 1.5):
+        settings = RefineSettings(steps=6, step_voxels=0.25, grow=grow, sigma_update=8.0, sigma_field=0.0)
+        flow, info = refine_field(fixed, _shifted(fixed, -1.5), geometry, zero, settings)
+        found[grow] = (float(flow_norm_to_disp_mm(flow, geometry)[0, 0, 8:-8, 8:-8, 8:-8].mean()), info)
+    fixed_length, info = found[1.0]
+    assert info["steps_lengthened"] == 0 and info["last_step_voxels"] == 0.25
+    assert fixed_length < 2.3, fixed_length
+    lengthened, info = found[1.5]
+    assert info["steps_lengthened"] >= 2 and info["steps_shortened"] >= 1
+    assert lengthened == pytest.approx(3.0, abs=0.25), lengthened
+
+
 def test_engine_refines_with_landmarks_and_across_contrasts():
     geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
     arr = _smooth_random((32, 32, 32), seed=6, sigma=1.5, dtype=torch.float32)[0, 0].numpy() * 1000.0
