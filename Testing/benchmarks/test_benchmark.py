@@ -118,6 +118,18 @@ def test_unknown_case_and_missing_data(tmp_path):
     assert "brain-t1t2" in bc.CASE_NAMES
 
 
+def test_the_other_deformation_cases_differ_from_theirs_only_in_the_deformation():
+    from benchmarks.recipes import DEFAULT_CASES, RECIPES
+    for name, base, changed in (("brain-local", "brain", {"control_spacing_mm": 20.0}),
+                                ("lung-large", "lung", {"target_mean_mm": 10.0})):
+        assert name in bc.CASE_NAMES and name not in DEFAULT_CASES  # default runs unchanged
+        recipe, reference = RECIPES[name], RECIPES[base]
+        for field in ("source", "preset", "spacing", "label_ids", "oblique", "moving_contrast", "landmarks"):
+            assert getattr(recipe, field) == getattr(reference, field), (name, field)
+        for field, value in changed.items():
+            assert getattr(recipe, field) == value != getattr(reference, field), (name, field)
+
+
 @needs_brain
 def test_truth_through_the_metrics(quick_case):
     info = quick_case.info
