@@ -23,6 +23,7 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
+from ..spatial.flow import identity_grid
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
@@ -31,13 +32,14 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import guess_multimodal
-from .optimizer import OptimizerSettings, optimize_field
+from .modality import guess_multimodal, inverted_edge_share
+from .optimizer import OptimizerSettings, optimize_field, sample_through
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
+                       TWO_CONTRAST_EDGE_SHARE,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
@@ -179,6 +181,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     p = PRESET_SETTINGS[preset]
     fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
     moving_n = _normalized(moving, p.modality, p.ct_window)
+    contrasts_guessed = multimodal is None
     if multimodal is None:
         multimodal, multimodal_reason = guess_multimodal(fixed, moving, fixed_n, moving_n, start=initial_transform)
     else:
@@ -268,16 +271,35 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- sub-voxel refinement (local NCC, or edge directions for two contrasts and lung CT)
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
-        contrasts = "two contrasts" if multimodal else "one contrast"
+        two_contrasts, contrast_check = bool(multimodal), None
+        if contrasts_guessed and not multimodal and p.refine_similarity == "lncc":
+            # aligned now: tissues whose brightness order differs show as inverted edges (engine/modality.py)
+            warped_w = sample_through(moving_w, flow, identity_grid(work.shape, moving_w))
+            share = inverted_edge_share(fixed_w, warped_w, mask_w)
+            del warped_w
+            two_contrasts = share > TWO_CONTRAST_EDGE_SHARE
+            contrast_check = {
+                "inverted_edge_share": round(share, 4), "threshold": TWO_CONTRAST_EDGE_SHARE,
+                "decision": (f"two contrasts: after the optimisation {100 * share:.1f}% of the local covariance is "
+                             f"negative (> {100 * TWO_CONTRAST_EDGE_SHARE:.1f}%): some tissues differ in brightness order"
+                             if two_contrasts else
+                             f"one contrast: after the optimisation {100 * share:.2f}% of the local covariance is "
+                             f"negative (<= {100 * TWO_CONTRAST_EDGE_SHARE:.1f}%)")}
+            if two_contrasts:  # what the rest of the result reports (NMI, not NCC) follows
+                multimodal, multimodal_reason = True, f"{multimodal_reason}; {contrast_check['decision']}"
+        contrasts = "two contrasts" if two_contrasts else "one contrast"
         base = RefineSettings()  # the user's regularization scales its smoothing as the optimisation's
         refine_settings = RefineSettings(steps=q.refine_steps * REFINE_STEPS_FACTOR[contrasts],
-                                         similarity=REFINE_TWO_CONTRASTS if multimodal else p.refine_similarity,
+                                         similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
                                          sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                                          sigma_field=base.sigma_field * regularization)
         flow, refine_info = refine_field(
             fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
             progress=stages.sub(0.8, 0.9), should_stop=should_stop)
+        refine_info["contrasts"] = contrasts
+        if contrast_check is not None:
+            refine_info["contrast_check"] = contrast_check
         stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid

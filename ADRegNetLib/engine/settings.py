@@ -16,6 +16,7 @@ __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_
            "PREALIGN_MIN_LOCAL_GAIN",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_TWO_CONTRASTS", "REFINE_STEPS_FACTOR",
+           "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "detect_preset", "is_ct"]
 
 #: preset names ("auto" decides from the images and says why)
@@ -54,6 +55,15 @@ TISSUE_THRESHOLD = 0.05
 REFINE_TWO_CONTRASTS = "ngf"
 #: refinement steps relative to the quality's (brain-t1t2, NGF: 10 steps 0.44 mm, 30 steps 0.40)
 REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
+#: after the MIND optimisation, two non-CT images whose local covariance is negative in more than
+#: this share (of its absolute sum, where both show tissue) have tissues in another brightness order
+#: and are refined as two contrasts (engine/modality.py ``inverted_edge_share``). Measured (fast,
+#: ninth session): one contrast <= 0.003 (brain cases with MRI intensity changes, 8 mm motion,
+#: thick slices, 20 % noise); tissue contrasts drawn per label (synthseg cases) 0.012-0.09
+TWO_CONTRAST_EDGE_SHARE = 0.006
+#: blur (working voxels) and window of that check: the blur keeps noise from inverting covariances
+EDGE_CHECK_SIGMA_VOXELS = 2.0
+EDGE_CHECK_WINDOW = 5
 #: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured
 BYTES_PER_WORKING_VOXEL = 220
 #: bytes per fixed-grid voxel while building the full-resolution outputs (slab-wise Jacobian)

@@ -2,7 +2,9 @@
 
 A T1 against a T2-like rendering of the same anatomy (inverted tissue contrast) must be recognised
 as two contrasts, so that the pre-alignment uses mutual information; a deformed, intensity-changed
-copy of the same contrast must not.
+copy of the same contrast must not. Images synthesised from one label map with a contrast per
+tissue still correlate (the start test says one contrast), but after the optimisation their
+swapped edges are seen and the refinement runs as for two contrasts.
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import pytest
 
 from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.modality import contrast_correlation, guess_multimodal
+from ADRegNetLib.engine.modality import contrast_correlation, guess_multimodal, inverted_edge_share
 from ADRegNetLib.engine.pipeline import _normalized
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
-from benchmarks.intensities import render_t2_like
+from ADRegNetLib.engine.settings import TWO_CONTRAST_EDGE_SHARE
+from benchmarks.intensities import intensity_change_mri, render_t2_like, synth_image_from_labels
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
 needs_brain = pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
@@ -36,6 +39,17 @@ def t1_t2():
     t2 = render_t2_like(t1, t1 > np.percentile(t1[t1 > 0], 75))
     geometry = Geometry(t1.shape[::-1], (f, f, f), (0.0, 0.0, 0.0))
     return Image(t1, geometry, "t1"), Image(t2, geometry, "t2")
+
+
+@pytest.fixture(scope="module")
+def synth_pair():
+    """Two images synthesised from the real 4 mm label map with their own random tissue contrasts
+    (the moving one's labels shifted by a voxel): the tissues correlate 0.67 but several swap order."""
+    seg = np.ascontiguousarray(np.load(DATA)["seg"][2::4, 2::4, 2::4])
+    geometry = Geometry(seg.shape[::-1], (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    fixed = synth_image_from_labels(seg, geometry, np.random.default_rng(0))
+    moving = synth_image_from_labels(np.roll(seg, 1, axis=2), geometry, np.random.default_rng(1))
+    return Image(fixed, geometry, "fixed"), Image(moving, geometry, "moving")
 
 
 def _guess(fixed: Image, moving: Image) -> tuple[bool, str]:
@@ -167,3 +181,60 @@ def test_network_sees_ct_in_its_training_window():
     normalised = (hu - lung_window[0]) / (lung_window[1] - lung_window[0])
     expected = (hu + 1000.0) / 1400.0
     torch.testing.assert_close(_rewindowed(normalised, lung_window), expected)
+
+
+def _as_tensor(image: Image):
+    import torch
+
+    return torch.from_numpy(_normalized(image, "mr", None).array)[None, None]
+
+
+@needs_brain
+def test_inverted_edge_share_separates_tissue_orders_from_intensity_changes(t1_t2, synth_pair):
+    import torch
+
+    t1, t2 = t1_t2
+    changed = intensity_change_mri(t1.array, t1.geometry, np.random.default_rng(3))  # gamma, bias, noise
+    noisy = t1.array + np.random.default_rng(4).normal(0, 0.2 * np.percentile(t1.array, 99), t1.array.shape)
+    same = [inverted_edge_share(_as_tensor(t1), _as_tensor(Image(a.astype(np.float32), t1.geometry, "m")))
+            for a in (t1.array, changed, noisy)]
+    assert same[0] == 0.0
+    assert max(same) <= TWO_CONTRAST_EDGE_SHARE / 2, same
+    assert inverted_edge_share(_as_tensor(t1), _as_tensor(t2)) > 10 * TWO_CONTRAST_EDGE_SHARE  # T2: edges inverted
+    fixed, moving = synth_pair
+    aligned = Image(np.roll(moving.array, -1, axis=2).copy(), moving.geometry, "aligned")
+    assert inverted_edge_share(_as_tensor(fixed), _as_tensor(aligned)) > 2 * TWO_CONTRAST_EDGE_SHARE
+    empty = torch.zeros_like(_as_tensor(t1))
+    assert inverted_edge_share(_as_tensor(t1), empty) == 0.0  # no tissue in both: nothing to judge
+
+
+@needs_brain
+def test_tissues_in_another_order_are_refined_as_two_contrasts(synth_pair):
+    fixed, moving = synth_pair
+    kw = dict(quality="fast", use_network=False, device="cpu", compute_inverse=False)
+    guessed = register(fixed, moving, **kw).metrics
+    # the start test says one contrast, the check after the optimisation two, and the result says so
+    assert guessed["multimodal"] is True
+    assert "same contrast; two contrasts: after the optimisation" in guessed["multimodal_reason"]
+    refinement = guessed["refinement"]
+    assert refinement["contrasts"] == "two contrasts"
+    assert refinement["similarity"].startswith("normalised gradient fields")
+    check = refinement["contrast_check"]
+    assert check["inverted_edge_share"] > check["threshold"] == TWO_CONTRAST_EDGE_SHARE
+    assert check["decision"].startswith("two contrasts")
+    # the user's word stands: no check, local NCC
+    forced = register(fixed, moving, multimodal=False, **kw).metrics["refinement"]
+    assert forced["contrasts"] == "one contrast" and "contrast_check" not in forced
+    assert forced["similarity"].startswith("local NCC")
+
+
+@needs_brain
+def test_one_contrast_with_intensity_change_keeps_local_ncc(t1_t2):
+    t1, _ = t1_t2
+    moving = Image(intensity_change_mri(np.roll(t1.array, 1, axis=1), t1.geometry, np.random.default_rng(5)),
+                   t1.geometry, "moving")
+    refinement = register(t1, moving, quality="fast", use_network=False, device="cpu",
+                          compute_inverse=False).metrics["refinement"]
+    assert refinement["contrasts"] == "one contrast"
+    assert refinement["contrast_check"]["inverted_edge_share"] <= TWO_CONTRAST_EDGE_SHARE / 2
+    assert refinement["similarity"].startswith("local NCC")
