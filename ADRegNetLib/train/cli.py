@@ -19,7 +19,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--prepared", default=None, help="override prepared_dir (volumes from train.prep)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of steps")
     parser.add_argument("--lr", type=float, default=None, help="override the learning rate (a resumed run takes it)")
-    parser.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes")
+    parser.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes of this run (a resumed run counts from its start)")
     parser.add_argument("--export", default=None, help="override export_path (weights written when held-out TRE improves)")
     parser.add_argument("--train-device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")

@@ -305,7 +305,8 @@ class Trainer:
         batches = self._batches()
         try:
             while self.step < cfg.steps:
-                if cfg.time_limit_min is not None and self.elapsed_s >= cfg.time_limit_min * 60:
+                # this run's minutes: a run resumed from a checkpoint trains for the limit again
+                if cfg.time_limit_min is not None and self.elapsed_s - start_elapsed >= cfg.time_limit_min * 60:
                     break
                 t0 = time.perf_counter()
                 pairs = next(batches)

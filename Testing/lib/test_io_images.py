@@ -208,8 +208,9 @@ def test_validate_constant(rng):
 def test_validate_spacing(rng):
     with pytest.raises(ImageError, match=r"60 mm along z.*cm or m"):
         validate_image(_big(rng, spacing=(1.0, 1.0, 60.0)))
-    with pytest.raises(ImageError, match="anisotropy of 25.0"):
-        validate_image(_big(rng, spacing=(0.4, 0.4, 10.0)))
+    validate_image(_big(rng, spacing=(0.4, 0.4, 10.0)))  # 0.4 mm in-plane, 10 mm slices: a clinical scan
+    with pytest.raises(ImageError, match=r"anisotropy of 75.0 \(largest/smallest voxel size, at most 50 accepted\)"):
+        validate_image(_big(rng, spacing=(0.2, 0.2, 15.0)))
 
 
 def test_validate_tiny_axis(rng):

@@ -296,6 +296,19 @@ def test_trainer_runs_resumes_and_matches_an_uninterrupted_run(tmp_path, prepare
         export_run(tmp_path / "nothing", tmp_path / "x.pt")
 
 
+def test_time_limit_counts_this_run_not_the_checkpoints_earlier_runs(tmp_path, prepared):
+    """A checkpoint that already trained for hours resumes under a 1-minute limit and still trains."""
+    first = Trainer(tiny_config(tmp_path / "run", prepared, 1))
+    first.train()
+    payload = torch.load(first.checkpoint_path, weights_only=False)
+    payload["elapsed_s"] = 3600.0  # as after an hour of earlier runs
+    torch.save(payload, first.checkpoint_path)
+    resumed = Trainer(tiny_config(tmp_path / "run", prepared, 3, time_limit_min=1.0))
+    assert resumed.step == 1 and resumed.elapsed_s == 3600.0
+    resumed.train()
+    assert resumed.step == 3 and resumed.elapsed_s > 3600.0
+
+
 def test_train_main_validates_and_exports_only_weights_that_beat_the_identity(tmp_path, prepared):
     cfg = {"out_dir": str(tmp_path / "run"), "prepared_dir": str(prepared), "steps": 2, "crop_zyx": [24, 24, 24],
            "export_every_min": 1e-6, "val_pairs": 2, "num_threads": 1, "model": TINY_MODEL,
