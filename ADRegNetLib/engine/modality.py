@@ -26,13 +26,16 @@ import torch
 from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
+from ..spatial.flow import identity_grid
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
+from .optimizer import sample_through
 from .settings import (EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP,
-                       SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM, TISSUE_THRESHOLD, is_ct)
+                       SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM, TISSUE_THRESHOLD,
+                       TWO_CONTRAST_EDGE_SHARE, is_ct)
 
-__all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share"]
+__all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share", "contrasts_after_alignment"]
 
 
 def _centre_of_mass(image: Image) -> np.ndarray:
@@ -128,3 +131,26 @@ def inverted_edge_share(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.T
     cov = (means[:, 2:3] - means[:, :1] * means[:, 1:2])[tissue]
     total = float(cov.abs().sum())
     return float((-cov).clamp_min(0).sum()) / total if total > 0 else 0.0
+
+
+def contrasts_after_alignment(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: torch.Tensor,
+                              mask: torch.Tensor | None = None) -> tuple[bool, dict]:
+    """Whether two images judged "one contrast" before alignment are two after it, and why.
+
+    Args:
+        fixed, moving: (1, 1, Z, Y, X) normalised intensities on the working grid.
+        flow_norm: (1, 3, Z, Y, X) the optimisation's field, normalised ``grid_sample`` units.
+        mask: optional (1, 1, Z, Y, X) bool region of interest.
+
+    Returns:
+        (two contrasts, {"inverted_edge_share", "threshold", "decision"}).
+    """
+    warped = sample_through(moving, flow_norm, identity_grid(tuple(fixed.shape[2:]), moving))
+    share = inverted_edge_share(fixed, warped, mask)
+    two = share > TWO_CONTRAST_EDGE_SHARE
+    limit = 100 * TWO_CONTRAST_EDGE_SHARE
+    decision = (f"two contrasts: after the optimisation {100 * share:.1f}% of the local covariance is negative "
+                f"(> {limit:.1f}%): some tissues differ in brightness order" if two else
+                f"one contrast: after the optimisation {100 * share:.2f}% of the local covariance is negative "
+                f"(<= {limit:.1f}%)")
+    return two, {"inverted_edge_share": round(share, 4), "threshold": TWO_CONTRAST_EDGE_SHARE, "decision": decision}

@@ -23,7 +23,6 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
-from ..spatial.flow import identity_grid
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
@@ -32,14 +31,13 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import guess_multimodal, inverted_edge_share
-from .optimizer import OptimizerSettings, optimize_field, sample_through
+from .modality import contrasts_after_alignment, guess_multimodal
+from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
-                       TWO_CONTRAST_EDGE_SHARE,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
                      network_stage, working_geometry)
@@ -273,18 +271,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if instance_optimization and not instant and q.refine_steps > 0:
         two_contrasts, contrast_check = bool(multimodal), None
         if contrasts_guessed and not multimodal and p.refine_similarity == "lncc":
-            # aligned now: tissues whose brightness order differs show as inverted edges (engine/modality.py)
-            warped_w = sample_through(moving_w, flow, identity_grid(work.shape, moving_w))
-            share = inverted_edge_share(fixed_w, warped_w, mask_w)
-            del warped_w
-            two_contrasts = share > TWO_CONTRAST_EDGE_SHARE
-            contrast_check = {
-                "inverted_edge_share": round(share, 4), "threshold": TWO_CONTRAST_EDGE_SHARE,
-                "decision": (f"two contrasts: after the optimisation {100 * share:.1f}% of the local covariance is "
-                             f"negative (> {100 * TWO_CONTRAST_EDGE_SHARE:.1f}%): some tissues differ in brightness order"
-                             if two_contrasts else
-                             f"one contrast: after the optimisation {100 * share:.2f}% of the local covariance is "
-                             f"negative (<= {100 * TWO_CONTRAST_EDGE_SHARE:.1f}%)")}
+            # aligned now: tissues whose brightness order differs show as inverted edges
+            two_contrasts, contrast_check = contrasts_after_alignment(fixed_w, moving_w, flow, mask_w)
             if two_contrasts:  # what the rest of the result reports (NMI, not NCC) follows
                 multimodal, multimodal_reason = True, f"{multimodal_reason}; {contrast_check['decision']}"
         contrasts = "two contrasts" if two_contrasts else "one contrast"
