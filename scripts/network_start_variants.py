@@ -13,6 +13,8 @@ the network's two passes (the second at input / 1.5, as ``instant`` ran them in 
 * ``n3_*`` (sixth session): three network passes, the later ones at / 1.25, then ``refN`` alone or
   ``hA_fB_refN`` (A half-resolution MIND steps, B full-resolution ones, N refinement steps);
   ``h12_ref8``: the cut schedule without the network.
+* ninth session: ``h6_f1_ref14`` / ``h6_ref14`` (without and with the network's one pass) and
+  ``n3_h6_f1_ref14``: the MIND levels cut, balanced's 14 refinement steps kept.
 
 Usage (from the repository root; times are only comparable with nothing else running)::
 
@@ -62,6 +64,10 @@ VARIANTS = {
     "n3_h12_ref8": (dict(levels=((2, 12),), refine_steps=8, **THREE_PASSES), (True,), 0, 1.0),
     "n3_h8_ref9": (dict(levels=((2, 8),), refine_steps=9, **THREE_PASSES), (True,), 0, 1.0),
     "h12_ref8": (dict(levels=((2, 12),), refine_steps=8), (False,), 0, 1.0),
+    # ninth session: the MIND levels cut, the refinement kept at balanced's 14 steps
+    "h6_f1_ref14": (dict(levels=((2, 6), (1, 1)), refine_steps=14), (False, True), 0, 1.0),
+    "n3_h6_f1_ref14": (dict(levels=((2, 6), (1, 1)), refine_steps=14, **THREE_PASSES), (True,), 0, 1.0),
+    "h6_ref14": (dict(levels=((2, 6),), refine_steps=14), (False, True), 0, 1.0),
 }
 _state = {"half_steps": 0, "step_factor": 1.0}
 _optimize, _refine = pipeline.optimize_field, pipeline.refine_field
