@@ -11,7 +11,8 @@ falls below it.
 
 That test runs before any alignment, so it must tolerate misalignment and only catches contrasts far
 apart. Tissues can also keep a positive overall correlation while some swap their brightness order
-(images synthesised from label maps with a contrast per tissue; T1 against proton density), and then
+(images synthesised from label maps with a contrast per tissue, measured below; T1 against proton
+density would be the clinical kind, no such pair was at hand), and then
 the local-NCC refinement (same contrast) ends far worse than the two-contrast one: synthseg cases
 1.20 / 1.04 / 2.08 mm against 0.88 / 0.87 / 1.43 (balanced, seeds 0-2). After the MIND optimisation the
 images are aligned and :func:`inverted_edge_share` sees it: where both show tissue, the share of the
