@@ -13,7 +13,8 @@ from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
 
 from .deformations import breathing_svf, random_smooth_svf, scale_svf
-from .intensities import intensity_change_ct, intensity_change_mri, render_t2_like, synth_image_from_labels
+from .intensities import (intensity_change_ct, intensity_change_mri, render_flair_like, render_t2_like,
+                          synth_image_from_labels)
 from .landmarks import sample_landmarks, true_moving_landmarks
 from .recipes import WHITE_MATTER_LABELS, Recipe
 from .sampling import grid_points, invert_field_at, sample_at
@@ -39,10 +40,11 @@ def _grids(recipe: Recipe, src: Source) -> tuple[Geometry, Geometry]:
 def _source_images(recipe: Recipe, src: Source, target_spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """(fixed, moving) source intensities on the source grid, anti-aliased for ``target_spacing`` mm."""
     moving = src.image
-    if recipe.moving_contrast == "t2":
-        moving = render_t2_like(src.image, np.isin(src.labels, WHITE_MATTER_LABELS))
+    renderers = {"t2": render_t2_like, "flair": render_flair_like}
+    if recipe.moving_contrast in renderers:
+        moving = renderers[recipe.moving_contrast](src.image, np.isin(src.labels, WHITE_MATTER_LABELS))
     elif recipe.moving_contrast is not None:
-        raise ValueError(f"unknown moving contrast {recipe.moving_contrast!r}; expected None or 't2'")
+        raise ValueError(f"unknown moving contrast {recipe.moving_contrast!r}; expected None, 't2' or 'flair'")
     fixed = prefilter(src.image, src.geometry, target_spacing)
     return fixed, (fixed if moving is src.image else prefilter(moving, src.geometry, target_spacing))
 

@@ -13,7 +13,7 @@ GENERATOR_VERSION = 3
 #: Cases run by default.
 DEFAULT_CASES = ("brain", "lung", "synthseg", "oblique", "brain-t1t2")
 #: Every case name ``build_case`` understands.
-CASE_NAMES = DEFAULT_CASES + ("brain-full", "brain-local", "lung-large", "quick")
+CASE_NAMES = DEFAULT_CASES + ("brain-full", "brain-local", "lung-large", "brain-flair", "quick")
 
 # The 30 FreeSurfer structures VoxelMorph scores Dice on (also in brain-vxm-test-scan/labels.npz).
 VXM_DICE_LABELS = (2, 3, 4, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 28, 31,
@@ -77,6 +77,11 @@ RECIPES = {
     "lung-large": Recipe("lung-large", "lung-ct", "real thorax CT (POPI phase 00) cropped to the lungs, a breathing-like "
                          "SVF twice the lung case's (10 mm mean); Dice on the lung mask",
                          "lung", None, 10.0, label_ids=(1,)),
+    # two contrasts whose tissues still correlate (grey/white order swapped, CSF dark in both)
+    "brain-flair": Recipe("brain-flair", "auto", "cross-contrast: fixed the real T1 (vxm test scan) at 2 mm, moving "
+                          "a FLAIR-like rendering of it (grey matter brighter than white, CSF dark), random SVF, MRI "
+                          "intensity changes; preset auto", "brain", 2.0, 4.0, 40.0, label_ids=VXM_DICE_LABELS,
+                          moving_contrast="flair"),
     "quick": Recipe("quick", "brain-mri", "small test case: real T1 at 4 mm, random SVF", "brain", 4.0, 3.0, 40.0,
                     landmarks=100, label_ids=VXM_DICE_LABELS),
 }

@@ -32,7 +32,7 @@ from benchmarks import cases as bc  # noqa: E402
 from benchmarks import peers, report, runner  # noqa: E402
 from benchmarks.deformations import integrate_svf, random_smooth_svf  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
-from benchmarks.intensities import render_t2_like  # noqa: E402
+from benchmarks.intensities import render_flair_like, render_t2_like  # noqa: E402
 from benchmarks.methods import available_methods, register_settings  # noqa: E402
 from benchmarks.sampling import interpolate_field, invert_field_at  # noqa: E402
 
@@ -108,6 +108,20 @@ def test_t2_rendering_inverts_tissue_contrast():
     assert t2[2] > t2[3] > t2[4] and t2[1] > t2[3]  # CSF > GM > WM, ventricles > GM
     with pytest.raises(ValueError, match="white-matter"):
         render_t2_like(t1, np.zeros_like(wm))
+
+
+def test_flair_rendering_swaps_grey_and_white_but_keeps_csf_dark():
+    """brain-flair's moving image: grey matter brighter than white, CSF and background dark."""
+    t1 = np.array([0.0, 0.07, 0.16, 0.25, 0.40, 0.42], dtype=np.float32).reshape(1, 1, 6)  # bg, vent, CSF, GM, WM
+    wm = np.array([False, False, False, False, True, True]).reshape(1, 1, 6)
+    flair = render_flair_like(t1, wm)[0, 0]
+    assert flair[0] == 0.0 and flair.dtype == np.float32
+    assert flair[3] > flair[4] > flair[2] > 0  # GM > WM > CSF: only the grey/white edge is inverted
+    with pytest.raises(ValueError, match="render_flair_like needs white-matter"):
+        render_flair_like(t1, np.zeros_like(wm))
+    from benchmarks.recipes import DEFAULT_CASES, RECIPES
+    assert "brain-flair" in bc.CASE_NAMES and "brain-flair" not in DEFAULT_CASES
+    assert RECIPES["brain-flair"].moving_contrast == "flair"
 
 
 def test_unknown_case_and_missing_data(tmp_path):
