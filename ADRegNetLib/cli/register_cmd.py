@@ -54,7 +54,9 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
                    help="instant = the network's prediction alone; fast/balanced/best add the instance optimisation")
     r.add_argument("--contrast", default="auto", choices=("auto", "same", "different"),
                    help="do fixed and moving share a contrast? different (T1 vs T2, CT vs MR): mutual information "
-                        "for the pre-alignment; auto decides from the images (metrics.json says why)")
+                        "for the pre-alignment, edge directions for the refinement; auto decides from the images, "
+                        "and again once they are aligned (tissues in another brightness order: two contrasts; "
+                        "metrics.json says why)")
     r.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother, < 1 more local detail")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
