@@ -40,7 +40,7 @@ from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATI
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
-                     network_stage, working_geometry)
+                     moving_field_of_view, network_stage, working_geometry)
 
 __all__ = ["register"]
 
@@ -220,6 +220,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
         if not mask_w_np.any():
             raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
+    field_of_view = moving_field_of_view(work, moving.geometry, affine)  # None: the moving image covers it all
+    if field_of_view is not None:
+        if not field_of_view.any():
+            raise RegistrationError("the moving image does not cover the fixed image after pre-alignment beyond its "
+                                    "edges; check that both scans show the same anatomy, or give an initial alignment")
+        mask_w_np = field_of_view if mask_w_np is None else (mask_w_np & field_of_view)
+        if not mask_w_np.any():
+            raise RegistrationError("the fixed mask lies where the moving image has no data; check the mask")
     mask_w = None if mask_w_np is None else torch.from_numpy(mask_w_np)[None, None].to(torch_device)
     stages.done("resample")
 

@@ -16,9 +16,11 @@ from ..spatial.image import Image
 from ..spatial.warp import resample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
-from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES)
+from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
+                       NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
+           "moving_field_of_view",
            "load_network", "network_stage"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
@@ -127,6 +129,34 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
             f"{np.round(mask.geometry.origin, 1).tolist()} mm, extent {np.round(mask.geometry.extent_mm, 1).tolist()} mm); "
             f"give a mask drawn on the {reference} (or one whose header places it over the {reference})")
     return out
+
+
+def moving_field_of_view(geometry: Geometry, moving_geometry: Geometry, affine: AffineMap) -> Optional[np.ndarray]:
+    """Where the moving image has data, seen from ``geometry``: (Z, Y, X) bool, or None if everywhere.
+
+    A voxel is inside when its pre-aligned position lies within the moving grid (voxel edges), and
+    not within ``FIELD_OF_VIEW_MARGIN_VOXELS`` of a voxel outside: beyond a moving image that ends
+    inside the fixed one (a shorter scan) the resampled moving image is only padding, and matching
+    the fixed anatomy to padding drags the field at the edge.
+
+    Args:
+        geometry: the working grid (fixed frame).
+        moving_geometry: the moving image's grid.
+        affine: the pre-alignment, fixed -> moving (LPS mm).
+    """
+    z, y, x = geometry.shape
+    inside = np.empty((z, y, x), dtype=bool)
+    iy, ix = np.meshgrid(np.arange(y), np.arange(x), indexing="ij")
+    for k in range(z):  # slab by slab: (Y * X, 3) points at a time
+        index = np.stack([ix.ravel(), iy.ravel(), np.full(ix.size, k)], axis=1)
+        points = affine.apply(geometry.index_to_physical(index))
+        inside[k] = moving_geometry.contains(points, margin_voxels=0.5).reshape(y, x)
+    if inside.all():
+        return None
+    m = FIELD_OF_VIEW_MARGIN_VOXELS
+    outside = torch.from_numpy(~inside)[None, None].float()
+    near_outside = torch.nn.functional.max_pool3d(outside, 2 * m + 1, stride=1, padding=m)[0, 0] > 0
+    return ~near_outside.numpy()
 
 
 def load_network(weights: Optional[str | Path], device: torch.device):
