@@ -220,7 +220,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
         if not mask_w_np.any():
             raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
-    field_of_view = moving_field_of_view(work, moving.geometry, affine)  # None: the moving image covers it all
+    field_of_view = moving_field_of_view(work, moving.geometry, affine, fixed_w_np)  # None: nothing to leave out
     if field_of_view is not None:
         if not field_of_view.any():
             raise RegistrationError("the moving image does not cover the fixed image after pre-alignment beyond its "

@@ -17,7 +17,8 @@ __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_TWO_CONTRASTS", "REFINE_STEPS_FACTOR",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
-           "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS", "detect_preset", "is_ct"]
+           "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
+           "FIELD_OF_VIEW_MIN_TISSUE", "detect_preset", "is_ct"]
 
 #: preset names ("auto" decides from the images and says why)
 PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
@@ -67,6 +68,8 @@ EDGE_CHECK_WINDOW = 5
 #: working voxels left out of the similarity next to where the moving image ends inside the fixed one
 #: (engine/stages.py ``moving_field_of_view``; MIND patches and the 5-voxel NCC windows reach 2-3 voxels)
 FIELD_OF_VIEW_MARGIN_VOXELS = 3
+#: share of the fixed image's tissue that must lie there before the similarity is left out at all
+FIELD_OF_VIEW_MIN_TISSUE = 0.01
 #: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured
 BYTES_PER_WORKING_VOXEL = 220
 #: bytes per fixed-grid voxel while building the full-resolution outputs (slab-wise Jacobian)

@@ -11,13 +11,14 @@ import torch
 
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
+from ..spatial.filters import gaussian_smooth
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.warp import resample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES)
+                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
            "moving_field_of_view",
@@ -131,32 +132,47 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
     return out
 
 
-def moving_field_of_view(geometry: Geometry, moving_geometry: Geometry, affine: AffineMap) -> Optional[np.ndarray]:
+def moving_field_of_view(geometry: Geometry, moving_geometry: Geometry, affine: AffineMap,
+                         fixed: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Where the moving image has data, seen from ``geometry``: (Z, Y, X) bool, or None if everywhere.
 
     A voxel is inside when its pre-aligned position lies within the moving grid (voxel edges), and
     not within ``FIELD_OF_VIEW_MARGIN_VOXELS`` of a voxel outside: beyond a moving image that ends
     inside the fixed one (a shorter scan) the resampled moving image is only padding, and matching
-    the fixed anatomy to padding drags the field at the edge.
+    the fixed anatomy to padding drags the field at the edge. Where the fixed image shows nothing
+    either (the corners of a rotated grid), padding matches it and nothing is left out: with
+    ``fixed`` given, None unless more than ``FIELD_OF_VIEW_MIN_TISSUE`` of its tissue lies beyond the
+    moving image (the masked similarity costs time: 0.5 s on the oblique case, where it changed
+    0.326 mm to 0.325).
 
     Args:
         geometry: the working grid (fixed frame).
         moving_geometry: the moving image's grid.
         affine: the pre-alignment, fixed -> moving (LPS mm).
+        fixed: optional (Z, Y, X) normalised fixed intensities on ``geometry``.
     """
-    z, y, x = geometry.shape
-    inside = np.empty((z, y, x), dtype=bool)
-    iy, ix = np.meshgrid(np.arange(y), np.arange(x), indexing="ij")
-    for k in range(z):  # slab by slab: (Y * X, 3) points at a time
-        index = np.stack([ix.ravel(), iy.ravel(), np.full(ix.size, k)], axis=1)
-        points = affine.apply(geometry.index_to_physical(index))
-        inside[k] = moving_geometry.contains(points, margin_voxels=0.5).reshape(y, x)
+    # working index -> moving index is one affine map: row i of ``to_moving`` times (x, y, z) plus ``start``
+    to_moving = np.linalg.solve(moving_geometry.index_to_physical_matrix,
+                                affine.matrix @ geometry.index_to_physical_matrix)
+    start = moving_geometry.physical_to_index(affine.apply(geometry.origin[None]))[0]
+    axes = [np.arange(n, dtype=np.float64) for n in geometry.size]  # x, y, z
+    inside = np.ones(geometry.shape, dtype=bool)
+    for i, n in enumerate(moving_geometry.size):
+        index = (start[i] + to_moving[i, 0] * axes[0][None, None, :] + to_moving[i, 1] * axes[1][None, :, None]
+                 + to_moving[i, 2] * axes[2][:, None, None])
+        inside &= (index >= -0.5) & (index <= n - 0.5)
     if inside.all():
         return None
+    if fixed is not None:  # blurred by a voxel: background noise above the threshold is not tissue
+        tissue = gaussian_smooth(torch.from_numpy(np.asarray(fixed, dtype=np.float32))[None, None], 1.0)[0, 0]
+        tissue = tissue.numpy() > TISSUE_THRESHOLD
+        if np.count_nonzero(tissue & ~inside) <= FIELD_OF_VIEW_MIN_TISSUE * np.count_nonzero(tissue):
+            return None
     m = FIELD_OF_VIEW_MARGIN_VOXELS
     outside = torch.from_numpy(~inside)[None, None].float()
-    near_outside = torch.nn.functional.max_pool3d(outside, 2 * m + 1, stride=1, padding=m)[0, 0] > 0
-    return ~near_outside.numpy()
+    for kernel in ((2 * m + 1, 1, 1), (1, 2 * m + 1, 1), (1, 1, 2 * m + 1)):  # a cube, one axis at a time
+        outside = torch.nn.functional.max_pool3d(outside, kernel, stride=1, padding=tuple(k // 2 for k in kernel))
+    return ~(outside[0, 0] > 0).numpy()
 
 
 def load_network(weights: Optional[str | Path], device: torch.device):

@@ -36,6 +36,13 @@ def test_field_of_view_ends_a_margin_before_the_moving_edge_and_follows_the_alig
     # fixed x -> moving x + 8 mm: slices 10-23 land inside the moving image, 24-27 beyond its far end
     shifted = moving_field_of_view(grid, upper, AffineMap(np.eye(3), np.array([0.0, 0.0, 8.0])))
     assert not shifted[:10 + m].any() and shifted[10 + m:24 - m].all() and not shifted[24 - m:].any()
+    # where the fixed image shows nothing beyond the moving edge, padding matches it: nothing left out
+    fixed = np.zeros(grid.shape, dtype=np.float32)
+    fixed[17:] = 1.0
+    fixed[:13] = np.random.default_rng(0).normal(0.0, 0.02, fixed[:13].shape)  # background noise is not tissue
+    assert moving_field_of_view(grid, upper, AffineMap.identity(), fixed) is None
+    fixed[10:13] = 1.0  # 3 of 14 tissue slices beyond the moving image: more than 1 %
+    assert np.array_equal(moving_field_of_view(grid, upper, AffineMap.identity(), fixed), fov)
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
