@@ -68,3 +68,19 @@ def test_a_shorter_moving_scan_is_registered_inside_the_overlap(monkeypatch):
     without = error_mm(register(fixed, moving, **kw).disp_mm)
     assert with_fov < 0.35, with_fov  # measured 0.20 mm
     assert without > 2 * with_fov, (without, with_fov)  # measured 0.99 mm
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+def test_a_fixed_mask_where_the_moving_scan_has_no_data_is_refused():
+    from ADRegNetLib.engine.api import RegistrationError
+
+    vol = np.load(DATA)["vol"].astype(np.float32)[::4, ::4, ::4].copy()
+    geometry = Geometry(vol.shape[::-1], (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    k0 = vol.shape[0] // 2
+    moving = Image(vol[k0:].copy(), Geometry((vol.shape[2], vol.shape[1], vol.shape[0] - k0), (4.0, 4.0, 4.0),
+                                             (0.0, 0.0, 4.0 * k0)), "upper half")
+    mask = np.zeros(vol.shape, dtype=np.uint8)
+    mask[: k0 - 4] = 1  # the lower half only, beyond the moving image
+    with pytest.raises(RegistrationError, match="the fixed mask lies where the moving image has no data"):
+        register(Image(vol, geometry, "fixed"), moving, fixed_mask=Image(mask, geometry, "mask"), quality="fast",
+                 use_network=False, device="cpu", compute_inverse=False, prealignment="none")
