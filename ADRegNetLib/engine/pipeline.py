@@ -180,7 +180,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
     moving_n = _normalized(moving, p.modality, p.ct_window)
     contrasts_guessed = multimodal is None
-    if multimodal is None:
+    if contrasts_guessed:
         multimodal, multimodal_reason = guess_multimodal(fixed, moving, fixed_n, moving_n, start=initial_transform)
     else:
         multimodal_reason = "chosen by the user"
@@ -203,7 +203,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if note:
         warnings_.append(note)
     fixed_w_np = resample(fixed_n, work).array
-    moving_w_np = resample(moving_n, work, affine=affine).array
+    moving_w_img, moving_inside = resample(moving_n, work, affine=affine, return_inside=True)
+    moving_w_np = moving_w_img.array
     moving_has_data = float(moving_n.array.max()) > 0.01
     del fixed_n, moving_n  # full-resolution copies: not needed past the working grid (memory on large inputs)
     if float(np.count_nonzero(moving_w_np > 0.01)) < MIN_MOVING_OVERLAP * moving_w_np.size and moving_has_data:
@@ -220,7 +221,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
         if not mask_w_np.any():
             raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
-    field_of_view = moving_field_of_view(work, moving.geometry, affine, fixed_w_np)  # None: nothing to leave out
+    field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
+    del moving_w_img, moving_inside
     if field_of_view is not None:
         if not field_of_view.any():
             raise RegistrationError("the moving image does not cover the fixed image after pre-alignment beyond its "

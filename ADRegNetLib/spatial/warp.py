@@ -175,7 +175,7 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
 
 
 def resample(image: Image, geometry: Geometry, affine: Optional[AffineMap] = None, mode: str = "linear",
-             default: float = 0.0, disp_mm: Optional[np.ndarray] = None) -> Image:
+             default: float = 0.0, disp_mm: Optional[np.ndarray] = None, return_inside: bool = False):
     """An :class:`Image` sampled at ``A(x + u(x))`` for every voxel x of ``geometry``.
 
     Args:
@@ -185,15 +185,20 @@ def resample(image: Image, geometry: Geometry, affine: Optional[AffineMap] = Non
         mode: "linear" or "nearest".
         default: value outside ``image``.
         disp_mm: optional (3, Z, Y, X) LPS mm displacement on ``geometry``.
+        return_inside: also return the (Z, Y, X) bool map of the voxels that sample inside ``image``.
 
     Returns:
-        The image on ``geometry`` (float32 for "linear"; the input dtype for "nearest").
+        The image on ``geometry`` (float32 for "linear"; the input dtype for "nearest"), and the
+        inside map with ``return_inside``.
     """
     arr = image.array
     src = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     disp = None if disp_mm is None else torch.from_numpy(np.ascontiguousarray(disp_mm, dtype=np.float32))[None]
-    out = warp_image(src[None, None], disp, geometry, image.geometry, mode=mode, affine=affine,
-                     padding_value=default)[0, 0].numpy()
+    res = warp_image(src[None, None], disp, geometry, image.geometry, mode=mode, affine=affine,
+                     padding_value=default, return_inside=return_inside)
+    out, inside = res if return_inside else (res, None)
+    out = out[0, 0].numpy()
     if mode == "nearest":
         out = out.astype(arr.dtype) if arr.dtype != np.bool_ else out > 0.5
-    return Image(out.astype(np.float32, copy=False) if mode != "nearest" else out, geometry, image.name)
+    result = Image(out.astype(np.float32, copy=False) if mode != "nearest" else out, geometry, image.name)
+    return (result, inside[0, 0].numpy()) if return_inside else result

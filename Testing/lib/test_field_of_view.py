@@ -11,12 +11,19 @@ import pytest
 
 from ADRegNetLib.engine import pipeline, register
 from ADRegNetLib.engine.settings import FIELD_OF_VIEW_MARGIN_VOXELS
-from ADRegNetLib.engine.stages import moving_field_of_view
+from ADRegNetLib.engine.stages import moving_field_of_view as _from_inside
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.warp import resample
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
+
+
+def moving_field_of_view(grid: Geometry, moving_geometry: Geometry, affine: AffineMap, fixed=None):
+    """The engine's way: the inside map of the moving image resampled onto ``grid``, then the check."""
+    ones = Image(np.ones(moving_geometry.shape, dtype=np.float32), moving_geometry, "moving")
+    return _from_inside(resample(ones, grid, affine=affine, return_inside=True)[1], fixed)
 
 
 def test_field_of_view_is_none_when_the_moving_image_covers_the_grid():
