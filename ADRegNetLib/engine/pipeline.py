@@ -247,7 +247,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         # images: the network's small invented motion; T1 against T2: worse than the identity)
         flow, network_info = network_stage(model, net_f, net_m, mask_w, always_keep=False,
                                            passes=q.network_passes,
-                                           refine_downsample=q.refine_downsample_on(torch_device))
+                                           refine_downsample=q.refine_downsample_on(torch_device),
+                                           smooth_voxels=q.network_smooth_voxels)
         network_info["used"] = flow is not None
         if flow is None and (instant or not instance_optimization):
             warnings_.append(

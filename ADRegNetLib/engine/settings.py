@@ -142,6 +142,17 @@ class QualitySettings:
             52 % at 1.25 (model card); its cost on a GPU was not measured here (no GPU lent), a
             forward pass of this 0.5 M-parameter network on a 10^6-voxel grid is of the order of
             tens of milliseconds on current GPUs.
+        network_smooth_voxels: Gaussian sigma (working-grid voxels) smoothing the network's field
+            before its similarity check (0: as predicted). ``instant`` uses 1: the field is
+            upsampled from the network's coarser grids and carries their small blocky errors.
+            Measured (tenth session, step-32,148 weights, ``instant`` as shipped otherwise; benchmark
+            cases): brain seeds 0-4 0.804 / 0.809 / 0.761 / 0.745 / 0.791 mm -> 0.788 / 0.800 / 0.745 /
+            0.736 / 0.781, lung seeds 0-2 0.869 / 0.876 / 0.942 -> 0.863 / 0.879 / 0.936, synthseg
+            2.039 -> 2.028, oblique 0.935 -> 0.938; on the balanced working grid sigma 0.75 gave
+            0.793 / 0.802 / 0.750 on brain seeds 0-2 (1: 0.788 / 0.800 / 0.745), 2 was worse than 1 on those
+            three, 1.5 on the five others tried.
+            Eight of ten cases better by 0.006-0.016 mm, two worse by 0.003. The optimising qualities
+            start from the field as predicted (their optimisation replaces those details).
     """
 
     working_spacing_mm: float
@@ -159,6 +170,7 @@ class QualitySettings:
     network_passes: int = 1
     network_refine_downsample: Optional[float] = None
     network_refine_downsample_gpu: Optional[float] = None
+    network_smooth_voxels: float = 0.0
 
     def refine_downsample_on(self, device) -> Optional[float]:
         """The network's downsampling after the first pass on ``device`` (a torch device or its name)."""
@@ -170,7 +182,8 @@ class QualitySettings:
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=(), network_passes=2,
-                               network_refine_downsample=1.25, network_refine_downsample_gpu=1.0),
+                               network_refine_downsample=1.25, network_refine_downsample_gpu=1.0,
+                               network_smooth_voxels=1.0),
     # refine_steps 4 -> 6 (ninth session; same tuning and held-out cases as balanced's: mean relative TRE
     # 0.1254 -> 0.1168 and 0.2064 -> 0.1920 held out, 18 of 19 cases better; about 0.3 s more optimisation)
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),

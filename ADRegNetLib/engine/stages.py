@@ -9,12 +9,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..losses.functional import local_ncc
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
 from ..spatial.filters import gaussian_smooth
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from ..spatial.warp import resample
+from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
@@ -182,8 +183,8 @@ def load_network(weights: Optional[str | Path], device: torch.device):
 
 
 def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: Optional[torch.Tensor],
-                  always_keep: bool, passes: int = 1,
-                  refine_downsample: Optional[float] = None) -> tuple[Optional[torch.Tensor], dict]:
+                  always_keep: bool, passes: int = 1, refine_downsample: Optional[float] = None,
+                  smooth_voxels: float = 0.0) -> tuple[Optional[torch.Tensor], dict]:
     """The network's prediction on the working grid, kept only when it really improves the similarity.
 
     With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far
@@ -197,6 +198,8 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
             instant included, keeps only a prediction that passes the check).
         passes: most network passes (at least 1).
         refine_downsample: the network's input downsampling in the passes after the first (None: as the first).
+        smooth_voxels: Gaussian sigma (voxels) smoothing the prediction before the check (0: none); the
+            check and the reported loss are then those of the smoothed field.
 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
@@ -204,9 +207,13 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     candidate, passed = predict_in_passes(model, fixed_w, moving_w, passes=passes, mask=mask_w,
                                           refine_downsample=refine_downsample)
     base, pred = passed["loss_identity"], passed["loss_prediction"]
+    if smooth_voxels > 0:
+        candidate = gaussian_smooth(candidate, smooth_voxels)
+        pred = float(local_ncc(fixed_w, warp_norm(moving_w, candidate), window=5, mask=mask_w))
     gain = (base - pred) / max(abs(base), 1e-12)
     info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
-            "passes": passed["passes"], "refine_downsample": refine_downsample, "forward_s": passed["forward_s"]}
+            "passes": passed["passes"], "refine_downsample": refine_downsample, "forward_s": passed["forward_s"],
+            "smooth_voxels": smooth_voxels}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -107,3 +107,35 @@ def test_the_engine_runs_the_network_channels_last_on_the_cpu():
     plain = load_model(default_weights_path()).eval()
     with torch.no_grad():
         assert torch.allclose(model(fixed, moving)["flow_norm"], plain(fixed, moving)["flow_norm"], atol=1e-6)
+
+
+class RoughField(FieldsInTurn):
+    """The given x-shift, 50 % short and 50 % long in alternate x columns: rough, right on average."""
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor, input_downsample=None) -> dict:
+        out = super().forward(fixed, moving, input_downsample)
+        out["flow_norm"][..., ::2] *= 0.5
+        out["flow_norm"][..., 1::2] *= 1.5
+        return out
+
+
+def test_a_smoothed_prediction_is_checked_and_reported_as_smoothed(shifted_pair):
+    fixed, moving = shifted_pair
+    raw, raw_info = network_stage(FieldsInTurn([2.0]), fixed, moving, None, always_keep=True, passes=1)
+    smooth, info = network_stage(FieldsInTurn([2.0]), fixed, moving, None, always_keep=True, passes=1,
+                                 smooth_voxels=1.0)
+    assert torch.allclose(smooth, gaussian_smooth(raw, 1.0), atol=1e-7)
+    assert info["smooth_voxels"] == 1.0 and raw_info["smooth_voxels"] == 0.0
+    # a constant shift survives smoothing, so the smoothed field's own check gives the same loss
+    assert info["loss_prediction"] == pytest.approx(raw_info["loss_prediction"], abs=1e-5)
+    # a rough field: smoothing brings it to the true shift, and the reported loss is recomputed
+    rough, rough_info = network_stage(RoughField([2.0]), fixed, moving, None, always_keep=True, passes=1)
+    eased, eased_info = network_stage(RoughField([2.0]), fixed, moving, None, always_keep=True, passes=1,
+                                      smooth_voxels=1.0)
+    assert torch.allclose(eased, gaussian_smooth(rough, 1.0), atol=1e-7)
+    assert eased_info["loss_prediction"] < rough_info["loss_prediction"]
+
+
+def test_instant_smooths_the_network_field_and_optimising_qualities_do_not():
+    assert QUALITY_SETTINGS["instant"].network_smooth_voxels == 1.0
+    assert all(QUALITY_SETTINGS[q].network_smooth_voxels == 0.0 for q in ("fast", "balanced", "best"))
