@@ -39,7 +39,8 @@ from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, sim
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
                        detect_preset, is_ct)
-from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, map_mask,
+from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
+                     load_residual_network, map_mask,
                      moving_field_of_view, network_stage, working_geometry)
 
 __all__ = ["register"]
@@ -156,13 +157,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if instant and not use_network:
         raise RegistrationError("quality 'instant' is the network's prediction alone; it cannot run without the "
                                 "network (drop --no-network or choose fast/balanced/best)")
-    model = None
+    model = residual_model = None
     if use_network:  # load (and check) the weights now: a bad file fails before minutes of work
         model, net_note = load_network(weights, torch_device)
         if net_note:
             if instant:
                 raise RegistrationError(f"quality 'instant' needs network weights: {net_note}")
             warnings_.append(net_note)
+        elif q.residual_pass:
+            residual_model = load_residual_network(weights, torch_device)
     overlap = physical_overlap(fixed.geometry, moving.geometry)
     if overlap <= 0 and initial_transform is None:
         distance = float(np.linalg.norm(fixed.geometry.center() - moving.geometry.center()))
@@ -248,7 +251,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         flow, network_info = network_stage(model, net_f, net_m, mask_w, always_keep=False,
                                            passes=q.network_passes,
                                            refine_downsample=q.refine_downsample_on(torch_device),
-                                           smooth_voxels=q.network_smooth_voxels)
+                                           smooth_voxels=q.network_smooth_voxels,
+                                           residual=None if residual_model is None else
+                                           (residual_model, q.residual_downsample_on(torch_device)))
         network_info["used"] = flow is not None
         if flow is None and (instant or not instance_optimization):
             warnings_.append(

@@ -153,6 +153,13 @@ class QualitySettings:
             three, 1.5 on the five others tried.
             Eight of ten cases better by 0.006-0.016 mm, two worse by 0.003. The optimising qualities
             start from the field as predicted (their optimisation replaces those details).
+        residual_pass: after the network's passes, one more by the residual-motion weights
+            (``adregnet_residual.pt`` beside the default weights, ``configs/train_residual.json``:
+            the same architecture at the input's own resolution, trained on 0.2-2 mm motion), kept
+            only when it lowers the local NCC loss; skipped when that file is absent or other
+            weights are given.
+        residual_downsample: that pass's input downsampling on a CPU (1: the working grid).
+        residual_downsample_gpu: the same on a CUDA device (None: as on the CPU).
     """
 
     working_spacing_mm: float
@@ -171,6 +178,9 @@ class QualitySettings:
     network_refine_downsample: Optional[float] = None
     network_refine_downsample_gpu: Optional[float] = None
     network_smooth_voxels: float = 0.0
+    residual_pass: bool = False
+    residual_downsample: float = 1.0
+    residual_downsample_gpu: Optional[float] = None
 
     def refine_downsample_on(self, device) -> Optional[float]:
         """The network's downsampling after the first pass on ``device`` (a torch device or its name)."""
@@ -178,12 +188,19 @@ class QualitySettings:
             return self.network_refine_downsample_gpu
         return self.network_refine_downsample
 
+    def residual_downsample_on(self, device) -> float:
+        """The residual pass's input downsampling on ``device`` (a torch device or its name)."""
+        if str(device).startswith("cuda") and self.residual_downsample_gpu is not None:
+            return self.residual_downsample_gpu
+        return self.residual_downsample
+
 
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     "instant": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=(), network_passes=2,
                                network_refine_downsample=1.25, network_refine_downsample_gpu=1.0,
-                               network_smooth_voxels=1.0),
+                               network_smooth_voxels=1.0, residual_pass=True, residual_downsample=1.25,
+                               residual_downsample_gpu=1.0),
     # refine_steps 4 -> 6 (ninth session; same tuning and held-out cases as balanced's: mean relative TRE
     # 0.1254 -> 0.1168 and 0.2064 -> 0.1920 held out, 18 of 19 cases better; about 0.3 s more optimisation)
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),

@@ -23,7 +23,7 @@ from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
            "moving_field_of_view",
-           "load_network", "network_stage"]
+           "load_network", "load_residual_network", "network_stage"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -182,9 +182,23 @@ def load_network(weights: Optional[str | Path], device: torch.device):
     return _MODEL_CACHE[key], None
 
 
+def load_residual_network(weights: Optional[str | Path], device: torch.device):
+    """The residual-motion network beside the default weights (cached), or None.
+
+    Only with the default weights (``weights`` None): it was trained to follow them, not the
+    weights a user gives.
+    """
+    from ..model.checkpoint import default_residual_weights_path
+
+    path = default_residual_weights_path()
+    if weights is not None or not path.is_file():
+        return None
+    return load_network(path, device)[0]
+
+
 def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: Optional[torch.Tensor],
                   always_keep: bool, passes: int = 1, refine_downsample: Optional[float] = None,
-                  smooth_voxels: float = 0.0) -> tuple[Optional[torch.Tensor], dict]:
+                  smooth_voxels: float = 0.0, residual: Optional[tuple] = None) -> tuple[Optional[torch.Tensor], dict]:
     """The network's prediction on the working grid, kept only when it really improves the similarity.
 
     With ``passes`` > 1 the network runs again on the moving image warped by its prediction so far
@@ -200,12 +214,14 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
         refine_downsample: the network's input downsampling in the passes after the first (None: as the first).
         smooth_voxels: Gaussian sigma (voxels) smoothing the prediction before the check (0: none); the
             check and the reported loss are then those of the smoothed field.
+        residual: optional (residual-motion network, its input downsampling) of a last pass
+            (``model.inference.predict_in_passes``).
 
     Returns:
         (normalised flow (1, 3, Z, Y, X) on the working grid or None, info dict).
     """
     candidate, passed = predict_in_passes(model, fixed_w, moving_w, passes=passes, mask=mask_w,
-                                          refine_downsample=refine_downsample)
+                                          refine_downsample=refine_downsample, residual=residual)
     base, pred = passed["loss_identity"], passed["loss_prediction"]
     if smooth_voxels > 0:
         candidate = gaussian_smooth(candidate, smooth_voxels)
@@ -213,7 +229,7 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     gain = (base - pred) / max(abs(base), 1e-12)
     info = {"loss_identity": round(base, 6), "loss_prediction": round(pred, 6), "relative_gain": round(gain, 4),
             "passes": passed["passes"], "refine_downsample": refine_downsample, "forward_s": passed["forward_s"],
-            "smooth_voxels": smooth_voxels}
+            "smooth_voxels": smooth_voxels, "residual_kept": passed["residual_kept"]}
     # A prediction is a starting point only when it is clearly better than no motion: a small
     # "gain" on identical images is noise, and keeping it would deform them.
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:

@@ -15,6 +15,10 @@ Where the default weights are looked up (:func:`weights_search_paths`, first exi
 3. ``<ADRegNetLib>/../ADRegNet/Resources/weights/adregnet_default.pt`` — a checkout whose Slicer
    module folder holds the weights;
 4. ``<ADRegNetLib>/Resources/weights/adregnet_default.pt`` — weights packaged inside the library.
+
+The **residual-motion weights** (``adregnet_residual.pt``, :func:`default_residual_weights_path`) sit
+next to the default weights found there: they were trained to follow those weights (a last pass on
+the small motion they leave), so they are looked up beside them and nowhere else.
 """
 from __future__ import annotations
 
@@ -28,12 +32,14 @@ import torch
 from .network import ADRegNet, ADRegNetConfig
 
 __all__ = ["CheckpointError", "save_model", "load_model", "load_checkpoint", "load_matching", "default_weights_path",
-           "weights_search_paths", "WEIGHTS_ENV", "DEFAULT_WEIGHTS_NAME"]
+           "weights_search_paths", "default_residual_weights_path", "WEIGHTS_ENV", "DEFAULT_WEIGHTS_NAME",
+           "RESIDUAL_WEIGHTS_NAME"]
 
 FORMAT = "adregnet-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_ENV = "ADREGNET_WEIGHTS"
 DEFAULT_WEIGHTS_NAME = "adregnet_default.pt"
+RESIDUAL_WEIGHTS_NAME = "adregnet_residual.pt"
 
 
 class CheckpointError(ValueError):
@@ -62,6 +68,11 @@ def default_weights_path() -> Path:
         if p.is_file():
             return p
     return paths[0]
+
+
+def default_residual_weights_path() -> Path:
+    """The residual-motion weights: ``adregnet_residual.pt`` beside the default weights (may not exist)."""
+    return default_weights_path().with_name(RESIDUAL_WEIGHTS_NAME)
 
 
 def save_model(model: ADRegNet, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

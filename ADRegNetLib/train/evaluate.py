@@ -81,13 +81,15 @@ def evaluate_field(pair: PairBatch, disp_mm: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
                    device: str | torch.device = "cpu", passes: int = 1,
-                   refine_downsample: Optional[float] = None) -> dict:
+                   refine_downsample: Optional[float] = None,
+                   residual: Optional[tuple[torch.nn.Module, Optional[float]]] = None) -> dict:
     """Mean metrics over ``pairs`` for ``model`` and for the identity (``identity_*`` keys); seconds per pair.
 
     Also ``tre_mm_median`` and ``tre_mm_per_pair`` (in the order of ``pairs``, for paired comparisons).
 
     ``passes`` > 1: the prediction in passes (``model.inference.predict_in_passes``), the later ones
-    with the network's input downsampled by ``refine_downsample`` (None: as the first).
+    with the network's input downsampled by ``refine_downsample`` (None: as the first); ``residual``
+    (network, input downsampling): a last pass by the residual-motion weights.
     """
     rows, ident = [], []
     for pair in pairs:
@@ -96,9 +98,9 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
         if model is None:
             continue
         t0 = time.perf_counter()
-        if passes > 1:
+        if passes > 1 or residual is not None:
             flow, _ = predict_in_passes(model, pair.fixed, pair.moving, passes=passes,
-                                        refine_downsample=refine_downsample)
+                                        refine_downsample=refine_downsample, residual=residual)
         else:
             flow = model(pair.fixed, pair.moving)["flow_norm"]
         seconds = time.perf_counter() - t0
@@ -130,6 +132,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--refine-downsample", type=float, nargs="+", default=[None],
                         help="network input downsampling of the passes after the first (1: full resolution; "
                              "several values give a row each; default: as the first pass)")
+    parser.add_argument("--residual-weights", default=None,
+                        help="residual-motion weights (adregnet_residual.pt): each row with more than one pass "
+                             "gets a twin with a last residual pass")
+    parser.add_argument("--residual-downsample", type=float, default=1.0,
+                        help="input downsampling of that residual pass (1: full resolution)")
     parser.add_argument("--ablation-weights", nargs="*", default=[], metavar="NAME=PATH",
                         help="more networks on the same pairs, e.g. no_cross_attention=runs/ablations/x.pt")
     args = parser.parse_args(argv)
@@ -141,6 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     models = {"AD-RegNet": args.weights, **dict(item.partition("=")[::2] for item in args.ablation_weights)}
     report = {"weights": str(args.weights), "pairs": args.pairs, "seed": args.seed, "crop_zyx": args.crop,
               "results": {}}
+    residual = None if args.residual_weights is None else (load_model(args.residual_weights), args.residual_downsample)
+    if residual is not None:
+        report["residual_weights"] = str(args.residual_weights)
     for set_name, pairs in sets.items():
         results = {}
         for name, path in models.items():
@@ -151,6 +161,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "" if refine is None else f" (later ones at input / {refine:g})")
                     results[label] = evaluate_model(model, pairs, passes=passes, refine_downsample=refine)
                     results[label]["training_steps"] = getattr(model, "metadata", {}).get("training_steps")
+                    if residual is not None and passes > 1:
+                        twin = f"{label} + residual pass at / {args.residual_downsample:g}"
+                        results[twin] = evaluate_model(model, pairs, passes=passes, refine_downsample=refine,
+                                                       residual=residual)
+                        results[twin]["training_steps"] = results[label]["training_steps"]
         report["results"][set_name] = results
         first = next(iter(results.values()))
         print(f"\n{set_name} ({len(pairs)} pairs): identity TRE {first['identity_tre_mm']:.2f} mm, "

@@ -139,3 +139,43 @@ def test_a_smoothed_prediction_is_checked_and_reported_as_smoothed(shifted_pair)
 def test_instant_smooths_the_network_field_and_optimising_qualities_do_not():
     assert QUALITY_SETTINGS["instant"].network_smooth_voxels == 1.0
     assert all(QUALITY_SETTINGS[q].network_smooth_voxels == 0.0 for q in ("fast", "balanced", "best"))
+
+
+def test_a_residual_pass_by_another_network_is_kept_only_when_it_helps(shifted_pair):
+    fixed, moving = shifted_pair
+    residual = FieldsInTurn([1.0])
+    flow, info = network_stage(FieldsInTurn([1.0]), fixed, moving, None, always_keep=True, passes=1,
+                               residual=(residual, 1.25))
+    assert info["residual_kept"] is True and info["passes"] == 1 and len(info["forward_s"]) == 2
+    assert torch.allclose(_shift_vox(flow), torch.tensor(2.0), atol=1e-4)  # 1 voxel, then 1 more
+    assert residual.downsample == [1.25] and not torch.equal(residual.seen[0], moving)  # it saw the warped image
+    worse, info = network_stage(FieldsInTurn([1.0]), fixed, moving, None, always_keep=True, passes=1,
+                                residual=(FieldsInTurn([-3.0]), 1.0))
+    assert info["residual_kept"] is False
+    assert torch.allclose(_shift_vox(worse), torch.tensor(1.0), atol=1e-4)
+    _, without = network_stage(FieldsInTurn([1.0]), fixed, moving, None, always_keep=True, passes=1)
+    assert without["residual_kept"] is None
+
+
+def test_the_residual_weights_are_used_only_beside_the_default_weights(tmp_path, monkeypatch):
+    from ADRegNetLib.engine import stages
+    from ADRegNetLib.model import checkpoint
+    from ADRegNetLib.model.checkpoint import save_model
+    from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
+
+    tiny = {"channels": [4, 8], "decoder_channels": [4], "cross_attention": False}
+    default = save_model(ADRegNet(ADRegNetConfig.from_dict(tiny)), tmp_path / "adregnet_default.pt")
+    monkeypatch.setenv(checkpoint.WEIGHTS_ENV, str(default))
+    assert stages.load_residual_network(None, torch.device("cpu")) is None  # no residual file: no pass
+    save_model(ADRegNet(ADRegNetConfig.from_dict(dict(tiny, input_downsample=1))), tmp_path / "adregnet_residual.pt")
+    assert checkpoint.default_residual_weights_path() == tmp_path / "adregnet_residual.pt"
+    model = stages.load_residual_network(None, torch.device("cpu"))
+    assert model is not None and model.config.input_downsample == 1
+    # weights the user gives were not what the residual network was trained to follow
+    assert stages.load_residual_network(str(default), torch.device("cpu")) is None
+
+
+def test_instant_ends_with_the_residual_pass_and_optimising_qualities_do_not():
+    assert QUALITY_SETTINGS["instant"].residual_pass
+    assert QUALITY_SETTINGS["instant"].residual_downsample_on("cuda") == 1.0
+    assert not any(QUALITY_SETTINGS[q].residual_pass for q in ("fast", "balanced", "best"))

@@ -99,6 +99,25 @@ def test_evaluate_cli_gives_a_row_per_pass_count_and_refinement_resolution(tmp_p
     assert json.loads((tmp_path / "e.json").read_text())["results"]["heldout"].keys() == rows.keys()
 
 
+def test_evaluate_cli_adds_a_residual_pass_twin_to_each_multi_pass_row(tmp_path, prepared):
+    from ADRegNetLib.model.checkpoint import save_model
+    from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
+    from ADRegNetLib.train.evaluate import main as evaluate_main
+
+    torch.manual_seed(0)
+    weights = save_model(ADRegNet(ADRegNetConfig.from_dict(TINY_MODEL)), tmp_path / "w.pt")
+    residual = save_model(ADRegNet(ADRegNetConfig.from_dict(dict(TINY_MODEL, input_downsample=1))), tmp_path / "r.pt")
+    report = evaluate_main(["--weights", str(weights), "--prepared", str(prepared), "--pairs", "2", "--crop", "24", "24",
+                            "24", "--threads", "1", "--passes", "1", "2", "--residual-weights", str(residual),
+                            "--residual-downsample", "1.25", "--out", str(tmp_path / "e.json")])
+    rows = report["results"]["heldout"]
+    assert list(rows) == ["AD-RegNet", "AD-RegNet, 2 passes", "AD-RegNet, 2 passes + residual pass at / 1.25"]
+    assert report["residual_weights"] == str(residual)
+    # the residual pass is kept only where it lowers the local NCC loss: never a worse similarity, and
+    # the twin differs from its row only by that pass
+    assert all(r["pairs"] == 2 and np.isfinite(r["tre_mm"]) for r in rows.values())
+
+
 def test_channels_last_training_computes_what_the_contiguous_layout_computes(tmp_path, prepared):
     # the same seeded steps in both memory layouts end at the same weights (only the speed differs)
     weights = {}
