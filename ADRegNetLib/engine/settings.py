@@ -194,15 +194,16 @@ class QualitySettings:
 
     def refine_downsample_on(self, device) -> Optional[float]:
         """The network's downsampling after the first pass on ``device`` (a torch device or its name)."""
-        if str(device).startswith("cuda") and self.network_refine_downsample_gpu is not None:
-            return self.network_refine_downsample_gpu
-        return self.network_refine_downsample
+        return _on_device(device, self.network_refine_downsample, self.network_refine_downsample_gpu)
 
     def residual_downsample_on(self, device) -> float:
         """The residual pass's input downsampling on ``device`` (a torch device or its name)."""
-        if str(device).startswith("cuda") and self.residual_downsample_gpu is not None:
-            return self.residual_downsample_gpu
-        return self.residual_downsample
+        return _on_device(device, self.residual_downsample, self.residual_downsample_gpu)
+
+
+def _on_device(device, cpu_value, gpu_value):
+    """``gpu_value`` on a CUDA device when it is set, else ``cpu_value``."""
+    return gpu_value if str(device).startswith("cuda") and gpu_value is not None else cpu_value
 
 
 # Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".

@@ -138,8 +138,7 @@ def test_instant_returns_no_deformation_when_the_prediction_does_not_help(t1_t2,
     prediction that does not (here forced: gain -1%) gives the identity field and a warning."""
     from ADRegNetLib.engine import pipeline
 
-    def no_help(model, fixed_w, moving_w, mask_w, always_keep, passes=1, refine_downsample=None, smooth_voxels=0.0,
-                residual=None):
+    def no_help(model, fixed_w, moving_w, mask_w, always_keep, **options):
         assert always_keep is False
         return None, {"relative_gain": -0.01, "kept": False}
 

@@ -86,7 +86,7 @@ def test_the_real_network_runs_at_an_overridden_resolution():
 def test_instant_runs_two_passes_and_optimising_qualities_one():
     assert QUALITY_SETTINGS["instant"].network_passes == 2
     assert QUALITY_SETTINGS["instant"].network_refine_downsample == 1.5  # the residual pass runs at / 1.25
-    # a GPU affords the full-resolution second pass; the CPU keeps 1.25; other qualities the weights' own
+    # a GPU affords the full-resolution second pass; the CPU runs it at 1.5; other qualities the weights' own
     assert QUALITY_SETTINGS["instant"].refine_downsample_on("cuda") == 1.0
     assert QUALITY_SETTINGS["instant"].refine_downsample_on(torch.device("cpu")) == 1.5
     assert QUALITY_SETTINGS["instant"].residual_downsample_on(torch.device("cpu")) == 1.25
