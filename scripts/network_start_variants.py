@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
+import ADRegNetLib.model.checkpoint as checkpoint  # noqa: E402
 from ADRegNetLib.engine import register  # noqa: E402
 from ADRegNetLib.engine.optimizer import _at_level, level_geometry  # noqa: E402
 from ADRegNetLib.engine.refine import RefineSettings  # noqa: E402
@@ -51,6 +52,7 @@ NO_LEVEL = ((9.0, 0),)  # marker of "no MIND level" (the patched optimisation re
 TWO_PASSES = dict(network_passes=2, network_refine_downsample=1.5)
 THREE_PASSES = dict(network_passes=3, network_refine_downsample=1.25)
 INSTANT_PASSES = dict(network_passes=2, network_refine_downsample=1.25)
+RESIDUAL_PASSES = dict(INSTANT_PASSES, residual_pass=True, residual_downsample=1.25)
 #: name -> (QualitySettings overrides, network on/off runs, half-resolution NCC steps, first-step factor)
 VARIANTS = {
     "base": ({}, (False, True), 0, 1.0),
@@ -84,9 +86,18 @@ VARIANTS = {
     "n2_ref14_s4": (dict(levels=NO_LEVEL, refine_steps=14, **INSTANT_PASSES), (True,), 0, 1.0),
     "n2_ref20_s4": (dict(levels=NO_LEVEL, refine_steps=20, **INSTANT_PASSES), (True,), 0, 1.0),
     "n2_ref20_s8": (dict(levels=NO_LEVEL, refine_steps=20, **INSTANT_PASSES), (True,), 0, 1.0),
+    # eleventh session: the residual-motion pass after instant's two passes (at / 1.25), then
+    # half-resolution local-NCC steps (a step there costs about an eighth of a full-resolution one)
+    "n2r_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **RESIDUAL_PASSES), (True,), 0, 1.0),
+    "n2r_s2_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **RESIDUAL_PASSES), (True,), 0, 1.0),
+    "n2r_half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **RESIDUAL_PASSES), (True,), 10, 1.0),
+    "n2r_s2_half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **RESIDUAL_PASSES), (True,), 10, 1.0),
+    "n2_s4_half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **INSTANT_PASSES), (True,), 10, 1.0),
+    "n2_s4_half20_ref8": (dict(levels=NO_LEVEL, refine_steps=8, **INSTANT_PASSES), (True,), 20, 1.0),
 }
 #: variants whose network field is Gaussian-smoothed (sigma, working voxels) before the optimisation
-SMOOTHED = {"n2_ref14_s4": 4.0, "n2_ref20_s4": 4.0, "n2_ref20_s8": 8.0}
+SMOOTHED = {"n2_ref14_s4": 4.0, "n2_ref20_s4": 4.0, "n2_ref20_s8": 8.0, "n2r_s2_ref14": 2.0, "n2r_s2_half10_ref10": 2.0,
+            "n2_s4_half10_ref10": 4.0, "n2_s4_half20_ref8": 4.0}
 _state = {"half_steps": 0, "step_factor": 1.0, "smooth": 0.0}
 _optimize, _refine, _network_stage = pipeline.optimize_field, pipeline.refine_field, pipeline.network_stage
 
@@ -121,7 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cases", nargs="+", help="benchmark case folders (case.json inside)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--residual-weights", type=Path, default=None,
+                        help="residual-motion weights of the n2r_* variants (default: the shipped ones)")
     args = parser.parse_args(argv)
+    if args.residual_weights is not None:
+        if not args.residual_weights.is_file():
+            parser.error(f"no residual weights at {args.residual_weights}")
+        checkpoint.default_residual_weights_path = lambda: args.residual_weights
     torch.set_num_threads(args.threads)
     pipeline.optimize_field, pipeline.refine_field = _patched_optimize, _patched_refine
     pipeline.network_stage = _patched_network_stage

@@ -163,7 +163,11 @@ class QualitySettings:
             1 voxel as before): brain seeds 0-4 0.788 / 0.800 / 0.745 / 0.736 / 0.781 mm -> 0.671 /
             0.655 / 0.628 / 0.658 / 0.696 (mean 0.770 -> 0.662), synthseg 2.028 -> 1.995, oblique
             0.938 -> 0.820, but lung seeds 0-2 0.863 / 0.879 / 0.936 -> 0.915 / 0.898 / 0.970 (worse);
-            forward passes 0.88-0.97 s on the brain (0.60-0.70 s before). The residual pass after a
+            forward passes 0.88-0.97 s on the brain (0.60-0.70 s before). Residual weights of step
+            10,788 (eleventh session, same configuration): brain 0.631 / 0.619 / 0.601 / 0.633 / 0.668
+            (mean 0.630), lung 0.869 / 0.862 / 0.918, synthseg 1.981, oblique 0.782; forward passes
+            0.84 s on the brain seed-0 grid (the network stage with its similarity checks and the
+            smoothing 1.08-1.12 s). The residual pass after a
             second pass at / 1.25 (brain mean 0.643, lung 0.835) takes 1.08-1.21 s, over the 1 s
             budget; both at / 1.5 brain 0.735, lung 1.025; on a CUDA device the second and residual
             passes run at full resolution (on the CPU, second pass at / 1.25 and residual at / 1:

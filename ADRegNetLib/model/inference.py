@@ -53,26 +53,27 @@ def predict_in_passes(model: torch.nn.Module, fixed: torch.Tensor, moving: torch
     """
     shape = tuple(fixed.shape[2:])
     base = float(local_ncc(fixed, moving, window=5, mask=mask))
-    flow, loss_kept, kept, forward_s = None, base, 0, []
+    # the moving image warped by the field kept so far: the next pass's input (its loss was measured on it)
+    flow, warped, loss_kept, kept, forward_s = None, moving, base, 0, []
 
-    def one_pass(net: torch.nn.Module, downsample: Optional[float]) -> tuple[torch.Tensor, float]:
-        current = moving if flow is None else warp_norm(moving, flow)
+    def one_pass(net: torch.nn.Module, downsample: Optional[float]) -> tuple[torch.Tensor, torch.Tensor, float]:
         t0 = time.perf_counter()
-        out = net(fixed, current, input_downsample=downsample)
+        out = net(fixed, warped, input_downsample=downsample)
         forward_s.append(round(time.perf_counter() - t0, 4))
         step = resize_flow(out["flow_norm"], shape)
         if flow is not None:  # the new field first, then the one so far
             step = compose_flows(step, flow)
-        return step, float(local_ncc(fixed, warp_norm(moving, step), window=5, mask=mask))
+        step_warped = warp_norm(moving, step)
+        return step, step_warped, float(local_ncc(fixed, step_warped, window=5, mask=mask))
 
     for index in range(max(1, int(passes))):
-        step, loss = one_pass(model, refine_downsample if index > 0 else None)
+        step, step_warped, loss = one_pass(model, refine_downsample if index > 0 else None)
         if flow is not None and not loss < loss_kept:
             break
-        flow, loss_kept, kept = step, loss, kept + 1
+        flow, warped, loss_kept, kept = step, step_warped, loss, kept + 1
     residual_kept = None
     if residual is not None:
-        step, loss = one_pass(*residual)
+        step, step_warped, loss = one_pass(*residual)
         residual_kept = loss < loss_kept
         if residual_kept:
             flow, loss_kept = step, loss
