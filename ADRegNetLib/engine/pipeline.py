@@ -23,6 +23,7 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
+from ..spatial.filters import local_gain_normalised
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
@@ -37,8 +38,8 @@ from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
-                       detect_preset, is_ct)
+                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_GAIN_FLOOR,
+                       REFINE_GAIN_SIGMA_MM, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask,
                      moving_field_of_view, network_stage, working_geometry)
@@ -297,11 +298,19 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                          similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
                                          sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                                          sigma_field=base.sigma_field * regularization)
+        fixed_r, moving_r, gain_mm = fixed_w, moving_w, None
+        if refine_settings.similarity == "lncc" and not (is_ct(fixed) or is_ct(moving)):
+            # a bias field (MRI) divided out first: local NCC ignores a gain only within its windows
+            gain_mm = REFINE_GAIN_SIGMA_MM
+            sigma = [gain_mm / float(s) for s in work.spacing[::-1]]
+            fixed_r, moving_r = (local_gain_normalised(t, sigma, REFINE_GAIN_FLOOR) for t in (fixed_w, moving_w))
         flow, refine_info = refine_field(
-            fixed_w, moving_w, work, flow, refine_settings, mask=mask_w,
+            fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
             progress=stages.sub(0.8, 0.9), should_stop=should_stop)
         refine_info["contrasts"] = contrasts
+        refine_info["gain_normalised_sigma_mm"] = gain_mm
+        del fixed_r, moving_r
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")

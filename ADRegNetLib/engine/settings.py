@@ -51,6 +51,22 @@ SAME_CONTRAST_MIN_CORRELATION = 0.3
 SAME_CONTRAST_SPACING_MM = 4.0
 #: normalised intensity above which a voxel shows tissue (not background)
 TISSUE_THRESHOLD = 0.05
+#: local NCC refinement of one non-CT contrast (MRI): both images divided by their own local mean
+#: intensity (``spatial.filters.local_gain_normalised``: Gaussian of this sigma in mm, floor
+#: ``REFINE_GAIN_FLOOR`` of the 99th percentile) before the refinement compares them. Local NCC is
+#: invariant to a constant gain within its 5-voxel windows, not to a gain that changes across them:
+#: a bias field shifts where edges match. Measured (eleventh session, balanced, benchmark cases whose
+#: two images each carry their own bias field of amplitude 0.2 and gamma; one run): brain seeds 0-4
+#: 0.264 / 0.249 / 0.270 / 0.375 / 0.342 -> 0.223 / 0.213 / 0.235 / 0.294 / 0.290 mm (mean 0.300 ->
+#: 0.251), oblique 0.322 -> 0.282, synthseg 0.898 -> 0.892; brain seed 1 with a further bias field of
+#: amplitude 0.5 on the moving image 0.363 -> 0.250, with a further gamma 0.5 (background noise
+#: raised into the tissue range) 0.284 -> 0.315 (worse). Sigma 4 / 6 / 8 / 10 mm and floors 0.05-1.0
+#: tried on those cases (docs/benchmarks/wave11-instant-2026-12-01.md). Not for CT (calibrated HU,
+#: no multiplicative bias: the lung case 0.263 -> 0.30) nor for two contrasts (edge directions,
+#: already gain-free: T1 against T2 0.341 -> 0.43 had it been applied there).
+REFINE_GAIN_SIGMA_MM = 6.0
+#: see ``REFINE_GAIN_SIGMA_MM``
+REFINE_GAIN_FLOOR = 0.3
 #: similarity of the refinement for two contrasts (one contrast: the preset's ``refine_similarity``):
 #: brain-t1t2 case 0.40 mm with NGF (30 steps), 0.46 mm with 3-voxel local NCC (20 steps)
 REFINE_TWO_CONTRASTS = "ngf"

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std"]
+__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
 _BLOCK = 128
@@ -171,3 +171,33 @@ def noise_std(volume: torch.Tensor, min_intensity: float = 0.05) -> float:
     if residual.numel() < 100:
         return 0.0
     return float(1.4826 * residual.abs().median() / (7.0 / 6.0) ** 0.5)
+
+
+def local_gain_normalised(volume: torch.Tensor, sigma_voxels: float | Sequence[float], floor: float) -> torch.Tensor:
+    """A volume divided by its own Gaussian-smoothed intensity: a slowly varying gain taken out.
+
+    ``out = v (1 + floor) r / (G_sigma * v + floor r)`` with ``r`` the volume's 99th intensity
+    percentile. Where the local mean is ``r`` the intensity is unchanged; a multiplicative field
+    much smoother than ``sigma`` (an MRI bias field) divides out; ``floor`` keeps dark background,
+    whose local mean is near 0, from being amplified into bright noise (it is divided by about
+    ``floor r`` instead).
+
+    Args:
+        volume: (1, 1, Z, Y, X) non-negative intensities.
+        sigma_voxels: Gaussian sigma of the local mean, voxels, one value or (z, y, x).
+        floor: share of ``r`` added to the local mean (> 0).
+
+    Returns:
+        (1, 1, Z, Y, X) float volume (a new tensor).
+    """
+    if volume.ndim != 5 or volume.shape[:2] != (1, 1):
+        raise ValueError(f"volume must be (1, 1, Z, Y, X), got {tuple(volume.shape)}")
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    flat = volume.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 1_000_000)].float()
+    ref = float(torch.quantile(sample, 0.99))
+    if not ref > 0:  # an empty (all-zero or negative) volume: nothing to normalise
+        return volume.clone()
+    local = gaussian_smooth(volume, sigma_voxels)
+    return volume * ((1.0 + floor) * ref) / local.add_(floor * ref)
