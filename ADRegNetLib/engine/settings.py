@@ -58,10 +58,11 @@ TISSUE_THRESHOLD = 0.05
 #: a bias field shifts where edges match. Measured (eleventh session, balanced, benchmark cases whose
 #: two images each carry their own bias field of amplitude 0.2 and gamma; one run): brain seeds 0-4
 #: 0.264 / 0.249 / 0.270 / 0.375 / 0.342 -> 0.223 / 0.213 / 0.235 / 0.294 / 0.290 mm (mean 0.300 ->
-#: 0.251), oblique 0.322 -> 0.282, synthseg 0.898 -> 0.892; brain seed 1 with a further bias field of
-#: amplitude 0.5 on the moving image 0.363 -> 0.250, with a further gamma 0.5 (background noise
-#: raised into the tissue range) 0.284 -> 0.315 (worse). Sigma 4 / 6 / 8 / 10 mm and floors 0.05-1.0
-#: tried on those cases (docs/benchmarks/wave11-instant-2026-12-01.md). Not for CT (calibrated HU,
+#: 0.251), oblique 0.322 -> 0.282. Brain seeds 0 and 1 with the moving image given a further gamma
+#: (0.5, 1, 2) and bias field (amplitude 0, 0.5): mean of the twelve 0.361 -> 0.294 mm, bias 0.5
+#: 0.401 / 0.366 -> 0.282 / 0.250, but gamma 0.5 alone 0.309 / 0.284 -> 0.376 / 0.314 (worse). Sigma
+#: 4 / 6 / 8 / 10 mm and floors 0.05-1.0
+#: tried on those cases (docs/benchmarks/wave11-2026-12-01.md; scripts/intensity_stress.py). Not for CT (calibrated HU,
 #: no multiplicative bias: the lung case 0.263 -> 0.30) nor for two contrasts (edge directions,
 #: already gain-free: T1 against T2 0.341 -> 0.43 had it been applied there).
 REFINE_GAIN_SIGMA_MM = 6.0
