@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ADRegNetLib.engine import register
 from ADRegNetLib.engine.api import RegistrationCancelled
 from ADRegNetLib.engine.optimizer import OptimizerSettings, optimize_field
 from ADRegNetLib.losses.features import FeatureSSD, central_gradient, mind_ssc_fast
@@ -19,6 +20,7 @@ from ADRegNetLib.losses.functional import mind_ssc
 from ADRegNetLib.spatial.filters import gaussian_kernel, gaussian_smooth
 from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm, identity_grid
 from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
 
 QUICK = OptimizerSettings(levels=((2, 15), (1, 10)), step_voxels=0.5)
 
@@ -217,3 +219,18 @@ def test_bad_inputs_name_the_problem():
         optimize_field(img, img, geom, OptimizerSettings(features="ncc"))
     with pytest.raises(ValueError, match="mask must be"):
         optimize_field(img, img, geom, QUICK, mask=torch.ones((1, 1, 4, 4, 4), dtype=torch.bool))
+
+
+def test_lung_preset_starts_with_a_quarter_resolution_level():
+    """Breathing moves further than the brain deforms: the lung-ct preset adds a coarser
+    instance-optimisation level before the quality's own (settings.PresetSettings.coarse_levels)."""
+    geometry = Geometry((40, 40, 40), (2.0, 2.0, 2.0))
+    noise = torch.rand((1, 1, 40, 40, 40), generator=torch.Generator().manual_seed(7))
+    arr = gaussian_smooth(noise, 1.5)[0, 0].numpy() * 1400.0 - 1000.0  # HU-like: air at -1000
+    kw = dict(quality="fast", use_network=False, device="cpu", compute_inverse=False)
+    fixed, moving = Image(arr, geometry, "fixed"), Image(np.roll(arr, 2, axis=0).copy(), geometry, "moving")
+    lung = register(fixed, moving, preset="lung-ct", **kw).metrics["instance_optimization"]["levels"]
+    brain = register(fixed, moving, preset="generic", **kw).metrics["instance_optimization"]["levels"]
+    assert [level["factor"] for level in lung] == [4.0, 2.0, 1.0]
+    assert [level["factor"] for level in brain] == [2.0, 1.0]
+    assert lung[0]["max_iterations"] == 12
