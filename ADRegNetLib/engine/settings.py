@@ -126,7 +126,7 @@ PRESET_SETTINGS: dict[str, PresetSettings] = {
     # cases (5 mm) seeds 0-3: 0.263 / 0.263 / 0.300 / 0.314 -> 0.267 / 0.264 / 0.304 / 0.323; fast
     # lung-large seeds 0-1 1.056 / 0.886 -> 0.999 / 0.832, lung seeds 0 and 3 0.447 / 0.464 -> 0.453 /
     # 0.479; optimisation time about the same (the half-resolution level then stops earlier). The brain
-    # keeps its two levels: there the same level cost 0.002-0.030 mm on four of five benchmark seeds
+    # keeps its two levels: there the same level cost 0.002-0.030 mm on all five benchmark seeds
     # and 0.066 on synthseg (brain-local, control values 20 mm apart: 0.857 -> 0.800).
     "lung-ct": PresetSettings(modality="ct", ct_window=(-1000.0, 200.0), refine_similarity="ngf",
                               coarse_levels=((4, 12),)),
