@@ -23,7 +23,7 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
-from ..spatial.filters import local_gain_normalised
+from ..spatial.filters import local_gain_factor, local_gain_normalised
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
@@ -298,19 +298,21 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                          similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
                                          sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                                          sigma_field=base.sigma_field * regularization)
-        fixed_r, moving_r, gain_mm = fixed_w, moving_w, None
+        fixed_r, moving_r, moving_gain, gain_mm = fixed_w, moving_w, None, None
         if refine_settings.similarity == "lncc" and not (is_ct(fixed) or is_ct(moving)):
             # a bias field (MRI) divided out first: local NCC ignores a gain only within its windows
             gain_mm = REFINE_GAIN_SIGMA_MM
             sigma = [gain_mm / float(s) for s in work.spacing[::-1]]
-            fixed_r, moving_r = (local_gain_normalised(t, sigma, REFINE_GAIN_FLOOR) for t in (fixed_w, moving_w))
+            fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
+            moving_gain = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
+            moving_r = moving_w * moving_gain
         flow, refine_info = refine_field(
             fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
-            progress=stages.sub(0.8, 0.9), should_stop=should_stop)
+            progress=stages.sub(0.8, 0.9), should_stop=should_stop, moving_gain=moving_gain)
         refine_info["contrasts"] = contrasts
         refine_info["gain_normalised_sigma_mm"] = gain_mm
-        del fixed_r, moving_r
+        del fixed_r, moving_r, moving_gain
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")

@@ -79,20 +79,29 @@ class LocalNCC:
         radius: window radius in voxels (window ``2 radius + 1`` per axis).
         eps: stabiliser relative to the product of the two global variances.
         noise_variance: moving-image noise variance whose reduction by interpolation is undone
-            (see the module notes; 0: none). Used when :meth:`gradient` gets the sample positions.
+            (see the module notes; 0: none), one value or a (1, 1, Z, Y, X) map of it at each voxel
+            of the warped image (an image multiplied by a varying gain has a varying noise level).
+            Used when :meth:`gradient` gets the sample positions.
     """
 
     def __init__(self, fixed: torch.Tensor, weight: Optional[torch.Tensor] = None, radius: int = 4,
-                 eps: float = 1e-4, noise_variance: float = 0.0) -> None:
+                 eps: float = 1e-4, noise_variance: float | torch.Tensor = 0.0) -> None:
         if fixed.ndim != 5 or fixed.shape[:2] != (1, 1):
             raise ValueError(f"fixed must be (1, 1, Z, Y, X), got {tuple(fixed.shape)}")
         if weight is not None and tuple(weight.shape) != tuple(fixed.shape):
             raise ValueError(f"weight must be {tuple(fixed.shape)}, got {tuple(weight.shape)}")
         if radius < 1:
             raise ValueError(f"radius must be >= 1 voxel, got {radius}")
-        if not noise_variance >= 0:
-            raise ValueError(f"noise_variance must be >= 0, got {noise_variance}")
-        self.noise_variance = float(noise_variance)
+        if isinstance(noise_variance, torch.Tensor):  # one variance per voxel of the warped image
+            if tuple(noise_variance.shape) != tuple(fixed.shape):
+                raise ValueError(f"a noise_variance map must be {tuple(fixed.shape)}, got {tuple(noise_variance.shape)}")
+            if not bool((noise_variance >= 0).all()):
+                raise ValueError("noise_variance must be >= 0 everywhere")
+            self.noise_variance = noise_variance if bool((noise_variance > 0).any()) else 0.0
+        else:
+            if not noise_variance >= 0:
+                raise ValueError(f"noise_variance must be >= 0, got {noise_variance}")
+            self.noise_variance = float(noise_variance)
         self.fixed = fixed
         self.weight = weight
         self.radius = int(radius)
@@ -104,6 +113,9 @@ class LocalNCC:
         self.var_f = _box_mean_(fixed * fixed, self.radius).sub_(self.mu_f * self.mu_f).clamp_min_(0)
         self.global_var_f = float(fixed.var())
         self.counts = _window_counts(fixed, self.radius)
+
+    def _has_noise(self) -> bool:
+        return isinstance(self.noise_variance, torch.Tensor) or self.noise_variance > 0
 
     def loss_terms(self, warped: torch.Tensor, noise_factor: Optional[torch.Tensor] = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,8 +129,8 @@ class LocalNCC:
         mu_m = _box_mean_(warped, self.radius)
         cov = _box_mean_(self.fixed * warped, self.radius).sub_(self.mu_f * mu_m)
         var_m = _box_mean_(warped * warped, self.radius).sub_(mu_m * mu_m).clamp_min_(0)
-        if noise_factor is not None and self.noise_variance > 0:
-            var_m.add_(_box_mean_(1.0 - noise_factor, self.radius).mul_(self.noise_variance))
+        if noise_factor is not None and self._has_noise():
+            var_m.add_(_box_mean_((1.0 - noise_factor).mul_(self.noise_variance), self.radius))
         e = self.eps * self.global_var_f * float(warped.detach().var()) + 1e-30
         return cov, var_m, self.var_f * var_m + e, mu_m
 
@@ -166,12 +178,12 @@ class LocalNCC:
         which ``warped`` was sampled; with a ``noise_variance`` the interpolation term is included.
         """
         noise_factor = slopes = None
-        if positions is not None and self.noise_variance > 0:
+        if positions is not None and self._has_noise():
             noise_factor, slopes = interpolation_noise_factor(positions)
         d_m, loss, d_var = self._derivatives(warped, noise_factor)
         grads = central_gradient(warped)  # x, y, z components (half the two-sided difference)
         grad = torch.cat([g.mul_(d_m) for g in grads], dim=1)
         if slopes is not None:  # C' = C + s (1 - box k): dL/du_i = dL/dC' (-s / n) dk/dt_i, summed
-            d_var.mul_(-self.noise_variance / self.total)
+            d_var.mul_(self.noise_variance).mul_(-1.0 / self.total)
             grad.add_(torch.cat([slope.mul_(d_var) for slope in slopes], dim=1))
         return grad, loss

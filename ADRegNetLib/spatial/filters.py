@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_normalised"]
+__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor", "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
 _BLOCK = 128
@@ -174,10 +174,15 @@ def noise_std(volume: torch.Tensor, min_intensity: float = 0.05) -> float:
 
 
 def local_gain_normalised(volume: torch.Tensor, sigma_voxels: float | Sequence[float], floor: float) -> torch.Tensor:
-    """A volume divided by its own Gaussian-smoothed intensity: a slowly varying gain taken out.
+    """``volume * local_gain_factor(volume, sigma_voxels, floor)``: a slowly varying gain taken out."""
+    return volume * local_gain_factor(volume, sigma_voxels, floor)
 
-    ``out = v (1 + floor) r / (G_sigma * v + floor r)`` with ``r`` the volume's 99th intensity
-    percentile. Where the local mean is ``r`` the intensity is unchanged; a multiplicative field
+
+def local_gain_factor(volume: torch.Tensor, sigma_voxels: float | Sequence[float], floor: float) -> torch.Tensor:
+    """The factor that divides a volume by its own Gaussian-smoothed intensity.
+
+    ``factor = (1 + floor) r / (G_sigma * v + floor r)`` with ``r`` the volume's 99th intensity
+    percentile; ``v * factor`` is the normalised volume. Where the local mean is ``r`` the intensity is unchanged; a multiplicative field
     much smoother than ``sigma`` (an MRI bias field) divides out; ``floor`` keeps dark background,
     whose local mean is near 0, from being amplified into bright noise (it is divided by about
     ``floor r`` instead).
@@ -188,7 +193,7 @@ def local_gain_normalised(volume: torch.Tensor, sigma_voxels: float | Sequence[f
         floor: share of ``r`` added to the local mean (> 0).
 
     Returns:
-        (1, 1, Z, Y, X) float volume (a new tensor).
+        (1, 1, Z, Y, X) positive factor (ones for a volume without positive intensities).
     """
     if volume.ndim != 5 or volume.shape[:2] != (1, 1):
         raise ValueError(f"volume must be (1, 1, Z, Y, X), got {tuple(volume.shape)}")
@@ -198,6 +203,6 @@ def local_gain_normalised(volume: torch.Tensor, sigma_voxels: float | Sequence[f
     sample = flat[:: max(1, flat.numel() // 1_000_000)].float()
     ref = float(torch.quantile(sample, 0.99))
     if not ref > 0:  # an empty (all-zero or negative) volume: nothing to normalise
-        return volume.clone()
+        return torch.ones_like(volume)
     local = gaussian_smooth(volume, sigma_voxels)
-    return volume * ((1.0 + floor) * ref) / local.add_(floor * ref)
+    return local.add_(floor * ref).reciprocal_().mul_((1.0 + floor) * ref)
