@@ -64,7 +64,13 @@ TISSUE_THRESHOLD = 0.05
 #: 4 / 6 / 8 / 10 mm and floors 0.05-1.0
 #: tried on those cases (docs/benchmarks/wave11-2026-12-01.md; scripts/intensity_stress.py). Not for CT (calibrated HU,
 #: no multiplicative bias: the lung case 0.263 -> 0.30) nor for two contrasts (edge directions,
-#: already gain-free: T1 against T2 0.341 -> 0.43 had it been applied there).
+#: already gain-free: T1 against T2 0.341 -> 0.43 had it been applied there). Later the same session
+#: the refinement's interpolation-noise term got the moving image's gain (``refine_field(moving_gain=)``:
+#: the noise measured before the normalisation, its variance scaled per voxel), which took back most
+#: of what a gamma below 1 lost: brain seeds 0 / 1 stress mean 0.294 -> 0.288 mm, gamma 0.5 0.376 / 0.314
+#: -> 0.322 / 0.289 (0.309 / 0.284 without any normalisation), gamma 2 0.305 / 0.242 -> 0.295 / 0.270;
+#: benchmark brain seeds 0-4 0.222 / 0.216 / 0.235 / 0.300 / 0.281 (mean 0.251 as before), oblique
+#: 0.282 -> 0.295; no-motion check fast 0.066 -> 0.048 mm, balanced 0.034 -> 0.031.
 REFINE_GAIN_SIGMA_MM = 6.0
 #: see ``REFINE_GAIN_SIGMA_MM``
 REFINE_GAIN_FLOOR = 0.3
