@@ -272,7 +272,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if instance_optimization and not instant:
         features = "mind" if multimodal else _OPTIMIZER_FEATURES[p.similarity]
         settings = OptimizerSettings(
-            levels=p.coarse_levels + q.levels, step_voxels=q.step_voxels, sigma_update=q.sigma_update * float(np.sqrt(regularization)),
+            levels=p.coarse_levels + q.levels, step_voxels=q.step_voxels,
+            sigma_update=q.sigma_update * float(np.sqrt(regularization)),
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
             landmark_fraction=q.landmark_fraction)
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
