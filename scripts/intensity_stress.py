@@ -33,9 +33,13 @@ from benchmarks.deformations import smooth_noise  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 
-def changed(moving: Image, gamma: float, amplitude: float) -> Image:
-    """The moving image with a further gamma and multiplicative bias field (seed 7)."""
-    bias = smooth_noise(moving.array.shape, moving.geometry, 80.0, np.random.default_rng(7), 1)[0]
+def bias_field(moving: Image) -> np.ndarray:
+    """The smooth random field ``b`` of the module docstring, on the moving grid (seed 7)."""
+    return smooth_noise(moving.array.shape, moving.geometry, 80.0, np.random.default_rng(7), 1)[0]
+
+
+def changed(moving: Image, bias: np.ndarray, gamma: float, amplitude: float) -> Image:
+    """The moving image with a further gamma and the bias field ``bias`` times ``amplitude``."""
     hi = float(np.percentile(moving.array, 99.5)) or 1.0
     arr = np.clip(moving.array / hi, 0, None) ** gamma * np.exp(amplitude * bias) * hi
     return Image(arr.astype(np.float32), moving.geometry, "moving")
@@ -56,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.cases:
         case = Case.load(folder)
         fixed, moving = read_image(case.fixed_path, name="fixed"), read_image(case.moving_path, name="moving")
+        bias = bias_field(moving)  # one field per case, as many changes as asked
         for gamma, amplitude in changes:
-            result = register(fixed, changed(moving, gamma, amplitude), preset=case.preset, quality=args.quality,
+            result = register(fixed, changed(moving, bias, gamma, amplitude), preset=case.preset, quality=args.quality,
                               device="cpu", seed=0, compute_inverse=False)
             tre = evaluate_field(case, result.disp_mm)["tre_mean"]
             print(f"| {folder} | {gamma:g} | {amplitude:g} | {tre:.3f} |", flush=True)

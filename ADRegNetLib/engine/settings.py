@@ -61,10 +61,10 @@ TISSUE_THRESHOLD = 0.05
 #: 0.251), oblique 0.322 -> 0.282. Brain seeds 0 and 1 with the moving image given a further gamma
 #: (0.5, 1, 2) and bias field (amplitude 0, 0.5): mean of the twelve 0.361 -> 0.294 mm, bias 0.5
 #: 0.401 / 0.366 -> 0.282 / 0.250, but gamma 0.5 alone 0.309 / 0.284 -> 0.376 / 0.314 (worse). Sigma
-#: 4 / 6 / 8 / 10 mm and floors 0.05-1.0
-#: tried on those cases (docs/benchmarks/wave11-2026-12-01.md; scripts/intensity_stress.py). Not for CT (calibrated HU,
-#: no multiplicative bias: the lung case 0.263 -> 0.30) nor for two contrasts (edge directions,
-#: already gain-free: T1 against T2 0.341 -> 0.43 had it been applied there). Later the same session
+#: 4 / 6 / 8 / 10 mm and floors 0.05-1.0 tried on those cases (docs/benchmarks/wave11-2026-12-01.md;
+#: scripts/intensity_stress.py). Not for CT (calibrated HU, no multiplicative bias: the lung case
+#: 0.263 -> 0.30) nor for two contrasts (edge directions, already gain-free: T1 against T2 0.341 ->
+#: 0.43 had it been applied there). Later the same session
 #: the refinement's interpolation-noise term got the moving image's gain (``refine_field(moving_gain=)``:
 #: the noise measured before the normalisation, its variance scaled per voxel), which took back most
 #: of what a gamma below 1 lost: brain seeds 0 / 1 stress mean 0.294 -> 0.288 mm, gamma 0.5 0.376 / 0.314

@@ -94,7 +94,8 @@ class LocalNCC:
             raise ValueError(f"radius must be >= 1 voxel, got {radius}")
         if isinstance(noise_variance, torch.Tensor):  # one variance per voxel of the warped image
             if tuple(noise_variance.shape) != tuple(fixed.shape):
-                raise ValueError(f"a noise_variance map must be {tuple(fixed.shape)}, got {tuple(noise_variance.shape)}")
+                raise ValueError(f"a noise_variance map must be {tuple(fixed.shape)}, "
+                                 f"got {tuple(noise_variance.shape)}")
             if not bool((noise_variance >= 0).all()):
                 raise ValueError("noise_variance must be >= 0 everywhere")
             self.noise_variance = noise_variance if bool((noise_variance > 0).any()) else 0.0

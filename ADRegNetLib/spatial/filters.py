@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor", "local_gain_normalised"]
+__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
+           "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
 _BLOCK = 128
@@ -182,10 +183,10 @@ def local_gain_factor(volume: torch.Tensor, sigma_voxels: float | Sequence[float
     """The factor that divides a volume by its own Gaussian-smoothed intensity.
 
     ``factor = (1 + floor) r / (G_sigma * v + floor r)`` with ``r`` the volume's 99th intensity
-    percentile; ``v * factor`` is the normalised volume. Where the local mean is ``r`` the intensity is unchanged; a multiplicative field
-    much smoother than ``sigma`` (an MRI bias field) divides out; ``floor`` keeps dark background,
-    whose local mean is near 0, from being amplified into bright noise (it is divided by about
-    ``floor r`` instead).
+    percentile; ``v * factor`` is the normalised volume. Where the local mean is ``r`` the
+    intensity is unchanged; a multiplicative field much smoother than ``sigma`` (an MRI bias field)
+    divides out; ``floor`` keeps dark background, whose local mean is near 0, from being amplified
+    into bright noise (it is divided by about ``floor r`` instead).
 
     Args:
         volume: (1, 1, Z, Y, X) non-negative intensities.
