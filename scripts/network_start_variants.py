@@ -20,6 +20,9 @@ the network's two passes (the second at input / 1.5, as ``instant`` ran them in 
   ``n2_h4_f1_ref14``, ``n2_f2_ref14``; ``n2_refN_sS``: the network's field Gaussian-smoothed
   (sigma S working voxels) before the refinement.
 
+* twelfth session: ``gpu_ref14``, ``gpu3_ref14`` (two or three passes and the residual pass, all at
+  full resolution, as on a GPU), ``gpu_f1_ref14`` (then one full-resolution MIND step).
+
 Usage (from the repository root; times are only comparable with nothing else running)::
 
     .venv/bin/python scripts/network_start_variants.py CASE_DIR [CASE_DIR ...] [--variants base,ref10,...]
@@ -53,6 +56,7 @@ TWO_PASSES = dict(network_passes=2, network_refine_downsample=1.5)
 THREE_PASSES = dict(network_passes=3, network_refine_downsample=1.25)
 INSTANT_PASSES = dict(network_passes=2, network_refine_downsample=1.25)
 RESIDUAL_PASSES = dict(INSTANT_PASSES, residual_pass=True, residual_downsample=1.25)
+GPU_PASSES = dict(network_passes=2, network_refine_downsample=1.0, residual_pass=True, residual_downsample=1.0)
 #: name -> (QualitySettings overrides, network on/off runs, half-resolution NCC steps, first-step factor)
 VARIANTS = {
     "base": ({}, (False, True), 0, 1.0),
@@ -94,6 +98,10 @@ VARIANTS = {
     "n2r_s2_half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **RESIDUAL_PASSES), (True,), 10, 1.0),
     "n2_s4_half10_ref10": (dict(levels=NO_LEVEL, refine_steps=10, **INSTANT_PASSES), (True,), 10, 1.0),
     "n2_s4_half20_ref8": (dict(levels=NO_LEVEL, refine_steps=8, **INSTANT_PASSES), (True,), 20, 1.0),
+    # twelfth session: the passes as on a GPU (second and residual at full resolution), three passes
+    "gpu_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **GPU_PASSES), (True,), 0, 1.0),
+    "gpu3_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **dict(GPU_PASSES, network_passes=3)), (True,), 0, 1.0),
+    "gpu_f1_ref14": (dict(levels=((1, 1),), refine_steps=14, **GPU_PASSES), (True,), 0, 1.0),
 }
 #: variants whose network field is Gaussian-smoothed (sigma, working voxels) before the optimisation
 SMOOTHED = {"n2_ref14_s4": 4.0, "n2_ref20_s4": 4.0, "n2_ref20_s8": 8.0, "n2r_s2_ref14": 2.0, "n2r_s2_half10_ref10": 2.0,

@@ -29,14 +29,16 @@ from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
 from ..spatial.flow import identity_grid
 from ..spatial.image import Image
+from ..spatial.intensity_map import midway_knots, piecewise_linear
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .optimizer import sample_through
-from .settings import (EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP,
+from .settings import (EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, REFINE_INTENSITY_KNOTS,
                        SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM, TISSUE_THRESHOLD,
                        TWO_CONTRAST_EDGE_SHARE, is_ct)
 
-__all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share", "contrasts_after_alignment"]
+__all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share", "contrasts_after_alignment",
+           "midway_intensities"]
 
 
 def _centre_of_mass(image: Image) -> np.ndarray:
@@ -155,3 +157,46 @@ def contrasts_after_alignment(fixed: torch.Tensor, moving: torch.Tensor, flow_no
                 f"one contrast: after the optimisation {100 * share:.2f}% of the local covariance is negative "
                 f"(<= {limit:.1f}%)")
     return two, {"inverted_edge_share": round(share, 4), "threshold": TWO_CONTRAST_EDGE_SHARE, "decision": decision}
+
+
+def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: torch.Tensor,
+                       mask: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
+    """Two images of one contrast mapped half-way between their intensity curves, once aligned.
+
+    The curves are the quantiles of each image where both show tissue (above ``TISSUE_THRESHOLD``
+    of their own 99th percentile) after the optimisation's field
+    (``spatial.intensity_map.midway_knots``, ``REFINE_INTENSITY_KNOTS`` levels).
+
+    Args:
+        fixed, moving: (1, 1, Z, Y, X) non-negative intensities on the working grid (the moving one
+            pre-aligned, not warped).
+        flow_norm: (1, 3, Z, Y, X) the optimisation's field, normalised ``grid_sample`` units.
+        mask: optional (1, 1, Z, Y, X) bool region of interest.
+
+    Returns:
+        (fixed mapped, moving mapped, slope of the moving image's map per voxel, info). With too
+        little tissue in common both images come back unchanged, the slope is None and
+        ``info["applied"]`` is False.
+    """
+    warped = sample_through(moving, flow_norm, identity_grid(tuple(fixed.shape[2:]), moving))
+    tissue = (fixed > TISSUE_THRESHOLD * _top(fixed)) & (warped > TISSUE_THRESHOLD * _top(moving))
+    if mask is not None:
+        tissue &= mask.bool()
+    knots = midway_knots(fixed, warped, tissue, REFINE_INTENSITY_KNOTS)
+    if knots is None:
+        return fixed, moving, None, {"applied": False, "tissue_voxels": int(tissue.sum())}
+    fixed_knots, moving_knots, midway = knots
+    fixed_mapped, _ = piecewise_linear(fixed, fixed_knots, midway)
+    moving_mapped, slope = piecewise_linear(moving, moving_knots, midway)
+    # how far the two curves were apart: the largest gap between matching quantiles, relative to the top one
+    gap = float((fixed_knots - moving_knots).abs().max() / midway[-1])
+    return fixed_mapped, moving_mapped, slope, {"applied": True, "knots": len(midway),
+                                                "tissue_voxels": int(tissue.sum()),
+                                                "largest_quantile_gap": round(gap, 4)}
+
+
+def _top(volume: torch.Tensor) -> float:
+    """99th intensity percentile of a volume (on a regular subsample of at most about a million voxels)."""
+    flat = volume.reshape(-1)
+    return float(torch.quantile(flat[:: max(1, flat.numel() // 1_000_000)].float(), 0.99))

@@ -4,7 +4,8 @@ One path, each stage a function passing :class:`Image`/:class:`Transform` object
 
     check inputs -> normalise -> pre-align (SimpleITK affine, or the user's initial transform)
     -> resample once onto the working grid -> network prediction -> instance optimisation (MIND)
-    -> refinement at full working resolution (local NCC, or NGF for two contrasts and lung CT)
+    -> refinement at full working resolution (local NCC on gain-normalised, intensity-matched MRI;
+       NGF for two contrasts and lung CT)
     -> Transform(fixed grid, field, affine) -> warped, before, Jacobian, inverse, metrics
 
 The moving image is resampled exactly once per purpose: onto the working grid (through the
@@ -32,7 +33,7 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, guess_multimodal
+from .modality import contrasts_after_alignment, guess_multimodal, midway_intensities
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
@@ -299,21 +300,28 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                          similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
                                          sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                                          sigma_field=base.sigma_field * regularization)
-        fixed_r, moving_r, moving_gain, gain_mm = fixed_w, moving_w, None, None
+        fixed_r, moving_r, noise_scale, gain_mm, intensity_map = fixed_w, moving_w, None, None, None
         if refine_settings.similarity == "lncc" and not (is_ct(fixed) or is_ct(moving)):
-            # a bias field (MRI) divided out first: local NCC ignores a gain only within its windows
+            # a bias field (MRI) divided out first: local NCC ignores a gain only within its windows;
+            # then both put half-way between their intensity curves (a gamma between the scans)
             gain_mm = REFINE_GAIN_SIGMA_MM
             sigma = [gain_mm / float(s) for s in work.spacing[::-1]]
             fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
-            moving_gain = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
-            moving_r = moving_w * moving_gain
+            noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
+            moving_r = moving_w * noise_scale
+            fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
+            if slope is not None:
+                noise_scale.mul_(slope)
+            del slope
         flow, refine_info = refine_field(
             fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
-            progress=stages.sub(0.8, 0.9), should_stop=should_stop, moving_gain=moving_gain)
+            progress=stages.sub(0.8, 0.9), should_stop=should_stop,
+            noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
         refine_info["contrasts"] = contrasts
         refine_info["gain_normalised_sigma_mm"] = gain_mm
-        del fixed_r, moving_r, moving_gain
+        refine_info["intensity_map"] = intensity_map
+        del fixed_r, moving_r, noise_scale
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")

@@ -109,7 +109,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
                  fixed_points: Optional[np.ndarray] = None, moving_points: Optional[np.ndarray] = None,
                  progress: Optional[ProgressCallback] = None,
                  should_stop: Optional[StopCallback] = None,
-                 moving_gain: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+                 noise_source: Optional[torch.Tensor] = None,
+                 noise_scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """Refine a normalised flow on the working grid by local NCC or normalised gradient fields.
 
     Args:
@@ -124,9 +125,11 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             optimisation (``optimizer.landmark_update``), so the refinement keeps them matched.
         progress: progress(fraction of this stage, text).
         should_stop: returns True to cancel (checked every step).
-        moving_gain: optional (1, 1, Z, Y, X) factor the moving image was multiplied by (the gain
-            normalisation, ``spatial.filters.local_gain_factor``): local NCC's noise level is then
-            estimated on ``moving / moving_gain`` and scaled by the gain at each voxel.
+        noise_source: optional (1, 1, Z, Y, X) the moving image before its intensities were changed
+            (gain normalisation, intensity map): local NCC's noise level is estimated on it instead
+            of on ``moving``.
+        noise_scale: optional (1, 1, Z, Y, X) factor by which that change multiplied the noise at each
+            voxel (the gain times the intensity map's slope); the noise variance is scaled by its square.
 
     Returns:
         (refined flow (1, 3, Z, Y, X), info: the similarity used, steps accepted, rejected and
@@ -146,11 +149,10 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     weight = None if mask is None else mask.to(fixed.dtype)
     noise = 0.0
     if settings.similarity == "lncc":
-        raw = moving if moving_gain is None else moving / moving_gain
-        noise = noise_std(raw) if settings.noise_share > 0 else 0.0
+        noise = noise_std(moving if noise_source is None else noise_source) if settings.noise_share > 0 else 0.0
         variance = settings.noise_share * noise ** 2
-        if moving_gain is not None and variance > 0:
-            variance = moving_gain.square().mul_(variance)
+        if noise_scale is not None and variance > 0:
+            variance = noise_scale.square().mul_(variance)
         similarity = LocalNCC(fixed, weight, radius=settings.radius, eps=settings.eps, noise_variance=variance)
         described = f"local NCC, {2 * settings.radius + 1}-voxel windows, on intensities"
     elif settings.similarity == "ngf":

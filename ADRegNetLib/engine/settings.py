@@ -15,7 +15,8 @@ __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
-           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_TWO_CONTRASTS", "REFINE_STEPS_FACTOR",
+           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS", "REFINE_TWO_CONTRASTS",
+           "REFINE_STEPS_FACTOR",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
            "FIELD_OF_VIEW_MIN_TISSUE", "detect_preset", "is_ct"]
@@ -64,8 +65,8 @@ TISSUE_THRESHOLD = 0.05
 #: 4 / 6 / 8 / 10 mm and floors 0.05-1.0 tried on those cases (docs/benchmarks/wave11-2026-12-01.md;
 #: scripts/intensity_stress.py). Not for CT (calibrated HU, no multiplicative bias: the lung case
 #: 0.263 -> 0.30) nor for two contrasts (edge directions, already gain-free: T1 against T2 0.341 ->
-#: 0.43 had it been applied there). Later the same session
-#: the refinement's interpolation-noise term got the moving image's gain (``refine_field(moving_gain=)``:
+#: 0.43 had it been applied there). Later the same session the refinement's interpolation-noise term
+#: got the moving image's gain (``refine_field(moving_gain=)``, now ``noise_source=`` / ``noise_scale=``:
 #: the noise measured before the normalisation, its variance scaled per voxel), which took back most
 #: of what a gamma below 1 lost: brain seeds 0 / 1 stress mean 0.294 -> 0.288 mm, gamma 0.5 0.376 / 0.314
 #: -> 0.322 / 0.289 (0.309 / 0.284 without any normalisation), gamma 2 0.305 / 0.242 -> 0.295 / 0.270;
@@ -74,6 +75,12 @@ TISSUE_THRESHOLD = 0.05
 REFINE_GAIN_SIGMA_MM = 6.0
 #: see ``REFINE_GAIN_SIGMA_MM``
 REFINE_GAIN_FLOOR = 0.3
+#: quantile levels of the intensity map the local-NCC refinement of one non-CT contrast applies after
+#: the gain normalisation (``engine.modality.midway_intensities``): both images are put half-way between
+#: their intensity curves, measured where both show tissue once the MIND optimisation aligned them, so a
+#: gamma between two scans no longer reads as a mismatch in windows over three tissues. Measured in
+#: ``docs/benchmarks/wave12-2026-12-01.md``.
+REFINE_INTENSITY_KNOTS = 32
 #: similarity of the refinement for two contrasts (one contrast: the preset's ``refine_similarity``):
 #: brain-t1t2 case 0.40 mm with NGF (30 steps), 0.46 mm with 3-voxel local NCC (20 steps)
 REFINE_TWO_CONTRASTS = "ngf"

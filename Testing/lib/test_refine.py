@@ -315,9 +315,10 @@ def test_engine_gain_normalises_one_mri_contrast_only():
 
 
 def test_noise_term_follows_the_gain_normalisation_of_a_noisy_pair_without_motion():
-    """Two noisy copies, the moving one under a bias ramp, both gain-normalised: told the moving
-    image's gain (``moving_gain``), the noise term measures the noise before the normalisation
-    (which amplifies it where the image is dark) and still keeps the pair still."""
+    """Two noisy copies, the moving one under a bias ramp, both gain-normalised: told the moving image
+    before the normalisation and its gain (``noise_source``, ``noise_scale``), the noise term measures
+    the noise before the normalisation (which amplifies it where the image is dark) and still keeps
+    the pair still."""
     from ADRegNetLib.spatial.filters import local_gain_factor
 
     geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
@@ -332,7 +333,8 @@ def test_noise_term_follows_the_gain_normalisation_of_a_noisy_pair_without_motio
     moved, noise = {}, {}
     for told, share in ((False, 0.1), (True, 0.1), (True, 0.0)):
         flow, info = refine_field(fixed * gains[0], moving * gains[1], geometry, zero,
-                                  RefineSettings(steps=8, noise_share=share), moving_gain=gains[1] if told else None)
+                                  RefineSettings(steps=8, noise_share=share), noise_source=moving if told else None,
+                                  noise_scale=gains[1] if told else None)
         moved[told, share] = float(flow_norm_to_disp_mm(flow, geometry).norm(dim=1).mean())
         noise[told, share] = info["noise_std"]
     # measured: 0.033 told, 0.073 on the normalised image
