@@ -29,7 +29,7 @@ from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
 from ..spatial.flow import identity_grid
 from ..spatial.image import Image
-from ..spatial.intensity_map import midway_knots, piecewise_linear
+from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quantiles
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .optimizer import sample_through
@@ -198,5 +198,4 @@ def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: tor
 
 def _top(volume: torch.Tensor) -> float:
     """99th intensity percentile of a volume (on a regular subsample of at most about a million voxels)."""
-    flat = volume.reshape(-1)
-    return float(torch.quantile(flat[:: max(1, flat.numel() // 1_000_000)].float(), 0.99))
+    return float(sample_quantiles(volume, [0.99])[0])

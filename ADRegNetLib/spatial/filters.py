@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .intensity_map import sample_quantiles
+
 __all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
            "local_gain_normalised"]
 
@@ -200,9 +202,7 @@ def local_gain_factor(volume: torch.Tensor, sigma_voxels: float | Sequence[float
         raise ValueError(f"volume must be (1, 1, Z, Y, X), got {tuple(volume.shape)}")
     if not floor > 0:
         raise ValueError(f"floor must be > 0, got {floor}")
-    flat = volume.reshape(-1)
-    sample = flat[:: max(1, flat.numel() // 1_000_000)].float()
-    ref = float(torch.quantile(sample, 0.99))
+    ref = float(sample_quantiles(volume, [0.99])[0])
     if not ref > 0:  # an empty (all-zero or negative) volume: nothing to normalise
         return torch.ones_like(volume)
     local = gaussian_smooth(volume, sigma_voxels)

@@ -15,20 +15,42 @@ factor the image's noise was multiplied by).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["midway_knots", "piecewise_linear"]
+__all__ = ["midway_knots", "piecewise_linear", "sample_quantiles"]
 
-#: most voxels whose quantiles are taken (a regular subsample beyond it; ``torch.quantile``'s limit
+#: most values whose quantiles are taken (a regular subsample beyond it; ``torch.quantile``'s limit
 #: is 2**24 elements)
 _MAX_SAMPLES = 1_000_000
 
 
-def _quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    step = max(1, values.numel() // _MAX_SAMPLES)
-    return torch.quantile(values[::step].double(), levels)
+def sample_quantiles(values: torch.Tensor, levels: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Quantiles (linear interpolation between order statistics) of at most about a million values.
+
+    Beyond ``_MAX_SAMPLES`` values a regular subsample is used. On a CPU the values are sorted by
+    numpy (about 6 ms for a million on the 2-core machine, where ``torch.quantile`` took about 100 ms);
+    the interpolation is ``torch.quantile``'s "linear" one.
+
+    Args:
+        values: any shape, flattened.
+        levels: quantile levels in [0, 1].
+
+    Returns:
+        (len(levels),) float64 on the values' device.
+    """
+    flat = values.reshape(-1)
+    flat = flat[:: max(1, flat.numel() // _MAX_SAMPLES)]
+    levels = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+    if flat.device.type != "cpu":
+        return torch.quantile(flat.double(), levels.to(flat.device))
+    ordered = np.sort(flat.numpy()).astype(np.float64)
+    position = levels.numpy() * (len(ordered) - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, len(ordered) - 1)
+    return torch.from_numpy(ordered[below] + (ordered[above] - ordered[below]) * (position - below))
 
 
 def midway_knots(fixed: torch.Tensor, warped: torch.Tensor, tissue: torch.Tensor, knots: int = 32,
@@ -57,12 +79,14 @@ def midway_knots(fixed: torch.Tensor, warped: torch.Tensor, tissue: torch.Tensor
     if int(tissue.sum()) < min_voxels:
         return None
     levels = torch.linspace(tail, 1.0 - tail, knots, dtype=torch.float64, device=fixed.device)
-    qf, qw = _quantiles(fixed[tissue], levels), _quantiles(warped[tissue], levels)
+    qf, qw = sample_quantiles(fixed[tissue], levels), sample_quantiles(warped[tissue], levels)
     zero = qf.new_zeros(1)
     qf, qw = torch.cat([zero, qf]), torch.cat([zero, qw])
     keep = [0]  # each knot must be above the last one kept in both images (ties: saturated intensities)
-    for i in range(1, len(qf)):
-        if qf[i] > qf[keep[-1]] * (1 + 1e-6) + 1e-12 and qw[i] > qw[keep[-1]] * (1 + 1e-6) + 1e-12:
+    f_list, w_list = qf.tolist(), qw.tolist()
+    for i in range(1, len(f_list)):
+        if (f_list[i] > f_list[keep[-1]] * (1 + 1e-6) + 1e-12
+                and w_list[i] > w_list[keep[-1]] * (1 + 1e-6) + 1e-12):
             keep.append(i)
     if len(keep) < 3:
         return None
