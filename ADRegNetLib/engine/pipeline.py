@@ -33,14 +33,15 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, guess_multimodal, midway_intensities
+from .modality import contrasts_after_alignment, guess_multimodal, midway_intensities, voxel_volume_ratio
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_GAIN_FLOOR,
-                       REFINE_GAIN_SIGMA_MM, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
+                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask,
                      moving_field_of_view, network_stage, working_geometry)
@@ -309,10 +310,16 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
             noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
             moving_r = moving_w * noise_scale
-            fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
-            if slope is not None:
-                noise_scale.mul_(slope)
-            del slope
+            ratio = voxel_volume_ratio(fixed, moving, float(work.spacing.min()))
+            if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
+                fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
+                if slope is not None:
+                    noise_scale.mul_(slope)
+                del slope
+            else:
+                intensity_map = {"applied": False,
+                                 "reason": f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's "
+                                           "intensities are not matched by quantiles"}
         flow, refine_info = refine_field(
             fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,

@@ -111,3 +111,33 @@ def test_register_reports_the_intensity_map_for_one_mri_contrast_only():
     ct = arr * 300.0 - 1000.0  # HU: air-like, so recognised as CT
     as_ct = register(Image(ct, geometry, "fixed"), Image(np.roll(ct, 1, axis=2).copy(), geometry, "moving"), **kw)
     assert as_ct.metrics["refinement"]["intensity_map"] is None
+
+
+@pytest.mark.parametrize("fixed_mm, moving_mm, working_mm, expected", [
+    ((2.0, 2.0, 2.0), (2.0, 2.0, 6.0), 2.0, 3.0),    # thick moving slices
+    ((1.0, 1.0, 1.0), (1.0, 1.0, 5.0), 2.0, 2.5),    # both finer than the working grid in-plane
+    ((1.5, 1.5, 3.0), (2.0, 2.0, 2.0), 2.0, 1.5),    # the benchmark's oblique case
+    ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 2.0, 1.0),    # both finer than the working grid
+])
+def test_voxel_volume_ratio_as_seen_on_the_working_grid(fixed_mm, moving_mm, working_mm, expected):
+    from ADRegNetLib.engine.modality import voxel_volume_ratio
+
+    def image(spacing):
+        return Image(np.zeros((4, 4, 4), np.float32), Geometry((4, 4, 4), spacing), "image")
+
+    assert voxel_volume_ratio(image(fixed_mm), image(moving_mm), working_mm) == pytest.approx(expected)
+    assert voxel_volume_ratio(image(moving_mm), image(fixed_mm), working_mm) == pytest.approx(expected)
+
+
+def test_register_leaves_the_map_out_for_a_much_blurrier_image():
+    """Moving slices three times as thick as the fixed image's: no quantile map, and the metrics say why."""
+    geometry = Geometry((32, 32, 48), (2.0, 2.0, 2.0))
+    gen = torch.Generator().manual_seed(9)
+    arr = gaussian_smooth(torch.rand((1, 1, 48, 32, 32), generator=gen), 1.5)[0, 0].numpy()
+    arr = (arr - arr.min()) / (arr.max() - arr.min())
+    thick = Geometry((32, 32, 16), (2.0, 2.0, 6.0))  # every third slice, 6 mm apart
+    moving = Image(np.ascontiguousarray(arr[::3]) * 700.0, thick, "moving")
+    result = register(Image(arr * 1000.0, geometry, "fixed"), moving, quality="fast", use_network=False,
+                      device="cpu", preset="generic", compute_inverse=False)
+    mapped = result.metrics["refinement"]["intensity_map"]
+    assert not mapped["applied"] and "3.0 times" in mapped["reason"], mapped
