@@ -185,7 +185,9 @@ def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: tor
         tissue &= mask.bool()
     knots = midway_knots(fixed, warped, tissue, REFINE_INTENSITY_KNOTS)
     if knots is None:
-        return fixed, moving, None, {"applied": False, "tissue_voxels": int(tissue.sum())}
+        return fixed, moving, None, {"applied": False, "tissue_voxels": int(tissue.sum()),
+                                     "reason": "too few voxels show tissue in both images, or their intensities "
+                                               "have no range there"}
     fixed_knots, moving_knots, midway = knots
     fixed_mapped, _ = piecewise_linear(fixed, fixed_knots, midway)
     moving_mapped, slope = piecewise_linear(moving, moving_knots, midway)

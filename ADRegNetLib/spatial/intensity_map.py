@@ -40,8 +40,13 @@ def sample_quantiles(values: torch.Tensor, levels: Sequence[float] | torch.Tenso
 
     Returns:
         (len(levels),) float64 on the values' device.
+
+    Raises:
+        ValueError: no values.
     """
     flat = values.reshape(-1)
+    if flat.numel() == 0:
+        raise ValueError("no values to take quantiles of")
     flat = flat[:: max(1, flat.numel() // _MAX_SAMPLES)]
     levels = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
     if flat.device.type != "cpu":

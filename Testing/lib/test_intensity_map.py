@@ -63,6 +63,17 @@ def test_midway_maps_undo_a_gamma_between_two_aligned_images(gamma):
     assert bool((slope >= 0).all())
 
 
+def test_sample_quantiles_match_torch_quantile():
+    from ADRegNetLib.spatial.intensity_map import sample_quantiles
+
+    values = torch.rand(10_001, generator=torch.Generator().manual_seed(2))
+    levels = [0.0, 0.005, 0.25, 0.5, 0.99, 1.0]
+    expected = torch.quantile(values.double(), torch.tensor(levels, dtype=torch.float64))
+    assert torch.allclose(sample_quantiles(values, levels), expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no values"):
+        sample_quantiles(torch.zeros(0), levels)
+
+
 def test_midway_knots_need_tissue():
     fixed = _tissue_like()
     none = torch.zeros_like(fixed, dtype=torch.bool)
@@ -96,6 +107,7 @@ def test_midway_intensities_follow_the_field_and_the_mask():
     empty = torch.zeros_like(fixed, dtype=torch.bool)
     same_f, same_m, slope, info = midway_intensities(fixed, shifted, flow, empty)
     assert not info["applied"] and slope is None and same_f is fixed and same_m is shifted
+    assert "too few voxels" in info["reason"]
 
 
 def test_register_reports_the_intensity_map_for_one_mri_contrast_only():
