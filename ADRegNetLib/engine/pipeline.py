@@ -3,7 +3,8 @@ r"""``register()``: the one registration pipeline every front end calls.
 One path, each stage a function passing :class:`Image`/:class:`Transform` objects along::
 
     check inputs -> normalise -> pre-align (SimpleITK affine, or the user's initial transform)
-    -> resample once onto the working grid -> network prediction -> instance optimisation (MIND)
+    -> resample once onto the working grid (the sharper image blurred to the other's resolution when
+       they differ: thick slices) -> network prediction -> instance optimisation (MIND)
     -> refinement at full working resolution (local NCC on gain-normalised, intensity-matched MRI;
        NGF for two contrasts and lung CT)
     -> Transform(fixed grid, field, affine) -> warped, before, Jacobian, inverse, metrics
@@ -24,9 +25,10 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
-from ..spatial.filters import local_gain_factor, local_gain_normalised
+from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
+from ..spatial.resolution import matching_blur
 from ..spatial.transform import Transform
 from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
@@ -41,7 +43,7 @@ from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, sim
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_GAIN_FLOOR,
                        REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
-                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+                       REFINE_TWO_CONTRASTS, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask,
                      moving_field_of_view, network_stage, working_geometry)
@@ -219,6 +221,16 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             "the same anatomy, or give landmark pairs / an initial alignment")
     fixed_w = torch.from_numpy(fixed_w_np)[None, None].to(torch_device)
     moving_w = torch.from_numpy(moving_w_np)[None, None].to(torch_device)
+    # thick slices against thin ones: the sharper image blurred to the other's resolution first
+    blur_fixed, blur_moving = matching_blur(fixed.geometry, moving.geometry, work,
+                                            moving_linear=np.linalg.inv(affine.matrix),
+                                            min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
+    if blur_fixed.any():
+        fixed_w = gaussian_smooth(fixed_w, blur_fixed.tolist())
+    if blur_moving.any():
+        moving_w = gaussian_smooth(moving_w, blur_moving.tolist())
+    resolution_info = {"fixed_blur_voxels": np.round(blur_fixed, 3).tolist(),
+                       "moving_blur_voxels": np.round(blur_moving, 3).tolist()}
     mask_w_np = None
     if mask_arr is not None:
         mask_w_np = map_mask(fixed_mask_image, work, "fixed mask", "fixed image")
@@ -380,6 +392,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "prealignment": {**prealign_info, **affine.to_dict(), "physical_overlap": round(overlap, 3)},
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
+        "resolution_matching": resolution_info,
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,
