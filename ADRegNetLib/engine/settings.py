@@ -90,7 +90,8 @@ REFINE_INTENSITY_KNOTS = 32
 #: 0.535 / 0.559, 0.590 / 0.572 -> 0.598 / 0.596; at 2 x 2 x 4 mm (ratio 2.03) 0.372 / 0.365 -> 0.375 /
 #: 0.371, 0.335 / 0.328 -> 0.336 / 0.338, 0.392 / 0.381 -> 0.396 / 0.388; both images at 6 mm or only
 #: the fixed one: within +-0.008. The oblique case (1.5 x 1.5 x 3 mm fixed, 2 mm moving: ratio 1.5 on
-#: the 2 mm working grid) keeps the map, which helps it.
+#: the 2 mm working grid) keeps the map, which helps it. Since the resolution matching below, the map
+#: on the 6 mm pairs measured within -0.011 / +0.010 mm of leaving it out: the rule stays.
 REFINE_INTENSITY_MAX_VOXEL_RATIO = 2.0
 #: two images of different resolution (thick slices against thin ones): the sharper one is blurred on
 #: the working grid to the other's resolution before the network and the optimisation
