@@ -38,7 +38,7 @@ from .settings import (EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_
                        TWO_CONTRAST_EDGE_SHARE, is_ct)
 
 __all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share", "contrasts_after_alignment",
-           "midway_intensities", "voxel_volume_ratio"]
+           "midway_intensities"]
 
 
 def _centre_of_mass(image: Image) -> np.ndarray:
@@ -196,17 +196,6 @@ def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: tor
     return fixed_mapped, moving_mapped, slope, {"applied": True, "knots": len(midway),
                                                 "tissue_voxels": int(tissue.sum()),
                                                 "largest_quantile_gap": round(gap, 4)}
-
-
-def voxel_volume_ratio(fixed: Image, moving: Image, working_spacing_mm: float) -> float:
-    """How much coarser one image's voxels are than the other's, as seen on the working grid (>= 1).
-
-    Each image's voxel volume counts every spacing below ``working_spacing_mm`` as that spacing (the
-    working grid does not resolve finer detail in either image); the ratio is the larger volume over
-    the smaller. 2 x 2 x 6 mm slices against a 2 mm image: 3.
-    """
-    volumes = [float(np.prod(np.maximum(image.geometry.spacing, working_spacing_mm))) for image in (fixed, moving)]
-    return max(volumes) / min(volumes)
 
 
 def _top(volume: torch.Tensor) -> float:

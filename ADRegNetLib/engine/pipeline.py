@@ -25,28 +25,25 @@ import torch
 from ..io.images import normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
-from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
-from ..spatial.resolution import matching_blur
 from ..spatial.transform import Transform
 from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, guess_multimodal, midway_intensities, voxel_volume_ratio
+from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_GAIN_FLOOR,
-                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
-                       REFINE_TWO_CONTRASTS, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, detect_preset, is_ct)
+                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR,
+                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
-                     load_residual_network, map_mask,
-                     moving_field_of_view, network_stage, working_geometry)
+                     load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
+                     one_contrast_images, working_geometry)
 
 __all__ = ["register"]
 
@@ -222,15 +219,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     fixed_w = torch.from_numpy(fixed_w_np)[None, None].to(torch_device)
     moving_w = torch.from_numpy(moving_w_np)[None, None].to(torch_device)
     # thick slices against thin ones: the sharper image blurred to the other's resolution first
-    blur_fixed, blur_moving = matching_blur(fixed.geometry, moving.geometry, work,
-                                            moving_linear=np.linalg.inv(affine.matrix),
-                                            min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
-    if blur_fixed.any():
-        fixed_w = gaussian_smooth(fixed_w, blur_fixed.tolist())
-    if blur_moving.any():
-        moving_w = gaussian_smooth(moving_w, blur_moving.tolist())
-    resolution_info = {"fixed_blur_voxels": np.round(blur_fixed, 3).tolist(),
-                       "moving_blur_voxels": np.round(blur_moving, 3).tolist()}
+    fixed_w, moving_w, resolution_info = matched_resolution(fixed_w, moving_w, fixed.geometry, moving.geometry,
+                                                            work, affine)
     mask_w_np = None
     if mask_arr is not None:
         mask_w_np = map_mask(fixed_mask_image, work, "fixed mask", "fixed image")
@@ -313,33 +303,19 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                          similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
                                          sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                                          sigma_field=base.sigma_field * regularization)
-        fixed_r, moving_r, noise_scale, gain_mm, intensity_map = fixed_w, moving_w, None, None, None
+        fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
+            "gain_normalised_sigma_mm": None, "intensity_map": None}
         if refine_settings.similarity == "lncc" and not (is_ct(fixed) or is_ct(moving)):
-            # a bias field (MRI) divided out first: local NCC ignores a gain only within its windows;
-            # then both put half-way between their intensity curves (a gamma between the scans)
-            gain_mm = REFINE_GAIN_SIGMA_MM
-            sigma = [gain_mm / float(s) for s in work.spacing[::-1]]
-            fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
-            noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
-            moving_r = moving_w * noise_scale
-            ratio = voxel_volume_ratio(fixed, moving, float(work.spacing.min()))
-            if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
-                fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
-                if slope is not None:
-                    noise_scale.mul_(slope)
-                del slope
-            else:
-                intensity_map = {"applied": False,
-                                 "reason": f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's "
-                                           "intensities are not matched by quantiles"}
+            # MRI of one contrast: a bias field and a gamma between the scans taken out first
+            fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
+                fixed_w, moving_w, flow, mask_w, work, fixed.geometry, moving.geometry)
         flow, refine_info = refine_field(
             fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
             fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
             progress=stages.sub(0.8, 0.9), should_stop=should_stop,
             noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
         refine_info["contrasts"] = contrasts
-        refine_info["gain_normalised_sigma_mm"] = gain_mm
-        refine_info["intensity_map"] = intensity_map
+        refine_info.update(intensity_info)
         del fixed_r, moving_r, noise_scale
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check

@@ -83,7 +83,7 @@ REFINE_GAIN_FLOOR = 0.3
 #: ``docs/benchmarks/wave12-2026-12-01.md``.
 REFINE_INTENSITY_KNOTS = 32
 #: that map is left out when one image's voxels are more than this many times the other's (as seen on
-#: the working grid, ``engine.modality.voxel_volume_ratio``): a blurrier image has a narrower intensity
+#: the working grid, ``spatial.resolution.voxel_volume_ratio``): a blurrier image has a narrower intensity
 #: distribution, and matching quantiles would stretch its contrast instead of undoing a curve. Measured
 #: (twelfth session, brain seeds 0-2, the moving image resampled to 2 x 2 x 6 mm slices, ratio 3; one
 #: run, fast / balanced without -> with the map): 0.544 / 0.534 -> 0.584 / 0.596, 0.524 / 0.585 ->

@@ -1,5 +1,6 @@
 r"""The building blocks of ``register()``: progress/cancel bookkeeping, input checks, working grid,
-masks, the network stage. Each takes and returns :class:`Image`/:class:`Transform` objects."""
+masks, resolution matching, the network stage, the refinement's inputs. Each takes and returns
+:class:`Image`/:class:`Transform` objects or working-grid tensors."""
 from __future__ import annotations
 
 import time
@@ -12,18 +13,22 @@ import torch
 from ..losses.functional import local_ncc
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
-from ..spatial.filters import gaussian_smooth
+from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
+from ..spatial.resolution import matching_blur, voxel_volume_ratio
 from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
+from .modality import midway_intensities
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, TISSUE_THRESHOLD)
+                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, REFINE_GAIN_FLOOR,
+                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, RESOLUTION_MATCH_MIN_SIGMA_VOXELS,
+                       TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
-           "moving_field_of_view",
-           "load_network", "load_residual_network", "network_stage"]
+           "moving_field_of_view", "matched_resolution",
+           "load_network", "load_residual_network", "network_stage", "one_contrast_images"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -235,3 +240,66 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     if always_keep or gain >= NETWORK_MIN_RELATIVE_GAIN:
         return candidate, dict(info, kept=True)
     return None, dict(info, kept=False)
+
+
+def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geometry: Geometry,
+                       moving_geometry: Geometry, work: Geometry, affine: AffineMap,
+                       ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Both working images at the coarser one's resolution (``spatial.resolution.matching_blur``).
+
+    Args:
+        fixed_w, moving_w: (1, 1, Z, Y, X) the images on the working grid ``work`` (moving pre-aligned).
+        fixed_geometry, moving_geometry: their own grids.
+        work: the working grid.
+        affine: the pre-alignment (fixed -> moving): the moving image's slices are seen where it puts them.
+
+    Returns:
+        (fixed, moving, {"fixed_blur_voxels", "moving_blur_voxels"}: the Gaussian sigmas applied, (z, y, x)).
+    """
+    blur_fixed, blur_moving = matching_blur(fixed_geometry, moving_geometry, work,
+                                            moving_linear=np.linalg.inv(affine.matrix),
+                                            min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
+    if blur_fixed.any():
+        fixed_w = gaussian_smooth(fixed_w, blur_fixed.tolist())
+    if blur_moving.any():
+        moving_w = gaussian_smooth(moving_w, blur_moving.tolist())
+    return fixed_w, moving_w, {"fixed_blur_voxels": np.round(blur_fixed, 3).tolist(),
+                               "moving_blur_voxels": np.round(blur_moving, 3).tolist()}
+
+
+def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,
+                        mask_w: Optional[torch.Tensor], work: Geometry, fixed_geometry: Geometry,
+                        moving_geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The local-NCC refinement's images for MRI of one contrast.
+
+    Each image is divided by its own local mean (``REFINE_GAIN_SIGMA_MM``: a bias field); then, unless
+    one image's voxels are more than ``REFINE_INTENSITY_MAX_VOXEL_RATIO`` times the other's, both are
+    put half-way between their intensity curves (``modality.midway_intensities``: a gamma between the
+    scans).
+
+    Args:
+        fixed_w, moving_w: (1, 1, Z, Y, X) normalised intensities on the working grid ``work``.
+        flow: (1, 3, Z, Y, X) the optimisation's field (normalised), which aligns them for the map.
+        mask_w: optional (1, 1, Z, Y, X) bool region of interest.
+        work: the working grid.
+        fixed_geometry, moving_geometry: the images' own grids (their resolution).
+
+    Returns:
+        (fixed, moving, the factor by which the moving image's noise was scaled at each voxel,
+        {"gain_normalised_sigma_mm", "intensity_map"} for the refinement's metrics).
+    """
+    sigma = [REFINE_GAIN_SIGMA_MM / float(s) for s in work.spacing[::-1]]
+    fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
+    noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
+    moving_r = moving_w * noise_scale
+    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
+    if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
+        fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
+        if slope is not None:
+            noise_scale.mul_(slope)
+    else:
+        intensity_map = {"applied": False,
+                         "reason": f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's "
+                                   "intensities are not matched by quantiles"}
+    return fixed_r, moving_r, noise_scale, {"gain_normalised_sigma_mm": REFINE_GAIN_SIGMA_MM,
+                                            "intensity_map": intensity_map}

@@ -132,10 +132,10 @@ def test_register_reports_the_intensity_map_for_one_mri_contrast_only():
     ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 2.0, 1.0),    # both finer than the working grid
 ])
 def test_voxel_volume_ratio_as_seen_on_the_working_grid(fixed_mm, moving_mm, working_mm, expected):
-    from ADRegNetLib.engine.modality import voxel_volume_ratio
+    from ADRegNetLib.spatial.resolution import voxel_volume_ratio
 
     def image(spacing):
-        return Image(np.zeros((4, 4, 4), np.float32), Geometry((4, 4, 4), spacing), "image")
+        return Geometry((4, 4, 4), spacing)
 
     assert voxel_volume_ratio(image(fixed_mm), image(moving_mm), working_mm) == pytest.approx(expected)
     assert voxel_volume_ratio(image(moving_mm), image(fixed_mm), working_mm) == pytest.approx(expected)
