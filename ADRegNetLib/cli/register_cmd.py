@@ -57,7 +57,7 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
                         "for the pre-alignment, edge directions for the refinement; auto decides from the images, "
                         "and again once they are aligned (tissues in another brightness order: two contrasts; "
                         "metrics.json says why)")
-    r.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother, < 1 more local detail")
+    r.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother (and no continuation with less smoothing where the refinement finds local motion), < 1 more local detail")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
     r.add_argument("--mask-moving", help="region of interest of the moving image (any grid over it)")

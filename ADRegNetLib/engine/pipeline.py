@@ -36,11 +36,11 @@ from .device import release_freed_memory, resolve_device
 from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .refine import RefineSettings, refine_field
+from .refine import RefineSettings, refine_field, refine_locally
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
 from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR,
-                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+                       REFINE_TWO_CONTRASTS, LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
                      one_contrast_images, working_geometry)
@@ -309,11 +309,17 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             # MRI of one contrast: a bias field and a gamma between the scans taken out first
             fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
                 fixed_w, moving_w, flow, mask_w, work, fixed.geometry, moving.geometry)
-        flow, refine_info = refine_field(
-            fixed_r, moving_r, work, flow, refine_settings, mask=mask_w,
-            fixed_points=fixed_landmarks if has_landmarks else None, moving_points=moving_pts_w,
-            progress=stages.sub(0.8, 0.9), should_stop=should_stop,
-            noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
+        common = dict(mask=mask_w, fixed_points=fixed_landmarks if has_landmarks else None,
+                      moving_points=moving_pts_w, should_stop=should_stop,
+                      noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
+        flow, refine_info = refine_field(fixed_r, moving_r, work, flow, refine_settings,
+                                         progress=stages.sub(0.8, 0.88), **common)
+        # motion finer than the smoothing left (a large refinement gain): less smoothing; not where the
+        # user asked for a smoother field
+        flow, refine_info["local_continuation"] = refine_locally(
+            fixed_r, moving_r, work, flow, refine_settings, refine_info,
+            q.local_steps if regularization <= 1 else 0, LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS,
+            progress=stages.sub(0.88, 0.9), **common)
         refine_info["contrasts"] = contrasts
         refine_info.update(intensity_info)
         del fixed_r, moving_r, noise_scale

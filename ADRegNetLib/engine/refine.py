@@ -43,7 +43,7 @@ similarity by itself and the refinement invented motion on pairs without any (0.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -58,7 +58,7 @@ from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 from .optimizer import landmark_tensors, landmark_update, sample_through
 
-__all__ = ["RefineSettings", "refine_field"]
+__all__ = ["RefineSettings", "refine_field", "refine_locally"]
 
 
 @dataclass(frozen=True)
@@ -227,3 +227,47 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     if distances:
         info["landmark_mm"] = [round(distances[0], 4), round(distances[-1], 4)]
     return v, info
+
+
+def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
+                   settings: RefineSettings, refined: dict, steps: int, min_gain: float,
+                   factors: tuple[float, ...], **kwargs) -> tuple[torch.Tensor, dict]:
+    """Continue a local NCC refinement with less smoothing when it showed motion finer than its own.
+
+    The refinement's gain (``loss_first - loss_last`` of ``refined``) is what the MIND levels left:
+    about 0.006-0.013 on the brain benchmark cases (control values 40 mm apart), 0.04-0.055 where the
+    motion is more local (control values 15-20 mm apart) or larger (8 mm). Only above ``min_gain``
+    does the refinement go on, ``steps`` steps per factor, with its smoothing scaled as a user's
+    regularization (``sigma_update * sqrt(f)``, ``sigma_field * f``). Less smoothing on smooth motion
+    fits noise and intensity changes instead (brain seeds 0-4: 0.04-0.08 mm worse): hence the gate.
+
+    Args:
+        fixed, moving, geometry, flow, settings: as :func:`refine_field` (``settings.similarity``
+            "lncc"), ``flow`` the result of that refinement.
+        refined: the info :func:`refine_field` returned for it.
+        steps: most steps per factor (0: never).
+        min_gain: the local NCC gain of the first refinement above which it continues.
+        factors: regularization factors of the stages, in order (each relative to ``settings``).
+        **kwargs: passed to :func:`refine_field` (mask, landmarks, noise, should_stop).
+
+    Returns:
+        (flow, info: applied, the gain and threshold, and per stage its factor, steps and losses).
+    """
+    gain = float(refined["loss_first"]) - float(refined["loss_last"])
+    info: dict = {"applied": False, "refinement_gain": round(gain, 6), "min_gain": min_gain}
+    if settings.similarity != "lncc" or steps <= 0 or not gain > min_gain:
+        info["reason"] = ("the refinement's gain shows no motion finer than its smoothing" if steps > 0 else
+                          "no continuation steps (the quality has none, or a regularization above 1 "
+                          "asked for a smoother field)")
+        return flow, info
+    info["stages"] = []
+    for factor in factors:
+        stage = replace(settings, steps=int(steps), sigma_update=settings.sigma_update * float(np.sqrt(factor)),
+                        sigma_field=settings.sigma_field * factor)
+        flow, stage_info = refine_field(fixed, moving, geometry, flow, stage, **kwargs)
+        info["stages"].append({"factor": factor, "steps_accepted": stage_info["steps_accepted"],
+                               "steps_rejected": stage_info["steps_rejected"],
+                               "loss_first": stage_info["loss_first"], "loss_last": stage_info["loss_last"],
+                               "seconds": stage_info["seconds"]})
+    info["applied"] = True
+    return flow, info

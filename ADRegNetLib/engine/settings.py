@@ -17,7 +17,7 @@ __all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
-           "REFINE_STEPS_FACTOR",
+           "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
            "FIELD_OF_VIEW_MIN_TISSUE", "detect_preset", "is_ct"]
@@ -113,6 +113,21 @@ RESOLUTION_MATCH_MIN_SIGMA_VOXELS = 0.5
 REFINE_TWO_CONTRASTS = "ngf"
 #: refinement steps relative to the quality's (brain-t1t2, NGF: 10 steps 0.44 mm, 30 steps 0.40)
 REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
+#: the local NCC refinement of one contrast goes on with less smoothing (``refine.refine_locally``,
+#: ``QualitySettings.local_steps`` steps per factor) when its own loss fell by more than this: the MIND
+#: levels left motion finer than their smoothing. Measured (thirteenth session, balanced, refinement
+#: gain): brain benchmark cases seeds 0-4 0.006-0.013, smooth 6 mm motion (control values 60 mm
+#: apart) 0.006, oblique 0.006, brain with 3 % / 6 % noise 0.007, with a further gamma and bias field
+#: (``scripts/intensity_stress.py`` changes up to gamma 0.33 / 3 with bias 1.0 / 1.5) 0.007-0.025;
+#: control values 20 mm apart (brain-local) 0.036-0.055, 15 mm 0.040-0.043, 8 mm motion 0.040-0.041.
+#: Between, control values 20-30 mm apart with 2-4 mm motion, 0.016-0.018: the continuation helped
+#: those too (0.39-0.45 -> 0.33-0.40 mm) but the gate stays clear of the intensity changes.
+LOCAL_REFINE_MIN_GAIN = 0.03
+#: regularization factors of the continuation's stages (relative to the refinement's smoothing).
+#: balanced, brain-local seeds 0 / 1 (0.797 / 0.830 mm without): one stage 0.7 0.547 / 0.622, 0.5
+#: 0.500 / 0.553, 0.35 0.599 / 0.596, 0.25 0.656 / 0.670; 0.7 then 0.5 (12 steps each) 0.482 / 0.532;
+#: 0.5 then 0.25 0.687 / 0.659
+LOCAL_REFINE_FACTORS = (0.7, 0.5)
 #: after the MIND optimisation, two non-CT images whose local covariance is negative in more than
 #: this share (of its absolute sum, where both show tissue) have tissues in another brightness order
 #: and are refined as two contrasts (engine/modality.py ``inverted_edge_share``). Measured (fast,
@@ -195,6 +210,8 @@ class QualitySettings:
         refine_steps: most steps of the refinement after the optimisation (engine/refine.py: local
             NCC on intensities; for two contrasts normalised gradient fields, ``REFINE_STEPS_FACTOR``
             times as many; 0: none). It stops earlier once its steps fall below their minimum.
+        local_steps: most steps of each stage of the refinement's continuation with less smoothing
+            (``LOCAL_REFINE_MIN_GAIN``, ``refine.refine_locally``; 0: never).
         prealign_spacing_mm: voxel size of the finer pre-alignment level (the coarser is twice it):
             an affine needs no fine detail, and the deformable stage corrects what is left.
         network_passes: most network passes, each on the moving image warped by the prediction so
@@ -259,6 +276,7 @@ class QualitySettings:
     prealign_iterations: int = 60
     prealign_spacing_mm: float = 4.0
     refine_steps: int = 0
+    local_steps: int = 0
     network_passes: int = 1
     network_refine_downsample: Optional[float] = None
     network_refine_downsample_gpu: Optional[float] = None
@@ -297,7 +315,7 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # lung-large 0.999 -> 0.872, oblique 0.348 -> 0.329, brain-local seeds 0-1 0.994 / 1.118 -> 0.965 /
     # 1.083, synthseg 0.912 -> 0.892; 8 steps: brain mean 0.265. About 0.5 s more refinement
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
-                            refine_steps=10),
+                            refine_steps=10, local_steps=6),
     # refine_steps 10 -> 14 (ninth session; 16 tuning cases, then 19 held-out ones: benchmark brain seeds 2-4,
     # lung seeds 2-3, the seed-1 deformation families, brain-local, lung-large, brain 1 mm: mean relative TRE
     # 0.1038 -> 0.0996 on the benchmark-like ones, 0.1702 -> 0.1677 on the others, worse by 0.003 mm at most;
@@ -310,9 +328,10 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # refinement where the steps run. ``best`` keeps 16: 24 gave 0.193 / 0.183 / 0.212 -> 0.189 / 0.183 /
     # 0.212 on brain seeds 0-2 (it mostly stops before 16)
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),
-                                refine_steps=20),
+                                refine_steps=20, local_steps=12),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
-                            prealign_iterations=120, prealign_spacing_mm=2.0, refine_steps=16),
+                            prealign_iterations=120, prealign_spacing_mm=2.0, refine_steps=16,
+                            local_steps=12),
 }
 
 
