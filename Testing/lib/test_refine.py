@@ -236,7 +236,7 @@ def test_regularization_smooths_the_refinement_too(monkeypatch):
 
     def record(fixed, moving, geometry, flow, settings, **kwargs):
         seen.append(settings)
-        return flow, {"steps_accepted": 0}
+        return flow, {"steps_accepted": 0, "loss_first": 0.5, "loss_last": 0.5}
 
     monkeypatch.setattr(pipeline, "refine_field", record)
     geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
