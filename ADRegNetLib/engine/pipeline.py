@@ -38,9 +38,10 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .refine import RefineSettings, refine_field, refine_locally
 from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
-from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR,
-                       REFINE_TWO_CONTRASTS, LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN, detect_preset, is_ct)
+from .settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW,
+                       NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN,
+                       PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
+                       detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
                      one_contrast_images, working_geometry)
@@ -199,7 +200,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
-                                     min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm)
+                                     min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm,
+                                     max_scale=PREALIGN_MAX_SCALE)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 

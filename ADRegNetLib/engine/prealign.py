@@ -42,7 +42,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
              iterations: int = 60, same_modality: bool = True, seed: int = 0,
              should_stop: StopCallback | None = None,
              min_relative_improvement: float = 0.05, min_local_improvement: float = 0.02,
-             initial: AffineMap | None = None, spacing_mm: float = 4.0) -> tuple[AffineMap, dict]:
+             initial: AffineMap | None = None, spacing_mm: float = 4.0,
+             max_scale: float = 1.4) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -66,6 +67,11 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         spacing_mm: voxel size of the finer of the two levels (the coarser is twice it).
         min_local_improvement: relative improvement of the local structure similarity (MIND-SSC
             mismatch) the optimised transform must also bring to be kept.
+        max_scale: an optimised affine that scales along any axis by more than this, or less than its
+            inverse (singular values of its matrix), is not kept: no two scans of anatomy differ so
+            much in size, and strong intensity changes (a gamma and bias field) led the correlation
+            there (oblique brain case, moving image ``(m / p) ** 3`` under a bias of amplitude 1:
+            scales 0.65-0.89 kept by both checks, final TRE 21.7 mm; without the affine 0.57 mm).
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
@@ -163,6 +169,13 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     if not np.isfinite(after) or gain < min_relative_improvement:
         info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}%, "
                         f"less than {100 * min_relative_improvement:.0f}%)")
+        return affine_from_sitk(init_tx), info
+    scales = np.linalg.svd(affine_from_sitk(result).matrix, compute_uv=False)
+    if scales.max() > max_scale or scales.min() < 1.0 / max_scale:
+        info["kept"] = (f"start (the optimised affine scales by {scales.min():.2f}-{scales.max():.2f} along its axes, "
+                        f"beyond {1.0 / max_scale:.2f}-{max_scale:.2f}: implausible between two scans of anatomy, "
+                        "more likely misled by intensity differences; give an initial transform if the scans "
+                        "really differ so much in size)")
         return affine_from_sitk(init_tx), info
     # A global transform fitted to a purely local deformation can raise the global metric and still
     # misalign the structures (brain cases with random local deformations: the affine alone raised the

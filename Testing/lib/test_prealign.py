@@ -80,3 +80,24 @@ def test_the_local_margin_is_the_callers_choice(locally_deformed):
     # with any local change accepted, the same optimised affine is kept: only the check refused it
     affine, info = prealign(fixed, moving, mode="affine", min_relative_improvement=0.0, min_local_improvement=-1.0)
     assert info["kept"] == "optimised" and not affine.is_identity()
+
+
+def _scaled(image: Image, factor: float) -> Image:
+    """The same voxels on a grid ``factor`` times larger about the image centre: anatomy that big."""
+    g = image.geometry
+    centre = g.center()
+    direction = np.asarray(g.direction, dtype=np.float64).reshape(3, 3)
+    origin = centre - factor * direction @ ((np.asarray(g.size) - 1) * np.asarray(g.spacing) / 2.0)
+    return Image(image.array, Geometry(g.size, tuple(factor * np.asarray(g.spacing)), origin, g.direction), "scaled")
+
+
+def test_an_affine_scaling_beyond_max_scale_is_not_kept(lung):
+    """Anatomy 1.25 times larger: found (about 1.25 along every axis) under the default bound, refused
+    with the reason under a bound of 1.1, which no scan pair should need."""
+    bigger = _scaled(lung, 1.25)
+    affine, info = prealign(lung, bigger, mode="affine")
+    assert info["kept"] == "optimised", info
+    np.testing.assert_allclose(np.linalg.svd(affine.matrix, compute_uv=False), 1.25, atol=0.08)
+    affine, info = prealign(lung, bigger, mode="affine", max_scale=1.1)
+    assert affine.is_identity()
+    assert info["kept"].startswith("start (the optimised affine scales by 1.") and "beyond 0.91-1.10" in info["kept"]
