@@ -320,6 +320,9 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # 0.338 / 0.312 -> 0.224 / 0.215 / 0.247 / 0.320 / 0.271 mm (mean 0.286 -> 0.255), lung 0.453 -> 0.418,
     # lung-large 0.999 -> 0.872, oblique 0.348 -> 0.329, brain-local seeds 0-1 0.994 / 1.118 -> 0.965 /
     # 1.083, synthseg 0.912 -> 0.892; 8 steps: brain mean 0.265. About 0.5 s more refinement
+    # local_steps 6 (thirteenth session, ``LOCAL_REFINE_MIN_GAIN``): brain-local seeds 0 / 1 0.965 / 1.083 ->
+    # 0.560 / 0.612 mm (12 steps per stage: 0.512 / 0.558, 1.5 s more), brain 3 mm / 15 mm 1.555 / 1.546 ->
+    # 0.946 / 0.969, 8 mm / 25 mm 2.383 / 2.373 -> 1.493 / 1.401; about 1.5 s more where it runs
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
                             refine_steps=10, local_steps=6),
     # refine_steps 10 -> 14 (ninth session; 16 tuning cases, then 19 held-out ones: benchmark brain seeds 2-4,
@@ -333,6 +336,9 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # own); 24 or 28 steps: no further gain (the step falls below its floor first). About 0.4-0.8 s more
     # refinement where the steps run. ``best`` keeps 16: 24 gave 0.193 / 0.183 / 0.212 -> 0.189 / 0.183 /
     # 0.212 on brain seeds 0-2 (it mostly stops before 16)
+    # local_steps 12 (thirteenth session): brain-local seeds 0 / 1 0.797 / 0.830 -> 0.482 / 0.532 mm, brain 3 mm /
+    # 15 mm 1.494 / 1.393 -> 0.798 / 0.776, 8 mm / 25 mm 2.181 / 1.651 -> 1.087 / 1.008; about 2.8 s more where
+    # it runs (README "Motion finer than the smoothing"); ``best`` the same (brain-local seed 0 0.877 -> 0.444)
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),
                                 refine_steps=20, local_steps=12),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
