@@ -126,8 +126,10 @@ REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
 #: apart) 0.006, oblique 0.006, brain with 3 % / 6 % noise 0.007, with a further gamma and bias field
 #: (``scripts/intensity_stress.py`` changes up to gamma 0.33 / 3 with bias 1.0 / 1.5) 0.007-0.025;
 #: control values 20 mm apart (brain-local) 0.036-0.055, 15 mm 0.040-0.043, 8 mm motion 0.040-0.041.
-#: Between, control values 20-30 mm apart with 2-4 mm motion, 0.016-0.018: the continuation helped
-#: those too (0.39-0.45 -> 0.33-0.40 mm) but the gate stays clear of the intensity changes.
+#: Between, control values 20-30 mm apart with 2-4 mm motion, 0.016-0.019: the continuation helped
+#: seven of eight of those (0.38-0.46 -> 0.33-0.40 mm; one 0.432 -> 0.466) and hurt 8 mm motion of
+#: gain 0.022 (0.395 -> 0.458): the gate stays clear of them and of the intensity changes
+#: (``docs/benchmarks/wave13-2026-12-01.md``).
 LOCAL_REFINE_MIN_GAIN = 0.03
 #: regularization factors of the continuation's stages (relative to the refinement's smoothing).
 #: balanced, brain-local seeds 0 / 1 (0.797 / 0.830 mm without): one stage 0.7 0.547 / 0.622, 0.5
