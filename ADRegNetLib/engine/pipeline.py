@@ -44,7 +44,7 @@ from .settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN, MIN_MOVING_O
                        detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
-                     one_contrast_images, working_geometry)
+                     one_contrast_images, without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -146,6 +146,10 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         moving_landmarks = check_points(moving_landmarks, "moving")
         check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
     mask_arr = map_mask(fixed_mask, fixed.geometry, "fixed mask", "fixed image") if fixed_mask is not None else None
+    # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
+    # outputs keep the moving image as given
+    moving_data, mask_arr, padding_info, padding_notes = without_padding(fixed, moving, mask_arr)
+    warnings_ += padding_notes
     rigid_arr = None
     if rigid_regions is not None:
         if not isinstance(rigid_regions, Image):
@@ -181,13 +185,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- preset and normalisation
     reason = "chosen by the user"
     if preset == "auto":
-        preset, reason = detect_preset(fixed, moving)
+        preset, reason = detect_preset(fixed, moving_data)
     p = PRESET_SETTINGS[preset]
     fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
-    moving_n = _normalized(moving, p.modality, p.ct_window)
+    moving_n = _normalized(moving_data, p.modality, p.ct_window)
     contrasts_guessed = multimodal is None
     if contrasts_guessed:
-        multimodal, multimodal_reason = guess_multimodal(fixed, moving, fixed_n, moving_n, start=initial_transform)
+        multimodal, multimodal_reason = guess_multimodal(fixed, moving_data, fixed_n, moving_n, start=initial_transform)
     else:
         multimodal_reason = "chosen by the user"
     stages.report(0.03, f"preset {preset}: pre-aligning")
@@ -377,6 +381,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "resolution_matching": resolution_info,
+        "padding": padding_info,
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,

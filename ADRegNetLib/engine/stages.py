@@ -16,19 +16,20 @@ from ..spatial.affine import AffineMap
 from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
+from ..spatial.padding import crop_to_box, data_box
 from ..spatial.resolution import matching_blur, voxel_volume_ratio
 from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .modality import midway_intensities
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, REFINE_GAIN_FLOOR,
-                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, RESOLUTION_MATCH_MIN_SIGMA_VOXELS,
-                       TISSUE_THRESHOLD)
+                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
+                       REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO,
+                       RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
            "moving_field_of_view", "matched_resolution",
-           "load_network", "load_residual_network", "network_stage", "one_contrast_images"]
+           "load_network", "load_residual_network", "network_stage", "one_contrast_images", "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -108,6 +109,42 @@ def check_points(points: Any, role: str) -> np.ndarray:
     from ..io.points import as_points
 
     return as_points(points, f"{role} landmarks")
+
+
+def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
+                    ) -> tuple[Image, Optional[np.ndarray], dict, list[str]]:
+    """Padding that cuts through anatomy (``spatial/padding.py``) taken out of the registration.
+
+    The moving image is cut to the planes with data (beyond them it then counts as outside its field
+    of view, ``moving_field_of_view``); the fixed image keeps its grid (the output grid) and its
+    padding is left out of the similarity through the mask.
+
+    Args:
+        fixed, moving: the images as given.
+        mask: optional (Z, Y, X) bool fixed mask on the fixed grid.
+
+    Returns:
+        (moving image to register, fixed mask, {"fixed": ..., "moving": ...} with the planes kept per
+        axis or None, warnings naming what was left out).
+    """
+    info: dict = {"fixed": None, "moving": None}
+    notes = []
+    for role, image in (("fixed", fixed), ("moving", moving)):
+        box = data_box(image.array, TISSUE_THRESHOLD, PADDING_MIN_CUT_SHARE)
+        if box is None:
+            continue
+        kept = {axis: [b.start, b.stop] for axis, b in zip("zyx", box)}
+        info[role] = {"planes_kept_zyx": kept, "size_zyx": list(image.array.shape)}
+        notes.append(f"the {role} image holds only its lowest value ({float(image.array.min()):g}) in planes next to "
+                     f"cut anatomy (planes kept z, y, x: {', '.join(f'{a}-{b - 1}' for a, b in kept.values())} of "
+                     f"{', '.join(str(n) for n in image.array.shape)}): treated as padding, outside the scan")
+        if role == "moving":
+            moving = crop_to_box(moving, box)
+        else:
+            inside = np.zeros(fixed.array.shape, dtype=bool)
+            inside[box] = True
+            mask = inside if mask is None else (mask & inside)
+    return moving, mask, info, notes
 
 
 def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,

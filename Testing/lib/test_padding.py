@@ -1,0 +1,64 @@
+"""Padding that cuts through anatomy (spatial/padding.py, engine/stages.py ``without_padding``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ADRegNetLib.engine import register
+from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.padding import crop_to_box, data_box
+
+
+def _head(shape=(30, 34, 38), seed=0) -> np.ndarray:
+    """A textured ellipsoid ("head") of intensities 50-150 in a noisy background of about 2, min 0."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    inside = (x / 0.8) ** 2 + (y / 0.8) ** 2 + (z / 0.8) ** 2 < 1
+    arr = np.where(inside, 100 + 50 * np.sin(6 * x) * np.cos(5 * y) * np.sin(4 * z), 2.0)
+    return np.clip(arr + rng.normal(0, 1.0, shape), 0, None).astype(np.float32)
+
+
+def test_planes_cutting_through_anatomy_are_found_and_background_planes_are_not():
+    head = _head()
+    assert data_box(head, 0.05, 0.1) is None  # no plane of only the minimum
+    stripped = np.where(head > 20, head, 0).astype(np.float32)  # skull-stripped: zero planes around the head
+    assert data_box(stripped, 0.05, 0.1) is None  # the head ends on its own
+    cut = stripped.copy()
+    cut[..., :19] = 0  # a scan that covered only the right half, padded onto the whole grid
+    assert data_box(cut, 0.05, 0.1) == (slice(0, 30), slice(0, 34), slice(19, 38))
+    both = cut.copy()
+    both[22:] = 0
+    assert data_box(both, 0.05, 0.1) == (slice(0, 22), slice(0, 34), slice(19, 38))
+
+
+def test_cropping_keeps_every_voxel_at_its_physical_position():
+    angle = np.deg2rad(20)
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1.0]])
+    geometry = Geometry((38, 34, 30), (1.5, 2.0, 3.0), (10.0, -20.0, 5.0), direction)
+    image = Image(_head(), geometry, "head")
+    box = (slice(2, 25), slice(4, 34), slice(19, 38))
+    cropped = crop_to_box(image, box)
+    assert cropped.array.shape == (23, 30, 19) and cropped.array[0, 0, 0] == image.array[2, 4, 19]
+    corner = np.array([[0.0, 0.0, 0.0], [18.0, 29.0, 22.0]])
+    np.testing.assert_allclose(cropped.geometry.index_to_physical(corner),
+                               geometry.index_to_physical(corner + [19, 4, 2]), atol=1e-9)
+
+
+def test_engine_leaves_padding_out_and_keeps_the_users_images_and_grids():
+    geometry = Geometry((38, 34, 30), (2.0, 2.0, 2.0))
+    fixed = Image(_head(seed=1), geometry, "fixed")
+    arr = np.roll(_head(seed=2), 1, axis=2)
+    arr[..., :19] = arr.min()
+    moving = Image(arr, geometry, "moving")
+    before = moving.array.copy()
+    result = register(fixed, moving, quality="fast", use_network=False, device="cpu", preset="brain-mri")
+    padding = result.metrics["padding"]
+    assert padding["fixed"] is None
+    assert padding["moving"] == {"planes_kept_zyx": {"z": [0, 30], "y": [0, 34], "x": [19, 38]},
+                                 "size_zyx": [30, 34, 38]}
+    assert any("moving image holds only its lowest value" in w and "treated as padding" in w
+               for w in result.metrics["warnings"])
+    np.testing.assert_array_equal(moving.array, before)  # the user's image untouched
+    assert result.inverse_disp_mm.shape[1:] == moving.geometry.shape  # outputs on the moving image's own grid
+    assert result.warped.geometry.shape == fixed.geometry.shape
