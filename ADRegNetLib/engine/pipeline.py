@@ -191,7 +191,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     moving_n = _normalized(moving_data, p.modality, p.ct_window)
     contrasts_guessed = multimodal is None
     if contrasts_guessed:
-        multimodal, multimodal_reason = guess_multimodal(fixed, moving_data, fixed_n, moving_n, start=initial_transform)
+        multimodal, multimodal_reason = guess_multimodal(fixed, moving_data, fixed_n, moving_n,
+                                                         start=initial_transform)
     else:
         multimodal_reason = "chosen by the user"
     stages.report(0.03, f"preset {preset}: pre-aligning")

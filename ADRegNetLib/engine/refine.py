@@ -239,7 +239,8 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     motion is more local (control values 15-20 mm apart) or larger (8 mm). Only above ``min_gain``
     does the refinement go on, ``steps`` steps per factor, with its smoothing scaled as a user's
     regularization (``sigma_update * sqrt(f)``, ``sigma_field * f``). Less smoothing on smooth motion
-    fits noise and intensity changes instead (brain seeds 0-4: 0.04-0.08 mm worse): hence the gate.
+    fits noise and intensity changes instead (brain benchmark seeds 2-9: 0.04-0.12 mm worse): hence
+    the gate.
 
     Args:
         fixed, moving, geometry, flow, settings: as :func:`refine_field` (``settings.similarity``
@@ -255,10 +256,14 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     """
     gain = float(refined["loss_first"]) - float(refined["loss_last"])
     info: dict = {"applied": False, "refinement_gain": round(gain, 6), "min_gain": min_gain}
-    if settings.similarity != "lncc" or steps <= 0 or not gain > min_gain:
-        info["reason"] = ("the refinement's gain shows no motion finer than its smoothing" if steps > 0 else
-                          "no continuation steps (the quality has none, or a regularization above 1 "
-                          "asked for a smoother field)")
+    if settings.similarity != "lncc":
+        info["reason"] = "edge directions (normalised gradient fields): not continued"
+    elif steps <= 0:
+        info["reason"] = ("no continuation steps (the quality has none, or a regularization above 1 asked for a "
+                          "smoother field)")
+    elif not gain > min_gain:
+        info["reason"] = "the refinement's gain shows no motion finer than its smoothing"
+    if "reason" in info:
         return flow, info
     info["stages"] = []
     for factor in factors:

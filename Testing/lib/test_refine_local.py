@@ -61,7 +61,7 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
     assert kept is flow and "regularization above 1" in info["reason"]
     edges = RefineSettings(similarity="ngf")
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, edges, large, 12, 0.03, (0.7, 0.5))
-    assert kept is flow and info["applied"] is False
+    assert kept is flow and info["applied"] is False and "normalised gradient fields" in info["reason"]
 
 
 def test_continuation_recovers_motion_finer_than_the_smoothing():
