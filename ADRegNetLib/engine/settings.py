@@ -112,7 +112,8 @@ REFINE_INTENSITY_MAX_VOXEL_RATIO = 2.0
 #: 0.348. Small blurs did not pay: 3 mm slices without smoothing (blur 0.47 voxel) fast 0.254 / 0.229
 #: -> 0.266 / 0.236, balanced 0.239 / 0.218 -> 0.234 / 0.213; the oblique case (1.5 x 1.5 x 3 mm
 #: against 2 mm, 0.47 voxel) balanced 0.291 -> 0.305, fast 0.329 -> 0.332: below this threshold
-#: nothing is blurred. Both images equally thick: nothing to match.
+#: nothing is blurred. Both images equally thick: nothing to match. The threshold applies to the
+#: blur's widest standard deviation (an oblique blur's along its own direction, thirteenth session).
 RESOLUTION_MATCH_MIN_SIGMA_VOXELS = 0.5
 #: similarity of the refinement for two contrasts (one contrast: the preset's ``refine_similarity``):
 #: brain-t1t2 case 0.40 mm with NGF (30 steps), 0.46 mm with 3-voxel local NCC (20 steps)

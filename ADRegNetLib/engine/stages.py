@@ -13,11 +13,11 @@ import torch
 from ..losses.functional import local_ncc
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
-from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised
+from ..spatial.filters import gaussian_smooth, gaussian_smooth_covariance, local_gain_factor, local_gain_normalised
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.padding import crop_to_box, data_box
-from ..spatial.resolution import matching_blur, voxel_volume_ratio
+from ..spatial.resolution import matching_covariances, voxel_volume_ratio
 from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
@@ -282,7 +282,7 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
 def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geometry: Geometry,
                        moving_geometry: Geometry, work: Geometry, affine: AffineMap,
                        ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Both working images at the coarser one's resolution (``spatial.resolution.matching_blur``).
+    """Both working images at the coarser one's resolution (``spatial.resolution.matching_covariances``).
 
     Args:
         fixed_w, moving_w: (1, 1, Z, Y, X) the images on the working grid ``work`` (moving pre-aligned).
@@ -291,17 +291,19 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
         affine: the pre-alignment (fixed -> moving): the moving image's slices are seen where it puts them.
 
     Returns:
-        (fixed, moving, {"fixed_blur_voxels", "moving_blur_voxels"}: the Gaussian sigmas applied, (z, y, x)).
+        (fixed, moving, {"fixed_blur_voxels", "moving_blur_voxels"}: the Gaussian blurs' standard
+        deviations along the working axes (z, y, x), and "oblique": whether a blur lay across them).
     """
-    blur_fixed, blur_moving = matching_blur(fixed_geometry, moving_geometry, work,
-                                            moving_linear=np.linalg.inv(affine.matrix),
-                                            min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
-    if blur_fixed.any():
-        fixed_w = gaussian_smooth(fixed_w, blur_fixed.tolist())
-    if blur_moving.any():
-        moving_w = gaussian_smooth(moving_w, blur_moving.tolist())
-    return fixed_w, moving_w, {"fixed_blur_voxels": np.round(blur_fixed, 3).tolist(),
-                               "moving_blur_voxels": np.round(blur_moving, 3).tolist()}
+    covariances = matching_covariances(fixed_geometry, moving_geometry, work,
+                                       moving_linear=np.linalg.inv(affine.matrix),
+                                       min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
+    images = [gaussian_smooth_covariance(image, cov) if cov.any() else image
+              for image, cov in zip((fixed_w, moving_w), covariances)]
+    sigmas = [np.round(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 3).tolist() for cov in covariances]
+    oblique = any(bool(np.abs(cov - np.diag(np.diag(cov))).max() > 1e-6 * max(np.abs(cov).max(), 1e-12))
+                  for cov in covariances)
+    return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
+                                  "oblique": oblique}
 
 
 def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,

@@ -15,7 +15,7 @@ import torch
 
 from .intensity_map import sample_quantiles
 
-__all__ = ["gaussian_smooth", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
+__all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
            "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
@@ -105,6 +105,46 @@ def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float])
     if not smoothed:
         out = out.clone()
     return out.reshape(volume.shape)
+
+
+def gaussian_smooth_covariance(volume: torch.Tensor, covariance_voxels: np.ndarray) -> torch.Tensor:
+    """Gaussian smoothing of any orientation: the kernel's (3, 3) covariance in voxels, (z, y, x) order.
+
+    A diagonal covariance is the separable :func:`gaussian_smooth` (same result). Otherwise (a kernel
+    along an oblique direction, e.g. the slice profile of an oblique thick-sliced scan) the volume,
+    padded by three standard deviations with its edges replicated, is multiplied in the Fourier domain
+    by ``exp(-k^T C k / 2)``: the Gaussian blur of the band-limited image the voxels sample, which rings
+    slightly (small negative lobes) where the kernel is thinner than a voxel across its direction.
+    Sampling the Gaussian at whole voxel offsets instead (covariance widened by a twelfth of a voxel
+    squared so that a thin kernel does not fall between voxel centres) matched oblique thick slices
+    less well: balanced TRE on the oblique-slice cases of ``spatial/resolution.py`` 0.522 / 0.418 /
+    0.492 / 0.539 mm against 0.481 / 0.391 / 0.456 / 0.484.
+
+    Args:
+        volume: (N, C, Z, Y, X) float.
+        covariance_voxels: (3, 3) symmetric positive semi-definite matrix, voxels^2, axes (z, y, x).
+
+    Returns:
+        (N, C, Z, Y, X) smoothed volume (a new tensor).
+    """
+    cov = np.asarray(covariance_voxels, dtype=np.float64)
+    if cov.shape != (3, 3) or not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() < -1e-9:
+        raise ValueError(f"covariance_voxels must be a symmetric positive semi-definite (3, 3) matrix, got {cov.tolist()}")
+    if volume.ndim != 5:
+        raise ValueError(f"volume must be (N, C, Z, Y, X), got {tuple(volume.shape)}")
+    off_diagonal = cov - np.diag(np.diag(cov))
+    if np.abs(off_diagonal).max() <= 1e-6 * max(float(np.abs(cov).max()), 1e-12):
+        return gaussian_smooth(volume, np.sqrt(np.clip(np.diag(cov), 0.0, None)).tolist())
+    pad = int(np.ceil(3.0 * np.sqrt(np.linalg.eigvalsh(cov).max()))) + 1
+    padded = torch.nn.functional.pad(volume, [pad] * 6, mode="replicate")
+    shape = padded.shape[2:]
+    k = [torch.fft.fftfreq(n, dtype=torch.float64, device=volume.device) * (2 * np.pi) for n in shape[:2]]
+    k.append(torch.fft.rfftfreq(shape[2], dtype=torch.float64, device=volume.device) * (2 * np.pi))
+    grids = torch.meshgrid(*k, indexing="ij")
+    quadratic = sum(float(cov[i, j]) * grids[i] * grids[j] for i in range(3) for j in range(3))
+    spectrum = torch.fft.rfftn(padded.to(torch.float64), dim=(2, 3, 4)) * torch.exp(-0.5 * quadratic)
+    out = torch.fft.irfftn(spectrum, s=tuple(shape), dim=(2, 3, 4))
+    return out[..., pad:-pad, pad:-pad, pad:-pad].to(volume.dtype).contiguous()
 
 
 def box_filter(x: torch.Tensor, window: int | Sequence[int], mode: str = "mean") -> torch.Tensor:

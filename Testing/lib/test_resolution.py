@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.spatial.filters import gaussian_smooth
+from ADRegNetLib.engine.stages import matched_resolution
+from ADRegNetLib.spatial.affine import AffineMap
+from ADRegNetLib.spatial.filters import gaussian_smooth, gaussian_smooth_covariance
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
-from ADRegNetLib.spatial.resolution import matching_blur, psf_covariance
+from ADRegNetLib.spatial.resolution import matching_blur, matching_covariances, psf_covariance
 
 FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -91,4 +93,44 @@ def test_register_reports_the_resolution_matching():
     assert matching["moving_blur_voxels"] == [0.0, 0.0, 0.0]
     same = register(Image(arr, geometry, "fixed"), Image(np.roll(arr, 1, axis=2).copy(), geometry, "moving"), **kw)
     assert same.metrics["resolution_matching"] == {"fixed_blur_voxels": [0.0, 0.0, 0.0],
-                                                   "moving_blur_voxels": [0.0, 0.0, 0.0]}
+                                                   "moving_blur_voxels": [0.0, 0.0, 0.0], "oblique": False}
+    assert matching["oblique"] is False
+
+
+def test_oblique_smoothing_has_the_covariance_it_is_given_and_a_diagonal_one_is_separable():
+    """A point blurred by an oblique Gaussian: its mass kept (up to the ringing of a kernel thinner than a
+    voxel across, cut at the crop), centred, second moments equal to the covariance (z, y, x voxels); a
+    diagonal covariance gives exactly the separable smoothing."""
+    volume = torch.zeros((1, 1, 41, 41, 41), dtype=torch.float64)
+    volume[0, 0, 20, 20, 20] = 1.0
+    turn = _rotation_x(30)[::-1, ::-1]  # a turn in the z-y plane, (z, y, x) order
+    cov = turn @ np.diag([9.0, 1.0, 1.0]) @ turn.T  # wide enough to vanish at the Nyquist frequency
+    blurred = gaussian_smooth_covariance(volume, cov)[0, 0].numpy()
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-3)
+    offsets = np.stack(np.meshgrid(*[np.arange(41) - 20.0] * 3, indexing="ij")).reshape(3, -1)
+    weights = blurred.reshape(-1)
+    np.testing.assert_allclose(offsets @ weights, 0.0, atol=1e-6)
+    np.testing.assert_allclose((offsets * weights) @ offsets.T, cov, atol=0.02)
+    diagonal = np.diag([1.44, 0.0, 0.36])
+    assert torch.equal(gaussian_smooth_covariance(volume, diagonal), gaussian_smooth(volume, [1.2, 0.0, 0.6]))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        gaussian_smooth_covariance(volume, -np.eye(3))
+
+
+def test_oblique_thick_slices_are_matched_along_their_own_direction():
+    """Moving slices of 6 mm tilted by 30 degrees against a 2 mm fixed image: the fixed image's blur
+    lies along the slices' normal (in working voxels), with the variance the slice profile lacks."""
+    work = fixed = Geometry((24, 24, 24), (2.0, 2.0, 2.0))
+    moving = Geometry((24, 24, 8), (2.0, 2.0, 6.0), direction=_rotation_x(30))
+    cov_fixed, cov_moving = matching_covariances(fixed, moving, work, min_sigma_voxels=0.5)
+    assert not cov_moving.any()
+    values, vectors = np.linalg.eigh(cov_fixed)
+    assert values[-1] == pytest.approx((36.0 - 4.0) / FWHM ** 2 / 4.0, rel=1e-6) and values[:2] == pytest.approx(0)
+    normal_zyx = _rotation_x(30)[:, 2][::-1]  # the slices' normal (x, y, z) -> (z, y, x)
+    assert abs(float(vectors[:, -1] @ normal_zyx)) == pytest.approx(1.0, abs=1e-9)
+    gen = torch.Generator().manual_seed(3)
+    fixed_w = gaussian_smooth(torch.rand((1, 1, 24, 24, 24), generator=gen), 1.0)
+    moving_w = fixed_w.clone()
+    matched_fixed, matched_moving, info = matched_resolution(fixed_w, moving_w, fixed, moving, work, AffineMap.identity())
+    assert info["oblique"] is True and info["moving_blur_voxels"] == [0.0, 0.0, 0.0]
+    assert matched_moving is moving_w and not torch.equal(matched_fixed, fixed_w)
