@@ -267,6 +267,12 @@ def normalize_intensity(image: Image, modality: str = "generic", window: Optiona
             window = tuple(float(v) for v in np.percentile(values, [lo_p, hi_p]))
     low, high = float(window[0]), float(window[1])
     if not high > low:
+        if np.nanmax(data) > np.nanmin(data):  # not constant: nearly all voxels hold one value
+            share = 100.0 * float(np.count_nonzero(data == low)) / data.size
+            raise ImageError(
+                f"{image.name}: {share:.2f}% of its voxels hold the value {low:g}, so its intensity window "
+                f"[{low:g}, {high:g}] is empty: the volume is nearly blank (a mask or a mostly empty volume?); "
+                "check that the right volume was selected")
         raise ImageError(
             f"{image.name}: intensity window [{low:g}, {high:g}] is empty (the image is constant where it is "
             "measured); check that the right volume was selected"

@@ -75,6 +75,15 @@ def test_constant_image_is_rejected(crop):
         register(crop, const, **CHEAP)
 
 
+def test_nearly_blank_image_is_rejected_naming_the_share_of_one_value():
+    arr = np.zeros((24, 24, 24), np.float32)
+    arr[10:13, 10:13, 10:13] = 1.0  # 27 voxels of 13,824
+    blank = Image(arr, Geometry((24, 24, 24), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)), "nearly blank")
+    with pytest.raises(ImageError, match=r"nearly blank: 99\.80% of its voxels hold the value 0, so its intensity "
+                                         r"window \[0, 0\] is empty: the volume is nearly blank"):
+        register(noise_image(), blank, preset="brain-mri", **CHEAP)
+
+
 def test_nan_voxels_are_rejected(crop):
     arr = crop.array.copy()
     arr[3, 4, 5] = np.nan
