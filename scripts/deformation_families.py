@@ -8,10 +8,15 @@ a more local deformation; the lung cases' breathing-like field has no control sp
 its size changes), and runs ``register()`` on each at the chosen qualities, printing the
 landmark TRE (mean, 95th percentile), the seconds and the share of folding voxels.
 
+``--compare-local`` runs each quality twice, without the refinement's continuation with less
+smoothing (``QualitySettings.local_steps`` set to 0) and as shipped, and says whether it ran and the
+refinement's gain (the thirteenth session's table in ``docs/benchmarks/wave13-2026-12-01.md``:
+``brain:3:15``, ``brain:8:25``, ``brain:8:40``, ``brain:4:30``, ``brain:2:20``, ``brain:6:60``).
+
 Usage (from the repository root; cases are cached under OUT/s<seed>)::
 
     .venv/bin/python scripts/deformation_families.py OUT brain:4:20 brain:6:30 lung:10:0 \
-        --seed 1 --qualities fast,balanced
+        --seed 1 --qualities fast,balanced [--compare-local]
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
 from ADRegNetLib.engine import QUALITIES, register  # noqa: E402
 from ADRegNetLib.io import read_image  # noqa: E402
 from benchmarks import recipes  # noqa: E402
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--qualities", default="balanced")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare-local", action="store_true",
+                        help="each quality without and with the refinement's continuation with less smoothing")
     args = parser.parse_args(argv)
     qualities = args.qualities.split(",")
     unknown = [q for q in qualities if q not in QUALITIES]
@@ -71,13 +79,26 @@ def main(argv: list[str] | None = None) -> None:
         fixed, moving = read_image(case.directory / "fixed.nii.gz"), read_image(case.directory / "moving.nii.gz")
         fixed_points, moving_points = case.fixed_landmarks(), case.moving_landmarks()
         for quality in qualities:
-            t0 = time.perf_counter()
-            result = register(fixed, moving, preset=case.preset, quality=quality, seed=0, compute_inverse=False)
-            seconds = time.perf_counter() - t0
-            err = np.linalg.norm(result.transform.map_points(fixed_points) - moving_points, axis=1)
-            folds = result.metrics["jacobian"].get("folding_fraction")
-            print(f"  {quality:>8s}  TRE {err.mean():.3f} mm (p95 {np.percentile(err, 95):.2f})  {seconds:.1f} s  "
-                  f"network used {result.metrics['network_used']}  folding {folds}", flush=True)
+            shipped = pipeline.QUALITY_SETTINGS[quality]
+            for local in ((False, True) if args.compare_local else (True,)):
+                pipeline.QUALITY_SETTINGS[quality] = (shipped if local else
+                                                      dataclasses.replace(shipped, local_steps=0))
+                try:
+                    t0 = time.perf_counter()
+                    result = register(fixed, moving, preset=case.preset, quality=quality, seed=0,
+                                      compute_inverse=False)
+                    seconds = time.perf_counter() - t0
+                finally:
+                    pipeline.QUALITY_SETTINGS[quality] = shipped
+                err = np.linalg.norm(result.transform.map_points(fixed_points) - moving_points, axis=1)
+                folds = result.metrics["jacobian"].get("folding_fraction")
+                continuation = (result.metrics.get("refinement") or {}).get("local_continuation") or {}
+                label = "" if not args.compare_local else ("  with continuation" if local else "  without")
+                extra = (f"  refinement gain {continuation['refinement_gain']:.4f}, continuation "
+                         f"{'ran' if continuation['applied'] else 'not run'}") if continuation and local else ""
+                print(f"  {quality:>8s}{label}  TRE {err.mean():.3f} mm (p95 {np.percentile(err, 95):.2f})  "
+                      f"{seconds:.1f} s  network used {result.metrics['network_used']}  folding {folds}{extra}",
+                      flush=True)
 
 
 if __name__ == "__main__":
