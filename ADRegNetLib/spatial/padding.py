@@ -49,15 +49,19 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
     padding = array == lowest
     if padding.all() or not padding.any():
         return None
-    top = float(np.percentile(array[~padding], 99))
+    planes = [_padding_planes(padding, axis) for axis in range(3)]
+    if not any(leading or trailing for leading, trailing in planes):
+        return None
+    sample = array.reshape(-1)[:: max(1, array.size // 1_000_000)]  # about a million values suffice
+    sample = sample[sample != lowest]
+    top = float(np.percentile(sample, 99)) if sample.size else float(array.max())
     tissue_level = float(lowest) + tissue_threshold * (top - float(lowest))
 
     def cuts(plane: np.ndarray) -> bool:
         return np.count_nonzero(plane > tissue_level) >= min_cut_share * plane.size
 
     keep = []
-    for axis, n in enumerate(array.shape):
-        leading, trailing = _padding_planes(padding, axis)
+    for axis, (n, (leading, trailing)) in enumerate(zip(array.shape, planes)):
         start = leading if leading and cuts(np.take(array, leading, axis=axis)) else 0
         stop = n - trailing if trailing and cuts(np.take(array, n - 1 - trailing, axis=axis)) else n
         keep.append(slice(start, stop))
