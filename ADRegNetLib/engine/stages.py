@@ -13,7 +13,8 @@ import torch
 from ..losses.functional import local_ncc
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
-from ..spatial.filters import gaussian_smooth, gaussian_smooth_covariance, local_gain_factor, local_gain_normalised
+from ..spatial.filters import (gaussian_smooth, gaussian_smooth_covariance, is_axis_aligned, local_gain_factor,
+                               local_gain_normalised)
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.padding import crop_to_box, data_box
@@ -300,8 +301,7 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
     images = [gaussian_smooth_covariance(image, cov) if cov.any() else image
               for image, cov in zip((fixed_w, moving_w), covariances)]
     sigmas = [np.round(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 3).tolist() for cov in covariances]
-    oblique = any(bool(np.abs(cov - np.diag(np.diag(cov))).max() > 1e-6 * max(np.abs(cov).max(), 1e-12))
-                  for cov in covariances)
+    oblique = not all(is_axis_aligned(cov) for cov in covariances)
     return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
                                   "oblique": oblique}
 

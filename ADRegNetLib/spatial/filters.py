@@ -15,7 +15,7 @@ import torch
 
 from .intensity_map import sample_quantiles
 
-__all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
+__all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "is_axis_aligned", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
            "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side)
@@ -107,6 +107,12 @@ def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float])
     return out.reshape(volume.shape)
 
 
+def is_axis_aligned(covariance: np.ndarray) -> bool:
+    """Whether a (3, 3) covariance is diagonal (off-diagonal terms within 1e-6 of its largest term)."""
+    cov = np.asarray(covariance, dtype=np.float64)
+    return bool(np.abs(cov - np.diag(np.diag(cov))).max() <= 1e-6 * max(float(np.abs(cov).max()), 1e-12))
+
+
 def gaussian_smooth_covariance(volume: torch.Tensor, covariance_voxels: np.ndarray) -> torch.Tensor:
     """Gaussian smoothing of any orientation: the kernel's (3, 3) covariance in voxels, (z, y, x) order.
 
@@ -132,8 +138,7 @@ def gaussian_smooth_covariance(volume: torch.Tensor, covariance_voxels: np.ndarr
         raise ValueError(f"covariance_voxels must be a symmetric positive semi-definite (3, 3) matrix, got {cov.tolist()}")
     if volume.ndim != 5:
         raise ValueError(f"volume must be (N, C, Z, Y, X), got {tuple(volume.shape)}")
-    off_diagonal = cov - np.diag(np.diag(cov))
-    if np.abs(off_diagonal).max() <= 1e-6 * max(float(np.abs(cov).max()), 1e-12):
+    if is_axis_aligned(cov):
         return gaussian_smooth(volume, np.sqrt(np.clip(np.diag(cov), 0.0, None)).tolist())
     pad = int(np.ceil(3.0 * np.sqrt(np.linalg.eigvalsh(cov).max()))) + 1
     padded = torch.nn.functional.pad(volume, [pad] * 6, mode="replicate")
