@@ -151,8 +151,8 @@ EDGE_CHECK_WINDOW = 5
 FIELD_OF_VIEW_MARGIN_VOXELS = 3
 #: share of the fixed image's tissue that must lie there before the similarity is left out at all
 FIELD_OF_VIEW_MIN_TISSUE = 0.01
-#: planes of an image's minimum value at its border are padding (no data, ``spatial/padding.py``) when the
-#: plane next to them shows tissue over at least this share of its area (anatomy cut by them); a
+#: whole planes of one constant value at an image's border are padding (no data, ``spatial/padding.py``) when
+#: the plane next to them differs from that value over at least this share of its area (anatomy cut by them); a
 #: skull-stripped brain's zero planes above the head (tissue over a few % of the next plane) stay
 #: background. Measured (thirteenth session, fast, brain benchmark seed 0): moving image set to its
 #: minimum over half its width: before, affine scale 0.5 and 42 mm TRE (8.3 mm with ``PREALIGN_MAX_SCALE``);

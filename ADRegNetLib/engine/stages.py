@@ -136,8 +136,8 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
             continue
         kept = {axis: [b.start, b.stop] for axis, b in zip("zyx", box)}
         info[role] = {"planes_kept_zyx": kept, "size_zyx": list(image.array.shape)}
-        notes.append(f"the {role} image holds only its lowest value ({float(image.array.min()):g}) in planes next to "
-                     f"cut anatomy (planes kept z, y, x: {', '.join(f'{a}-{b - 1}' for a, b in kept.values())} of "
+        notes.append(f"the {role} image holds one constant value in whole planes next to cut anatomy (planes kept "
+                     f"z, y, x: {', '.join(f'{a}-{b - 1}' for a, b in kept.values())} of "
                      f"{', '.join(str(n) for n in image.array.shape)}): treated as padding, outside the scan")
         if role == "moving":
             moving = crop_to_box(moving, box)

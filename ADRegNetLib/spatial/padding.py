@@ -1,11 +1,12 @@
 r"""Padding that cuts through anatomy: the planes of an image that hold no data.
 
 A scan resampled onto a larger grid (Slicer's resample to a reference, a slab acquisition stored in a
-whole-head volume) carries whole planes of one constant value, its minimum, beyond where it was
-acquired. Where the anatomy next to them is cut (the first plane with data shows tissue over much
-of its area), those planes are not background but "no data": matching the other image's anatomy to
-them squeezes the field (brain pair, moving image zeroed over half its width: affine scale 0.5, final
-TRE 42 mm). Where the anatomy ends on its own before the padding (a skull-stripped brain in a zero
+whole-head volume) carries whole planes of one constant value beyond where it was acquired: usually
+its minimum, sometimes another (a CT padded with 0 HU, which looks like soft tissue). Where the
+anatomy next to them is cut (the first plane with data differs from the padding value over much of
+its area), those planes are not background but "no data": matching the other image's anatomy to them
+squeezes the field (brain pair, moving image zeroed over half its width: affine scale 0.5, final TRE
+42 mm). Where the anatomy ends on its own before the padding (a skull-stripped brain in a zero
 background, the head inside the field of view), the planes are background and stay.
 """
 from __future__ import annotations
@@ -20,15 +21,15 @@ from .image import Image
 __all__ = ["data_box", "crop_to_box"]
 
 
-def _padding_planes(padding: np.ndarray, axis: int) -> tuple[int, int]:
-    """Planes of all-``padding`` voxels at the start and at the end of ``axis``."""
-    other = tuple(a for a in range(3) if a != axis)
-    full = padding.all(axis=other)
-    if full.all():
-        return 0, 0
-    leading = int(np.argmin(full))
-    trailing = int(np.argmin(full[::-1]))
-    return leading, trailing
+def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
+    """Planes (in order) of one constant value from the first: (how many, the value); (0, nan) if none."""
+    if low[0] != high[0]:
+        return 0, float("nan")
+    value = low[0]
+    same = (low == value) & (high == value)
+    if same.all():
+        return 0, float("nan")  # the whole image is constant: not padding, nothing to keep
+    return int(np.argmin(same)), float(value)
 
 
 def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -> Optional[tuple[slice, slice, slice]]:
@@ -36,8 +37,8 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
 
     Args:
         array: (Z, Y, X) intensities.
-        tissue_threshold: share of the range from the minimum to the 99th percentile of the data
-            voxels above which a voxel shows tissue.
+        tissue_threshold: share of the image's intensity range (1st to 99th percentile) by which a voxel
+            must differ from the padding value to show tissue.
         min_cut_share: share of a plane's voxels that must show tissue for the anatomy to count as
             cut there (the first plane with data next to the padding).
 
@@ -45,25 +46,24 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
         slices per axis (Z, Y, X) keeping every plane except the padding on the sides where it cuts
         through anatomy; None when there is no such side.
     """
-    lowest = array.min()
-    padding = array == lowest
-    if padding.all() or not padding.any():
-        return None
-    planes = [_padding_planes(padding, axis) for axis in range(3)]
-    if not any(leading or trailing for leading, trailing in planes):
+    runs = []  # per axis: ((leading planes, value), (trailing planes, value))
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        low, high = array.min(axis=others), array.max(axis=others)
+        runs.append((_constant_run(low, high), _constant_run(low[::-1], high[::-1])))
+    if not any(count for sides in runs for count, _ in sides):
         return None
     sample = array.reshape(-1)[:: max(1, array.size // 1_000_000)]  # about a million values suffice
-    sample = sample[sample != lowest]
-    top = float(np.percentile(sample, 99)) if sample.size else float(array.max())
-    tissue_level = float(lowest) + tissue_threshold * (top - float(lowest))
+    lo, hi = np.percentile(sample, [1, 99])
+    margin = tissue_threshold * max(float(hi - lo), 1e-12)
 
-    def cuts(plane: np.ndarray) -> bool:
-        return np.count_nonzero(plane > tissue_level) >= min_cut_share * plane.size
+    def cuts(plane: np.ndarray, value: float) -> bool:
+        return np.count_nonzero(np.abs(plane - value) > margin) >= min_cut_share * plane.size
 
     keep = []
-    for axis, (n, (leading, trailing)) in enumerate(zip(array.shape, planes)):
-        start = leading if leading and cuts(np.take(array, leading, axis=axis)) else 0
-        stop = n - trailing if trailing and cuts(np.take(array, n - 1 - trailing, axis=axis)) else n
+    for axis, (n, ((leading, first), (trailing, last))) in enumerate(zip(array.shape, runs)):
+        start = leading if leading and cuts(np.take(array, leading, axis=axis), first) else 0
+        stop = n - trailing if trailing and cuts(np.take(array, n - 1 - trailing, axis=axis), last) else n
         keep.append(slice(start, stop))
     cut = any(k.start > 0 or k.stop < n for k, n in zip(keep, array.shape))
     return tuple(keep) if cut else None

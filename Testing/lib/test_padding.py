@@ -32,6 +32,14 @@ def test_planes_cutting_through_anatomy_are_found_and_background_planes_are_not(
     assert data_box(both, 0.05, 0.1) == (slice(0, 22), slice(0, 34), slice(19, 38))
 
 
+def test_padding_of_another_value_than_the_minimum_is_found_too():
+    """A CT resampled with 0 HU as its default value: planes of 0 (soft-tissue-like) next to a cut body."""
+    ct = np.where(_head() > 20, 40.0 + _head() / 10.0, -1000.0).astype(np.float32)  # body about 45-55 HU in air
+    ct[22:] = 0.0
+    assert data_box(ct, 0.05, 0.1) == (slice(0, 22), slice(0, 34), slice(0, 38))
+    assert data_box(np.where(_head() > 20, 40.0, -1000.0).astype(np.float32), 0.05, 0.1) is None  # air all round
+
+
 def test_cropping_keeps_every_voxel_at_its_physical_position():
     angle = np.deg2rad(20)
     direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1.0]])
@@ -57,7 +65,7 @@ def test_engine_leaves_padding_out_and_keeps_the_users_images_and_grids():
     assert padding["fixed"] is None
     assert padding["moving"] == {"planes_kept_zyx": {"z": [0, 30], "y": [0, 34], "x": [19, 38]},
                                  "size_zyx": [30, 34, 38]}
-    assert any("moving image holds only its lowest value" in w and "treated as padding" in w
+    assert any("moving image holds one constant value in whole planes" in w and "treated as padding" in w
                for w in result.metrics["warnings"])
     np.testing.assert_array_equal(moving.array, before)  # the user's image untouched
     assert result.inverse_disp_mm.shape[1:] == moving.geometry.shape  # outputs on the moving image's own grid
