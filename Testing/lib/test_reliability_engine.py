@@ -77,7 +77,7 @@ def test_constant_image_is_rejected(crop):
 
 def test_nearly_blank_image_is_rejected_naming_the_share_of_one_value():
     arr = np.zeros((24, 24, 24), np.float32)
-    arr[10:13, 10:13, 10:13] = 1.0  # 27 voxels of 13,824
+    arr[10:13, 10:13, 10:13] = np.linspace(0.5, 1.0, 27).reshape(3, 3, 3)  # 27 voxels of 13,824, not labels
     blank = Image(arr, Geometry((24, 24, 24), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)), "nearly blank")
     with pytest.raises(ImageError, match=r"nearly blank: 99\.80% of its voxels hold the value 0, so its intensity "
                                          r"window \[0, 0\] is empty: the volume is nearly blank"):
