@@ -85,7 +85,7 @@ class RefineSettings:
             (``optimizer.landmark_update``; the optimisation's levels, which rescue gross
             misalignment, keep the full width). Measured (thirteenth session, balanced, the first 20
             of a case's 300 landmarks given as pairs; given / other 280, mm), 1 -> 0.5: brain seeds
-            0 / 1 0.053 / 0.218, 0.061 / 0.212 -> 0.030 / 0.218, 0.036 / 0.207; brain 4 mm / 30 mm
+            0 / 1 0.053 / 0.218, 0.061 / 0.212 -> 0.030 / 0.218, 0.034 / 0.203; brain 4 mm / 30 mm
             0.098 / 0.439 -> 0.068 / 0.397; brain-local 0.143 / 0.527 -> 0.020 / 0.494; lung 0.077 /
             0.258 -> 0.062 / 0.256; a pair shifted by 15 mm without pre-alignment, 6 pairs: 0.048 /
             1.131 -> 0.009 / 1.148 (halving the levels' width too: 1.227, so they keep it).
