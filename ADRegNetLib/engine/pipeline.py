@@ -346,16 +346,20 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
     warped, inside = result_transform.warp(moving, return_inside=True)
+    if moving_data is not moving:  # padding left out: similarity only where the moving image has data
+        inside = result_transform.warp(moving_data, return_inside=True)[1]
     similarity_after = similarity(fixed.array, warped.array, inside if mask_arr is None else (inside & mask_arr))
     del inside
     before = similarity_before = None
     if fixed.geometry.num_voxels <= BEFORE_MAX_VOXELS:
         before, inside_before = Transform(fixed.geometry).warp(moving, return_inside=True)
+        if moving_data is not moving:
+            inside_before = Transform(fixed.geometry).warp(moving_data, return_inside=True)[1]
         similarity_before = similarity(fixed.array, before.array,
                                        inside_before if mask_arr is None else (inside_before & mask_arr))
         del inside_before
     else:  # a large grid: the before-image only on the subsample the statistics use
-        similarity_before = similarity_on_subsample(fixed, moving, mask_arr)
+        similarity_before = similarity_on_subsample(fixed, moving_data, mask_arr)
     stages.check()
     det = result_transform.jacobian()
     release_freed_memory()  # slab temporaries: give the heap back before the inverse's full-size field

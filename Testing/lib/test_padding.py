@@ -62,11 +62,16 @@ def test_engine_leaves_padding_out_and_keeps_the_users_images_and_grids():
     before = moving.array.copy()
     result = register(fixed, moving, quality="fast", use_network=False, device="cpu", preset="brain-mri")
     padding = result.metrics["padding"]
+    padding_box = (slice(0, 30), slice(0, 34), slice(19, 38))
     assert padding["fixed"] is None
     assert padding["moving"] == {"planes_kept_zyx": {"z": [0, 30], "y": [0, 34], "x": [19, 38]},
                                  "size_zyx": [30, 34, 38]}
     assert any("moving image holds one constant value in whole planes" in w and "treated as padding" in w
                for w in result.metrics["warnings"])
     np.testing.assert_array_equal(moving.array, before)  # the user's image untouched
+    unpadded = register(fixed, Image(np.ascontiguousarray(arr[..., 19:]), crop_to_box(moving, padding_box).geometry,
+                                     "cut"), quality="fast", use_network=False, device="cpu", preset="brain-mri")
+    for key in ("similarity_before", "similarity_after"):  # measured where the moving image has data
+        assert result.metrics[key] == pytest.approx(unpadded.metrics[key], abs=1e-6), key
     assert result.inverse_disp_mm.shape[1:] == moving.geometry.shape  # outputs on the moving image's own grid
     assert result.warped.geometry.shape == fixed.geometry.shape
