@@ -123,10 +123,11 @@ REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
 #: the local NCC refinement of one contrast goes on with less smoothing (``refine.refine_locally``,
 #: ``QualitySettings.local_steps`` steps per factor) when its own loss fell by more than this: the MIND
 #: levels left motion finer than their smoothing. Measured (thirteenth session, balanced, refinement
-#: gain): brain benchmark cases seeds 0-4 0.006-0.013, smooth 6 mm motion (control values 60 mm
-#: apart) 0.006, oblique 0.006, brain with 3 % / 6 % noise 0.007, with a further gamma and bias field
-#: (``scripts/intensity_stress.py`` changes up to gamma 0.33 / 3 with bias 1.0 / 1.5) 0.007-0.025;
-#: control values 20 mm apart (brain-local) 0.036-0.055, 15 mm 0.040-0.043, 8 mm motion 0.040-0.041.
+#: gain): brain benchmark cases seeds 0-9 0.006-0.013, smooth 6 mm motion (control values 60 mm
+#: apart) 0.006-0.009, oblique 0.006, brain with 3 % / 6 % noise 0.007, with a further gamma and bias
+#: field (``scripts/intensity_stress.py`` changes up to gamma 0.5 / 3 with bias 1.0 / 1.5, where the
+#: engine keeps local NCC) 0.007-0.023; control values 20 mm apart (brain-local) 0.036-0.055, 15 mm
+#: 0.040-0.043, 8 mm motion 0.037-0.041.
 #: Between, control values 20-30 mm apart with 2-4 mm motion, 0.016-0.019: the continuation helped
 #: seven of eight of those (0.38-0.46 -> 0.33-0.40 mm; one 0.432 -> 0.466) and hurt 8 mm motion of
 #: gain 0.022 (0.395 -> 0.458): the gate stays clear of them and of the intensity changes
