@@ -36,15 +36,13 @@ from .device import release_freed_memory, resolve_device
 from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .refine import RefineSettings, refine_field, refine_locally
-from .results import BEFORE_MAX_VOXELS, inverse_and_consistency, similarity, similarity_on_subsample
-from .settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW,
-                       NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN,
-                       PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS, REFINE_STEPS_FACTOR, REFINE_TWO_CONTRASTS,
-                       detect_preset, is_ct)
+from .results import inverse_and_consistency, warped_and_before
+from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
+                       PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
+                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
-                     one_contrast_images, without_padding, working_geometry)
+                     refinement, without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -304,32 +302,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             two_contrasts, contrast_check = contrasts_after_alignment(fixed_w, moving_w, flow, mask_w)
             if two_contrasts:  # what the rest of the result reports (NMI, not NCC) follows
                 multimodal, multimodal_reason = True, f"{multimodal_reason}; {contrast_check['decision']}"
-        contrasts = "two contrasts" if two_contrasts else "one contrast"
-        base = RefineSettings()  # the user's regularization scales its smoothing as the optimisation's
-        refine_settings = RefineSettings(steps=q.refine_steps * REFINE_STEPS_FACTOR[contrasts],
-                                         similarity=REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
-                                         sigma_update=base.sigma_update * float(np.sqrt(regularization)),
-                                         sigma_field=base.sigma_field * regularization)
-        fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
-            "gain_normalised_sigma_mm": None, "intensity_map": None}
-        if refine_settings.similarity == "lncc" and not (is_ct(fixed) or is_ct(moving)):
-            # MRI of one contrast: a bias field and a gamma between the scans taken out first
-            fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
-                fixed_w, moving_w, flow, mask_w, work, fixed.geometry, moving.geometry)
-        common = dict(mask=mask_w, fixed_points=fixed_landmarks if has_landmarks else None,
-                      moving_points=moving_pts_w, should_stop=should_stop,
-                      noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
-        flow, refine_info = refine_field(fixed_r, moving_r, work, flow, refine_settings,
-                                         progress=stages.sub(0.8, 0.88), **common)
-        # motion finer than the smoothing left (a large refinement gain): less smoothing; not where the
-        # user asked for a smoother field
-        flow, refine_info["local_continuation"] = refine_locally(
-            fixed_r, moving_r, work, flow, refine_settings, refine_info,
-            q.local_steps if regularization <= 1 else 0, LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS,
-            progress=stages.sub(0.88, 0.9), **common)
-        refine_info["contrasts"] = contrasts
-        refine_info.update(intensity_info)
-        del fixed_r, moving_r, noise_scale
+        flow, refine_info = refinement(
+            fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
+            "two contrasts" if two_contrasts else "one contrast", regularization,
+            not (is_ct(fixed) or is_ct(moving)), mask_w, fixed.geometry, moving.geometry,
+            (fixed_landmarks if has_landmarks else None, moving_pts_w), stages, should_stop)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")
@@ -345,21 +322,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         disp = np.ascontiguousarray(rigidify(disp, fixed.geometry, rigid_arr), dtype=np.float32)
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
-    warped, inside = result_transform.warp(moving, return_inside=True)
-    if moving_data is not moving:  # padding left out: similarity only where the moving image has data
-        inside = result_transform.warp(moving_data, return_inside=True)[1]
-    similarity_after = similarity(fixed.array, warped.array, inside if mask_arr is None else (inside & mask_arr))
-    del inside
-    before = similarity_before = None
-    if fixed.geometry.num_voxels <= BEFORE_MAX_VOXELS:
-        before, inside_before = Transform(fixed.geometry).warp(moving, return_inside=True)
-        if moving_data is not moving:
-            inside_before = Transform(fixed.geometry).warp(moving_data, return_inside=True)[1]
-        similarity_before = similarity(fixed.array, before.array,
-                                       inside_before if mask_arr is None else (inside_before & mask_arr))
-        del inside_before
-    else:  # a large grid: the before-image only on the subsample the statistics use
-        similarity_before = similarity_on_subsample(fixed, moving_data, mask_arr)
+    warped, before, similarity_before, similarity_after = warped_and_before(fixed, moving, moving_data,
+                                                                             result_transform, mask_arr)
     stages.check()
     det = result_transform.jacobian()
     release_freed_memory()  # slab temporaries: give the heap back before the inverse's full-size field

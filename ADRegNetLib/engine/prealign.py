@@ -170,7 +170,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         info["kept"] = (f"start (the optimised alignment improved the metric by {100 * gain:.1f}%, "
                         f"less than {100 * min_relative_improvement:.0f}%)")
         return affine_from_sitk(init_tx), info
-    scales = np.linalg.svd(affine_from_sitk(result).matrix, compute_uv=False)
+    optimised = affine_from_sitk(result)
+    scales = np.linalg.svd(optimised.matrix, compute_uv=False)
     if scales.max() > max_scale or scales.min() < 1.0 / max_scale:
         info["kept"] = (f"start (the optimised affine scales by {scales.min():.2f}-{scales.max():.2f} along its axes, "
                         f"beyond {1.0 / max_scale:.2f}-{max_scale:.2f}: implausible between two scans of anatomy, "
@@ -190,4 +191,4 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
                         f"{100 * min_local_improvement:.0f}%: a global transform fitted to local deformation)")
         return affine_from_sitk(init_tx), info
     info["kept"] = "optimised"
-    return affine_from_sitk(result), info
+    return optimised, info

@@ -20,7 +20,7 @@ from .device import release_freed_memory
 from .stages import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "similarity",
-           "similarity_on_subsample", "inverse_and_consistency"]
+           "similarity_on_subsample", "warped_and_before", "inverse_and_consistency"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
 SIMILARITY_MAX_VOXELS = 8_000_000
@@ -67,6 +67,36 @@ def similarity_on_subsample(fixed: Image, moving: Image, mask: Optional[np.ndarr
     f = fixed.array[::k, ::k, ::k]
     region = inside if mask is None else (inside & mask[::k, ::k, ::k])
     return similarity(f, seen.array, region)
+
+
+def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,
+                      mask: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict]:
+    """The moving image through the result and through the identity, and the similarity of each.
+
+    Args:
+        fixed: the fixed image (its grid is the output grid).
+        moving: the moving image as given (what the outputs show).
+        moving_data: the part of it that holds data (``moving`` itself, or cut to its planes with
+            data when padding was left out): the similarity counts only where it reaches.
+        transform: the result on the fixed grid.
+        mask: optional (Z, Y, X) bool fixed mask.
+
+    Returns:
+        (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after).
+    """
+    def measured(through: Transform) -> tuple[Image, np.ndarray]:
+        image, inside = through.warp(moving, return_inside=True)
+        if moving_data is not moving:
+            inside = through.warp(moving_data, return_inside=True)[1]
+        return image, inside if mask is None else (inside & mask)
+
+    warped, region = measured(transform)
+    after = similarity(fixed.array, warped.array, region)
+    del region
+    if fixed.geometry.num_voxels > BEFORE_MAX_VOXELS:  # the before-image only on the statistics' subsample
+        return warped, None, similarity_on_subsample(fixed, moving_data, mask), after
+    before, region = measured(Transform(fixed.geometry))
+    return warped, before, similarity(fixed.array, before.array, region), after
 
 
 def inverse_and_consistency(disp: np.ndarray, fixed_geometry: Geometry, moving: Image, moving_mask: Optional[Image],

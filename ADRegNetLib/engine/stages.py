@@ -23,14 +23,17 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .modality import midway_intensities
+from .refine import RefineSettings, refine_field, refine_locally
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
-                       REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO,
-                       RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
+                       FIELD_OF_VIEW_MIN_TISSUE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN,
+                       NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES, REFINE_GAIN_FLOOR,
+                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
+                       RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD, QualitySettings)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
            "moving_field_of_view", "matched_resolution",
-           "load_network", "load_residual_network", "network_stage", "one_contrast_images", "without_padding"]
+           "load_network", "load_residual_network", "network_stage", "one_contrast_images", "refinement",
+           "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -342,3 +345,49 @@ def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: tor
                                    "intensities are not matched by quantiles"}
     return fixed_r, moving_r, noise_scale, {"gain_normalised_sigma_mm": REFINE_GAIN_SIGMA_MM,
                                             "intensity_map": intensity_map}
+
+
+def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor, work: Geometry,
+               quality: QualitySettings, similarity: str, contrasts: str, regularization: float, mri: bool,
+               mask_w: Optional[torch.Tensor], fixed_geometry: Geometry, moving_geometry: Geometry,
+               points: tuple[Optional[np.ndarray], Optional[np.ndarray]], stages: "Stages",
+               should_stop: Optional[StopCallback]) -> tuple[torch.Tensor, dict]:
+    """The sub-voxel refinement after the optimisation (``refine.refine_field``), then its continuation
+    with less smoothing where it found motion finer than its own (``refine.refine_locally``).
+
+    Args:
+        fixed_w, moving_w, flow, work: the working images (moving pre-aligned), the optimisation's
+            field and the working grid.
+        quality: the quality's settings (steps, continuation steps).
+        similarity: "lncc" or "ngf"; contrasts: "one contrast" or "two contrasts".
+        regularization: the user's; it scales the smoothing as the optimisation's, and above 1 turns
+            the continuation off.
+        mri: the images are not CT: local NCC first takes out a bias field and a gamma
+            (:func:`one_contrast_images`).
+        mask_w: optional (1, 1, Z, Y, X) bool region of interest.
+        fixed_geometry, moving_geometry: the images' own grids.
+        points: (fixed, pre-aligned moving) landmark pairs, or (None, None).
+        stages: the pipeline's progress (this stage reports from 0.8 to 0.9).
+        should_stop: returns True to cancel.
+
+    Returns:
+        (refined flow, the refinement's metrics).
+    """
+    base = RefineSettings()
+    settings = RefineSettings(steps=quality.refine_steps * REFINE_STEPS_FACTOR[contrasts], similarity=similarity,
+                              sigma_update=base.sigma_update * float(np.sqrt(regularization)),
+                              sigma_field=base.sigma_field * regularization)
+    fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
+        "gain_normalised_sigma_mm": None, "intensity_map": None}
+    if similarity == "lncc" and mri:
+        fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
+            fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
+    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
+                  noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
+    flow, info = refine_field(fixed_r, moving_r, work, flow, settings, progress=stages.sub(0.8, 0.88), **common)
+    flow, info["local_continuation"] = refine_locally(
+        fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
+        LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, progress=stages.sub(0.88, 0.9), **common)
+    info["contrasts"] = contrasts
+    info.update(intensity_info)
+    return flow, info

@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
 
 from .geometry import Geometry
 from .image import Image
+from .intensity_map import sample_quantiles
 
 __all__ = ["data_box", "crop_to_box"]
 
@@ -53,9 +55,8 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
         runs.append((_constant_run(low, high), _constant_run(low[::-1], high[::-1])))
     if not any(count for sides in runs for count, _ in sides):
         return None
-    sample = array.reshape(-1)[:: max(1, array.size // 1_000_000)]  # about a million values suffice
-    lo, hi = np.percentile(sample, [1, 99])
-    margin = tissue_threshold * max(float(hi - lo), 1e-12)
+    lo, hi = sample_quantiles(torch.from_numpy(np.ascontiguousarray(array)), [0.01, 0.99]).tolist()
+    margin = tissue_threshold * max(hi - lo, 1e-12)
 
     def cuts(plane: np.ndarray, value: float) -> bool:
         return np.count_nonzero(np.abs(plane - value) > margin) >= min_cut_share * plane.size
