@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..io.images import normalize_intensity, validate_image
+from ..io.images import check_pair_sizes, normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
@@ -127,6 +127,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         if not isinstance(image, Image):
             raise RegistrationError(f"{role} must be an ADRegNetLib Image (read it with ADRegNetLib.io.read_image)")
         warnings_ += [w for w in (validate_image(image, role=role) or []) if isinstance(w, str)]
+    warnings_ += check_pair_sizes(fixed, moving)
     for mask, role in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
         if mask is not None and not isinstance(mask, Image):
             raise RegistrationError(f"the {role} must be an ADRegNetLib Image with its geometry "

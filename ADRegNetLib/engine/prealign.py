@@ -22,7 +22,8 @@ __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
 
 
 def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    factors = [max(1, int(round(spacing_mm / s))) for s in image.GetSpacing()]
+    # never coarser than 4 voxels along an axis (BinShrink needs whole bins)
+    factors = [max(1, min(int(round(spacing_mm / s)), n // 4)) for s, n in zip(image.GetSpacing(), image.GetSize())]
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 

@@ -29,10 +29,13 @@ __all__ = [
     "resample_image",
     "normalize_intensity",
     "validate_image",
+    "check_pair_sizes",
     "ImageWarning",
     "MIN_AXIS_VOXELS",
     "MAX_SPACING_MM",
     "MAX_ANISOTROPY",
+    "MAX_SIZE_RATIO",
+    "WARN_SIZE_RATIO",
 ]
 
 PathLike = Union[str, Path]
@@ -45,6 +48,11 @@ MAX_SPACING_MM = 50.0
 #: (0.4 x 0.4 mm in-plane, 10 mm slices): the real 1 mm brain resampled so (both images) registers
 #: fast to 1.04 mm TRE (5 mm slices 0.52, 1 mm 0.36; ninth session); beyond 50 a header is likelier wrong.
 MAX_ANISOTROPY = 50.0
+#: Largest ratio of the two images' physical sizes (their longest side) that registers; beyond it
+#: one header's spacing is almost surely in other units (m or cm against mm).
+MAX_SIZE_RATIO = 50.0
+#: From this ratio on a warning names the difference (a header in cm against one in mm is 10).
+WARN_SIZE_RATIO = 8.0
 
 _IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
 
@@ -370,3 +378,32 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
                 warnings.warn(message, ImageWarning, stacklevel=2)
                 problems.append(message)
     return problems
+
+
+def check_pair_sizes(fixed: Image, moving: Image) -> list[str]:
+    """Check that the two images cover regions of comparable physical size.
+
+    A header whose spacing is in metres or centimetres (a converter that forgot the units) gives an
+    image 1000 or 10 times too small; the registration could only fail on it.
+
+    Args:
+        fixed, moving: the images to register.
+
+    Returns:
+        A warning message when the longest sides differ by ``WARN_SIZE_RATIO`` or more (empty list
+        otherwise).
+
+    Raises:
+        ImageError: the longest sides differ by ``MAX_SIZE_RATIO`` or more.
+    """
+    sides = {role: float(np.max(image.geometry.extent_mm)) for role, image in (("fixed", fixed), ("moving", moving))}
+    small, large = sorted(sides, key=sides.get)
+    ratio = sides[large] / sides[small]
+    text = (f"the {small} image spans {sides[small]:.3g} mm along its longest side and the {large} image "
+            f"{sides[large]:.3g} mm: {ratio:.0f} times less")
+    if ratio >= MAX_SIZE_RATIO:
+        raise ImageError(f"{text}; one header's spacing is probably in other units (m or cm instead of mm): "
+                         f"fix the spacing of the {small} image (or crop the {large} image to the same anatomy)")
+    if ratio >= WARN_SIZE_RATIO:
+        return [f"{text}; if both show the same anatomy, check that the spacing of both headers is in mm"]
+    return []

@@ -11,6 +11,7 @@ import pytest
 from ADRegNetLib.engine import RegistrationError, register
 from ADRegNetLib.engine.stages import map_mask
 from ADRegNetLib.io import read_image
+from ADRegNetLib.io.images import check_pair_sizes
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
@@ -119,3 +120,17 @@ def test_fixed_and_moving_far_apart_get_a_warning_and_a_centre_of_mass_start(cro
     result = register(crop, far, **dict(CHEAP, prealignment="rigid"))
     assert any("do not overlap in physical space" in w for w in result.metrics["warnings"])
     assert result.metrics["prealignment"]["start"] == "centre of mass"
+
+
+@pytest.mark.parametrize("scale, refused", [(1e-3, True), (0.1, False)])
+def test_a_header_in_other_units_is_named(crop, scale, refused):
+    """Spacing in metres (x 1/1000) is refused before any work; in cm (x 1/10) warned about."""
+    g = crop.geometry
+    small = Image(crop.array, Geometry(g.size, g.spacing * scale, g.origin * scale, g.direction), "in metres")
+    if refused:
+        with pytest.raises(ValueError, match="moving image spans .* 1000 times less; .*other units.*fix the spacing"):
+            register(crop, small, **CHEAP)
+    else:  # the warning only (so small an image does not overlap the crop: register() refuses that next)
+        (warning,) = check_pair_sizes(crop, small)
+        assert "10 times less" in warning and "spacing of both headers is in mm" in warning
+        assert check_pair_sizes(crop, crop) == []
