@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     changes = [tuple(float(v) for v in pair.split(":")) for pair in args.changes.split(",")]
-    print("| case | gamma | bias amplitude | TRE (mm) |")
-    print("|---|---|---|---|")
+    print("| case | gamma | bias amplitude | TRE (mm) | refined as | why |")
+    print("|---|---|---|---|---|---|")
     for folder in args.cases:
         case = Case.load(folder)
         fixed, moving = read_image(case.fixed_path, name="fixed"), read_image(case.moving_path, name="moving")
@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
             result = register(fixed, changed(moving, bias, gamma, amplitude), preset=case.preset, quality=args.quality,
                               device="cpu", seed=0, compute_inverse=False)
             tre = evaluate_field(case, result.disp_mm)["tre_mean"]
-            print(f"| {folder} | {gamma:g} | {amplitude:g} | {tre:.3f} |", flush=True)
+            refinement = result.metrics.get("refinement") or {}
+            print(f"| {folder} | {gamma:g} | {amplitude:g} | {tre:.3f} | {refinement.get('contrasts', '-')} | "
+                  f"{result.metrics['multimodal_reason']} |", flush=True)
 
 
 if __name__ == "__main__":

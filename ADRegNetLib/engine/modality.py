@@ -137,13 +137,18 @@ def inverted_edge_share(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.T
 
 
 def contrasts_after_alignment(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: torch.Tensor,
-                              mask: torch.Tensor | None = None) -> tuple[bool, dict]:
-    """Whether two images judged "one contrast" before alignment are two after it, and why.
+                              mask: torch.Tensor | None = None, guessed_two: bool = False) -> tuple[bool, dict]:
+    """Whether two images are of two contrasts once aligned, whatever the start test guessed, and why.
+
+    The start test correlates the images before any alignment, so misalignment and strong intensity
+    changes (a bias field doubling the brightness across the head) can lower the correlation of one
+    contrast below its threshold; once aligned, every edge of one contrast keeps its sign.
 
     Args:
         fixed, moving: (1, 1, Z, Y, X) normalised intensities on the working grid.
         flow_norm: (1, 3, Z, Y, X) the optimisation's field, normalised ``grid_sample`` units.
         mask: optional (1, 1, Z, Y, X) bool region of interest.
+        guessed_two: what the start test said (only the wording of the decision depends on it).
 
     Returns:
         (two contrasts, {"inverted_edge_share", "threshold", "decision"}).
@@ -152,10 +157,13 @@ def contrasts_after_alignment(fixed: torch.Tensor, moving: torch.Tensor, flow_no
     share = inverted_edge_share(fixed, warped, mask)
     two = share > TWO_CONTRAST_EDGE_SHARE
     limit = 100 * TWO_CONTRAST_EDGE_SHARE
-    decision = (f"two contrasts: after the optimisation {100 * share:.1f}% of the local covariance is negative "
-                f"(> {limit:.1f}%): some tissues differ in brightness order" if two else
-                f"one contrast: after the optimisation {100 * share:.2f}% of the local covariance is negative "
-                f"(<= {limit:.1f}%)")
+    if two:
+        decision = (f"two contrasts: after the optimisation {100 * share:.1f}% of the local covariance is negative "
+                    f"(> {limit:.1f}%): some tissues differ in brightness order")
+    else:
+        decision = (f"one contrast{' after all' if guessed_two else ''}: after the optimisation {100 * share:.2f}% "
+                    f"of the local covariance is negative (<= {limit:.1f}%)"
+                    + (": every edge keeps its sign, the intensities differ smoothly" if guessed_two else ""))
     return two, {"inverted_edge_share": round(share, 4), "threshold": TWO_CONTRAST_EDGE_SHARE, "decision": decision}
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -57,6 +57,7 @@ from ..spatial.transforms import resize_flow
 from ..spatial.warp import grid_sample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
+from .settings import TISSUE_THRESHOLD
 
 __all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "landmark_tensors", "landmark_update",
            "sample_through"]
@@ -85,6 +86,16 @@ class OptimizerSettings:
         min_improvement: a level stops when its loss fell by less than this fraction over the last
             ``patience`` steps (negative: never stop early).
         patience: see ``min_improvement``.
+        coarse_start: levels run before ``levels`` whose result is kept only when it found large
+            motion and matches better: the 95th percentile of the displacement over the region (the
+            mask, or where the fixed image shows tissue, above ``settings.TISSUE_THRESHOLD``) of at
+            least ``coarse_keep_mm``, and then the first of ``levels``, run from it and from the
+            initial field, ending with a loss lower by ``coarse_min_gain`` (relative) from it;
+            otherwise ``levels`` go on from the initial field. Such a level catches motion beyond
+            the reach of ``levels``; on smaller motion it costs accuracy, and a strong intensity
+            change can make it invent motion (the result's ``coarse_start`` entry says what was
+            measured).
+        coarse_keep_mm, coarse_min_gain: see ``coarse_start``.
         small_level_voxels, small_level_threads: levels with fewer voxels run with at most this many
             torch threads (restored afterwards). Their operations are small, and each parallel
             operation waits for every thread: on the shared 2-core machine (load 4-5) an
@@ -101,6 +112,9 @@ class OptimizerSettings:
     landmark_fraction: float = 1.0
     min_improvement: float = 2e-3
     patience: int = 3
+    coarse_start: Sequence[tuple[float, int]] = ()
+    coarse_keep_mm: float = float("inf")
+    coarse_min_gain: float = 0.0
     small_level_voxels: int = 300_000
     small_level_threads: int = 1
 
@@ -243,7 +257,8 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         raise ValueError(f"features must be 'mind' or 'intensity', got {settings.features!r}")
     if mask is not None and (mask.ndim != 5 or tuple(mask.shape[2:]) != shape):
         raise ValueError(f"mask must be (1, 1, Z, Y, X) = (1, 1, {shape}), got {tuple(mask.shape)}")
-    run = _Run(settings, progress, should_stop)
+    n_coarse = len(settings.coarse_start)
+    run = _Run(replace(settings, levels=tuple(settings.coarse_start) + tuple(settings.levels)), progress, should_stop)
     run.landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
     with run.clock("features"):
         if settings.features == "mind":
@@ -252,7 +267,9 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         else:
             f_work, m_work = fixed, moving
     flow = None if init_flow_norm is None else init_flow_norm.detach().to(fixed)
-    for index, (factor, iterations) in enumerate(settings.levels):
+    start_flow, coarse_info, candidate = flow, None, False
+
+    def run_level(index: int, factor: float, iterations: int, flow: Optional[torch.Tensor]):
         level = level_geometry(geometry, factor)
         small = level.num_voxels < settings.small_level_voxels
         with _threads(settings.small_level_threads if small else None):
@@ -260,14 +277,55 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
             if mask is not None:
                 weight = (F.interpolate(mask.to(fixed.dtype), size=level.shape, mode="nearest") > 0.5).to(fixed.dtype)
             start = fixed.new_zeros((1, 3, *level.shape)) if flow is None else resize_flow(flow, level.shape)
-            flow = run.level(index, level, float(factor), int(iterations), _at_level(f_work, level.shape),
-                             _at_level(m_work, level.shape), weight, start)
+            return level, weight, run.level(index, level, float(factor), int(iterations),
+                                            _at_level(f_work, level.shape), _at_level(m_work, level.shape), weight,
+                                            start)
+
+    for index, (factor, iterations) in enumerate(run.settings.levels):
+        if candidate and index == n_coarse:
+            # the first regular level from both starts: the coarse one stays only if it matches clearly better
+            _, _, from_coarse = run_level(index, factor, iterations, flow)
+            coarse_record = run.levels[-1]
+            _, _, from_start = run_level(index, factor, iterations, start_flow)
+            start_record = run.levels[-1]
+            gain = 1.0 - coarse_record["loss_last"] / max(start_record["loss_last"], 1e-12)
+            kept = gain >= settings.coarse_min_gain
+            flow = from_coarse if kept else from_start
+            coarse_record["start"], start_record["start"] = "coarse start", "initial field"
+            coarse_record["kept"], start_record["kept"] = kept, not kept
+            coarse_info.update(loss_gain=round(gain, 4), kept=kept)
+            for record in run.levels[:n_coarse]:
+                record["kept"] = kept
+            continue
+        level, weight, flow = run_level(index, factor, iterations, flow)
+        if index == n_coarse - 1:
+            region = weight if weight is not None else (
+                F.interpolate(fixed, size=level.shape, mode="trilinear", align_corners=True) > TISSUE_THRESHOLD)
+            motion = _motion_p95_mm(flow, level, region)
+            candidate = motion >= settings.coarse_keep_mm and n_coarse < len(run.settings.levels)
+            coarse_info = {"levels": [list(lv) for lv in settings.coarse_start], "motion_p95_mm": round(motion, 2),
+                           "keep_from_mm": settings.coarse_keep_mm, "min_loss_gain": settings.coarse_min_gain,
+                           "kept": False}
+            if not candidate:
+                for record in run.levels[:n_coarse]:
+                    record["kept"] = False
+                flow = start_flow
     flow = fixed.new_zeros((1, 3, *shape)) if flow is None else resize_flow(flow, shape)
     info = {"optimizer": "engine.optimizer (analytic MIND-SSC SSD, Gauss-Newton step)", "levels": run.levels,
+            "coarse_start": coarse_info,
             "stage_seconds": {k: round(t, 3) for k, t in run.clock.seconds.items()}}
     if progress is not None:
         progress(1.0, "optimisation done")
     return flow.detach(), info
+
+
+def _motion_p95_mm(flow: torch.Tensor, level: Geometry, region: torch.Tensor) -> float:
+    """95th percentile of the displacement length (mm) of a normalised ``flow`` on ``level``, inside ``region``."""
+    matrix = torch.as_tensor(norm_to_mm_matrix(level), dtype=flow.dtype, device=flow.device)
+    length = torch.einsum("ij,bjzyx->bizyx", matrix, flow).norm(dim=1).flatten()
+    if bool((region > 0).any()):
+        length = length[region.flatten() > 0]
+    return float(np.percentile(length.cpu().numpy(), 95))
 
 
 @contextmanager

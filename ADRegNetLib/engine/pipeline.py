@@ -37,7 +37,7 @@ from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before
-from .settings import (MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
+from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
@@ -285,7 +285,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             levels=p.coarse_levels + q.levels, step_voxels=q.step_voxels,
             sigma_update=q.sigma_update * float(np.sqrt(regularization)),
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
-            landmark_fraction=q.landmark_fraction)
+            landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=COARSE_KEEP_MM,
+            coarse_min_gain=COARSE_MIN_LOSS_GAIN)
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
@@ -298,11 +299,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
         two_contrasts, contrast_check = bool(multimodal), None
-        if contrasts_guessed and not multimodal and p.refine_similarity == "lncc":
-            # aligned now: tissues whose brightness order differs show as inverted edges
-            two_contrasts, contrast_check = contrasts_after_alignment(fixed_w, moving_w, flow, mask_w)
-            if two_contrasts:  # what the rest of the result reports (NMI, not NCC) follows
-                multimodal, multimodal_reason = True, f"{multimodal_reason}; {contrast_check['decision']}"
+        by_correlation = not (is_ct(fixed) or is_ct(moving))  # CT against another modality stays two
+        if contrasts_guessed and p.refine_similarity == "lncc" and (by_correlation or not multimodal):
+            # aligned now: tissues whose brightness order differs show as inverted edges, and one
+            # contrast the start test missed (strong bias, misalignment) keeps every edge's sign
+            two_contrasts, contrast_check = contrasts_after_alignment(fixed_w, moving_w, flow, mask_w,
+                                                                      guessed_two=bool(multimodal))
+            if two_contrasts != bool(multimodal):  # what the rest of the result reports (NCC or NMI) follows
+                multimodal, multimodal_reason = two_contrasts, f"{multimodal_reason}; {contrast_check['decision']}"
         flow, refine_info = refinement(
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..spatial.image import Image
 
-__all__ = ["PRESETS", "QUALITIES", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
+__all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
@@ -186,6 +186,8 @@ class PresetSettings:
             the working grid, most steps), for anatomy that moves further than one half-resolution
             level reaches: breathing moves the lung base by 10-30 mm. Like every level, one stops
             early when its loss stops improving.
+        coarse_start: levels run before those, kept only where they find motion whose 95th
+            percentile reaches ``COARSE_KEEP_MM`` (``OptimizerSettings.coarse_start``).
     """
 
     modality: str
@@ -193,7 +195,25 @@ class PresetSettings:
     similarity: str = "mind"
     refine_similarity: str = "lncc"
     coarse_levels: tuple[tuple[float, int], ...] = ()
+    coarse_start: tuple[tuple[float, int], ...] = ()
 
+
+#: the coarse start's result is kept when the 95th percentile of its displacement (where the fixed
+#: image shows tissue) reaches this, mm. Measured (fourteenth session, balanced, brain cases of the
+#: deformation families, ``scripts/deformation_families.py``; the quarter-resolution start (4, 12)
+#: kept always -> never; motion it found in brackets): the benchmark brain seeds 0-4 (7.6-8.0 mm)
+#: 0.225 / 0.214 / 0.231 / 0.323 / 0.272 against 0.210 / 0.188 / 0.213 / 0.298 / 0.275 without;
+#: 6-8 mm motion (11.5-12.0) 0.007-0.021 worse; 10 mm / 30 mm control spacing (14.4) 1.709 / 1.606;
+#: 10 mm / 50 mm seeds 2 / 1 (14.9 / 16.2) 0.582 / 0.609 and 0.572 / 0.553; 12 mm / 50 mm seeds
+#: 3 / 2 / 1 (16.5 / 16.8 / 19.1) 0.712 / 1.135, 0.907 / 2.071, 1.060 / 1.685; 16 mm / 60 mm seeds
+#: 1-3 (18.3 / 22.4 / 20.3) 2.981 / 7.411, 0.957 / 6.328, 3.288 / 8.374 (Greedy on seed 1: 4.000).
+#: ``docs/benchmarks/wave14-2026-12-01.md``
+COARSE_KEEP_MM = 16.0
+#: and then kept only when the first regular level ends with a loss lower by this share from it than
+#: from the initial field (measured: 4.4-9.2 % where the start helped, 4.7 % on the 10 mm / 50 mm seed 1
+#: case where it cost 0.019 mm, 3.5 % on a benchmark brain pair under gamma 0.33 and a bias field of
+#: amplitude 1, where it had found 19 mm of invented motion and cost 1.2 mm)
+COARSE_MIN_LOSS_GAIN = 0.04
 
 PRESET_SETTINGS: dict[str, PresetSettings] = {
     # coarse_levels (eleventh session): a quarter-resolution MIND level before the quality's own.
@@ -206,8 +226,12 @@ PRESET_SETTINGS: dict[str, PresetSettings] = {
     # and 0.066 on synthseg (brain-local, control values 20 mm apart: 0.857 -> 0.800).
     "lung-ct": PresetSettings(modality="ct", ct_window=(-1000.0, 200.0), refine_similarity="ngf",
                               coarse_levels=((4, 12),)),
-    "brain-mri": PresetSettings(modality="mr"),
-    "generic": PresetSettings(modality="generic"),
+    # coarse_start (fourteenth session): the quarter-resolution level the brain does without, run
+    # first and kept only for motion beyond the half-resolution level's reach (``COARSE_KEEP_MM``).
+    # The lung's own quarter level stays; an eighth-resolution start there was mixed (lung 15 mm
+    # 1.367 -> 0.992, lung-large seeds 0 / 1 0.410 -> 0.393, 0.414 -> 0.460, at the same motion)
+    "brain-mri": PresetSettings(modality="mr", coarse_start=((4, 12),)),
+    "generic": PresetSettings(modality="generic", coarse_start=((4, 12),)),
 }
 
 

@@ -238,3 +238,25 @@ def test_one_contrast_with_intensity_change_keeps_local_ncc(t1_t2):
     assert refinement["contrasts"] == "one contrast"
     assert refinement["contrast_check"]["inverted_edge_share"] <= TWO_CONTRAST_EDGE_SHARE / 2
     assert refinement["similarity"].startswith("local NCC")
+
+
+@needs_brain
+def test_one_contrast_taken_for_two_before_alignment_is_one_after_it(t1_t2):
+    """A bias field changing the brightness 50-fold across the head (a ramp, exp(+-2)) drops the start
+    test's correlation of one contrast below its threshold; once aligned, no edge has changed sign and
+    the refinement runs on local NCC. The T2-like image stays two contrasts through the same check."""
+    t1, t2 = t1_t2
+    ramp = np.linspace(-1.0, 1.0, t1.array.shape[2], dtype=np.float32)[None, None, :]
+    moving = Image(np.roll(t1.array, 1, axis=1) * np.exp(2.0 * ramp), t1.geometry, "biased")
+    kw = dict(quality="fast", use_network=False, device="cpu", compute_inverse=False)
+    metrics = register(t1, moving, **kw).metrics
+    assert "(< 0.3): different contrasts; one contrast after all" in metrics["multimodal_reason"]
+    assert metrics["multimodal"] is False
+    refinement = metrics["refinement"]
+    assert refinement["contrasts"] == "one contrast" and refinement["similarity"].startswith("local NCC")
+    assert refinement["contrast_check"]["inverted_edge_share"] <= TWO_CONTRAST_EDGE_SHARE
+
+    t2_metrics = register(t1, t2, **kw).metrics
+    assert t2_metrics["multimodal"] is True
+    assert t2_metrics["refinement"]["contrasts"] == "two contrasts"
+    assert t2_metrics["refinement"]["contrast_check"]["inverted_edge_share"] > 10 * TWO_CONTRAST_EDGE_SHARE

@@ -232,5 +232,43 @@ def test_lung_preset_starts_with_a_quarter_resolution_level():
     lung = register(fixed, moving, preset="lung-ct", **kw).metrics["instance_optimization"]["levels"]
     brain = register(fixed, moving, preset="generic", **kw).metrics["instance_optimization"]["levels"]
     assert [level["factor"] for level in lung] == [4.0, 2.0, 1.0]
-    assert [level["factor"] for level in brain] == [2.0, 1.0]
+    # the generic preset runs a quarter level too, but only as a start kept for large motion (not this 4 mm)
+    assert [level["factor"] for level in brain] == [4.0, 2.0, 1.0] and brain[0]["kept"] is False
+    assert "kept" not in lung[0]
     assert lung[0]["max_iterations"] == 12
+
+
+def test_coarse_start_is_kept_only_for_large_motion_it_matches_better():
+    """``coarse_start`` levels run first; their result is a candidate when the motion they find reaches
+    ``coarse_keep_mm`` (95th percentile where the fixed image shows tissue), and is kept when the first
+    regular level, run from it and from the initial field, ends with a loss lower by ``coarse_min_gain``
+    from it. Otherwise the result is exactly that of a run without the start."""
+    fixed = smooth_image((48, 48, 48), seed=3, sigma=3.0)
+    geom = Geometry((48, 48, 48), (2.0, 2.0, 2.0))
+    base = OptimizerSettings(levels=((2, 12), (1, 4)))
+    with_start = OptimizerSettings(**{**base.__dict__, "coarse_start": ((4, 12),), "coarse_keep_mm": 6.0,
+                                      "coarse_min_gain": 0.04})
+
+    def shifted(mm):
+        return shift_image(fixed, [-mm / 2.0, 0.0, 0.0])
+
+    small_flow, small_info = optimize_field(fixed, shifted(4.0), geom, with_start)  # below 6 mm: no candidate
+    assert small_info["coarse_start"]["motion_p95_mm"] < 6.0 and small_info["coarse_start"]["kept"] is False
+    assert torch.equal(small_flow, optimize_field(fixed, shifted(4.0), geom, base)[0])
+    assert [level["factor"] for level in small_info["levels"]] == [4.0, 2.0, 1.0]  # it ran, and is reported
+
+    # 8 mm: a candidate, but the half level catches it from the initial field as well
+    flow, info = optimize_field(fixed, shifted(8.0), geom, with_start)
+    assert info["coarse_start"]["motion_p95_mm"] >= 6.0 and info["coarse_start"]["loss_gain"] < 0.04
+    assert info["coarse_start"]["kept"] is False
+    assert [(level["factor"], level.get("start")) for level in info["levels"]] == [
+        (4.0, None), (2.0, "coarse start"), (2.0, "initial field"), (1.0, None)]
+    assert torch.equal(flow, optimize_field(fixed, shifted(8.0), geom, base)[0])
+
+    # 16 mm: beyond the half level's reach from the identity, kept
+    flow, info = optimize_field(fixed, shifted(16.0), geom, with_start)
+    assert info["coarse_start"]["kept"] is True and info["coarse_start"]["loss_gain"] > 0.2
+    centre = (slice(None), 0, slice(12, 36), slice(12, 36), slice(12, 36))
+    error = float((flow_norm_to_disp_mm(flow, geom)[centre] - 16.0).abs().mean())
+    without = flow_norm_to_disp_mm(optimize_field(fixed, shifted(16.0), geom, base)[0], geom)[centre]
+    assert error < 0.5 and float((without - 16.0).abs().mean()) > 2 * error
