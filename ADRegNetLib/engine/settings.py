@@ -17,7 +17,8 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "Pr
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
-           "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS",
+           "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS", "LOCAL_REFINE_MIN_FINE_SHARE",
+           "LOCAL_REFINE_FINE_SIGMA_MM",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
            "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE", "detect_preset", "is_ct"]
@@ -133,6 +134,20 @@ REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
 #: gain 0.022 (0.395 -> 0.458): the gate stays clear of them and of the intensity changes
 #: (``docs/benchmarks/wave13-2026-12-01.md``).
 LOCAL_REFINE_MIN_GAIN = 0.03
+#: ... or when this share of the refinement's update (mean length, where the fixed image shows tissue)
+#: is finer than ``LOCAL_REFINE_FINE_SIGMA_MM`` (``refine.fine_share``). Measured (fourteenth session,
+#: balanced, one run; share: TRE without -> with the continuation forced on): brain benchmark seeds 0-9
+#: 0.53-0.58 (all 0.04-0.12 mm worse forced on), oblique 0.55, brain under gamma 2 / 3 and a bias field
+#: 0.56, control values 60 mm apart 0.57 (+0.09); 3-4 mm motion 30 mm apart 0.58-0.60 (-0.03, +0.00,
+#: +0.03), 1 mm motion 20 / 25 mm apart 0.68 / 0.63 (+0.04, +0.06); motion of 0.5-2 mm 12-20 mm
+#: apart 0.65-0.77 and gaining: 1 mm / 15 mm seeds 1-4 0.652 / 0.716 / 0.735 / 0.724 (0.524 -> 0.369,
+#: 0.474 -> 0.395, 0.459 -> 0.334, 0.462 -> 0.372), 2 mm / 15 mm seeds 2 / 4 0.728 / 0.765 (0.937 ->
+#: 0.478, 0.887 -> 0.560), 2 mm / 20 mm 0.728 (0.434 -> 0.349), 0.5 mm / 12 mm 0.726 (0.382 -> 0.308),
+#: 2 mm local seeds 1 / 2 0.731 / 0.702 (0.382 -> 0.329, 0.411 -> 0.385). 0.70 was chosen on all of
+#: these (no case held out); the margin to the highest share that lost (0.678) is narrow
+LOCAL_REFINE_MIN_FINE_SHARE = 0.70
+#: the scale of that share: the MIND levels' update smoothing (5 working voxels of 2 mm)
+LOCAL_REFINE_FINE_SIGMA_MM = 10.0
 #: regularization factors of the continuation's stages (relative to the refinement's smoothing).
 #: balanced, brain-local seeds 0 / 1 (0.797 / 0.830 mm without): one stage 0.7 0.547 / 0.622, 0.5
 #: 0.500 / 0.553, 0.35 0.599 / 0.596, 0.25 0.656 / 0.670; 0.7 then 0.5 (12 steps each) 0.482 / 0.532;

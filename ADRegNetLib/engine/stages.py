@@ -23,9 +23,10 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .modality import midway_intensities
-from .refine import RefineSettings, refine_field, refine_locally
+from .refine import RefineSettings, fine_share, refine_field, refine_locally
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN,
+                       FIELD_OF_VIEW_MIN_TISSUE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM,
+                       LOCAL_REFINE_MIN_FINE_SHARE, LOCAL_REFINE_MIN_GAIN,
                        NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES, REFINE_GAIN_FLOOR,
                        REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD, QualitySettings)
@@ -384,10 +385,16 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
             fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
     common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
                   noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
+    start = flow
     flow, info = refine_field(fixed_r, moving_r, work, flow, settings, progress=stages.sub(0.8, 0.88), **common)
+    tissue = fixed_w > TISSUE_THRESHOLD
+    if mask_w is not None:
+        tissue &= mask_w.bool()
+    fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM) if similarity == "lncc" else None
     flow, info["local_continuation"] = refine_locally(
         fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
-        LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, progress=stages.sub(0.88, 0.9), **common)
+        LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE,
+        progress=stages.sub(0.88, 0.9), **common)
     info["contrasts"] = contrasts
     info.update(intensity_info)
     return flow, info

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.refine import RefineSettings, refine_field, refine_locally
-from ADRegNetLib.engine.settings import LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_GAIN
+from ADRegNetLib.engine.refine import RefineSettings, fine_share, refine_field, refine_locally
+from ADRegNetLib.engine.settings import LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_FINE_SHARE, LOCAL_REFINE_MIN_GAIN
 from ADRegNetLib.spatial.filters import gaussian_smooth
-from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm, identity_grid
+from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm, flow_norm_to_disp_mm, identity_grid
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
@@ -55,7 +55,7 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, settings, small, 12, 0.03, (0.7, 0.5))
     assert kept is flow and info["applied"] is False
     assert info["refinement_gain"] == pytest.approx(0.01) and info["min_gain"] == 0.03
-    assert "no motion finer than its smoothing" in info["reason"]
+    assert info["reason"].startswith("neither the refinement's gain nor its update's fine share")
     large = {"loss_first": 0.75, "loss_last": 0.68}
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, settings, large, 0, 0.03, (0.7, 0.5))
     assert kept is flow and "regularization above 1" in info["reason"]
@@ -89,6 +89,46 @@ def test_engine_reports_the_continuation_and_a_smoother_regularization_turns_it_
     kw = dict(quality="fast", use_network=False, device="cpu", preset="generic", compute_inverse=False)
     local = register(fixed, moving, **kw).metrics["refinement"]["local_continuation"]
     assert local["min_gain"] == LOCAL_REFINE_MIN_GAIN and local["refinement_gain"] >= 0
-    assert local["applied"] == (local["refinement_gain"] > LOCAL_REFINE_MIN_GAIN)
+    assert local["applied"] == (local["refinement_gain"] > LOCAL_REFINE_MIN_GAIN
+                                or local["fine_share"] >= LOCAL_REFINE_MIN_FINE_SHARE)
+    assert 0.0 <= local["fine_share"] <= 1.5 and local["min_fine_share"] == LOCAL_REFINE_MIN_FINE_SHARE
     smoother = register(fixed, moving, regularization=2.0, **kw).metrics["refinement"]["local_continuation"]
     assert smoother["applied"] is False and "regularization above 1" in smoother["reason"]
+
+
+def test_fine_share_of_an_update_measures_what_is_finer_than_its_scale():
+    """A uniform shift has no part finer than 10 mm, voxel-level noise and a 28 mm wavelength are nearly
+    all finer, a 240 mm wavelength little; a region limits where it is measured."""
+    everywhere = torch.ones((1, 1, *SHAPE), dtype=torch.bool)
+    shift = disp_mm_to_flow_norm(torch.full((1, 3, *SHAPE), 1.5), GEOMETRY)
+    assert fine_share(shift, GEOMETRY, everywhere, 10.0) < 1e-3
+    noise = disp_mm_to_flow_norm(torch.randn((1, 3, *SHAPE), generator=torch.Generator().manual_seed(0)), GEOMETRY)
+    assert fine_share(noise, GEOMETRY, everywhere, 10.0) > 0.95
+    assert fine_share(disp_mm_to_flow_norm(_local_motion() * 2.0, GEOMETRY), GEOMETRY, everywhere, 10.0) > 0.9
+    long_wave = disp_mm_to_flow_norm(_local_motion(wavelength_vox=120.0) * 2.0, GEOMETRY)
+    assert fine_share(long_wave, GEOMETRY, everywhere, 10.0) < 0.3
+    half = everywhere.clone()
+    half[..., :20] = False
+    mixed = torch.where(half.expand(1, 3, *SHAPE), noise, shift)
+    assert fine_share(mixed, GEOMETRY, half, 10.0) > fine_share(mixed, GEOMETRY, ~half, 10.0)
+    assert fine_share(torch.zeros_like(shift), GEOMETRY, everywhere, 10.0) == 0.0
+
+
+def test_a_fine_update_opens_the_gate_below_the_gain():
+    """Small local motion gains little local NCC; the fine share of the refinement's update opens the
+    gate then (and only from ``min_fine`` on)."""
+    fixed = _texture()
+    truth = _local_motion(amplitude_vox=0.6)
+    moving = _warped(fixed, -truth)
+    settings = RefineSettings(steps=12)
+    start = torch.zeros((1, 3, *SHAPE))
+    flow, info = refine_field(fixed, moving, GEOMETRY, start, settings)
+    share = fine_share(flow - start, GEOMETRY, torch.ones((1, 1, *SHAPE), dtype=torch.bool), 10.0)
+    no_gain = float("inf")
+    kept, closed = refine_locally(fixed, moving, GEOMETRY, flow, settings, info, 12, no_gain, LOCAL_REFINE_FACTORS,
+                                  fine=share, min_fine=share + 0.01)
+    assert kept is flow and closed["applied"] is False and closed["fine_share"] == pytest.approx(share, abs=1e-4)
+    continued, opened = refine_locally(fixed, moving, GEOMETRY, flow, settings, info, 12, no_gain,
+                                       LOCAL_REFINE_FACTORS, fine=share, min_fine=share)
+    assert opened["applied"] is True and opened["reason"].startswith("the fine share of the refinement's update")
+    assert _error_vox(continued, truth) < _error_vox(flow, truth)
