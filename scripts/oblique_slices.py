@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
             result = register(fixed, moving, preset=case.preset, quality=quality, seed=0, compute_inverse=False)
             seconds = time.perf_counter() - t0
             err = np.linalg.norm(result.transform.map_points(fixed_points) - moving_points, axis=1)
+            coarse = (result.metrics["instance_optimization"] or {}).get("coarse_start") or {}
+            local = (result.metrics["refinement"] or {}).get("local_continuation") or {}
             print(f"  {quality:>8s}  TRE {err.mean():.3f} mm  {seconds:.1f} s  resolution matching "
-                  f"{result.metrics['resolution_matching']}", flush=True)
+                  f"{result.metrics['resolution_matching']}; coarse start kept {coarse.get('kept')}, "
+                  f"continuation {local.get('applied')}", flush=True)
 
 
 if __name__ == "__main__":
