@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/adregnet register Resources/SampleData/lung_fixed.nii.gz Resources/SampleData/lung_moving.nii.gz \
 		--fixed-landmarks Resources/SampleData/lung_fixed_landmarks.csv \
-		--moving-landmarks Resources/SampleData/lung_moving_landmarks.csv \
+		--moving-landmarks Resources/SampleData/lung_moving_landmarks.csv --landmarks-check-only \
 		--preset lung-ct --quality balanced -o demo-output --overwrite
 	@echo "Demo outputs are in demo-output/ (open report.png first; metrics.json has the numbers)."
 

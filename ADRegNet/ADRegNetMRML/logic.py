@@ -23,7 +23,12 @@ from .nodes import rollback_on_error
 from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
 
-__all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark", "check_outputs_are_not_inputs"]
+__all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark", "check_outputs_are_not_inputs",
+           "TRE_GUIDED_ATTRIBUTE"]
+
+#: attribute of the TRE table node: "true" when the pairs guided the registration (their "after" error is
+#: then not an independent check), "false" when they only measured it
+TRE_GUIDED_ATTRIBUTE = "ADRegNet.landmarksGuidedRegistration"
 
 
 @dataclass
@@ -34,7 +39,8 @@ class RegistrationNodes:
         transformNode: vtkMRMLGridTransformNode, fixed -> moving ("from parent").
         warpedNode: moving volume resampled onto the fixed grid.
         jacobianNode: det(d(x + u)/dx) on the fixed grid with the Jacobian colors.
-        treTableNode: vtkMRMLTableNode (label, before_mm, after_mm + mean/std/max) or None.
+        treTableNode: vtkMRMLTableNode (label, before_mm, after_mm + mean/std/max) or None; its
+            attribute ``TRE_GUIDED_ATTRIBUTE`` says whether the pairs guided the registration.
         inverseTransformNode: grid transform moving -> fixed ("from parent", on the moving grid) or None.
         logNode: vtkMRMLTextNode with the run log.
         metrics: the engine's metrics dict.
@@ -132,7 +138,8 @@ class ADRegNetMRMLLogic:
     def registerNodes(self, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode=None, movingLandmarksNode=None,
                       fixedMaskNode=None, movingMaskNode=None, *, outputTransformNode=None, outputWarpedNode=None,
                       outputJacobianNode=None, outputTreTableNode=None, outputInverseTransformNode=None,
-                      useInitialTransform: bool = True, preset: str = "auto", quality: str = "balanced",
+                      useInitialTransform: bool = True, landmarksGuide: bool = True, preset: str = "auto",
+                      quality: str = "balanced",
                       device: str = "auto", regularization: float = 1.0,
                       progress: Optional[Callable[[float, str], None]] = None,
                       shouldStop: Optional[Callable[[], bool]] = None, seed: int = 0, log: Optional[RunLog] = None,
@@ -150,6 +157,8 @@ class ADRegNetMRMLLogic:
             outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode,
                 outputInverseTransformNode: nodes to overwrite; None (the default) creates new ones.
             useInitialTransform: start from the moving volume's linear transform.
+            landmarksGuide: the landmark pairs pull the registration (True) or only measure its error
+                (False: an independent check); the TRE table and the log say which.
             preset, quality, device, regularization, seed: engine settings (see ``register``).
             progress: progress(fraction, text).
             shouldStop: returns True to cancel.
@@ -200,14 +209,22 @@ class ADRegNetMRMLLogic:
         try:
             result = self._run(fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points,
                                preset=preset, quality=quality, regularization=regularization, device=device,
-                               progress=report, should_stop=shouldStop, seed=seed, **kwargs)
+                               progress=report, should_stop=shouldStop, seed=seed, landmarks_guide=landmarksGuide,
+                               **kwargs)
         except Exception as exc:
             log.add(f"stopped: {type(exc).__name__}: {exc}")
             raise
         log.results(result.metrics)
+        guided = bool((result.metrics.get("landmarks") or {}).get("guided_registration", landmarksGuide))
+        if fixed_points is not None:
+            log.add("landmark pairs: " + ("guided the registration (their error after it is not an independent check)"
+                                          if guided else "measured only (an independent check of the registration)"))
         with rollback_on_error(self.scene):
-            return self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
-                                 fixed_points, moving_points, outputs, log)
+            nodes = self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
+                                  fixed_points, moving_points, outputs, log)
+            if nodes.treTableNode is not None:  # what the "after" column measured
+                nodes.treTableNode.SetAttribute(TRE_GUIDED_ATTRIBUTE, "true" if guided else "false")
+            return nodes
 
     def _publish(self, result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
                  fixed_points, moving_points, outputs: dict, log: RunLog) -> RegistrationNodes:

@@ -105,7 +105,10 @@ def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, wa
         ax.set_xlabel("landmark pair")
         ax.set_ylabel("TRE (mm)")
         ax.legend(fontsize=8)
-        ax.set_title("target registration error per landmark", fontsize=9)
+        guided = (metrics.get("landmarks") or {}).get("guided_registration", True)
+        ax.set_title("target registration error per landmark" + (
+            " (the pairs guided the registration: not an independent check)" if guided else
+            " (pairs measured only: an independent check)"), fontsize=9)
     jac = metrics.get("jacobian", {})
     title = (f"AD-RegNet  preset {metrics.get('preset')}  quality {metrics.get('quality')}  "
              f"NCC {metrics.get('similarity_before', {}).get('ncc') or float('nan'):.3f} -> "

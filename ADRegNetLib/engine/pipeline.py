@@ -73,14 +73,15 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              should_stop: Optional[StopCallback] = None, seed: int = 0, instance_optimization: bool = True,
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
-             compute_inverse: bool = True, rigid_regions: Optional[Image] = None) -> RegistrationResult:
+             compute_inverse: bool = True, rigid_regions: Optional[Image] = None,
+             landmarks_guide: bool = True) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
     Args:
         fixed: the reference image (its grid is the output grid).
         moving: the image to deform.
         fixed_landmarks, moving_landmarks: optional (K, 3) LPS mm pairs (matched by order); they are
-            reported as TRE and pull the registration.
+            reported as TRE and, unless ``landmarks_guide`` is False, pull the registration.
         fixed_mask: optional region of interest (> 0 inside) on any grid that covers the fixed image;
             mapped onto the fixed grid by physical position; similarity is measured inside it.
         moving_mask: optional region of interest of the moving image (any grid over the moving
@@ -107,6 +108,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         compute_inverse: also compute the moving -> fixed field (``inverse_disp_mm``).
         rigid_regions: optional label map over the fixed image (any grid); inside each labelled
             region the motion is rigid (a tumour, an implant), smooth outside.
+        landmarks_guide: the landmark pairs pull the registration (True) or are only measured (False:
+            their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).
 
     Returns:
         RegistrationResult on the fixed grid.
@@ -278,7 +281,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- instance optimisation
     io_info = None
-    moving_pts_w = affine.inverse_apply(moving_landmarks) if has_landmarks else None  # pre-aligned space
+    guide = has_landmarks and bool(landmarks_guide)
+    moving_pts_w = affine.inverse_apply(moving_landmarks) if guide else None  # pre-aligned space
     if instance_optimization and not instant:
         features = "mind" if multimodal else _OPTIMIZER_FEATURES[p.similarity]
         settings = OptimizerSettings(
@@ -288,7 +292,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=COARSE_KEEP_MM,
             coarse_min_gain=COARSE_MIN_LOSS_GAIN)
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
-                                       fixed_points=fixed_landmarks, moving_points=moving_pts_w, mask=mask_w,
+                                       fixed_points=fixed_landmarks if guide else None, moving_points=moving_pts_w,
+                                       mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
                                        should_stop=should_stop)
     if flow is None:
@@ -311,7 +316,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,
             not (is_ct(fixed) or is_ct(moving)), mask_w, fixed.geometry, moving.geometry,
-            (fixed_landmarks if has_landmarks else None, moving_pts_w), stages, should_stop)
+            (fixed_landmarks if guide else None, moving_pts_w), stages, should_stop)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")
@@ -370,6 +375,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         warped_points = result_transform.map_points(fixed_landmarks)
         metrics["tre_before"] = tre(fixed_landmarks, moving_landmarks)
         metrics["tre_after"] = tre(warped_points, moving_landmarks)
+        metrics["landmarks"] = {"pairs": int(len(fixed_landmarks)), "guided_registration": guide, "role": (
+            "guided the registration: their TRE after is not an independent check" if guide else
+            "measured only: their TRE after is an independent check of the registration")}
     stages.done("metrics")
     metrics["timings_s"] = dict(stages.timings, total=round(time.perf_counter() - t_start, 3))
     stages.report(1.0, "done")

@@ -89,7 +89,10 @@ def test_register_summary_line(demo_run):
                         f"metrics.json to {demo_run['out']}/")
     assert "Traceback" not in proc.stderr
     m = demo_run["metrics"]
-    assert f"TRE {m['tre_before']['mean']:.2f} -> {m['tre_after']['mean']:.2f} mm" in lines[0]
+    assert f"TRE {m['tre_before']['mean']:.2f} -> {m['tre_after']['mean']:.2f} mm (pairs guided the registration)" \
+        in lines[0]
+    assert m["landmarks"] == {"pairs": 51, "guided_registration": True,
+                              "role": "guided the registration: their TRE after is not an independent check"}
 
 
 def test_writes_exactly_the_design_files(demo_run):

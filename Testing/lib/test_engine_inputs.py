@@ -134,3 +134,23 @@ def test_a_header_in_other_units_is_named(crop, scale, refused):
         (warning,) = check_pair_sizes(crop, small)
         assert "10 times less" in warning and "spacing of both headers is in mm" in warning
         assert check_pair_sizes(crop, crop) == []
+
+
+def test_landmarks_that_only_measure_leave_the_field_as_without_them(crop):
+    """``landmarks_guide=False``: the pairs are reported (TRE before / after) and said to be an
+    independent check, and the field is bit for bit the one registered without them; guiding pairs
+    pull it towards themselves."""
+    g = crop.geometry
+    moving = Image(np.roll(crop.array, 1, axis=1).copy(), g, "moved")
+    fixed_pts = g.index_to_physical(np.array([[12.0, 14.0, 10.0], [26.0, 20.0, 16.0], [18.0, 28.0, 20.0]]))
+    moving_pts = fixed_pts + np.array([0.0, 4.0, 0.0])  # pairs that disagree with the images (a 4 mm pull)
+    kw = dict(quality="fast", use_network=False, device="cpu", prealignment="none", compute_inverse=False)
+    plain = register(crop, moving, **kw)
+    measured = register(crop, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts, landmarks_guide=False, **kw)
+    guided = register(crop, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts, **kw)
+    assert np.array_equal(measured.disp_mm, plain.disp_mm)
+    assert measured.metrics["landmarks"]["guided_registration"] is False
+    assert "independent check" in measured.metrics["landmarks"]["role"]
+    assert guided.metrics["landmarks"]["guided_registration"] is True
+    assert guided.metrics["tre_after"]["mean"] < measured.metrics["tre_after"]["mean"] - 1.0
+    assert measured.metrics["tre_before"]["mean"] == guided.metrics["tre_before"]["mean"]

@@ -265,3 +265,18 @@ def test_similarity_reports_nmi_for_two_contrasts_and_ncc_otherwise():
     two = RegistrationNodes(None, None, None, metrics=dict(one.metrics, multimodal=True))
     assert one.similarity() == (0.5, 0.9)
     assert two.similarity() == (1.1, 1.3)
+
+
+@pytest.mark.parametrize("guide", [True, False])
+def test_landmark_pairs_guide_or_only_measure_and_the_outputs_say_which(scene, inputs, guide):
+    """``landmarksGuide`` reaches the engine as ``landmarks_guide``; the TRE table's attribute and the
+    run log say whether the pairs' error after the run is an independent check."""
+    from ADRegNetMRML.logic import TRE_GUIDED_ATTRIBUTE
+
+    engine = AnalyticEngine()
+    out = ADRegNetMRMLLogic(scene, runner=engine).registerNodes(
+        inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"], landmarksGuide=guide)
+    assert engine.calls[0]["landmarks_guide"] is guide
+    assert out.treTableNode.GetAttribute(TRE_GUIDED_ATTRIBUTE) == ("true" if guide else "false")
+    text = out.logNode.GetText()
+    assert ("guided the registration" in text) is guide and ("measured only" in text) is not guide
