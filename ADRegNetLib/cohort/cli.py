@@ -41,6 +41,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--quality", default="balanced", choices=QUALITIES)
     reg.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother, < 1 more local detail")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
+    reg.add_argument("--landmarks-check-only", action="store_true",
+                     help="the pairs' landmarks only measure TRE (an independent check); by default they also pull "
+                          "each registration")
     parser.add_argument("--retry-failed", action="store_true", help="run again the pairs that failed in an earlier run "
                         "(pairs already complete are always skipped)")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -64,7 +67,7 @@ def batch_main(args: argparse.Namespace) -> int:
         pairs = pairs_from_atlas(args.atlas, args.pairs, args.atlas_mask) if args.atlas else args.pairs
         rows = register_cohort(pairs, args.output, preset=args.preset, quality=args.quality,
                                regularization=args.regularization, device=args.device, threads=args.threads,
-                               workers=args.workers, threads_per_worker=args.threads_per_worker,
+                               landmarks_check_only=args.landmarks_check_only, workers=args.workers, threads_per_worker=args.threads_per_worker,
                                memory_per_worker_gb=args.memory_per_worker, scheduler=args.scheduler,
                                retry_failed=args.retry_failed, progress=not args.quiet,
                                say=lambda text: print(text, file=sys.stderr))

@@ -148,7 +148,7 @@ def _killed_message(exc: BaseException, estimate: Optional[float]) -> str:
 
 def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, preset: str = "auto",
                     quality: str = "balanced", regularization: float = 1.0, device: str = "auto", threads: int = 0,
-                    workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
+                    landmarks_check_only: bool = False, workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
                     scheduler: Optional[str] = None, client=None, retry_failed: bool = False,
                     progress: bool = True, wait_for_workers_s: float = 60.0,
                     say: Optional[Callable[[str], None]] = None) -> list[dict]:
@@ -164,6 +164,8 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         pairs: a PAIRS.csv path or a list of :class:`Pair`.
         out_dir: the output folder; on a cluster, a path every worker can write to (shared storage).
         preset, quality, regularization, device: as for ``adregnet register`` (same for every pair).
+        landmarks_check_only: the pairs' landmarks only measure TRE (``--landmarks-check-only``): the
+            cohort's TRE is then an independent check of the registrations.
         threads: CPU threads per pair; 0 = each host's cores shared among its task slots.
         workers, threads_per_worker: the local cluster started when neither ``scheduler`` nor
             ``client`` is given: ``workers`` processes, each running up to ``threads_per_worker``
@@ -209,7 +211,7 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     if todo:
         _run(todo, out, rows, table, results_path, say=say, progress=progress, total=len(pairs),
              options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
-                          threads=threads),
+                          threads=threads, landmarks_check_only=bool(landmarks_check_only)),
              cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
                           memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
                           wait_for_workers_s=wait_for_workers_s))

@@ -45,6 +45,7 @@ class PairOptions:
         preset, quality, regularization, device: as for ``adregnet register``.
         threads: CPU threads for one pair (torch); at least 1 (Dask workers set OMP_NUM_THREADS=1, so
             "torch's choice" would mean one thread).
+        landmarks_check_only: the landmarks only measure TRE (``--landmarks-check-only``).
     """
 
     preset: str = "auto"
@@ -52,12 +53,14 @@ class PairOptions:
     regularization: float = 1.0
     device: str = "auto"
     threads: int = 1
+    landmarks_check_only: bool = False
 
     def register_options(self) -> list[str]:
         """The shared options as ``adregnet register`` arguments."""
         return ["--preset", self.preset, "--quality", self.quality,
                 "--regularization", repr(float(self.regularization)),
-                "--device", self.device, "--threads", str(max(1, int(self.threads)))]
+                "--device", self.device, "--threads", str(max(1, int(self.threads)))] + (
+                    ["--landmarks-check-only"] if self.landmarks_check_only else [])
 
     def to_dict(self) -> dict:
         return asdict(self)

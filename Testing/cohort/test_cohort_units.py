@@ -210,3 +210,12 @@ def test_pairs_in_threads_capture_their_own_output_and_share_hdf5_safely(tmp_pat
         assert writer.is_alive() and not path.exists()  # blocked by the lock
     writer.join(timeout=30)
     np.testing.assert_allclose(read_linear_transform(path).offset, [1.0, 2.0, 3.0])
+
+
+def test_landmarks_check_only_reaches_every_pairs_command():
+    from ADRegNetLib.cohort.cli import build_parser
+
+    assert "--landmarks-check-only" not in PairOptions().register_options()
+    assert PairOptions(landmarks_check_only=True).register_options()[-1] == "--landmarks-check-only"
+    args = build_parser().parse_args(["PAIRS.csv", "-o", "OUT", "--landmarks-check-only"])
+    assert args.landmarks_check_only is True
