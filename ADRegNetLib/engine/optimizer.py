@@ -96,6 +96,10 @@ class OptimizerSettings:
             change can make it invent motion (the result's ``coarse_start`` entry says what was
             measured).
         coarse_keep_mm, coarse_min_gain: see ``coarse_start``.
+        coarse_more_steps: most steps the last coarse-start level goes on for when it found such motion
+            (before the comparison), so that motion of 20-30 mm is followed further.
+        coarse_judge: the loss the comparison uses, of a normalised flow on any level grid (lower is
+            better); default: the first regular level's own MIND-SSC loss.
         small_level_voxels, small_level_threads: levels with fewer voxels run with at most this many
             torch threads (restored afterwards). Their operations are small, and each parallel
             operation waits for every thread: on the shared 2-core machine (load 4-5) an
@@ -115,6 +119,8 @@ class OptimizerSettings:
     coarse_start: Sequence[tuple[float, int]] = ()
     coarse_keep_mm: float = float("inf")
     coarse_min_gain: float = 0.0
+    coarse_more_steps: int = 0
+    coarse_judge: Optional[Callable[[torch.Tensor], float]] = None
     small_level_voxels: int = 300_000
     small_level_threads: int = 1
 
@@ -267,7 +273,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         else:
             f_work, m_work = fixed, moving
     flow = None if init_flow_norm is None else init_flow_norm.detach().to(fixed)
-    start_flow, coarse_info, candidate = flow, None, False
+    start_flow, coarse_info, candidate, coarse_records = flow, None, False, []
 
     def run_level(index: int, factor: float, iterations: int, flow: Optional[torch.Tensor]):
         level = level_geometry(geometry, factor)
@@ -288,13 +294,18 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
             coarse_record = run.levels[-1]
             _, _, from_start = run_level(index, factor, iterations, start_flow)
             start_record = run.levels[-1]
-            gain = 1.0 - coarse_record["loss_last"] / max(start_record["loss_last"], 1e-12)
+            mind_gain = 1.0 - coarse_record["loss_last"] / max(start_record["loss_last"], 1e-12)
+            gain = mind_gain
+            if settings.coarse_judge is not None:  # a second similarity, robust where MIND-SSC was fooled
+                judged = [float(settings.coarse_judge(f)) for f in (from_coarse, from_start)]
+                gain = 1.0 - judged[0] / max(judged[1], 1e-12)
+                coarse_info["judge_losses"] = [round(v, 5) for v in judged]
             kept = gain >= settings.coarse_min_gain
             flow = from_coarse if kept else from_start
             coarse_record["start"], start_record["start"] = "coarse start", "initial field"
             coarse_record["kept"], start_record["kept"] = kept, not kept
-            coarse_info.update(loss_gain=round(gain, 4), kept=kept)
-            for record in run.levels[:n_coarse]:
+            coarse_info.update(loss_gain=round(mind_gain, 4), judge_gain=round(gain, 4), kept=kept)
+            for record in coarse_records:
                 record["kept"] = kept
             continue
         level, weight, flow = run_level(index, factor, iterations, flow)
@@ -303,11 +314,15 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
                 F.interpolate(fixed, size=level.shape, mode="trilinear", align_corners=True) > TISSUE_THRESHOLD)
             motion = _motion_p95_mm(flow, level, region)
             candidate = motion >= settings.coarse_keep_mm and n_coarse < len(run.settings.levels)
+            if candidate and settings.coarse_more_steps > 0:  # large motion: the coarse level goes on first
+                level, weight, flow = run_level(index, factor, settings.coarse_more_steps, flow)
+                run.levels[-1]["continued"] = True
+            coarse_records = list(run.levels)
             coarse_info = {"levels": [list(lv) for lv in settings.coarse_start], "motion_p95_mm": round(motion, 2),
                            "keep_from_mm": settings.coarse_keep_mm, "min_loss_gain": settings.coarse_min_gain,
                            "kept": False}
             if not candidate:
-                for record in run.levels[:n_coarse]:
+                for record in coarse_records:
                     record["kept"] = False
                 flow = start_flow
     flow = fixed.new_zeros((1, 3, *shape)) if flow is None else resize_flow(flow, shape)

@@ -37,10 +37,10 @@ from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before
-from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
+from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
                        PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        REFINE_TWO_CONTRASTS, detect_preset, is_ct)
-from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network,
+from .stages import (Stages, check_points, check_settings, coarse_start_judge, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
                      refinement, without_padding, working_geometry)
 
@@ -290,7 +290,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             sigma_update=q.sigma_update * float(np.sqrt(regularization)),
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
             landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=COARSE_KEEP_MM,
-            coarse_min_gain=COARSE_MIN_LOSS_GAIN)
+            coarse_min_gain=COARSE_MIN_LOSS_GAIN, coarse_more_steps=COARSE_MORE_STEPS,
+            coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, is_ct(fixed) or is_ct(moving)))
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_landmarks if guide else None, moving_points=moving_pts_w,
                                        mask=mask_w,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..spatial.image import Image
 
-__all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
+__all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "SAME_CONTRAST_MIN_CORRELATION",
@@ -224,11 +224,17 @@ class PresetSettings:
 #: 1-3 (18.3 / 22.4 / 20.3) 2.981 / 7.411, 0.957 / 6.328, 3.288 / 8.374 (Greedy on seed 1: 4.000).
 #: ``docs/benchmarks/wave14-2026-12-01.md``
 COARSE_KEEP_MM = 16.0
-#: and then kept only when the first regular level ends with a loss lower by this share from it than
-#: from the initial field (measured: 4.4-9.2 % where the start helped, 4.7 % on the 10 mm / 50 mm seed 1
-#: case where it cost 0.019 mm, 3.5 % on a benchmark brain pair under gamma 0.33 and a bias field of
-#: amplitude 1, where it had found 19 mm of invented motion and cost 1.2 mm)
-COARSE_MIN_LOSS_GAIN = 0.04
+#: and then kept only when the first regular level, run from it and from the initial field, ends with
+#: a local NCC loss (squared, 5-voxel windows, images divided by their 6 mm local mean;
+#: ``stages.coarse_start_judge``) lower by this share from it. Measured (balanced; judge gain): where
+#: the start helped, 0.018-0.075 (brain 12 mm / 50 mm seeds 2 / 3, 16 mm / 60 mm seeds 1 / 3); the 10 mm
+#: / 50 mm seed 1 case where it cost 0.02 mm, 0.003; benchmark brain pairs under a gamma and a bias
+#: field of amplitude 1-1.5, where MIND-SSC at a quarter resolution invented 19-27 mm of motion and
+#: lowered its own loss by 4-25 % with it (kept, 0.410 -> 0.635 mm, 1.670 -> 2.849, 2.049 -> 3.459),
+#: -0.021 to -0.048. The MIND loss alone did not separate these (first tried: 4 % on it)
+COARSE_MIN_LOSS_GAIN = 0.01
+#: where the coarse start found such motion it goes on for this many steps more before the comparison
+COARSE_MORE_STEPS = 12
 
 PRESET_SETTINGS: dict[str, PresetSettings] = {
     # coarse_levels (eleventh session): a quarter-resolution MIND level before the quality's own.

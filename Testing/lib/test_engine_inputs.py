@@ -154,3 +154,26 @@ def test_landmarks_that_only_measure_leave_the_field_as_without_them(crop):
     assert guided.metrics["landmarks"]["guided_registration"] is True
     assert guided.metrics["tre_after"]["mean"] < measured.metrics["tre_after"]["mean"] - 1.0
     assert measured.metrics["tre_before"]["mean"] == guided.metrics["tre_before"]["mean"]
+
+
+def test_coarse_start_judge_prefers_the_field_that_aligns(crop):
+    """The coarse start is judged by local NCC of the gain-normalised images: the true shift scores
+    lower than no motion and than a shift the wrong way, whatever a smooth gain on the moving image."""
+    import torch
+
+    from ADRegNetLib.engine.stages import coarse_start_judge
+    from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm
+
+    g = crop.geometry
+    fixed = torch.from_numpy(np.clip((crop.array + 1000.0) / 1200.0, 0, 1).astype(np.float32))[None, None]
+    moving = torch.roll(fixed, 2, dims=4)  # fixed x is found at moving x + 2 voxels along x
+    gain = torch.linspace(0.5, 2.0, fixed.shape[4]).view(1, 1, 1, 1, -1)
+    for ct, moving_seen in ((True, moving), (False, moving * gain)):
+        judge = coarse_start_judge(fixed, moving_seen, g, None, ct=ct)
+
+        def shift(voxels):
+            disp = torch.zeros((1, 3, *g.shape))
+            disp[:, 0] = voxels * float(g.spacing[0])
+            return disp_mm_to_flow_norm(disp, g)
+
+        assert judge(shift(2.0)) < judge(shift(0.0)) < judge(shift(-2.0))
