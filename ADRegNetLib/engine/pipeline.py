@@ -38,7 +38,7 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
+                       PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_ROTATION_MIN_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
                        REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, coarse_start_judge, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
@@ -208,7 +208,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
                                      min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm,
-                                     max_scale=PREALIGN_MAX_SCALE)
+                                     max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 

@@ -27,6 +27,75 @@ def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
+def _rotation_about(axis: int, degrees: float) -> np.ndarray:
+    """(3, 3) rotation about LPS axis 0, 1 or 2."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [k for k in range(3) if k != axis]
+    rotation = np.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
+
+
+def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform, min_gain: float,
+                     min_local_gain: float, mask: sitk.Image | None, same_modality: bool,
+                     seed: int) -> tuple[sitk.Euler3DTransform, dict]:
+    """The start turned by the rotation that fits best, or ``start`` itself (see :func:`prealign`).
+
+    Brain seed 0 rotated by 45 / 90 degrees about the superior axis: correlation after the short fit
+    -0.95 / -0.96 for the right rotation against -0.79 / -0.74 from the usual start; not rotated, the
+    usual start -0.96 against -0.91 for the best rotation. 16 short fits, about 0.2 s. A rotation is
+    also kept only when the local structure similarity (MIND-SSC) agrees by ``min_local_gain``.
+    """
+    candidates = [("usual start", None)] + [(f"{degrees:+d} degrees about {'LPS'[axis]}", (axis, degrees))
+                                           for axis in range(3) for degrees in (45, -45, 90, -90, 180)]
+    coarse_mm = 4.0 * float(min(f.GetSpacing()))  # 16 mm at the default pre-alignment spacing
+    f_coarse, m_coarse = _shrunk(f, coarse_mm), _shrunk(m, coarse_mm)
+    scored = []
+    for name, turn in candidates:
+        euler = sitk.Euler3DTransform(start)
+        if turn is not None:
+            euler.SetMatrix((np.asarray(start.GetMatrix()).reshape(3, 3) @ _rotation_about(*turn)).ravel().tolist(),
+                            1e-6)
+        reg = sitk.ImageRegistrationMethod()
+        if same_modality:
+            reg.SetMetricAsCorrelation()
+        else:
+            reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=30,
+                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([1])
+        reg.SetSmoothingSigmasPerLevel([0.0])
+        reg.SetInitialTransform(euler, inPlace=False)
+        reg.SetNumberOfThreads(1)
+        try:
+            fitted = reg.Execute(f_coarse, m_coarse)
+        except RuntimeError:  # too few samples in the overlap: not a candidate
+            continue
+        while isinstance(fitted, sitk.CompositeTransform):  # Execute wraps the fitted Euler3D
+            fitted = fitted.GetNthTransform(0)
+        scored.append((float(reg.GetMetricValue()), name, sitk.Euler3DTransform(fitted)))
+    info: dict = {"candidates": len(candidates), "min_gain": min_gain, "chosen": "usual start"}
+    usual = next((value for value, name, _ in scored if name == "usual start"), None)
+    if usual is None or len(scored) < 2:
+        return start, info
+    value, name, fitted = min((item for item in scored if item[1] != "usual start"), key=lambda item: item[0])
+    gain = (usual - value) / max(abs(usual), 1e-12)
+    info.update(usual_metric=round(usual, 5), best_rotation=name, best_metric=round(value, 5), gain=round(gain, 4))
+    if not (np.isfinite(gain) and gain >= min_gain):
+        return start, info
+    # the structures must agree too: a flipped brain of tissue-wise contrasts raised the correlation by 7 %
+    local_usual, local_rotated = _local_mismatches(f, m, [start, fitted], mask)
+    info.update(local_usual=round(local_usual, 6), local_rotated=round(local_rotated, 6))
+    if local_rotated <= (1.0 - min_local_gain) * local_usual:
+        info["chosen"] = name
+        return fitted, info
+    return start, info
+
+
 def _local_mismatches(fixed: sitk.Image, moving: sitk.Image, transforms: list[sitk.Transform],
                       mask: sitk.Image | None) -> list[float]:
     """MIND-SSC mismatch (the deformable stage's own similarity) of ``moving`` through each transform on ``fixed``'s grid."""
@@ -44,7 +113,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
              should_stop: StopCallback | None = None,
              min_relative_improvement: float = 0.05, min_local_improvement: float = 0.02,
              initial: AffineMap | None = None, spacing_mm: float = 4.0,
-             max_scale: float = 1.4) -> tuple[AffineMap, dict]:
+             max_scale: float = 1.4, rotation_min_gain: float | None = None) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -73,6 +142,11 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
             much in size, and strong intensity changes (a gamma and bias field) led the correlation
             there (oblique brain case, moving image ``(m / p) ** 3`` under a bias of amplitude 1:
             scales 0.65-0.89 kept by both checks, final TRE 21.7 mm; without the affine 0.57 mm).
+        rotation_min_gain: when given (and no initial transform), the start may be turned first: the
+            usual start and the rotations by +-45, +-90 and 180 degrees about each axis of the fixed
+            image's centre each get a short rigid fit at the coarse level, and a rotation replaces the
+            usual start when its metric is better by this share (:func:`_rotation_search`). An optimiser
+            started at the identity finds 30 degrees but not 45.
 
     Returns:
         (fixed -> moving AffineMap, info dict with the metric before/after and the start used).
@@ -101,6 +175,13 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         start = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.MOMENTS)
         info["start"] = "centre of mass"
+    if initial is None and rotation_min_gain is not None:
+        mask_sitk = None
+        if fixed_mask is not None:
+            mask_sitk = sitk.Resample(to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None), f,
+                                      sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        start, info["rotation_search"] = _rotation_search(f, m, start, rotation_min_gain, min_local_improvement,
+                                                          mask_sitk, same_modality, seed)
     if mode == "affine" and initial is None:
         aff = sitk.AffineTransform(3)
         aff.SetCenter(start.GetCenter())
