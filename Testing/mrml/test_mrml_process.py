@@ -175,3 +175,17 @@ def test_runner_end_to_end_writes_and_reads_the_cli_layout():
     assert result.warped_fixed_landmarks.shape == (2, 3)
     assert result.metrics["quality"] == "instant"
     assert seen and seen[-1] == 1.0
+
+
+def test_runner_passes_engine_options_such_as_landmarks_that_only_measure():
+    """Further register() keywords (here ``landmarks_guide=False``, the panel's unchecked "Landmark pairs
+    guide the registration") reach the child's register() and come back in its metrics."""
+    geometry = oblique_geometry(size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), origin=(-23.0, -23.0, -23.0),
+                                angles=(0.0, 0.0, 0.0))
+    fixed = blob_image(geometry, "fixed")
+    moving = blob_image(geometry, "moving", shift=(2.0, -1.0, 1.0))
+    pts = np.array([[3.0, 2.0, 0.0], [-4.0, -1.0, -2.0]]) + geometry.center()
+    result = ChildProcessRunner()(fixed, moving, fixed_landmarks=pts, moving_landmarks=pts + [2.0, -1.0, 1.0],
+                                  quality="instant", device="cpu", landmarks_guide=False)
+    assert result.metrics["landmarks"]["guided_registration"] is False
+    assert "independent check" in result.metrics["landmarks"]["role"]
