@@ -60,6 +60,12 @@ def summary_markdown(rows: Sequence[dict]) -> str:
         if values:
             lines.append(f"| {label} | {_num(_median(values), 3)} | {_num(min(values), 3)} | "
                          f"{_num(max(values), 3)} | {len(values)} |")
+    guided = {r.get("landmarks_guided") for r in ok if r.get("landmarks_guided")}
+    if guided:
+        lines.append("TRE: " + ("the landmarks guided the registrations, so their TRE after is not an independent "
+                                "check (`--landmarks-check-only` measures only)" if guided == {"yes"} else
+                                "the landmarks only measured (an independent check)" if guided == {"no"} else
+                                "the landmarks guided some registrations and only measured others"))
     lines.append("")
     lines += _table("Slowest pairs", _ranked(rows, "time_s", True))
     lines += _table("Largest TRE after registration", _ranked(rows, "tre_after_mm", True))

@@ -5,7 +5,9 @@ no label maps, a failed pair). ``results.csv`` is always replaced atomically, so
 that is killed) never sees half a file.
 
 Columns: ``status`` ok/failed and ``error`` (the failure, or a note such as "Dice not computed");
-``tre_*_mm`` mean (and p95) landmark error before/after, mm; ``dice_*`` mean Dice over the labels of
+``tre_*_mm`` mean (and p95) landmark error before/after, mm; ``landmarks_guided`` "yes" when the
+landmarks pulled the registration (their TRE after is then not an independent check), "no" with
+``--landmarks-check-only``; ``dice_*`` mean Dice over the labels of
 the fixed label map; ``folds_pct`` share of voxels with det J <= 0, %; ``time_s`` the registration
 (metrics.json ``timings_s.total``) and ``wall_s`` the whole task (reading, writing, Dice);
 ``memory_estimate_gb`` what the pair reserved of its worker's MEMORY; ``memory_peak_gb`` the peak
@@ -33,7 +35,7 @@ __all__ = ["RESULT_COLUMNS", "row_from_metrics", "failed_row", "pair_dice", "rea
 #: results.csv columns, in order
 RESULT_COLUMNS = (
     "id", "status", "error",
-    "tre_before_mm", "tre_after_mm", "tre_after_p95_mm",
+    "tre_before_mm", "tre_after_mm", "tre_after_p95_mm", "landmarks_guided",
     "dice_before", "dice_after",
     "folds_pct", "std_log_jacobian",
     "time_s", "wall_s",
@@ -65,6 +67,10 @@ def _empty_row(pair_id: str) -> dict:
     return {c: None for c in RESULT_COLUMNS} | {"id": pair_id, "error": ""}
 
 
+def _yes_no(value) -> str | None:
+    return None if value is None else ("yes" if value else "no")
+
+
 def row_from_metrics(pair_id: str, metrics: dict, **extra) -> dict:
     """The results row of a finished pair.
 
@@ -82,6 +88,7 @@ def row_from_metrics(pair_id: str, metrics: dict, **extra) -> dict:
         "tre_before_mm": _get(metrics, "tre_before", "mean"),
         "tre_after_mm": _get(metrics, "tre_after", "mean"),
         "tre_after_p95_mm": _get(metrics, "tre_after", "p95"),
+        "landmarks_guided": _yes_no(_get(metrics, "landmarks", "guided_registration")),
         "folds_pct": None if folds is None else 100.0 * folds,
         "std_log_jacobian": _get(metrics, "jacobian", "std_log_det"),
         "time_s": _get(metrics, "timings_s", "total"),

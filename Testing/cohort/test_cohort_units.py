@@ -114,6 +114,16 @@ def test_summary_lists_slowest_worst_and_failed(tmp_path):
     slowest = text.split("## Slowest pairs")[1].split("##")[0]
     assert slowest.index("| p7 |") < slowest.index("| p6 |") and "| p0 |" not in slowest  # top 5, slowest first
     assert "| broken | cannot be read as an image |" in text
+    assert "TRE: the landmarks" not in text  # no landmarks: nothing said of them
+
+
+@pytest.mark.parametrize("guided, said", [(("yes", "yes"), "not an independent check"),
+                                          (("no", "no"), "only measured (an independent check)"),
+                                          (("yes", "no"), "guided some registrations")])
+def test_summary_says_whether_the_tre_is_an_independent_check(tmp_path, guided, said):
+    rows = [{"id": f"p{i}", "status": "ok", "tre_after_mm": 1.0, "landmarks_guided": g} for i, g in enumerate(guided)]
+    _, md = write_summary(tmp_path, rows)
+    assert said in md.read_text()
 
 
 def test_error_message_is_the_cli_error_line():
@@ -133,6 +143,7 @@ def test_run_pair_writes_what_register_writes_and_nothing_on_failure(cohort_fact
     metrics = json.loads((out / "pair0" / "metrics.json").read_text())
     assert row["tre_after_mm"] == pytest.approx(metrics["tre_after"]["mean"])
     assert row["tre_after_mm"] < row["tre_before_mm"]
+    assert row["landmarks_guided"] == "yes"  # the default: the pairs pulled the registration
     assert row["time_s"] == pytest.approx(metrics["timings_s"]["total"])
     assert row["folds_pct"] == pytest.approx(100 * metrics["jacobian"]["folding_fraction"])
     assert 0 < row["dice_before"] <= row["dice_after"] + 0.02 and row["dice_after"] > 0.5
