@@ -37,9 +37,10 @@ from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before
-from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS,
-                       PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_ROTATION_MIN_GAIN, PREALIGN_MIN_RELATIVE_GAIN, QUALITY_SETTINGS,
-                       REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
+                       NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
+                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
+                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
 from .stages import (Stages, check_points, check_settings, coarse_start_judge, estimate_memory_gb, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
                      refinement, without_padding, working_geometry)
@@ -185,6 +186,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("validate")
 
     # ---- preset and normalisation
+    fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)  # Hounsfield units: calibrated, and air where known
     reason = "chosen by the user"
     if preset == "auto":
         preset, reason = detect_preset(fixed, moving_data)
@@ -257,8 +259,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         stages.report(0.2, "AD-RegNet prediction")
         net_f, net_m = fixed_w, moving_w
         if p.ct_window != NETWORK_CT_WINDOW:  # the network sees CT as in training (HU window)
-            net_f = _rewindowed(fixed_w, p.ct_window) if is_ct(fixed) else fixed_w
-            net_m = _rewindowed(moving_w, p.ct_window) if is_ct(moving) else moving_w
+            net_f = _rewindowed(fixed_w, p.ct_window) if fixed_ct else fixed_w
+            net_m = _rewindowed(moving_w, p.ct_window) if moving_ct else moving_w
         # every quality keeps the prediction only when it clearly improves the similarity: instant too
         # returns no deformation rather than one its own check measures as no better (identical
         # images: the network's small invented motion; T1 against T2: worse than the identity)
@@ -281,7 +283,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- instance optimisation
     io_info = None
-    guide = has_landmarks and bool(landmarks_guide)
+    guide = has_landmarks and bool(landmarks_guide)  # otherwise the pairs are only measured
+    fixed_pts = fixed_landmarks if guide else None
     moving_pts_w = affine.inverse_apply(moving_landmarks) if guide else None  # pre-aligned space
     if instance_optimization and not instant:
         features = "mind" if multimodal else _OPTIMIZER_FEATURES[p.similarity]
@@ -291,10 +294,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
             landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=COARSE_KEEP_MM,
             coarse_min_gain=COARSE_MIN_LOSS_GAIN, coarse_more_steps=COARSE_MORE_STEPS,
-            coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, is_ct(fixed) or is_ct(moving)))
+            coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, fixed_ct or moving_ct))
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
-                                       fixed_points=fixed_landmarks if guide else None, moving_points=moving_pts_w,
-                                       mask=mask_w,
+                                       fixed_points=fixed_pts, moving_points=moving_pts_w, mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
                                        should_stop=should_stop)
     if flow is None:
@@ -305,7 +307,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     refine_info: Optional[dict] = None
     if instance_optimization and not instant and q.refine_steps > 0:
         two_contrasts, contrast_check = bool(multimodal), None
-        by_correlation = not (is_ct(fixed) or is_ct(moving))  # CT against another modality stays two
+        by_correlation = not (fixed_ct or moving_ct)  # CT against another modality stays two
         if contrasts_guessed and p.refine_similarity == "lncc" and (by_correlation or not multimodal):
             # aligned now: tissues whose brightness order differs show as inverted edges, and one
             # contrast the start test missed (strong bias, misalignment) keeps every edge's sign
@@ -316,8 +318,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         flow, refine_info = refinement(
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,
-            not (is_ct(fixed) or is_ct(moving)), mask_w, fixed.geometry, moving.geometry,
-            (fixed_landmarks if guide else None, moving_pts_w), stages, should_stop)
+            not (fixed_ct or moving_ct), mask_w, fixed.geometry, moving.geometry,
+            (fixed_pts, moving_pts_w), stages, should_stop)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")

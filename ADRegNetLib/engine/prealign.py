@@ -27,6 +27,31 @@ def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
+def _registration(same_modality: bool, seed: int, iterations: int, shrink: list[int],
+                  sigmas: list[float]) -> sitk.ImageRegistrationMethod:
+    """The pre-alignment's registration method: correlation (one contrast) or Mattes mutual information,
+    20 % random samples seeded, linear interpolation, regular-step gradient descent, one thread (the
+    metric's per-thread partial sums would otherwise be added in an order that depends on the thread
+    count, so --threads 1 and 2 would differ; coarse images: cheap)."""
+    reg = sitk.ImageRegistrationMethod()
+    if same_modality:
+        reg.SetMetricAsCorrelation()
+    else:
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
+    # default seed=0 sampled differently every time. Shift the user's seed past 0.
+    reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
+                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(shrink)
+    reg.SetSmoothingSigmasPerLevel(sigmas)
+    reg.SetNumberOfThreads(1)
+    return reg
+
+
 def _rotation_about(axis: int, degrees: float) -> np.ndarray:
     """(3, 3) rotation about LPS axis 0, 1 or 2."""
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
@@ -56,21 +81,8 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
         if turn is not None:
             euler.SetMatrix((np.asarray(start.GetMatrix()).reshape(3, 3) @ _rotation_about(*turn)).ravel().tolist(),
                             1e-6)
-        reg = sitk.ImageRegistrationMethod()
-        if same_modality:
-            reg.SetMetricAsCorrelation()
-        else:
-            reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=30,
-                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([1])
-        reg.SetSmoothingSigmasPerLevel([0.0])
+        reg = _registration(same_modality, seed, 30, [1], [0.0])
         reg.SetInitialTransform(euler, inPlace=False)
-        reg.SetNumberOfThreads(1)
         try:
             fitted = reg.Execute(f_coarse, m_coarse)
         except RuntimeError:  # too few samples in the overlap: not a candidate
@@ -78,6 +90,10 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
         while isinstance(fitted, sitk.CompositeTransform):  # Execute wraps the fitted Euler3D
             fitted = fitted.GetNthTransform(0)
         scored.append((float(reg.GetMetricValue()), name, sitk.Euler3DTransform(fitted)))
+        if turn is None and same_modality and scored[0][0] * (1.0 + min_gain) < -1.0:
+            # the correlation metric is -NCC^2 >= -1: no turn can fit ``min_gain`` better than this start
+            return start, {"candidates": 1, "min_gain": min_gain, "chosen": "usual start",
+                           "usual_metric": round(scored[0][0], 5), "skipped": "the usual start leaves too little to gain"}
     info: dict = {"candidates": len(candidates), "min_gain": min_gain, "chosen": "usual start"}
     usual = next((value for value, name, _ in scored if name == "usual start"), None)
     if usual is None or len(scored) < 2:
@@ -175,13 +191,13 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         start = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.MOMENTS)
         info["start"] = "centre of mass"
+    fixed_mask_sitk = None
+    if fixed_mask is not None:
+        mask = to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None)
+        fixed_mask_sitk = sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     if initial is None and rotation_min_gain is not None:
-        mask_sitk = None
-        if fixed_mask is not None:
-            mask_sitk = sitk.Resample(to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None), f,
-                                      sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         start, info["rotation_search"] = _rotation_search(f, m, start, rotation_min_gain, min_local_improvement,
-                                                          mask_sitk, same_modality, seed)
+                                                          fixed_mask_sitk, same_modality, seed)
     if mode == "affine" and initial is None:
         aff = sitk.AffineTransform(3)
         aff.SetCenter(start.GetCenter())
@@ -191,28 +207,10 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     else:  # rigid, or the user's initial affine refined as it is
         init_tx = start
 
-    reg = sitk.ImageRegistrationMethod()
-    if same_modality:
-        reg.SetMetricAsCorrelation()
-        info["metric"] = "correlation"
-    else:
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-        info["metric"] = "Mattes mutual information"
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
-    # default seed=0 sampled differently every time. Shift the user's seed past 0.
-    reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
-    fixed_mask_sitk = None
-    if fixed_mask is not None:
-        mask = to_sitk(Image(fixed_mask.array.astype(np.uint8), fixed_mask.geometry), None)
-        fixed_mask_sitk = sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    reg = _registration(same_modality, seed, iterations, [2, 1], [1.0, 0.0])
+    info["metric"] = "correlation" if same_modality else "Mattes mutual information"
+    if fixed_mask_sitk is not None:
         reg.SetMetricFixedMask(fixed_mask_sitk)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
     reg.SetInitialTransform(init_tx, inPlace=False)
     stopped = []
     if should_stop is not None:
@@ -223,9 +221,6 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
                 reg.StopRegistration()
 
         reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
-    # One thread: the metric's per-thread partial sums would otherwise be added in an order that
-    # depends on the thread count, so --threads 1 and 2 would differ (coarse images: cheap).
-    reg.SetNumberOfThreads(1)
     try:
         before = reg.MetricEvaluate(f, m)
         # The correlation metric is -NCC^2, bounded below by -1: a start already this good leaves

@@ -52,7 +52,7 @@ import torch
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
 from ..spatial.filters import gaussian_smooth, noise_std
-from ..spatial.flow import identity_grid, norm_to_mm_matrix
+from ..spatial.flow import flow_norm_to_disp_mm, identity_grid
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
@@ -256,8 +256,7 @@ def fine_share(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tens
     Returns:
         the share (0 when the update or the region is empty).
     """
-    matrix = torch.as_tensor(norm_to_mm_matrix(geometry), dtype=update_flow.dtype, device=update_flow.device)
-    update_mm = torch.einsum("ij,bjzyx->bizyx", matrix, update_flow)
+    update_mm = flow_norm_to_disp_mm(update_flow, geometry)
     coarse = gaussian_smooth(update_mm, [sigma_mm / float(s) for s in geometry.spacing[::-1]])
     inside = region[0, 0]
     total = float(update_mm.norm(dim=1)[0][inside].mean()) if bool(inside.any()) else 0.0

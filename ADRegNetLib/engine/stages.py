@@ -334,7 +334,7 @@ def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: tor
         (fixed, moving, the factor by which the moving image's noise was scaled at each voxel,
         {"gain_normalised_sigma_mm", "intensity_map"} for the refinement's metrics).
     """
-    sigma = [REFINE_GAIN_SIGMA_MM / float(s) for s in work.spacing[::-1]]
+    sigma = _gain_sigma_voxels(work)
     fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
     noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
     moving_r = moving_w * noise_scale
@@ -415,16 +415,21 @@ def coarse_start_judge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geom
     Returns:
         loss(flow_norm) -> float, for a normalised flow on any level grid of ``work``.
     """
-    if ct:
-        fixed_j, moving_j = fixed_w, moving_w
-    else:
-        sigma = [REFINE_GAIN_SIGMA_MM / float(s) for s in work.spacing[::-1]]
-        fixed_j = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
-        moving_j = local_gain_normalised(moving_w, sigma, REFINE_GAIN_FLOOR)
-    base = identity_grid(work.shape, moving_j)
+    images: list[torch.Tensor] = []  # made at the first call: most registrations never judge a start
 
     def loss(flow: torch.Tensor) -> float:
+        if not images:
+            sigma = _gain_sigma_voxels(work)
+            images.extend((fixed_w, moving_w) if ct else
+                          (local_gain_normalised(image, sigma, REFINE_GAIN_FLOOR) for image in (fixed_w, moving_w)))
+            images.append(identity_grid(work.shape, moving_w))
+        fixed_j, moving_j, base = images
         warped = sample_through(moving_j, resize_flow(flow, work.shape), base)
         return float(local_ncc(fixed_j, warped, window=5, mask=mask_w))
 
     return loss
+
+
+def _gain_sigma_voxels(work: Geometry) -> list[float]:
+    """``REFINE_GAIN_SIGMA_MM`` in working voxels (z, y, x): the scale a bias field is divided out at."""
+    return [REFINE_GAIN_SIGMA_MM / float(s) for s in work.spacing[::-1]]
