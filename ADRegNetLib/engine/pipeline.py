@@ -41,9 +41,10 @@ from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, 
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
-from .stages import (Stages, check_points, check_settings, coarse_start_judge, estimate_memory_gb, load_network,
-                     load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
-                     refinement, without_padding, working_geometry)
+from .refinement_stage import coarse_start_judge, refinement
+from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, load_residual_network,
+                     map_mask, matched_resolution, moving_field_of_view, network_stage, without_padding,
+                     working_geometry)
 
 __all__ = ["register"]
 

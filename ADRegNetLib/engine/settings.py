@@ -235,7 +235,7 @@ class PresetSettings:
 COARSE_KEEP_MM = 16.0
 #: and then kept only when the first regular level, run from it and from the initial field, ends with
 #: a local NCC loss (squared, 5-voxel windows, images divided by their 6 mm local mean;
-#: ``stages.coarse_start_judge``) lower by this share from it. Measured (balanced; judge gain): where
+#: ``refinement_stage.coarse_start_judge``) lower by this share from it. Measured (balanced; judge gain): where
 #: the start helped, 0.018-0.075 (brain 12 mm / 50 mm seeds 2 / 3, 16 mm / 60 mm seeds 1 / 3); the 10 mm
 #: / 50 mm seed 1 case where it cost 0.02 mm, 0.003; benchmark brain pairs under a gamma and a bias
 #: field of amplitude 1-1.5, where MIND-SSC at a quarter resolution invented 19-27 mm of motion and

@@ -1,5 +1,5 @@
 r"""The building blocks of ``register()``: progress/cancel bookkeeping, input checks, working grid,
-masks, resolution matching, the network stage, the refinement's inputs. Each takes and returns
+masks, padding, resolution matching, the network stage (the refinement stage: ``refinement_stage.py``). Each takes and returns
 :class:`Image`/:class:`Transform` objects or working-grid tensors."""
 from __future__ import annotations
 
@@ -13,31 +13,21 @@ import torch
 from ..losses.functional import local_ncc
 from ..model.inference import predict_in_passes
 from ..spatial.affine import AffineMap
-from ..spatial.filters import (gaussian_smooth, gaussian_smooth_covariance, is_axis_aligned, local_gain_factor,
-                               local_gain_normalised)
+from ..spatial.filters import gaussian_smooth, gaussian_smooth_covariance, is_axis_aligned
 from ..spatial.geometry import Geometry
-from ..spatial.flow import identity_grid
 from ..spatial.image import Image
 from ..spatial.padding import crop_to_box, data_box
-from ..spatial.resolution import matching_covariances, voxel_volume_ratio
-from ..spatial.transforms import resize_flow
+from ..spatial.resolution import matching_covariances
 from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
-from .modality import midway_intensities
-from .optimizer import sample_through
-from .refine import RefineSettings, fine_share, refine_field, refine_locally
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM,
-                       LOCAL_REFINE_MIN_FINE_SHARE, LOCAL_REFINE_MIN_GAIN,
-                       NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES, REFINE_GAIN_FLOOR,
-                       REFINE_GAIN_SIGMA_MM, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR,
-                       RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD, QualitySettings)
+                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS,
+                       QUALITIES, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
-           "moving_field_of_view", "matched_resolution",
-           "load_network", "load_residual_network", "network_stage", "one_contrast_images", "refinement",
-           "without_padding", "coarse_start_judge"]
+           "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
+           "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -311,125 +301,3 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
     oblique = not all(is_axis_aligned(cov) for cov in covariances)
     return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
                                   "oblique": oblique}
-
-
-def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,
-                        mask_w: Optional[torch.Tensor], work: Geometry, fixed_geometry: Geometry,
-                        moving_geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    """The local-NCC refinement's images for MRI of one contrast.
-
-    Each image is divided by its own local mean (``REFINE_GAIN_SIGMA_MM``: a bias field); then, unless
-    one image's voxels are more than ``REFINE_INTENSITY_MAX_VOXEL_RATIO`` times the other's, both are
-    put half-way between their intensity curves (``modality.midway_intensities``: a gamma between the
-    scans).
-
-    Args:
-        fixed_w, moving_w: (1, 1, Z, Y, X) normalised intensities on the working grid ``work``.
-        flow: (1, 3, Z, Y, X) the optimisation's field (normalised), which aligns them for the map.
-        mask_w: optional (1, 1, Z, Y, X) bool region of interest.
-        work: the working grid.
-        fixed_geometry, moving_geometry: the images' own grids (their resolution).
-
-    Returns:
-        (fixed, moving, the factor by which the moving image's noise was scaled at each voxel,
-        {"gain_normalised_sigma_mm", "intensity_map"} for the refinement's metrics).
-    """
-    sigma = _gain_sigma_voxels(work)
-    fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
-    noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
-    moving_r = moving_w * noise_scale
-    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
-    if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
-        fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
-        if slope is not None:
-            noise_scale.mul_(slope)
-    else:
-        intensity_map = {"applied": False,
-                         "reason": f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's "
-                                   "intensities are not matched by quantiles"}
-    return fixed_r, moving_r, noise_scale, {"gain_normalised_sigma_mm": REFINE_GAIN_SIGMA_MM,
-                                            "intensity_map": intensity_map}
-
-
-def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor, work: Geometry,
-               quality: QualitySettings, similarity: str, contrasts: str, regularization: float, mri: bool,
-               mask_w: Optional[torch.Tensor], fixed_geometry: Geometry, moving_geometry: Geometry,
-               points: tuple[Optional[np.ndarray], Optional[np.ndarray]], stages: "Stages",
-               should_stop: Optional[StopCallback]) -> tuple[torch.Tensor, dict]:
-    """The sub-voxel refinement after the optimisation (``refine.refine_field``), then its continuation
-    with less smoothing where it found motion finer than its own (``refine.refine_locally``).
-
-    Args:
-        fixed_w, moving_w, flow, work: the working images (moving pre-aligned), the optimisation's
-            field and the working grid.
-        quality: the quality's settings (steps, continuation steps).
-        similarity: "lncc" or "ngf"; contrasts: "one contrast" or "two contrasts".
-        regularization: the user's; it scales the smoothing as the optimisation's, and above 1 turns
-            the continuation off.
-        mri: the images are not CT: local NCC first takes out a bias field and a gamma
-            (:func:`one_contrast_images`).
-        mask_w: optional (1, 1, Z, Y, X) bool region of interest.
-        fixed_geometry, moving_geometry: the images' own grids.
-        points: (fixed, pre-aligned moving) landmark pairs, or (None, None).
-        stages: the pipeline's progress (this stage reports from 0.8 to 0.9).
-        should_stop: returns True to cancel.
-
-    Returns:
-        (refined flow, the refinement's metrics).
-    """
-    base = RefineSettings()
-    settings = RefineSettings(steps=quality.refine_steps * REFINE_STEPS_FACTOR[contrasts], similarity=similarity,
-                              sigma_update=base.sigma_update * float(np.sqrt(regularization)),
-                              sigma_field=base.sigma_field * regularization)
-    fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
-        "gain_normalised_sigma_mm": None, "intensity_map": None}
-    if similarity == "lncc" and mri:
-        fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
-            fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
-    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
-                  noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
-    start = flow
-    flow, info = refine_field(fixed_r, moving_r, work, flow, settings, progress=stages.sub(0.8, 0.88), **common)
-    tissue = fixed_w > TISSUE_THRESHOLD
-    if mask_w is not None:
-        tissue &= mask_w.bool()
-    fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM) if similarity == "lncc" else None
-    flow, info["local_continuation"] = refine_locally(
-        fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
-        LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE,
-        progress=stages.sub(0.88, 0.9), **common)
-    info["contrasts"] = contrasts
-    info.update(intensity_info)
-    return flow, info
-
-
-def coarse_start_judge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geometry,
-                       mask_w: Optional[torch.Tensor], ct: bool):
-    """The loss by which the optimisation's coarse start is judged (``OptimizerSettings.coarse_judge``).
-
-    Local NCC (squared, so either sign of contrast) of the working images in 5-voxel windows, each
-    image first divided by its own 6 mm local mean unless CT: a strong bias field with a gamma can make
-    the MIND-SSC levels invent 20-30 mm of motion at a quarter resolution and lower their own loss by
-    12-25 % with it, while the images, looked at this way, match worse.
-
-    Returns:
-        loss(flow_norm) -> float, for a normalised flow on any level grid of ``work``.
-    """
-    images: list[torch.Tensor] = []  # made at the first call: most registrations never judge a start
-
-    def loss(flow: torch.Tensor) -> float:
-        if not images:
-            sigma = _gain_sigma_voxels(work)
-            images.extend((fixed_w, moving_w) if ct else
-                          (local_gain_normalised(image, sigma, REFINE_GAIN_FLOOR) for image in (fixed_w, moving_w)))
-            images.append(identity_grid(work.shape, moving_w))
-        fixed_j, moving_j, base = images
-        warped = sample_through(moving_j, resize_flow(flow, work.shape), base)
-        return float(local_ncc(fixed_j, warped, window=5, mask=mask_w))
-
-    return loss
-
-
-def _gain_sigma_voxels(work: Geometry) -> list[float]:
-    """``REFINE_GAIN_SIGMA_MM`` in working voxels (z, y, x): the scale a bias field is divided out at."""
-    return [REFINE_GAIN_SIGMA_MM / float(s) for s in work.spacing[::-1]]

@@ -161,7 +161,7 @@ def test_coarse_start_judge_prefers_the_field_that_aligns(crop):
     lower than no motion and than a shift the wrong way, whatever a smooth gain on the moving image."""
     import torch
 
-    from ADRegNetLib.engine.stages import coarse_start_judge
+    from ADRegNetLib.engine.refinement_stage import coarse_start_judge
     from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm
 
     g = crop.geometry

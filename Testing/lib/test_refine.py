@@ -230,7 +230,7 @@ def test_unknown_refinement_similarity_is_refused():
 def test_regularization_smooths_the_refinement_too(monkeypatch):
     """--regularization scales the refinement's smoothing like the optimisation's (sqrt for the
     update, linear for the field)."""
-    from ADRegNetLib.engine import stages
+    from ADRegNetLib.engine import refinement_stage
 
     seen = []
 
@@ -238,7 +238,7 @@ def test_regularization_smooths_the_refinement_too(monkeypatch):
         seen.append(settings)
         return flow, {"steps_accepted": 0, "loss_first": 0.5, "loss_last": 0.5}
 
-    monkeypatch.setattr(stages, "refine_field", record)
+    monkeypatch.setattr(refinement_stage, "refine_field", record)
     geometry = Geometry((32, 32, 32), (2.0, 2.0, 2.0))
     arr = _smooth_random((32, 32, 32), seed=6, sigma=1.5, dtype=torch.float32)[0, 0].numpy() * 1000.0
     img = Image(arr, geometry, "x")
