@@ -26,6 +26,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         path = path / "displacement.nii.gz"
     if not path.exists():
         raise CLIError(f"{path} does not exist; give a displacement.nii.gz / transform.h5 or an output folder of adregnet register")
+    inputs = [path, args.fixed_landmarks, args.moving_landmarks, args.fixed_labels, args.moving_labels]
+    if args.output:
+        _check_evaluate_output(Path(args.output), [Path(p) for p in inputs if p], args.overwrite)
     disp, geometry = (read_transform(path) if path.suffix in (".h5", ".tfm", ".hdf5") else read_displacement_field(path))
     out: dict = {"field": str(path)}
     transform = Transform(geometry, np.asarray(disp, dtype=np.float32))
@@ -34,13 +37,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.fixed_landmarks and args.moving_landmarks):
             raise CLIError("give both --fixed-landmarks and --moving-landmarks")
         f = read_landmarks(args.fixed_landmarks, geometry=geometry)
-        m = read_landmarks(args.moving_landmarks)
+        m = read_landmarks(args.moving_landmarks, geometry=_moving_geometry(path, args.moving_landmarks))
         out["tre_before"] = tre(f, m)
         out["tre_after"] = tre(transform.map_points(f), m)
     if args.fixed_labels or args.moving_labels:
         if not (args.fixed_labels and args.moving_labels):
             raise CLIError("give both --fixed-labels and --moving-labels")
         fl = read_label_map(args.fixed_labels)
+        _check_same_grid(fl.geometry, geometry, args.fixed_labels)
         ml = read_label_map(args.moving_labels)
         out["dice_before"] = dice(fl.array, Transform(geometry).warp(ml, mode="nearest", default=0).array)
         out["dice_after"] = dice(fl.array, transform.warp(ml, mode="nearest", default=0).array)
@@ -49,6 +53,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
     print(text)
     return 0
+
+
+def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an ``evaluate -o`` that is a folder, one of the inputs, or (without --overwrite) an existing file."""
+    from .outputs import _same_file
+
+    if output.is_dir():
+        raise CLIError(f"-o {output} is a folder; give the name of the JSON file to write")
+    for src in inputs:
+        if _same_file(output, src):
+            raise CLIError(f"-o {output} is the input {src}; choose another file (inputs are never overwritten)")
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise CLIError(f"{output} already exists; choose another -o file or add --overwrite")
+    if not output.resolve().parent.is_dir():
+        raise CLIError(f"the folder of -o {output} does not exist; create it first")
+
+
+def _moving_geometry(field: Path, landmarks: str):
+    """The moving grid for voxel-index landmark files: that of the inverse field beside ``field``, if any.
+
+    Raises:
+        CLIError: a DIR-Lab (voxel index) file and no inverse field to give the moving grid.
+    """
+    from ..io import read_displacement_field
+    from ..io.landmarks import landmark_format
+
+    if landmark_format(landmarks) != "dirlab":
+        return None
+    inverse = field.parent / "displacement_inverse.nii.gz"
+    if not inverse.is_file():
+        raise CLIError(f"--moving-landmarks {landmarks} holds voxel indices of the moving image (DIR-Lab .txt), and "
+                       f"{field.parent} has no {inverse.name} (on the moving grid) to convert them to mm; give the "
+                       "moving landmarks in mm (.csv x,y,z LPS, .fcsv or .mrk.json)")
+    return read_displacement_field(inverse)[1]
+
+
+def _check_same_grid(labels, geometry, path: str) -> None:
+    """Dice compares voxel by voxel: the fixed label map must lie on the field's (fixed) grid."""
+    from ..spatial.overlap import grid_corners
+
+    same = tuple(labels.size) == tuple(geometry.size) and bool(
+        np.max(np.linalg.norm(grid_corners(labels) - grid_corners(geometry), axis=1)) <= 0.01 * float(np.min(geometry.spacing)))
+    if not same:
+        raise CLIError(f"--fixed-labels {path} is on a grid of {list(labels.size)} voxels at origin "
+                       f"{np.round(labels.origin, 2).tolist()} mm, spacing {np.round(labels.spacing, 4).tolist()} mm, "
+                       f"but the result's fixed grid is {list(geometry.size)} voxels at origin "
+                       f"{np.round(geometry.origin, 2).tolist()} mm, spacing {np.round(geometry.spacing, 4).tolist()} "
+                       "mm; Dice compares voxel by voxel: give the label map of the fixed image (on its grid)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -66,6 +118,13 @@ def cmd_warp(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..cohort.cli import batch_main
+    from .register_cmd import check_regularization, check_threads
+
+    # settings shared by every pair fail the cohort at once (exit 2), not each pair on its own
+    if hasattr(args, "regularization"):
+        check_regularization(args.regularization)
+    if hasattr(args, "threads"):
+        check_threads(args.threads, zero="automatic")
 
     return int(batch_main(args) or 0)
 
@@ -85,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fixed-labels")
     e.add_argument("--moving-labels")
     e.add_argument("-o", "--output", help="write the metrics JSON here too")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never an input)")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train the network (see configs/)")
@@ -122,8 +182,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Warnings reach the user as one clean line each, never with a source path.
-    warnings.showwarning = lambda message, category, *a, **k: print(f"warning: {message}", file=sys.stderr)
+    # Warnings reach the user as one clean line each, never with a source path, and once: a run's
+    # metrics repeat the warnings raised while it ran, and the summary skips those already shown.
+    args.shown_warnings = set()
+
+    def show(message, category, *a, **k) -> None:
+        args.shown_warnings.add(str(message))
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
     try:
         return int(args.func(args) or 0)
     except ModuleNotFoundError as exc:

@@ -18,13 +18,16 @@ import numpy as np
 from ..engine.api import RegistrationResult
 from ..spatial.image import Image
 
-__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "OutputError", "check_outputs", "staged_output", "write_outputs",
+__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "ALL_OUTPUT_FILES", "OutputError", "check_outputs", "staged_output", "write_outputs",
            "json_default"]
 
 #: files ``adregnet register`` writes (contract, DESIGN.md)
 OUTPUT_FILES = ("displacement.nii.gz", "transform.h5", "warped.nii.gz", "jacobian.nii.gz", "metrics.json", "report.png")
 #: the inverse (moving -> fixed, on the moving grid), written when the result has it
 INVERSE_FILES = ("displacement_inverse.nii.gz", "transform_inverse.h5")
+#: every name a run may write: with --overwrite, those a new run does not write are removed, so a
+#: folder never mixes files of two runs (an old inverse beside a new forward field)
+ALL_OUTPUT_FILES = OUTPUT_FILES + INVERSE_FILES + ("warped_labels.nii.gz",)
 
 
 class OutputError(ValueError):
@@ -49,13 +52,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[str | Path]], overwrite: bool) -> None:
+def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[str | Path]],
+                  overwrite: bool) -> list[str]:
     """Refuse an output folder that would destroy an input or, without ``overwrite``, earlier outputs.
+
+    Args:
+        outdir: the output folder (need not exist).
+        names: the files this run writes.
+        inputs: the run's input paths (None entries ignored).
+        overwrite: the user allowed replacing earlier outputs.
+
+    Returns:
+        Outputs of an earlier run (:data:`ALL_OUTPUT_FILES`) that this run does not write; with
+        ``overwrite`` they must be removed when the new files are moved in (``staged_output(remove=...)``).
 
     Raises:
         OutputError: an output name resolves to an input file (always refused), outputs already
-            exist and ``overwrite`` is False, or the path is not a folder.
+            exist and ``overwrite`` is False, an output name is taken by a folder, or the path is not
+            a usable folder (a file, a broken symbolic link, not writable).
     """
+    outdir = Path(outdir)
+    if outdir.is_symlink() and not outdir.exists():
+        raise OutputError(f"output path {outdir} is a symbolic link to {os.readlink(outdir)}, which does not exist; "
+                          "create that folder or choose another -o")
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output path {outdir} exists and is not a folder; choose another -o")
     input_paths = [Path(p) for p in inputs if p]
@@ -65,9 +84,26 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
             if _same_file(target, src):
                 raise OutputError(f"the output {target} would overwrite the input {src}; "
                                   "choose another -o folder (inputs are never overwritten, even with --overwrite)")
-    existing = [n for n in names if (outdir / n).exists()]
+    known = list(names) + [n for n in ALL_OUTPUT_FILES if n not in names]
+    for name in known:
+        target = outdir / name
+        if target.exists() and not target.is_file():
+            raise OutputError(f"{target} is a folder, not an output file of an earlier run; move it away or choose "
+                              "another -o folder (it is never replaced, even with --overwrite)")
+    present = [n for n in known if (outdir / n).exists() or (outdir / n).is_symlink()]
+    existing = [n for n in present if n in names]
+    stale = [n for n in present if n not in names]
     if existing and not overwrite:
         raise OutputError(f"{outdir} already holds {', '.join(existing)}; choose another -o folder or add --overwrite")
+    if stale and not overwrite:
+        raise OutputError(f"{outdir} holds {', '.join(stale)} of an earlier run, which this run does not write: they "
+                          "would not belong to the new result; choose another -o folder or add --overwrite (they are "
+                          "then removed)")
+    for name in stale:
+        for src in input_paths:
+            if _same_file(outdir / name, src):
+                raise OutputError(f"{outdir / name} (an output of an earlier run, which --overwrite would remove) is "
+                                  f"the input {src}; choose another -o folder (inputs are never removed)")
     parent = outdir.parent if not outdir.exists() else outdir
     while not parent.exists():
         parent = parent.parent
@@ -75,6 +111,7 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
         raise OutputError(f"cannot write to the output folder {outdir} (Not a directory); choose a writable -o folder")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write to the output folder {outdir} (no write permission); choose a writable -o folder")
+    return stale
 
 
 class staged_output:
@@ -85,10 +122,16 @@ class staged_output:
         with staged_output(outdir) as tmp:
             ...write files into tmp...
         # now in outdir; on an exception nothing was moved and tmp is gone
+
+    Args:
+        outdir: the destination folder (created if missing, with the user's umask).
+        remove: names of earlier outputs in ``outdir`` to delete once the new files are in place
+            (see :func:`check_outputs`).
     """
 
-    def __init__(self, outdir: Path) -> None:
+    def __init__(self, outdir: Path, remove: Sequence[str] = ()) -> None:
         self.outdir = Path(outdir)
+        self.remove = tuple(remove)
         self.tmp: Optional[Path] = None
 
     def __enter__(self) -> Path:
@@ -97,17 +140,31 @@ class staged_output:
             self.outdir.parent.mkdir(parents=True, exist_ok=True)
             base = self.outdir.parent
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.partial-", dir=base))
+        # mkdtemp makes it 0700; it becomes OUTDIR, which should get the permissions mkdir gives (the
+        # user's umask, read from a folder made the ordinary way: os.umask would change it process-wide)
+        probe = self.tmp / ".mode"
+        probe.mkdir()
+        os.chmod(self.tmp, probe.stat().st_mode & 0o7777)
+        probe.rmdir()
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self.tmp is not None
         try:
             if exc_type is None:
-                if not self.outdir.exists():
+                if not self.outdir.exists() and not self.outdir.is_symlink():
                     os.replace(self.tmp, self.outdir)
                     return False
-                for item in sorted(self.tmp.iterdir()):
+                items = sorted(self.tmp.iterdir())
+                # every destination is checked before the first move: the folder never ends up half replaced
+                blocked = [self.outdir / i.name for i in items if (self.outdir / i.name).is_dir()]
+                if blocked:
+                    raise OutputError(f"{blocked[0]} is a folder, so the outputs cannot be moved into {self.outdir}; "
+                                      "nothing was changed there: move it away or choose another -o folder")
+                for item in items:
                     os.replace(item, self.outdir / item.name)
+                for name in self.remove:
+                    (self.outdir / name).unlink(missing_ok=True)
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False

@@ -2,17 +2,132 @@ r"""``adregnet register``: read the inputs, call :func:`register`, write the out
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
-__all__ = ["add_register_arguments", "cmd_register", "CLIError"]
+__all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads",
+           "check_mask", "check_label_values", "check_initial_transform", "MAX_REGULARIZATION", "MAX_THREADS",
+           "MAX_SEED", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES"]
+
+#: Largest --regularization accepted: the field's Gaussian sigma grows with it (1.5 working voxels at 1),
+#: and at 100 it is already far wider than any scan (the field is then a translation); 1e7 ran for hours.
+MAX_REGULARIZATION = 100.0
+#: Largest --threads accepted (torch takes any count, and a typo such as 80000 would start that many).
+MAX_THREADS = 1024
+#: Largest --seed: the pre-alignment's sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit number,
+#: and reads 0 as "seed from the clock", so -1 would give a different result on every run.
+MAX_SEED = 2 ** 32 - 2
+#: A mask or label map with more distinct values than this is an intensity image given by mistake
+#: (label maps hold tens to about a thousand labels, e.g. a 1000-parcel atlas; an MR volume thousands
+#: of grey values). With negative values (CT in HU, signed data) more than MAX_SIGNED_LABEL_VALUES.
+MAX_MASK_VALUES = 5000
+MAX_SIGNED_LABEL_VALUES = 64
 
 
 class CLIError(Exception):
     """A user error reported as one line, exit code 2."""
+
+
+def check_regularization(value: float) -> None:
+    """Refuse a --regularization that is not positive and finite, or that is absurdly large.
+
+    Raises:
+        CLIError: the value and what is accepted.
+    """
+    if not (value > 0 and value != float("inf")):  # also NaN; the engine's own words
+        raise CLIError(f"regularization must be a positive number (1 = default), got {value}")
+    if value > MAX_REGULARIZATION:
+        raise CLIError(f"--regularization {value:g} is above {MAX_REGULARIZATION:g}: at {MAX_REGULARIZATION:g} the "
+                       "smoothing is already wider than any scan (the deformation is then nearly a translation), and "
+                       f"larger values only cost time; give at most {MAX_REGULARIZATION:g} (1 = default)")
+
+
+def check_threads(value: int, zero: str = "torch's choice") -> None:
+    """Refuse a negative or absurdly large --threads (0 means ``zero``)."""
+    if value < 0:
+        raise CLIError(f"--threads must be a positive number of CPU threads (0 = {zero}), got {value}")
+    if value > MAX_THREADS:
+        raise CLIError(f"--threads {value} is more than {MAX_THREADS}; this machine has {os.cpu_count()} CPU "
+                       f"cores: give at most that many (0 = {zero})")
+
+
+def check_label_values(image, option: str, what: str = "label map") -> None:
+    """Refuse a label map (or mask) that is an intensity image given by mistake.
+
+    Args:
+        image: as read by ``read_label_map`` (int64 (Z, Y, X) array).
+        option: the command-line option, for messages ("--warp-labels").
+        what: "label map" or "mask", for messages.
+
+    Raises:
+        CLIError: more than :data:`MAX_MASK_VALUES` distinct values, or negative values with more
+            than :data:`MAX_SIGNED_LABEL_VALUES` (a CT in HU).
+    """
+    flat = image.array.reshape(-1)
+    sample = flat[:: max(1, flat.size // 2_000_000)]
+    values = np.unique(sample)
+    signed = values.size and values[0] < 0
+    if values.size > MAX_MASK_VALUES or (signed and values.size > MAX_SIGNED_LABEL_VALUES):
+        rule = (f"with negative values, more than the {MAX_SIGNED_LABEL_VALUES} a label map holds" if signed and
+                values.size <= MAX_MASK_VALUES else f"more than the {MAX_MASK_VALUES} of any label map")
+        raise CLIError(f"{option} {image.name} holds {values.size} distinct values (from {int(values[0])} to "
+                       f"{int(values[-1])}), {rule}: it looks like an intensity image (a scan), not a {what}; give the "
+                       f"segmentation file" + (" (values > 0 inside the region of interest)" if what == "mask" else ""))
+
+
+def check_mask(image, option: str) -> None:
+    """Refuse a mask (label map, > 0 inside) that marks nothing, or that is an intensity image.
+
+    Args:
+        image: the mask as read by ``read_label_map`` (int64 (Z, Y, X) array).
+        option: the command-line option, for messages ("--mask-fixed").
+
+    Raises:
+        CLIError: no voxel above 0 (values named), or see :func:`check_label_values`.
+    """
+    array = image.array
+    if not np.any(array > 0):
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        raise CLIError(f"{option} {image.name} has no voxel above 0 (its values run from {low} to {high}); a mask "
+                       "marks the region of interest with values > 0: give a mask that marks it")
+    check_label_values(image, option, "mask")
+
+
+def check_initial_transform(affine, fixed, moving, path: str) -> None:
+    """Refuse an initial transform that maps the whole fixed image outside the moving image.
+
+    Args:
+        affine: the fixed -> moving AffineMap (LPS mm).
+        fixed, moving: the images (their geometries are used).
+        path: the transform file, for messages.
+
+    Raises:
+        CLIError: no sample of the fixed grid lands inside the moving image; says whether the
+            inverse would fit (a file that holds the moving -> fixed direction).
+    """
+    steps = [np.linspace(0.0, n - 1.0, 9) for n in fixed.geometry.size]
+    xx, yy, zz = np.meshgrid(*steps, indexing="ij")
+    points = fixed.geometry.index_to_physical(np.stack([xx.ravel(), yy.ravel(), zz.ravel()], 1))
+    if moving.geometry.contains(affine.apply(points), margin_voxels=0.5).any():
+        return
+    distance = float(np.linalg.norm(affine.apply(fixed.geometry.center()[None])[0] - moving.geometry.center()))
+    hint = ""
+    try:
+        if moving.geometry.contains(affine.inverse_apply(points), margin_voxels=0.5).mean() > 0.5:
+            hint = (" Its inverse does fit: the file probably holds the moving -> fixed transform; invert it "
+                    "(e.g. SimpleITK's GetInverse) and give that.")
+    except np.linalg.LinAlgError:
+        pass
+    raise CLIError(f"--initial-transform {path} maps the whole fixed image outside the moving image (the fixed "
+                   f"image's centre lands {distance:.0f} mm from the moving image's centre); give the transform from "
+                   "fixed to moving space (ITK's convention, as ANTs, elastix and 3D Slicer write it) that belongs to "
+                   f"these two images.{hint}")
 
 
 class _ProgressBar:
@@ -84,8 +199,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..io import read_image, read_label_map, read_landmarks
     from ..io.linear import read_linear_transform
 
-    if args.threads < 0:
-        raise CLIError(f"--threads must be a positive number of CPU threads (0 = torch's choice), got {args.threads}")
+    check_threads(args.threads)
+    check_regularization(args.regularization)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CLIError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {args.seed}")
     if (args.fixed_landmarks is None) != (args.moving_landmarks is None):
         raise CLIError("give both --fixed-landmarks and --moving-landmarks (pairs match by order), or neither")
     outdir = Path(args.output)
@@ -95,7 +212,7 @@ def cmd_register(args: argparse.Namespace) -> int:
               "moving_landmarks": args.moving_landmarks, "mask_fixed": args.mask_fixed,
               "mask_moving": args.mask_moving, "initial_transform": args.initial_transform,
               "rigid_mask": args.rigid_mask, "warp_labels": args.warp_labels, "weights": args.weights}
-    check_outputs(outdir, names, inputs.values(), args.overwrite)
+    stale = check_outputs(outdir, names, inputs.values(), args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     # Read every input before registering: a wrong file must not cost a whole run.
@@ -110,6 +227,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     initial = read_linear_transform(args.initial_transform) if args.initial_transform else None
     rigid = read_label_map(args.rigid_mask) if args.rigid_mask else None
     labels = read_label_map(args.warp_labels) if args.warp_labels else None
+    for mask, option in ((mask_fixed, "--mask-fixed"), (mask_moving, "--mask-moving"), (rigid, "--rigid-mask")):
+        if mask is not None:
+            check_mask(mask, option)
+    if labels is not None:
+        check_label_values(labels, "--warp-labels")
+    if initial is not None:
+        check_initial_transform(initial, fixed, moving, args.initial_transform)
     from ..spatial.overlap import physical_overlap
 
     for image, reference, option in ((labels, moving, "--warp-labels"), (rigid, fixed, "--rigid-mask")):
@@ -130,7 +254,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                           landmarks_guide=not args.landmarks_check_only, **extra)
     finally:
         bar.close()
-    with staged_output(outdir) as tmp:
+    with staged_output(outdir, remove=stale) as tmp:
         written = write_outputs(result, tmp, fixed, inputs={k: (str(v) if v else None) for k, v in inputs.items()},
                                 labels=labels)
     m = result.metrics
@@ -141,10 +265,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     if fixed_pts is not None:
         role = "pairs guided the registration" if m["landmarks"]["guided_registration"] else "pairs measured only"
         summary.append(f"TRE {m['tre_before']['mean']:.2f} -> {m['tre_after']['mean']:.2f} mm ({role})")
+    shown = getattr(args, "shown_warnings", set())
     for w in m.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
+        if w not in shown:  # a warning raised while registering was already printed as it happened
+            print(f"warning: {w}", file=sys.stderr)
     print("; ".join(summary))
     print(f"wrote {', '.join(written)} to {outdir}/")
+    if stale:
+        print(f"removed {', '.join(stale)} of an earlier run (this run does not write them)")
     return 0
 
 

@@ -158,7 +158,8 @@ def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, d
     dtype = torch.float64 if data.array.dtype == np.float64 else torch.float32
     volume = torch.as_tensor(np.ascontiguousarray(data.array), device=device).to(dtype)[None, None]
     source = bspline_coefficients(volume) if interpolation == "bspline" else volume
-    out = np.zeros(out_geometry.shape, dtype=data.array.dtype if nearest else np.float32)
+    # a float64 image stays float64: values beyond float32's range would otherwise be written as inf
+    out = np.zeros(out_geometry.shape, dtype=data.array.dtype if nearest or dtype == torch.float64 else np.float32)
     hits = 0
     for z0, z1, grid, inside in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
         grid = grid.to(dtype)
@@ -230,7 +231,8 @@ def _run(args: argparse.Namespace) -> str:
     if kind == "points":
         from ..io.transforms import transform_points
 
-        points = read_landmarks(source)
+        # voxel-index files (DIR-Lab .txt) index the grid of the points' own image: the field's grid
+        points = read_landmarks(source, geometry=field_geometry)
         inside = field_geometry.contains(points, margin_voxels=0.5)
         if not inside.any():
             raise WarpError(
@@ -246,6 +248,13 @@ def _run(args: argparse.Namespace) -> str:
         return f"mapped {len(points)} points {args.direction} into {output}"
 
     data = read_image(source, dtype=None) if kind == "image" else read_label_map(source)
+    if kind == "labels":
+        from .register_cmd import CLIError, check_label_values
+
+        try:
+            check_label_values(data, "--labels")
+        except CLIError as exc:
+            raise WarpError(str(exc)) from None
     out_geometry = field_geometry
     if args.reference:
         out_geometry = read_image(args.reference, dtype=None).geometry

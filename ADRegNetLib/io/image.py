@@ -58,6 +58,11 @@ def from_sitk(image: sitk.Image, name: str = "image", dtype=np.float32) -> Image
     Raises:
         ImageError: for 2-D/4-D or multi-component images, or a geometry that is not usable.
     """
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise ImageError(
+            f"{name}: holds complex voxel values (raw MR data: real and imaginary parts); registration needs a "
+            "real-valued volume: save its magnitude image and give that"
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(
             f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel (a vector/RGB image); "
@@ -74,8 +79,24 @@ def from_sitk(image: sitk.Image, name: str = "image", dtype=np.float32) -> Image
         raise ImageError(f"{name}: {exc}") from None
     array = sitk.GetArrayFromImage(image)
     if dtype is not None:
-        array = array.astype(dtype, copy=False)
+        array = _cast(array, dtype, name)
     return Image(array, geometry, name)
+
+
+def _cast(array: np.ndarray, dtype, name: str) -> np.ndarray:
+    """``array`` as ``dtype``; values that do not fit a floating ``dtype`` raise instead of becoming inf."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating) and array.dtype.itemsize > dtype.itemsize and array.size:
+        limit = float(np.finfo(dtype).max)
+        with np.errstate(invalid="ignore"):
+            peak = float(np.nanmax(np.abs(array[np.isfinite(array)]))) if np.isfinite(array).any() else 0.0
+        if peak > limit:
+            raise ImageError(
+                f"{name}: holds voxel values up to {peak:.3g} in magnitude, beyond the {dtype} range "
+                f"(+-{limit:.3g}) the registration computes in; the file's intensities are not in any scanner's "
+                "units: rescale the image (or fix its scaling slope/intercept) and give that file"
+            )
+    return array.astype(dtype, copy=False)
 
 
 def to_sitk(image: Image, dtype=None) -> sitk.Image:

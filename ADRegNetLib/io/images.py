@@ -36,6 +36,7 @@ __all__ = [
     "MAX_ANISOTROPY",
     "MAX_SIZE_RATIO",
     "WARN_SIZE_RATIO",
+    "MAX_ABS_INTENSITY",
 ]
 
 PathLike = Union[str, Path]
@@ -53,6 +54,10 @@ MAX_ANISOTROPY = 50.0
 MAX_SIZE_RATIO = 50.0
 #: From this ratio on a warning names the difference (a header in cm against one in mm is 10).
 WARN_SIZE_RATIO = 8.0
+#: Largest intensity magnitude accepted. The registration computes in float32, whose sums of squares
+#: over a 1e8-voxel volume overflow (3.4e38) above about 1e15; no scanner's units come near it
+#: (CT +-4e3 HU, MR up to about 1e5, PET in Bq/ml up to about 1e8).
+MAX_ABS_INTENSITY = 1e15
 
 _IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
 
@@ -67,10 +72,14 @@ def _read_sitk(path: Path) -> sitk.Image:
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" is said below, in one line
     try:
         series_ids = reader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:  # pragma: no cover - GDCM failures are rare
         raise ImageError(f"{folder}: cannot scan the folder for DICOM series ({exc})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series_ids:
         raise ImageError(
             f"{folder}: is a folder without a DICOM series; give an image file (.nii.gz, .nrrd, .mha) "
@@ -276,9 +285,11 @@ def normalize_intensity(image: Image, modality: str = "generic", window: Optiona
     low, high = float(window[0]), float(window[1])
     if not high > low:
         if np.nanmax(data) > np.nanmin(data):  # not constant: nearly all voxels hold one value
-            share = 100.0 * float(np.count_nonzero(data == low)) / data.size
+            same = int(np.count_nonzero(data == low))
+            share = (f"all but {data.size - same} of its {data.size} voxels hold" if 100.0 * same / data.size >= 99.995
+                     else f"{100.0 * same / data.size:.2f}% of its voxels hold")
             raise ImageError(
-                f"{image.name}: {share:.2f}% of its voxels hold the value {low:g}, so its intensity window "
+                f"{image.name}: {share} the value {low:g}, so its intensity window "
                 f"[{low:g}, {high:g}] is empty: the volume is nearly blank (a mask or a mostly empty volume?); "
                 "check that the right volume was selected")
         raise ImageError(
@@ -322,6 +333,12 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
 
     if array.dtype == np.bool_:
         raise ImageError(f"{name} is a binary mask (bool); give the intensity image to register, and the mask separately")
+    if np.iscomplexobj(array):
+        raise ImageError(f"{name} holds complex values ({array.dtype}); registration needs a real-valued volume: "
+                         "give its magnitude (numpy.abs) instead")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageError(f"{name} has voxels of type {array.dtype}, not numbers; give a numeric (Z, Y, X) array "
+                         "(read files with ADRegNetLib.io.read_image)")
     if np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array)
         if bad.any():
@@ -354,6 +371,13 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
 
     finite_min = float(np.min(array))
     finite_max = float(np.max(array))
+    peak = max(abs(finite_min), abs(finite_max))
+    if peak > MAX_ABS_INTENSITY:
+        raise ImageError(
+            f"{name} has intensities up to {peak:.3g} in magnitude (range [{finite_min:.3g}, {finite_max:.3g}]), "
+            f"beyond the {MAX_ABS_INTENSITY:g} the registration's float32 arithmetic handles; these are not any "
+            "scanner's units: rescale the image (or fix its scaling slope/intercept) before registering"
+        )
     if finite_max == finite_min:
         raise ImageError(
             f"{name} is constant (every voxel is {finite_min:g}); it holds no structure to register: "

@@ -77,6 +77,9 @@ MARKUPS_SCHEMA = (
 
 
 # ------------------------------------------------------------------------------- Slicer .mrk.json
+#: Slicer's positionStatus values of a control point that was never placed: its position is a placeholder.
+_UNPLACED = ("undefined", "preview", "missing")
+
 def read_markups_json(path: PathLike) -> np.ndarray:
     """Read the control points of the first markup of a Slicer ``.mrk.json`` file (LPS mm)."""
     path = Path(path)
@@ -100,6 +103,13 @@ def read_markups_json(path: PathLike) -> np.ndarray:
     points = []
     for k, cp in enumerate(control_points):
         position = cp.get("position") if isinstance(cp, dict) else None
+        status = str(cp.get("positionStatus", "defined")) if isinstance(cp, dict) else "defined"
+        if position is not None and status.lower() in _UNPLACED:
+            raise LandmarkError(
+                f"{path}: control point {k} ({cp.get('label', '?')!r}) is not placed (positionStatus {status!r}); "
+                "its position is a placeholder. Place it in Slicer, or delete it and its partner in the other file, "
+                "since pairs are matched by order"
+            )
         if position is None:
             status = cp.get("positionStatus", "?") if isinstance(cp, dict) else "?"
             raise LandmarkError(
@@ -109,6 +119,8 @@ def read_markups_json(path: PathLike) -> np.ndarray:
         if not isinstance(position, list) or len(position) != 3:
             raise LandmarkError(f"{path}: control point {k} position must be 3 numbers, got {position!r}")
         try:
+            if any(isinstance(v, bool) for v in position):
+                raise TypeError("true/false is not a coordinate")
             xyz = [float(v) for v in position]
         except (TypeError, ValueError, OverflowError):
             raise LandmarkError(f"{path}: control point {k} position is not numeric: {position!r}") from None
@@ -231,6 +243,24 @@ def _find_columns(header: list[str], names: dict) -> Optional[list[int]]:
     return found
 
 
+def _header_hint(first_row: list[str]) -> str:
+    """What to do about a first CSV row that names no x, y, z columns (a missing header, another delimiter)."""
+    line = ",".join(first_row)
+    for delimiter, word in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        names = [h.strip().strip('"').lower() for h in line.split(delimiter)]
+        if delimiter in line and (_find_columns(names, _LPS_NAMES) or _find_columns(names, _RAS_NAMES)):
+            return (f"its columns are separated by {word}: save it as comma-separated values (with '.' as the "
+                    "decimal point), header 'x,y,z' (LPS mm)")
+    try:
+        [float(c) for c in first_row if c.strip()]
+        numeric = any(c.strip() for c in first_row)
+    except ValueError:
+        numeric = False
+    if numeric:
+        return "it holds numbers, so the file has no header: add the line 'x,y,z' (LPS mm) at the top"
+    return "the first line must be a header such as 'x,y,z' (LPS mm)"
+
+
 def read_landmark_csv(path: PathLike) -> np.ndarray:
     """Read a CSV with a header naming x, y, z columns (LPS mm; RAS columns are converted)."""
     path = Path(path)
@@ -245,10 +275,8 @@ def read_landmark_csv(path: PathLike) -> np.ndarray:
         cols = _find_columns(header, _RAS_NAMES)
         ras = cols is not None
     if cols is None:
-        raise LandmarkError(
-            f"{path}, line {rows[0][0]}: header {rows[0][1]!r} does not name x, y, z columns; the first line must "
-            "be a header such as 'x,y,z' (LPS mm)"
-        )
+        raise LandmarkError(f"{path}, line {rows[0][0]}: header {rows[0][1]!r} does not name x, y, z columns; "
+                            + _header_hint(rows[0][1]))
     points = []
     for lineno, row in rows[1:]:
         if len(row) <= max(cols):
@@ -311,6 +339,8 @@ def read_landmarks(path: PathLike, geometry: Optional[Geometry] = None, zero_bas
     path = Path(path)
     if not path.exists():
         raise LandmarkError(f"{path}: no such landmark file")
+    if path.is_dir():
+        raise LandmarkError(f"{path}: is a folder, not a landmark file; give the .mrk.json, .fcsv, .csv or .txt file")
     kind = fmt or landmark_format(path)
     if kind == "markups":
         return read_markups_json(path)

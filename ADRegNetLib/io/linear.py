@@ -53,6 +53,9 @@ def read_linear_transform(path: PathLike) -> AffineMap:
             transform: use it as a result folder with ``adregnet warp`` instead).
     """
     p = Path(path)
+    if p.is_dir():
+        raise LinearTransformError(f"initial transform {p} is a folder; give an ITK .h5/.tfm/.txt/.mat rigid or affine "
+                                   "transform file")
     if not p.is_file():
         raise LinearTransformError(f"initial transform file {p} does not exist")
     try:

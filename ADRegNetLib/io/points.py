@@ -126,6 +126,8 @@ def _nonempty(points: list, source: str) -> np.ndarray:
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise LandmarkError(f"{path}: no such landmark file")
+    if path.is_dir():
+        raise LandmarkError(f"{path}: is a folder, not a landmark file; give the .mrk.json, .fcsv, .csv or .txt file")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
