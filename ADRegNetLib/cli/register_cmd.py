@@ -9,20 +9,15 @@ from typing import Optional
 
 import numpy as np
 
+from ..engine.settings import MAX_REGULARIZATION, MAX_SEED  # the engine's bounds, re-exported under the CLI's names
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
 __all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads",
            "check_mask", "check_label_values", "check_initial_transform", "MAX_REGULARIZATION", "MAX_THREADS",
            "MAX_SEED", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES"]
 
-#: Largest --regularization accepted: the field's Gaussian sigma grows with it (1.5 working voxels at 1),
-#: and at 100 it is already far wider than any scan (the field is then a translation); 1e7 ran for hours.
-MAX_REGULARIZATION = 100.0
 #: Largest --threads accepted (torch takes any count, and a typo such as 80000 would start that many).
 MAX_THREADS = 1024
-#: Largest --seed: the pre-alignment's sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit number,
-#: and reads 0 as "seed from the clock", so -1 would give a different result on every run.
-MAX_SEED = 2 ** 32 - 2
 #: A mask or label map with more distinct values than this is an intensity image given by mistake
 #: (label maps hold tens to about a thousand labels, e.g. a 1000-parcel atlas; an MR volume thousands
 #: of grey values). With negative values (CT in HU, signed data) more than MAX_SIGNED_LABEL_VALUES.

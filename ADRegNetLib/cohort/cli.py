@@ -52,6 +52,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def batch_main(args: argparse.Namespace) -> int:
     """Runs ``adregnet batch`` with parsed arguments; returns the exit code (see the module docstring)."""
+    from ..cli.register_cmd import CLIError, check_regularization, check_threads
     from .pairs import PairsError, pairs_from_atlas
     from .run import BatchError, register_cohort
 
@@ -61,8 +62,11 @@ def batch_main(args: argparse.Namespace) -> int:
 
     if args.atlas_mask and not args.atlas:
         return fail("--atlas-mask goes with --atlas; in a PAIRS.csv give the mask_fixed column instead")
-    if args.threads < 0:
-        return fail(f"--threads must be a positive number of CPU threads (0 = automatic), got {args.threads}")
+    try:  # settings shared by every pair fail the cohort at once, as in ``adregnet batch`` (cli/main.py cmd_batch)
+        check_regularization(args.regularization)
+        check_threads(args.threads, zero="automatic")
+    except CLIError as exc:
+        return fail(str(exc))
     try:
         pairs = pairs_from_atlas(args.atlas, args.pairs, args.atlas_mask) if args.atlas else args.pairs
         rows = register_cohort(pairs, args.output, preset=args.preset, quality=args.quality,

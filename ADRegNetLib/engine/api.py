@@ -5,12 +5,16 @@ Every front end (Slicer module, CLI, Python users) calls :func:`register`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ..spatial.image import Image
 from ..spatial.geometry import Geometry
+from .settings import PRESETS, QUALITIES  # listed in __all__: importable from here as well
+
+if TYPE_CHECKING:  # the annotation only; spatial.transform imports torch
+    from ..spatial.transform import Transform
 
 __all__ = ["RegistrationCancelled", "RegistrationError", "RegistrationResult", "PRESETS", "QUALITIES"]
 

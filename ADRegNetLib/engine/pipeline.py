@@ -40,7 +40,7 @@ from .results import inverse_and_consistency, warped_and_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
-                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, detect_preset, is_ct)
+                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP, detect_preset, is_ct)
 from .refinement_stage import coarse_start_judge, refinement
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, load_residual_network,
                      map_mask, matched_resolution, moving_field_of_view, network_stage, without_padding,
@@ -123,7 +123,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages = Stages(progress, should_stop)
     stages.report(0.0, "checking inputs")
     t_start = time.perf_counter()
-    check_settings(preset, quality, regularization)
+    check_settings(preset, quality, regularization, seed)
     if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
         raise RegistrationError(f"multimodal must be True (two contrasts), False (one) or None (decide from the "
                                 f"images), got {multimodal!r}")
@@ -183,6 +183,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         warnings_.append(f"the fixed and moving images do not overlap in physical space (centres {distance:.0f} mm "
                          "apart); started from a centre-of-mass alignment (check that both scans show the same "
                          "anatomy, or give an initial transform)")
+    elif overlap < SMALL_PHYSICAL_OVERLAP and initial_transform is None:
+        warnings_.append(f"the fixed and moving images share only {100 * overlap:.1f}% of the smaller one's volume in "
+                         "physical space: the result will be unreliable; check the image headers (origin and "
+                         "direction: an axis direction flipped in one image, with the same origin, gives such an "
+                         "overlap), or give an initial transform")
     torch.manual_seed(seed)
     stages.done("validate")
 
@@ -224,8 +229,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     moving_w_np = moving_w_img.array
     moving_has_data = float(moving_n.array.max()) > 0.01
     del fixed_n, moving_n  # full-resolution copies: not needed past the working grid (memory on large inputs)
+    # the usual advice is an initial alignment: when one was given, it is what put the images apart
+    check_given = ("; check its direction: it must map fixed to moving points (ITK's convention, as ANTs, elastix and "
+                   "3D Slicer write it; invert a moving -> fixed one) and belong to these two images")
     if float(np.count_nonzero(moving_w_np > 0.01)) < MIN_MOVING_OVERLAP * moving_w_np.size and moving_has_data:
         raise RegistrationError(
+            (f"the given initial transform leaves the images without overlap (seen through it, the moving image "
+             f"covers less than {100 * MIN_MOVING_OVERLAP:.0f}% of the fixed image){check_given}")
+            if initial_transform is not None else
             "the moving image does not overlap the fixed image after pre-alignment; check that both scans show "
             "the same anatomy, or give landmark pairs / an initial alignment")
     fixed_w = torch.from_numpy(fixed_w_np)[None, None].to(torch_device)
@@ -245,8 +256,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     del moving_w_img, moving_inside
     if field_of_view is not None:
         if not field_of_view.any():
-            raise RegistrationError("the moving image does not cover the fixed image after pre-alignment beyond its "
-                                    "edges; check that both scans show the same anatomy, or give an initial alignment")
+            raise RegistrationError(
+                f"the given initial transform leaves the images without overlap beyond the moving image's edges"
+                f"{check_given}" if initial_transform is not None else
+                "the moving image does not cover the fixed image after pre-alignment beyond its "
+                "edges; check that both scans show the same anatomy, or give an initial alignment")
         mask_w_np = field_of_view if mask_w_np is None else (mask_w_np & field_of_view)
         if not mask_w_np.any():
             raise RegistrationError("the fixed mask lies where the moving image has no data; check the mask")

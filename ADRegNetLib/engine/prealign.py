@@ -17,6 +17,7 @@ from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..typing import StopCallback
 from .api import RegistrationCancelled
+from .settings import MAX_SEED
 
 __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
 
@@ -146,7 +147,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         fixed_mask: optional region of interest on the fixed grid.
         iterations: optimiser iterations per resolution level.
         same_modality: use correlation (True) or Mattes mutual information (False).
-        seed: sampling seed (determinism).
+        seed: sampling seed (determinism), a whole number from 0 to :data:`MAX_SEED`.
         should_stop: returns True to cancel; checked at every optimiser iteration.
         initial: optional fixed -> moving start (the user's initial transform); with mode "none"
             it is returned as it is.
@@ -169,9 +170,14 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
 
     Raises:
         RegistrationCancelled: when ``should_stop()`` turned True during the optimisation.
+        ValueError: an unknown mode, or a seed outside 0 to :data:`MAX_SEED`.
     """
     if mode not in ("affine", "rigid", "none"):
         raise ValueError(f"pre-alignment mode must be 'affine', 'rigid' or 'none', got {mode!r}")
+    # register() checks the seed for its users (stages.check_settings); this guards direct callers: SimpleITK
+    # gets seed + 1 (_registration), so -1 would seed from the clock and 2**32 - 1 overflow
+    if isinstance(seed, (bool, np.bool_)) or int(seed) != seed or not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"pre-alignment seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     overlap = physical_overlap(fixed.geometry, moving.geometry)
     info: dict = {"mode": mode}
     if mode == "none":

@@ -21,7 +21,8 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "CO
            "LOCAL_REFINE_FINE_SIGMA_MM",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
-           "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE", "detect_preset", "is_ct"]
+           "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE", "detect_preset", "is_ct",
+           "MAX_REGULARIZATION", "MAX_SEED", "SMALL_PHYSICAL_OVERLAP"]
 
 #: preset names ("auto" decides from the images and says why)
 PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
@@ -450,3 +451,18 @@ def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
     if np.all(extent > 100) and np.all(extent < 300) and background > 0.3:
         return "brain-mri", f"non-CT intensities, head-sized field of view, {100 * background:.0f}% empty background"
     return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"
+
+
+# ---- bounds of the user's settings (checked by ``stages.check_settings``; the CLI imports them)
+#: largest regularization accepted: the field's Gaussian sigma grows with it (1.5 working voxels at 1),
+#: and at 100 it is already far wider than any scan (the field is then a translation); 1e7 ran for hours
+#: and 1e30 asked for petabytes
+MAX_REGULARIZATION = 100.0
+#: largest seed accepted: the pre-alignment's sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit
+#: number and reads 0 as "seed from the clock" (``prealign._registration``), so -1 would give a different
+#: result on every run and 2**32 - 1 overflows
+MAX_SEED = 2 ** 32 - 2
+#: fixed and moving boxes sharing less than this share of the smaller one (``spatial.overlap.physical_overlap``),
+#: but not nothing, are warned about: scans of one anatomy placed by their headers overlap far more, and a
+#: flipped axis direction with the same origin leaves one voxel layer per flipped axis (1/24-1/200 of a scan)
+SMALL_PHYSICAL_OVERLAP = 0.1

@@ -3,6 +3,8 @@ masks, padding, resolution matching, the network stage (the refinement stage: ``
 :class:`Image`/:class:`Transform` objects or working-grid tensors."""
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,8 +24,8 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS,
-                       QUALITIES, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
+                       FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, NETWORK_MIN_RELATIVE_GAIN,
+                       PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "check_points", "map_mask",
            "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
@@ -92,14 +94,49 @@ def working_geometry(fixed_geometry: Geometry, spacing_mm: float, max_voxels: in
     return work, note
 
 
-def check_settings(preset: str, quality: str, regularization: float) -> None:
-    """Raise :class:`RegistrationError` for an unknown preset/quality or a bad regularization."""
+def _is_number(value: Any) -> bool:
+    """A Python or numpy int or float; a bool (``True`` is 1 to Python) is not one, nor another
+    ``numbers.Real`` such as ``Fraction`` (the pipeline takes ``np.sqrt`` of the regularization)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_whole_number(value: Any) -> bool:
+    """An integer (numpy integers included, bools not), or a float without a fraction (3.0)."""
+    if not _is_number(value):
+        return False
+    return isinstance(value, numbers.Integral) or (math.isfinite(float(value)) and float(value).is_integer())
+
+
+def check_settings(preset: str, quality: str, regularization: float, seed: int = 0) -> None:
+    """Raise :class:`RegistrationError` for an unknown preset/quality, a bad regularization or seed.
+
+    Args:
+        preset, quality: names from :data:`PRESETS`, :data:`QUALITIES`.
+        regularization: an int or float (numpy scalars too, not a bool) above 0 and at most
+            :data:`MAX_REGULARIZATION`.
+        seed: a whole number from 0 to :data:`MAX_SEED` (an int, numpy integer or float without a
+            fraction; not a bool, a string or None).
+    """
     if preset not in PRESETS:
         raise RegistrationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if quality not in QUALITIES:
         raise RegistrationError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
-    if not isinstance(regularization, (int, float)) or not np.isfinite(regularization) or regularization <= 0:
+    if not _is_number(regularization):
+        raise RegistrationError(f"regularization must be a positive number (1 = default), got {regularization!r} "
+                                f"(a {type(regularization).__name__}); give a number such as 0.5 or 2")
+    if not (math.isfinite(float(regularization)) and regularization > 0):
         raise RegistrationError(f"regularization must be a positive number (1 = default), got {regularization}")
+    if regularization > MAX_REGULARIZATION:
+        raise RegistrationError(
+            f"regularization {float(regularization):g} is above {MAX_REGULARIZATION:g}: at {MAX_REGULARIZATION:g} the "
+            "smoothing is already wider than any scan (the deformation is then nearly a translation), and larger "
+            f"values only cost time; give at most {MAX_REGULARIZATION:g} (1 = default)")
+    if not (_is_whole_number(seed) and 0 <= int(seed) <= MAX_SEED):
+        given = f"{seed}" if _is_number(seed) else f"{seed!r} (a {type(seed).__name__})"
+        raise RegistrationError(
+            f"seed must be a whole number from 0 to {MAX_SEED}, got {given}: the pre-alignment's random "
+            "sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit number and reads 0 as 'seed from the clock', "
+            "so results are repeatable only in that range; give a seed in it (0 = default)")
 
 
 def check_points(points: Any, role: str) -> np.ndarray:
@@ -157,10 +194,13 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
         affine: optional ``geometry`` -> mask-space affine (a moving mask seen from the fixed grid).
 
     Raises:
-        RegistrationError: the mask is empty or does not overlap ``geometry``.
+        RegistrationError: the mask has no voxel > 0 (values named) or does not overlap ``geometry``.
     """
-    if not np.any(mask.array):
-        raise RegistrationError(f"the {role} is empty (no voxel > 0); give a mask that marks the region of interest")
+    if not np.any(mask.array > 0):
+        values = (f"values from {float(np.min(mask.array)):g} to {float(np.max(mask.array)):g}" if mask.array.size
+                  else "no voxels")
+        raise RegistrationError(f"the {role} is empty: no voxel above 0 ({values}); a mask marks the region of "
+                                "interest with values > 0: give a mask that marks it")
     src = Image((mask.array > 0).astype(np.float32), mask.geometry, mask.name)
     # Linear interpolation of the indicator then > 0.5: the mask's boundary lands at the same
     # physical place whatever the two grids' spacings (nearest neighbour would shift it by up to a voxel).
