@@ -41,7 +41,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "(default: %(default)s)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods: " + ", ".join(BASELINES + ADREGNET_METHODS + tuple(PEERS))
-                        + " (default: %(default)s; unavailable peers are skipped with a note)")
+                        + " (adregnet-* methods also with -reg<R> appended: regularization R; default: %(default)s; "
+                        "unavailable peers are skipped with a note)")
     parser.add_argument("--quick", action="store_true",
                         help="one small case (the T1 at 4 mm) and light peer settings: a smoke test")
     parser.add_argument("--dirlab", type=Path, default=None, metavar="DIR",

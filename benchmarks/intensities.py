@@ -12,11 +12,11 @@ from ADRegNetLib.spatial.geometry import Geometry
 
 from .deformations import smooth_noise
 
-__all__ = ["intensity_change_mri", "intensity_change_ct", "synth_image_from_labels", "render_t2_like",
+__all__ = ["bias_field", "intensity_change_mri", "intensity_change_ct", "synth_image_from_labels", "render_t2_like",
            "render_flair_like"]
 
 
-def _bias(shape, geometry: Geometry, rng: np.random.Generator, amplitude: float) -> np.ndarray:
+def bias_field(shape, geometry: Geometry, rng: np.random.Generator, amplitude: float) -> np.ndarray:
     """(Z, Y, X) smooth random field (control points 80 mm apart) times ``amplitude``."""
     return amplitude * smooth_noise(shape, geometry, 80.0, rng, 1)[0]
 
@@ -36,7 +36,7 @@ def intensity_change_mri(image: np.ndarray, geometry: Geometry, rng: np.random.G
     img = np.clip(image / hi, 0, None)
     gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
     img = img ** gamma
-    img = img * np.exp(_bias(image.shape, geometry, rng, 0.2))
+    img = img * np.exp(bias_field(image.shape, geometry, rng, 0.2))
     sigma = rng.uniform(0.01, 0.03)
     n1 = rng.standard_normal(image.shape) * sigma
     n2 = rng.standard_normal(image.shape) * sigma
@@ -53,7 +53,7 @@ def intensity_change_ct(hu: np.ndarray, geometry: Geometry, rng: np.random.Gener
         rng: random generator.
     """
     out = hu * rng.uniform(0.96, 1.04) + rng.uniform(-20.0, 20.0)
-    out = out + _bias(hu.shape, geometry, rng, 20.0)
+    out = out + bias_field(hu.shape, geometry, rng, 20.0)
     out = out + rng.standard_normal(hu.shape) * rng.uniform(10.0, 25.0)
     return out.astype(np.float32)
 
@@ -77,7 +77,7 @@ def synth_image_from_labels(labels: np.ndarray, geometry: Geometry, rng: np.rand
     img = means[inverse] + stds[inverse] * rng.standard_normal(labels.shape)
     blur_mm = rng.uniform(0.5, 1.5)
     img = ndimage.gaussian_filter(img, sigma=blur_mm / geometry.spacing[::-1])
-    img = img * np.exp(_bias(labels.shape, geometry, rng, 0.25))
+    img = img * np.exp(bias_field(labels.shape, geometry, rng, 0.25))
     img = np.clip(img, 0, None)
     img = img / max(float(img.max()), 1e-6)
     img = img ** float(np.exp(rng.normal(0.0, 0.25)))

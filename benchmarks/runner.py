@@ -35,7 +35,7 @@ from ADRegNetLib.io import read_displacement_field, read_image, write_displaceme
 
 from .cases import Case
 from .evaluate import evaluate_field
-from .methods import ADREGNET_METHODS, BASELINES, QUICK_SETTINGS, register_settings
+from .methods import BASELINES, QUICK_SETTINGS, is_adregnet_method, register_settings
 
 __all__ = ["REPO_ROOT", "run_method", "run_one", "child_command", "start_child", "jsonable"]
 
@@ -103,7 +103,7 @@ def run_one(case_dir: Path, method: str, work_dir: Path, threads: int) -> int:
     case = Case.load(case_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     rss_before = _rss_mb()
-    if method in ADREGNET_METHODS:
+    if is_adregnet_method(method):
         disp, seconds, notes = _run_adregnet(case, method, threads)
     elif method in PEERS:
         settings = QUICK_SETTINGS.get(method, {}) if case.name == "quick" else {}

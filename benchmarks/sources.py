@@ -17,7 +17,7 @@ from scipy import ndimage
 from ADRegNetLib.io import read_image
 from ADRegNetLib.spatial.geometry import Geometry
 
-__all__ = ["Source", "load_source", "prefilter", "bbox_geometry", "oblique_geometry", "default_data_dir"]
+__all__ = ["Source", "load_source", "load_synthseg", "prefilter", "bbox_geometry", "oblique_geometry", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
@@ -68,7 +68,8 @@ def _load_lung(data_dir: Path) -> Source:
     return Source(ct.array, mask, ct.geometry, -1024.0, lambda lab: lab > 0)
 
 
-def _load_synthseg(data_dir: Path, subject: int = 1) -> Source:
+def load_synthseg(data_dir: Path, subject: int = 1) -> Source:
+    """SynthSeg subject ``subject``'s label map (no image); the brain is labels 1-99."""
     path = data_dir / "brain-synthseg-labelmaps" / f"training_seg_{subject:02d}.nii.gz"
     if not path.is_file():
         raise FileNotFoundError(f"synthseg case needs {path}; pass --data-dir to the shared data folder")
@@ -77,7 +78,7 @@ def _load_synthseg(data_dir: Path, subject: int = 1) -> Source:
     return Source(None, labels, img.geometry, 0.0, lambda lab: (lab > 0) & (lab < 100))
 
 
-_LOADERS = {"brain": _load_brain, "lung": _load_lung, "synthseg": _load_synthseg}
+_LOADERS = {"brain": _load_brain, "lung": _load_lung, "synthseg": load_synthseg}
 
 
 def load_source(kind: str, data_dir: Path) -> Source:

@@ -124,6 +124,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.report(0.0, "checking inputs")
     t_start = time.perf_counter()
     check_settings(preset, quality, regularization, seed)
+    regularization, seed = float(regularization), int(seed)  # numpy scalars compute as Python numbers
     if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
         raise RegistrationError(f"multimodal must be True (two contrasts), False (one) or None (decide from the "
                                 f"images), got {multimodal!r}")

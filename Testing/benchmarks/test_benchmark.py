@@ -171,6 +171,14 @@ def test_method_names():
     assert register_settings("adregnet-instant") == {"quality": "instant"}
     assert register_settings("adregnet-net-fast") == {"quality": "fast", "instance_optimization": False}
     assert register_settings("adregnet-best") == {"quality": "best"}
+    assert register_settings("adregnet-balanced-reg0.25") == {"quality": "balanced", "regularization": 0.25}
+    assert register_settings("adregnet-net-fast-reg2") == {"quality": "fast", "instance_optimization": False,
+                                                           "regularization": 2.0}
+    for bad in ("adregnet-balanced-reg", "adregnet-balanced-reg0", "adregnet-foo-reg0.5", "greedy-reg0.5"):
+        with pytest.raises(ValueError):
+            register_settings(bad)
+    assert "adregnet-fast-reg0.5" in available_methods(["adregnet-fast-reg0.5"])[0] + list(available_methods(
+        ["adregnet-fast-reg0.5"])[1])
     usable, skipped = available_methods(["identity", "truth", "sitk", "adregnet-instant"])
     assert {"identity", "truth", "sitk"} <= set(usable)
     assert set(usable) | set(skipped) == {"identity", "truth", "sitk", "adregnet-instant"}
