@@ -51,10 +51,13 @@ PREALIGN_MIN_LOCAL_GAIN = 0.02
 #: correlation chose 0.65-0.89 and both checks kept it: final TRE 21.7 mm, 0.57 mm without it
 PREALIGN_MAX_SCALE = 1.4
 #: the pre-alignment turns its start by a rotation (+-45, +-90, 180 degrees about an axis) that fits
-#: this much better than the usual start after a short rigid fit at 16 mm, and that the local structure
-#: similarity (MIND-SSC) confirms by ``PREALIGN_MIN_LOCAL_GAIN`` (``prealign._rotation_search``; about
-#: 0.15 s). Brain seed 0 with its moving image turned about the superior axis (balanced, final TRE):
-#: 45 degrees (and 23 mm shifted) 8.09 -> 0.310 mm (gain 0.14), 90 degrees 63.8 -> 0.260 (0.25); 30
+#: this much better than the usual start after a short rigid fit at 16 mm, and through which the local
+#: structure similarity (MIND-SSC) is not worse (``prealign._rotation_search``; about 0.15 s); the whole
+#: fit then runs from the turn and from the usual start, and the one whose result MIND-SSC prefers is
+#: kept (fifteenth session: an inter-subject pair of two contrasts, heads 35 degrees apart, was refused
+#: the right turn by the former 2 % MIND-SSC rule, Dice 0.53 -> 0.63; another was given a wrong one,
+#: 0.18 -> 0.69; ``docs/benchmarks/wave15-2026-12-01.md``). Brain seed 0 with its moving image turned
+#: about the superior axis (balanced, final TRE; fourteenth session, the fifteenth's rule 0.301 / 0.265): 45 degrees (and 23 mm shifted) 8.09 -> 0.310 mm (gain 0.14), 90 degrees 63.8 -> 0.260 (0.25); 30
 #: degrees 0.300 unchanged (the optimiser reaches it; best rotation's gain 0.07), unturned 0.210 unchanged
 #: (-0.05). A synthseg pair (a contrast per tissue) scored a 180-degree flip 0.69 better by correlation
 #: at 16 mm; MIND-SSC refused it (0.104 -> 0.185)

@@ -136,3 +136,43 @@ def test_a_rotation_the_optimiser_cannot_reach_is_found_by_the_rotation_search()
 
     _, same = prealign(fixed, fixed, mode="rigid", rotation_min_gain=0.1)
     assert same["rotation_search"]["chosen"] == "usual start"
+
+
+@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+def test_a_turn_is_kept_only_when_its_whole_fit_matches_better(monkeypatch):
+    """A search that picks a turn (here forced: 90 degrees about S for a pair that is only shifted) is
+    judged again after the whole fit from the turn and from the usual start: the usual start wins, and
+    the shift is found; a right turn (the real T1 turned by 90 degrees) keeps winning after that check."""
+    import SimpleITK as sitk
+
+    import ADRegNetLib.engine.prealign as pa
+    from ADRegNetLib.io.image import from_sitk, to_sitk
+
+    vol = np.load(BRAIN)["vol"].astype(np.float32)
+    z, y, x = (s // 2 * 2 for s in vol.shape)
+    t1 = vol[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
+    fixed = _normalized(Image(np.ascontiguousarray(t1), Geometry(t1.shape[::-1], (2.0, 2.0, 2.0)), "t1"), "mr", None)
+    g = fixed.geometry
+    shifted = Image(fixed.array, Geometry(g.size, g.spacing, g.origin + np.array([6.0, -4.0, 3.0]), g.direction), "shifted")
+    real_search = pa._rotation_search
+
+    def wrong_turn(f, m, start, *args):
+        turned = sitk.Euler3DTransform(start)
+        turned.SetRotation(0.0, 0.0, np.pi / 2)
+        return turned, {"chosen": "+90 degrees about S (forced by the test)"}
+
+    monkeypatch.setattr(pa, "_rotation_search", wrong_turn)
+    affine, info = prealign(fixed, shifted, mode="rigid", rotation_min_gain=0.1)
+    search = info["rotation_search"]
+    assert search["chosen"] == "usual start (its whole fit matches better)", search
+    assert search["confirm_local_usual"] < search["confirm_local_turned"]
+    centre = g.center()[None]
+    np.testing.assert_allclose(affine.apply(centre)[0] - centre[0], [6.0, -4.0, 3.0], atol=1.0)
+
+    monkeypatch.setattr(pa, "_rotation_search", real_search)
+    turn = sitk.Euler3DTransform(g.center().tolist(), 0.0, 0.0, np.pi / 2, (0.0, 0.0, 0.0))
+    image = to_sitk(fixed, np.float32)
+    moving = from_sitk(sitk.Resample(image, image, turn, sitk.sitkLinear, 0.0), "turned")
+    _, info = prealign(fixed, moving, mode="rigid", rotation_min_gain=0.1)
+    search = info["rotation_search"]
+    assert search["chosen"] == "-90 degrees about S" and search["confirm_local_turned"] < search["confirm_local_usual"]
