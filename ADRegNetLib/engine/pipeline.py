@@ -42,9 +42,9 @@ from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, 
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP, detect_preset, is_ct)
 from .refinement_stage import coarse_start_judge, refinement
-from .stages import (Stages, check_points, check_settings, estimate_memory_gb, load_network, load_residual_network,
-                     map_mask, matched_resolution, moving_field_of_view, network_stage, without_padding,
-                     working_geometry)
+from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
+                     load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
+                     without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -218,6 +218,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
                                      min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm,
                                      max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN)
+    hint = intersubject_hint(preset, regularization, affine, prealign_info.get("kept"))
+    if hint:
+        warnings_.append(hint)
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 

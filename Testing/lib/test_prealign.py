@@ -176,3 +176,19 @@ def test_a_turn_is_kept_only_when_its_whole_fit_matches_better(monkeypatch):
     _, info = prealign(fixed, moving, mode="rigid", rotation_min_gain=0.1)
     search = info["rotation_search"]
     assert search["chosen"] == "-90 degrees about S" and search["confirm_local_turned"] < search["confirm_local_usual"]
+
+
+def test_a_brain_scaled_by_the_pre_alignment_gets_the_inter_subject_hint():
+    """Only a kept brain affine that changes the head's size by >= 3 % at the default regularization."""
+    from ADRegNetLib.engine.stages import intersubject_hint
+    from ADRegNetLib.spatial.affine import AffineMap
+
+    turn = np.array([[np.cos(0.4), -np.sin(0.4), 0.0], [np.sin(0.4), np.cos(0.4), 0.0], [0.0, 0.0, 1.0]])
+    bigger = AffineMap(turn @ np.diag([1.0, 1.05, 0.98]), np.array([3.0, -2.0, 1.0]))
+    hint = intersubject_hint("brain-mri", 1.0, bigger, "optimised")
+    assert hint is not None and "5.0%" in hint and "--regularization 0.25" in hint
+    rigid = AffineMap(turn @ np.diag([1.0, 1.02, 0.99]), np.zeros(3))
+    assert intersubject_hint("brain-mri", 1.0, rigid, "optimised") is None  # one head's size within 3 %
+    assert intersubject_hint("lung-ct", 1.0, bigger, "optimised") is None  # breathing changes the lung's size
+    assert intersubject_hint("brain-mri", 0.25, bigger, "optimised") is None  # the user chose already
+    assert intersubject_hint("brain-mri", 1.0, bigger, "start (the optimised affine ...)") is None
