@@ -36,7 +36,7 @@ from .device import release_freed_memory, resolve_device
 from .modality import contrasts_after_alignment, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .results import inverse_and_consistency, warped_and_before
+from .results import inverse_and_consistency, warped_and_before, worse_than_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
@@ -356,6 +356,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.check()
     warped, before, similarity_before, similarity_after = warped_and_before(fixed, moving, moving_data,
                                                                              result_transform, mask_arr)
+    worse = worse_than_before(similarity_before, similarity_after, bool(multimodal))
+    if worse:
+        warnings_.append(worse)
     stages.check()
     det = result_transform.jacobian()
     release_freed_memory()  # slab temporaries: give the heap back before the inverse's full-size field

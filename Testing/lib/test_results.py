@@ -26,3 +26,17 @@ def test_subsampled_before_similarity_equals_the_full_before_image_at_those_voxe
 def test_similarity_of_an_empty_region_is_none():
     arr = np.ones((4, 4, 4), np.float32)
     assert results.similarity(arr, arr, np.zeros((4, 4, 4), bool)) == {"ncc": None, "nmi": None}
+
+
+def test_a_result_worse_than_the_unregistered_pair_is_reported():
+    from ADRegNetLib.engine.results import worse_than_before
+
+    before = {"ncc": 0.99, "nmi": 1.60}
+    assert worse_than_before(before, {"ncc": 0.985, "nmi": 1.58}, two_contrasts=False) is None  # noise-level change
+    message = worse_than_before(before, {"ncc": 0.60, "nmi": 1.58}, two_contrasts=False)
+    assert message and "NCC 0.99 -> 0.60" in message and "probably wrong" in message
+    # two contrasts: NCC says nothing, mutual information does
+    assert worse_than_before(before, {"ncc": 0.10, "nmi": 1.58}, two_contrasts=True) is None
+    message = worse_than_before(before, {"ncc": 0.10, "nmi": 1.40}, two_contrasts=True)
+    assert message and "1.600 -> 1.400" in message and "NCC" not in message
+    assert worse_than_before({"ncc": None, "nmi": None}, {"ncc": 0.5, "nmi": 1.2}, two_contrasts=False) is None
