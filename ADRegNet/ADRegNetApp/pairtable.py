@@ -1,7 +1,8 @@
 """The landmark-pair table of the module panel: a thin Qt view of ``ADRegNetMRML.pairs``.
 
 One row per pair: name (select it and click again, or press F2, to rename both points), TRE before
-and after (mm, through the last result transform). Double-click a row to centre the slice views on
+and after (mm, through the last result transform; "(guided)" after a pair that pulled that registration
+from where it still is: its error after is not an independent check). Double-click a row to centre the slice views on
 the pair; "Delete pair" removes the selected pair from both lists. All scene work is done by ADRegNetMRML.pairs (tested headless).
 """
 from __future__ import annotations
@@ -71,8 +72,13 @@ class PairTable:
                 name = qt.QTableWidgetItem(row.label if row.complete else f"{row.label} (unpaired)")
                 self.table.setItem(r, 0, name)
                 for c, value in ((1, row.tre_before_mm), (2, row.tre_after_mm)):
-                    item = qt.QTableWidgetItem(_mm(value))
+                    guided = c == 2 and row.guided and value is not None
+                    item = qt.QTableWidgetItem(_mm(value) + (" (guided)" if guided else ""))
                     item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
+                    if guided:
+                        item.setToolTip("This pair pulled the registration, so its error after is what the "
+                                        "registration was asked to reach, not an independent check. Pairs placed "
+                                        "afterwards (or a run with 'Landmarks only measure') check it.")
                     self.table.setItem(r, c, item)
         finally:
             self._filling = False

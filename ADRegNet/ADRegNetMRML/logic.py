@@ -20,6 +20,7 @@ from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, pair_labels, tre_table_node
 from .masks import mask_image_from_node
 from .nodes import rollback_on_error
+from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
 from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
 
@@ -224,6 +225,10 @@ class ADRegNetMRMLLogic:
                                   fixed_points, moving_points, outputs, log)
             if nodes.treTableNode is not None:  # what the "after" column measured
                 nodes.treTableNode.SetAttribute(TRE_GUIDED_ATTRIBUTE, "true" if guided else "false")
+            if guided and fixed_points is not None:  # the pair table marks these pairs while they stay put
+                mark_guiding_pairs(nodes.transformNode, fixed_points, moving_points)
+            else:
+                nodes.transformNode.RemoveAttribute(GUIDING_PAIRS_ATTRIBUTE)  # an overwritten node's old marks
             return nodes
 
     def _publish(self, result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,

@@ -10,6 +10,7 @@ in Slicer; a queue in tests).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,7 +20,14 @@ from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame
 from .geometry import points_lps_to_ras, points_ras_to_lps
 from .landmarks import LandmarkError, markups_labels, next_pair_label
 
-__all__ = ["PairRow", "pair_rows", "rename_pair", "delete_pair", "jump_to_pair", "PairPlacement"]
+__all__ = ["PairRow", "pair_rows", "rename_pair", "delete_pair", "jump_to_pair", "PairPlacement",
+           "GUIDING_PAIRS_ATTRIBUTE", "mark_guiding_pairs"]
+
+#: attribute of a result transform node: the landmark pairs (fixed and moving LPS mm, in their volumes'
+#: frames) that pulled that registration, as JSON; a pair still at those positions is not an independent check
+GUIDING_PAIRS_ATTRIBUTE = "ADRegNet.guidingPairs"
+#: a pair counts as one of them while both its points stay within this distance of where they were, mm
+GUIDING_PAIR_TOLERANCE_MM = 0.05
 
 
 @dataclass
@@ -32,6 +40,8 @@ class PairRow:
         fixed_lps, moving_lps: (3,) LPS mm in the fixed / moving volume's frame, None when missing.
         tre_before_mm: |moving - fixed|, None for an incomplete pair.
         tre_after_mm: |T(fixed) - moving| through the result transform, None without one.
+        guided: the pair, at these positions, pulled the registration of that transform: its error
+            after is what the registration was asked to reach, not an independent check.
     """
 
     index: int
@@ -40,6 +50,7 @@ class PairRow:
     moving_lps: Optional[np.ndarray]
     tre_before_mm: Optional[float] = None
     tre_after_mm: Optional[float] = None
+    guided: bool = False
 
     @property
     def complete(self) -> bool:
@@ -59,6 +70,7 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
     f_labels = markups_labels(fixed_node) if fixed_node is not None else []
     m_labels = markups_labels(moving_node) if moving_node is not None else []
     mapping = transform_node.GetTransformFromParent() if transform_node is not None else None
+    guiding = _guiding_pairs(transform_node)
     rows = []
     for k in range(max(len(fixed), len(moving))):
         f = fixed[k] if k < len(fixed) else None
@@ -71,8 +83,27 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
             if mapping is not None:
                 mapped_ras = mapping.TransformPoint(*map(float, points_lps_to_ras(f)[0]))
                 row.tre_after_mm = float(np.linalg.norm(points_ras_to_lps(mapped_ras)[0] - m))
+            row.guided = bool(len(guiding)) and bool(np.any(
+                (np.linalg.norm(guiding[:, 0] - f, axis=1) <= GUIDING_PAIR_TOLERANCE_MM)
+                & (np.linalg.norm(guiding[:, 1] - m, axis=1) <= GUIDING_PAIR_TOLERANCE_MM)))
         rows.append(row)
     return rows
+
+
+def mark_guiding_pairs(transform_node, fixed_lps: np.ndarray, moving_lps: np.ndarray) -> None:
+    """Record on a result transform node the pairs that pulled its registration (see :data:`GUIDING_PAIRS_ATTRIBUTE`)."""
+    pairs = np.stack([np.asarray(fixed_lps, float), np.asarray(moving_lps, float)], axis=1)
+    transform_node.SetAttribute(GUIDING_PAIRS_ATTRIBUTE, json.dumps(np.round(pairs, 4).tolist()))
+
+
+def _guiding_pairs(transform_node) -> np.ndarray:
+    """(K, 2, 3) fixed and moving LPS of the pairs that guided ``transform_node``'s registration (K may be 0)."""
+    text = transform_node.GetAttribute(GUIDING_PAIRS_ATTRIBUTE) if transform_node is not None else None
+    try:
+        pairs = np.asarray(json.loads(text), dtype=float) if text else np.zeros((0, 2, 3))
+    except (ValueError, TypeError):  # an attribute edited by hand: no pair is marked
+        return np.zeros((0, 2, 3))
+    return pairs if pairs.ndim == 3 and pairs.shape[1:] == (2, 3) else np.zeros((0, 2, 3))
 
 
 def _check_index(fixed_node, moving_node, index: int) -> None:

@@ -280,3 +280,13 @@ def test_landmark_pairs_guide_or_only_measure_and_the_outputs_say_which(scene, i
     assert out.treTableNode.GetAttribute(TRE_GUIDED_ATTRIBUTE) == ("true" if guide else "false")
     text = out.logNode.GetText()
     assert ("guided the registration" in text) is guide and ("measured only" in text) is not guide
+    # the pair table marks the pairs of a guided run; a run that only measured, into the same transform
+    # node, clears those marks
+    from ADRegNetMRML.pairs import GUIDING_PAIRS_ATTRIBUTE, pair_rows
+
+    rows = pair_rows(inputs["fixed_pts"], inputs["moving_pts"], inputs["fixed"], inputs["moving"], out.transformNode)
+    assert rows and all(r.guided is guide for r in rows)
+    again = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(
+        inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"], landmarksGuide=False,
+        outputTransformNode=out.transformNode)
+    assert again.transformNode is out.transformNode and again.transformNode.GetAttribute(GUIDING_PAIRS_ATTRIBUTE) is None

@@ -126,3 +126,23 @@ def test_table_rename_delete_and_jump(scene, lists):
     np.testing.assert_allclose(jumped, points_lps_to_ras(pts[2:3])[0])
     slice_to_ras = red.GetSliceToRAS()
     np.testing.assert_allclose([slice_to_ras.GetElement(r, 3) for r in range(3)], jumped, atol=1e-9)
+
+
+def test_pairs_that_guided_a_result_are_marked_while_they_stay_put(scene, lists):
+    """The result transform node records the guiding pairs; the table marks them, not pairs added or moved later."""
+    from ADRegNetMRML.pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
+
+    fixed, moving = lists
+    pts = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 5.0], [-4.0, 3.0, 1.0]])
+    markups_node_from_points(scene, pts, "F", ["a", "b", "c"], node=fixed)
+    markups_node_from_points(scene, pts + [0.0, 0.0, 2.0], "M", ["a", "b", "c"], node=moving)
+    result = scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    assert [r.guided for r in pair_rows(fixed, moving, None, None, result)] == [False] * 3
+    mark_guiding_pairs(result, pts[:2], pts[:2] + [0.0, 0.0, 2.0])  # the run saw pairs a and b
+    assert result.GetAttribute(GUIDING_PAIRS_ATTRIBUTE)
+    assert [r.guided for r in pair_rows(fixed, moving, None, None, result)] == [True, True, False]
+    moving.SetNthControlPointPosition(1, *points_lps_to_ras((pts[1] + [0.0, 0.0, 4.0])[None])[0])  # b moved
+    assert [r.guided for r in pair_rows(fixed, moving, None, None, result)] == [True, False, False]
+    assert [r.guided for r in pair_rows(fixed, moving, None, None, None)] == [False] * 3  # no result
+    result.SetAttribute(GUIDING_PAIRS_ATTRIBUTE, "not json")  # edited by hand: nothing marked, no error
+    assert [r.guided for r in pair_rows(fixed, moving, None, None, result)] == [False] * 3
