@@ -25,6 +25,7 @@ from ADRegNetLib.cli.outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, 
 from ADRegNetLib.io import read_image, read_landmarks, write_displacement_field, write_image, write_landmarks
 from ADRegNetLib.io.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
+from cli_helpers import assert_no_outputs, expect_cli_error
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (24, 24, 24)
@@ -77,25 +78,10 @@ def _register(files, *extra, fixed=None, moving=None, out=None) -> list[str]:
             "--threads", "1", *map(str, extra)]
 
 
-def _expect_error(argv, capsys, pattern: str, command: str = "register") -> str:
-    rc = main(argv)
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err and captured.out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"adregnet {command}: error: "), err
-    assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 @pytest.fixture(autouse=True)
 def _nothing_written(files):
     yield
-    out = files["dir"] / "out"
-    if out.exists():
-        assert not any((out / n).exists() for n in OUTPUT_FILES), sorted(p.name for p in out.iterdir())
+    assert_no_outputs(files["dir"] / "out")
 
 
 # ---------------------------------------------------------------------------------- entry point
@@ -121,7 +107,7 @@ def test_python_dash_m_cli_runs_the_command():
                                   r"any scan .* give at most 100 \(1 = default\)$"),
 ])
 def test_absurd_settings_are_refused(files, capsys, extra, pattern):
-    _expect_error(_register(files, *extra), capsys, pattern)
+    expect_cli_error(_register(files, *extra), capsys, pattern)
 
 
 @pytest.mark.parametrize("extra, pattern", [
@@ -133,7 +119,7 @@ def test_batch_refuses_bad_settings_before_any_pair(files, capsys, tmp_path, ext
     """Before: the cohort started and every pair failed on its own with the same error (exit 1)."""
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"id,fixed,moving\np1,{files['fixed']},{files['moving']}\n")
-    _expect_error(["batch", str(pairs), "-o", str(tmp_path / "cohort"), "-q", *extra], capsys, pattern,
+    expect_cli_error(["batch", str(pairs), "-o", str(tmp_path / "cohort"), "-q", *extra], capsys, pattern,
                   command="batch")
     assert not (tmp_path / "cohort").exists()
 
@@ -143,7 +129,7 @@ def test_dangling_symlink_as_output_folder(files, capsys, tmp_path):
     """Before: the whole registration ran, then a NotADirectoryError traceback."""
     link = tmp_path / "results"
     link.symlink_to(tmp_path / "gone" / "target")
-    _expect_error(_register(files, out=link), capsys,
+    expect_cli_error(_register(files, out=link), capsys,
                   r"output path .*results is a symbolic link to .*gone/target, which does not exist; create that "
                   r"folder or choose another -o$")
     assert link.is_symlink() and not (tmp_path / "gone").exists()
@@ -162,7 +148,7 @@ def test_output_name_taken_by_a_folder_changes_nothing(files, capsys, tmp_path, 
     (out / blocked).mkdir()
     (out / blocked / "keep.txt").write_text("precious")
     extra = ("--overwrite", "--no-inverse") if blocked in INVERSE_FILES else ("--overwrite",)
-    _expect_error(_register(files, *extra, out=out), capsys,
+    expect_cli_error(_register(files, *extra, out=out), capsys,
                   rf"{re.escape(blocked)} is a folder, not an output file of an earlier run; move it away or choose "
                   r"another -o folder \(it is never replaced, even with --overwrite\)$")
     assert (out / blocked / "keep.txt").read_text() == "precious"
@@ -232,7 +218,7 @@ def test_overwrite_without_inverse_removes_the_old_inverse_and_warns_once(files,
 # ------------------------------------------------------------------------- masks and label maps
 def test_mask_with_only_negative_values(files, capsys):
     """Before: 'the fixed mask does not overlap the fixed image in physical space' (it lies right on it)."""
-    _expect_error(_register(files, "--mask-fixed", files["mask_negative"]), capsys,
+    expect_cli_error(_register(files, "--mask-fixed", files["mask_negative"]), capsys,
                   r"--mask-fixed mask_negative.nii.gz has no voxel above 0 \(its values run from -1 to 0\); a mask "
                   r"marks the region of interest with values > 0: give a mask that marks it$")
 
@@ -242,7 +228,7 @@ def test_mask_with_only_negative_values(files, capsys):
 def test_scan_given_as_mask_or_label_map(files, capsys, option, what):
     """Before: a CT in HU (whole numbers) was taken as a mask (every voxel above 0 HU) or warped label by
     label, one per grey value."""
-    _expect_error(_register(files, option, files["ct_like"]), capsys,
+    expect_cli_error(_register(files, option, files["ct_like"]), capsys,
                   rf"{option} ct_like.nii.gz holds \d+ distinct values \(from -\d+ to \d+\), with negative values, "
                   rf"more than the 64 a label map holds: it looks like an intensity image \(a scan\), not a {what}")
 
@@ -250,14 +236,14 @@ def test_scan_given_as_mask_or_label_map(files, capsys, option, what):
 # ----------------------------------------------------------------------------- initial transform
 def test_initial_transform_that_maps_everything_outside(files, capsys):
     """Before: 'does not overlap the fixed image after pre-alignment ... give ... an initial alignment'."""
-    _expect_error(_register(files, "--initial-transform", files["far"], moving=files["moving_far"]), capsys,
+    expect_cli_error(_register(files, "--initial-transform", files["far"], moving=files["moving_far"]), capsys,
                   r"--initial-transform .*far.tfm maps the whole fixed image outside the moving image \(the fixed "
                   r"image's centre lands 999800 mm from the moving image's centre\); give the transform from fixed to "
                   r"moving space \(ITK's convention.*\) that belongs to these two images\.$")
 
 
 def test_initial_transform_in_the_wrong_direction_says_so(files, capsys):
-    _expect_error(_register(files, "--initial-transform", files["to_moving_reversed"], moving=files["moving_far"]),
+    expect_cli_error(_register(files, "--initial-transform", files["to_moving_reversed"], moving=files["moving_far"]),
                   capsys, r"maps the whole fixed image outside the moving image .* Its inverse does fit: the file "
                           r"probably holds the moving -> fixed transform; invert it")
 
@@ -280,7 +266,7 @@ def test_evaluate_never_overwrites_an_input(files, capsys, tmp_path, result):
     """Before: -o equal to a landmark file replaced it with the metrics JSON."""
     landmarks = tmp_path / "lm.csv"
     landmarks.write_bytes(files["lm_fixed"].read_bytes())
-    _expect_error(["evaluate", str(result), "--fixed-landmarks", str(landmarks), "--moving-landmarks",
+    expect_cli_error(["evaluate", str(result), "--fixed-landmarks", str(landmarks), "--moving-landmarks",
                    str(files["lm_moving"]), "-o", str(landmarks)], capsys,
                   r"-o .*lm.csv is the input .*lm.csv; choose another file \(inputs are never overwritten\)$",
                   command="evaluate")
@@ -289,11 +275,11 @@ def test_evaluate_never_overwrites_an_input(files, capsys, tmp_path, result):
 
 def test_evaluate_output_folder_or_existing_file(capsys, tmp_path, result):
     """Before: -o FOLDER gave an IsADirectoryError traceback; an existing file was replaced silently."""
-    _expect_error(["evaluate", str(result), "-o", str(tmp_path)], capsys,
+    expect_cli_error(["evaluate", str(result), "-o", str(tmp_path)], capsys,
                   r"-o .* is a folder; give the name of the JSON file to write$", command="evaluate")
     existing = tmp_path / "eval.json"
     existing.write_text("keep")
-    _expect_error(["evaluate", str(result), "-o", str(existing)], capsys,
+    expect_cli_error(["evaluate", str(result), "-o", str(existing)], capsys,
                   r"eval.json already exists; choose another -o file or add --overwrite$", command="evaluate")
     assert existing.read_text() == "keep"
     assert main(["evaluate", str(result), "-o", str(existing), "--overwrite"]) == 0
@@ -315,7 +301,7 @@ def test_evaluate_dirlab_moving_landmarks_use_the_inverse_fields_grid(files, cap
     no_inverse = tmp_path / "forward_only"
     no_inverse.mkdir()
     (no_inverse / "displacement.nii.gz").write_bytes((result / "displacement.nii.gz").read_bytes())
-    _expect_error(["evaluate", str(no_inverse), "--fixed-landmarks", str(path), "--moving-landmarks", str(path)],
+    expect_cli_error(["evaluate", str(no_inverse), "--fixed-landmarks", str(path), "--moving-landmarks", str(path)],
                   capsys, r"--moving-landmarks .*lm.txt holds voxel indices of the moving image \(DIR-Lab \.txt\), "
                           r"and .*forward_only has no displacement_inverse.nii.gz .* give the moving landmarks in mm",
                   command="evaluate")
@@ -327,7 +313,7 @@ def test_evaluate_fixed_labels_on_another_grid(files, capsys, tmp_path, result):
     shifted = tmp_path / "labels_shifted.nii.gz"
     write_image(Image(np.ones(FIXED_GEOMETRY.shape, np.int64), Geometry(SIZE, (2.0, 2.0, 2.0), (10.0, 0.0, 0.0)),
                       "l"), shifted)
-    _expect_error(["evaluate", str(result), "--fixed-labels", str(shifted), "--moving-labels", str(files["mask"])],
+    expect_cli_error(["evaluate", str(result), "--fixed-labels", str(shifted), "--moving-labels", str(files["mask"])],
                   capsys, r"--fixed-labels .*labels_shifted.nii.gz is on a grid of \[24, 24, 24\] voxels at origin "
                           r"\[10.0, 0.0, 0.0\] mm.*but the result's fixed grid is \[24, 24, 24\] voxels at origin "
                           r"\[0.0, 0.0, 0.0\] mm.*Dice compares voxel by voxel", command="evaluate")
@@ -345,7 +331,7 @@ def test_warp_dirlab_points_use_the_fields_grid(capsys, tmp_path, result):
 
 
 def test_warp_refuses_a_scan_as_labels(files, capsys, tmp_path, result):
-    _expect_error(["warp", str(result), "--labels", str(files["ct_like"]), "-o", str(tmp_path / "w.nii.gz")], capsys,
+    expect_cli_error(["warp", str(result), "--labels", str(files["ct_like"]), "-o", str(tmp_path / "w.nii.gz")], capsys,
                   r"--labels ct_like.nii.gz holds \d+ distinct values .*not a label map; give the segmentation file$",
                   command="warp")
     assert not (tmp_path / "w.nii.gz").exists()

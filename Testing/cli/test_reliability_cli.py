@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ADRegNetLib.cli.main import OUTPUT_FILES, main
+from ADRegNetLib.cli.main import main
 from ADRegNetLib.io import read_image, write_image, write_landmarks
 from ADRegNetLib.io.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
+from cli_helpers import assert_no_outputs, expect_cli_error
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "Resources" / "SampleData"
@@ -91,27 +92,11 @@ def _register(files, *extra, fixed=None, moving=None) -> list[str]:
             "--quality", "fast", "--no-network", "--device", "cpu", *map(str, extra)]
 
 
-def _expect_error(argv, capsys, pattern: str, command: str = "register") -> str:
-    rc = main(argv)
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in captured.err
-    assert captured.out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err  # one line, not a log dump
-    assert lines[0].startswith(f"adregnet {command}: error: "), err
-    assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 @pytest.fixture(autouse=True)
 def _no_outputs_left(files):
     """After every failing case the output folder holds none of the output files."""
     yield
-    out = files["dir"] / "out"
-    if out.exists():
-        assert not any((out / n).exists() for n in OUTPUT_FILES), sorted(p.name for p in out.iterdir())
+    assert_no_outputs(files["dir"] / "out")
 
 
 # ----------------------------------------------------------------------------------- images
@@ -139,51 +124,51 @@ def test_bad_image_files(files, capsys, case, role, pattern):
     kw = {role: files[case]}
     if role == "fixed" and case in ("constant", "nan", "spacing100", "aniso", "tiny"):
         kw["moving"] = files["good"]
-    _expect_error(_register(files, **kw), capsys, pattern)
+    expect_cli_error(_register(files, **kw), capsys, pattern)
 
 
 def test_missing_image_file(files, capsys):
     missing = files["dir"] / "no_such_scan.nii.gz"
-    _expect_error(_register(files, moving=missing), capsys,
+    expect_cli_error(_register(files, moving=missing), capsys,
                   rf"{re.escape(str(missing))}: no such file; check the path$")
 
 
 def test_folder_without_dicom(files, capsys):
     empty_dir = files["dir"] / "not_dicom"
     empty_dir.mkdir(exist_ok=True)
-    _expect_error(_register(files, fixed=empty_dir), capsys,
+    expect_cli_error(_register(files, fixed=empty_dir), capsys,
                   r"not_dicom: is a folder without a DICOM series; give an image file")
 
 
 # -------------------------------------------------------------------------------- landmarks
 def test_landmark_counts_differ(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm2"]), capsys,
+    expect_cli_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm2"]), capsys,
                   r"fixed and moving landmark counts differ: 3 fixed vs 2 moving; pairs are matched by order, so both "
                   r"files must list the same landmarks$")
 
 
 def test_only_one_landmark_file(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["lm3"]), capsys,
+    expect_cli_error(_register(files, "--fixed-landmarks", files["lm3"]), capsys,
                   r"give both --fixed-landmarks and --moving-landmarks \(pairs match by order\), or neither$")
 
 
 def test_empty_landmark_file(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["lm_empty"], "--moving-landmarks", files["lm3"]), capsys,
+    expect_cli_error(_register(files, "--fixed-landmarks", files["lm_empty"], "--moving-landmarks", files["lm3"]), capsys,
                   r"lm_empty.csv: holds no landmark points$")
 
 
 def test_malformed_landmark_file(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm_bad"]), capsys,
+    expect_cli_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm_bad"]), capsys,
                   r"lm_bad.csv, line 2: expected 3 columns, got 2")
 
 
 def test_missing_landmark_file(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["dir"] / "gone.csv", "--moving-landmarks", files["lm3"]),
+    expect_cli_error(_register(files, "--fixed-landmarks", files["dir"] / "gone.csv", "--moving-landmarks", files["lm3"]),
                   capsys, r"gone.csv: no such landmark file$")
 
 
 def test_landmark_outside_the_image(files, capsys):
-    _expect_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm_out"]), capsys,
+    expect_cli_error(_register(files, "--fixed-landmarks", files["lm3"], "--moving-landmarks", files["lm_out"]), capsys,
                   r"moving landmark 2 at \[.*\] mm \(LPS\) lies \d+\.\d\d mm outside the moving image .*1 of 3 "
                   r"points are outside\. Check that the landmarks belong to this image\.$")
 
@@ -205,47 +190,47 @@ def test_argparse_rejects_bad_choices(files, capsys, extra, pattern):
 
 @pytest.mark.parametrize("value", ["0", "-1.5", "nan"])
 def test_regularization_must_be_positive(files, capsys, value):
-    _expect_error(_register(files, "--regularization", value), capsys,
+    expect_cli_error(_register(files, "--regularization", value), capsys,
                   rf"regularization must be a positive number \(1 = default\), got {re.escape(str(float(value)))}$")
 
 
 def test_unknown_device(files, capsys):
-    _expect_error(_register(files, "--device", "tpu"), capsys, r"unknown device 'tpu'; use 'auto', 'cpu' or 'cuda'$")
+    expect_cli_error(_register(files, "--device", "tpu"), capsys, r"unknown device 'tpu'; use 'auto', 'cpu' or 'cuda'$")
 
 
 def test_negative_threads(files, capsys):
-    _expect_error(_register(files, "--threads", "-2"), capsys,
+    expect_cli_error(_register(files, "--threads", "-2"), capsys,
                   r"--threads must be a positive number of CPU threads \(0 = torch's choice\), got -2$")
 
 
 @pytest.mark.parametrize("case", ["weights_truncated", "weights_text"])
 def test_bad_weights_file_names_the_file(files, capsys, case):
     argv = [a for a in _register(files, "--weights", files[case]) if a != "--no-network"]
-    _expect_error(argv, capsys, rf"cannot read AD-RegNet weights {re.escape(str(files[case]))}: the file is truncated "
+    expect_cli_error(argv, capsys, rf"cannot read AD-RegNet weights {re.escape(str(files[case]))}: the file is truncated "
                                 r"or not a torch checkpoint .*Download or copy the file again, or retrain it\.$")
 
 
 def test_missing_weights_file(files, capsys):
     gone = files["dir"] / "gone.pt"
     argv = [a for a in _register(files, "--weights", gone) if a != "--no-network"]
-    _expect_error(argv, capsys, rf"AD-RegNet weights not found: {re.escape(str(gone))}\. Train them with")
+    expect_cli_error(argv, capsys, rf"AD-RegNet weights not found: {re.escape(str(gone))}\. Train them with")
 
 
 def test_intensity_image_given_as_labels_fails_before_registering(files, capsys):
-    _expect_error(_register(files, "--warp-labels", files["intensity_as_labels"]), capsys,
+    expect_cli_error(_register(files, "--warp-labels", files["intensity_as_labels"]), capsys,
                   r"intensity.nii.gz: expected a label map \(whole numbers\), but the voxels have fractional values "
                   r"\(an intensity image\?\); give the segmentation file instead$")
 
 
 def test_intensity_image_given_as_mask(files, capsys):
-    _expect_error(_register(files, "--mask-fixed", files["intensity_as_labels"]), capsys,
+    expect_cli_error(_register(files, "--mask-fixed", files["intensity_as_labels"]), capsys,
                   r"intensity.nii.gz: expected a label map \(whole numbers\)")
 
 
 # --------------------------------------------------------------------------------- evaluate
 def test_evaluate_missing_result(files, capsys):
     gone = files["dir"] / "no_result"
-    _expect_error(["evaluate", str(gone)], capsys,
+    expect_cli_error(["evaluate", str(gone)], capsys,
                   rf"{re.escape(str(gone))} does not exist; give a displacement.nii.gz / "
                   r"transform.h5 or an output folder of adregnet register$", command="evaluate")
 
@@ -254,5 +239,5 @@ def test_evaluate_needs_both_landmark_files(files, capsys):
     field = files["dir"] / "field.nii.gz"
     disp = sitk.Image([20, 20, 20], sitk.sitkVectorFloat64, 3)
     sitk.WriteImage(disp, str(field))
-    _expect_error(["evaluate", str(field), "--fixed-landmarks", str(files["lm3"])], capsys,
+    expect_cli_error(["evaluate", str(field), "--fixed-landmarks", str(files["lm3"])], capsys,
                   r"give both --fixed-landmarks and --moving-landmarks$", command="evaluate")
