@@ -269,8 +269,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.spacing <= 0 or args.threads < 1:
         parser.error("--spacing must be > 0 and --threads >= 1")
-    rows = run_pairs(args.pairs, args.output, [m.strip() for m in args.methods.split(",") if m.strip()],
-                     args.contrast, args.spacing, args.threads, args.data_dir, args.seed)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if "truth" in methods:
+        parser.error("--methods: 'truth' has no meaning between two people (their true correspondence is unknown)")
+    try:
+        available_methods(methods)
+    except ValueError as exc:
+        parser.error(f"--methods: {exc}")
+    try:
+        rows = run_pairs(args.pairs, args.output, methods, args.contrast, args.spacing, args.threads, args.data_dir,
+                         args.seed)
+    except FileNotFoundError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print((args.output / "summary.md").read_text())
     return 0 if rows and all(r.get("status") == "ok" for r in rows) else 1
 

@@ -58,8 +58,11 @@ def test_pair_errors_name_the_problem(tmp_path):
         intersubject.build_pair(3, 3, tmp_path, data_dir=DATA)
     with pytest.raises(FileNotFoundError, match="training_seg_02.nii.gz; pass --data-dir"):
         intersubject.build_pair(1, 2, tmp_path, data_dir=tmp_path / "nowhere")
-    with pytest.raises(SystemExit):
-        intersubject.main(["-o", str(tmp_path / "out"), "--pairs", "1:11"])
+    for argv in (["--pairs", "1:11"], ["--methods", "identity,truth"], ["--methods", "foo"],
+                 ["--pairs", "1:2", "--data-dir", str(tmp_path / "nowhere")]):
+        with pytest.raises(SystemExit) as stop:
+            intersubject.main(["-o", str(tmp_path / "out"), *argv])
+        assert stop.value.code == 2
 
 
 def _synthetic_pair(tmp_path: Path, shift_mm: np.ndarray) -> Case:
