@@ -104,8 +104,11 @@ WORSE_NCC_DROP = 0.1
 #: ... or whose normalised mutual information lost this share of what it held above 1 (any contrasts) is
 #: reported as probably wrong. 149 runs of the benchmarks (all cases, qualities, inter-subject pairs) never
 #: lowered NMI; an image registered to itself with noise (demo CT, 10 HU) lost 3 % of it and NCC 0.0001; a
-#: moving CT scaled by 1e6 (no longer in HU, hostile-input audit) went from NCC 1.00 to 0.60
-WORSE_NMI_SHARE = 0.1
+#: moving CT scaled by 1e6 (no longer in HU, hostile-input audit) went from NCC 1.00 to 0.60 and lost 92 %.
+#: But interpolation blurs sharp edges of the warped image (the unregistered one, on the same grid, is
+#: not resampled): brain seed 0 with its tissue intensities inverted on a zero background, registered well
+#: (3.79 -> 0.297 mm), lost 27 %
+WORSE_NMI_SHARE = 0.5
 
 
 def worse_than_before(before: dict, after: dict, two_contrasts: bool) -> Optional[str]:

@@ -37,6 +37,8 @@ def test_a_result_worse_than_the_unregistered_pair_is_reported():
     assert message and "NCC 0.99 -> 0.60" in message and "probably wrong" in message
     # two contrasts: NCC says nothing, mutual information does
     assert worse_than_before(before, {"ncc": 0.10, "nmi": 1.58}, two_contrasts=True) is None
-    message = worse_than_before(before, {"ncc": 0.10, "nmi": 1.40}, two_contrasts=True)
-    assert message and "1.600 -> 1.400" in message and "NCC" not in message
+    # interpolation blur of a good result lowers NMI too (27 % of its excess seen): not reported
+    assert worse_than_before(before, {"ncc": 0.10, "nmi": 1.40}, two_contrasts=True) is None
+    message = worse_than_before(before, {"ncc": 0.10, "nmi": 1.20}, two_contrasts=True)
+    assert message and "1.600 -> 1.200" in message and "NCC" not in message
     assert worse_than_before({"ncc": None, "nmi": None}, {"ncc": 0.5, "nmi": 1.2}, two_contrasts=False) is None
