@@ -72,6 +72,7 @@ T1_OTHER = 0.6
 #: (moving subject, fixed subject): the fixed subjects 9 and 10 are the ones the network never saw
 #: in training (it saw 1-8, each only deformed against itself)
 DEFAULT_PAIRS = ((1, 9), (2, 10), (3, 9), (4, 10), (5, 9), (6, 10))
+#: FreeSurfer brain labels are below this; 502-530 are skull, scalp, eyes and other tissue outside the brain
 BRAIN_MAX_LABEL = 100
 
 
@@ -100,8 +101,9 @@ def _t1_image(labels: np.ndarray, geometry: Geometry, rng: np.random.Generator) 
 
 
 def render_image(labels: np.ndarray, geometry: Geometry, contrast: str, spacing: float,
-            rng: np.random.Generator) -> Image:
-    """The image of ``labels`` (1 mm) sampled on its brain box at ``spacing`` mm."""
+                 rng: np.random.Generator) -> Image:
+    """The image of ``labels`` ((Z, Y, X) on ``geometry``, 1 mm) in ``contrast`` ("t1" or "random"), sampled
+    on the same box at ``spacing`` mm (anti-aliased first)."""
     if contrast == "t1":
         fine = _t1_image(labels, geometry, rng)
     elif contrast == "random":
