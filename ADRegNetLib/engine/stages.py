@@ -149,7 +149,7 @@ def intersubject_hint(preset: str, regularization: float, affine: AffineMap, kep
         return None
     return (f"the pre-alignment scaled the moving head by {100 * change:.1f}% along an axis: two different people? "
             "Between people, --regularization 0.25 (the Slicer module's Regularization) follows the anatomy more "
-            "closely (README, Inter-subject: Dice 0.735 -> 0.766); 1 suits two scans of one patient")
+            "closely (README, 'Two people': Dice 0.735 -> 0.766); 1 suits two scans of one patient")
 
 
 def check_points(points: Any, role: str) -> np.ndarray:
