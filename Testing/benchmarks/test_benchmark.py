@@ -196,6 +196,13 @@ def test_sitk_peer_direction_on_translation(tmp_path):
     assert float(rec @ truth) > 0.8 * float(truth @ truth)
 
 
+@pytest.mark.skipif(peers.available_peers().get("greedy-rigid") is not None, reason="picsl-greedy is not installed")
+def test_greedy_with_a_rigid_start_keeps_the_direction_convention(tmp_path):
+    r = peers.check_peer("greedy-rigid", tmp_path, threads=2, shift_mm=(3.0, -2.0, 4.0))
+    assert r["error_mm"] < 1.5, r  # a flipped convention: about 10.8 mm
+    assert peers.PEERS["greedy-rigid"][0].keywords == {"rigid_first": True}
+
+
 def test_translation_pair_is_a_translation(tmp_path):
     fixed_path, moving_path, shift = peers.make_translation_pair(tmp_path, (2.0, 1.0, -3.0))
     fixed, moving = sitk.ReadImage(str(fixed_path)), sitk.ReadImage(str(moving_path))

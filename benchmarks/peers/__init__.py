@@ -19,7 +19,8 @@ Peers:
   is not the default SimpleITK peer.
 * ``ants``: ANTsPy ``ants.registration(type_of_transform="SyN")`` (antspyx).
 * ``elastix``: itk-elastix affine + B-spline (AdvancedMattesMutualInformation).
-* ``greedy``: PICSL Greedy (picsl-greedy): affine then deformable, NCC.
+* ``greedy``: PICSL Greedy (picsl-greedy): affine then deformable, NCC; ``greedy-rigid``: a rigid fit
+  first and the affine from it (between subjects).
 * ``convexadam``: ConvexAdam (convexAdam, MIND-SSC features), on the moving image resampled
   onto the fixed grid.
 
@@ -28,6 +29,7 @@ The optional ones are used only when importable: :func:`available_peers` says wh
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from typing import Callable, Optional
 
 from .check import check_peer, make_translation_pair
@@ -45,6 +47,7 @@ PEERS: dict[str, tuple[Callable[..., PeerResult], Optional[str], Optional[str]]]
     "ants": (run_ants, "ants", "antspyx"),
     "elastix": (run_elastix, "itk", "itk-elastix"),
     "greedy": (run_greedy, "picsl_greedy", "picsl-greedy"),
+    "greedy-rigid": (partial(run_greedy, rigid_first=True), "picsl_greedy", "picsl-greedy"),
     "convexadam": (run_convexadam, "convexAdam", "convexAdam"),
 }
 
