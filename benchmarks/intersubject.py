@@ -54,7 +54,7 @@ from .cases import Case
 from .intensities import bias_field, synth_image_from_labels
 from .methods import available_methods, is_adregnet_method
 from .recipes import VXM_DICE_LABELS
-from .runner import jsonable, start_child
+from .runner import jsonable, run_child
 from .sampling import grid_points, interpolate_field, sample_at
 from .sources import bbox_geometry, default_data_dir, load_synthseg, prefilter
 
@@ -180,12 +180,7 @@ def _run(case: Case, method: str, work_root: Path, threads: int, timeout: float)
         return row
     work = work_root / case.name / method
     work.mkdir(parents=True, exist_ok=True)
-    for stale in ("disp.nii.gz", "run.json"):
-        (work / stale).unlink(missing_ok=True)
-    code, _, timed_out = start_child(case, method, work, threads, timeout)
-    if timed_out or code != 0 or not (work / "disp.nii.gz").is_file():
-        tail = (work / "log.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        row["status"] = f"timeout after {timeout:.0f} s" if timed_out else f"failed (exit {code}): {tail[0][:160]}"
+    if not run_child(case, method, work, threads, timeout, row):
         return row
     info = json.loads((work / "run.json").read_text())
     disp, geometry = read_displacement_field(work / "disp.nii.gz")

@@ -37,7 +37,7 @@ from .cases import Case
 from .evaluate import evaluate_field
 from .methods import BASELINES, QUICK_SETTINGS, is_adregnet_method, register_settings
 
-__all__ = ["REPO_ROOT", "run_method", "run_one", "child_command", "start_child", "jsonable"]
+__all__ = ["REPO_ROOT", "run_method", "run_one", "run_child", "child_command", "start_child", "jsonable"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
@@ -180,6 +180,20 @@ def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeo
     work.mkdir(parents=True, exist_ok=True)
     if reuse and _cached(work, case):
         return _measure(case, work, row, cached=True)
+    if not run_child(case, method, work, threads, timeout, row):
+        return row
+    return _measure(case, work, row)
+
+
+def run_child(case: Case, method: str, work: Path, threads: int, timeout: float, row: dict) -> bool:
+    """Run ``method`` on ``case`` in a child process writing into ``work`` (earlier results removed first).
+
+    Puts ``wall_s``, ``peak_rss_mb`` and, when it did not finish, ``status`` into ``row``; on success
+    ``work/run.json`` gets the wall time and peak memory too.
+
+    Returns:
+        True when the child wrote its field (``work/disp.nii.gz``).
+    """
     for stale in ("disp.nii.gz", "run.json"):
         (work / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -188,18 +202,18 @@ def run_method(case: Case, method: str, work_root: Path, threads: int = 2, timeo
     row["peak_rss_mb"] = peak_mb
     if timed_out:
         row["status"] = f"timeout after {timeout:.0f} s"
-        return row
+        return False
     if code != 0 or not (work / "disp.nii.gz").is_file():
         tail = (work / "log.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         row["status"] = f"failed (exit {code}): {tail[0][:160]}"
-        return row
+        return False
     info = json.loads((work / "run.json").read_text())
     # The child's own high-water mark since exec (VmHWM). wait4's ru_maxrss is kept only as a fallback:
     # Linux folds the forking parent's peak into it at exec, so it reports the parent's size.
     peak = info.get("peak_hwm_mb")
     info.update({"wall_s": row["wall_s"], "peak_rss_mb": peak if peak is not None and np.isfinite(peak) else peak_mb})
     (work / "run.json").write_text(json.dumps(info, indent=1))
-    return _measure(case, work, row)
+    return True
 
 
 def _cached(work: Path, case: Case) -> bool:

@@ -24,12 +24,12 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MAX_REGULARIZATION, MAX_SEED, NETWORK_MIN_RELATIVE_GAIN,
-                       PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
+                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MAX_REGULARIZATION, MAX_SEED,
+                       NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
+                       RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
-           "map_mask",
-           "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
+           "map_mask", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
            "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
