@@ -1,4 +1,5 @@
-r"""Do the two images share a contrast? (decides the pre-alignment metric).
+r"""What kind of images these are: CT or not, which preset (``auto``), and do the two share a contrast?
+(the last decides the pre-alignment metric).
 
 CT against anything else is multimodal, two CT images are not (Hounsfield units are calibrated).
 Two non-CT images (MR/MR, generic) can still have different
@@ -33,12 +34,48 @@ from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quant
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .optimizer import sample_through
-from .settings import (EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, REFINE_INTENSITY_KNOTS,
-                       SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM, TISSUE_THRESHOLD,
-                       TWO_CONTRAST_EDGE_SHARE, is_ct)
+from .settings import (CT_AIR_PERCENTILE_HU, EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP,
+                       REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
+                       TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["contrast_correlation", "guess_multimodal", "inverted_edge_share", "contrasts_after_alignment",
-           "midway_intensities"]
+__all__ = ["is_ct", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+           "contrasts_after_alignment", "midway_intensities"]
+
+
+def _sample(image: Image) -> np.ndarray:
+    arr = image.array
+    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
+
+
+def is_ct(image: Image) -> bool:
+    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels."""
+    return float(np.percentile(_sample(image), 1)) < CT_AIR_PERCENTILE_HU
+
+
+def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
+    """Choose a preset from the images.
+
+    CT (see :func:`is_ct`) with a large share of lung-density voxels (-950..-500 HU) in the field of
+    view means a chest scan. MR with a mostly empty background and a head-sized field of view is taken
+    as brain MRI; anything else is "generic".
+
+    Returns:
+        (preset name, one-line reason).
+    """
+    sample = _sample(fixed)
+    lo, hi = np.percentile(sample, [1, 99])
+    if is_ct(fixed):
+        lung_share = float(np.mean((sample > -950) & (sample < -500)))
+        if lung_share > 0.05:
+            return "lung-ct", f"CT intensities (HU) with {100 * lung_share:.0f}% lung-density voxels"
+        return "generic", "CT intensities (HU) without lung tissue"
+    extent = fixed.geometry.extent_mm
+    # "empty" = within 5% of the robust range above the darkest voxels: scanner noise in the
+    # background of a skull-stripped MR image must not hide that it is empty
+    background = float(np.mean(sample <= lo + 0.05 * max(hi - lo, 1e-6)))
+    if np.all(extent > 100) and np.all(extent < 300) and background > 0.3:
+        return "brain-mri", f"non-CT intensities, head-sized field of view, {100 * background:.0f}% empty background"
+    return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"
 
 
 def _centre_of_mass(image: Image) -> np.ndarray:

@@ -33,14 +33,14 @@ from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, guess_multimodal
+from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, is_ct
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before, worse_than_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
-                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP, detect_preset, is_ct)
+                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
                      load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,

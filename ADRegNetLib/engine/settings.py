@@ -7,10 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-
-from ..spatial.image import Image
-
 __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
@@ -21,7 +17,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "CO
            "LOCAL_REFINE_FINE_SIGMA_MM",
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
-           "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE", "detect_preset", "is_ct",
+           "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE",
            "MAX_REGULARIZATION", "MAX_SEED", "SMALL_PHYSICAL_OVERLAP"]
 
 #: preset names ("auto" decides from the images and says why)
@@ -418,42 +414,6 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
                             prealign_iterations=120, prealign_spacing_mm=2.0, refine_steps=16,
                             local_steps=12),
 }
-
-
-def _sample(image: Image) -> np.ndarray:
-    arr = image.array
-    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
-
-
-def is_ct(image: Image) -> bool:
-    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels."""
-    return float(np.percentile(_sample(image), 1)) < CT_AIR_PERCENTILE_HU
-
-
-def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
-    """Choose a preset from the images.
-
-    CT (see :func:`is_ct`) with a large share of lung-density voxels (-950..-500 HU) in the field of
-    view means a chest scan. MR with a mostly empty background and a head-sized field of view is taken
-    as brain MRI; anything else is "generic".
-
-    Returns:
-        (preset name, one-line reason).
-    """
-    sample = _sample(fixed)
-    lo, hi = np.percentile(sample, [1, 99])
-    if is_ct(fixed):
-        lung_share = float(np.mean((sample > -950) & (sample < -500)))
-        if lung_share > 0.05:
-            return "lung-ct", f"CT intensities (HU) with {100 * lung_share:.0f}% lung-density voxels"
-        return "generic", "CT intensities (HU) without lung tissue"
-    extent = fixed.geometry.extent_mm
-    # "empty" = within 5% of the robust range above the darkest voxels: scanner noise in the
-    # background of a skull-stripped MR image must not hide that it is empty
-    background = float(np.mean(sample <= lo + 0.05 * max(hi - lo, 1e-6)))
-    if np.all(extent > 100) and np.all(extent < 300) and background > 0.3:
-        return "brain-mri", f"non-CT intensities, head-sized field of view, {100 * background:.0f}% empty background"
-    return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"
 
 
 # ---- bounds of the user's settings (checked by ``stages.check_settings``; the CLI imports them)
