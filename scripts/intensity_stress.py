@@ -4,8 +4,9 @@ For each case folder and each (gamma, bias amplitude) pair the moving image is r
 ``(m / p99.5) ** gamma * exp(amplitude * b) * p99.5``, with ``b`` one smooth random field (control
 values 80 mm apart, the benchmark's own bias generator, seed 7), and registered at the given quality;
 the known field of the case gives the TRE (the landmarks and the deformation do not change). The
-figures behind the gain-normalised refinement's stress paragraph in the README (brain seeds 0 and 1,
-balanced; the "before" column is the same command at the commit before that change).
+figures behind the stress paragraph of docs/PERFORMANCE.md, "Gain-normalised refinement" (brain
+seeds 0 and 1, balanced; the "before" column is the same command at the commit before that change),
+and the README's strong-bias row ("Where it is weaker").
 
 Usage (from the repository root)::
 

@@ -374,7 +374,8 @@ def _on_device(device, cpu_value, gpu_value):
     return gpu_value if str(device).startswith("cuda") and gpu_value is not None else cpu_value
 
 
-# Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance".
+# Measured on the brain and lung benchmark cases (scripts/speed_eval.py, 2 cores): see README "Performance"
+# and docs/PERFORMANCE.md.
 QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # tenth session: with the residual pass the second pass runs at / 1.5 on a CPU (was 1.25) so that the
     # three forward passes stay within 1 s; see ``residual_pass`` for what that measured
@@ -407,7 +408,7 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # 0.212 on brain seeds 0-2 (it mostly stops before 16)
     # local_steps 12 (thirteenth session): brain-local seeds 0 / 1 0.797 / 0.830 -> 0.482 / 0.532 mm, brain 3 mm /
     # 15 mm 1.494 / 1.393 -> 0.798 / 0.776, 8 mm / 25 mm 2.181 / 1.651 -> 1.087 / 1.008; about 2.8 s more where
-    # it runs (README "Motion finer than the smoothing"); ``best`` the same (brain-local seed 0 0.877 -> 0.444)
+    # it runs (docs/PERFORMANCE.md, "Motion finer than the smoothing"); ``best`` the same (brain-local seed 0 0.877 -> 0.444)
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),
                                 refine_steps=20, local_steps=12),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
