@@ -220,6 +220,36 @@ def test_ngf_gradient_matches_finite_differences_and_ignores_contrast_inversion(
     assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-6)
 
 
+@pytest.mark.parametrize("shape, spacing, masked", [((9, 11, 13), (1.0, 2.0, 3.0), False),
+                                                     ((12, 10, 8), (2.3, 2.3, 2.5), True),
+                                                     ((1, 12, 10), (1.0, 1.0, 1.0), True)])
+def test_ngf_written_out_gradient_matches_autograd_through_the_loss(shape, spacing, masked):
+    """The written-out derivative (and the loss) equal autograd through ``functional.ngf``, edges,
+    anisotropic voxels, a region and a one-voxel axis included."""
+    from ADRegNetLib.losses.features import central_gradient
+    from ADRegNetLib.losses.functional import ngf
+    from ADRegNetLib.losses.ngf import NormalizedGradientFields
+
+    generator = torch.Generator().manual_seed(3)
+    fixed, moving = (torch.rand((1, 1) + shape, generator=generator) for _ in range(2))
+    weight = (torch.rand((1, 1) + shape, generator=generator) > 0.3).float() if masked else None
+    grad, loss = NormalizedGradientFields(fixed, weight, spacing_xyz=spacing, eps=0.01).gradient(moving)
+    m = moving.clone().requires_grad_(True)
+    value = ngf(fixed, m, eps=0.01, spacing_xyz=spacing, mask=weight)
+    (d_m,) = torch.autograd.grad(value, m)
+    expected = torch.cat([g * d_m for g in central_gradient(moving)], dim=1)
+    assert loss == pytest.approx(float(value.detach()), abs=1e-6)
+    assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_ngf_refuses_an_empty_region():
+    from ADRegNetLib.losses.ngf import NormalizedGradientFields
+
+    volume = torch.rand((1, 1, 6, 6, 6))
+    with pytest.raises(ValueError, match="weight is empty"):
+        NormalizedGradientFields(volume, torch.zeros_like(volume))
+
+
 def test_unknown_refinement_similarity_is_refused():
     geometry = Geometry((8, 8, 8), (2.0, 2.0, 2.0))
     img = torch.zeros((1, 1, 8, 8, 8))
