@@ -52,7 +52,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(text)
     print(text)
+    print(_evaluate_summary(out), file=sys.stderr)  # the JSON on stdout stays machine-readable
     return 0
+
+
+def _evaluate_summary(out: dict) -> str:
+    """One line a reader takes in at a glance: TRE and Dice before -> after, folds."""
+    parts = []
+    if "tre_after" in out:
+        n = len(out["tre_after"]["per_landmark"])
+        parts.append(f"TRE {out['tre_before']['mean']:.2f} -> {out['tre_after']['mean']:.2f} mm "
+                     f"(p95 {out['tre_after']['p95']:.2f}, {n} pairs)")
+    if "dice_after" in out:
+        parts.append(f"Dice {out['dice_before']['mean']:.3f} -> {out['dice_after']['mean']:.3f} "
+                     f"({len(out['dice_after']['per_label'])} labels)")
+    jac = out["jacobian"]
+    parts.append(f"folds {100 * jac['folding_fraction']:.3f}%, det J {jac['min']:.2f} to {jac['max']:.2f}")
+    return "; ".join(parts)
 
 
 def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -119,7 +135,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="adregnet", description="AD-RegNet deformable image registration")
+    parser.add_argument("--version", action="version", version=f"adregnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("register", help="register MOVING onto FIXED and write the outputs into -o OUTDIR")

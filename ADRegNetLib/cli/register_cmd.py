@@ -126,15 +126,23 @@ def check_initial_transform(affine, fixed, moving, path: str) -> None:
 
 
 class _ProgressBar:
+    """A progress bar on a terminal; elsewhere (a log file, a pipe) one line per stage."""
+
     def __init__(self, enabled: bool) -> None:
         self.bar = None
-        if enabled:
+        self.enabled = enabled
+        self.stage = None
+        if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {desc}", file=sys.stderr)
 
     def __call__(self, fraction: float, text: str) -> None:
         if self.bar is None:
+            stage = text.split(" (step")[0]  # "optimising level 1/3 (step 6/12)": one line per level
+            if self.enabled and stage != self.stage:
+                self.stage = stage
+                print(f"[{100 * fraction:3.0f}%] {stage}", file=sys.stderr, flush=True)
             return
         self.bar.n = 100 * fraction
         self.bar.set_description_str(text[:60])
@@ -180,7 +188,8 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--weights", help="network weights (default: the shipped weights)")
     r.add_argument("--no-network", action="store_true", help="skip the network (instance optimisation only)")
     r.add_argument("--no-inverse", action="store_true", help="do not compute the inverse transform")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0,
+                   help="seed of the pre-alignment's sampling and of torch (0 to 2**32 - 2; default 0): same seed, same result")
     r.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     r.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -16,7 +16,8 @@ Images and label maps land on the field's grid, or on ``--reference IMAGE``'s gr
 is then interpolated at the reference voxels, with ITK's zero displacement outside its grid).
 Label maps are warped label-aware (:func:`~ADRegNetLib.spatial.labels.sample_labels`), images
 with linear, cubic B-spline or nearest interpolation; points outside the moving/fixed data
-image get 0, as ITK's resampling does.
+image get that image's background (the median of its six faces: air for CT), as ``register``'s
+``warped.nii.gz`` does; label maps get 0 there.
 
 Nothing is written on error; the output is written to a temporary file beside it and renamed,
 and an input file is never overwritten (symbolic links resolved).
@@ -99,8 +100,9 @@ def _field_file(result: Path, kind: str, direction: str) -> tuple[Path, bool]:
     if not path.is_file():
         if inverse:
             raise WarpError(
-                f"{direction} for {kind} needs the inverse transform {path}, which is missing; re-run adregnet register "
-                f"with a version that writes {INVERSE_FILE}, or use the other --direction")
+                f"{direction} for {kind} needs the inverse transform {path}, which is missing (the run was made with "
+                f"--no-inverse, or by an older version); re-run adregnet register without --no-inverse, or use the "
+                f"other --direction")
         raise WarpError(f"{result} holds no {FORWARD_FILE}; give the output folder of adregnet register")
     return path, inverse
 
@@ -153,6 +155,7 @@ def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, d
     import torch.nn.functional as F
 
     from ..spatial.bspline import bspline_coefficients, bspline_sample
+    from ..spatial.transform import background_value
 
     nearest = interpolation == "nearest"
     dtype = torch.float64 if data.array.dtype == np.float64 else torch.float32
@@ -160,6 +163,8 @@ def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, d
     source = bspline_coefficients(volume) if interpolation == "bspline" else volume
     # a float64 image stays float64: values beyond float32's range would otherwise be written as inf
     out = np.zeros(out_geometry.shape, dtype=data.array.dtype if nearest or dtype == torch.float64 else np.float32)
+    # outside the image: its background, as ``register``'s warped.nii.gz (air for CT, not water)
+    background = torch.tensor(background_value(data), dtype=dtype, device=device)
     hits = 0
     for z0, z1, grid, inside in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
         grid = grid.to(dtype)
@@ -168,7 +173,7 @@ def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, d
         else:
             values = F.grid_sample(source, grid, mode="nearest" if nearest else "bilinear", padding_mode="border",
                                    align_corners=True)
-        values = torch.where(inside, values[0, 0], torch.zeros((), dtype=values.dtype, device=values.device))
+        values = torch.where(inside, values[0, 0], background)
         out[z0:z1] = values.cpu().numpy().astype(out.dtype, copy=False)
         hits += int(inside.sum())
     return out, hits / max(out.size, 1)

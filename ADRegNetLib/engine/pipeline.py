@@ -302,7 +302,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- instance optimisation
     io_info = None
-    guide = has_landmarks and bool(landmarks_guide)  # otherwise the pairs are only measured
+    # the pairs pull the optimisation and the refinement; the network's prediction alone does not take them
+    guide = has_landmarks and bool(landmarks_guide) and instance_optimization and not instant
+    if has_landmarks and landmarks_guide and not guide:
+        warnings_.append("the landmark pairs were only measured: " + ("--quality instant" if instant else
+                         "a run without instance optimisation") + " is the network's prediction alone, which "
+                         "does not take them, so their TRE after is an independent check")
     fixed_pts = fixed_landmarks if guide else None
     moving_pts_w = affine.inverse_apply(moving_landmarks) if guide else None  # pre-aligned space
     if instance_optimization and not instant:

@@ -61,9 +61,18 @@ def read_linear_transform(path: PathLike) -> AffineMap:
     try:
         transform = read_sitk_transform(p)
     except RuntimeError as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise LinearTransformError(f"{p} is not a readable ITK transform file ({last[:160]}); "
-                                   "give an ITK .h5/.tfm/.txt/.mat rigid or affine transform") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # ITK's message ends in a wrapped fragment ("set the suffix to an unsupported type."): name the first
+        # line that says what went wrong instead
+        reason = next((line for line in lines if "Could not" in line or "Unable" in line or "ERROR" in line), "")
+        reason = reason.split("):", 1)[-1].strip() if reason else ""
+        image_suffix = "".join(p.suffixes[-2:]).lower() in {".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"}
+        raise LinearTransformError(
+            f"{p} is not a readable ITK transform file" + (f" ({reason[:160]})" if reason else "")
+            + ("; it looks like an image: a displacement field from adregnet register is applied with adregnet warp, "
+               "and --initial-transform" if image_suffix else "; --initial-transform")
+            + " takes an ITK .h5/.tfm/.txt/.mat rigid or affine transform (as ITK, ANTs, elastix and Slicer write)"
+        ) from None
     if transform.GetDimension() != 3:
         raise LinearTransformError(f"{p} holds a {transform.GetDimension()}-D transform; a 3-D one is needed")
     if not _is_linear(transform):

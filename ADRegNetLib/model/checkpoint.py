@@ -120,9 +120,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file (IndexError for plain text, ...)
+        # torch's own text is long and suggests weights_only=False, which would run code from the file: not shown
+        kind = ("it holds Python objects besides tensors" if "weights only load failed" in str(exc).lower()
+                else f"torch: {type(exc).__name__}")
         raise CheckpointError(
-            f"cannot read AD-RegNet weights {path}: the file is truncated or not a torch checkpoint ({exc}). "
-            "Download or copy the file again, or retrain it."
+            f"cannot read AD-RegNet weights {path}: the file is truncated or not a torch checkpoint ({kind}). "
+            "Give a .pt file saved by adregnet train (or the shipped Resources/weights), copy the file again, or "
+            "retrain it."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an AD-RegNet checkpoint (no '{FORMAT}' marker); "

@@ -217,11 +217,17 @@ def test_evaluate_transform_h5_and_labels_in_process(demo_run, capsys):
                str(MOVING_LM), "--fixed-labels", str(root / "fixed_labels.nii.gz"), "--moving-labels",
                str(root / "moving_labels.nii.gz")])
     assert rc == 0
-    res = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
     assert res["tre_after"]["mean"] == pytest.approx(demo_run["metrics"]["tre_after"]["mean"], abs=1e-3)
     # the registration improves the overlap of the thresholded lung/vessel labels
     before, after = res["dice_before"], res["dice_after"]
     assert after["mean"] > before["mean"]
+    # and a one-line summary of the same figures beside the JSON
+    n = len(res["tre_after"]["per_landmark"])
+    assert (f"TRE {res['tre_before']['mean']:.2f} -> {res['tre_after']['mean']:.2f} mm "
+            f"(p95 {res['tre_after']['p95']:.2f}, {n} pairs); Dice {before['mean']:.3f} -> {after['mean']:.3f}") \
+        in captured.err
 
 
 # ------------------------------------------------------------------------------- overwrite
@@ -289,3 +295,28 @@ def test_help_lists_the_commands(capsys):
     text = capsys.readouterr().out
     for word in ("register", "evaluate", "train", "warp", "batch"):
         assert word in text
+
+
+def test_version_is_the_package_version(capsys):
+    from ADRegNetLib import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"adregnet {__version__}"
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage(capsys, monkeypatch):
+    """In a log file or a pipe the progress is a line per stage, not a bar redrawn into the file."""
+    from ADRegNetLib.cli.register_cmd import _ProgressBar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    bar = _ProgressBar(enabled=True)
+    for step in range(1, 4):
+        bar(0.3 + 0.01 * step, f"optimising level 1/3 (step {step}/12)")
+    bar(0.9, "refining (step 1/20)")
+    bar.close()
+    assert capsys.readouterr().err.splitlines() == ["[ 31%] optimising level 1/3", "[ 90%] refining"]
+    quiet = _ProgressBar(enabled=False)
+    quiet(0.5, "refining")
+    assert capsys.readouterr().err == ""

@@ -57,11 +57,20 @@ def sitk_transform(path: Path) -> sitk.DisplacementFieldTransform:
     return sitk.DisplacementFieldTransform(sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkVectorFloat64))
 
 
-def sitk_resample(data: Path, reference: Geometry, field: Path, interpolator) -> np.ndarray:
+def faces_median(image: sitk.Image) -> float:
+    """The image's background as the CLI takes it: the median of its six faces."""
+    a = sitk.GetArrayFromImage(image)
+    return float(np.median(np.concatenate([f.reshape(-1) for f in (a[0], a[-1], a[:, 0], a[:, -1], a[:, :, 0],
+                                                                   a[:, :, -1])])))
+
+
+def sitk_resample(data: Path, reference: Geometry, field: Path, interpolator, default: float | None = None) -> np.ndarray:
+    """SimpleITK's resampling of ``data``; outside it the image's background (``default``: that value)."""
     image = sitk.ReadImage(str(data))
     ref = sitk.Image([int(s) for s in reference.size], image.GetPixelID())
     reference.apply_to_sitk(ref)
-    return sitk.GetArrayFromImage(sitk.Resample(image, ref, sitk_transform(field), interpolator, 0.0))
+    outside = faces_median(image) if default is None else default
+    return sitk.GetArrayFromImage(sitk.Resample(image, ref, sitk_transform(field), interpolator, outside))
 
 
 def digest(folder: Path) -> dict:
@@ -124,8 +133,14 @@ def test_image_moving_to_fixed_linear_matches_simpleitk(case):
     assert np.allclose(ours.GetDirection(), FIXED.direction.reshape(-1)) and ours.GetSize() == FIXED.size
     theirs = sitk_resample(root / "moving.nii.gz", FIXED, case["result"] / "displacement.nii.gz", sitk.sitkLinear)
     diff = np.abs(sitk.GetArrayFromImage(ours) - theirs)
-    assert (theirs != 0).mean() > 0.7  # most of the fixed grid maps inside the moving image
+    sentinel = sitk_resample(root / "moving.nii.gz", FIXED, case["result"] / "displacement.nii.gz", sitk.sitkLinear,
+                             default=-1e6)
+    inside = sentinel != -1e6
+    assert 0.7 < inside.mean() < 1.0  # most of the fixed grid maps inside the moving image, not all of it
     assert diff.max() < 1e-3 * np.abs(theirs).max(), diff.max()
+    # outside it the moving image's background, as register's warped.nii.gz (air for CT, not 0)
+    background = faces_median(sitk.ReadImage(str(root / "moving.nii.gz")))
+    assert abs(background) > 1.0 and np.allclose(sitk.GetArrayFromImage(ours)[~inside], background)
     assert not list(root.glob("**/.adregnet-tmp*"))  # the temporary file was renamed
 
 
@@ -165,8 +180,8 @@ def test_labels_are_warped_label_aware_like_simpleitk_label_linear(case, key, da
     check_run(case, key)
     root = case["root"]
     ours = sitk.GetArrayFromImage(sitk.ReadImage(str(root / f"out/{key}.nii.gz")))
-    theirs = sitk_resample(root / data, grid, case["result"] / field, sitk.sitkLabelLinear)
-    nearest = sitk_resample(root / data, grid, case["result"] / field, sitk.sitkNearestNeighbor)
+    theirs = sitk_resample(root / data, grid, case["result"] / field, sitk.sitkLabelLinear, default=0.0)  # label 0
+    nearest = sitk_resample(root / data, grid, case["result"] / field, sitk.sitkNearestNeighbor, default=0.0)
     assert set(np.unique(ours)) <= {0, 5, 10, 15}
     agree = np.mean(ours == theirs)
     assert agree > 0.99, agree

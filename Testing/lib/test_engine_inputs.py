@@ -156,6 +156,23 @@ def test_landmarks_that_only_measure_leave_the_field_as_without_them(crop):
     assert measured.metrics["tre_before"]["mean"] == guided.metrics["tre_before"]["mean"]
 
 
+@pytest.mark.parametrize("mode", [dict(quality="instant"), dict(quality="fast", instance_optimization=False)])
+def test_landmarks_only_measure_the_network_prediction_alone(crop, mode):
+    """The network's prediction alone does not take the pairs: asked to guide, they are reported as
+    measured only (an independent check), with a warning saying why, and the field is the unguided one."""
+    g = crop.geometry
+    moving = Image(np.roll(crop.array, 1, axis=1).copy(), g, "moved")
+    fixed_pts = g.index_to_physical(np.array([[12.0, 14.0, 10.0], [26.0, 20.0, 16.0]]))
+    kw = dict(device="cpu", prealignment="none", compute_inverse=False, **mode)
+    plain = register(crop, moving, **kw)
+    asked = register(crop, moving, fixed_landmarks=fixed_pts, moving_landmarks=fixed_pts + [0.0, 4.0, 0.0], **kw)
+    assert np.array_equal(asked.disp_mm, plain.disp_mm)
+    assert asked.metrics["landmarks"]["guided_registration"] is False
+    assert "independent check" in asked.metrics["landmarks"]["role"]
+    assert any("landmark pairs were only measured" in w for w in asked.metrics["warnings"])
+    assert not any("landmark pairs" in w for w in plain.metrics["warnings"])
+
+
 def test_coarse_start_judge_prefers_the_field_that_aligns(crop):
     """The coarse start is judged by local NCC of the gain-normalised images: the true shift scores
     lower than no motion and than a shift the wrong way, whatever a smooth gain on the moving image."""

@@ -253,11 +253,17 @@ def test_missing_file(tmp_path):
 
 
 def test_unreadable_file(tmp_path):
+    """A file named as an image that is none says so; one of an unknown kind names the formats read."""
     path = tmp_path / "garbage.nii.gz"
     path.write_bytes(b"this is not an image" * 50)
-    with pytest.raises(ImageError, match=r"garbage.nii.gz: cannot be read as an image \(.*\); supported formats are "
-                                         r"NIfTI"):
+    with pytest.raises(ImageError, match=r"garbage.nii.gz: cannot be read as an image \(.*\); its name says a "
+                                         r"supported format, but its contents are not a valid file of it"):
         read_image(path)
+    other = tmp_path / "garbage.xyz"
+    other.write_bytes(b"this is not an image" * 50)
+    with pytest.raises(ImageError, match=r"garbage.xyz: cannot be read as an image \(.*\); supported formats are "
+                                         r"NIfTI"):
+        read_image(other)
 
 
 def test_empty_file(tmp_path):
