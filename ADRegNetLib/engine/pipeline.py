@@ -90,7 +90,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             image); mapped into the fixed frame through the pre-alignment and combined with
             ``fixed_mask``.
         initial_transform: optional fixed -> moving :class:`AffineMap` (LPS mm, resampling
-            convention) used as the pre-alignment; it is composed into the result.
+            convention): the pre-alignment starts from it and refines it (kept only when the fit and
+            MIND-SSC say the refined one is better; ``prealignment="none"`` keeps it as given); the
+            pre-alignment is composed into the result.
         preset: "auto", "lung-ct", "brain-mri" or "generic"; "auto" decides and says what it chose
             (``metrics["preset"]``, ``metrics["preset_reason"]``).
         quality: "instant" (the network alone), "fast", "balanced" or "best".
@@ -210,7 +212,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("normalize")
 
     # ---- pre-alignment
-    mode = prealignment or ("none" if initial_transform is not None else q.prealign)
+    # a user's start is refined like any other (kept only when the fit and MIND-SSC both say it helps)
+    mode = prealignment or q.prealign
     fixed_mask_image = Image(mask_arr, fixed.geometry, "fixed mask") if mask_arr is not None else None
     affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fixed_mask_image,
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,

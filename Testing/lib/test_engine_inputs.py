@@ -101,6 +101,22 @@ def test_initial_transform_is_composed_into_the_result(crop):
         register(crop, moving, initial_transform=np.eye(4), **CHEAP)
 
 
+def test_a_rough_initial_transform_is_refined_by_the_pre_alignment(crop):
+    """The user's start is where the pre-alignment begins, not where it ends: a start 8 mm off the
+    true shift is refined towards it (kept because it fits better), an exact start is kept as given."""
+    shift = np.array([4.0, -3.0, 5.0])
+    g = crop.geometry
+    moving = Image(crop.array, Geometry(g.size, g.spacing, g.origin + shift, g.direction), "shifted")
+    kw = dict(CHEAP, prealignment=None)
+    rough = register(crop, moving, initial_transform=AffineMap(np.eye(3), shift + [5.0, 4.0, -4.0]), **kw)
+    info = rough.metrics["prealignment"]
+    assert info["start"] == "the initial transform given by the user" and info["kept"] == "optimised"
+    error = np.abs(rough.disp_mm.reshape(3, -1).mean(axis=1) - shift).max()
+    assert error < 1.0, error  # from 5 mm off
+    exact = register(crop, moving, initial_transform=AffineMap(np.eye(3), shift), **kw)
+    np.testing.assert_allclose(exact.disp_mm.reshape(3, -1).mean(axis=1), shift, atol=0.05)
+
+
 def test_warped_ct_is_padded_with_air_and_similarity_uses_the_overlap(crop):
     g = crop.geometry
     moving = Image(crop.array, Geometry(g.size, g.spacing, g.origin + np.array([30.0, 0, 0]), g.direction), "moved")
