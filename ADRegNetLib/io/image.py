@@ -141,12 +141,13 @@ def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         detail = next((line for line in lines if "ERROR" in line or "Could not" in line or "Unable" in line),
                       lines[-1] if lines else "unknown reason")
-        known = "".join(path.suffixes[-2:]).lower() in {".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"} or \
-            path.suffix.lower() in {".nii", ".nrrd", ".mha", ".mhd"}
+        name = path.name.lower()
+        known = next((fmt for suffix, fmt in ((".nii.gz", "NIfTI"), (".nii", "NIfTI"), (".nrrd", "NRRD"),
+                                                (".mha", "MetaImage"), (".mhd", "MetaImage")) if name.endswith(suffix)), None)
         raise ImageError(
             f"{path}: cannot be read as an {what} ({detail}); "
-            + ("its name says a supported format, but its contents are not a valid file of it (damaged, or another "
-               "kind of file under that name): re-export or re-copy it" if known else
+            + (f"its name says {known}, but its contents are not a valid {known} file (damaged, or another kind of "
+               "file under that name): re-export or re-copy it" if known else
                "supported formats are NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) and DICOM series "
                "folders")
         ) from None

@@ -121,8 +121,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file (IndexError for plain text, ...)
         # torch's own text is long and suggests weights_only=False, which would run code from the file: not shown
-        kind = ("it holds Python objects besides tensors" if "weights only load failed" in str(exc).lower()
-                else f"torch: {type(exc).__name__}")
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        kind = ("not a file of tensors torch can load safely" if "weights only load failed" in str(exc).lower()
+                else f"torch: {first.split('. ')[0][:150]}")
         raise CheckpointError(
             f"cannot read AD-RegNet weights {path}: the file is truncated or not a torch checkpoint ({kind}). "
             "Give a .pt file saved by adregnet train (or the shipped Resources/weights), copy the file again, or "

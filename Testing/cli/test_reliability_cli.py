@@ -116,9 +116,9 @@ def _no_outputs_left(files):
                         r"resample the image to a less anisotropic grid$"),
     ("tiny", "fixed", r"fixed image 'tiny.nii.gz' has only 8 voxels along z \(size \[24, 24, 8\] x, y, z\); at least "
                       r"16 are needed on every axis: is this a 2-D slice or a thin slab\?$"),
-    ("garbage", "moving", r"garbage.nii.gz: cannot be read as an image \(.+\); its name says a supported format, but "
-                          r"its contents are not a valid file of it \(damaged, or another kind of file under that "
-                          r"name\): re-export or re-copy it$"),
+    ("garbage", "moving", r"garbage.nii.gz: cannot be read as an image \(.+\); its name says NIfTI, but its contents "
+                          r"are not a valid NIfTI file \(damaged, or another kind of file under that name\): "
+                          r"re-export or re-copy it$"),
     ("empty", "fixed", r"empty.nii.gz: the file is empty \(0 bytes\); it was not written completely: re-export or re-copy it$"),
 ])
 def test_bad_image_files(files, capsys, case, role, pattern):
@@ -208,7 +208,7 @@ def test_negative_threads(files, capsys):
 def test_bad_weights_file_names_the_file(files, capsys, case):
     argv = [a for a in _register(files, "--weights", files[case]) if a != "--no-network"]
     expect_cli_error(argv, capsys, rf"cannot read AD-RegNet weights {re.escape(str(files[case]))}: the file is truncated "
-                                r"or not a torch checkpoint \((it holds Python objects besides tensors|torch: \w+)\)\. Give a \.pt file saved "
+                                r"or not a torch checkpoint \((not a file of tensors torch can load safely|torch: .+)\)\. Give a \.pt file saved "
                                 r"by adregnet train .*copy the file again, or retrain it\.$")
 
 
