@@ -179,7 +179,9 @@ def write_sitk_image(image: sitk.Image, path: Path) -> None:
 def write_image(image: Image, path: PathLike) -> None:
     """Write an image with its geometry (format from the extension: .nii.gz, .nrrd, .mha, ...).
 
-    Booleans are stored as uint8 and int64 as int32 when the values fit (wider reader support).
+    Booleans are stored as uint8, and int64 (label maps are read so) as the first of uint8, int16,
+    uint16 and int32 that holds its values: a uint8 segmentation comes back as uint8 (wider reader support,
+    smaller files).
 
     Raises:
         ImageError: unknown extension, or the file cannot be written.
@@ -189,8 +191,10 @@ def write_image(image: Image, path: PathLike) -> None:
         raise ImageError(f"{path}: unknown image extension; use one of {', '.join(_IMAGE_EXTENSIONS[:5])}")
     array = image.array
     dtype = None
-    if array.dtype == np.int64 and array.size and np.iinfo(np.int32).min <= array.min() and array.max() <= np.iinfo(np.int32).max:
-        dtype = np.int32
+    if array.dtype == np.int64 and array.size:
+        lo, hi = int(array.min()), int(array.max())
+        dtype = next((t for t in (np.uint8, np.int16, np.uint16, np.int32)
+                      if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max), None)
     elif array.dtype == np.bool_:
         dtype = np.uint8
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -274,3 +274,17 @@ def test_large_float_nifti_gz_is_stored_gzip_that_reads_back_exactly(tmp_path):
     small = tmp_path / "small.nii.gz"
     write_image(Image(np.zeros((20, 20, 20), np.float32), Geometry((20, 20, 20), (1.0, 1.0, 1.0)), "s"), small)
     assert small.stat().st_size < 20 ** 3 * 4 // 10  # zeros deflate
+
+
+@pytest.mark.parametrize("values, stored", [((0, 1, 255), "8-bit unsigned integer"),
+                                            ((-3, 0, 1000), "16-bit signed integer"),
+                                            ((0, 40000), "16-bit unsigned integer"),
+                                            ((0, 70000), "32-bit signed integer")])
+def test_label_maps_are_written_in_the_smallest_type_that_holds_them(tmp_path, oblique_geometry, values, stored):
+    """Label maps are read as int64; written, they take the first of uint8, int16, uint16 and int32 that
+    holds their values (a uint8 segmentation comes back as uint8), and read back unchanged."""
+    labels = np.resize(np.array(values, dtype=np.int64), oblique_geometry.shape)
+    path = tmp_path / "labels.nii.gz"
+    write_image(Image(labels, oblique_geometry, "labels"), path)
+    assert sitk.ReadImage(str(path)).GetPixelIDTypeAsString() == stored
+    np.testing.assert_array_equal(read_label_map(path).array, labels)
