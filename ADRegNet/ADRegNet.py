@@ -24,7 +24,7 @@ ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))  # source c
 
 from ADRegNetApp.logic import ADRegNetLogic  # noqa: E402
 from ADRegNetApp.pairtable import PairTable  # noqa: E402
-from ADRegNetApp.parameters import ADRegNetParameterNode, Overlay, ProcessingState  # noqa: E402
+from ADRegNetApp.parameters import ADRegNetParameterNode, Overlay, ProcessingState, Quality  # noqa: E402
 from ADRegNetApp.selftest import ADRegNetTest  # noqa: E402,F401  (Slicer finds it by name: <Module>Test)
 
 CITATION = ("AD-RegNet: attention-driven non-rigid registration of 3D medical images. "
@@ -154,6 +154,15 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, name).sortFilterProxyModel().hiddenNodeIDs = hidden
         self.pairTable.observe(p.fixedLandmarks, p.movingLandmarks)
         self.ui.initialTransformLabel.setText(self.logic.describeInitialTransform(p))
+        # "instant" is the network alone, which does not take the pairs: they only measure there
+        instant = p.quality == Quality.INSTANT
+        self.ui.landmarksGuideCheckBox.enabled = not instant
+        self.ui.landmarksGuideCheckBox.toolTip = _(
+            "Instant is the network's prediction alone, which does not take landmark pairs: they only measure "
+            "its error (an independent check).") if instant else _(
+            "Checked: the pairs pull the registration, so their error after it is not an independent check. "
+            "Unchecked: the pairs only measure the error of the registration (an independent check). Pairs placed "
+            "after a run always only measure.")
         if self._state == ProcessingState.IDLE:
             ready = bool(p.fixedVolume and p.movingVolume and p.fixedVolume != p.movingVolume)
             self.ui.applyButton.enabled = ready
