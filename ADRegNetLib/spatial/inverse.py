@@ -72,6 +72,12 @@ class _PhysicalSampler:
         grid = self.base if w is None else self.base + w.permute(0, 2, 3, 4, 1) @ self.a_t
         return F.grid_sample(self.field, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
+    def at(self, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(3, K) field values at y + w for the K voxels ``index`` (flat) of the points grid; ``w`` (3, K) mm."""
+        grid = self.base.reshape(-1, 3)[index] + w.T @ self.a_t
+        return F.grid_sample(self.field, grid.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                             align_corners=True)[0, :, 0, 0]
+
 
 def _solve3(jac: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """Solve (K, 3, 3) @ x = (K, 3) in closed form (cofactors: far faster than batched LAPACK on CPU).
@@ -203,35 +209,43 @@ def _invert_block(u: torch.Tensor, fixed_geometry: Geometry, moving_geometry: Ge
     with torch.no_grad():
         v = -sample(None)
         residual = v + sample(v)
-        norm = residual.square().sum(dim=1, keepdim=True)  # squared residual, mm^2
-        left, sweeps = int((norm >= tol2).sum()), 0
+        flat_v, flat_r = v.reshape(3, -1), residual.reshape(3, -1)  # views: v is updated through them
+        norm = flat_r.square().sum(dim=0)  # squared residual, mm^2
+        # each sweep steps only the voxels not yet converged (the first sweep most of them, later ones few;
+        # sixteenth session, lung case's 3.5 million voxels at 0.01 mm: 2.7 -> 1.5 s)
+        active, sweeps = torch.nonzero(norm >= tol2).squeeze(1), 0
         for _ in range(iterations):
-            if left == 0:
+            if active.numel() == 0:
                 break
-            trial = v - residual
-            trial_residual = trial + sample(trial)
-            trial_norm = trial_residual.square().sum(dim=1, keepdim=True)
-            better = trial_norm < norm
-            v = torch.where(better, trial, v)
-            residual = torch.where(better, trial_residual, residual)
-            norm = torch.where(better, trial_norm, norm)
-            before, left = left, int((norm >= tol2).sum())
-            sweeps += 1
+            w, r, n = flat_v[:, active], flat_r[:, active], norm[active]
+            trial = w - r
+            trial_residual = trial + sample.at(active, trial)
+            trial_norm = trial_residual.square().sum(dim=0)
+            better = trial_norm < n
+            flat_v[:, active] = torch.where(better, trial, w)
+            flat_r[:, active] = torch.where(better, trial_residual, r)
+            norm[active] = torch.where(better, trial_norm, n)
+            before = active.numel()
+            active = active[norm[active] >= tol2]
+            left, sweeps = active.numel(), sweeps + 1
             # Nearly done, or stalled (the rest contracts slowly or not at all): Newton finishes it.
             if newton_iterations and (left <= max(64, norm.numel() // 1000) or (sweeps >= 5 and left > 0.85 * before)):
                 break
-        todo = torch.nonzero((norm >= tol2).view(-1)).squeeze(1)
-        if todo.numel() and newton_iterations:
-            points = sample.base.reshape(-1, 3)[todo]
-            flat = v.reshape(3, -1)
-            flat[:, todo] = _newton(u, fixed_geometry, points, flat[:, todo].T, newton_iterations, tol_mm).T
-            v = flat.reshape(v.shape)
+        if active.numel() and newton_iterations:
+            points = sample.base.reshape(-1, 3)[active]
+            flat_v[:, active] = _newton(u, fixed_geometry, points, flat_v[:, active].T, newton_iterations, tol_mm).T
     return v
+
+
+def _every(geometry: Geometry, stride: int) -> Geometry:
+    """The grid of every ``stride``-th voxel along each axis (same first voxel, direction and span)."""
+    size = tuple(len(range(0, n, stride)) for n in geometry.size)
+    return Geometry(size, geometry.spacing * stride, geometry.origin, geometry.direction)
 
 
 def inverse_consistency_error(disp_mm: ArrayLike, fixed_geometry: Geometry, inv_disp_mm: ArrayLike,
                               moving_geometry: Geometry, mask: Optional[ArrayLike] = None,
-                              device: DeviceLike = None) -> tuple[float, float]:
+                              device: DeviceLike = None, stride: int = 1) -> tuple[float, float]:
     """Mean and largest inverse-consistency error of a field pair, mm, over the moving foreground.
 
     Both compositions are measured, so the interpolation error of each field counts:
@@ -247,6 +261,8 @@ def inverse_consistency_error(disp_mm: ArrayLike, fixed_geometry: Geometry, inv_
         moving_geometry: its grid.
         mask: (Zm, Ym, Xm) bool (or 0/1) moving-image foreground; None means the whole moving grid.
         device: torch device for the work; default the forward tensor's device (CPU for numpy).
+        stride: measure at every ``stride``-th voxel along each axis of both grids only (1: every
+            voxel; 2 is an eighth of the work, for large grids: the fields are smooth).
 
     Returns:
         (mean_mm, max_mm) over all measured points of both compositions.
@@ -263,13 +279,18 @@ def inverse_consistency_error(disp_mm: ArrayLike, fixed_geometry: Geometry, inv_
         if tuple(m.shape) != moving_geometry.shape:
             raise ValueError(f"mask must be (Zm, Ym, Xm) = {moving_geometry.shape} on the moving grid, got {tuple(m.shape)}")
         m = (m != 0).to(torch.float32)[None, None]
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a whole number >= 1, got {stride!r}")
+    every = (slice(None), slice(None)) + (slice(None, None, int(stride)),) * 3
+    moving_points, fixed_points = _every(moving_geometry, int(stride)), _every(fixed_geometry, int(stride))
     with torch.no_grad():
-        moving_side = (v + _PhysicalSampler(u, fixed_geometry, moving_geometry)(v)).norm(dim=1)[0]
-        errors = [moving_side[m[0, 0] > 0]]
-        to_moving = _PhysicalSampler(v, moving_geometry, fixed_geometry)
-        fixed_side = (u + to_moving(u)).norm(dim=1)[0]
+        v_at, u_at = v[every], u[every]
+        moving_side = (v_at + _PhysicalSampler(u, fixed_geometry, moving_points)(v_at)).norm(dim=1)[0]
+        errors = [moving_side[m[every][0, 0] > 0]]
+        to_moving = _PhysicalSampler(v, moving_geometry, fixed_points)
+        fixed_side = (u_at + to_moving(u_at)).norm(dim=1)[0]
         # the mask at x + u(x): nearest voxel, 0 outside the moving grid
-        hit = F.grid_sample(m, to_moving.base + u.permute(0, 2, 3, 4, 1) @ to_moving.a_t, mode="nearest",
+        hit = F.grid_sample(m, to_moving.base + u_at.permute(0, 2, 3, 4, 1) @ to_moving.a_t, mode="nearest",
                             padding_mode="zeros", align_corners=True)[0, 0]
         errors.append(fixed_side[hit > 0])
         err = torch.cat(errors)
