@@ -12,19 +12,32 @@ __all__ = ["jacobian_determinant"]
 
 def _index_gradient(field: torch.Tensor) -> torch.Tensor:
     """d field / d index along x, y, z: (N, 3 comps, 3 axes, Z, Y, X); central inside, one-sided at edges."""
-    grads = []
-    for dim in (4, 3, 2):  # x, y, z voxel axes
+    if field.requires_grad and torch.is_grad_enabled():  # a loss (folding penalty): out-of-place, for autograd
+        grads = []
+        for dim in (4, 3, 2):
+            n = field.shape[dim]
+            if n < 2:
+                grads.append(torch.zeros_like(field))
+                continue
+            idx = lambda s: tuple([slice(None)] * dim + [s])  # noqa: E731
+            grads.append(torch.cat([field[idx(slice(1, 2))] - field[idx(slice(0, 1))],
+                                    (field[idx(slice(2, None))] - field[idx(slice(None, -2))]) / 2.0,
+                                    field[idx(slice(-1, None))] - field[idx(slice(-2, -1))]], dim=dim))
+        return torch.stack(grads, dim=2)
+    n_, c, z, y, x = field.shape
+    out = field.new_empty((n_, c, 3, z, y, x))  # written in place: no stacked copy
+    for axis, dim in enumerate((4, 3, 2)):  # x, y, z voxel axes
         n = field.shape[dim]
+        g = out[:, :, axis]
         if n < 2:
-            grads.append(torch.zeros_like(field))
+            g.zero_()
             continue
-        g = torch.empty_like(field)
         idx = lambda s: tuple([slice(None)] * dim + [s])  # noqa: E731
-        g[idx(slice(1, -1))] = (field[idx(slice(2, None))] - field[idx(slice(None, -2))]) / 2.0
+        torch.sub(field[idx(slice(2, None))], field[idx(slice(None, -2))], out=g[idx(slice(1, -1))])
+        g[idx(slice(1, -1))] *= 0.5
         g[idx(slice(0, 1))] = field[idx(slice(1, 2))] - field[idx(slice(0, 1))]
         g[idx(slice(-1, None))] = field[idx(slice(-1, None))] - field[idx(slice(-2, -1))]
-        grads.append(g)
-    return torch.stack(grads, dim=2)
+    return out
 
 
 def jacobian_determinant(disp_mm: torch.Tensor, geometry: Geometry) -> torch.Tensor:
@@ -43,7 +56,13 @@ def jacobian_determinant(disp_mm: torch.Tensor, geometry: Geometry) -> torch.Ten
     g_index = _index_gradient(disp_mm)  # du_i / d idx_k
     inv = torch.as_tensor(np.linalg.inv(geometry.index_to_physical_matrix), dtype=disp_mm.dtype, device=disp_mm.device)
     # du_i/dx_j = sum_k du_i/didx_k * didx_k/dx_j
-    g = torch.einsum("nikzyx,kj->nijzyx", g_index, inv)
-    j = g + torch.eye(3, dtype=disp_mm.dtype, device=disp_mm.device)[None, :, :, None, None, None]
-    j = j.permute(0, 3, 4, 5, 1, 2)
-    return torch.linalg.det(j)
+    if torch.count_nonzero(inv - torch.diag(torch.diagonal(inv))) == 0:  # axis-aligned grid: a scale per axis
+        g = g_index * torch.diagonal(inv).view(1, 1, 3, 1, 1, 1)
+    else:
+        g = torch.einsum("nikzyx,kj->nijzyx", g_index, inv)
+    g = g + torch.eye(3, dtype=g.dtype, device=g.device)[None, :, :, None, None, None]  # J = I + du/dx
+    # the 3x3 determinant by cofactors, element-wise over the grid: batched LAPACK (torch.linalg.det on
+    # (voxels, 3, 3)) made the whole determinant 0.51 s for the lung case's 3.5 million voxels on 2 cores;
+    # with the cofactors, the gradient written in place and no matrix product on axis-aligned grids 0.18 s
+    (a, b, c), (d, e, f), (h, i_, k) = ((g[:, r, 0], g[:, r, 1], g[:, r, 2]) for r in range(3))
+    return a * (e * k - f * i_) - b * (d * k - f * h) + c * (d * i_ - e * h)
