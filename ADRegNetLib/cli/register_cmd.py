@@ -182,7 +182,10 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
     r.add_argument("--mask-moving", help="region of interest of the moving image (any grid over it)")
-    r.add_argument("--initial-transform", help="ITK rigid/affine transform file (fixed -> moving), composed into the result")
+    r.add_argument("--initial-transform", help="ITK rigid/affine transform file (fixed -> moving), composed into the "
+                   "result; the pre-alignment starts from it and keeps a refinement of it only when that fits clearly better")
+    r.add_argument("--keep-initial-transform", action="store_true",
+                   help="use --initial-transform exactly as given (no pre-alignment after it)")
     r.add_argument("--rigid-mask", help="label map on the fixed image: each labelled region moves rigidly")
     r.add_argument("--warp-labels", help="a moving label map to warp onto the fixed grid (label-aware)")
     r.add_argument("--weights", help="network weights (default: the shipped weights)")
@@ -238,6 +241,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         check_label_values(labels, "--warp-labels")
     if initial is not None:
         check_initial_transform(initial, fixed, moving, args.initial_transform)
+    elif getattr(args, "keep_initial_transform", False):
+        raise CLIError("--keep-initial-transform keeps the transform given with --initial-transform; give that too")
     from ..spatial.overlap import physical_overlap
 
     for image, reference, option in ((labels, moving, "--warp-labels"), (rigid, fixed, "--rigid-mask")):
@@ -245,6 +250,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise CLIError(f"{option} {image.name} does not overlap the {'moving' if reference is moving else 'fixed'} "
                            "image in physical space; give a label map drawn on that image")
     extra = {"rigid_regions": rigid} if rigid is not None else {}
+    if getattr(args, "keep_initial_transform", False):
+        extra["prealignment"] = "none"
     contrast = getattr(args, "contrast", "auto")
     if contrast != "auto":
         extra["multimodal"] = contrast == "different"

@@ -348,3 +348,17 @@ def test_warp_keeps_float64_values_beyond_float32(capsys, tmp_path, result):
     assert "overflow" not in capsys.readouterr().err
     warped = read_image(out, dtype=None).array
     assert warped.dtype == np.float64 and np.all(np.isfinite(warped)) and warped.max() > 1e300
+
+
+def test_keep_initial_transform_uses_it_as_given(files, capsys, tmp_path):
+    """By default the pre-alignment starts from --initial-transform and may refine it;
+    --keep-initial-transform uses it exactly (no pre-alignment), and needs --initial-transform."""
+    expect_cli_error(_register(files, "--keep-initial-transform"), capsys,
+                     r"--keep-initial-transform keeps the transform given with --initial-transform; give that too$")
+    for keep, out in ((False, tmp_path / "refined"), (True, tmp_path / "kept")):
+        argv = _register(files, "--initial-transform", files["to_moving"], *(["--keep-initial-transform"] if keep else []),
+                         moving=files["moving_far"], out=out)
+        assert main(argv) == 0, capsys.readouterr().err
+        prealignment = json.loads((out / "metrics.json").read_text())["prealignment"]
+        assert prealignment["start"] == "the initial transform given by the user"
+        assert prealignment["mode"] == ("none" if keep else "affine"), prealignment
