@@ -154,6 +154,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, name).sortFilterProxyModel().hiddenNodeIDs = hidden
         self.pairTable.observe(p.fixedLandmarks, p.movingLandmarks)
         self.ui.initialTransformLabel.setText(self.logic.describeInitialTransform(p))
+        self.ui.keepInitialTransformCheckBox.enabled = bool(p.useInitialTransform)
         # "instant" is the network alone, which does not take the pairs: they only measure there
         instant = p.quality == Quality.INSTANT
         self.ui.landmarksGuideCheckBox.enabled = not instant

@@ -69,7 +69,7 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
                            outputTransformNode=p.outputTransform, outputWarpedNode=p.outputWarped,
                            outputJacobianNode=p.outputJacobian, outputTreTableNode=p.outputTreTable,
                            outputInverseTransformNode=p.outputInverseTransform, useInitialTransform=p.useInitialTransform,
-                           landmarksGuide=p.landmarksGuide,
+                           keepInitialTransform=p.keepInitialTransform, landmarksGuide=p.landmarksGuide,
                            preset=p.preset.value, quality=p.quality.value, device=p.device.value,
                            regularization=p.regularization, progress=progress, shouldStop=shouldStop,
                            log=RunLog(listener=logListener))

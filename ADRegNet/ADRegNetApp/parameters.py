@@ -79,6 +79,7 @@ class ADRegNetParameterNode:
     fixedMask: Mask
     movingMask: Mask
     useInitialTransform: bool = True
+    keepInitialTransform: bool = False
     landmarksGuide: bool = True
     preset: Preset = Preset.AUTO
     quality: Quality = Quality.BALANCED

@@ -139,7 +139,8 @@ class ADRegNetMRMLLogic:
     def registerNodes(self, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode=None, movingLandmarksNode=None,
                       fixedMaskNode=None, movingMaskNode=None, *, outputTransformNode=None, outputWarpedNode=None,
                       outputJacobianNode=None, outputTreTableNode=None, outputInverseTransformNode=None,
-                      useInitialTransform: bool = True, landmarksGuide: bool = True, preset: str = "auto",
+                      useInitialTransform: bool = True, keepInitialTransform: bool = False,
+                      landmarksGuide: bool = True, preset: str = "auto",
                       quality: str = "balanced",
                       device: str = "auto", regularization: float = 1.0,
                       progress: Optional[Callable[[float, str], None]] = None,
@@ -157,7 +158,9 @@ class ADRegNetMRMLLogic:
                 Segmentation (any segment), on any grid.
             outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode,
                 outputInverseTransformNode: nodes to overwrite; None (the default) creates new ones.
-            useInitialTransform: start from the moving volume's linear transform.
+            useInitialTransform: start from the moving volume's linear transform (the pre-alignment
+                refines it, keeping the refinement only when it fits clearly better).
+            keepInitialTransform: use that transform exactly as it is (no pre-alignment after it).
             landmarksGuide: the landmark pairs pull the registration (True) or only measure its error
                 (False: an independent check); the TRE table and the log say which.
             preset, quality, device, regularization, seed: engine settings (see ``register``).
@@ -196,6 +199,8 @@ class ADRegNetMRMLLogic:
             kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask")
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
+            if keepInitialTransform:
+                kwargs["prealignment"] = "none"
         log = log or RunLog()
         settings = dict(preset=preset, quality=quality, device=device, regularization=regularization, seed=seed)
         log.inputs(fixed, moving, settings, 0 if fixed_points is None else len(fixed_points),

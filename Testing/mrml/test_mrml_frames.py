@@ -51,8 +51,16 @@ def test_a_linear_parent_is_the_initial_transform(scene, pair):
     ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
     np.testing.assert_allclose(engine.calls[0]["initial_transform"].to_homogeneous(), initial, atol=1e-12)
     np.testing.assert_array_equal(engine.calls[0]["moving"].array, image_from_volume_node(moving).array)
+    assert "prealignment" not in engine.calls[0]  # the engine's pre-alignment starts from it and may refine it
     ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, useInitialTransform=False)
     assert "initial_transform" not in engine.calls[1]
+    # kept exactly: the same start, no pre-alignment after it; without a start there is nothing to keep
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, keepInitialTransform=True)
+    np.testing.assert_allclose(engine.calls[2]["initial_transform"].to_homogeneous(), initial, atol=1e-12)
+    assert engine.calls[2]["prealignment"] == "none"
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, useInitialTransform=False,
+                                                          keepInitialTransform=True)
+    assert "initial_transform" not in engine.calls[3] and "prealignment" not in engine.calls[3]
 
 
 def test_non_linear_parent_and_transformed_fixed_volume_are_refused(scene, pair):
