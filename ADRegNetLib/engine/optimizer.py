@@ -51,7 +51,7 @@ from torch.profiler import record_function
 
 from ..losses.features import FeatureSSD, mind_ssc_fast
 from ..spatial.filters import gaussian_kernel, gaussian_smooth
-from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, norm_to_mm_matrix
+from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, norm_to_mm_matrix, vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import grid_sample
@@ -336,7 +336,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
 
 def _motion_p95_mm(flow: torch.Tensor, level: Geometry, region: torch.Tensor) -> float:
     """95th percentile of the displacement length (mm) of a normalised ``flow`` on ``level``, inside ``region``."""
-    length = flow_norm_to_disp_mm(flow, level).norm(dim=1).flatten()
+    length = vector_length(flow_norm_to_disp_mm(flow, level)).flatten()
     if bool((region > 0).any()):
         length = length[region.flatten() > 0]
     return float(np.percentile(length.cpu().numpy(), 95))

@@ -52,7 +52,7 @@ import torch
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
 from ..spatial.filters import gaussian_smooth, noise_std
-from ..spatial.flow import flow_norm_to_disp_mm, identity_grid
+from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
@@ -259,10 +259,10 @@ def fine_share(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tens
     update_mm = flow_norm_to_disp_mm(update_flow, geometry)
     coarse = gaussian_smooth(update_mm, [sigma_mm / float(s) for s in geometry.spacing[::-1]])
     inside = region[0, 0]
-    total = float(update_mm.norm(dim=1)[0][inside].mean()) if bool(inside.any()) else 0.0
+    total = float(vector_length(update_mm)[0][inside].mean()) if bool(inside.any()) else 0.0
     if not total > 0:
         return 0.0
-    return float((update_mm - coarse).norm(dim=1)[0][inside].mean()) / total
+    return float(vector_length(update_mm - coarse)[0][inside].mean()) / total
 
 
 def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,

@@ -21,9 +21,22 @@ __all__ = [
     "flow_norm_to_disp_mm",
     "norm_to_mm_matrix",
     "identity_grid",
+    "vector_length",
     "check_field",
     "check_disp_shape",
 ]
+
+
+def vector_length(field: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Euclidean length of the 3-vectors along ``dim`` (a field's components), that axis removed.
+
+    ``torch.Tensor.norm(dim=1)`` reduces the strided component axis slowly on the CPU: a (1, 3, 81, 97,
+    113) field took 68 ms, this 3 ms (sixteenth session, 2 cores); the same values to float rounding.
+    """
+    if field.shape[dim] != 3:
+        raise ValueError(f"vector_length needs 3 components along dim {dim}, got {tuple(field.shape)}")
+    x, y, z = field.unbind(dim)
+    return (x * x + y * y + z * z).sqrt()
 
 
 def check_field(field: torch.Tensor, name: str = "field") -> None:

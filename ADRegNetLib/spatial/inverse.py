@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .flow import check_disp_shape
+from .flow import check_disp_shape, vector_length
 from .geometry import Geometry
 from .warp import sampling_grid
 
@@ -285,10 +285,10 @@ def inverse_consistency_error(disp_mm: ArrayLike, fixed_geometry: Geometry, inv_
     moving_points, fixed_points = _every(moving_geometry, int(stride)), _every(fixed_geometry, int(stride))
     with torch.no_grad():
         v_at, u_at = v[every], u[every]
-        moving_side = (v_at + _PhysicalSampler(u, fixed_geometry, moving_points)(v_at)).norm(dim=1)[0]
+        moving_side = vector_length(v_at + _PhysicalSampler(u, fixed_geometry, moving_points)(v_at))[0]
         errors = [moving_side[m[every][0, 0] > 0]]
         to_moving = _PhysicalSampler(v, moving_geometry, fixed_points)
-        fixed_side = (u_at + to_moving(u_at)).norm(dim=1)[0]
+        fixed_side = vector_length(u_at + to_moving(u_at))[0]
         # the mask at x + u(x): nearest voxel, 0 outside the moving grid
         hit = F.grid_sample(m, to_moving.base + u_at.permute(0, 2, 3, 4, 1) @ to_moving.a_t, mode="nearest",
                             padding_mode="zeros", align_corners=True)[0, 0]

@@ -28,6 +28,7 @@ import torch
 
 from ..model.checkpoint import load_model
 from ..model.inference import predict_in_passes
+from ..spatial.flow import vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
 from ..spatial.transforms import resize_flow
@@ -70,7 +71,7 @@ def _dice_mean(a: torch.Tensor, b: torch.Tensor) -> float:
 def evaluate_field(pair: PairBatch, disp_mm: torch.Tensor) -> dict:
     """TRE (mm), Dice and folds (%) of a (1, 3, Z, Y, X) predicted field in mm along the voxel axes."""
     fg = pair.fixed_labels[0, 0] > 0
-    err = (disp_mm - pair.disp_mm)[0].norm(dim=0)
+    err = vector_length((disp_mm - pair.disp_mm)[0], dim=0)
     geometry = Geometry(tuple(pair.fixed.shape[2:][::-1]), spacing=(pair.spacing_mm,) * 3)
     det = jacobian_determinant(disp_mm.double(), geometry)
     warped = warp(pair.moving_labels, disp_mm, pair.spacing_mm, mode="nearest")

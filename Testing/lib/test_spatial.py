@@ -247,3 +247,13 @@ def test_grid_sample_on_all_threads_equals_torch_bit_for_bit_with_gradients(shap
         torch.testing.assert_close(grid.grad, grid_ref.grad)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_vector_length_is_the_norm_over_the_components():
+    from ADRegNetLib.spatial.flow import vector_length
+
+    field = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)
+    assert torch.allclose(vector_length(field), field.norm(dim=1), atol=1e-12)
+    assert torch.allclose(vector_length(field[0], dim=0), field[0].norm(dim=0), atol=1e-12)
+    with pytest.raises(ValueError, match="3 components along dim 1"):
+        vector_length(torch.zeros(1, 2, 4, 4, 4))
