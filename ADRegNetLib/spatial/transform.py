@@ -160,7 +160,7 @@ class Transform:
         pad = background_value(image) if default is None else float(default)
         src = torch.from_numpy(np.ascontiguousarray(image.array, dtype=np.float32))[None, None]
         res = warp_image(src, self._disp_tensor(), self.geometry, image.geometry, mode=mode, affine=self.affine,
-                         padding_value=pad, return_inside=return_inside)
+                         padding_value=pad, return_inside=return_inside, itk_buffer=True)
         out, inside = res if return_inside else (res, None)
         arr = out[0, 0].numpy()
         if mode == "nearest":

@@ -123,7 +123,7 @@ def _slab_depth(geometry: Geometry, channels: int, budget_voxels: int = 8_000_00
 def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geometry: Geometry,
                moving_geometry: Optional[Geometry] = None, mode: str = "linear",
                padding_mode: str = "zeros", affine: Optional[AffineMap] = None,
-               padding_value: float = 0.0, return_inside: bool = False):
+               padding_value: float = 0.0, return_inside: bool = False, itk_buffer: bool = False):
     """Resample ``moving`` at ``A(x + u(x))`` for every fixed voxel x (physical space, any grids).
 
     The one resampler of the library: plain resampling (``disp_mm=None``), warping and affine
@@ -141,7 +141,13 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
         affine: optional fixed -> moving affine applied after the displacement.
         padding_value: value outside the moving image with ``padding_mode="zeros"``.
         return_inside: also return a (N, 1, Z, Y, X) bool map of the voxels that sample inside
-            the moving image.
+            the moving image, between its edge voxels' centres (with ``itk_buffer`` too: there every
+            neighbour interpolated is the image's own; the half-voxel band beyond is not counted).
+        itk_buffer: with ``padding_mode="zeros"``, what ITK's resampling does: the image reaches half a
+            voxel beyond its edge voxels' centres (continuous index -0.5 .. size - 0.5), where the edge
+            voxel's value is taken, and ``padding_value`` begins beyond that (default: the value blends
+            into the padding from the edge voxels' centres on, and "inside" ends there). The outputs a
+            user sees (``Transform.warp``) use it, so they equal SimpleITK's resampling up to the edges.
 
     Returns:
         (N, C, Z, Y, X) warped image on the fixed grid (and the inside map with ``return_inside``).
@@ -152,9 +158,14 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
     if tuple(moving.shape[2:]) != moving_geometry.shape:
         raise ValueError(f"moving shape {tuple(moving.shape[2:])} does not match its grid {moving_geometry.shape} (Z, Y, X)")
     src = moving if moving.is_floating_point() else moving.float()
+    itk = itk_buffer and padding_mode == "zeros"
     pad = float(padding_value) if padding_mode == "zeros" else 0.0
-    if pad != 0.0:
+    if pad != 0.0 and not itk:
         src = src - pad
+    # |normalised coordinate| up to which ITK's buffer reaches, per axis (x, y, z): half a voxel beyond the
+    # edge voxels' centres
+    reach = [1.0 + (1.0 / (size - 1) if size > 1 else 1e-6) for size in moving_geometry.size]
+    limit = torch.tensor(reach, dtype=src.dtype, device=src.device)
     n = moving.shape[0] if disp_mm is None else max(moving.shape[0], disp_mm.shape[0])
     out = src.new_empty((n, src.shape[1], *fixed_geometry.shape))
     inside = torch.empty((n, 1, *fixed_geometry.shape), dtype=torch.bool, device=src.device) if return_inside else None
@@ -163,11 +174,15 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
         z1 = min(fixed_geometry.shape[0], z0 + depth)
         grid = sampling_grid(disp_mm, fixed_geometry, moving_geometry, like=src, affine=affine, z_range=(z0, z1))
         grid = grid.to(src.dtype).expand(n, -1, -1, -1, -1)
-        out[:, :, z0:z1] = F.grid_sample(src.expand(n, -1, -1, -1, -1), grid, mode=_mode(mode),
-                                         padding_mode=padding_mode, align_corners=True)
-        if inside is not None:
+        values = F.grid_sample(src.expand(n, -1, -1, -1, -1), grid, mode=_mode(mode),
+                               padding_mode="border" if itk else padding_mode, align_corners=True)
+        if itk:
+            reached = (grid.abs() <= limit).all(dim=-1).unsqueeze(1)
+            values = torch.where(reached, values, torch.full((), pad, dtype=values.dtype, device=values.device))
+        out[:, :, z0:z1] = values
+        if inside is not None:  # between the edge voxels' centres: every neighbour interpolated is data
             inside[:, :, z0:z1] = (grid.abs() <= 1.0 + 1e-6).all(dim=-1).unsqueeze(1)
-    if pad != 0.0:
+    if pad != 0.0 and not itk:
         out = out + pad
     if not moving.is_floating_point():
         out = out.round().to(moving.dtype)
