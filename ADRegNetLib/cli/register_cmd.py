@@ -183,7 +183,8 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
     r.add_argument("--mask-moving", help="region of interest of the moving image (any grid over it)")
     r.add_argument("--initial-transform", help="ITK rigid/affine transform file (fixed -> moving), composed into the "
-                   "result; the pre-alignment starts from it and keeps a refinement of it only when that fits clearly better")
+                   "result; the pre-alignment starts from it and keeps a refinement of it only when that fits "
+                   "clearly better")
     r.add_argument("--keep-initial-transform", action="store_true",
                    help="use --initial-transform exactly as given (no pre-alignment after it)")
     r.add_argument("--rigid-mask", help="label map on the fixed image: each labelled region moves rigidly")
@@ -192,7 +193,8 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--no-network", action="store_true", help="skip the network (instance optimisation only)")
     r.add_argument("--no-inverse", action="store_true", help="do not compute the inverse transform")
     r.add_argument("--seed", type=int, default=0,
-                   help="seed of the pre-alignment's sampling and of torch (0 to 2**32 - 2; default 0): same seed, same result")
+                   help="seed of the pre-alignment's sampling and of torch (0 to 2**32 - 2; default 0): same seed, "
+                   "same result")
     r.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     r.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -239,9 +241,10 @@ def cmd_register(args: argparse.Namespace) -> int:
             check_mask(mask, option)
     if labels is not None:
         check_label_values(labels, "--warp-labels")
+    keep_initial = getattr(args, "keep_initial_transform", False)
     if initial is not None:
         check_initial_transform(initial, fixed, moving, args.initial_transform)
-    elif getattr(args, "keep_initial_transform", False):
+    elif keep_initial:
         raise CLIError("--keep-initial-transform keeps the transform given with --initial-transform; give that too")
     from ..spatial.overlap import physical_overlap
 
@@ -250,7 +253,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise CLIError(f"{option} {image.name} does not overlap the {'moving' if reference is moving else 'fixed'} "
                            "image in physical space; give a label map drawn on that image")
     extra = {"rigid_regions": rigid} if rigid is not None else {}
-    if getattr(args, "keep_initial_transform", False):
+    if keep_initial:
         extra["prealignment"] = "none"
     contrast = getattr(args, "contrast", "auto")
     if contrast != "auto":

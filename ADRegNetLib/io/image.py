@@ -33,7 +33,7 @@ from ..spatial.geometry import Geometry, GeometryError
 from ..spatial.image import Image, ImageError
 
 __all__ = ["Image", "ImageError", "ImageWarning", "from_sitk", "to_sitk", "read_sitk_image", "check_sitk_direction",
-           "ORTHONORMAL_TOLERANCE_VOXELS"]
+           "image_format_named", "itk_error_reason", "ORTHONORMAL_TOLERANCE_VOXELS"]
 
 #: A direction is accepted (and snapped to the nearest rotation) when no voxel centre of the grid
 #: moves by more than this fraction of the smallest voxel size; beyond that the file is refused.
@@ -110,6 +110,24 @@ def to_sitk(image: Image, dtype=None) -> sitk.Image:
 
 
 # ---------------------------------------------------------------------------------------- reading
+#: file name endings of the single-file image formats read, and the format each names
+_NAMED_FORMATS = ((".nii.gz", "NIfTI"), (".nii", "NIfTI"), (".nrrd", "NRRD"), (".mha", "MetaImage"),
+                  (".mhd", "MetaImage"))
+
+
+def image_format_named(path: Path | str) -> Optional[str]:
+    """The image format a file's name says ("NIfTI", "NRRD", "MetaImage"), or None."""
+    name = Path(path).name.lower()
+    return next((fmt for suffix, fmt in _NAMED_FORMATS if name.endswith(suffix)), None)
+
+
+def itk_error_reason(exc: BaseException, default: str = "") -> str:
+    """The line of an ITK / SimpleITK error that says what went wrong ("ERROR", "Could not", "Unable"), else
+    ``default``: the message's last lines are often a wrapped fragment."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if "ERROR" in line or "Could not" in line or "Unable" in line), default)
+
+
 def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
     """Read an image file with SimpleITK after the integrity and geometry checks above.
 
@@ -139,11 +157,8 @@ def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = next((line for line in lines if "ERROR" in line or "Could not" in line or "Unable" in line),
-                      lines[-1] if lines else "unknown reason")
-        name = path.name.lower()
-        known = next((fmt for suffix, fmt in ((".nii.gz", "NIfTI"), (".nii", "NIfTI"), (".nrrd", "NRRD"),
-                                                (".mha", "MetaImage"), (".mhd", "MetaImage")) if name.endswith(suffix)), None)
+        detail = itk_error_reason(exc, lines[-1] if lines else "unknown reason")
+        known = image_format_named(path)
         raise ImageError(
             f"{path}: cannot be read as an {what} ({detail}); "
             + (f"its name says {known}, but its contents are not a valid {known} file (damaged, or another kind of "

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..spatial.affine import AffineMap
+from .image import image_format_named, itk_error_reason
 from .transform_files import read_sitk_transform, write_sitk_transform
 
 __all__ = ["LinearTransformError", "affine_from_sitk", "affine_to_sitk", "read_linear_transform", "write_linear_transform"]
@@ -61,12 +62,10 @@ def read_linear_transform(path: PathLike) -> AffineMap:
     try:
         transform = read_sitk_transform(p)
     except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # ITK's message ends in a wrapped fragment ("set the suffix to an unsupported type."): name the first
-        # line that says what went wrong instead
-        reason = next((line for line in lines if "Could not" in line or "Unable" in line or "ERROR" in line), "")
-        reason = reason.split("):", 1)[-1].strip() if reason else ""
-        image_suffix = "".join(p.suffixes[-2:]).lower() in {".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"}
+        # ITK's message ends in a wrapped fragment ("set the suffix to an unsupported type."): name the line
+        # that says what went wrong instead, without its source location
+        reason = itk_error_reason(exc).split("):", 1)[-1].strip()
+        image_suffix = image_format_named(p) is not None
         raise LinearTransformError(
             f"{p} is not a readable ITK transform file" + (f" ({reason[:160]})" if reason else "")
             + ("; it looks like an image: a displacement field from adregnet register is applied with adregnet warp, "

@@ -65,7 +65,6 @@ class NormalizedGradientFields:
         if not eps > 0:
             raise ValueError(f"eps must be > 0 (intensity per mm), got {eps}")
         self.fixed = fixed
-        self.weight = weight
         self.spacing = tuple(float(s) for s in spacing_xyz)
         self.eps = float(eps)
         # per-mm fixed gradient (x, y, z) and its regularised squared norm, once
