@@ -82,6 +82,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/ADRegNet.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._landmarksGuideTip = self.ui.landmarksGuideCheckBox.toolTip  # the .ui's, restored after Instant
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ADRegNetLogic()
         for name, (nodeType, role) in OUTPUT_SELECTORS.items():
@@ -160,10 +161,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.landmarksGuideCheckBox.enabled = not instant
         self.ui.landmarksGuideCheckBox.toolTip = _(
             "Instant is the network's prediction alone, which does not take landmark pairs: they only measure "
-            "its error (an independent check).") if instant else _(
-            "Checked: the pairs pull the registration, so their error after it is not an independent check. "
-            "Unchecked: the pairs only measure the error of the registration (an independent check). Pairs placed "
-            "after a run always only measure.")
+            "its error (an independent check).") if instant else self._landmarksGuideTip
         if self._state == ProcessingState.IDLE:
             ready = bool(p.fixedVolume and p.movingVolume and p.fixedVolume != p.movingVolume)
             self.ui.applyButton.enabled = ready
