@@ -39,7 +39,7 @@ from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before, worse_than_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
-                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_GAIN,
+                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
@@ -220,7 +220,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
                                      min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm,
-                                     max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN)
+                                     max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN,
+                                     rotation_min_cut=PREALIGN_ROTATION_MIN_CUT)
     hint = intersubject_hint(preset, regularization, affine, prealign_info.get("kept"))
     if hint:
         warnings_.append(hint)

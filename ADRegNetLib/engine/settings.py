@@ -10,6 +10,8 @@ from typing import Optional
 __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
+           "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
+           "TURNS_JUDGED_LOCALLY",
            "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
@@ -58,6 +60,17 @@ PREALIGN_MAX_SCALE = 1.4
 #: (-0.05). A synthseg pair (a contrast per tissue) scored a 180-degree flip 0.69 better by correlation
 #: at 16 mm; MIND-SSC refused it (0.104 -> 0.185)
 PREALIGN_ROTATION_MIN_GAIN = 0.10
+#: one contrast: a turn is taken when its short fit removes this share of the usual start's mismatch
+#: 1 - NCC^2 (a bounded measure: the relative gain of -NCC^2 could not reach 10 % where the usual start
+#: already correlated 0.913, brain seed 0 turned 180 degrees about P)
+PREALIGN_ROTATION_MIN_CUT = 0.30
+#: turns spread over all orientations that the rotation search ranks without a fit
+#: (``engine/rotations.py``), and how many of the best it fits
+SPREAD_TURNS = 256
+SPREAD_TURNS_FITTED = 4
+#: of the turns that pass the rotation search's rule, this many of the best by the metric are compared by
+#: the local structure similarity (MIND-SSC), which picks one
+TURNS_JUDGED_LOCALLY = 4
 #: share of working-grid voxels the pre-aligned moving image must cover
 MIN_MOVING_OVERLAP = 0.01
 #: physical bounding-box overlap below which fixed and moving are taken as not overlapping

@@ -138,6 +138,53 @@ def test_a_rotation_the_optimiser_cannot_reach_is_found_by_the_rotation_search()
     assert same["rotation_search"]["chosen"] == "usual start"
 
 
+def _turned_t1(degrees: float, axis) -> tuple[Image, Image, np.ndarray, np.ndarray]:
+    """The real T1 at 2 mm and a copy turned by ``degrees`` about ``axis`` through its centre; three
+    fixed points and where the turn puts them in the copy."""
+    import SimpleITK as sitk
+
+    from ADRegNetLib.io.image import from_sitk, to_sitk
+
+    vol = np.load(BRAIN)["vol"].astype(np.float32)
+    z, y, x = (s // 2 * 2 for s in vol.shape)
+    t1 = vol[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
+    fixed = _normalized(Image(np.ascontiguousarray(t1), Geometry(t1.shape[::-1], (2.0, 2.0, 2.0)), "t1"), "mr", None)
+    centre = fixed.geometry.center()
+    turn = sitk.VersorRigid3DTransform()
+    turn.SetCenter(centre.tolist())
+    turn.SetRotation(np.asarray(axis, float).tolist(), float(np.radians(degrees)))
+    image = to_sitk(fixed, np.float32)
+    moving = from_sitk(sitk.Resample(image, image, turn, sitk.sitkLinear, 0.0), "turned")  # moving(y) = fixed(turn(y))
+    points = centre + np.array([[20.0, 0.0, 0.0], [0.0, 25.0, 10.0], [-15.0, -20.0, -10.0]])
+    return fixed, moving, points, np.array([turn.GetInverse().TransformPoint(p.tolist()) for p in points])
+
+
+@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@pytest.mark.parametrize("degrees, axis, same_modality", [(60.0, (1.0, 1.0, 0.0), True), (120.0, (1.0, -1.0, 1.0), False)])
+def test_a_turn_about_an_oblique_axis_is_found_among_the_spread_turns(degrees, axis, same_modality):
+    """Turns about no image axis lie 30 degrees or more from every axis turn: one of the turns spread over
+    all orientations comes close enough for the short fit. With mutual information (a pair taken for two
+    contrasts) MIND-SSC picks among the turns that pass."""
+    fixed, moving, points, expected = _turned_t1(degrees, axis)
+    affine, info = prealign(fixed, moving, mode="rigid", same_modality=same_modality, rotation_min_gain=0.1)
+    search = info["rotation_search"]
+    assert search["chosen"].startswith("spread turn"), search
+    assert search["local_rotated"] < search["local_usual"] and search["judged_locally"] >= 1
+    assert np.abs(affine.apply(points) - expected).max() < 3.0
+
+
+@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+def test_a_pair_already_aligned_fits_no_turn():
+    """The usual start ranks better than every spread turn before any fit: nothing is fitted."""
+    fixed, _, _, _ = _turned_t1(0.0, (0.0, 0.0, 1.0))
+    g = fixed.geometry
+    shifted = Image(fixed.array, Geometry(g.size, g.spacing, g.origin + np.array([3.0, -2.0, 1.0]), g.direction), "shifted")
+    _, info = prealign(fixed, shifted, mode="rigid", rotation_min_gain=0.1)
+    search = info["rotation_search"]
+    assert search["candidates"] == 1 and search["chosen"] == "usual start"
+    assert search["usual_unfitted"] < search["best_turn_unfitted"]
+
+
 @pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
 def test_a_turn_is_kept_only_when_its_whole_fit_matches_better(monkeypatch):
     """A search that picks a turn (here forced: 90 degrees about S for a pair that is only shifted) is
