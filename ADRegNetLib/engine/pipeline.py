@@ -232,8 +232,10 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     work, note = working_geometry(fixed.geometry, q.working_spacing_mm, max_working_voxels or q.max_working_voxels)
     if note:
         warnings_.append(note)
-    fixed_w_np = resample(fixed_n, work).array
-    moving_w_img, moving_inside = resample(moving_n, work, affine=affine, return_inside=True)
+    # refined first (spatial.warp.refined_axes): linear interpolation blurs an image whose grid lies half a
+    # voxel off the working grid most, one on it not at all, and the similarity then matches the blur
+    fixed_w_np = resample(fixed_n, work, mode="refined").array
+    moving_w_img, moving_inside = resample(moving_n, work, affine=affine, return_inside=True, mode="refined")
     moving_w_np = moving_w_img.array
     moving_has_data = float(moving_n.array.max()) > 0.01
     del fixed_n, moving_n  # full-resolution copies: not needed past the working grid (memory on large inputs)

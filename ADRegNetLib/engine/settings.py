@@ -200,8 +200,9 @@ FIELD_OF_VIEW_MIN_TISSUE = 0.01
 #: fast 1.186 -> 0.573 mm over the 227 landmarks with data. No benchmark image, no demo image has such
 #: planes.
 PADDING_MIN_CUT_SHARE = 0.1
-#: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured
-BYTES_PER_WORKING_VOXEL = 220
+#: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured; 32 of
+#: them since the seventeenth session for the refinement's refined moving image (8 float32 per voxel)
+BYTES_PER_WORKING_VOXEL = 252
 #: bytes per fixed-grid voxel while building the full-resolution outputs (slab-wise Jacobian)
 BYTES_PER_FIXED_VOXEL = 40
 

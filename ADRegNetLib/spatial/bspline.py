@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bspline_coefficients", "bspline_sample"]
+__all__ = ["bspline_coefficients", "bspline_sample", "refined"]
 
 _POLE = math.sqrt(3.0) - 2.0
 _TOLERANCE = 1e-10  # as ITK's decomposition filter
@@ -133,4 +133,84 @@ def bspline_sample(coefficients: torch.Tensor, grid_norm: torch.Tensor) -> torch
                 term = F.grid_sample(padded, norm.to(padded.dtype), mode="bilinear", padding_mode="border",
                                      align_corners=True) * weight.unsqueeze(1).to(padded.dtype)
                 out = term if out is None else out + term
+    return out
+
+
+def refined(volume: torch.Tensor, axes: tuple[int, ...] = (2, 3, 4)) -> torch.Tensor:
+    """The volume's cubic B-spline sampled at half its voxel spacing along ``axes``: 2n - 1 samples
+    where there were n, the even ones the volume's own, the odd ones halfway between.
+
+    Linear interpolation of the result blurs a quarter as much between samples as linear interpolation
+    of the volume (variance t(1 - t) / 4 against t(1 - t), voxels, at sub-voxel offset t) at the cost of
+    separable filtering, where sampling the cubic B-spline everywhere (:func:`bspline_sample`) takes
+    eight lookups per point. The normalised coordinates of ``grid_sample(align_corners=True)`` stay
+    the same: the first and last samples keep their places.
+
+    Args:
+        volume: (N, C, Z, Y, X) float tensor.
+        axes: the dimensions (2, 3, 4) to refine; each must have at least 2 samples.
+
+    Returns:
+        (N, C, Z', Y', X') with 2n - 1 samples along each refined axis, same dtype and device.
+    """
+    if volume.ndim != 5 or not volume.is_floating_point():
+        raise ValueError(f"volume must be a float (N, C, Z, Y, X) tensor, got {tuple(volume.shape)} {volume.dtype}")
+    for dim in axes:
+        if dim not in (2, 3, 4) or volume.shape[dim] < 2:
+            raise ValueError(f"axes to refine must be among 2, 3, 4 with at least 2 samples, got {dim} of {tuple(volume.shape)}")
+    # the filters along different axes commute: all prefilters on the small volume, then the refinements
+    out = volume
+    for dim in axes:
+        out = _filter_leading(out.movedim(dim, 0).contiguous()).movedim(0, dim)
+    for dim in axes:
+        out = _halves(out, dim)
+    return out
+
+
+def _halves(c: torch.Tensor, dim: int) -> torch.Tensor:
+    """Values at every sample and halfway between along ``dim`` of coefficients ``c`` (mirror boundary:
+    c[-1] = c[1], c[n] = c[n - 2]).
+
+    No fused ``a + alpha * b`` (``add_(..., alpha=)``): its vectorised and scalar paths round differently,
+    and which elements take which depends on the thread count (--threads 1 and 2 must give the same bytes).
+    """
+    n = c.shape[dim]
+
+    def at(start: int, stop: int | None = None, of: torch.Tensor = c) -> torch.Tensor:
+        return of.narrow(dim, start, (of.shape[dim] if stop is None else stop) - start)
+
+    mirrored = torch.cat([at(1, 2), c, at(n - 2, n - 1)], dim=dim)  # c[-1], c[0..n-1], c[n]
+    shape = list(c.shape)
+    shape[dim] = 2 * n - 1
+    out = torch.empty(shape, dtype=c.dtype, device=c.device)
+    index = [slice(None)] * 5
+    index[dim] = slice(0, None, 2)
+    # at the samples: (c[k - 1] + 4 c[k] + c[k + 1]) / 6
+    out[tuple(index)] = (at(0, n, mirrored) + at(2, n + 2, mirrored) + 4.0 * c) / 6.0
+    # halfway: (c[k - 1] + c[k + 2] + 23 (c[k] + c[k + 1])) / 48
+    index[dim] = slice(1, None, 2)
+    out[tuple(index)] = (at(0, n - 1, mirrored) + at(3, n + 2, mirrored) + 23.0 * (at(0, n - 1) + at(1, n))) / 48.0
+    return out
+
+
+def _filter_leading(c: torch.Tensor) -> torch.Tensor:
+    """:func:`_filter_axis` along the first dimension of a contiguous tensor: every step a contiguous slab."""
+    n = c.shape[0]
+    z = _POLE
+    horizon = int(math.ceil(math.log(_TOLERANCE) / math.log(abs(z))))
+    if n <= horizon:  # short axes (and n = 1): the whole mirror sum starts the filter
+        return _filter_axis(c.movedim(0, -1).contiguous()).movedim(-1, 0)
+    c = c * ((1.0 - z) * (1.0 - 1.0 / z))
+    out = torch.empty_like(c)
+    # the causal filter's start summed term by term, no fused multiply-adds (a matrix product's order of
+    # additions, and which elements a fused a + alpha * b rounds once, depend on the thread count)
+    out[0] = c[0]
+    for k in range(1, horizon):
+        out[0] += c[k] * (z ** k)
+    for k in range(1, n):
+        torch.add(c[k], out[k - 1] * z, out=out[k])
+    out[n - 1] = (z / (z * z - 1.0)) * (z * out[n - 2] + out[n - 1])
+    for k in range(n - 2, -1, -1):
+        torch.sub(out[k + 1], out[k], out=out[k])
+        out[k] *= z
     return out

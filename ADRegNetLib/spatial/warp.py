@@ -7,12 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .flow import check_field, identity_grid
 from .affine import AffineMap
+from .bspline import refined
+from .flow import check_field, identity_grid
 from .geometry import Geometry
 from .image import Image
 
-__all__ = ["grid_sample", "warp_norm", "warp_image", "sampling_grid", "resample"]
+__all__ = ["grid_sample", "warp_norm", "warp_image", "sampling_grid", "resample", "refined_axes"]
 
 #: below this many sample points one ``grid_sample`` call is not worth splitting
 _MIN_SPLIT_POINTS = 1 << 16
@@ -115,6 +116,26 @@ def sampling_grid(disp_mm: Optional[torch.Tensor], fixed_geometry: Geometry, mov
     return grid.permute(0, 2, 3, 4, 1)
 
 
+#: at most this many voxels in an image refined for resampling (``mode="refined"``: up to 8 times its own)
+_REFINED_MAX_VOXELS = 1 << 26
+
+
+def refined_axes(image_geometry: Geometry, output_geometry: Geometry,
+                 max_voxels: int = _REFINED_MAX_VOXELS) -> tuple[int, ...]:
+    """The tensor dimensions (2, 3, 4 = Z, Y, X) of an image on ``image_geometry`` that ``mode="refined"``
+    refines for sampling onto ``output_geometry``: those whose spacing is over half the output's finest,
+    where linear interpolation's blur between voxels is a sizeable share of an output voxel (a 1 mm
+    scan onto a 2 mm grid is not refined, its 5 mm slices are). Axes are dropped, finest first, while
+    the refined image would exceed ``max_voxels``."""
+    limit = 0.5 * float(np.min(output_geometry.spacing))
+    spacing = {4: image_geometry.spacing[0], 3: image_geometry.spacing[1], 2: image_geometry.spacing[2]}
+    size = {4: image_geometry.size[0], 3: image_geometry.size[1], 2: image_geometry.size[2]}
+    axes = sorted((dim for dim in (2, 3, 4) if spacing[dim] > limit and size[dim] > 1), key=lambda dim: spacing[dim])
+    while axes and np.prod([2 * size[d] - 1 if d in axes else size[d] for d in (2, 3, 4)]) > max_voxels:
+        axes.pop(0)
+    return tuple(sorted(axes))
+
+
 def _slab_depth(geometry: Geometry, channels: int, budget_voxels: int = 8_000_000) -> int:
     per_slice = geometry.shape[1] * geometry.shape[2] * max(1, channels + 3)
     return max(1, min(geometry.shape[0], budget_voxels // max(per_slice, 1)))
@@ -136,7 +157,10 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
             plain resampling onto the fixed grid).
         fixed_geometry: the output grid.
         moving_geometry: the moving image's grid; defaults to ``fixed_geometry``.
-        mode: "linear" (images) or "nearest" (labels).
+        mode: "linear" (images), "refined" (linear lookups in the image's cubic B-spline sampled at half
+            its spacing along the axes whose voxels are over half the output's: a quarter of linear
+            interpolation's blur between voxels, for the one resampling onto the working grid;
+            :func:`refined_axes`) or "nearest" (labels).
         padding_mode: outside the moving image: "zeros" (``padding_value``) or "border".
         affine: optional fixed -> moving affine applied after the displacement.
         padding_value: value outside the moving image with ``padding_mode="zeros"``.
@@ -169,6 +193,9 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
     n = moving.shape[0] if disp_mm is None else max(moving.shape[0], disp_mm.shape[0])
     out = src.new_empty((n, src.shape[1], *fixed_geometry.shape))
     inside = torch.empty((n, 1, *fixed_geometry.shape), dtype=torch.bool, device=src.device) if return_inside else None
+    if mode == "refined":
+        axes = refined_axes(moving_geometry, fixed_geometry)
+        src, mode = (refined(src, axes) if axes else src), "linear"
     depth = _slab_depth(fixed_geometry, src.shape[1])
     for z0 in range(0, fixed_geometry.shape[0], depth):
         z1 = min(fixed_geometry.shape[0], z0 + depth)
@@ -197,7 +224,7 @@ def resample(image: Image, geometry: Geometry, affine: Optional[AffineMap] = Non
         image: any image (intensities float, labels/masks integer or bool: use ``mode="nearest"``).
         geometry: the output grid.
         affine: optional output -> image affine (LPS mm).
-        mode: "linear" or "nearest".
+        mode: "linear", "refined" (see :func:`warp_image`) or "nearest".
         default: value outside ``image``.
         disp_mm: optional (3, Z, Y, X) LPS mm displacement on ``geometry``.
         return_inside: also return the (Z, Y, X) bool map of the voxels that sample inside ``image``.

@@ -371,3 +371,25 @@ def test_noise_term_follows_the_gain_normalisation_of_a_noisy_pair_without_motio
     assert noise[True, 0.1] == pytest.approx(0.03, rel=0.2) and noise[False, 0.1] > 0.05, noise
     # measured: 0.066 mm with the term, 0.222 mm without it
     assert moved[True, 0.1] < 0.4 * moved[True, 0.0], moved
+
+
+def test_sampling_the_refined_moving_image_finds_a_half_voxel_shift_closer():
+    """Linear lookups between voxels blur the moving image most halfway between them, where a
+    half-voxel shift puts every sample: the refinement on the refined image (the default) ends
+    closer to the true 1 mm than on the image itself."""
+    from ADRegNetLib.spatial.bspline import bspline_coefficients, bspline_sample
+    from ADRegNetLib.spatial.flow import identity_grid
+
+    geometry = Geometry((40, 36, 32), (2.0, 2.0, 2.0))
+    fixed = _smooth_random((32, 36, 40), seed=5, sigma=1.0, dtype=torch.float32)
+    # the same smooth image half a voxel along x (its cubic B-spline there, not a linear blend)
+    grid = identity_grid((32, 36, 40), fixed).clone()
+    grid[..., 0] -= 0.5 * 2.0 / 39
+    moving = bspline_sample(bspline_coefficients(fixed), grid)
+    zero = torch.zeros((1, 3, 32, 36, 40))
+    errors = {}
+    for refined in (False, True):
+        flow, _ = refine_field(fixed, moving, geometry, zero, RefineSettings(steps=16, sample_refined=refined))
+        disp = flow_norm_to_disp_mm(flow, geometry)[0, 0, 8:-8, 8:-8, 8:-8]
+        errors[refined] = float((disp - 1.0).abs().mean())
+    assert errors[True] < 0.7 * errors[False], errors
