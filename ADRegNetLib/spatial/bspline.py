@@ -185,11 +185,15 @@ def _halves(c: torch.Tensor, dim: int) -> torch.Tensor:
     out = torch.empty(shape, dtype=c.dtype, device=c.device)
     index = [slice(None)] * 5
     index[dim] = slice(0, None, 2)
-    # at the samples: (c[k - 1] + 4 c[k] + c[k + 1]) / 6
-    out[tuple(index)] = (at(0, n, mirrored) + at(2, n + 2, mirrored) + 4.0 * c) / 6.0
+    # at the samples: (c[k - 1] + c[k + 1] + 4 c[k]) / 6, written into the output's view
+    even = out[tuple(index)]
+    torch.add(at(0, n, mirrored), at(2, n + 2, mirrored), out=even)
+    even.add_(c * 4.0).div_(6.0)
     # halfway: (c[k - 1] + c[k + 2] + 23 (c[k] + c[k + 1])) / 48
     index[dim] = slice(1, None, 2)
-    out[tuple(index)] = (at(0, n - 1, mirrored) + at(3, n + 2, mirrored) + 23.0 * (at(0, n - 1) + at(1, n))) / 48.0
+    odd = out[tuple(index)]
+    torch.add(at(0, n - 1, mirrored), at(3, n + 2, mirrored), out=odd)
+    odd.add_(torch.add(at(0, n - 1), at(1, n)).mul_(23.0)).div_(48.0)
     return out
 
 
