@@ -51,8 +51,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(out, indent=2, default=json_default)
     if args.output:
         Path(args.output).write_text(text)
-    print(text)
-    print(_evaluate_summary(out), file=sys.stderr)  # the JSON on stdout stays machine-readable
+    if not (args.quiet and args.output):  # without -o the JSON on stdout is the result
+        print(text)
+    if not args.quiet:
+        print(_evaluate_summary(out), file=sys.stderr)  # the JSON on stdout stays machine-readable
     return 0
 
 
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--moving-labels")
     e.add_argument("-o", "--output", help="write the metrics JSON here too")
     e.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never an input)")
+    e.add_argument("-q", "--quiet", action="store_true",
+                   help="no summary line on stderr; with -o, no JSON on stdout either")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train the network (see configs/)")

@@ -65,6 +65,7 @@ def add_warp_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         help="for --image: linear (default), bspline (cubic) or nearest")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (never an input)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     return parser
 
 
@@ -293,7 +294,9 @@ def warp_main(args: argparse.Namespace) -> int:
     from ..io.image import ImageError
 
     try:
-        print(_run(args))
+        done = _run(args)
+        if not getattr(args, "quiet", False):
+            print(done)
         return 0
     except (WarpError, ImageError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"adregnet warp: error: {exc}", file=sys.stderr)

@@ -24,7 +24,8 @@ _MIN_INSIDE_SHARE = 0.25
 
 
 def rotation_about(axis: int, degrees: float) -> np.ndarray:
-    """(3, 3) rotation by ``degrees`` about LPS axis 0, 1 or 2."""
+    """(3, 3) rotation by ``degrees`` about LPS axis 0, 1 or 2 (about axis 1 against the right-hand rule; the
+    search tries both signs)."""
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
     i, j = [k for k in range(3) if k != axis]
     rotation = np.eye(3)
@@ -34,7 +35,7 @@ def rotation_about(axis: int, degrees: float) -> np.ndarray:
 
 def spread_rotations(count: int) -> np.ndarray:
     """``count`` rotations spread evenly over all orientations (a super-Fibonacci spiral of unit quaternions,
-    Alexa 2022): 256 leave no orientation further than about 25 degrees from one of them.
+    Alexa 2022): of 256, one lies within 35 degrees of every orientation and within 30 of 99 % of them.
 
     Returns:
         (count, 3, 3) float64 rotation matrices, the same for the same ``count``.

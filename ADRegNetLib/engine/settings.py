@@ -48,9 +48,11 @@ PREALIGN_MIN_LOCAL_GAIN = 0.02
 #: gamma and bias field (the oblique case, ``scripts/intensity_stress.py`` change 3:1.0) the
 #: correlation chose 0.65-0.89 and both checks kept it: final TRE 21.7 mm, 0.57 mm without it
 PREALIGN_MAX_SCALE = 1.4
-#: the pre-alignment turns its start by a rotation (+-45, +-90, 180 degrees about an axis) that fits
-#: this much better than the usual start after a short rigid fit at 16 mm, and through which the local
-#: structure similarity (MIND-SSC) is not worse (``prealign._rotation_search``; about 0.15 s); the whole
+#: two contrasts (mutual information): the pre-alignment turns its start by a rotation (+-45, +-90, 180
+#: degrees about an axis, or one of the spread turns below) that fits this much better than the usual
+#: start after a short rigid fit at 16 mm, and through which the local structure similarity (MIND-SSC) is
+#: not worse (``prealign._rotation_search``; about 0.2 s; one contrast: ``PREALIGN_ROTATION_MIN_CUT``
+#: since the seventeenth session, the figures below are of this rule for both); the whole
 #: fit then runs from the turn and from the usual start, and the one whose result MIND-SSC prefers is
 #: kept (fifteenth session: an inter-subject pair of two contrasts, heads 35 degrees apart, was refused
 #: the right turn by the former 2 % MIND-SSC rule, Dice 0.53 -> 0.63; another was given a wrong one,

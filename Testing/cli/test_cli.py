@@ -230,6 +230,21 @@ def test_evaluate_transform_h5_and_labels_in_process(demo_run, capsys):
         in captured.err
 
 
+def test_evaluate_quiet_writes_only_its_file(demo_run, capsys, tmp_path):
+    out = demo_run["out"]
+    target = tmp_path / "metrics.json"
+    args = ["evaluate", str(out), "--fixed-landmarks", str(FIXED_LM), "--moving-landmarks", str(MOVING_LM)]
+    assert main([*args, "-o", str(target), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    written = json.loads(target.read_text())
+    assert written["tre_after"]["mean"] == pytest.approx(demo_run["metrics"]["tre_after"]["mean"], abs=1e-3)
+    # without -o the JSON on stdout is the result: -q keeps it and drops only the summary line
+    assert main([*args, "-q"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == written and captured.err == ""
+
+
 # ------------------------------------------------------------------------------- overwrite
 def test_never_overwrites_without_flag(demo_run):
     out = demo_run["out"]

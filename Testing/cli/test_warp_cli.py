@@ -100,6 +100,7 @@ def case(tmp_path_factory):
     write_landmarks(FIXED.origin + 500.0 + rng.uniform(0, 10, (4, 3)), root / "far_points.csv")
     runs = {
         "image_m2f": ["--image", "moving.nii.gz", "-o", "out/image_m2f.nii.gz"],
+        "image_quiet": ["--image", "moving.nii.gz", "-o", "out/image_quiet.nii.gz", "-q"],
         "image_bspline": ["--image", "moving.nii.gz", "--interpolation", "bspline", "-o", "out/image_bspline.nrrd"],
         "image_f2m": ["--image", "fixed.nrrd", "--direction", "fixed-to-moving", "-o", "out/image_f2m.nii.gz"],
         "image_reference": ["--image", "moving.nii.gz", "--reference", "reference.nii.gz", "-o", "out/image_ref.mha"],
@@ -142,6 +143,16 @@ def test_image_moving_to_fixed_linear_matches_simpleitk(case):
     background = faces_median(sitk.ReadImage(str(root / "moving.nii.gz")))
     assert abs(background) > 1.0 and np.allclose(sitk.GetArrayFromImage(ours)[~inside], background)
     assert not list(root.glob("**/.adregnet-tmp*"))  # the temporary file was renamed
+
+
+def test_quiet_warp_prints_nothing_and_writes_the_same_image(case):
+    check_run(case, "image_quiet")
+    rc, out, err = case["runs"]["image_quiet"]
+    assert out == "" and err == ""
+    assert "warped moving.nii.gz" in case["runs"]["image_m2f"][1]
+    root = case["root"]
+    quiet, loud = (sitk.GetArrayFromImage(sitk.ReadImage(str(root / f"out/image_{k}.nii.gz"))) for k in ("quiet", "m2f"))
+    np.testing.assert_array_equal(quiet, loud)
 
 
 def test_image_bspline_matches_simpleitk(case):
