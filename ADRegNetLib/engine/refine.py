@@ -82,13 +82,17 @@ class RefineSettings:
             along itself) lengthens the following steps by this factor, up to ``max_step_voxels``
             (1: never longer than the first). See the module docstring for what it measured.
         max_step_voxels: the longest step ``grow`` leads to, working-grid voxels.
-        sample_refined: warp the moving image's cubic B-spline refined to half the working spacing
-            (``spatial.bspline.refined``; 8 times its voxels) instead of the image itself: linear
-            interpolation between the refined samples blurs a quarter as much, so the similarity no
-            longer changes with where between voxels a sample lands. The noise model's positions are
-            counted in the refined voxels. Measured (seventeenth session, balanced, one run): brain
-            seeds 0 / 2 0.210 / 0.228 -> 0.184 / 0.194 mm, oblique seeds 0 / 1 0.258 / 0.273 -> 0.230 /
-            0.244, lung 0.263 -> 0.230 (docs/PERFORMANCE.md, "Refined sampling").
+        sample_refined_from: from this share of the steps on, warp the moving image's cubic B-spline
+            refined to half the working spacing (``spatial.bspline.refined``; 8 times its voxels) instead
+            of the image itself (0: from the first step; 1 or more: never): linear interpolation between
+            the refined samples blurs a quarter as much, so the similarity no longer changes with where
+            between voxels a sample lands. The noise model's positions are counted in the refined voxels,
+            and the loss is measured again at the switch. The first steps keep the blurrier image, whose
+            wider basin large residual motion needs. Measured (seventeenth session, balanced, one run, 24
+            cases; docs/PERFORMANCE.md, "Refined sampling"): against never, TRE x 0.910 (geometric mean),
+            one case 4.8 % worse (lung 15 mm motion 1.373 -> 1.439 mm), 16 better by over 2 % (brain seeds 0-4
+            0.237 -> 0.216 mm, oblique 0.303 -> 0.248, lung 0.262 -> 0.222); from the first step x 0.918,
+            six worse, up to 19 % (the lung 15 mm motion 1.638, lung-large seeds 0-3 0.429 -> 0.449).
         landmark_sigma_factor: landmark pairs pull with a Gaussian of ``sigma_update`` times this
             (``optimizer.landmark_update``; the optimisation's levels, which rescue gross
             misalignment, keep the full width). Measured (thirteenth session, balanced, the first 20
@@ -119,7 +123,7 @@ class RefineSettings:
     landmark_sigma_factor: float = 0.5
     grow: float = 1.5
     max_step_voxels: float = 1.0
-    sample_refined: bool = True
+    sample_refined_from: float = 0.5
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
@@ -185,31 +189,42 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     vox_per_norm = torch.as_tensor((size - 1) / 2.0, dtype=flow.dtype, device=flow.device).view(1, 3, 1, 1, 1)
     base_channels = base.permute(0, 4, 1, 2, 3).contiguous()  # the identity in a flow's layout
 
-    sampled, sample_per_norm = moving, vox_per_norm
-    if settings.sample_refined:
+    # the volume the steps sample and its voxels per normalised unit: the moving image, and from step
+    # ``refined_from`` on its refinement to half the working spacing (RefineSettings.sample_refined_from)
+    sampling = {"volume": moving, "per_norm": vox_per_norm}
+    steps = int(settings.steps)
+    refined_from = int(settings.sample_refined_from * steps) if settings.sample_refined_from < 1.0 else None
+
+    def sample_refined() -> None:
         axes = tuple(dim for dim in (2, 3, 4) if moving.shape[dim] > 1)
-        sampled = refined(moving, axes) if axes else moving
-        sizes = np.asarray(sampled.shape[4:1:-1], dtype=np.float64)  # (x, y, z)
-        sample_per_norm = torch.as_tensor((sizes - 1) / 2.0, dtype=flow.dtype, device=flow.device).view(1, 3, 1, 1, 1)
+        volume = refined(moving, axes) if axes else moving
+        sizes = np.asarray(volume.shape[4:1:-1], dtype=np.float64)  # (x, y, z)
+        sampling.update(volume=volume, per_norm=torch.as_tensor((sizes - 1) / 2.0, dtype=flow.dtype,
+                                                                 device=flow.device).view(1, 3, 1, 1, 1))
 
     def evaluate(map_norm: torch.Tensor) -> tuple[torch.Tensor, float]:
-        warped = sample_through(sampled, map_norm, base)
+        warped = sample_through(sampling["volume"], map_norm, base)
         if not noise > 0:
             return similarity.gradient(warped)
         # the sample positions in the sampled volume's voxels (x, y, z), clamped as grid_sample's border padding
-        positions = map_norm.add(base_channels).clamp_(-1.0, 1.0).add_(1.0).mul_(sample_per_norm)
+        positions = map_norm.add(base_channels).clamp_(-1.0, 1.0).add_(1.0).mul_(sampling["per_norm"])
         return similarity.gradient(warped, positions)
 
     v = flow.detach()
+    if refined_from == 0:
+        sample_refined()
     grad, loss = evaluate(v)
     first = loss
     cap = float(settings.step_voxels)
     accepted = rejected = shortened = lengthened = 0
     landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
     distances: list[float] = []
-    for step in range(int(settings.steps)):
+    for step in range(steps):
         if should_stop is not None and should_stop():
             raise RegistrationCancelled("registration cancelled by the user")
+        if step == refined_from and step > 0:  # the loss is compared within one sampling: measured again
+            sample_refined()
+            grad, loss = evaluate(v)
         direction = gaussian_smooth(grad.neg(), settings.sigma_update)
         longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
@@ -247,6 +262,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             "steps_accepted": accepted, "steps_rejected": rejected, "steps_shortened": shortened,
             "steps_lengthened": lengthened,
             "loss_first": round(first, 6), "loss_last": round(loss, 6), "last_step_voxels": round(cap, 4),
+            "refined_sampling_from_step": refined_from,
             "seconds": round(time.perf_counter() - t0, 3)}
     if settings.similarity == "lncc":
         info["noise_std"] = round(noise, 5)

@@ -375,8 +375,8 @@ def test_noise_term_follows_the_gain_normalisation_of_a_noisy_pair_without_motio
 
 def test_sampling_the_refined_moving_image_finds_a_half_voxel_shift_closer():
     """Linear lookups between voxels blur the moving image most halfway between them, where a
-    half-voxel shift puts every sample: the refinement on the refined image (the default) ends
-    closer to the true 1 mm than on the image itself."""
+    half-voxel shift puts every sample: the refinement on the refined image (by default from the
+    middle of its steps) ends closer to the true 1 mm than on the image itself."""
     from ADRegNetLib.spatial.bspline import bspline_coefficients, bspline_sample
     from ADRegNetLib.spatial.flow import identity_grid
 
@@ -388,8 +388,9 @@ def test_sampling_the_refined_moving_image_finds_a_half_voxel_shift_closer():
     moving = bspline_sample(bspline_coefficients(fixed), grid)
     zero = torch.zeros((1, 3, 32, 36, 40))
     errors = {}
-    for refined in (False, True):
-        flow, _ = refine_field(fixed, moving, geometry, zero, RefineSettings(steps=16, sample_refined=refined))
+    for share in (1.0, 0.5, 0.0):  # never, from the middle (the default), from the first step
+        flow, info = refine_field(fixed, moving, geometry, zero, RefineSettings(steps=16, sample_refined_from=share))
+        assert info["refined_sampling_from_step"] == {1.0: None, 0.5: 8, 0.0: 0}[share]
         disp = flow_norm_to_disp_mm(flow, geometry)[0, 0, 8:-8, 8:-8, 8:-8]
-        errors[refined] = float((disp - 1.0).abs().mean())
-    assert errors[True] < 0.7 * errors[False], errors
+        errors[share] = float((disp - 1.0).abs().mean())
+    assert errors[0.5] < 0.7 * errors[1.0] and errors[0.0] < 0.7 * errors[1.0], errors
