@@ -64,6 +64,17 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
     assert kept is flow and info["applied"] is False and "normalised gradient fields" in info["reason"]
 
 
+def test_gate_counts_the_descents_not_the_step_of_the_switch_to_the_refined_image():
+    """The loss falls when the refinement starts sampling the refined moving image (less blur), without
+    any motion: the gate takes the gain without that step."""
+    fixed = _texture()
+    flow = torch.full((1, 3, *SHAPE), 0.01)
+    switched = {"loss_first": 0.700, "loss_last": 0.660, "loss_at_switch": [0.680, 0.665]}
+    kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, RefineSettings(), switched, 12, 0.03, (0.7, 0.5))
+    assert kept is flow and info["applied"] is False
+    assert info["refinement_gain"] == pytest.approx(0.025)  # 0.04 less the switch's 0.015
+
+
 def test_continuation_recovers_motion_finer_than_the_smoothing():
     """Motion of a 14-voxel wavelength: the refinement (sigma 5 voxels) leaves most of it and gains a
     lot of local NCC; the gate opens, the stages with less smoothing bring the field closer to the truth."""
