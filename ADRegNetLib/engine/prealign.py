@@ -18,7 +18,7 @@ from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..typing import StopCallback
 from .api import RegistrationCancelled
-from .rotations import rank_turns, rotation_about, spread_rotations
+from .rotations import rank_turns, rotation_about, spread_rotations, turn_degrees
 from .settings import MAX_SEED, SPREAD_TURNS, SPREAD_TURNS_FITTED, TURNS_JUDGED_LOCALLY
 
 __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
@@ -74,14 +74,15 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
     f_coarse, m_coarse = _shrunk(f, coarse_mm), _shrunk(m, coarse_mm)
     base = np.asarray(start.GetMatrix()).reshape(3, 3)
     spread = spread_rotations(SPREAD_TURNS)
+    f_array = sitk.GetArrayFromImage(f_coarse)
     mask_coarse = None if mask is None else sitk.GetArrayFromImage(_shrunk(sitk.Cast(mask, sitk.sitkFloat32),
                                                                           coarse_mm)) > 0.5
-    if mask_coarse is not None and mask_coarse.shape != sitk.GetArrayFromImage(f_coarse).shape:
+    if mask_coarse is not None and mask_coarse.shape != f_array.shape:
         mask_coarse = None
     # the usual start is ranked with the spread turns (first), and where it fits better than all of them no
     # turn is fitted: the unturned benchmark brain scores -0.957 against -0.930 for the best turn; turned by
     # 30 / 60 / 180 degrees -0.82 / -0.77 / -0.64 against -0.92 / -0.85 / -0.88
-    ranks = rank_turns(sitk.GetArrayFromImage(f_coarse), Geometry.from_sitk(f_coarse), sitk.GetArrayFromImage(m_coarse),
+    ranks = rank_turns(f_array, Geometry.from_sitk(f_coarse), sitk.GetArrayFromImage(m_coarse),
                        Geometry.from_sitk(m_coarse), base @ np.concatenate([np.eye(3)[None], spread]),
                        np.asarray(start.GetCenter()), np.asarray(start.GetTranslation()), same_modality, mask_coarse)
     usual_rank, ranks = ranks[0], ranks[1:]
@@ -93,7 +94,7 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
     candidates = [("usual start", None)]
     candidates += [(f"{degrees:+d} degrees about {'LPS'[axis]}", rotation_about(axis, degrees))
                    for axis in range(3) for degrees in (45, -45, 90, -90, 180)]
-    candidates += [(f"spread turn {i} ({_angle(spread[i]):.0f} degrees)", spread[i]) for i in best_spread]
+    candidates += [(f"spread turn {i} ({turn_degrees(spread[i]):.0f} degrees)", spread[i]) for i in best_spread]
     scored = []
     for name, turn in candidates:
         euler = sitk.Euler3DTransform(start)
@@ -139,11 +140,6 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
         info["chosen"] = name
         return fitted, info
     return start, info
-
-
-def _angle(rotation: np.ndarray) -> float:
-    """Angle of a (3, 3) rotation, degrees."""
-    return float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def _local_mismatches(fixed: sitk.Image, moving: sitk.Image, transforms: list[sitk.Transform],

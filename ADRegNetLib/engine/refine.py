@@ -132,7 +132,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
                  progress: Optional[ProgressCallback] = None,
                  should_stop: Optional[StopCallback] = None,
                  noise_source: Optional[torch.Tensor] = None,
-                 noise_scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+                 noise_scale: Optional[torch.Tensor] = None,
+                 moving_refined: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """Refine a normalised flow on the working grid by local NCC or normalised gradient fields.
 
     Args:
@@ -152,6 +153,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             of on ``moving``.
         noise_scale: optional (1, 1, Z, Y, X) factor by which that change multiplied the noise at each
             voxel (the gain times the intensity map's slope); the noise variance is scaled by its square.
+        moving_refined: optional ``spatial.bspline.refined(moving)``, given by a caller that refines the
+            same image more than once (``settings.sample_refined_from``); computed here when needed otherwise.
 
     Returns:
         (refined flow (1, 3, Z, Y, X), info: the similarity used, steps accepted, rejected and
@@ -196,8 +199,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     refined_from = int(settings.sample_refined_from * steps) if settings.sample_refined_from < 1.0 else None
 
     def sample_refined() -> None:
-        axes = tuple(dim for dim in (2, 3, 4) if moving.shape[dim] > 1)
-        volume = refined(moving, axes) if axes else moving
+        volume = refined(moving) if moving_refined is None else moving_refined
         sizes = np.asarray(volume.shape[4:1:-1], dtype=np.float64)  # (x, y, z)
         sampling.update(volume=volume, per_norm=torch.as_tensor((sizes - 1) / 2.0, dtype=flow.dtype,
                                                                  device=flow.device).view(1, 3, 1, 1, 1))

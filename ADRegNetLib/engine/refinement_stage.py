@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..losses.functional import local_ncc
+from ..spatial.bspline import refined
 from ..spatial.filters import local_gain_factor, local_gain_normalised
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
@@ -101,8 +102,10 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
     if similarity == "lncc" and mri:
         fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
             fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
+    # the moving image refined once for the refinement and each stage of its continuation
     common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
-                  noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale)
+                  noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale,
+                  moving_refined=refined(moving_r) if settings.sample_refined_from < 1.0 else None)
     start = flow
     flow, info = refine_field(fixed_r, moving_r, work, flow, settings, progress=stages.sub(0.8, 0.88), **common)
     tissue = fixed_w > TISSUE_THRESHOLD

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..spatial.geometry import Geometry
 
-__all__ = ["rank_turns", "rotation_about", "spread_rotations"]
+__all__ = ["rank_turns", "rotation_about", "spread_rotations", "turn_degrees"]
 
 #: joint-histogram bins of the mutual information that ranks turns between two contrasts
 _HISTOGRAM_BINS = 16
@@ -31,6 +31,11 @@ def rotation_about(axis: int, degrees: float) -> np.ndarray:
     rotation = np.eye(3)
     rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
     return rotation
+
+
+def turn_degrees(rotation: np.ndarray) -> float:
+    """The angle of a (3, 3) rotation, degrees (0-180)."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def spread_rotations(count: int) -> np.ndarray:
@@ -75,13 +80,10 @@ def rank_turns(fixed: np.ndarray, fixed_geometry: Geometry, moving: np.ndarray, 
     keep = np.ones(len(zyx), bool) if fixed_mask is None else fixed_mask.reshape(-1).astype(bool)
     points = fixed_geometry.index_to_physical(zyx[keep][:, ::-1].astype(np.float64))  # (p, 3) LPS
     f_values = torch.from_numpy(fixed.reshape(-1)[keep].astype(np.float32))
-    # each map composed with the moving grid's physical -> normalised index map: one (3, 3) and (3,) per turn
-    size = np.asarray(moving.shape[::-1], np.float64)
-    to_index = np.linalg.inv(moving_geometry.index_to_physical_matrix)
-    scale = 2.0 / np.maximum(size - 1.0, 1.0)
-    linear = scale[:, None] * (to_index @ matrices)  # (n, 3, 3)
-    offset = scale * ((center + translation - moving_geometry.origin) @ to_index.T) - 1.0
-    offset = offset - np.einsum("nij,j->ni", linear, center)
+    # each map composed with the moving grid's physical -> normalised map (a, b): one (3, 3) and (3,) per turn
+    a, b = moving_geometry.physical_to_normalized_affine()
+    linear = a @ matrices  # (n, 3, 3)
+    offset = a @ (center + translation) + b - np.einsum("nij,j->ni", linear, center)
     grid = (torch.from_numpy(points.astype(np.float32)) @ torch.from_numpy(linear.astype(np.float32)).transpose(1, 2)
             + torch.from_numpy(offset.astype(np.float32))[:, None])  # (n, p, 3): x, y, z in [-1, 1] inside
     inside = (grid.abs() <= 1.0 + 1e-6).all(-1)

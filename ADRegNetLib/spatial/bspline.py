@@ -36,38 +36,6 @@ def _mirror_index(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(index >= n, period - index, index)
 
 
-def _filter_axis(c: torch.Tensor) -> torch.Tensor:
-    """Cubic B-spline prefilter along the last axis of ``c`` (…, n), mirror boundaries."""
-    n = c.shape[-1]
-    if n == 1:
-        return c
-    z = _POLE
-    c = c * ((1.0 - z) * (1.0 - 1.0 / z))
-    out = torch.empty_like(c)
-    horizon = int(math.ceil(math.log(_TOLERANCE) / math.log(abs(z))))
-    if horizon < n:
-        powers = z ** torch.arange(horizon, dtype=c.dtype, device=c.device)
-        first = (c[..., :horizon] * powers).sum(dim=-1)
-    else:  # full mirror sum
-        zn, iz = z, 1.0 / z
-        z2n = z ** (n - 1)
-        first = c[..., 0] + z2n * c[..., n - 1]
-        z2n = z2n * z2n * iz
-        for k in range(1, n - 1):
-            first = first + (zn + z2n) * c[..., k]
-            zn *= z
-            z2n *= iz
-        first = first / (1.0 - zn * zn)
-    out[..., 0] = first
-    for k in range(1, n):
-        out[..., k] = c[..., k] + z * out[..., k - 1]
-    last = (z / (z * z - 1.0)) * (z * out[..., n - 2] + out[..., n - 1])
-    out[..., n - 1] = last
-    for k in range(n - 2, -1, -1):
-        out[..., k] = z * (out[..., k + 1] - out[..., k])
-    return out
-
-
 def bspline_coefficients(volume: torch.Tensor) -> torch.Tensor:
     """Cubic B-spline interpolation coefficients of a volume (mirror boundaries).
 
@@ -81,7 +49,7 @@ def bspline_coefficients(volume: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"volume must be a float (N, C, Z, Y, X) tensor, got {tuple(volume.shape)} {volume.dtype}")
     c = volume
     for dim in (4, 3, 2):
-        c = _filter_axis(c.movedim(dim, -1).contiguous()).movedim(-1, dim)
+        c = _prefilter(c, dim)
     return c.contiguous()
 
 
@@ -136,7 +104,7 @@ def bspline_sample(coefficients: torch.Tensor, grid_norm: torch.Tensor) -> torch
     return out
 
 
-def refined(volume: torch.Tensor, axes: tuple[int, ...] = (2, 3, 4)) -> torch.Tensor:
+def refined(volume: torch.Tensor, axes: tuple[int, ...] | None = None) -> torch.Tensor:
     """The volume's cubic B-spline sampled at half its voxel spacing along ``axes``: 2n - 1 samples
     where there were n, the even ones the volume's own, the odd ones halfway between.
 
@@ -148,20 +116,23 @@ def refined(volume: torch.Tensor, axes: tuple[int, ...] = (2, 3, 4)) -> torch.Te
 
     Args:
         volume: (N, C, Z, Y, X) float tensor.
-        axes: the dimensions (2, 3, 4) to refine; each must have at least 2 samples.
+        axes: the dimensions (2, 3, 4) to refine; each must have at least 2 samples (default: every
+            dimension that has).
 
     Returns:
         (N, C, Z', Y', X') with 2n - 1 samples along each refined axis, same dtype and device.
     """
     if volume.ndim != 5 or not volume.is_floating_point():
         raise ValueError(f"volume must be a float (N, C, Z, Y, X) tensor, got {tuple(volume.shape)} {volume.dtype}")
+    if axes is None:
+        axes = tuple(dim for dim in (2, 3, 4) if volume.shape[dim] > 1)
     for dim in axes:
         if dim not in (2, 3, 4) or volume.shape[dim] < 2:
             raise ValueError(f"axes to refine must be among 2, 3, 4 with at least 2 samples, got {dim} of {tuple(volume.shape)}")
     # the filters along different axes commute: all prefilters on the small volume, then the refinements
     out = volume
     for dim in axes:
-        out = _filter_leading(out.movedim(dim, 0).contiguous()).movedim(0, dim)
+        out = _prefilter(out, dim)
     for dim in axes:
         out = _halves(out, dim)
     return out
@@ -197,24 +168,39 @@ def _halves(c: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def _filter_leading(c: torch.Tensor) -> torch.Tensor:
-    """:func:`_filter_axis` along the first dimension of a contiguous tensor: every step a contiguous slab."""
+def _prefilter(volume: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cubic B-spline prefilter (a causal and an anti-causal recursion, pole sqrt(3) - 2, mirror boundary)
+    along ``dim`` of ``volume``; the recursion runs over contiguous slabs (``dim`` moved first).
+
+    No fused ``a + alpha * b`` and no reductions: which elements a fused multiply-add rounds once, and the
+    order of a reduction's additions, depend on the thread count (--threads 1 and 2 must give the same bytes).
+    """
+    c = volume.movedim(dim, 0).contiguous()
     n = c.shape[0]
+    if n == 1:
+        return volume
     z = _POLE
-    horizon = int(math.ceil(math.log(_TOLERANCE) / math.log(abs(z))))
-    if n <= horizon:  # short axes (and n = 1): the whole mirror sum starts the filter
-        return _filter_axis(c.movedim(0, -1).contiguous()).movedim(-1, 0)
     c = c * ((1.0 - z) * (1.0 - 1.0 / z))
     out = torch.empty_like(c)
-    # the causal filter's start summed term by term, no fused multiply-adds (a matrix product's order of
-    # additions, and which elements a fused a + alpha * b rounds once, depend on the thread count)
-    out[0] = c[0]
-    for k in range(1, horizon):
-        out[0] += c[k] * (z ** k)
+    horizon = int(math.ceil(math.log(_TOLERANCE) / math.log(abs(z))))
+    if horizon < n:  # the causal start, truncated where z ** k falls below the tolerance
+        out[0] = c[0]
+        for k in range(1, horizon):
+            out[0] += c[k] * (z ** k)
+    else:  # short axes: the whole mirror sum
+        zn, iz = z, 1.0 / z
+        z2n = z ** (n - 1)
+        first = c[0] + z2n * c[n - 1]
+        z2n = z2n * z2n * iz
+        for k in range(1, n - 1):
+            first = first + (zn + z2n) * c[k]
+            zn *= z
+            z2n *= iz
+        out[0] = first / (1.0 - zn * zn)
     for k in range(1, n):
         torch.add(c[k], out[k - 1] * z, out=out[k])
     out[n - 1] = (z / (z * z - 1.0)) * (z * out[n - 2] + out[n - 1])
     for k in range(n - 2, -1, -1):
         torch.sub(out[k + 1], out[k], out=out[k])
         out[k] *= z
-    return out
+    return out.movedim(0, dim)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ADRegNetLib.engine.rotations import rank_turns, rotation_about, spread_rotations
+from ADRegNetLib.engine.rotations import rank_turns, rotation_about, spread_rotations, turn_degrees
 from ADRegNetLib.spatial.geometry import Geometry
 
 
@@ -42,6 +42,7 @@ def test_rotation_about_turns_by_the_angle_about_that_axis(axis):
     turn = rotation_about(axis, 45.0)
     np.testing.assert_allclose(turn @ np.eye(3)[axis], np.eye(3)[axis], atol=1e-12)
     np.testing.assert_allclose(_angles_between(turn[None], np.eye(3)[None]), 45.0, atol=1e-9)
+    assert turn_degrees(turn) == pytest.approx(45.0) and turn_degrees(np.eye(3)) == 0.0
     np.testing.assert_allclose(rotation_about(axis, -45.0), turn.T, atol=1e-12)
 
 
