@@ -26,7 +26,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         path = path / "displacement.nii.gz"
     if not path.exists():
         raise CLIError(f"{path} does not exist; give a displacement.nii.gz / transform.h5 or an output folder of adregnet register")
-    inputs = [path, args.fixed_landmarks, args.moving_landmarks, args.fixed_labels, args.moving_labels]
+    inputs = [path, args.fixed_landmarks, args.moving_landmarks, args.fixed_labels, args.moving_labels,
+              args.moving_image]
     if args.output:
         _check_evaluate_output(Path(args.output), [Path(p) for p in inputs if p], args.overwrite)
     disp, geometry = (read_transform(path) if path.suffix in (".h5", ".tfm", ".hdf5") else read_displacement_field(path))
@@ -37,7 +38,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.fixed_landmarks and args.moving_landmarks):
             raise CLIError("give both --fixed-landmarks and --moving-landmarks")
         f = read_landmarks(args.fixed_landmarks, geometry=geometry)
-        m = read_landmarks(args.moving_landmarks, geometry=_moving_geometry(path, args.moving_landmarks))
+        m = read_landmarks(args.moving_landmarks,
+                           geometry=_moving_geometry(path, args.moving_landmarks, args.moving_image))
         out["tre_before"] = tre(f, m)
         out["tre_after"] = tre(transform.map_points(f), m)
     if args.fixed_labels or args.moving_labels:
@@ -88,22 +90,26 @@ def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) ->
         raise CLIError(f"the folder of -o {output} does not exist; create it first")
 
 
-def _moving_geometry(field: Path, landmarks: str):
-    """The moving grid for voxel-index landmark files: that of the inverse field beside ``field``, if any.
+def _moving_geometry(field: Path, landmarks: str, moving_image: Optional[str]):
+    """The moving grid for voxel-index landmark files: that of ``--moving-image``, else that of the
+    inverse field beside ``field``.
 
     Raises:
-        CLIError: a DIR-Lab (voxel index) file and no inverse field to give the moving grid.
+        CLIError: a voxel-index file (DIR-Lab .txt, elastix ``index``) and neither grid at hand.
     """
-    from ..io import read_displacement_field
-    from ..io.landmarks import landmark_format
+    from ..io import read_displacement_field, read_image
+    from ..io.landmarks import holds_voxel_indices
 
-    if landmark_format(landmarks) != "dirlab":
+    if not holds_voxel_indices(landmarks):
         return None
+    if moving_image:
+        return read_image(moving_image, name=f"--moving-image {moving_image}", dtype=None).geometry
     inverse = field.parent / "displacement_inverse.nii.gz"
     if not inverse.is_file():
-        raise CLIError(f"--moving-landmarks {landmarks} holds voxel indices of the moving image (DIR-Lab .txt), and "
-                       f"{field.parent} has no {inverse.name} (on the moving grid) to convert them to mm; give the "
-                       "moving landmarks in mm (.csv x,y,z LPS, .fcsv or .mrk.json)")
+        raise CLIError(f"--moving-landmarks {landmarks} holds voxel indices of the moving image (DIR-Lab .txt or an "
+                       f"elastix 'index' file), and {field.parent} has no {inverse.name} (on the moving grid) to convert "
+                       "them to mm; give --moving-image (the image they were placed on), or the moving landmarks in "
+                       "mm (.csv x,y,z LPS, .fcsv or .mrk.json)")
     return read_displacement_field(inverse)[1]
 
 
@@ -153,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--moving-landmarks")
     e.add_argument("--fixed-labels")
     e.add_argument("--moving-labels")
+    e.add_argument("--moving-image", help="the moving image: its grid turns voxel-index --moving-landmarks (DIR-Lab "
+                                          ".txt, elastix 'index') into mm (default: the inverse field's grid)")
     e.add_argument("-o", "--output", help="write the metrics JSON here too")
     e.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never an input)")
     e.add_argument("-q", "--quiet", action="store_true",

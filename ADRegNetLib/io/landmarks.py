@@ -51,6 +51,7 @@ __all__ = [
     "LandmarkError",
     "LandmarkWarning",
     "landmark_format",
+    "holds_voxel_indices",
     "read_landmarks",
     "write_landmarks",
     "read_markups_json",
@@ -321,6 +322,16 @@ def landmark_format(path: PathLike) -> str:
         f"{path}: unknown landmark file type; use .mrk.json or .fcsv (Slicer), .csv (header x,y,z, LPS mm), "
         ".txt (DIR-Lab indices or elastix point file)"
     )
+
+
+def holds_voxel_indices(path: PathLike) -> bool:
+    """True for landmark files of voxel indices (DIR-Lab ``.txt``, elastix ``index`` files): reading
+    them needs the grid of the image they were placed on."""
+    fmt = landmark_format(path)
+    if fmt == "elastix":
+        words = (line.split()[0].lower() for line in _read_text(Path(path)).splitlines() if line.strip())
+        return next(words, "") == "index"
+    return fmt == "dirlab"
 
 
 def read_landmarks(path: PathLike, geometry: Optional[Geometry] = None, zero_based: bool = False,

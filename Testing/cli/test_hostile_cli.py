@@ -302,9 +302,33 @@ def test_evaluate_dirlab_moving_landmarks_use_the_inverse_fields_grid(files, cap
     no_inverse.mkdir()
     (no_inverse / "displacement.nii.gz").write_bytes((result / "displacement.nii.gz").read_bytes())
     expect_cli_error(["evaluate", str(no_inverse), "--fixed-landmarks", str(path), "--moving-landmarks", str(path)],
-                  capsys, r"--moving-landmarks .*lm.txt holds voxel indices of the moving image \(DIR-Lab \.txt\), "
-                          r"and .*forward_only has no displacement_inverse.nii.gz .* give the moving landmarks in mm",
+                  capsys, r"--moving-landmarks .*lm.txt holds voxel indices of the moving image \(DIR-Lab \.txt or an "
+                          r"elastix 'index' file\), and .*forward_only has no displacement_inverse.nii.gz .* give "
+                          r"--moving-image \(the image they were placed on\), or the moving landmarks in mm",
                   command="evaluate")
+
+
+def test_evaluate_voxel_index_landmarks_with_moving_image(files, capsys, tmp_path, result):
+    """Before: an elastix 'index' file as --moving-landmarks was refused with 'pass the image geometry',
+    which evaluate had no option for; --moving-image now gives the grid (also without an inverse field)."""
+    index = np.array([[0, 0, 0], [4, 5, 6]])  # 0-based, as elastix writes them
+    elastix = tmp_path / "moving_index.txt"
+    elastix.write_text("index\n2\n" + "\n".join(" ".join(map(str, row)) for row in index) + "\n")
+    fixed_csv = tmp_path / "fixed.csv"
+    write_landmarks(FIXED_GEOMETRY.index_to_physical(index.astype(float)), fixed_csv)
+    no_inverse = tmp_path / "forward_only"
+    no_inverse.mkdir()
+    (no_inverse / "displacement.nii.gz").write_bytes((result / "displacement.nii.gz").read_bytes())
+    args = ["evaluate", str(no_inverse), "--fixed-landmarks", str(fixed_csv), "--moving-landmarks", str(elastix)]
+    expect_cli_error(args, capsys, r"elastix 'index' file\), and .*forward_only has no displacement_inverse.nii.gz",
+                     command="evaluate")
+    capsys.readouterr()
+    assert main(args + ["--moving-image", str(files["moving_far"])]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = np.linalg.norm(FIXED_GEOMETRY.index_to_physical(index.astype(float))
+                              - MOVING_GEOMETRY.index_to_physical(index.astype(float)), axis=1)
+    np.testing.assert_allclose(out["tre_before"]["per_landmark"], expected, atol=1e-4)  # 200 mm along x
+    np.testing.assert_allclose(expected, 200.0)
 
 
 def test_evaluate_fixed_labels_on_another_grid(files, capsys, tmp_path, result):
