@@ -34,8 +34,8 @@ from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quant
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .optimizer import sample_through
-from .settings import (CT_AIR_PERCENTILE_HU, EDGE_CHECK_SIGMA_VOXELS, EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP,
-                       REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
+from .settings import (CT_AIR_PERCENTILE_HU, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, EDGE_CHECK_SIGMA_VOXELS,
+                       EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
 __all__ = ["is_ct", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
@@ -48,8 +48,14 @@ def _sample(image: Image) -> np.ndarray:
 
 
 def is_ct(image: Image) -> bool:
-    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels."""
-    return float(np.percentile(_sample(image), 1)) < CT_AIR_PERCENTILE_HU
+    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
+    nothing but one padding value (``CT_LOWEST_HU``)."""
+    sample = _sample(image)
+    if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
+        return False
+    below_air = sample[sample < CT_LOWEST_HU]
+    below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
+    return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
 
 
 def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
-           "CT_AIR_PERCENTILE_HU", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
+           "CT_AIR_PERCENTILE_HU", "CT_LOWEST_HU", "CT_MAX_SHARE_BELOW_AIR", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
            "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
@@ -29,6 +29,14 @@ QUALITIES = ("instant", "fast", "balanced", "best")
 
 #: an image is CT when its 1st intensity percentile is below this (air is -1000 HU)
 CT_AIR_PERCENTILE_HU = -500.0
+#: ... and when no more than ``CT_MAX_SHARE_BELOW_AIR`` of its voxels, other than those of its lowest value (the
+#: padding outside a CT's circular field of view: -1024, -2048, -3024 or -32768), lie below this: Hounsfield
+#: units end at air. The CT scans here have none there (their lowest values -1024 to -1137 HU); an MR image
+#: stored as full-range int16 (background -32768, tissue up to 32767) had its 1st percentile below -500 and was
+#: given the CT window, which flattened it (hostile-input sweep, eighteenth session)
+CT_LOWEST_HU = -1500.0
+#: see ``CT_LOWEST_HU`` (a resampled padding's edge leaves a thin shell of values between it and air)
+CT_MAX_SHARE_BELOW_AIR = 0.05
 #: HU window of CT outside the lung preset (air to dense soft tissue)
 GENERIC_CT_WINDOW = (-1000.0, 400.0)
 #: HU window the network was trained with (train/prep.py): its CT inputs are re-expressed in it

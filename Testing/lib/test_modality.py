@@ -15,7 +15,8 @@ import pytest
 
 from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.modality import contrast_correlation, guess_multimodal, inverted_edge_share
+from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, inverted_edge_share,
+                                         is_ct)
 from ADRegNetLib.engine.pipeline import _normalized
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi
@@ -54,6 +55,27 @@ def synth_pair():
 
 def _guess(fixed: Image, moving: Image) -> tuple[bool, str]:
     return guess_multimodal(fixed, moving, _normalized(fixed, "mr", None), _normalized(moving, "mr", None))
+
+
+@needs_brain
+def test_ct_is_told_by_hounsfield_units_not_by_negative_values(t1_t2):
+    """Before: an MR image stored as full-range int16 (background -32768) had its 1st percentile below -500
+    HU and was taken for CT (the CT window flattened it; registration then failed). A CT padded with
+    -32768 outside its field of view stays CT."""
+    t1, _ = t1_t2
+    full_range = np.round(t1.array / t1.array.max() * 65535.0 - 32768.0).astype(np.int16)
+    mr = Image(full_range, t1.geometry, "mr_int16")
+    assert float(np.percentile(full_range, 1)) < -500
+    assert not is_ct(mr)
+    assert detect_preset(mr, mr)[0] == "brain-mri"
+    ct = read_image(SAMPLE, dtype=None)
+    assert is_ct(ct)
+    zz, yy, xx = np.indices(ct.array.shape)
+    outside = (yy - ct.array.shape[1] / 2) ** 2 + (xx - ct.array.shape[2] / 2) ** 2 > (0.45 * ct.array.shape[2]) ** 2
+    padded = np.where(outside, -32768, ct.array).astype(np.int16)
+    assert outside.mean() > 0.1
+    assert is_ct(Image(padded, ct.geometry, "ct_padded"))
+    assert detect_preset(Image(padded, ct.geometry, "ct_padded"), ct)[0] == "lung-ct"
 
 
 @needs_brain
