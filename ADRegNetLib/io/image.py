@@ -234,8 +234,29 @@ def _refuse_direction(path: Path, direction: np.ndarray, spacing: np.ndarray, si
 
 
 # -------------------------------------------------------------------------------- file integrity
-def _inflate(path: Path, offset: int = 0, head: int = 0) -> tuple[int, bytes]:
-    """Decompress the gzip/zlib stream(s) of ``path`` from byte ``offset`` to the end.
+class _NonFinite:
+    """Counts NaN and infinite values among ``count`` floats of ``dtype`` that start at byte ``start``
+    of a stream fed to it chunk by chunk."""
+
+    def __init__(self, dtype: np.dtype, start: int, count: int):
+        self.dtype, self.start, self.left = np.dtype(dtype), start, count
+        self.position, self.carry, self.found = 0, b"", 0
+
+    def __call__(self, chunk: bytes) -> None:
+        begin, self.position = max(self.start - self.position, 0), self.position + len(chunk)
+        if self.left <= 0 or begin >= len(chunk):
+            return
+        data = self.carry + chunk[begin:]
+        usable = min(len(data) // self.dtype.itemsize, self.left)
+        values = np.frombuffer(data, dtype=self.dtype, count=usable)
+        self.found += usable - int(np.count_nonzero(np.isfinite(values)))
+        self.left -= usable
+        self.carry = data[usable * self.dtype.itemsize:]
+
+
+def _inflate(path: Path, offset: int = 0, head: int = 0, sink=None) -> tuple[int, bytes]:
+    """Decompress the gzip/zlib stream(s) of ``path`` from byte ``offset`` to the end
+    (``sink(chunk)``, when given, sees every decompressed chunk in order).
 
     Returns:
         (uncompressed length, first ``head`` uncompressed bytes).
@@ -251,6 +272,8 @@ def _inflate(path: Path, offset: int = 0, head: int = 0) -> tuple[int, bytes]:
             while chunk := stream.read(1 << 20):
                 while chunk:
                     out = decomp.decompress(chunk)
+                    if sink is not None:
+                        sink(out)
                     total += len(out)
                     first += out[: max(head - len(first), 0)]
                     if not decomp.eof:
@@ -271,14 +294,31 @@ def _need(have: int, need: int, what: str) -> None:
         raise _Corrupt(f"the header describes {need} bytes of {what} but the file holds only {max(have, 0)}")
 
 
-def _read_head(path: Path, n: int) -> tuple[bytes, int]:
-    """First ``n`` bytes and the whole (uncompressed, verified) length of a plain or gzip file."""
+def _read_head(path: Path, n: int, sink=None) -> tuple[bytes, int]:
+    """First ``n`` bytes and the whole (uncompressed, verified) length of a plain or gzip file
+    (``sink(chunk)``, when given, sees all its uncompressed bytes in order)."""
     with open(path, "rb") as stream:
         head = stream.read(max(n, 2))
-    if head[:2] == b"\x1f\x8b":
-        total, first = _inflate(path, head=n)
-        return first, total
+        if head[:2] == b"\x1f\x8b":
+            total, first = _inflate(path, head=n, sink=sink)
+            return first, total
+        if sink is not None:
+            stream.seek(0)
+            while chunk := stream.read(1 << 22):
+                sink(chunk)
     return head[:n], path.stat().st_size
+
+
+def _peek(path: Path, n: int) -> bytes:
+    """The first ``n`` (uncompressed) bytes of a plain or gzip file, without reading the rest."""
+    with open(path, "rb") as stream:
+        head = stream.read(1 << 16)
+    if head[:2] != b"\x1f\x8b":
+        return head[:n]
+    try:
+        return zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(head, n)
+    except zlib.error as exc:
+        raise _Corrupt(f"its compressed data is damaged (zlib: {exc})") from None
 
 
 def _check_file(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -314,23 +354,33 @@ def _check_nifti(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
     elif lower.endswith(".hdr"):
         data_path = next((p for p in (path.with_name(stem + ".img"), path.with_name(stem + ".img.gz")) if p.exists()),
                          None)
-    raw, length = _read_head(header_path, 348)
+    raw = _peek(header_path, 348)
     endian = next((e for e in "<>" if len(raw) >= 4 and struct.unpack_from(e + "i", raw, 0)[0] == 348), None)
     if endian is None:
-        return None  # not NIfTI-1/Analyze: ITK decides
+        _read_head(header_path, 0)  # not NIfTI-1/Analyze: ITK decides, once a compressed stream is checked
+        return None
     _need(len(raw), 348, "NIfTI header")
     dim = struct.unpack_from(endian + "8h", raw, 40)
-    bitpix = struct.unpack_from(endian + "h", raw, 72)[0]
+    datatype, bitpix = struct.unpack_from(endian + "2h", raw, 70)
     pixdim = np.asarray(struct.unpack_from(endian + "8f", raw, 76), dtype=np.float64)
     vox_offset = int(struct.unpack_from(endian + "f", raw, 108)[0])
     if not 1 <= dim[0] <= 7 or bitpix <= 0 or (data_path is None and raw[344:347] != b"n+1"):
+        _read_head(header_path, 0)
         return None
     shape = [max(int(d), 1) for d in dim[1:dim[0] + 1]]
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    # ITK reads NaN and infinite float voxels of NIfTI as 0: they are counted in the file itself
+    floats = {16: "f4", 64: "f8"}.get(int(datatype))
+    scan = None if floats is None else _NonFinite(np.dtype(endian + floats), vox_offset, n_voxels)
+    length = _read_head(header_path, 348, sink=scan if data_path is None else None)[1]
     if data_path is not None:
-        length = _read_head(data_path, 0)[1]
-    n_bytes = int(np.prod(shape, dtype=np.int64)) * bitpix // 8
+        length = _read_head(data_path, 0, sink=scan)[1]
+    n_bytes = n_voxels * bitpix // 8
     _need(length, vox_offset + n_bytes, f"voxel data ({'x'.join(map(str, shape))} voxels of {bitpix} bits "
                                         f"from byte {vox_offset})")
+    if scan is not None and scan.found:
+        raise ImageError(f"{path}: holds {scan.found} NaN or infinite voxels (of {n_voxels}), which ITK would read "
+                         "as 0; replace them (e.g. numpy.nan_to_num with the background value) and give that file")
     if struct.unpack_from(endian + "h", raw, 254)[0] <= 0 or dim[0] < 3:  # no sform: ITK uses the qform
         return None
     srow = np.asarray(struct.unpack_from(endian + "12f", raw, 280), dtype=np.float64).reshape(3, 4)

@@ -97,6 +97,33 @@ def test_simpleitk_alone_zero_fills_a_truncated_nii_gz(tmp_path):
         read_image(path)
 
 
+@pytest.mark.parametrize("name,dtype", [("a.nii", np.float32), ("a.nii.gz", np.float32), ("a.nii.gz", np.float64),
+                                        ("a.hdr", np.float32)])
+def test_nan_or_inf_voxels_of_nifti_are_refused_not_read_as_zero(tmp_path, name, dtype):
+    """Before: ITK reads NaN and infinite NIfTI voxels as 0, so the NaN check of registration never saw
+    them (the same voxels in .mha or .nrrd were refused)."""
+    array = ARRAY.astype(dtype)
+    array[2, 3, 4], array[5, 5, 5], array[9, 8, 7] = np.nan, np.inf, -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    silently = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))
+    assert np.isfinite(silently).all() and silently[2, 3, 4] == 0
+    with pytest.raises(ImageError, match=rf"{name}: holds 3 NaN or infinite voxels \(of 720\), which ITK would read "
+                                         r"as 0; replace them \(e.g. numpy.nan_to_num"):
+        read_image(tmp_path / name)
+    array[2, 3, 4], array[5, 5, 5], array[9, 8, 7] = 0.0, 1e30, -1e30
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    np.testing.assert_array_equal(read_image(tmp_path / name, dtype=None).array, array)  # finite: read as before
+
+
+def test_nan_in_a_nifti_displacement_field_is_refused(tmp_path):
+    geometry = Geometry((8, 9, 10), [1.0, 1.0, 2.0])
+    disp = np.random.default_rng(3).normal(size=(3,) + geometry.shape)
+    disp[1, 2, 3, 4] = np.nan
+    write_displacement_field(disp, geometry, tmp_path / "d.nii.gz")
+    with pytest.raises(TransformFileError, match=r"d.nii.gz.*holds 1 NaN or infinite voxels"):
+        read_displacement_field(tmp_path / "d.nii.gz")
+
+
 @pytest.mark.parametrize("name", ["d.nii.gz", "d.mha"])
 def test_truncated_displacement_field_is_refused(tmp_path, name):
     geometry = Geometry((8, 9, 10), [1.0, 1.0, 2.0])
