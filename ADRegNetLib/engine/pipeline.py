@@ -43,8 +43,8 @@ from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, 
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
-                     load_residual_network, map_mask, matched_resolution, moving_field_of_view, network_stage,
-                     without_padding, working_geometry)
+                     load_residual_network, map_mask, mask_coverage_warning, matched_resolution, moving_field_of_view,
+                     network_stage, without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -152,7 +152,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         fixed_landmarks = check_points(fixed_landmarks, "fixed")
         moving_landmarks = check_points(moving_landmarks, "moving")
         check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
-    mask_arr = map_mask(fixed_mask, fixed.geometry, "fixed mask", "fixed image") if fixed_mask is not None else None
+    on_images = {role: map_mask(mask, image.geometry, f"{role} mask", f"{role} image")
+                 for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")) if mask is not None}
+    for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")):
+        note = None if mask is None else mask_coverage_warning(mask, on_images[role], image.geometry, f"{role} mask",
+                                                               f"{role} image")
+        warnings_ += [note] if note else []
+    mask_arr = on_images.get("fixed")
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
     # outputs keep the moving image as given
     moving_data, mask_arr, padding_info, padding_notes = without_padding(fixed, moving, mask_arr)

@@ -12,7 +12,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "CO
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
            "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
-           "MIN_MOVING_OVERLAP", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
+           "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS", "LOCAL_REFINE_MIN_FINE_SHARE",
@@ -83,6 +83,11 @@ SPREAD_TURNS_FITTED = 4
 TURNS_JUDGED_LOCALLY = 4
 #: share of working-grid voxels the pre-aligned moving image must cover
 MIN_MOVING_OVERLAP = 0.01
+#: a mask with less than this share of its marked volume on its image is warned about (a header flipped
+#: between RAS and LPS with the same origin left 1.6 % of a fixed mask on the sample CT, hostile-input
+#: sweep of the eighteenth session); a mask from a larger scan of the same patient may legitimately reach
+#: beyond a cropped image, so the bar is low
+MASK_MIN_SHARE_ON_IMAGE = 0.25
 #: physical bounding-box overlap below which fixed and moving are taken as not overlapping
 MIN_PHYSICAL_OVERLAP = 0.5
 #: below this intensity correlation where both images show tissue, two non-CT images count as

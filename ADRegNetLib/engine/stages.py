@@ -24,12 +24,13 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MAX_REGULARIZATION, MAX_SEED,
+                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MASK_MIN_SHARE_ON_IMAGE, MAX_REGULARIZATION,
+                       MAX_SEED,
                        NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
-           "map_mask", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
+           "map_mask", "mask_coverage_warning", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
            "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
@@ -224,6 +225,24 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
             f"{np.round(mask.geometry.origin, 1).tolist()} mm, extent {np.round(mask.geometry.extent_mm, 1).tolist()} mm); "
             f"give a mask drawn on the {reference} (or one whose header places it over the {reference})")
     return out
+
+
+def mask_coverage_warning(mask: Image, mapped: np.ndarray, geometry: Geometry, role: str,
+                          reference: str) -> Optional[str]:
+    """A warning when less than ``MASK_MIN_SHARE_ON_IMAGE`` of a mask's marked volume lies on its image.
+
+    Args:
+        mask: the mask as given (> 0 inside), any grid.
+        mapped: (Z, Y, X) bool, ``map_mask(mask, geometry, ...)``.
+        geometry: the image's grid; role, reference: for the message.
+    """
+    marked_mm3 = float(np.count_nonzero(mask.array > 0)) * float(np.prod(mask.geometry.spacing))
+    share = float(np.count_nonzero(mapped)) * float(np.prod(geometry.spacing)) / max(marked_mm3, 1e-12)
+    if share >= MASK_MIN_SHARE_ON_IMAGE:
+        return None
+    return (f"only {100 * share:.1f}% of the {role}'s marked volume lies on the {reference}; the rest is ignored. "
+            f"A mask drawn on the {reference} covers it: check the mask's header (a flipped axis, RAS against LPS, "
+            "or another origin) or that it belongs to this scan")
 
 
 def moving_field_of_view(inside: np.ndarray, fixed: Optional[np.ndarray] = None) -> Optional[np.ndarray]:

@@ -75,6 +75,24 @@ def test_mask_that_misses_the_fixed_image_is_refused(crop):
         register(crop, crop, fixed_mask=Image(np.zeros(g.shape, bool), g), **CHEAP)
 
 
+@pytest.mark.parametrize("role", ["fixed", "moving"])
+def test_mask_mostly_off_its_image_is_warned_about(crop, role):
+    """Before: a mask whose header flips x about the same origin (RAS against LPS) kept 1.6 % of itself on
+    the sample CT and was used without a word. Here the same mistake on the crop: its box lands beside
+    the image, a few voxels overlapping."""
+    g = crop.geometry
+    box = _box_mask(crop, (0, 5, 4), (36, 35, 28))
+    flipped = Geometry(g.size, g.spacing, g.origin, g.direction @ np.diag([-1.0, 1.0, 1.0]))
+    kwargs = {f"{role}_mask": Image(box, flipped, "flipped mask")}
+    result = register(crop, crop, **kwargs, **CHEAP)
+    notes = [w for w in result.metrics["warnings"] if f"of the {role} mask's marked volume lies on the {role} image" in w]
+    assert len(notes) == 1 and "RAS against LPS" in notes[0], result.metrics["warnings"]
+    share = float(notes[0].split("only ")[1].split("%")[0])
+    assert 0 < share < 10
+    kwargs = {f"{role}_mask": Image(box, g, "mask")}
+    assert not [w for w in register(crop, crop, **kwargs, **CHEAP).metrics["warnings"] if "marked volume" in w]
+
+
 def test_moving_mask_is_used_and_checked(crop):
     g = crop.geometry
     mask = Image(_box_mask(crop, (5, 5, 4), (35, 35, 28)), g, "moving mask")
