@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .outputs import OUTPUT_FILES, OutputError, json_default
-from .register_cmd import CLIError, add_register_arguments, cmd_register
+from .register_cmd import CLIError, add_register_arguments, check_label_values, cmd_register, output_path
 
 __all__ = ["main", "build_parser", "OUTPUT_FILES"]
 
@@ -46,10 +46,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.fixed_labels and args.moving_labels):
             raise CLIError("give both --fixed-labels and --moving-labels")
         fl = read_label_map(args.fixed_labels)
+        check_label_values(fl, "--fixed-labels")
         _check_same_grid(fl.geometry, geometry, args.fixed_labels)
         ml = read_label_map(args.moving_labels)
-        out["dice_before"] = dice(fl.array, Transform(geometry).warp(ml, mode="nearest", default=0).array)
-        out["dice_after"] = dice(fl.array, transform.warp(ml, mode="nearest", default=0).array)
+        check_label_values(ml, "--moving-labels")
+        before = Transform(geometry).warp(ml, mode="nearest", default=0).array
+        after = transform.warp(ml, mode="nearest", default=0).array
+        if ml.array.any() and not (before.any() or after.any()):
+            raise CLIError(f"--moving-labels {args.moving_labels}: no label lands on the fixed grid, neither as placed "
+                           "nor through the transform (the label map lies elsewhere in physical space); give the "
+                           "moving image's label map (a header that places it over the moving image)")
+        out["dice_before"] = dice(fl.array, before)
+        out["dice_after"] = dice(fl.array, after)
     text = json.dumps(out, indent=2, default=json_default)
     if args.output:
         Path(args.output).write_text(text)
@@ -161,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--moving-labels")
     e.add_argument("--moving-image", help="the moving image: its grid turns voxel-index --moving-landmarks (DIR-Lab "
                                           ".txt, elastix 'index') into mm (default: the inverse field's grid)")
-    e.add_argument("-o", "--output", help="write the metrics JSON here too")
+    e.add_argument("-o", "--output", type=output_path, help="write the metrics JSON here too")
     e.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never an input)")
     e.add_argument("-q", "--quiet", action="store_true",
                    help="no summary line on stderr; with -o, no JSON on stdout either")

@@ -9,12 +9,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..engine.settings import MAX_REGULARIZATION, MAX_SEED  # the engine's bounds, re-exported under the CLI's names
+from ..engine.settings import MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION  # the engine's bounds, re-exported under the CLI's names
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
-__all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads",
-           "check_mask", "check_label_values", "check_initial_transform", "MAX_REGULARIZATION", "MAX_THREADS",
-           "MAX_SEED", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES"]
+__all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads", "output_path",
+           "check_mask", "check_label_values", "check_initial_transform", "MAX_REGULARIZATION", "MIN_REGULARIZATION",
+           "MAX_THREADS", "MAX_SEED", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES"]
 
 #: Largest --threads accepted (torch takes any count, and a typo such as 80000 would start that many).
 MAX_THREADS = 1024
@@ -37,10 +37,21 @@ def check_regularization(value: float) -> None:
     """
     if not (value > 0 and value != float("inf")):  # also NaN; the engine's own words
         raise CLIError(f"regularization must be a positive number (1 = default), got {value}")
+    if value < MIN_REGULARIZATION:
+        raise CLIError(f"--regularization {value:g} is below {MIN_REGULARIZATION:g}: at {MIN_REGULARIZATION:g} the field "
+                       f"is already smoothed by nothing; give at least {MIN_REGULARIZATION:g} (1 = default; 0.25 between "
+                       "two people)")
     if value > MAX_REGULARIZATION:
         raise CLIError(f"--regularization {value:g} is above {MAX_REGULARIZATION:g}: at {MAX_REGULARIZATION:g} the "
                        "smoothing is already wider than any scan (the deformation is then nearly a translation), and "
                        f"larger values only cost time; give at most {MAX_REGULARIZATION:g} (1 = default)")
+
+
+def output_path(text: str) -> str:
+    """An ``-o`` value: refused when empty (``-o ''`` wrote every output into the working folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give the name of the output folder or file")
+    return text
 
 
 def check_threads(value: int, zero: str = "torch's choice") -> None:
@@ -164,7 +175,7 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
 
     r.add_argument("fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     r.add_argument("moving", help="moving image")
-    r.add_argument("-o", "--output", required=True, help="output folder")
+    r.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     r.add_argument("--fixed-landmarks", help=".mrk.json, .fcsv, DIR-Lab .txt or CSV (x,y,z LPS mm)")
     r.add_argument("--moving-landmarks", help="the matching moving landmarks (same order)")
     r.add_argument("--landmarks-check-only", action="store_true",

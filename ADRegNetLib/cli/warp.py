@@ -33,6 +33,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .register_cmd import output_path
+
 __all__ = ["add_warp_arguments", "warp_main", "main", "WarpError"]
 
 FORWARD_FILE = "displacement.nii.gz"
@@ -57,7 +59,7 @@ def add_warp_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     data.add_argument("--image", help="an image to warp (NIfTI, NRRD, MHA)")
     data.add_argument("--labels", help="a label map / segmentation to warp (label-aware)")
     data.add_argument("--points", help="points to map: .mrk.json, .fcsv or .csv (x,y,z LPS mm)")
-    parser.add_argument("-o", "--output", required=True, help="output file (format from the extension)")
+    parser.add_argument("-o", "--output", required=True, type=output_path, help="output file (format from the extension)")
     parser.add_argument("--direction", choices=DIRECTIONS, default="moving-to-fixed",
                         help="where the data goes (default moving-to-fixed: moving-space data onto the fixed image)")
     parser.add_argument("--reference", help="image whose grid the output takes (default: the transform's grid)")

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..cli.register_cmd import output_path
+
 __all__ = ["add_batch_arguments", "batch_main", "build_parser", "main"]
 
 
@@ -20,7 +22,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pairs", help="PAIRS.csv with the columns id,fixed,moving and optionally fixed_landmarks, "
                         "moving_landmarks, mask_fixed, labels, fixed_labels (paths relative to the CSV's folder); "
                         "with --atlas: a folder or a quoted glob of moving images")
-    parser.add_argument("-o", "--output", required=True, help="output folder: OUTDIR/<id>/ per pair, results.csv, "
+    parser.add_argument("-o", "--output", required=True, type=output_path, help="output folder: OUTDIR/<id>/ per pair, results.csv, "
                         "summary.png, summary.md")
     parser.add_argument("--atlas", metavar="FIXED", help="register every moving image in PAIRS (a folder or glob) "
                         "to this fixed image")

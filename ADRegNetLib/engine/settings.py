@@ -20,7 +20,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "CO
            "TWO_CONTRAST_EDGE_SHARE", "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW",
            "BYTES_PER_WORKING_VOXEL", "BYTES_PER_FIXED_VOXEL", "FIELD_OF_VIEW_MARGIN_VOXELS",
            "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE",
-           "MAX_REGULARIZATION", "MAX_SEED", "SMALL_PHYSICAL_OVERLAP"]
+           "MAX_REGULARIZATION", "MIN_REGULARIZATION", "MAX_SEED", "SMALL_PHYSICAL_OVERLAP"]
 
 #: preset names ("auto" decides from the images and says why)
 PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
@@ -451,6 +451,10 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
 #: and at 100 it is already far wider than any scan (the field is then a translation); 1e7 ran for hours
 #: and 1e30 asked for petabytes
 MAX_REGULARIZATION = 100.0
+#: smallest regularization accepted: at 0.01 the field's smoothing (sigma 1.5 x 0.01 working voxels) is
+#: already none and the updates' (5 x 0.1 voxel) nearly none; smaller values changed nothing more, and
+#: from about 1e-300 on the smoothing's kernel overflowed (hostile-input sweep, eighteenth session)
+MIN_REGULARIZATION = 0.01
 #: largest seed accepted: the pre-alignment's sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit
 #: number and reads 0 as "seed from the clock" (``prealign._registration``), so -1 would give a different
 #: result on every run and 2**32 - 1 overflows

@@ -25,7 +25,7 @@ from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
                        FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MASK_MIN_SHARE_ON_IMAGE, MAX_REGULARIZATION,
-                       MAX_SEED,
+                       MAX_SEED, MIN_REGULARIZATION,
                        NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
@@ -128,6 +128,11 @@ def check_settings(preset: str, quality: str, regularization: float, seed: int =
                                 f"(a {type(regularization).__name__}); give a number such as 0.5 or 2")
     if not (math.isfinite(float(regularization)) and regularization > 0):
         raise RegistrationError(f"regularization must be a positive number (1 = default), got {regularization}")
+    if regularization < MIN_REGULARIZATION:
+        raise RegistrationError(
+            f"regularization {float(regularization):g} is below {MIN_REGULARIZATION:g}: at {MIN_REGULARIZATION:g} the "
+            f"field is already smoothed by nothing; give at least {MIN_REGULARIZATION:g} (1 = default; 0.25 between "
+            "two people)")
     if regularization > MAX_REGULARIZATION:
         raise RegistrationError(
             f"regularization {float(regularization):g} is above {MAX_REGULARIZATION:g}: at {MAX_REGULARIZATION:g} the "

@@ -21,7 +21,7 @@ import torch
 from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
-from .image import ImageError, read_sitk_image
+from .image import ImageError, itk_error_reason, read_sitk_image
 from .images import write_sitk_image
 from .transform_files import read_sitk_transform, write_sitk_transform
 
@@ -86,6 +86,10 @@ def sitk_to_field(image: sitk.Image, dtype=np.float64) -> tuple[np.ndarray, Geom
             f"{image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} component(s)"
         )
     arr = sitk.GetArrayFromImage(image)  # (Z, Y, X, 3)
+    bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise TransformFileError(f"holds {bad} NaN or infinite displacement values (of {arr.size}); a displacement "
+                                 "field must be finite everywhere: re-create it, or replace them (e.g. by 0)")
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0).astype(dtype)), Geometry.from_sitk(image)
 
 
@@ -177,26 +181,35 @@ def read_transform(path: PathLike, geometry: Optional[Geometry] = None) -> tuple
     try:
         transform = read_sitk_transform(path)
     except RuntimeError as exc:
+        # ITK's message ends in a wrapped fragment ("set the suffix to an unsupported type."): the line that
+        # says what went wrong, without its source location
+        reason = itk_error_reason(exc).split("):", 1)[-1].strip()
         raise TransformFileError(
-            f"{path}: cannot be read as an ITK transform ({str(exc).strip().splitlines()[-1][:200]})"
-        ) from exc
+            f"{path}: cannot be read as an ITK transform" + (f" ({reason[:200]})" if reason else "")
+            + "; it is damaged or not a transform file: give the transform.h5 or displacement.nii.gz that adregnet "
+              "register wrote (or re-copy it)"
+        ) from None
     t = transform.Downcast()
     if isinstance(t, sitk.CompositeTransform) and t.GetNumberOfTransforms() == 1:
         t = t.GetNthTransform(0).Downcast()
-    if isinstance(t, sitk.DisplacementFieldTransform) and geometry is None:
-        return sitk_to_field(t.GetDisplacementField())
-    if geometry is None:
-        fields = _fields_in(t)
-        if not fields:
-            raise TransformFileError(
-                f"{path}: holds a {t.GetName()} with no displacement field grid; pass geometry= (the fixed image "
-                "grid) to sample it"
-            )
-        geometry = Geometry.from_sitk(fields[0])
-    field = sitk.TransformToDisplacementField(
-        t, sitk.sitkVectorFloat64, [int(s) for s in geometry.size], [float(v) for v in geometry.origin],
-        [float(v) for v in geometry.spacing], [float(v) for v in geometry.direction.reshape(-1)],
-    )
-    return sitk_to_field(field)
+    try:
+        if isinstance(t, sitk.DisplacementFieldTransform) and geometry is None:
+            return sitk_to_field(t.GetDisplacementField())
+        if geometry is None:
+            fields = _fields_in(t)
+            if not fields:
+                raise TransformFileError(
+                    f"holds a {t.GetName()} with no displacement field grid to sample it on: give a displacement "
+                    "field (the displacement.nii.gz or transform.h5 of adregnet register; in Python, "
+                    "read_transform(path, geometry=<the fixed image's grid>) samples this one)"
+                )
+            geometry = Geometry.from_sitk(fields[0])
+        field = sitk.TransformToDisplacementField(
+            t, sitk.sitkVectorFloat64, [int(s) for s in geometry.size], [float(v) for v in geometry.origin],
+            [float(v) for v in geometry.spacing], [float(v) for v in geometry.direction.reshape(-1)],
+        )
+        return sitk_to_field(field)
+    except TransformFileError as exc:
+        raise TransformFileError(f"{path}: {exc}") from None
 
 

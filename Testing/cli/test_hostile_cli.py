@@ -105,6 +105,7 @@ def test_python_dash_m_cli_runs_the_command():
     # before: 1e30 raised a MemoryError traceback (53 PiB), 1e7 ran past any timeout
     (("--regularization", "1e7"), r"--regularization 1e\+07 is above 100: at 100 the smoothing is already wider than "
                                   r"any scan .* give at most 100 \(1 = default\)$"),
+    (("--regularization", "1e-300"), r"--regularization 1e-300 is below 0.01: .* give at least 0.01"),
 ])
 def test_absurd_settings_are_refused(files, capsys, extra, pattern):
     expect_cli_error(_register(files, *extra), capsys, pattern)
@@ -125,6 +126,19 @@ def test_batch_refuses_bad_settings_before_any_pair(files, capsys, tmp_path, ext
 
 
 # ------------------------------------------------------------------------------- output folder
+@pytest.mark.parametrize("command", ["register", "warp", "evaluate", "batch"])
+def test_empty_output_path_is_refused(files, capsys, tmp_path, result, command, monkeypatch):
+    """Before: ``register -o ''`` wrote every output into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    argv = {"register": ["register", str(files["fixed"]), str(files["moving"]), "-o", ""], "warp": ["warp", str(result), "--image", str(files["moving"]), "-o", " "],
+            "evaluate": ["evaluate", str(result), "-o", ""], "batch": ["batch", str(files["lm_fixed"]), "-o", ""]}[command]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "argument -o/--output: is empty; give the name of the output folder or file" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_dangling_symlink_as_output_folder(files, capsys, tmp_path):
     """Before: the whole registration ran, then a NotADirectoryError traceback."""
     link = tmp_path / "results"
@@ -341,6 +355,25 @@ def test_evaluate_fixed_labels_on_another_grid(files, capsys, tmp_path, result):
                   capsys, r"--fixed-labels .*labels_shifted.nii.gz is on a grid of \[24, 24, 24\] voxels at origin "
                           r"\[10.0, 0.0, 0.0\] mm.*but the result's fixed grid is \[24, 24, 24\] voxels at origin "
                           r"\[0.0, 0.0, 0.0\] mm.*Dice compares voxel by voxel", command="evaluate")
+
+
+def test_evaluate_refuses_scans_as_label_maps_and_labels_elsewhere(files, capsys, tmp_path, result):
+    """Before: two intensity images as --fixed/--moving-labels gave 'Dice 0.006 -> 0.007 (2165 labels)', and a
+    moving label map 1000 mm away 'Dice 0.000 -> 0.000', both with exit 0."""
+    expect_cli_error(["evaluate", str(result), "--fixed-labels", str(files["ct_like"]), "--moving-labels",
+                      str(files["mask"])], capsys,
+                     r"--fixed-labels ct_like.nii.gz holds \d+ distinct values .* it looks like an intensity image \(a "
+                     r"scan\), not a label map", command="evaluate")
+    far = tmp_path / "labels_far.nii.gz"
+    write_image(Image((_smooth(0) > 100.0).astype(np.int64), Geometry(SIZE, (2.0, 2.0, 2.0), (1000.0, 0.0, 0.0)),
+                      "far"), far)
+    expect_cli_error(["evaluate", str(result), "--fixed-labels", str(files["mask"]), "--moving-labels", str(far)],
+                     capsys, r"--moving-labels .*labels_far.nii.gz: no label lands on the fixed grid, neither as "
+                             r"placed nor through the transform", command="evaluate")
+    capsys.readouterr()
+    assert main(["evaluate", str(result), "--fixed-labels", str(files["mask"]), "--moving-labels",
+                 str(files["mask"])]) == 0
+    assert json.loads(capsys.readouterr().out)["dice_before"]["mean"] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------------------------------ warp

@@ -146,6 +146,9 @@ REG_SIGN = r"regularization must be a positive number \(1 = default\), got {}$"
 REG_BOUND = (r"regularization {} is above 100: at 100 the smoothing is already wider than any scan \(the deformation "
              r"is then nearly a translation\), and larger values only cost time; give at most 100 \(1 = default\)$")
 
+REG_FLOOR = (r"regularization {} is below 0.01: at 0.01 the field is already smoothed by nothing; give at least 0.01 "
+             r"\(1 = default; 0.25 between two people\)$")
+
 
 @pytest.mark.parametrize("value, pattern", [
     (True, REG_TYPE.format(r"True \(a bool\)")),  # before: accepted as 1
@@ -159,12 +162,15 @@ REG_BOUND = (r"regularization {} is above 100: at 100 the smoothing is already w
     (100.5, REG_BOUND.format("100.5")),
     (1e7, REG_BOUND.format(r"1e\+07")),  # before: ran for hours
     (np.float32(1e30), REG_BOUND.format(r"1e\+30")),  # before: a MemoryError traceback
+    # before: numpy's 'overflow encountered in square' leaked out, and every value below 1e-20 gave one field
+    (5e-324, REG_FLOOR.format("4.94066e-324")),
+    (0.001, REG_FLOOR.format("0.001")),
 ])
 def test_bad_regularization_is_refused(pair, value, pattern):
     _quick_refusal(RegistrationError, "^" + pattern, lambda: register(*pair, regularization=value, **CHEAP))
 
 
-@pytest.mark.parametrize("value", [np.float32(2.0), np.float64(2.0), np.int64(2), 2, 100.0])
+@pytest.mark.parametrize("value", [np.float32(2.0), np.float64(2.0), np.int64(2), 2, 100.0, 0.01])
 def test_regularization_as_any_real_number_is_accepted(pair, value):
     """Before: np.float32(2.0) was refused as 'must be a positive number ..., got 2.0'."""
     result = register(*pair, regularization=value, **CHEAP)

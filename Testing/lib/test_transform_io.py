@@ -108,7 +108,8 @@ def test_composite_and_affine_transforms_are_sampled(tmp_path, oblique_geometry,
     np.testing.assert_allclose(transform_points(back, geom, pts), _sitk_map(composite, pts), atol=1e-9)
     # a pure affine needs a grid
     sitk.WriteTransform(affine, str(tmp_path / "a.tfm"))
-    with pytest.raises(TransformFileError, match="no displacement field grid; pass geometry="):
+    with pytest.raises(TransformFileError, match=r"a.tfm: holds a AffineTransform with no displacement field grid to "
+                                                 r"sample it on: give a displacement field .*geometry="):
         read_transform(tmp_path / "a.tfm")
     small = Geometry((4, 5, 6), [2.0, 2.0, 2.0], [-3.0, 0.0, 5.0])
     aff_disp, g = read_transform(tmp_path / "a.tfm", geometry=small)
@@ -136,3 +137,31 @@ def test_errors(tmp_path, oblique_geometry, rng):
         read_transform(tmp_path / "scalar.nii.gz")
     with pytest.raises(ValueError, match=r"points_lps must be \(K, 3\)"):
         transform_points(disp, oblique_geometry, np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("name", ["d.mha", "d.nrrd"])
+def test_a_field_with_nan_or_inf_is_refused_by_name(tmp_path, name):
+    """Before: ``adregnet evaluate`` on such a field said 'det holds 6 NaN or infinite values' (neither the
+    file nor a fix); ``warp`` sampled through it."""
+    geometry = Geometry((6, 5, 4), [2.0, 2.0, 2.0])
+    disp = np.zeros((3,) + geometry.shape)
+    disp[0, 1, 2, 3], disp[2, 3, 2, 1] = np.nan, np.inf
+    sitk.WriteImage(field_to_sitk(disp, geometry), str(tmp_path / name))
+    with pytest.raises(TransformFileError, match=rf"{name}: holds 2 NaN or infinite displacement values \(of 360\); "
+                                                 r"a displacement field must be finite everywhere"):
+        read_transform(tmp_path / name)
+    h5 = tmp_path / "t.h5"
+    sitk.WriteTransform(sitk.DisplacementFieldTransform(field_to_sitk(disp, geometry)), str(h5))
+    with pytest.raises(TransformFileError, match=r"t.h5: holds 2 NaN or infinite displacement values"):
+        read_transform(h5)
+
+
+def test_a_damaged_transform_file_is_named_without_itk_fragments(tmp_path):
+    """Before: 'cannot be read as an ITK transform (    set the suffix to an unsupported type.)'."""
+    path = tmp_path / "transform.h5"
+    path.write_bytes(b"\x89HDF\r\n" + bytes(range(256)) * 8)
+    with pytest.raises(TransformFileError) as info:
+        read_transform(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read as an ITK transform")
+    assert "set the suffix" not in message and "give the transform.h5 or displacement.nii.gz" in message
