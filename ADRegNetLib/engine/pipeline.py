@@ -37,7 +37,8 @@ from .modality import contrasts_after_alignment, detect_preset, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before, worse_than_before
-from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MOVING_OVERLAP,
+from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, MIN_MASK_WORKING_VOXELS,
+                       MIN_MOVING_OVERLAP,
                        NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
                        PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
@@ -268,6 +269,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
         if not mask_w_np.any():
             raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
+    if mask_w_np is not None and np.count_nonzero(mask_w_np) < MIN_MASK_WORKING_VOXELS:
+        masks = " and ".join(m for m, given in (("fixed mask", fixed_mask), ("moving mask", moving_mask)) if given is not None)
+        raise RegistrationError(
+            f"the {masks} leave{'s' if ' and ' not in masks else ''} {np.count_nonzero(mask_w_np)} voxels of the "
+            f"{work.spacing.min():.3g} mm working grid to compare (at least {MIN_MASK_WORKING_VOXELS} are needed, as "
+            f"in a cube of {round(MIN_MASK_WORKING_VOXELS ** (1 / 3))} voxels a side): mark a larger region of interest, "
+            "or register without the mask")
     field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
     del moving_w_img, moving_inside
     if field_of_view is not None:

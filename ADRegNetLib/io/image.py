@@ -144,6 +144,10 @@ def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder; give the {what} file")
+        if path.exists():  # a named pipe, a device: nothing SimpleITK can seek in
+            raise ImageError(f"{path}: is not a regular file (a pipe or a device); give the {what} file")
         raise ImageError(f"{path}: no such file; check the path")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes); it was not written completely: {_FIX}")

@@ -130,8 +130,9 @@ def _read_text(path: Path) -> str:
         raise LandmarkError(f"{path}: is a folder, not a landmark file; give the .mrk.json, .fcsv, .csv or .txt file")
     try:
         return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise LandmarkError(f"{path}: is not a text file (cannot decode as UTF-8)") from None
+    except UnicodeDecodeError as exc:
+        raise LandmarkError(f"{path}: cannot be read as UTF-8 text (byte {exc.start}): a binary file, or text saved in "
+                            "another encoding (Latin-1, UTF-16): save it as UTF-8 and give it again") from None
 
 
 

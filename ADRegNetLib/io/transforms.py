@@ -118,10 +118,10 @@ def read_displacement_field(path: PathLike) -> tuple[np.ndarray, Geometry]:
             or not a 3-component vector image; the message names the file.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TransformFileError(f"{path}: no such displacement field file")
     try:
-        image = read_sitk_image(path, what="displacement field")  # integrity and direction checked
+        image = read_sitk_image(path, what="displacement field")  # integrity, direction; a folder or a pipe named
     except ImageError as exc:
         raise TransformFileError(str(exc)) from None
     try:

@@ -93,6 +93,15 @@ def test_mask_mostly_off_its_image_is_warned_about(crop, role):
     assert not [w for w in register(crop, crop, **kwargs, **CHEAP).metrics["warnings"] if "marked volume" in w]
 
 
+def test_a_mask_of_a_few_voxels_is_refused_with_what_is_needed(crop):
+    """Before: a one-voxel mask failed inside the losses with 'the mask is empty on this grid'."""
+    g = crop.geometry
+    with pytest.raises(RegistrationError, match=r"^the fixed mask leaves \d+ voxels of the .* mm working grid to compare "
+                                                r"\(at least 512 are needed.*mark a larger region of interest"):
+        register(crop, crop, fixed_mask=Image(_box_mask(crop, (10, 10, 10), (12, 12, 12)), g), **CHEAP)
+    register(crop, crop, fixed_mask=Image(_box_mask(crop, (6, 6, 6), (26, 26, 26)), g), **CHEAP)  # enough
+
+
 def test_moving_mask_is_used_and_checked(crop):
     g = crop.geometry
     mask = Image(_box_mask(crop, (5, 5, 4), (35, 35, 28)), g, "moving mask")

@@ -288,3 +288,19 @@ def test_label_maps_are_written_in_the_smallest_type_that_holds_them(tmp_path, o
     write_image(Image(labels, oblique_geometry, "labels"), path)
     assert sitk.ReadImage(str(path)).GetPixelIDTypeAsString() == stored
     np.testing.assert_array_equal(read_label_map(path).array, labels)
+
+
+def test_a_pipe_or_a_folder_is_not_called_missing(tmp_path):
+    """Before: a named pipe called 'x.nii.gz' (or /dev/null) was refused as 'no such file'."""
+    import os
+
+    from ADRegNetLib.io import ImageError, read_displacement_field
+
+    fifo = tmp_path / "x.nii.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match=r"x.nii.gz: is not a regular file \(a pipe or a device\); give the image file"):
+        read_image(fifo)
+    folder = tmp_path / "folder.nii.gz"
+    folder.mkdir()
+    with pytest.raises(Exception, match=r"folder.nii.gz: is a folder; give the displacement field file"):
+        read_displacement_field(folder)

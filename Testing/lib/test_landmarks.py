@@ -297,3 +297,12 @@ def test_real_landmarks_against_real_image(shared_data):
         check_landmark_pairs(points, points, fixed_geometry=image.geometry)
     report = check_landmark_pairs(points[inside], points[inside] + 1.0, fixed_geometry=image.geometry)
     assert report["count"] == 51
+
+
+def test_a_latin1_landmark_file_says_to_save_it_as_utf8(tmp_path):
+    """Before: 'is not a text file (cannot decode as UTF-8)', of a text file in another encoding."""
+    path = tmp_path / "points.csv"
+    path.write_bytes("x,y,z,label\n1,2,3,Lésion\n".encode("latin-1"))
+    with pytest.raises(LandmarkError, match=r"points.csv: cannot be read as UTF-8 text \(byte 19\): a binary file, or "
+                                            r"text saved in another encoding \(Latin-1, UTF-16\): save it as UTF-8"):
+        read_landmarks(path)
