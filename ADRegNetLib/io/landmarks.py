@@ -36,6 +36,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -94,6 +95,13 @@ def read_markups_json(path: PathLike) -> np.ndarray:
     markup = markups[0]
     if not isinstance(markup, dict):
         raise LandmarkError(f"{path}: markups[0] is not an object")
+    kind = str(markup.get("type", "Fiducial"))
+    if len(markups) > 1 or kind != "Fiducial":
+        warnings.warn(f"{path.name}: " + (f"holds {len(markups)} markups; only the first ({kind}, "
+                                          f"{len(markup.get('controlPoints') or [])} points) is read" if len(markups) > 1
+                                          else f"is a {kind} markup, not a point list") +
+                      ": landmark pairs are the control points of one point list (save each list in its own file)",
+                      LandmarkWarning, stacklevel=3)
     system = _parse_coordinate_system(markup.get("coordinateSystem", "LPS"), str(path))
     units = str(markup.get("coordinateUnits", "mm"))
     if units != "mm":

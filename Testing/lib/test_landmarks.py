@@ -306,3 +306,23 @@ def test_a_latin1_landmark_file_says_to_save_it_as_utf8(tmp_path):
     with pytest.raises(LandmarkError, match=r"points.csv: cannot be read as UTF-8 text \(byte 19\): a binary file, or "
                                             r"text saved in another encoding \(Latin-1, UTF-16\): save it as UTF-8"):
         read_landmarks(path)
+
+
+@pytest.mark.parametrize("markups, words", [
+    ([("Fiducial", 2), ("Fiducial", 3)], r"holds 2 markups; only the first \(Fiducial, 2 points\) is read"),
+    ([("Curve", 3)], r"is a Curve markup, not a point list"),
+])
+def test_markups_other_than_one_point_list_are_warned_about(tmp_path, markups, words):
+    """Before: a file of several markups was read from its first without a word; curves passed as points."""
+    doc = {"markups": [{"type": kind, "coordinateSystem": "LPS",
+                        "controlPoints": [{"position": [float(k), 0.0, 0.0]} for k in range(n)]} for kind, n in markups]}
+    path = tmp_path / "lm.mrk.json"
+    path.write_text(json.dumps(doc))
+    with pytest.warns(LandmarkWarning, match=rf"lm.mrk.json: {words}: landmark pairs are the control points of one "
+                                             r"point list"):
+        points = read_landmarks(path)
+    assert points.shape == (markups[0][1], 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_landmarks(points, tmp_path / "one.mrk.json")
+        read_landmarks(tmp_path / "one.mrk.json")
