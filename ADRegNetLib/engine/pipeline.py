@@ -226,7 +226,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
-                                     min_local_improvement=PREALIGN_MIN_LOCAL_GAIN, spacing_mm=q.prealign_spacing_mm,
+                                     min_local_improvement=PREALIGN_MIN_LOCAL_GAIN if p.prealign_local_check
+                                     else float("-inf"), spacing_mm=q.prealign_spacing_mm,
                                      max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN,
                                      rotation_min_cut=PREALIGN_ROTATION_MIN_CUT)
     hint = intersubject_hint(preset, regularization, affine, prealign_info.get("kept"))
