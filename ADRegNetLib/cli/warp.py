@@ -256,6 +256,11 @@ def _run(args: argparse.Namespace) -> str:
         return f"mapped {len(points)} points {args.direction} into {output}"
 
     data = read_image(source, dtype=None) if kind == "image" else read_label_map(source)
+    if kind == "image" and np.issubdtype(data.array.dtype, np.floating):
+        bad = data.array.size - int(np.count_nonzero(np.isfinite(data.array)))
+        if bad:  # interpolation would smear them over their neighbours or drop them
+            raise WarpError(f"--image {source} has {bad} NaN or infinite voxels (of {data.array.size}); replace them "
+                            "(e.g. numpy.nan_to_num with the background value) before warping")
     if kind == "labels":
         from .register_cmd import CLIError, check_label_values
 

@@ -458,6 +458,10 @@ def _check_metaimage(path: Path) -> None:
         raise _Corrupt("its header stops before the ElementDataFile line that must end it")
     size = [int(v) for v in fields.get("dimsize", "").split()]
     spacing = _numbers(fields.get("elementspacing", fields.get("elementsize", "1 1 1")))
+    words = fields.get("elementspacing", "1").split()
+    if not (len(spacing) == len(words) and np.all(np.isfinite(spacing) & (spacing > 0))):  # "nan" is no number here
+        raise ImageError(f"{path}: its header gives ElementSpacing {fields.get('elementspacing', '')!r}: every voxel size "
+                         "must be a positive number of mm; fix the header's spacing (or re-export the image)")
     matrix = next((_numbers(fields[k]) for k in ("transformmatrix", "rotation", "orientation") if k in fields), None)
     if len(size) == 3 and len(spacing) == 3 and matrix is not None and matrix.size == 9:
         # MetaIO lists the direction column by column.
@@ -484,6 +488,10 @@ def _check_nrrd(path: Path) -> None:
     if len(domain) == 3 and len(directions) == 3 and all(d.size == 3 for d in directions):
         matrix = np.stack(directions, axis=1)  # columns = steps along the voxel axes, voxel size included
         norms = np.linalg.norm(matrix, axis=0)
+        if not np.all(np.isfinite(norms) & (norms > 0)):
+            raise ImageError(f"{path}: its header's space directions {fields.get('space directions', '')!r} give a voxel "
+                             "axis no length (a zero or NaN vector): every axis needs a step of some mm; fix the header "
+                             "(or re-export the image)")
         if np.all(norms > 0):
             _refuse_direction(path, matrix / norms, norms, domain, "space directions")
     kind = fields.get("type", "").lower().replace("unsigned ", "u").replace("signed ", "").replace("_t", "")

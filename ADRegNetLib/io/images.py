@@ -45,6 +45,10 @@ PathLike = Union[str, Path]
 MIN_AXIS_VOXELS = 16
 #: Largest voxel size accepted, mm. Larger values almost always mean a header in cm or m.
 MAX_SPACING_MM = 50.0
+#: farthest origin (any coordinate, mm) accepted: scanners place voxels within metres of their origin, and at
+#: 1e9 mm float32 coordinates are 64 mm apart (a pair at 1e9 mm registered up to 4.5 mm off the same pair at
+#: the usual origin; NIfTI stores the origin as float32: 0.46 mm off at 1e7 mm)
+MAX_ORIGIN_MM = 1e6
 #: Largest ratio of the largest to the smallest voxel size accepted. Clinical scans reach about 25
 #: (0.4 x 0.4 mm in-plane, 10 mm slices): the real 1 mm brain resampled so (both images) registers
 #: fast to 1.04 mm TRE (5 mm slices 0.52, 1 mm 0.36; ninth session); beyond 50 a header is likelier wrong.
@@ -351,6 +355,13 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
                 "(e.g. with the background value) before registering"
             )
 
+    far = float(np.max(np.abs(geometry.origin)))
+    if not far <= MAX_ORIGIN_MM:
+        raise ImageError(
+            f"{name} has its origin at {np.round(geometry.origin, 1).tolist()} mm, {far / 1e6:.3g} km from the "
+            f"scanner's origin (at most {MAX_ORIGIN_MM / 1e6:g} km accepted: no scanner places voxels there, and "
+            "coordinates that large lose their sub-millimetre precision): fix the header's origin"
+        )
     spacing = geometry.spacing
     if np.any(spacing > MAX_SPACING_MM):
         axis = _AXES[int(np.argmax(spacing))]

@@ -237,6 +237,16 @@ def refuse(case, capsys, tmp_path, argv, message, result=None) -> None:
     assert (digest(case["root"]), digest(tmp_path)) == before  # nothing written, nothing changed
 
 
+def test_an_image_with_nan_voxels_is_refused(case, capsys, tmp_path):
+    """Before: the NaN voxels of an .mha disappeared from the warped image without a word."""
+    array = smooth(MOVING.shape, 2)[0] * 100 + 50
+    array[3, 4, 5], array[6, 6, 6] = np.nan, np.inf
+    image = tmp_path / "nan.mha"
+    sitk.WriteImage(to_sitk(array, MOVING), str(image))
+    refuse(case, capsys, tmp_path, ["--image", str(image), "-o", str(tmp_path / "out.nii.gz")],
+           f"nan.mha has 2 NaN or infinite voxels (of {array.size}); replace them (e.g. numpy.nan_to_num")
+
+
 def test_reference_grid_outside_the_transform_is_refused(case, capsys, tmp_path):
     far = Geometry((10, 10, 10), [2.0] * 3, FIXED.origin + [500.0, 0, 0])
     write_image(Image(np.zeros(far.shape, np.float32), far), tmp_path / "far.nii.gz")

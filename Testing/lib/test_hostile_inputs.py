@@ -75,6 +75,21 @@ def test_validate_image_refuses_arrays_the_engine_cannot_use(array, pattern):
         validate_image(Image(array, GEOMETRY, "a"), role="fixed")
 
 
+@pytest.mark.parametrize("origin, refused", [((1e6, 0.0, 0.0), False), ((0.0, -2e6, 0.0), True), ((0.0, 0.0, 1e9), True)])
+def test_an_origin_kilometres_away_is_refused(origin, refused):
+    """Before: a pair placed at 1e9 mm registered up to 4.5 mm off the same pair at the usual origin, and its
+    overlap warning read 'do not overlap (centres 0 mm apart)'; 1e6 mm (a moving image 1 km away) still
+    registers from a centre-of-mass start."""
+    array = np.random.default_rng(0).normal(100.0, 10.0, GEOMETRY.shape).astype(np.float32)
+    image = Image(array, Geometry(GEOMETRY.size, GEOMETRY.spacing, origin), "far")
+    if refused:
+        with pytest.raises(ImageError, match=r"fixed image 'far' has its origin at .* km from the scanner's origin "
+                                             r"\(at most 1 km accepted.*fix the header's origin"):
+            validate_image(image, role="fixed")
+    else:
+        assert validate_image(image, role="fixed") == []
+
+
 def test_large_but_plausible_intensities_are_accepted():
     array = noise() * np.float32(1e4)  # PET-like values around 2e7
     assert np.abs(array).max() < MAX_ABS_INTENSITY

@@ -178,6 +178,20 @@ SHEARED = [  # (writer, words besides NOT_ROTATION)
 ]
 
 
+@pytest.mark.parametrize("writer,words", [
+    (lambda p: _mha(p, "1 0 0 0 1 0 0 0 1", "1 0 2"), r"its header gives ElementSpacing '1 0 2': every voxel size must be "
+                                                     r"a positive number of mm; fix the header's spacing"),
+    (lambda p: _mha(p, "1 0 0 0 1 0 0 0 1", "1 nan 2"), r"ElementSpacing '1 nan 2'"),
+    (lambda p: _mha(p, "1 0 0 0 1 0 0 0 1", "-1 1 2"), r"ElementSpacing '-1 1 2'"),
+    (lambda p: _nrrd(p, "(1,0,0) (0,0,0) (0,0,2)"), r"its header's space directions .* give a voxel axis no length"),
+], ids=["mha-zero", "mha-nan", "mha-negative", "nrrd-zero"])
+def test_a_voxel_size_of_zero_or_nan_is_named(tmp_path, writer, words):
+    """Before: ITK's 'Zero-valued spacing' (also for NaN) and 'damaged ... re-export or re-copy it'."""
+    path = writer(tmp_path / ("a.nrrd" if "directions" in words else "a.mha"))
+    with pytest.raises(ImageError, match=words):
+        read_image(path)
+
+
 @pytest.mark.parametrize("writer,words", SHEARED, ids=["mha-shear", "mha-scaled", "mha-singular", "nrrd-shear",
                                                        "nii-sform-shear", "nii-sform-shear-no-qform"])
 def test_direction_that_is_not_a_rotation_is_refused(tmp_path, capfd, writer, words):
