@@ -100,6 +100,9 @@ class OptimizerSettings:
             (before the comparison), so that motion of 20-30 mm is followed further.
         coarse_judge: the loss the comparison uses, of a normalised flow on any level grid (lower is
             better); default: the first regular level's own MIND-SSC loss.
+        large_motion_more_steps: a regular level coarser than the working grid that used all its steps
+            goes on for this many more where the motion it found reaches ``coarse_keep_mm`` (95th
+            percentile, as above): breathing of 15-20 mm was still being followed when the steps ran out.
         small_level_voxels, small_level_threads: levels with fewer voxels run with at most this many
             torch threads (restored afterwards). Their operations are small, and each parallel
             operation waits for every thread: on the shared 2-core machine (load 4-5) an
@@ -121,6 +124,7 @@ class OptimizerSettings:
     coarse_min_gain: float = 0.0
     coarse_more_steps: int = 0
     coarse_judge: Optional[Callable[[torch.Tensor], float]] = None
+    large_motion_more_steps: int = 0
     small_level_voxels: int = 300_000
     small_level_threads: int = 1
 
@@ -309,10 +313,18 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
                 record["kept"] = kept
             continue
         level, weight, flow = run_level(index, factor, iterations, flow)
-        if index == n_coarse - 1:
+
+        def motion_p95() -> float:
             region = weight if weight is not None else (
                 F.interpolate(fixed, size=level.shape, mode="trilinear", align_corners=True) > TISSUE_THRESHOLD)
-            motion = _motion_p95_mm(flow, level, region)
+            return _motion_p95_mm(flow, level, region)
+
+        if (index >= n_coarse and factor > 1 and settings.large_motion_more_steps > 0
+                and run.levels[-1]["iterations"] >= iterations and motion_p95() >= settings.coarse_keep_mm):
+            level, weight, flow = run_level(index, factor, settings.large_motion_more_steps, flow)
+            run.levels[-1]["continued"] = True
+        if index == n_coarse - 1:
+            motion = motion_p95()
             candidate = motion >= settings.coarse_keep_mm and n_coarse < len(run.settings.levels)
             if candidate and settings.coarse_more_steps > 0:  # large motion: the coarse level goes on first
                 level, weight, flow = run_level(index, factor, settings.coarse_more_steps, flow)

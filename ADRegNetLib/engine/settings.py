@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
+__all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "LARGE_MOTION_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "CT_LOWEST_HU", "CT_MAX_SHARE_BELOW_AIR", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
            "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
@@ -283,6 +283,9 @@ COARSE_KEEP_MM = 16.0
 COARSE_MIN_LOSS_GAIN = 0.01
 #: where the coarse start found such motion it goes on for this many steps more before the comparison
 COARSE_MORE_STEPS = 12
+#: a regular MIND level coarser than the working grid that used all its steps while the motion it found
+#: reaches ``COARSE_KEEP_MM`` goes on for this many steps more (``OptimizerSettings.large_motion_more_steps``)
+LARGE_MOTION_MORE_STEPS = 8
 
 PRESET_SETTINGS: dict[str, PresetSettings] = {
     # coarse_levels (eleventh session): a quarter-resolution MIND level before the quality's own.
