@@ -93,7 +93,26 @@ def check_landmark_pairs(fixed_node, moving_node, fixed_volume_node=None,
         )
     if len(fixed) == 0:
         return None, None
+    _check_placed(fixed_node, moving_node)
     return fixed, moving
+
+
+def _check_placed(fixed_node, moving_node) -> None:
+    """Refuse a pair with a point that has no position: never placed, still being placed, or skipped.
+
+    Such a point keeps a stored position (0, 0, 0, or where it was before it was unset) that would be used
+    as a landmark: a guided field moved a fixed point 19 mm towards the origin, with no word.
+    """
+    states = {fixed_node.PositionUndefined: "not placed", fixed_node.PositionPreview: "still being placed",
+              fixed_node.PositionMissing: "skipped"}
+    for role, node in (("fixed", fixed_node), ("moving", moving_node)):
+        for k in range(node.GetNumberOfControlPoints()):
+            status = node.GetNthControlPointPositionStatus(k)
+            if status != node.PositionDefined:
+                raise LandmarkError(
+                    f"landmark pair '{pair_labels(fixed_node, moving_node)[k]}' (point {k + 1}): its {role} point in "
+                    f"'{node.GetName()}' is {states.get(status, 'not placed')}, so it has no position; place it, or "
+                    "delete the pair from both lists (pairs match by order)")
 
 
 def _points(markups_node, volume_node) -> np.ndarray:

@@ -48,6 +48,20 @@ def test_pairs_both_or_neither_and_equal_counts(scene):
     assert fixed.shape == moving.shape == (3, 3)
 
 
+@pytest.mark.parametrize("unset, state", [("UnsetNthControlPointPosition", "not placed"),
+                                          ("SetNthControlPointPositionMissing", "skipped")])
+def test_a_pair_with_a_point_that_has_no_position_is_refused(scene, unset, state):
+    """Before: an unplaced or skipped point kept its stored position (the origin, or where it had been) and
+    pulled the guided field there (19 mm on the lung pair), with no word."""
+    f = markups_node_from_points(scene, np.arange(9.0).reshape(3, 3), "fixed pts", labels=["a", "carina", "c"])
+    m = markups_node_from_points(scene, np.arange(9.0).reshape(3, 3) + 1.0, "moving pts", labels=["a", "carina", "c"])
+    assert check_landmark_pairs(f, m)[0].shape == (3, 3)
+    getattr(m, unset)(1)
+    with pytest.raises(LandmarkError, match=rf"landmark pair 'carina' \(point 2\): its moving point in 'moving pts' is "
+                                            rf"{state}, so it has no position; place it, or delete the pair"):
+        check_landmark_pairs(f, m)
+
+
 def test_pair_labels(scene):
     f = markups_node_from_points(scene, np.zeros((3, 3)), "F", labels=["P-1", "P-2", ""])
     m = markups_node_from_points(scene, np.zeros((3, 3)), "M", labels=["P-1", "carina", ""])
