@@ -25,7 +25,7 @@ from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
 
 __all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark", "check_outputs_are_not_inputs",
-           "TRE_GUIDED_ATTRIBUTE"]
+           "check_output_kinds", "TRE_GUIDED_ATTRIBUTE"]
 
 #: attribute of the TRE table node: "true" when the pairs guided the registration (their "after" error is
 #: then not an independent check), "false" when they only measured it
@@ -112,6 +112,27 @@ def check_outputs_are_not_inputs(inputs: dict, outputs: dict) -> None:
         seen[node.GetID()] = role
 
 
+def check_output_kinds(outputs: dict) -> None:
+    """Refuse an output node that cannot hold its result without destroying what it holds.
+
+    A linear or B-spline transform turned into a grid transform would lose the alignment other nodes sit
+    under (a moving volume's starting transform; a PET under a user's transform), and a label map cannot
+    show the warped intensities or the Jacobian. The panel lists only suitable nodes; the keyword API
+    accepted any.
+
+    Raises:
+        VolumeNodeError: naming the node, its class and what to choose instead.
+    """
+    for role, ok in (("transform", "vtkMRMLGridTransformNode"), ("inverse transform", "vtkMRMLGridTransformNode"),
+                     ("warped volume", "vtkMRMLScalarVolumeNode"), ("Jacobian", "vtkMRMLScalarVolumeNode")):
+        node = outputs.get(role)
+        if node is None or (node.IsA(ok) and not node.IsA("vtkMRMLLabelMapVolumeNode")):
+            continue
+        want = "a grid transform" if "Transform" in ok else "a scalar volume (not a label map)"
+        raise VolumeNodeError(f"the {role} output '{node.GetName()}' is a {node.GetClassName()}; the result needs {want}, "
+                              f"and would replace what this node holds: choose 'Create new' or {want}")
+
+
 class ADRegNetMRMLLogic:
     """Registration on scene nodes.
 
@@ -186,6 +207,7 @@ class ADRegNetMRMLLogic:
                    "Jacobian": outputJacobianNode, "TRE table": outputTreTableNode,
                    "inverse transform": outputInverseTransformNode}
         check_outputs_are_not_inputs(inputs, outputs)
+        check_output_kinds(outputs)
         fixed = image_from_volume_node(fixedVolumeNode, "fixed")
         moving = image_from_volume_node(movingVolumeNode, "moving")
         check_fixed_frame(fixedVolumeNode)
@@ -273,6 +295,12 @@ class ADRegNetMRMLLogic:
             table = tre_table_node(self.scene, pair_labels(fixedLandmarksNode, movingLandmarksNode), before_mm,
                                    after_mm, name=f"{base} TRE", node=outputs["TRE table"])
         made = [n for n in (transform, inverse, warped, jacobian, table) if n is not None]
+        for node in (transform, inverse, warped, jacobian):  # results live in the fixed volume's frame
+            parent = None if node is None else node.GetParentTransformNode()
+            if parent is not None:
+                node.SetAndObserveTransformNodeID(None)
+                log.add(f"'{node.GetName()}' was under the transform '{parent.GetName()}' and was taken out of it: "
+                        "the result lies in the fixed volume's frame")
         log.add("outputs: " + ", ".join(f"'{n.GetName()}'" for n in made))
         log_node = log_text_node(self.scene, log, f"{base} registration log")
         return RegistrationNodes(transform, warped, jacobian, table, inverse, log_node, dict(result.metrics), result)

@@ -214,6 +214,55 @@ def test_outputs_never_overwrite_an_input(scene, inputs):
     _assert_same(_snapshot(inputs["fixed"]), before)
 
 
+def test_outputs_that_cannot_hold_their_result_are_refused(scene, inputs):
+    """Before: the keyword API turned the moving volume's own starting linear transform (or any linear or
+    B-spline transform) into a grid transform, destroying the alignment under it; a label map as the warped
+    or Jacobian output failed while publishing with a raw AttributeError after its voxels were replaced."""
+    import vtk
+
+    engine = AnalyticEngine()
+    logic = ADRegNetMRMLLogic(scene, runner=engine)
+    start = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "starting alignment")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 4.0)
+    start.SetMatrixTransformToParent(matrix)
+    inputs["moving"].SetAndObserveTransformNodeID(start.GetID())
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    for kwargs, message in (
+            (dict(outputTransformNode=start), r"the transform output 'starting alignment' is a vtkMRMLLinearTransformNode; "
+                                              r"the result needs a grid transform"),
+            (dict(outputInverseTransformNode=scene.AddNewNodeByClass("vtkMRMLBSplineTransformNode", "b")),
+             r"the inverse transform output 'b' is a vtkMRMLBSplineTransformNode"),
+            (dict(outputWarpedNode=labels), r"the warped volume output 'labels' is a vtkMRMLLabelMapVolumeNode; the result "
+                                            r"needs a scalar volume \(not a label map\)"),
+            (dict(outputJacobianNode=labels), r"the Jacobian output 'labels' is a vtkMRMLLabelMapVolumeNode")):
+        with pytest.raises(VolumeNodeError, match=message):
+            logic.registerNodes(inputs["fixed"], inputs["moving"], **kwargs)
+    assert engine.calls == []
+    assert start.GetMatrixTransformToParent().GetElement(0, 3) == 4.0
+
+
+def test_outputs_under_a_transform_are_taken_out_of_it(scene, inputs):
+    """Before: a warped output under a transform kept it (the result shown 25 mm off), and an output transform
+    with a parent was composed with it."""
+    import vtk
+
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, 25.0)
+    shift.SetMatrixTransformToParent(matrix)
+    t = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "my transform")
+    w = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my warped")
+    for node in (t, w):
+        node.SetAndObserveTransformNodeID(shift.GetID())
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(
+        inputs["fixed"], inputs["moving"], outputTransformNode=t, outputWarpedNode=w)
+    assert t.GetParentTransformNode() is None and w.GetParentTransformNode() is None
+    log = out.logNode.GetText()
+    assert "'my warped' was under the transform 'shift' and was taken out of it" in log
+    assert "'my transform' was under the transform 'shift'" in log
+
+
 def test_each_run_keeps_its_results_as_new_nodes(scene, inputs):
     logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
     first = logic.registerNodes(inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"])
