@@ -170,7 +170,10 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _pairContext(self):
         p = self._parameterNode
-        return (p.fixedLandmarks, p.movingLandmarks, p.fixedVolume, p.movingVolume, p.resultTransform) if p else None
+        if not p:
+            return None
+        result = p.resultTransform if self.logic.resultIsCurrent(p) else None  # not another pair's result
+        return (p.fixedLandmarks, p.movingLandmarks, p.fixedVolume, p.movingVolume, result)
 
     def _setState(self, state: ProcessingState) -> None:
         self._state = state

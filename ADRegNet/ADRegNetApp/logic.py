@@ -86,7 +86,7 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         from ADRegNetMRML import display
         from ADRegNetMRML.frames import show_under_result
 
-        if not p.resultTransform:
+        if not self.resultIsCurrent(p):  # none yet, or made for other volumes than those now selected
             return
         show = p.showMovingUnderTransform if showMoving is None else showMoving
         show_under_result(p.resultTransform, p.movingVolume, [p.movingLandmarks], show)
@@ -135,9 +135,19 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         return placement
 
     @staticmethod
-    def warpSegmentation(p: ADRegNetParameterNode):
+    def resultIsCurrent(p: ADRegNetParameterNode) -> bool:
+        """The last result exists and registered the fixed and moving volumes selected now."""
+        from ADRegNetMRML.logic import result_is_for
+
+        return bool(p.resultTransform) and result_is_for(p.resultTransform, p.fixedVolume, p.movingVolume)
+
+    @classmethod
+    def warpSegmentation(cls, p: ADRegNetParameterNode):
         from ADRegNetMRML.masks import warp_segmentation
 
         if not (p.segmentationToWarp and p.resultTransform):
             raise ValueError(_("Register first, then choose a segmentation of the moving volume."))
+        if not cls.resultIsCurrent(p):
+            raise ValueError(_("The last result registered other volumes than the fixed and moving volumes selected "
+                               "now: press Apply to register these first."))
         return warp_segmentation(p.segmentationToWarp, p.resultTransform, p.movingVolume, p.fixedVolume)

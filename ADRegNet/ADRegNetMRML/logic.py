@@ -25,7 +25,8 @@ from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
 
 __all__ = ["ADRegNetMRMLLogic", "RegistrationNodes", "tre_per_landmark", "check_outputs_are_not_inputs",
-           "check_output_kinds", "TRE_GUIDED_ATTRIBUTE"]
+           "check_output_kinds", "result_is_for", "FIXED_VOLUME_ATTRIBUTE", "MOVING_VOLUME_ATTRIBUTE",
+           "TRE_GUIDED_ATTRIBUTE"]
 
 #: attribute of the TRE table node: "true" when the pairs guided the registration (their "after" error is
 #: then not an independent check), "false" when they only measured it
@@ -110,6 +111,23 @@ def check_outputs_are_not_inputs(inputs: dict, outputs: dict) -> None:
             raise VolumeNodeError(f"'{node.GetName()}' is chosen as both the {seen[node.GetID()]} and the {role} output; "
                                   "choose a different node for each, or 'Create new'")
         seen[node.GetID()] = role
+
+
+#: the result transform node's attributes naming the volumes it registered (``result_is_for``)
+FIXED_VOLUME_ATTRIBUTE = "ADRegNet.fixedVolume"
+MOVING_VOLUME_ATTRIBUTE = "ADRegNet.movingVolume"
+
+
+def result_is_for(transform_node, fixed_volume_node, moving_volume_node) -> bool:
+    """True when ``transform_node`` is the result of registering these two volumes (a result made before
+    the attributes existed counts as theirs)."""
+    if transform_node is None:
+        return False
+    for attribute, volume in ((FIXED_VOLUME_ATTRIBUTE, fixed_volume_node), (MOVING_VOLUME_ATTRIBUTE, moving_volume_node)):
+        recorded = transform_node.GetAttribute(attribute)
+        if recorded and (volume is None or recorded != volume.GetID()):
+            return False
+    return True
 
 
 def check_output_kinds(outputs: dict) -> None:
@@ -266,6 +284,8 @@ class ADRegNetMRMLLogic:
                                                    name=f"{base} to {fixed_name} transform",
                                                    node=outputs["transform"])
         transform.SetAttribute(ROLE_ATTRIBUTE, "transform")
+        transform.SetAttribute(FIXED_VOLUME_ATTRIBUTE, fixedVolumeNode.GetID())  # whose result it is
+        transform.SetAttribute(MOVING_VOLUME_ATTRIBUTE, movingVolumeNode.GetID())
         inverse = None
         inverse_disp = getattr(result, "inverse_disp_mm", None)
         moving_geometry = getattr(result, "moving_geometry", None)

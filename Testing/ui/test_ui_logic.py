@@ -148,6 +148,30 @@ def test_warp_segmentation_needs_a_result_first(module, scene):
         ADRegNet.ADRegNetLogic.warpSegmentation(p)
 
 
+def test_a_result_is_not_used_for_volumes_it_did_not_register(module, scene):
+    """Before: after a run for volume A, choosing volume B as moving put B under A's result transform, and Warp
+    segmentation warped B's segmentation with A's field, with no word."""
+    ADRegNet, _ = module
+    from ADRegNetMRML.geometry import volume_node_from_image
+
+    p = _parameters(ADRegNet, scene)
+    logic = ADRegNet.ADRegNetLogic()
+    first = logic.process(p)
+    logic.showResults(p)
+    a = p.movingVolume
+    assert a.GetParentTransformNode() is first.transformNode and logic.resultIsCurrent(p)
+    p.movingVolume = volume_node_from_image(scene, blob_image(oblique_geometry(size=(20, 18, 14)), "b"), name="B")
+    assert not logic.resultIsCurrent(p)
+    logic.updateDisplay(p, showMoving=True)
+    assert p.movingVolume.GetParentTransformNode() is None  # not shown under A's result
+    p.segmentationToWarp = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs of B")
+    with pytest.raises(ValueError, match="The last result registered other volumes than the fixed and moving volumes "
+                                         "selected now: press Apply"):
+        ADRegNet.ADRegNetLogic.warpSegmentation(p)
+    p.movingVolume = a
+    assert logic.resultIsCurrent(p)
+
+
 def test_self_test_skips_without_torch_instead_of_installing(module, monkeypatch):
     ADRegNet, _ = module
     import ADRegNetMRML.dependencies as deps
