@@ -298,7 +298,8 @@ class ADRegNetMRMLLogic:
                                         node=outputs["warped volume"])
         warped.SetAttribute(ROLE_ATTRIBUTE, "warped")
         source = movingVolumeNode.GetDisplayNode()
-        if source is not None and warped.GetDisplayNode() is not None and source.GetWindow() > 0:
+        if (source is not None and source.IsA("vtkMRMLScalarVolumeDisplayNode")  # a label map's has no window
+                and warped.GetDisplayNode() is not None and source.GetWindow() > 0):
             warped.GetDisplayNode().AutoWindowLevelOff()  # shown like the moving volume, for comparison
             warped.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
         jacobian = jacobian_volume_node(self.scene, result.jacobian, name=f"{base} Jacobian",

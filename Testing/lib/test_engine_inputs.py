@@ -102,6 +102,19 @@ def test_a_mask_of_a_few_voxels_is_refused_with_what_is_needed(crop):
     register(crop, crop, fixed_mask=Image(_box_mask(crop, (6, 6, 6), (26, 26, 26)), g), **CHEAP)  # enough
 
 
+def test_inverse_consistency_of_a_moving_image_without_foreground():
+    """Before: a two-valued moving image whose border holds its upper value (a body label of the lung crop) had no
+    'foreground' by the consistency check's rule, and the run failed at its end with 'no point to measure: the
+    mask is empty or the fixed and moving grids do not overlap' (no mask was given; the grids overlap)."""
+    fixed = read_image(SAMPLE / "lung_fixed.nii.gz")
+    moving = read_image(SAMPLE / "lung_moving.nii.gz")
+    body = Image((moving.array > -400).astype(np.float32), moving.geometry, "body label")  # 1 on every face
+    with pytest.warns(Warning, match="looks like a label map"):
+        result = register(fixed, body, **{**CHEAP, "compute_inverse": True})
+    info = result.metrics["inverse_consistency_mm"]
+    assert info["region"] == "the whole moving grid (no foreground found)" and np.isfinite(info["mean"])
+
+
 def test_moving_mask_is_used_and_checked(crop):
     g = crop.geometry
     mask = Image(_box_mask(crop, (5, 5, 4), (35, 35, 28)), g, "moving mask")

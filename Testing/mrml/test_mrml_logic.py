@@ -242,6 +242,18 @@ def test_outputs_that_cannot_hold_their_result_are_refused(scene, inputs):
     assert start.GetMatrixTransformToParent().GetElement(0, 3) == 4.0
 
 
+def test_a_label_map_as_the_moving_volume_publishes(scene, inputs):
+    """Before: publishing copied the moving volume's window to the warped volume and failed with a raw
+    AttributeError when the moving volume was a label map (its display node has no window)."""
+    image = image_from_volume_node(inputs["moving"], "moving")
+    labels = volume_node_from_image(scene, type(image)((image.array > image.array.mean()).astype(np.uint8),
+                                                       image.geometry, "l"), name="moving labels",
+                                    class_name="vtkMRMLLabelMapVolumeNode")
+    labels.CreateDefaultDisplayNodes()
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(inputs["fixed"], labels)
+    assert out.warpedNode.GetImageData() is not None
+
+
 def test_outputs_under_a_transform_are_taken_out_of_it(scene, inputs):
     """Before: a warped output under a transform kept it (the result shown 25 mm off), and an output transform
     with a parent was composed with it."""
