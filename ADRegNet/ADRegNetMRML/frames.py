@@ -72,8 +72,15 @@ def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
         return None
     world_to_moving = vtk.vtkMatrix4x4()
     if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, parent, world_to_moving):
+        chain, node = [], parent  # name the non-linear one: it may be a parent of a linear transform
+        while node is not None:
+            chain.append(node)
+            node = node.GetParentTransformNode()
+        culprit = next((t for t in chain if not t.IsLinear()), parent)
+        where = (f"the non-linear transform '{culprit.GetName()}'" if culprit is parent else
+                 f"the transform '{parent.GetName()}', which is itself under the non-linear transform '{culprit.GetName()}'")
         raise VolumeNodeError(
-            f"moving volume '{moving_volume_node.GetName()}' is under the non-linear transform '{parent.GetName()}'; "
+            f"moving volume '{moving_volume_node.GetName()}' is under {where}; "
             "a linear transform is used as the starting alignment, a non-linear one is not: harden it (Transforms "
             "module, Harden) or remove it before registering")
     ras = _matrix_to_numpy(world_to_moving)

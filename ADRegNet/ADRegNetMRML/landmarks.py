@@ -83,6 +83,13 @@ def check_landmark_pairs(fixed_node, moving_node, fixed_volume_node=None,
             f"{given} landmarks are set but {missing} landmarks are not: select both point lists "
             "(pairs match by order) or neither"
         )
+    for role, node in (("fixed", fixed_node), ("moving", moving_node)):
+        if not node.IsA("vtkMRMLMarkupsFiducialNode"):
+            raise LandmarkError(f"{role} landmarks '{node.GetName()}' is a {node.GetClassName()}; landmark pairs are the "
+                                "control points of two point lists (Markups: Point List)")
+    if fixed_node is moving_node:
+        raise LandmarkError(f"the point list '{fixed_node.GetName()}' is chosen as both the fixed and the moving "
+                            "landmarks; each image needs its own list, its points placed on that image")
     fixed = _points(fixed_node, fixed_volume_node)
     moving = _points(moving_node, moving_volume_node)
     if len(fixed) != len(moving):

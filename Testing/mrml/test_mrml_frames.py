@@ -70,6 +70,13 @@ def test_non_linear_parent_and_transformed_fixed_volume_are_refused(scene, pair)
     engine = AnalyticEngine()
     with pytest.raises(VolumeNodeError, match="under the non-linear transform 'user's warp'.*harden"):
         ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
+    # before: a linear transform under the grid one was named as the non-linear transform
+    tweak = _linear(scene, np.eye(4), "rigid tweak")
+    tweak.SetAndObserveTransformNodeID(grid.GetID())
+    moving.SetAndObserveTransformNodeID(tweak.GetID())
+    with pytest.raises(VolumeNodeError, match="under the transform 'rigid tweak', which is itself under the non-linear "
+                                              "transform 'user's warp'"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving)
     moving.SetAndObserveTransformNodeID(None)
     fixed.SetAndObserveTransformNodeID(_linear(scene, np.eye(4), "shift").GetID())
     with pytest.raises(VolumeNodeError, match="fixed volume 'fixed' is under the transform 'shift'"):

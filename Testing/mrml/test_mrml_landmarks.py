@@ -62,6 +62,20 @@ def test_a_pair_with_a_point_that_has_no_position_is_refused(scene, unset, state
         check_landmark_pairs(f, m)
 
 
+def test_one_list_for_both_images_or_a_curve_is_refused(scene):
+    """Before: the same point list as fixed and moving landmarks was accepted (TRE before 0, guided pairs pinning
+    the field), and curves, lines, ROIs and planes were read as landmark lists."""
+    f = markups_node_from_points(scene, np.zeros((2, 3)), "pts")
+    with pytest.raises(LandmarkError, match="the point list 'pts' is chosen as both the fixed and the moving landmarks"):
+        check_landmark_pairs(f, f)
+    curve = scene.AddNewNodeByClass("vtkMRMLMarkupsCurveNode", "airway")
+    curve.AddControlPoint(0.0, 0.0, 0.0)
+    curve.AddControlPoint(1.0, 0.0, 0.0)
+    with pytest.raises(LandmarkError, match="moving landmarks 'airway' is a vtkMRMLMarkupsCurveNode; landmark pairs are "
+                                            "the control points of two point lists"):
+        check_landmark_pairs(f, curve)
+
+
 def test_pair_labels(scene):
     f = markups_node_from_points(scene, np.zeros((3, 3)), "F", labels=["P-1", "P-2", ""])
     m = markups_node_from_points(scene, np.zeros((3, 3)), "M", labels=["P-1", "carina", ""])
