@@ -19,7 +19,7 @@ from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_
 from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, pair_labels, tre_table_node
 from .masks import mask_image_from_node
-from .nodes import rollback_on_error
+from .nodes import restore_on_error, rollback_on_error
 from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
 from .runlog import RunLog, log_text_node
 from .transform import grid_transform_node_from_field
@@ -265,7 +265,7 @@ class ADRegNetMRMLLogic:
         if fixed_points is not None:
             log.add("landmark pairs: " + ("guided the registration (their error after it is not an independent check)"
                                           if guided else "measured only (an independent check of the registration)"))
-        with rollback_on_error(self.scene):
+        with rollback_on_error(self.scene), restore_on_error(outputs.values()):
             nodes = self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
                                   fixed_points, moving_points, outputs, log)
             if nodes.treTableNode is not None:  # what the "after" column measured

@@ -1,10 +1,11 @@
-r"""Scene bookkeeping: undo every node a block added (helper nodes, or outputs of a failed step)."""
+r"""Scene bookkeeping: undo every node a block added (helper nodes, or outputs of a failed step), and what it
+wrote into existing nodes."""
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
-__all__ = ["node_ids", "temporary_nodes", "rollback_on_error"]
+__all__ = ["node_ids", "temporary_nodes", "rollback_on_error", "restore_on_error"]
 
 
 def node_ids(scene) -> list[str]:
@@ -38,4 +39,33 @@ def rollback_on_error(scene) -> Iterator[None]:
         yield
     except BaseException:
         _remove_added(scene, before)
+        raise
+
+
+@contextlib.contextmanager
+def restore_on_error(nodes) -> Iterator[None]:
+    """Put back what a block overwrote in existing nodes if it raises: their content (voxels and geometry,
+    transform, table), name, attributes and parent transform. ``nodes``: the user's chosen output nodes
+    (None entries skipped); each is copied first, so the block may replace them freely."""
+    saved = []
+    for node in nodes:
+        if node is None:
+            continue
+        copy = node.__class__()
+        copy.CopyContent(node, True)
+        attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames()}
+        parent = node.GetTransformNodeID() if hasattr(node, "GetTransformNodeID") else None
+        saved.append((node, copy, node.GetName(), attributes, parent))
+    try:
+        yield
+    except BaseException:
+        for node, copy, name, attributes, parent in saved:
+            node.CopyContent(copy, True)
+            node.SetName(name)
+            for key in list(node.GetAttributeNames()):
+                node.RemoveAttribute(key)
+            for key, value in attributes.items():
+                node.SetAttribute(key, value)
+            if hasattr(node, "SetAndObserveTransformNodeID"):
+                node.SetAndObserveTransformNodeID(parent)
         raise

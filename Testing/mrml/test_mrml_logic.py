@@ -158,6 +158,42 @@ def test_failure_while_publishing_removes_partial_outputs(scene, inputs, monkeyp
     assert node_ids(scene) == ids
 
 
+def test_failure_while_publishing_restores_the_output_nodes_given(scene, inputs, monkeypatch):
+    """Before: the new nodes were removed again, but the output nodes the user had chosen stayed overwritten (a
+    previous result's field changed by up to 8 mm, a volume's voxels replaced)."""
+    import ADRegNetMRML.logic as logic_module
+
+    logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
+    previous = logic.registerNodes(inputs["fixed"], inputs["moving"])
+    field_before, _ = field_from_grid_transform_node(previous.transformNode)
+    warped_before = image_from_volume_node(previous.warpedNode, "warped").array.copy()
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    previous.warpedNode.SetAndObserveTransformNodeID(shift.GetID())
+    previous.transformNode.SetAttribute("note", "kept")
+
+    class Shifted(AnalyticEngine):  # another field, so an overwrite would show
+        def __call__(self, fixed, moving, **kw):
+            result = super().__call__(fixed, moving, **kw)
+            result.disp_mm = result.disp_mm * 2.0 + 1.0
+            result.warped.array[...] = 7.0
+            return result
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(logic_module, "jacobian_volume_node", broken)
+    ids = node_ids(scene)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ADRegNetMRMLLogic(scene, runner=Shifted()).registerNodes(
+            inputs["fixed"], inputs["moving"], outputTransformNode=previous.transformNode,
+            outputWarpedNode=previous.warpedNode)
+    assert node_ids(scene) == ids
+    np.testing.assert_array_equal(field_from_grid_transform_node(previous.transformNode)[0], field_before)
+    np.testing.assert_array_equal(image_from_volume_node(previous.warpedNode, "warped").array, warped_before)
+    assert previous.warpedNode.GetParentTransformNode() is shift
+    assert previous.transformNode.GetAttribute("note") == "kept"
+
+
 def test_bad_field_from_engine_leaves_the_scene_unchanged(scene, inputs):
     class NanEngine(AnalyticEngine):
         def __call__(self, fixed, moving, **kw):
