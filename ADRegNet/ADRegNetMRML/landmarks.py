@@ -15,7 +15,7 @@ from .geometry import points_lps_to_ras, points_ras_to_lps
 
 __all__ = [
     "LandmarkError", "points_lps_from_markups", "markups_labels", "markups_node_from_points",
-    "check_landmark_pairs", "pair_labels", "next_pair_label", "tre_table_node", "TRE_COLUMNS",
+    "check_landmark_pairs", "check_points_on_volumes", "pair_labels", "next_pair_label", "tre_table_node", "TRE_COLUMNS",
 ]
 
 TRE_COLUMNS = ("label", "before_mm", "after_mm")
@@ -102,6 +102,31 @@ def check_landmark_pairs(fixed_node, moving_node, fixed_volume_node=None,
         return None, None
     _check_placed(fixed_node, moving_node)
     return fixed, moving
+
+
+def check_points_on_volumes(fixed_node, moving_node, fixed_lps: np.ndarray, moving_lps: np.ndarray,
+                            fixed_geometry, moving_geometry) -> None:
+    """Refuse a pair whose point lies off its volume, naming the pair's label (the engine's own message
+    counts points from 0 and gives LPS coordinates, which a Slicer user does not see).
+
+    Args:
+        fixed_node, moving_node: the point lists (for labels and names).
+        fixed_lps, moving_lps: (K, 3) LPS mm, each in its volume's frame (``check_landmark_pairs``).
+        fixed_geometry, moving_geometry: the volumes' grids.
+    """
+    labels = pair_labels(fixed_node, moving_node)
+    for role, node, points, geometry in (("fixed", fixed_node, fixed_lps, fixed_geometry),
+                                         ("moving", moving_node, moving_lps, moving_geometry)):
+        outside = np.flatnonzero(~geometry.contains(points, margin_voxels=0.5))
+        if outside.size:
+            k = int(outside[0])
+            index = np.clip(geometry.physical_to_index(points[k:k + 1])[0], -0.5, np.asarray(geometry.size) - 0.5)
+            distance = float(np.linalg.norm(geometry.index_to_physical(index[None])[0] - points[k]))
+            ras = np.round(points_lps_to_ras(points[k:k + 1])[0], 1).tolist()
+            raise LandmarkError(
+                f"landmark pair '{labels[k]}' (point {k + 1}): its {role} point in '{node.GetName()}' lies {distance:.1f} "
+                f"mm outside the {role} volume (at RAS {ras} in the volume's frame); {outside.size} of {len(points)} "
+                f"{role} points are outside. Move it onto the {role} volume, or delete the pair from both lists")
 
 
 def _check_placed(fixed_node, moving_node) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from .frames import ROLE_ATTRIBUTE, check_fixed_frame, initial_transform_lps, show_under_result
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .jacobian import jacobian_volume_node
-from .landmarks import check_landmark_pairs, pair_labels, tre_table_node
+from .landmarks import check_landmark_pairs, check_points_on_volumes, pair_labels, tre_table_node
 from .masks import mask_image_from_node
 from .nodes import restore_on_error, rollback_on_error
 from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
@@ -232,6 +232,9 @@ class ADRegNetMRMLLogic:
         initial = initial_transform_lps(movingVolumeNode) if useInitialTransform else None
         fixed_points, moving_points = check_landmark_pairs(fixedLandmarksNode, movingLandmarksNode,
                                                            fixedVolumeNode, movingVolumeNode)
+        if fixed_points is not None:
+            check_points_on_volumes(fixedLandmarksNode, movingLandmarksNode, fixed_points, moving_points,
+                                    fixed.geometry, moving.geometry)
         kwargs = dict(engineOptions or {})
         if fixedMaskNode is not None:
             kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask")

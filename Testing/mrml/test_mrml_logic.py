@@ -233,6 +233,21 @@ def test_bad_inputs_are_refused_before_running(scene, inputs, case, message):
     assert engine.calls == [] and node_ids(scene) == ids
 
 
+def test_a_landmark_off_its_volume_is_named_by_its_pair_label(scene, inputs):
+    """Before: the engine's 'moving landmark 2 at [-94.152, -46.57, -874.926] mm (LPS)', a 0-based index and
+    LPS coordinates for the point a clinician knows as 'carina', shown in RAS."""
+    engine = AnalyticEngine()
+    inputs["moving_pts"].SetNthControlPointLabel(2, "carina")
+    inputs["fixed_pts"].SetNthControlPointLabel(2, "carina")
+    inputs["moving_pts"].SetNthControlPointPosition(2, 0.0, 0.0, 900.0)  # RAS, far above the volume
+    with pytest.raises(LandmarkError, match=r"landmark pair 'carina' \(point 3\): its moving point in 'M' lies [\d.]+ mm "
+                                            r"outside the moving volume \(at RAS \[0.0, 0.0, 900.0\] in the volume's "
+                                            r"frame\); 1 of 6 moving points are outside"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(inputs["fixed"], inputs["moving"], inputs["fixed_pts"],
+                                                               inputs["moving_pts"])
+    assert engine.calls == []
+
+
 def test_outputs_never_overwrite_an_input(scene, inputs):
     """Defect 3: choosing an input as an output is refused before anything runs; voxels stay."""
     engine = AnalyticEngine()
