@@ -15,14 +15,11 @@ the file itself, what ITK does not:
   text header) is replaced by that rotation. A NIfTI file whose sform and ``pixdim`` disagree
   gets an :class:`ImageWarning` instead of ITK's console warning.
 
-The cost is one extra decompression pass (about 0.1 s for a 12 MB ``.nii.gz`` CT).
+The checks live in :mod:`ADRegNetLib.io.file_checks`. The cost is one extra decompression pass (about 0.1 s for
+a 12 MB ``.nii.gz`` CT).
 """
 from __future__ import annotations
 
-import re
-import struct
-import warnings
-import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -31,24 +28,13 @@ import SimpleITK as sitk
 
 from ..spatial.geometry import Geometry, GeometryError
 from ..spatial.image import Image, ImageError
+from .file_checks import (ORTHONORMAL_TOLERANCE_VOXELS, Corrupt, ImageWarning, check_file, compare_sform,
+                          nearest_rotation, refuse_direction, snap_needed)
 
 __all__ = ["Image", "ImageError", "ImageWarning", "from_sitk", "to_sitk", "read_sitk_image", "check_sitk_direction",
            "image_format_named", "itk_error_reason", "ORTHONORMAL_TOLERANCE_VOXELS"]
 
-#: A direction is accepted (and snapped to the nearest rotation) when no voxel centre of the grid
-#: moves by more than this fraction of the smallest voxel size; beyond that the file is refused.
-ORTHONORMAL_TOLERANCE_VOXELS = 0.1
-_SNAP_ABOVE = 1e-6  # max |D^T D - I| below this is exact enough: the header's values are kept as they are
 _FIX = "re-export or re-copy it"
-_FLIP = np.array([-1.0, -1.0, 1.0])  # RAS (NIfTI) <-> LPS (ITK)
-
-
-class ImageWarning(UserWarning):
-    """An image is usable but probably not what the user meant (e.g. a label map as intensity)."""
-
-
-class _Corrupt(Exception):  # internal: a compressed stream or data block is broken; the message says how
-    pass
 
 
 # ------------------------------------------------------------------------------------- conversion
@@ -152,8 +138,8 @@ def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes); it was not written completely: {_FIX}")
     try:
-        sform = _check_file(path)
-    except _Corrupt as exc:
+        sform = check_file(path)
+    except Corrupt as exc:
         raise ImageError(f"{path}: the file is truncated or corrupt: {exc}; {_FIX}") from None
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(shown and sform is None)  # we report that sform ourselves
@@ -174,7 +160,7 @@ def read_sitk_image(path: Path, what: str = "image") -> sitk.Image:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     image = check_sitk_direction(image, path)
     if sform is not None:
-        _compare_sform(path, image, *sform)
+        compare_sform(path, image, *sform)
     return image
 
 
@@ -187,318 +173,7 @@ def check_sitk_direction(image: sitk.Image, path: Path) -> sitk.Image:
     if image.GetDimension() != 3:  # from_sitk refuses it with its own message
         return image
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    _refuse_direction(path, direction, np.asarray(image.GetSpacing()), image.GetSize(), "as read by ITK")
-    if np.max(np.abs(direction.T @ direction - np.eye(3))) > _SNAP_ABOVE:
-        image.SetDirection([float(v) for v in _nearest_rotation(direction).reshape(-1)])
+    refuse_direction(path, direction, np.asarray(image.GetSpacing()), image.GetSize(), "as read by ITK")
+    if snap_needed(direction):
+        image.SetDirection([float(v) for v in nearest_rotation(direction).reshape(-1)])
     return image
-
-
-# ------------------------------------------------------------------------------- direction checks
-def _corners(size) -> np.ndarray:
-    """(8, 3) continuous indices (x, y, z) of the outermost voxel centres of a grid of ``size``."""
-    hi = np.maximum(np.asarray(size, dtype=np.float64) - 1.0, 0.0)
-    return np.array([[i, j, k] for i in (0.0, hi[0]) for j in (0.0, hi[1]) for k in (0.0, hi[2])])
-
-
-def _nearest_rotation(direction: np.ndarray) -> np.ndarray:
-    """The orthonormal matrix closest to ``direction`` (its polar factor; keeps a reflection)."""
-    u, _, vt = np.linalg.svd(direction)
-    return u @ vt
-
-
-def _defects(direction: np.ndarray) -> str:
-    """Words for what keeps ``direction`` from being a rotation: axis lengths and angles."""
-    norms = np.linalg.norm(direction, axis=0)
-    words = [f"axis {'xyz'[k]} has length {norms[k]:.6g} instead of 1" for k in range(3) if abs(norms[k] - 1) > 1e-4]
-    unit = direction / np.where(norms > 0, norms, 1.0)
-    for a, b in ((0, 1), (0, 2), (1, 2)):
-        angle = float(np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, b], -1.0, 1.0))))
-        if abs(angle - 90.0) > 1e-3:
-            words.append(f"axes {'xyz'[a]} and {'xyz'[b]} meet at {angle:.4g} degrees instead of 90")
-    return "; ".join(words) or "its columns are not orthonormal"
-
-
-def _refuse_direction(path: Path, direction: np.ndarray, spacing: np.ndarray, size, where: str,
-                      hint: str = "") -> None:
-    """Raise when a voxel centre moves by more than the tolerance if ``direction`` became a rotation."""
-    spacing = np.asarray(spacing, dtype=np.float64)
-    if not (np.all(np.isfinite(direction)) and np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
-        return  # ITK or Geometry refuses non-finite values and zero spacing with their own message
-    step = (direction - _nearest_rotation(direction)) * spacing
-    deviation = float(np.max(np.linalg.norm(_corners(size) @ step.T, axis=1)))
-    if deviation > ORTHONORMAL_TOLERANCE_VOXELS * float(np.min(spacing)):
-        raise ImageError(
-            f"{path}: the direction matrix in its header ({where}) is not a rotation: {_defects(direction)}. "
-            f"Direction (columns = voxel axes x, y, z): {(np.round(direction, 6) + 0.0).tolist()}. ITK would coerce "
-            f"it, and outputs would be written on a grid up to {deviation:.3g} mm away from the image. Re-export the "
-            "image with an orthonormal direction, or resample it onto an orthonormal grid first (e.g. 3D Slicer's "
-            "Resample Scalar Volume; for a tilted-gantry CT, load the DICOM series with acquisition geometry "
-            f"regularization) and give that file{hint}"
-        )
-
-
-# -------------------------------------------------------------------------------- file integrity
-class _NonFinite:
-    """Counts NaN and infinite values among ``count`` floats of ``dtype`` that start at byte ``start``
-    of a stream fed to it chunk by chunk."""
-
-    def __init__(self, dtype: np.dtype, start: int, count: int):
-        self.dtype, self.start, self.left = np.dtype(dtype), start, count
-        self.position, self.carry, self.found = 0, b"", 0
-
-    def __call__(self, chunk: bytes) -> None:
-        begin, self.position = max(self.start - self.position, 0), self.position + len(chunk)
-        if self.left <= 0 or begin >= len(chunk):
-            return
-        data = self.carry + chunk[begin:]
-        usable = min(len(data) // self.dtype.itemsize, self.left)
-        values = np.frombuffer(data, dtype=self.dtype, count=usable)
-        self.found += usable - int(np.count_nonzero(np.isfinite(values)))
-        self.left -= usable
-        self.carry = data[usable * self.dtype.itemsize:]
-
-
-def _inflate(path: Path, offset: int = 0, head: int = 0, sink=None) -> tuple[int, bytes]:
-    """Decompress the gzip/zlib stream(s) of ``path`` from byte ``offset`` to the end
-    (``sink(chunk)``, when given, sees every decompressed chunk in order).
-
-    Returns:
-        (uncompressed length, first ``head`` uncompressed bytes).
-
-    Raises:
-        _Corrupt: the stream ends early, or a CRC/length check or the data itself is bad.
-    """
-    total, first = 0, b""
-    decomp = zlib.decompressobj(32 + zlib.MAX_WBITS)  # 32 + 15: a gzip or a zlib header
-    with open(path, "rb") as stream:
-        stream.seek(offset)
-        try:
-            while chunk := stream.read(1 << 20):
-                while chunk:
-                    out = decomp.decompress(chunk)
-                    if sink is not None:
-                        sink(out)
-                    total += len(out)
-                    first += out[: max(head - len(first), 0)]
-                    if not decomp.eof:
-                        break
-                    chunk = decomp.unused_data  # another gzip member, or trailing bytes (ignored)
-                    if not chunk.startswith(b"\x1f\x8b"):
-                        return total, first
-                    decomp = zlib.decompressobj(32 + zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise _Corrupt(f"its compressed data is damaged (zlib: {exc})") from None
-    if not decomp.eof:
-        raise _Corrupt(f"its compressed data stops after {total} bytes, before the end of the stream")
-    return total, first
-
-
-def _need(have: int, need: int, what: str) -> None:
-    if have < need:
-        raise _Corrupt(f"the header describes {need} bytes of {what} but the file holds only {max(have, 0)}")
-
-
-def _read_head(path: Path, n: int, sink=None) -> tuple[bytes, int]:
-    """First ``n`` bytes and the whole (uncompressed, verified) length of a plain or gzip file
-    (``sink(chunk)``, when given, sees all its uncompressed bytes in order)."""
-    with open(path, "rb") as stream:
-        head = stream.read(max(n, 2))
-        if head[:2] == b"\x1f\x8b":
-            total, first = _inflate(path, head=n, sink=sink)
-            return first, total
-        if sink is not None:
-            stream.seek(0)
-            while chunk := stream.read(1 << 22):
-                sink(chunk)
-    return head[:n], path.stat().st_size
-
-
-def _peek(path: Path, n: int) -> bytes:
-    """The first ``n`` (uncompressed) bytes of a plain or gzip file, without reading the rest."""
-    with open(path, "rb") as stream:
-        head = stream.read(1 << 16)
-    if head[:2] != b"\x1f\x8b":
-        return head[:n]
-    try:
-        return zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(head, n)
-    except zlib.error as exc:
-        raise _Corrupt(f"its compressed data is damaged (zlib: {exc})") from None
-
-
-def _check_file(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Integrity and header-geometry checks by format (a header that cannot be parsed is left to ITK).
-
-    Returns:
-        A NIfTI sform (matrix (3, 3), origin (3,), LPS) whose scales differ from ``pixdim``, else None.
-    """
-    name = path.name.lower()
-    try:
-        if name.endswith((".nii", ".nii.gz", ".hdr", ".img", ".img.gz")):
-            return _check_nifti(path)
-        if name.endswith((".mha", ".mhd")):
-            _check_metaimage(path)
-        elif name.endswith((".nrrd", ".nhdr")):
-            _check_nrrd(path)
-        elif name.endswith(".gz"):
-            _inflate(path)
-    except ImageError:
-        raise
-    except (ValueError, struct.error, IndexError, OSError):
-        pass  # ITK reads it or says what is wrong
-    return None
-
-
-# ------------------------------------------------------------------------------------------ NIfTI
-def _check_nifti(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    lower = path.name.lower()
-    stem = path.name[: len(path.name) - (7 if lower.endswith(".img.gz") else 4)]
-    header_path, data_path = path, None
-    if lower.endswith((".img", ".img.gz")):  # Analyze / two-file NIfTI: header in .hdr, voxels in .img
-        header_path, data_path = path.with_name(stem + ".hdr"), path
-    elif lower.endswith(".hdr"):
-        data_path = next((p for p in (path.with_name(stem + ".img"), path.with_name(stem + ".img.gz")) if p.exists()),
-                         None)
-    raw = _peek(header_path, 348)
-    endian = next((e for e in "<>" if len(raw) >= 4 and struct.unpack_from(e + "i", raw, 0)[0] == 348), None)
-    if endian is None:
-        _read_head(header_path, 0)  # not NIfTI-1/Analyze: ITK decides, once a compressed stream is checked
-        return None
-    _need(len(raw), 348, "NIfTI header")
-    dim = struct.unpack_from(endian + "8h", raw, 40)
-    datatype, bitpix = struct.unpack_from(endian + "2h", raw, 70)
-    pixdim = np.asarray(struct.unpack_from(endian + "8f", raw, 76), dtype=np.float64)
-    vox_offset = int(struct.unpack_from(endian + "f", raw, 108)[0])
-    if not 1 <= dim[0] <= 7 or bitpix <= 0 or (data_path is None and raw[344:347] != b"n+1"):
-        _read_head(header_path, 0)
-        return None
-    shape = [max(int(d), 1) for d in dim[1:dim[0] + 1]]
-    n_voxels = int(np.prod(shape, dtype=np.int64))
-    # ITK reads NaN and infinite float voxels of NIfTI as 0: they are counted in the file itself
-    floats = {16: "f4", 64: "f8"}.get(int(datatype))
-    scan = None if floats is None else _NonFinite(np.dtype(endian + floats), vox_offset, n_voxels)
-    length = _read_head(header_path, 348, sink=scan if data_path is None else None)[1]
-    if data_path is not None:
-        length = _read_head(data_path, 0, sink=scan)[1]
-    n_bytes = n_voxels * bitpix // 8
-    _need(length, vox_offset + n_bytes, f"voxel data ({'x'.join(map(str, shape))} voxels of {bitpix} bits "
-                                        f"from byte {vox_offset})")
-    if scan is not None and scan.found:
-        raise ImageError(f"{path}: holds {scan.found} NaN or infinite voxels (of {n_voxels}), which ITK would read "
-                         "as 0; replace them (e.g. numpy.nan_to_num with the background value) and give that file")
-    if struct.unpack_from(endian + "h", raw, 254)[0] <= 0 or dim[0] < 3:  # no sform: ITK uses the qform
-        return None
-    srow = np.asarray(struct.unpack_from(endian + "12f", raw, 280), dtype=np.float64).reshape(3, 4)
-    norms = np.linalg.norm(srow[:, :3], axis=0)
-    if not np.all(norms > 0):
-        return None
-    _refuse_direction(path, srow[:, :3] / norms, norms, shape[:3], "NIfTI sform, RAS",
-                      ". ITK and 3D Slicer ignore a sheared sform (they use the qform if there is one): if the "
-                      "qform is the placement you want, set sform_code to 0")
-    if np.all(np.abs(norms - pixdim[1:4]) <= 1e-3):  # ITK's own test for "unexpected scales in sform"
-        return None
-    return _FLIP[:, None] * srow[:, :3], _FLIP * srow[:, 3]
-
-
-def _compare_sform(path: Path, image: sitk.Image, sform_matrix: np.ndarray, sform_origin: np.ndarray) -> None:
-    """Warn when the placement ITK read differs from the NIfTI sform (LPS) by more than the tolerance."""
-    geometry = Geometry.from_sitk(image)
-    corners = _corners(image.GetSize())
-    gap = np.max(np.linalg.norm(geometry.index_to_physical(corners) - corners @ sform_matrix.T - sform_origin, axis=1))
-    sizes = [np.round(v, 4).tolist() for v in (np.linalg.norm(sform_matrix, axis=0), geometry.spacing)]
-    if gap > ORTHONORMAL_TOLERANCE_VOXELS * float(np.min(geometry.spacing)):
-        warnings.warn(
-            f"{path.name}: its NIfTI header holds two voxel sizes, {sizes[0]} mm in the sform and {sizes[1]} mm in "
-            f"pixdim; AD-RegNet, like ITK and 3D Slicer, uses pixdim, which places voxels up to {gap:.3g} mm from "
-            "where the sform puts them. If the image looks stretched, fix the header so that both agree",
-            ImageWarning, stacklevel=4,
-        )
-
-
-# ------------------------------------------------------------------------------- MetaImage, NRRD
-_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-              "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
-_NRRD_BYTES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
-               "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "longlong": 8, "long long": 8, "int64": 8,
-               "ulonglong": 8, "ulong long": 8, "uint64": 8, "double": 8}
-
-
-def _text_header(path: Path, end: bytes) -> tuple[dict[str, str], int]:
-    """Fields of a text header (keys lower case) and the byte offset where its data starts."""
-    with open(path, "rb") as stream:
-        blob = stream.read(1 << 16)
-    match = re.search(end, blob)
-    stop = match.end() if match is not None else len(blob)
-    fields = {}
-    for line in blob[:stop].decode("latin-1").splitlines():
-        key, sep, value = line.partition("=" if ":" not in line.split("=")[0] else ":")
-        if sep and not line.startswith("#"):
-            fields[key.strip().lower()] = value.strip()
-    return fields, stop
-
-
-def _numbers(text: str) -> np.ndarray:
-    return np.asarray([float(v) for v in re.findall(r"[-+0-9.eE]+", text)], dtype=np.float64)
-
-
-def _check_data(path: Path, data_file: str, offset: int, n_bytes: int, compressed: bool, skip: int = 0) -> None:
-    """The voxel data of a header at ``path`` (inline when ``data_file`` is empty) holds ``n_bytes``."""
-    target = path.parent / data_file if data_file else path
-    if not target.is_file():
-        return  # ITK names the missing data file
-    offset = 0 if data_file else offset
-    if compressed:
-        _need(_inflate(target, offset)[0] - max(skip, 0), n_bytes, "uncompressed voxel data")
-    elif skip >= 0:
-        _need(target.stat().st_size - offset - skip, n_bytes, "voxel data")
-
-
-def _check_metaimage(path: Path) -> None:
-    fields, offset = _text_header(path, rb"ElementDataFile\s*=[^\n]*\n")
-    if "elementdatafile" not in fields:
-        raise _Corrupt("its header stops before the ElementDataFile line that must end it")
-    size = [int(v) for v in fields.get("dimsize", "").split()]
-    spacing = _numbers(fields.get("elementspacing", fields.get("elementsize", "1 1 1")))
-    words = fields.get("elementspacing", "1").split()
-    if not (len(spacing) == len(words) and np.all(np.isfinite(spacing) & (spacing > 0))):  # "nan" is no number here
-        raise ImageError(f"{path}: its header gives ElementSpacing {fields.get('elementspacing', '')!r}: every voxel size "
-                         "must be a positive number of mm; fix the header's spacing (or re-export the image)")
-    matrix = next((_numbers(fields[k]) for k in ("transformmatrix", "rotation", "orientation") if k in fields), None)
-    if len(size) == 3 and len(spacing) == 3 and matrix is not None and matrix.size == 9:
-        # MetaIO lists the direction column by column.
-        _refuse_direction(path, matrix.reshape(3, 3).T, spacing, size, "TransformMatrix")
-    data_file, item = fields["elementdatafile"], _MET_BYTES.get(fields.get("elementtype", ""))
-    compressed, declared = fields.get("compresseddata", "").lower() == "true", fields.get("compresseddatasize", "")
-    follow = path.stat().st_size - offset
-    if compressed and data_file.upper() == "LOCAL" and not (declared.isdigit() and int(declared) == follow):
-        # without the right size MetaIO inflates the wrong bytes and returns garbage without an error
-        raise _Corrupt(f"its header gives {f'CompressedDataSize = {declared}' if declared else 'no CompressedDataSize'}"
-                       f" but {follow} bytes of compressed data follow it")
-    if size and item and data_file.upper() != "LIST" and not re.search(r"[%\s]", data_file):
-        n_bytes = int(np.prod(size, dtype=np.int64)) * item * int(fields.get("elementnumberofchannels", "1"))
-        _check_data(path, "" if data_file.upper() == "LOCAL" else data_file, offset, n_bytes, compressed,
-                    int(fields.get("headersize", "0")))
-
-
-def _check_nrrd(path: Path) -> None:
-    fields, offset = _text_header(path, rb"\r?\n\r?\n")
-    sizes = [int(v) for v in fields.get("sizes", "").split()]
-    kinds = fields.get("kinds", "domain " * len(sizes)).split()
-    domain = [n for n, kind in zip(sizes, kinds) if kind.lower() in ("domain", "space")]
-    directions = [_numbers(v) for v in re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))]
-    if len(domain) == 3 and len(directions) == 3 and all(d.size == 3 for d in directions):
-        matrix = np.stack(directions, axis=1)  # columns = steps along the voxel axes, voxel size included
-        norms = np.linalg.norm(matrix, axis=0)
-        if not np.all(np.isfinite(norms) & (norms > 0)):
-            raise ImageError(f"{path}: its header's space directions {fields.get('space directions', '')!r} give a voxel "
-                             "axis no length (a zero or NaN vector): every axis needs a step of some mm; fix the header "
-                             "(or re-export the image)")
-        if np.all(norms > 0):
-            _refuse_direction(path, matrix / norms, norms, domain, "space directions")
-    kind = fields.get("type", "").lower().replace("unsigned ", "u").replace("signed ", "").replace("_t", "")
-    item = _NRRD_BYTES.get(kind.replace(" int", "").strip())
-    data_file = fields.get("data file", fields.get("datafile", ""))
-    encoding = fields.get("encoding", "raw").lower()
-    if sizes and item and encoding in ("raw", "gzip", "gz") and "line skip" not in fields \
-            and not re.search(r"[%\s]", data_file):
-        _check_data(path, data_file, offset, int(np.prod(sizes, dtype=np.int64)) * item, encoding != "raw",
-                    int(fields.get("byte skip", "0")))
