@@ -77,10 +77,12 @@ class RunLog:
         jac = metrics.get("jacobian") or {}
         if jac:
             self.add(f"Jacobian: min {_number(jac.get('min'), '.3f')}, folding voxels {jac.get('folding_count', 'n/a')}")
-        for key in ("tre_before", "tre_after"):
+        for key, what in (("tre_before", "TRE before (the volumes as stored)"),
+                          ("tre_start", "TRE at the start (through the moving volume's starting transform)"),
+                          ("tre_after", "TRE after")):
             entry = metrics.get(key)
             if isinstance(entry, dict) and "mean" in entry:
-                self.add(f"{key.replace('_', ' ')}: mean {entry['mean']:.2f} mm, max {entry.get('max', float('nan')):.2f} mm")
+                self.add(f"{what}: mean {entry['mean']:.2f} mm, max {entry.get('max', float('nan')):.2f} mm")
         total = (metrics.get("timings_s") or {}).get("total")
         if total is not None:
             self.add(f"engine time {total:.1f} s")

@@ -295,7 +295,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                f"time {m['timings_s']['total']:.1f} s"]
     if fixed_pts is not None:
         role = "pairs guided the registration" if m["landmarks"]["guided_registration"] else "pairs measured only"
-        summary.append(f"TRE {m['tre_before']['mean']:.2f} -> {m['tre_after']['mean']:.2f} mm ({role})")
+        start = f" ({m['tre_start']['mean']:.2f} through the initial transform)" if "tre_start" in m else ""
+        summary.append(f"TRE {m['tre_before']['mean']:.2f}{start} -> {m['tre_after']['mean']:.2f} mm ({role})")
     shown = getattr(args, "shown_warnings", set())
     for w in m.get("warnings", []):
         if w not in shown:  # a warning raised while registering was already printed as it happened

@@ -426,7 +426,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     warped_points = None
     if has_landmarks:
         warped_points = result_transform.map_points(fixed_landmarks)
-        metrics["tre_before"] = tre(fixed_landmarks, moving_landmarks)
+        metrics["tre_before"] = tre(fixed_landmarks, moving_landmarks)  # the images as stored
+        if initial_transform is not None:  # and as the registration started: through the given alignment
+            metrics["tre_start"] = tre(initial_transform.apply(fixed_landmarks), moving_landmarks)
         metrics["tre_after"] = tre(warped_points, moving_landmarks)
         metrics["landmarks"] = {"pairs": int(len(fixed_landmarks)), "guided_registration": guide, "role": (
             "guided the registration: their TRE after is not an independent check" if guide else

@@ -134,9 +134,14 @@ def test_initial_transform_is_composed_into_the_result(crop):
     shift = np.array([4.0, -3.0, 5.0])
     g = crop.geometry
     moving = Image(crop.array, Geometry(g.size, g.spacing, g.origin + shift, g.direction), "shifted")
-    result = register(crop, moving, initial_transform=AffineMap(np.eye(3), shift), **CHEAP)
+    points = g.index_to_physical(np.array([[10.0, 12.0, 8.0], [25.0, 20.0, 16.0]]))
+    result = register(crop, moving, initial_transform=AffineMap(np.eye(3), shift), fixed_landmarks=points,
+                      moving_landmarks=points + shift, landmarks_guide=False, **CHEAP)
     np.testing.assert_allclose(result.disp_mm.reshape(3, -1).mean(axis=1), shift, atol=1e-4)
     assert result.metrics["prealignment"]["start"] == "the initial transform given by the user"
+    # TRE as stored (before) and as the registration started (through the given transform: the shift is undone)
+    assert result.metrics["tre_before"]["mean"] == pytest.approx(float(np.linalg.norm(shift)))
+    assert result.metrics["tre_start"]["mean"] == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(RegistrationError, match="AffineMap"):
         register(crop, moving, initial_transform=np.eye(4), **CHEAP)
 
