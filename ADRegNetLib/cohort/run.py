@@ -24,7 +24,7 @@ from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
 from .pairs import Pair, check_pairs, read_pairs_csv
 from .report import write_summary
 from .results import failed_row, is_complete, read_results_csv, row_for_complete_pair, write_results_csv
-from .worker import PARTIAL_DIR, PairOptions, run_pair
+from .worker import PARTIAL_DIR, PairOptions, not_a_result, pair_inputs, run_pair
 
 __all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
 
@@ -199,6 +199,10 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     results_path = out / "results.csv"
     _clean_partial(out)
     rows, todo, n_complete, n_failed = _plan(pairs, out, read_results_csv(results_path), retry_failed)
+    in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]
+    if in_the_way:  # a data folder as OUTDIR: its subject folders are not results to replace
+        raise BatchError(f"{len(in_the_way)} pair output folder(s) are in the way, first: {in_the_way[0]}; nothing was "
+                         "run and nothing is replaced: choose another output folder (-o), e.g. a new one")
     order = [p.id for p in pairs]
 
     def table() -> list[dict]:

@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 from .pairs import Pair
 from .results import failed_row, is_complete, pair_dice, row_from_metrics
 
-__all__ = ["PairOptions", "run_pair", "PARTIAL_DIR"]
+__all__ = ["PairOptions", "run_pair", "PARTIAL_DIR", "not_a_result", "pair_inputs"]
 
 #: folder inside OUTDIR holding the pairs being written
 PARTIAL_DIR = ".partial"
@@ -178,8 +178,40 @@ def _worker_name() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Renames the finished folder ``tmp`` to ``final``; a stale incomplete ``final`` is moved away first."""
+def pair_inputs(pair: Pair) -> list[str]:
+    """Every file a pair reads (images, landmarks, mask, label maps)."""
+    return [value for key, value in pair.to_dict().items() if key != "id" and value]
+
+
+def not_a_result(final: Path, inputs=()) -> Optional[str]:
+    """Why OUTDIR/<id> must not be replaced, or None: it is absent, complete (skipped anyway), or an incomplete
+    result of an earlier run (only AD-RegNet's output files, none of the pair's ``inputs``).
+
+    A data folder used as OUTDIR has folders named like the pairs' ids; replacing them deleted the scans in
+    them (hostile-input sweep, eighteenth session).
+    """
+    from ..cli.outputs import ALL_OUTPUT_FILES
+
+    if not final.exists() and not final.is_symlink() or is_complete(final):
+        return None
+    if not final.is_dir() or final.is_symlink():
+        return f"{final} exists and is not a folder of AD-RegNet results"
+    inside = final.resolve()
+    held = [f for f in (Path(i).expanduser().resolve() for i in inputs if i) if inside in f.parents or f == inside]
+    if held:
+        return f"{final} holds the pair's input {held[0]}"
+    others = sorted(n.name for n in final.iterdir() if n.name not in ALL_OUTPUT_FILES)
+    if others:
+        return f"{final} holds files that are not AD-RegNet results ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    return None
+
+
+def _publish(tmp: Path, final: Path, inputs=()) -> None:
+    """Renames the finished folder ``tmp`` to ``final``; a stale incomplete result in ``final`` is moved away
+    first, anything else there is refused (``not_a_result``)."""
+    reason = not_a_result(final, inputs)
+    if reason:
+        raise FileExistsError(f"{reason}: nothing is replaced; choose another output folder (-o) or move it")
     if final.exists() and not is_complete(final):
         stale = Path(tempfile.mkdtemp(prefix=f"{final.name}.stale.", dir=tmp.parent))
         os.rename(final, stale / final.name)
@@ -233,7 +265,7 @@ def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb:
         return failed_row(pair.id, message, wall_s=time.perf_counter() - start, **extra)
     try:
         metrics = json.loads((tmp / "metrics.json").read_text())
-        _publish(tmp, final)
+        _publish(tmp, final, pair_inputs(pair))
     except (OSError, ValueError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         return failed_row(pair.id, f"could not publish {final}: {exc}", wall_s=time.perf_counter() - start, **extra)

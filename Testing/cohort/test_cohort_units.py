@@ -230,3 +230,42 @@ def test_landmarks_check_only_reaches_every_pairs_command():
     assert PairOptions(landmarks_check_only=True).register_options()[-1] == "--landmarks-check-only"
     args = build_parser().parse_args(["PAIRS.csv", "-o", "OUT", "--landmarks-check-only"])
     assert args.landmarks_check_only is True
+
+
+def test_an_output_folder_that_is_not_a_result_is_never_replaced(tmp_path, capsys):
+    """Before: a data folder given as -o had its subject folder (named like the pair's id) replaced by the
+    results, deleting the scans in it, and the run exited 0; a file named like an id was deleted too."""
+    from ADRegNetLib.cli.main import main
+    from ADRegNetLib.cohort.worker import _publish, not_a_result
+
+    data = tmp_path / "data"
+    (data / "sub01").mkdir(parents=True)
+    sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+    for name in ("lung_fixed.nii.gz", "lung_moving.nii.gz"):
+        (data / "sub01" / name).write_bytes((sample / name).read_bytes())
+    (data / "pairs.csv").write_text("id,fixed,moving\nsub01,sub01/lung_fixed.nii.gz,sub01/lung_moving.nii.gz\n")
+    before = sorted(p.name for p in (data / "sub01").iterdir())
+    assert main(["batch", str(data / "pairs.csv"), "-o", str(data), "--quality", "fast", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "1 pair output folder(s) are in the way, first: " in err and "holds the pair's input" in err
+    assert "nothing was run and nothing is replaced" in err
+    assert sorted(p.name for p in (data / "sub01").iterdir()) == before
+
+    notes = tmp_path / "out" / "p1"
+    notes.mkdir(parents=True)
+    (notes / "my notes.txt").write_text("keep")
+    assert "holds files that are not AD-RegNet results (my notes.txt)" in not_a_result(notes)
+    (tmp_path / "out" / "p2").write_text("keep")
+    assert "exists and is not a folder of AD-RegNet results" in not_a_result(tmp_path / "out" / "p2")
+    finished = tmp_path / "out" / ".partial" / "p1.x"
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="nothing is replaced"):
+        _publish(finished, notes)
+    assert (notes / "my notes.txt").read_text() == "keep"
+    stale = tmp_path / "out" / "p3"  # an interrupted run's incomplete result: replaced, as before
+    stale.mkdir()
+    (stale / "warped.nii.gz").write_bytes(b"old")
+    assert not_a_result(stale) is None
+    _publish(finished, stale)
+    assert (stale / "metrics.json").is_file() and not (stale / "warped.nii.gz").exists()
