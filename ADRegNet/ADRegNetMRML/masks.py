@@ -105,7 +105,7 @@ def mask_image_from_node(mask_node, volume_node, role: str) -> Image:
 def _check_not_a_scan(array: np.ndarray, mask_node, role: str) -> None:
     """Refuse a scan chosen as a mask (the selector lists every volume): a CT read as 'voxels above 0' leaves
     out all air and lung (the lung pair's TRE 0.29 -> 1.08 mm with the fixed CT as its own mask)."""
-    from ADRegNetLib.cli.register_cmd import MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
+    from ADRegNetLib.engine.settings import MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
 
     flat = array.reshape(-1)
     values = np.unique(flat[:: max(1, flat.size // 2_000_000)])

@@ -10,7 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..engine.settings import MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION  # the engine's bounds, re-exported under the CLI's names
+from ..engine.settings import (MAX_MASK_VALUES, MAX_REGULARIZATION, MAX_SEED,  # noqa: F401 - re-exported
+                               MAX_SIGNED_LABEL_VALUES, MIN_REGULARIZATION)  # the engine's bounds, re-exported under the CLI's names
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
 __all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads", "output_path",
@@ -19,11 +20,6 @@ __all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regulari
 
 #: Largest --threads accepted (torch takes any count, and a typo such as 80000 would start that many).
 MAX_THREADS = 1024
-#: A mask or label map with more distinct values than this is an intensity image given by mistake
-#: (label maps hold tens to about a thousand labels, e.g. a 1000-parcel atlas; an MR volume thousands
-#: of grey values). With negative values (CT in HU, signed data) more than MAX_SIGNED_LABEL_VALUES.
-MAX_MASK_VALUES = 5000
-MAX_SIGNED_LABEL_VALUES = 64
 
 
 class CLIError(Exception):

@@ -12,7 +12,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "CO
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
            "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
-           "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
+           "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES", "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS", "LOCAL_REFINE_MIN_FINE_SHARE",
@@ -88,6 +88,13 @@ MIN_MOVING_OVERLAP = 0.01
 #: sweep of the eighteenth session); a mask from a larger scan of the same patient may legitimately reach
 #: beyond a cropped image, so the bar is low
 MASK_MIN_SHARE_ON_IMAGE = 0.25
+#: A mask or label map with more distinct values than this is an intensity image given by mistake
+#: (label maps hold tens to about a thousand labels, e.g. a 1000-parcel atlas; an MR volume thousands
+#: of grey values). With negative values (CT in HU, signed data) more than MAX_SIGNED_LABEL_VALUES.
+#: Checked by the CLI (``cli.register_cmd.check_label_values``), the engine (``stages.map_mask``) and the
+#: Slicer module's masks.
+MAX_MASK_VALUES = 5000
+MAX_SIGNED_LABEL_VALUES = 64
 #: fewest working-grid voxels a region of interest (the masks) must leave to compare: the coarsest level
 #: (a quarter of the working resolution) must keep some of it (a one-voxel mask failed inside the losses
 #: with "the mask is empty on this grid")

@@ -24,8 +24,8 @@ from ..spatial.warp import resample, warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MASK_MIN_SHARE_ON_IMAGE, MAX_REGULARIZATION,
-                       MAX_SEED, MIN_REGULARIZATION,
+                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES,
+                       MAX_REGULARIZATION, MAX_SEED, MAX_SIGNED_LABEL_VALUES, MIN_REGULARIZATION,
                        NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
@@ -220,6 +220,11 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
                   else "no voxels")
         raise RegistrationError(f"the {role} is empty: no voxel above 0 ({values}); a mask marks the region of "
                                 "interest with values > 0: give a mask that marks it")
+    values = np.unique(np.asarray(mask.array).reshape(-1)[:: max(1, mask.array.size // 2_000_000)])
+    if values.size > MAX_MASK_VALUES or (values[0] < 0 and values.size > MAX_SIGNED_LABEL_VALUES):
+        raise RegistrationError(f"the {role} holds {values.size} distinct values (from {float(values[0]):g} to "
+                                f"{float(values[-1]):g}): it looks like an intensity image (a scan), not a mask or label "
+                                "map; give the segmentation (values > 0 inside the region)")
     src = Image((mask.array > 0).astype(np.float32), mask.geometry, mask.name)
     # Linear interpolation of the indicator then > 0.5: the mask's boundary lands at the same
     # physical place whatever the two grids' spacings (nearest neighbour would shift it by up to a voxel).

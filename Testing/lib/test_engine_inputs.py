@@ -115,6 +115,15 @@ def test_inverse_consistency_of_a_moving_image_without_foreground():
     assert info["region"] == "the whole moving grid (no foreground found)" and np.isfinite(info["mean"])
 
 
+@pytest.mark.parametrize("role", ["fixed_mask", "moving_mask", "rigid_regions"])
+def test_a_scan_given_as_a_mask_is_refused_by_the_engine(crop, role):
+    """Before: only the CLI refused a scan as a mask; ``register(F, M, fixed_mask=F)`` ran and left out every voxel
+    below 0 HU (all of the lung)."""
+    with pytest.raises(RegistrationError, match=r"holds \d+ distinct values \(from -\d+ to \d+\): it looks like an "
+                                                r"intensity image \(a scan\), not a mask or label map"):
+        register(crop, crop, **{role: crop}, **CHEAP)
+
+
 def test_moving_mask_is_used_and_checked(crop):
     g = crop.geometry
     mask = Image(_box_mask(crop, (5, 5, 4), (35, 35, 28)), g, "moving mask")
