@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli.register_cmd import output_path
@@ -55,6 +56,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 def batch_main(args: argparse.Namespace) -> int:
     """Runs ``adregnet batch`` with parsed arguments; returns the exit code (see the module docstring)."""
     from ..cli.register_cmd import CLIError, check_regularization, check_threads
+    from ..engine.device import resolve_device
     from .pairs import PairsError, pairs_from_atlas
     from .run import BatchError, register_cohort
 
@@ -67,8 +69,12 @@ def batch_main(args: argparse.Namespace) -> int:
     try:  # settings shared by every pair fail the cohort at once, as in ``adregnet batch`` (cli/main.py cmd_batch)
         check_regularization(args.regularization)
         check_threads(args.threads, zero="automatic")
-    except CLIError as exc:
+        resolve_device(args.device)  # an unknown name; a missing GPU only warns, on each worker
+    except (CLIError, ValueError) as exc:
         return fail(str(exc))
+    out = Path(args.output)
+    if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+        return fail(f"-o {args.output}: a file is in the way; give a folder for the results (it is made if missing)")
     try:
         pairs = pairs_from_atlas(args.atlas, args.pairs, args.atlas_mask) if args.atlas else args.pairs
         rows = register_cohort(pairs, args.output, preset=args.preset, quality=args.quality,

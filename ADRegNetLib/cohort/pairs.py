@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -126,7 +127,12 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     if not path.is_file():
         raise FileNotFoundError(f"pairs file {path} does not exist; give a CSV with the columns id,fixed,moving")
     base = path.resolve().parent
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PairsError(f"{path}: cannot be read as UTF-8 text (byte {exc.start}): not a CSV, or saved in another "
+                         "encoding (Latin-1, UTF-16): save it as UTF-8 (CSV) and give it again") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip().lower() for h in next(reader, [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -269,3 +269,26 @@ def test_an_output_folder_that_is_not_a_result_is_never_replaced(tmp_path, capsy
     assert not_a_result(stale) is None
     _publish(finished, stale)
     assert (stale / "metrics.json").is_file() and not (stale / "warped.nii.gz").exists()
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["--device", "tpu"], "unknown device 'tpu'"),  # before: the cluster started and every pair failed on its own
+    (["-o", "{csv}"], "a file is in the way; give a folder for the results"),  # before: a FileExistsError traceback
+    (["-o", "{csv}/sub"], "a file is in the way"),  # before: NotADirectoryError traceback
+])
+def test_batch_settings_and_output_refused_before_any_pair(tmp_path, capsys, argv_tail, message):
+    from ADRegNetLib.cli.main import main
+
+    pairs = _csv(tmp_path, "id,fixed,moving\np1,f.nii.gz,m.nii.gz\n")
+    tail = [a.format(csv=pairs) for a in argv_tail]
+    argv = ["batch", str(pairs), *(["-o", str(tmp_path / "out")] if "-o" not in tail else []), *tail, "-q"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pairs_csv_in_another_encoding_says_to_save_it_as_utf8(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes("id,fixed,moving\npatiént,a.nii.gz,b.nii.gz\n".encode("latin-1"))
+    with pytest.raises(PairsError, match=r"pairs.csv: cannot be read as UTF-8 text \(byte 20\).*save it as UTF-8"):
+        read_pairs_csv(path)
