@@ -132,6 +132,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
         raise RegistrationError(f"multimodal must be True (two contrasts), False (one) or None (decide from the "
                                 f"images), got {multimodal!r}")
+    switches = dict(instance_optimization=instance_optimization, use_network=use_network,
+                    compute_inverse=compute_inverse, landmarks_guide=landmarks_guide)
+    for name, value in switches.items():  # "False" (a string) is true: it would silently do the opposite
+        if not isinstance(value, (bool, np.bool_)):
+            raise RegistrationError(f"{name} must be True or False, got {value!r} (a {type(value).__name__})")
     warnings_: list[str] = []
     for image, role in ((fixed, "fixed"), (moving, "moving")):
         if not isinstance(image, Image):

@@ -170,6 +170,14 @@ def test_bad_regularization_is_refused(pair, value, pattern):
     _quick_refusal(RegistrationError, "^" + pattern, lambda: register(*pair, regularization=value, **CHEAP))
 
 
+@pytest.mark.parametrize("name, value", [("landmarks_guide", "False"), ("compute_inverse", "no"),
+                                         ("use_network", 0), ("instance_optimization", None)])
+def test_switches_must_be_true_or_false(pair, name, value):
+    """Before: landmarks_guide="False" (a string) counted as True and the pairs guided a run meant to check it."""
+    _quick_refusal(RegistrationError, rf"^{name} must be True or False, got {value!r} \(a {type(value).__name__}\)$",
+                   lambda: register(*pair, **{**CHEAP, name: value}))
+
+
 @pytest.mark.parametrize("value", [np.float32(2.0), np.float64(2.0), np.int64(2), 2, 100.0, 0.01])
 def test_regularization_as_any_real_number_is_accepted(pair, value):
     """Before: np.float32(2.0) was refused as 'must be a positive number ..., got 2.0'."""
