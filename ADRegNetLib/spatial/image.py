@@ -29,6 +29,10 @@ class Image:
     name: str = "image"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.array, np.ndarray):  # a torch tensor failed later, deep inside numpy
+            hint = " (a torch tensor: give tensor.detach().cpu().numpy())" if type(self.array).__module__.startswith(
+                "torch") else ""
+            raise ImageError(f"{self.name}: the array must be a numpy array, got a {type(self.array).__name__}{hint}")
         if self.array.ndim != 3:
             raise ImageError(f"{self.name}: expected a 3-D (Z, Y, X) array, got shape {self.array.shape}")
         if tuple(self.array.shape) != self.geometry.shape:

@@ -90,6 +90,18 @@ def test_an_origin_kilometres_away_is_refused(origin, refused):
         assert validate_image(image, role="fixed") == []
 
 
+def test_a_torch_tensor_as_an_image_array_is_named():
+    """Before: Image(torch_tensor, ...) was accepted and register() failed deep inside numpy ('Cannot interpret
+    torch.float32 as a data type')."""
+    import torch
+
+    with pytest.raises(ImageError, match=r"t: the array must be a numpy array, got a Tensor \(a torch tensor: give "
+                                         r"tensor.detach\(\).cpu\(\).numpy\(\)\)"):
+        Image(torch.zeros(GEOMETRY.shape), GEOMETRY, "t")
+    with pytest.raises(ImageError, match="the array must be a numpy array, got a list"):
+        Image([[[0.0]]], GEOMETRY, "l")
+
+
 def test_large_but_plausible_intensities_are_accepted():
     array = noise() * np.float32(1e4)  # PET-like values around 2e7
     assert np.abs(array).max() < MAX_ABS_INTENSITY
