@@ -22,6 +22,8 @@ REQUIRED_COLUMNS = ("id", "fixed", "moving")
 OPTIONAL_COLUMNS = ("fixed_landmarks", "moving_landmarks", "mask_fixed", "labels", "fixed_labels")
 #: names in OUTDIR that a pair id must not take
 RESERVED_NAMES = ("results.csv", "summary.png", "summary.md", ".partial")
+#: longest id (UTF-8 bytes): a folder name stops at 255 bytes, and the pair is written as "<id>.<random>" first
+MAX_ID_BYTES = 200
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
@@ -68,11 +70,15 @@ class Pair:
 def _check_id(pair_id: str, where: str) -> None:
     if not pair_id:
         raise PairsError(f"{where}: the id is empty; every pair needs an id (its output folder name)")
-    bad = [c for c in ("/", "\\", ":", "\0") if c in pair_id]
+    bad = [c for c in pair_id if c in '/\\:*?"<>|' or ord(c) < 32]  # what some file system refuses
     if bad or pair_id in (".", "..") or pair_id.startswith(".") or pair_id != pair_id.strip():
-        raise PairsError(f"{where}: id {pair_id!r} cannot be a folder name (no '/', '\\', ':', leading '.' "
-                         "or surrounding spaces); use letters, digits, '-' and '_'")
-    if pair_id in RESERVED_NAMES:
+        raise PairsError(f"{where}: id {pair_id!r} cannot be a folder name on every system (none of "
+                         "/ \\ : * ? \" < > | or control characters, no leading '.' or surrounding spaces); use letters, "
+                         "digits, '-' and '_'")
+    if len(pair_id.encode("utf-8")) > MAX_ID_BYTES:
+        raise PairsError(f"{where}: id {pair_id[:40]!r}... is {len(pair_id.encode('utf-8'))} bytes long; folder names "
+                         f"stop at 255 and the batch adds a suffix while writing: use at most {MAX_ID_BYTES}")
+    if pair_id.lower() in {name.lower() for name in RESERVED_NAMES}:
         raise PairsError(f"{where}: id {pair_id!r} clashes with a file the batch writes; rename the pair")
 
 
@@ -90,10 +96,13 @@ def check_pairs(pairs: Sequence[Pair]) -> list[Pair]:
     for i, pair in enumerate(pairs):
         where = f"pair {i + 1}"
         _check_id(pair.id, where)
-        if pair.id in seen:
-            raise PairsError(f"{where}: id {pair.id!r} repeats pair {seen[pair.id] + 1}; ids name the output "
+        key = pair.id.lower()  # folders named 'A' and 'a' are one folder on Windows and macOS
+        if key in seen:
+            other = pairs[seen[key]].id
+            case = "" if other == pair.id else f" ({other!r}, apart from upper and lower case)"
+            raise PairsError(f"{where}: id {pair.id!r} repeats pair {seen[key] + 1}{case}; ids name the output "
                              "folders and must be unique")
-        seen[pair.id] = i
+        seen[key] = i
         if bool(pair.fixed_landmarks) != bool(pair.moving_landmarks):
             raise PairsError(f"{where} ({pair.id}): give both fixed_landmarks and moving_landmarks, or neither")
         if pair.fixed_labels and not pair.labels:

@@ -43,6 +43,12 @@ def test_pairs_csv_resolves_paths_relative_to_the_csv(tmp_path):
     ("id,fixed,moving\na,f,m\na,f2,m2\n", "repeats pair 1"),
     ("id,fixed,moving\n../up,f,m\n", "cannot be a folder name"),
     ("id,fixed,moving\nresults.csv,f,m\n", "clashes"),
+    # before: accepted, and broken on Windows / macOS file systems or by the 255-byte name limit
+    ("id,fixed,moving\nResults.csv,f,m\n", "clashes"),
+    ("id,fixed,moving\nscan*1,f,m\n", "cannot be a folder name on every system"),
+    ("id,fixed,moving\n\"a\tb\",f,m\n", "cannot be a folder name on every system"),
+    ("id,fixed,moving\nA,f,m\na,f2,m2\n", r"id 'a' repeats pair 1 \('A', apart from upper and lower case\)"),
+    ("id,fixed,moving\n" + "x" * 201 + ",f,m\n", "is 201 bytes long; folder names stop at 255"),
     ("id,fixed,moving\na,f,\n", "moving cell is empty"),
     ("id,fixed,moving,fixed_landmarks\na,f,m,f.csv\n", "both fixed_landmarks and moving_landmarks"),
     ("id,fixed,moving\n", "lists no pairs"),
