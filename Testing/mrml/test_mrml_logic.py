@@ -143,14 +143,19 @@ def test_engine_failure_leaves_the_scene_unchanged(scene, inputs):
     assert node_ids(scene) == ids
 
 
-def test_failure_while_publishing_removes_partial_outputs(scene, inputs, monkeypatch):
-    """If making an output fails after others were made, the new nodes are removed again."""
+def _break_publishing(monkeypatch) -> None:
+    """Making the Jacobian output fails ("disk full"), after the transform and warped outputs were made."""
     import ADRegNetMRML.logic as logic_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(logic_module, "jacobian_volume_node", broken)
+
+
+def test_failure_while_publishing_removes_partial_outputs(scene, inputs, monkeypatch):
+    """If making an output fails after others were made, the new nodes are removed again."""
+    _break_publishing(monkeypatch)
     ids = node_ids(scene)
     with pytest.raises(RuntimeError, match="disk full"):
         ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(
@@ -161,8 +166,6 @@ def test_failure_while_publishing_removes_partial_outputs(scene, inputs, monkeyp
 def test_failure_while_publishing_restores_the_output_nodes_given(scene, inputs, monkeypatch):
     """Before: the new nodes were removed again, but the output nodes the user had chosen stayed overwritten (a
     previous result's field changed by up to 8 mm, a volume's voxels replaced)."""
-    import ADRegNetMRML.logic as logic_module
-
     logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
     previous = logic.registerNodes(inputs["fixed"], inputs["moving"])
     field_before, _ = field_from_grid_transform_node(previous.transformNode)
@@ -178,10 +181,7 @@ def test_failure_while_publishing_restores_the_output_nodes_given(scene, inputs,
             result.warped.array[...] = 7.0
             return result
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(logic_module, "jacobian_volume_node", broken)
+    _break_publishing(monkeypatch)
     ids = node_ids(scene)
     with pytest.raises(RuntimeError, match="disk full"):
         ADRegNetMRMLLogic(scene, runner=Shifted()).registerNodes(
