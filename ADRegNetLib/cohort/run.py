@@ -156,7 +156,8 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
 
     Each pair writes exactly what ``adregnet register`` writes. ``out_dir/results.csv`` (one row per
     pair, see ``results.RESULT_COLUMNS``) is rewritten atomically as pairs finish, and
-    ``summary.png``/``summary.md`` are written at the end. Pairs already complete (their folder holds
+    ``summary.png``/``summary.md`` are written at the end; both keep the rows of pairs that other PAIRS.csv
+    files ran into the same folder (the return value and the counts are this run's pairs only). Pairs already complete (their folder holds
     metrics.json) are skipped; pairs that failed in an earlier run are skipped too unless
     ``retry_failed``. A failing pair never stops the others: its row has status "failed" and the error.
 
@@ -198,29 +199,36 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.csv"
     _clean_partial(out)
-    rows, todo, n_complete, n_failed = _plan(pairs, out, read_results_csv(results_path), retry_failed)
+    previous = read_results_csv(results_path)
+    rows, todo, n_complete, n_failed = _plan(pairs, out, previous, retry_failed)
     in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]
     if in_the_way:  # a data folder as OUTDIR: its subject folders are not results to replace
         raise BatchError(f"{len(in_the_way)} pair output folder(s) are in the way, first: {in_the_way[0]}; nothing was "
                          "run and nothing is replaced: choose another output folder (-o), e.g. a new one")
     order = [p.id for p in pairs]
+    # rows of pairs from other PAIRS.csv files run into this OUTDIR stay in its results.csv and summary (a second
+    # cohort into the same folder dropped the first's rows); this run returns and counts its own pairs only
+    others = [row for pair_id, row in previous.items() if pair_id not in set(order)]
 
     def table() -> list[dict]:
         return [rows[i] for i in order if i in rows]
 
-    write_results_csv(results_path, table())
+    def every_row() -> list[dict]:
+        return table() + others
+
+    write_results_csv(results_path, every_row())
     if n_complete or n_failed:
         say(f"skipping {n_complete} complete pair(s)" + (f" and {n_failed} that failed before (--retry-failed runs "
                                                           "them again)" if n_failed else ""))
     if todo:
-        _run(todo, out, rows, table, results_path, say=say, progress=progress, total=len(pairs),
+        _run(todo, out, rows, every_row, results_path, say=say, progress=progress, total=len(pairs),
              options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
                           threads=threads, landmarks_check_only=bool(landmarks_check_only)),
              cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
                           memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
                           wait_for_workers_s=wait_for_workers_s))
     final = table()
-    write_summary(out, final)
+    write_summary(out, every_row())
     with contextlib.suppress(OSError):
         (out / PARTIAL_DIR).rmdir()  # only when empty: a pair still being written elsewhere keeps it
     return final

@@ -298,3 +298,20 @@ def test_pairs_csv_in_another_encoding_says_to_save_it_as_utf8(tmp_path):
     path.write_bytes("id,fixed,moving\npatiént,a.nii.gz,b.nii.gz\n".encode("latin-1"))
     with pytest.raises(PairsError, match=r"pairs.csv: cannot be read as UTF-8 text \(byte 20\).*save it as UTF-8"):
         read_pairs_csv(path)
+
+
+def test_a_second_cohort_into_the_same_folder_keeps_the_first_ones_rows(tmp_path):
+    """Before: each run rewrote results.csv and the summary with its own pairs only, so a second PAIRS.csv run
+    into the same OUTDIR dropped the first's rows (its pair folders stayed)."""
+    from ADRegNetLib.cohort import register_cohort
+
+    out = tmp_path / "out"
+    (out / "p1").mkdir(parents=True)
+    (out / "p1" / "metrics.json").write_text(json.dumps({"quality": "fast", "timings_s": {"total": 1.0}}))
+    write_results_csv(out / "results.csv", [failed_row("first_cohort_pair", "was broken")])
+    pairs = _csv(tmp_path, "id,fixed,moving\np1,f.nii.gz,m.nii.gz\n")
+    rows = register_cohort(pairs, out, progress=False)  # p1 is complete: nothing runs
+    assert [r["id"] for r in rows] == ["p1"]  # what this run returns and counts: its own pairs
+    kept = read_results_csv(out / "results.csv")
+    assert set(kept) == {"p1", "first_cohort_pair"} and kept["first_cohort_pair"]["error"] == "was broken"
+    assert "first_cohort_pair" in (out / "summary.md").read_text()
