@@ -6,6 +6,7 @@ node that is removed again with everything the export added, so the scene's node
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,7 +20,7 @@ from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_
 from .nodes import rollback_on_error, temporary_nodes
 
 __all__ = ["MASK_NODE_CLASSES", "SegmentInfo", "labelmap_from_segmentation",
-           "mask_image_from_node", "warp_label_image", "warp_segmentation"]
+           "mask_image_from_node", "warp_label_image", "warp_segmentation", "SEGMENTS_NOT_WARPED_ATTRIBUTE"]
 
 #: node classes a mask selector accepts (label map volumes are scalar volumes too)
 MASK_NODE_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode")
@@ -137,6 +138,10 @@ def warp_label_image(labels: Image, disp_mm: np.ndarray, fixed_geometry: Geometr
     return Image(np.asarray(warped.array).astype(np.int64), fixed_geometry, labels.name)
 
 
+#: the warped segmentation's attribute listing the segments that have no voxel there (``warp_segmentation``)
+SEGMENTS_NOT_WARPED_ATTRIBUTE = "ADRegNet.segmentsNotWarped"
+
+
 def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fixed_volume_node,
                       name: Optional[str] = None):
     """A new Segmentation node: ``segmentation_node`` (on the moving volume) warped onto the fixed volume.
@@ -171,11 +176,19 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
                 raise VolumeNodeError("the warped labels could not be imported into a segmentation")
         by_label = {s.label: s for s in segments}
         segmentation = output.GetSegmentation()
+        present = set()
         for k in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(k)
             info = by_label.get(int(segment.GetLabelValue()))
             if info is not None:
                 segment.SetName(info.name)
                 segment.SetColor(*info.color)
+                present.add(info.label)
         output.SetAttribute(ROLE_ATTRIBUTE, "warped-segmentation")
+        missing = [s.name for s in segments if s.label not in present]
+        if missing:  # empty, hidden under a later segment, or warped outside the fixed volume: said, not dropped silently
+            output.SetAttribute(SEGMENTS_NOT_WARPED_ATTRIBUTE, ", ".join(missing))
+            warnings.warn(f"'{output.GetName()}': {len(missing)} segment(s) of '{segmentation_node.GetName()}' have no "
+                          f"voxel on the fixed volume and are left out: {', '.join(missing)} (empty, covered by a later "
+                          "segment, or moved outside the fixed volume)", stacklevel=2)
     return output

@@ -83,6 +83,19 @@ def test_bad_masks_are_refused(scene, pair):
         mask_image_from_node(no_segments, moving, "moving mask")
 
 
+def test_a_segment_that_does_not_reach_the_fixed_volume_is_named(scene, pair):
+    """Before: Warp segmentation dropped an empty segment without a word."""
+    fixed, moving, _, moving_geometry = pair
+    segmentation = _segmentation(scene, moving_geometry)
+    segmentation.GetSegmentation().AddEmptySegment("", "not drawn yet")
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    with pytest.warns(UserWarning, match=r"1 segment\(s\) of 'organs' have no voxel on the fixed volume and are left "
+                                         r"out: not drawn yet"):
+        warped = warp_segmentation(segmentation, out.transformNode, moving, fixed)
+    assert warped.GetAttribute("ADRegNet.segmentsNotWarped") == "not drawn yet"
+    assert warped.GetSegmentation().GetNumberOfSegments() == 2
+
+
 def test_a_scan_chosen_as_a_mask_is_refused(scene, pair):
     """Before: the fixed CT chosen as its own mask (the selector lists every volume) was read as 'voxels above
     0', which left out all air and lung: the lung pair's TRE 0.29 -> 1.08 mm, with no word."""
