@@ -114,14 +114,14 @@ def check_points_on_volumes(fixed_node, moving_node, fixed_lps: np.ndarray, movi
         fixed_lps, moving_lps: (K, 3) LPS mm, each in its volume's frame (``check_landmark_pairs``).
         fixed_geometry, moving_geometry: the volumes' grids.
     """
+    from ADRegNetLib.io.points import points_outside
+
     labels = pair_labels(fixed_node, moving_node)
     for role, node, points, geometry in (("fixed", fixed_node, fixed_lps, fixed_geometry),
                                          ("moving", moving_node, moving_lps, moving_geometry)):
-        outside = np.flatnonzero(~geometry.contains(points, margin_voxels=0.5))
+        outside, distance = points_outside(points, geometry)
         if outside.size:
             k = int(outside[0])
-            index = np.clip(geometry.physical_to_index(points[k:k + 1])[0], -0.5, np.asarray(geometry.size) - 0.5)
-            distance = float(np.linalg.norm(geometry.index_to_physical(index[None])[0] - points[k]))
             ras = np.round(points_lps_to_ras(points[k:k + 1])[0], 1).tolist()
             raise LandmarkError(
                 f"landmark pair '{labels[k]}' (point {k + 1}): its {role} point in '{node.GetName()}' lies {distance:.1f} "

@@ -106,15 +106,14 @@ def mask_image_from_node(mask_node, volume_node, role: str) -> Image:
 def _check_not_a_scan(array: np.ndarray, mask_node, role: str) -> None:
     """Refuse a scan chosen as a mask (the selector lists every volume): a CT read as 'voxels above 0' leaves
     out all air and lung (the lung pair's TRE 0.29 -> 1.08 mm with the fixed CT as its own mask)."""
-    from ADRegNetLib.engine.settings import MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
+    from ADRegNetLib.engine.stages import scan_like
 
-    flat = array.reshape(-1)
-    values = np.unique(flat[:: max(1, flat.size // 2_000_000)])
-    signed = values.size > 0 and values[0] < 0
-    if values.size > MAX_MASK_VALUES or (signed and values.size > MAX_SIGNED_LABEL_VALUES):
-        raise VolumeNodeError(f"{role} '{mask_node.GetName()}' holds {values.size} distinct values (from {values[0]:g} to "
-                              f"{values[-1]:g}): it looks like a scan, not a mask; choose a label map or a segmentation "
-                              "that marks the region of interest with values above 0, or clear the mask selector")
+    scan = scan_like(array)
+    if scan is not None:
+        raise VolumeNodeError(f"{role} '{mask_node.GetName()}' holds {scan.count} distinct values (from {scan.lowest:g} "
+                              f"to {scan.highest:g}): it looks like a scan, not a mask; choose a label map or a "
+                              "segmentation that marks the region of interest with values above 0, or clear the mask "
+                              "selector")
 
 
 def warp_label_image(labels: Image, disp_mm: np.ndarray, fixed_geometry: Geometry) -> Image:

@@ -77,16 +77,13 @@ def check_label_values(image, option: str, what: str = "label map") -> None:
         CLIError: more than :data:`MAX_MASK_VALUES` distinct values, or negative values with more
             than :data:`MAX_SIGNED_LABEL_VALUES` (a CT in HU).
     """
-    flat = image.array.reshape(-1)
-    sample = flat[:: max(1, flat.size // 2_000_000)]
-    values = np.unique(sample)
-    signed = values.size and values[0] < 0
-    if values.size > MAX_MASK_VALUES or (signed and values.size > MAX_SIGNED_LABEL_VALUES):
-        rule = (f"with negative values, more than the {MAX_SIGNED_LABEL_VALUES} a label map holds" if signed and
-                values.size <= MAX_MASK_VALUES else f"more than the {MAX_MASK_VALUES} of any label map")
-        raise CLIError(f"{option} {image.name} holds {values.size} distinct values (from {int(values[0])} to "
-                       f"{int(values[-1])}), {rule}: it looks like an intensity image (a scan), not a {what}; give the "
-                       f"segmentation file" + (" (values > 0 inside the region of interest)" if what == "mask" else ""))
+    from ..engine.stages import scan_like
+
+    scan = scan_like(image.array)
+    if scan is not None:
+        raise CLIError(f"{option} {image.name} holds {scan.count} distinct values (from {int(scan.lowest)} to "
+                       f"{int(scan.highest)}), {scan.rule}: it looks like an intensity image (a scan), not a {what}; give "
+                       f"the segmentation file" + (" (values > 0 inside the region of interest)" if what == "mask" else ""))
 
 
 def check_mask(image, option: str) -> None:

@@ -208,7 +208,8 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     order = [p.id for p in pairs]
     # rows of pairs from other PAIRS.csv files run into this OUTDIR stay in its results.csv and summary (a second
     # cohort into the same folder dropped the first's rows); this run returns and counts its own pairs only
-    others = [row for pair_id, row in previous.items() if pair_id not in set(order)]
+    this_run = set(order)
+    others = [row for pair_id, row in previous.items() if pair_id not in this_run]
 
     def table() -> list[dict]:
         return [rows[i] for i in order if i in rows]

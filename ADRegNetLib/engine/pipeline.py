@@ -38,10 +38,8 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before, worse_than_before
 from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
-                       MIN_MASK_WORKING_VOXELS,
-                       MIN_MOVING_OVERLAP,
-                       NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN, PRESET_SETTINGS, PREALIGN_MAX_SCALE,
-                       PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
+                       MIN_MASK_WORKING_VOXELS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
+                       PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
@@ -159,13 +157,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         fixed_landmarks = check_points(fixed_landmarks, "fixed")
         moving_landmarks = check_points(moving_landmarks, "moving")
         check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
-    on_images = {role: map_mask(mask, image.geometry, f"{role} mask", f"{role} image")
-                 for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")) if mask is not None}
+    mask_arr = None
     for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")):
-        note = None if mask is None else mask_coverage_warning(mask, on_images[role], image.geometry, f"{role} mask",
-                                                               f"{role} image")
+        if mask is None:
+            continue
+        on_image = map_mask(mask, image.geometry, f"{role} mask", f"{role} image")  # refusals first
+        note = mask_coverage_warning(mask, on_image, image.geometry, f"{role} mask", f"{role} image")
         warnings_ += [note] if note else []
-    mask_arr = on_images.get("fixed")
+        mask_arr = on_image if role == "fixed" else mask_arr
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
     # outputs keep the moving image as given
     moving_data, mask_arr, padding_info, padding_notes = without_padding(fixed, moving, mask_arr)

@@ -7,7 +7,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
-           "map_mask", "mask_coverage_warning", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
+           "map_mask", "mask_coverage_warning", "scan_like", "ScanLike", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
            "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
@@ -201,6 +201,31 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
     return moving, mask, info, notes
 
 
+class ScanLike(NamedTuple):
+    """Why an array taken for a mask or label map looks like an intensity image (``scan_like``)."""
+
+    count: int  # distinct values (in the subsample)
+    lowest: float
+    highest: float
+    rule: str  # which bound they exceed, in words
+
+
+def scan_like(array: np.ndarray) -> Optional[ScanLike]:
+    """A mask or label map that is an intensity image given by mistake, or None: more than
+    ``MAX_MASK_VALUES`` distinct values, or negative values and more than ``MAX_SIGNED_LABEL_VALUES`` (a CT in
+    HU). Counted on a subsample of about 2 million voxels. One rule for the CLI, the engine and the Slicer
+    module's masks."""
+    flat = np.asarray(array).reshape(-1)
+    values = np.unique(flat[:: max(1, flat.size // 2_000_000)])
+    if values.size > MAX_MASK_VALUES:
+        rule = f"more than the {MAX_MASK_VALUES} of any label map"
+    elif values.size > MAX_SIGNED_LABEL_VALUES and values[0] < 0:
+        rule = f"with negative values, more than the {MAX_SIGNED_LABEL_VALUES} a label map holds"
+    else:
+        return None
+    return ScanLike(int(values.size), float(values[0]), float(values[-1]), rule)
+
+
 def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
              affine: Optional[AffineMap] = None) -> np.ndarray:
     """A mask on any grid mapped by physical position onto ``geometry``: (Z, Y, X) bool.
@@ -220,10 +245,10 @@ def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
                   else "no voxels")
         raise RegistrationError(f"the {role} is empty: no voxel above 0 ({values}); a mask marks the region of "
                                 "interest with values > 0: give a mask that marks it")
-    values = np.unique(np.asarray(mask.array).reshape(-1)[:: max(1, mask.array.size // 2_000_000)])
-    if values.size > MAX_MASK_VALUES or (values[0] < 0 and values.size > MAX_SIGNED_LABEL_VALUES):
-        raise RegistrationError(f"the {role} holds {values.size} distinct values (from {float(values[0]):g} to "
-                                f"{float(values[-1]):g}): it looks like an intensity image (a scan), not a mask or label "
+    scan = scan_like(mask.array)
+    if scan is not None:
+        raise RegistrationError(f"the {role} holds {scan.count} distinct values (from {scan.lowest:g} to "
+                                f"{scan.highest:g}): it looks like an intensity image (a scan), not a mask or label "
                                 "map; give the segmentation (values > 0 inside the region)")
     src = Image((mask.array > 0).astype(np.float32), mask.geometry, mask.name)
     # Linear interpolation of the indicator then > 0.5: the mask's boundary lands at the same

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..spatial.geometry import Geometry
 
-__all__ = ["LandmarkError", "LandmarkWarning", "as_points", "check_landmark_pairs", "ras_to_lps", "PathLike"]
+__all__ = ["LandmarkError", "LandmarkWarning", "as_points", "check_landmark_pairs", "points_outside", "ras_to_lps",
+           "PathLike"]
 
 PathLike = Union[str, Path]
 _FLIP = np.array([-1.0, -1.0, 1.0])
@@ -137,15 +138,23 @@ def _read_text(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ checks
+def points_outside(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, float]:
+    """Which of (K, 3) LPS mm ``points`` lie outside ``geometry``'s grid (beyond half a voxel past its outer
+    voxel centres), and how far the first of them is from the grid, mm (0.0 when none is outside)."""
+    bad = np.flatnonzero(~geometry.contains(points, margin_voxels=0.5))
+    if not bad.size:
+        return bad, 0.0
+    index = geometry.physical_to_index(points[bad[0]:bad[0] + 1])[0]
+    clamped = np.clip(index, -0.5, np.asarray(geometry.size) - 0.5)
+    return bad, float(np.linalg.norm(geometry.index_to_physical(clamped[None])[0] - points[bad[0]]))
+
+
 def _outside(points: np.ndarray, geometry: Geometry, role: str) -> None:
-    inside = geometry.contains(points, margin_voxels=0.5)
-    if inside.all():
+    bad, distance = points_outside(points, geometry)
+    if not bad.size:
         return
-    bad = np.flatnonzero(~inside)
     first = int(bad[0])
     index = geometry.physical_to_index(points[first:first + 1])[0]
-    clamped = np.clip(index, -0.5, np.asarray(geometry.size) - 0.5)
-    distance = float(np.linalg.norm(geometry.index_to_physical(clamped[None])[0] - points[first]))
     hint = ""
     if geometry.contains(ras_to_lps(points), margin_voxels=0.5).all():
         hint = " All points fit once x and y are negated: the file was probably read as LPS but written in RAS."
