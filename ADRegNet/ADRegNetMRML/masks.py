@@ -106,7 +106,7 @@ def mask_image_from_node(mask_node, volume_node, role: str) -> Image:
 def _check_not_a_scan(array: np.ndarray, mask_node, role: str) -> None:
     """Refuse a scan chosen as a mask (the selector lists every volume): a CT read as 'voxels above 0' leaves
     out all air and lung (the lung pair's TRE 0.29 -> 1.08 mm with the fixed CT as its own mask)."""
-    from ADRegNetLib.engine.stages import scan_like
+    from ADRegNetLib.engine.masks import scan_like
 
     scan = scan_like(array)
     if scan is not None:

@@ -77,7 +77,7 @@ def check_label_values(image, option: str, what: str = "label map") -> None:
         CLIError: more than :data:`MAX_MASK_VALUES` distinct values, or negative values with more
             than :data:`MAX_SIGNED_LABEL_VALUES` (a CT in HU).
     """
-    from ..engine.stages import scan_like
+    from ..engine.masks import scan_like
 
     scan = scan_like(image.array)
     if scan is not None:

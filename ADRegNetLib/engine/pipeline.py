@@ -42,9 +42,10 @@ from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, 
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
+from .masks import map_mask, mask_coverage_warning
 from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
-                     load_residual_network, map_mask, mask_coverage_warning, matched_resolution, moving_field_of_view,
-                     network_stage, without_padding, working_geometry)
+                     load_residual_network, matched_resolution, moving_field_of_view, network_stage, without_padding,
+                     working_geometry)
 
 __all__ = ["register"]
 

@@ -17,7 +17,7 @@ from ..spatial.transform import Transform, background_value
 from ..spatial.transforms import resized_by_slabs
 from ..spatial.warp import resample
 from .device import release_freed_memory
-from .stages import map_mask
+from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
            "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "warped_and_before",

@@ -91,7 +91,7 @@ MASK_MIN_SHARE_ON_IMAGE = 0.25
 #: A mask or label map with more distinct values than this is an intensity image given by mistake
 #: (label maps hold tens to about a thousand labels, e.g. a 1000-parcel atlas; an MR volume thousands
 #: of grey values). With negative values (CT in HU, signed data) more than MAX_SIGNED_LABEL_VALUES.
-#: Checked by the CLI (``cli.register_cmd.check_label_values``), the engine (``stages.map_mask``) and the
+#: Checked by the CLI (``cli.register_cmd.check_label_values``), the engine (``masks.map_mask``, ``masks.scan_like``) and the
 #: Slicer module's masks.
 MAX_MASK_VALUES = 5000
 MAX_SIGNED_LABEL_VALUES = 64

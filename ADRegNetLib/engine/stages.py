@@ -7,7 +7,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -20,17 +20,16 @@ from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.padding import crop_to_box, data_box
 from ..spatial.resolution import matching_covariances
-from ..spatial.warp import resample, warp_norm
+from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES,
-                       MAX_REGULARIZATION, MAX_SEED, MAX_SIGNED_LABEL_VALUES, MIN_REGULARIZATION,
-                       NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
+                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MAX_REGULARIZATION, MAX_SEED,
+                       MIN_REGULARIZATION, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
-           "map_mask", "mask_coverage_warning", "scan_like", "ScanLike", "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
+           "moving_field_of_view", "matched_resolution", "load_network", "load_residual_network", "network_stage",
            "without_padding"]
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
@@ -199,85 +198,6 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
             inside[box] = True
             mask = inside if mask is None else (mask & inside)
     return moving, mask, info, notes
-
-
-class ScanLike(NamedTuple):
-    """Why an array taken for a mask or label map looks like an intensity image (``scan_like``)."""
-
-    count: int  # distinct values (in the subsample)
-    lowest: float
-    highest: float
-    rule: str  # which bound they exceed, in words
-
-
-def scan_like(array: np.ndarray) -> Optional[ScanLike]:
-    """A mask or label map that is an intensity image given by mistake, or None: more than
-    ``MAX_MASK_VALUES`` distinct values, or negative values and more than ``MAX_SIGNED_LABEL_VALUES`` (a CT in
-    HU). Counted on a subsample of about 2 million voxels. One rule for the CLI, the engine and the Slicer
-    module's masks."""
-    flat = np.asarray(array).reshape(-1)
-    values = np.unique(flat[:: max(1, flat.size // 2_000_000)])
-    if values.size > MAX_MASK_VALUES:
-        rule = f"more than the {MAX_MASK_VALUES} of any label map"
-    elif values.size > MAX_SIGNED_LABEL_VALUES and values[0] < 0:
-        rule = f"with negative values, more than the {MAX_SIGNED_LABEL_VALUES} a label map holds"
-    else:
-        return None
-    return ScanLike(int(values.size), float(values[0]), float(values[-1]), rule)
-
-
-def map_mask(mask: Image, geometry: Geometry, role: str, reference: str,
-             affine: Optional[AffineMap] = None) -> np.ndarray:
-    """A mask on any grid mapped by physical position onto ``geometry``: (Z, Y, X) bool.
-
-    Args:
-        mask: the mask image (> 0 inside), any grid, LPS mm.
-        geometry: the grid to map it onto.
-        role: "fixed mask" / "moving mask" (for messages).
-        reference: the image the grid belongs to (for messages).
-        affine: optional ``geometry`` -> mask-space affine (a moving mask seen from the fixed grid).
-
-    Raises:
-        RegistrationError: the mask has no voxel > 0 (values named) or does not overlap ``geometry``.
-    """
-    if not np.any(mask.array > 0):
-        values = (f"values from {float(np.min(mask.array)):g} to {float(np.max(mask.array)):g}" if mask.array.size
-                  else "no voxels")
-        raise RegistrationError(f"the {role} is empty: no voxel above 0 ({values}); a mask marks the region of "
-                                "interest with values > 0: give a mask that marks it")
-    scan = scan_like(mask.array)
-    if scan is not None:
-        raise RegistrationError(f"the {role} holds {scan.count} distinct values (from {scan.lowest:g} to "
-                                f"{scan.highest:g}): it looks like an intensity image (a scan), not a mask or label "
-                                "map; give the segmentation (values > 0 inside the region)")
-    src = Image((mask.array > 0).astype(np.float32), mask.geometry, mask.name)
-    # Linear interpolation of the indicator then > 0.5: the mask's boundary lands at the same
-    # physical place whatever the two grids' spacings (nearest neighbour would shift it by up to a voxel).
-    out = resample(src, geometry, affine=affine, mode="linear", default=0.0).array > 0.5
-    if not out.any():
-        raise RegistrationError(
-            f"the {role} does not overlap the {reference} in physical space (mask origin "
-            f"{np.round(mask.geometry.origin, 1).tolist()} mm, extent {np.round(mask.geometry.extent_mm, 1).tolist()} mm); "
-            f"give a mask drawn on the {reference} (or one whose header places it over the {reference})")
-    return out
-
-
-def mask_coverage_warning(mask: Image, mapped: np.ndarray, geometry: Geometry, role: str,
-                          reference: str) -> Optional[str]:
-    """A warning when less than ``MASK_MIN_SHARE_ON_IMAGE`` of a mask's marked volume lies on its image.
-
-    Args:
-        mask: the mask as given (> 0 inside), any grid.
-        mapped: (Z, Y, X) bool, ``map_mask(mask, geometry, ...)``.
-        geometry: the image's grid; role, reference: for the message.
-    """
-    marked_mm3 = float(np.count_nonzero(mask.array > 0)) * float(np.prod(mask.geometry.spacing))
-    share = float(np.count_nonzero(mapped)) * float(np.prod(geometry.spacing)) / max(marked_mm3, 1e-12)
-    if share >= MASK_MIN_SHARE_ON_IMAGE:
-        return None
-    return (f"only {100 * share:.1f}% of the {role}'s marked volume lies on the {reference}; the rest is ignored. "
-            f"A mask drawn on the {reference} covers it: check the mask's header (a flipped axis, RAS against LPS, "
-            "or another origin) or that it belongs to this scan")
 
 
 def moving_field_of_view(inside: np.ndarray, fixed: Optional[np.ndarray] = None) -> Optional[np.ndarray]:

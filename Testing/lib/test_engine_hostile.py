@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from ADRegNetLib.cli import register_cmd
 from ADRegNetLib.engine import RegistrationError, register, settings
 from ADRegNetLib.engine.prealign import prealign
-from ADRegNetLib.engine.stages import map_mask
+from ADRegNetLib.engine.masks import map_mask
 from ADRegNetLib.io import normalize_intensity
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry

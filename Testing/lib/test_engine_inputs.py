@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ADRegNetLib.engine import RegistrationError, register
-from ADRegNetLib.engine.stages import map_mask
+from ADRegNetLib.engine.masks import map_mask
 from ADRegNetLib.io import read_image
 from ADRegNetLib.io.images import check_pair_sizes
 from ADRegNetLib.spatial.affine import AffineMap
