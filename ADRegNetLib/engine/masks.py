@@ -11,7 +11,7 @@ from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.warp import resample
 from .api import RegistrationError
-from .settings import MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
+from .limits import MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
 
 __all__ = ["ScanLike", "scan_like", "map_mask", "mask_coverage_warning"]
 

@@ -23,9 +23,9 @@ from ..spatial.resolution import matching_covariances
 from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
-from .settings import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
-                       FIELD_OF_VIEW_MIN_TISSUE, INTERSUBJECT_HINT_SCALE, MAX_REGULARIZATION, MAX_SEED,
-                       MIN_REGULARIZATION, NETWORK_MIN_RELATIVE_GAIN, PADDING_MIN_CUT_SHARE, PRESETS, QUALITIES,
+from .limits import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
+                     FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION, PADDING_MIN_CUT_SHARE)
+from .settings import (INTERSUBJECT_HINT_SCALE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
