@@ -44,10 +44,12 @@ class ADRegNet(ScriptedLoadableModule):
             "Deformable registration of a moving volume to a fixed volume with the AD-RegNet network refined by "
             "instance optimization. Choose the volumes; optionally landmark pairs (<i>Place pair</i>: a click in "
             "the fixed volume, then one on its partner in the moving volume, also on the registered display), masks "
-            "(label maps or segmentations) and a starting alignment (a linear transform on the moving volume). "
+            "(label maps or segmentations, their visible segments; each read where it is shown) and a starting "
+            "alignment (a linear transform on the moving volume). "
             "<b>Apply</b> becomes <b>Cancel</b> while running. Each run adds new nodes: a grid transform (fixed "
             "&rarr; moving) and its inverse, the registered volume, the Jacobian (blue: compression, red: "
-            "expansion, green: folding), a TRE table and a log; inputs are never modified. PyTorch is installed on "
+            "expansion, green: folding, det &le; 0), a TRE table (with a starting alignment also the error at the "
+            "start, as the views showed it) and a log; inputs are never modified. PyTorch is installed on "
             "first use, after you confirm.")
         self.parent.acknowledgementText = _(CITATION)
 
@@ -250,7 +252,11 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Warp the chosen segmentation of the moving volume onto the fixed volume (a new node)."""
         with slicer.util.tryWithErrorDisplay(_("Could not warp the segmentation."), waitCursor=True):
             node = self.logic.warpSegmentation(self._parameterNode)
-            self.ui.stageLabel.setText(_("Segmentation warped: {name}").format(name=node.GetName()))
+            text = _("Segmentation warped: {name}").format(name=node.GetName())
+            hidden = node.GetAttribute("ADRegNet.segmentsHidden")  # only visible segments are warped
+            if hidden:
+                text += " " + _("(hidden segments not warped: {names})").format(names=hidden)
+            self.ui.stageLabel.setText(text)
 
     def onPlacePairButton(self) -> None:
         """Place one landmark pair: a point in the fixed volume, then its partner in the moving volume."""

@@ -1,7 +1,9 @@
 """The landmark-pair table of the module panel: a thin Qt view of ``ADRegNetMRML.pairs``.
 
 One row per pair: name (select it and click again, or press F2, to rename both points), TRE before
-and after (mm, through the last result transform; "(guided)" after a pair that pulled that registration
+(what the views show before registration: through the moving volume's starting transform when it has
+one, and the header then says "at start", as the TRE table's start_mm and metrics.json's tre_start) and
+after (mm, through the last result transform; "(guided)" after a pair that pulled that registration
 from where it still is: its error after is not an independent check). Double-click a row to centre the slice views on
 the pair; "Delete pair" removes the selected pair from both lists. All scene work is done by ADRegNetMRML.pairs (tested headless).
 """
@@ -67,14 +69,20 @@ class PairTable:
         rows = pair_rows(*context) if context and (context[0] or context[1]) else []
         self._filling = True
         try:
+            started = any(row.tre_start_mm is not None for row in rows)
+            self.table.setHorizontalHeaderLabels(["Pair", "TRE at start (mm)" if started else "TRE before (mm)",
+                                                  "TRE after (mm)"])
             self.table.setRowCount(len(rows))
             for r, row in enumerate(rows):
                 name = qt.QTableWidgetItem(row.label if row.complete else f"{row.label} (unpaired)")
                 self.table.setItem(r, 0, name)
-                for c, value in ((1, row.tre_before_mm), (2, row.tre_after_mm)):
+                for c, value in ((1, row.tre_shown_before_mm), (2, row.tre_after_mm)):
                     guided = c == 2 and row.guided and value is not None
                     item = qt.QTableWidgetItem(_mm(value) + (" (guided)" if guided else ""))
                     item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
+                    if c == 1 and row.tre_start_mm is not None:
+                        item.setToolTip(f"Through the moving volume's starting transform, as the views show the pair "
+                                        f"before registration; {_mm(row.tre_before_mm)} mm with the volumes as stored.")
                     if guided:
                         item.setToolTip("This pair pulled the registration, so its error after is what the "
                                         "registration was asked to reach, not an independent check. Pairs placed "

@@ -11,6 +11,9 @@ click or an earlier run would otherwise land in the wrong place):
   position; the mapping turns it back into the moving anatomy it marks.
 * The module keeps the moving point list in the moving volume's transform (it moves both together),
   so points placed before a run keep marking the same anatomy after it.
+* A **mask marks the anatomy shown under it** too (label map, volume or segmentation alike,
+  :mod:`ADRegNetMRML.masks`): one in its volume's frame (its transform, or the one it had before it was
+  shown registered) is read as stored, any other is mapped from where it is shown.
 * A moving volume under a **linear** transform starts from that transform (the initial alignment,
   fixed -> moving). Under an AD-RegNet result (shown registered by this module) the transform it had
   before is used, recorded on the result node; the result itself is never taken as a start.
@@ -27,7 +30,7 @@ from .geometry import VolumeNodeError, points_ras_to_lps
 __all__ = [
     "ROLE_ATTRIBUTE", "is_result_transform", "registration_parent", "initial_transform_lps",
     "points_ras_in_volume_frame", "points_lps_in_volume_frame", "attach_markups_to_volume_frame", "show_under_result",
-    "check_mask_frame", "check_fixed_frame", "lps_matrix_to_ras",
+    "check_fixed_frame", "lps_matrix_to_ras",
 ]
 
 #: attribute naming what an AD-RegNet node is ("transform", "inverse-transform", "warped", ...)
@@ -94,16 +97,6 @@ def check_fixed_frame(fixed_volume_node) -> None:
         raise VolumeNodeError(
             f"fixed volume '{fixed_volume_node.GetName()}' is under the transform '{parent.GetName()}'; the outputs are "
             "made on the fixed grid as stored: harden the transform (Transforms module, Harden) or remove it")
-
-
-def check_mask_frame(mask_node, volume_node, role: str) -> None:
-    """A mask is read on its own grid; it must be in its volume's frame (same transform, or none)."""
-    parent = mask_node.GetParentTransformNode()
-    allowed = {None, volume_node.GetParentTransformNode(), registration_parent(volume_node)}
-    if parent not in allowed:
-        raise VolumeNodeError(
-            f"{role} '{mask_node.GetName()}' is under the transform '{parent.GetName()}' but its volume "
-            f"'{volume_node.GetName()}' is not; put the mask in the same transform as its volume, or harden it")
 
 
 def _local_points_ras(node) -> np.ndarray:

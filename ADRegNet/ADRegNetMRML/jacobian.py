@@ -1,13 +1,26 @@
 r"""The Jacobian determinant as a scalar volume with its own diverging color table.
 
 det(d(x + u)/dx) on the fixed grid: 1 keeps volume, < 1 compresses (blue), > 1 expands (red),
-white at exactly 1, and folding (det <= 0) in a colour that stands out (bright green).
+white around 1, and folding (det <= 0) in a colour that stands out (bright green).
 
-Scalar volume display maps ``[level - window/2, level + window/2]`` linearly onto the color
-table's entries and clamps outside. With the window [0, 2] and 256 entries each entry spans
-about 1/128: entry 0 holds every value below about 1/128 (all folds, det <= 0, and the
-near-singular compressions just above 0) and gets the fold colour; the two entries around
-det = 1 are white.
+How Slicer draws a scalar volume: the window/level step turns each voxel value v into a byte
+b = int(255 (v - lower) / window) (0 at or below ``lower``, 255 at or above ``lower + window``), and
+the color table's 256 entries are looked up by that byte (entry k = byte k). Slicer >= 5.12 computes
+b that way (``vtkImageMapToWindowLevelAddon``), earlier versions as int((v + window/2 - level) * 255 /
+window) (VTK's ``vtkImageMapToWindowLevelColors``). The window below puts ``lower`` one bin under 0,
+with bins of ``JACOBIAN_BIN`` det each:
+
+* entry 0 holds exactly det <= 0: the folds. The bin's upper edge is 0 to double precision in both
+  formulas (a positive det from 1e-15 up is entry 1 or above), where a window [0, 2] had put every
+  det below 2/255 = 0.0078 with the folds;
+* entry k (1..254) holds det in [(k - 1), k) * JACOBIAN_BIN: its colour is that of the bin's centre,
+  white within one bin of 1;
+* entry 255 holds det >= 254 * JACOBIAN_BIN (about 2.0), the deepest red.
+
+Window and level have at most 6 significant digits, so they survive a scene save unchanged (Slicer
+writes them with a stream's default precision). A voxel with no determinant (NaN, infinite) would
+byte to 0 and look like a fold: the display's threshold, [-1e30, 1e30], leaves those voxels
+transparent instead (NaN compares false), so the fixed volume shows through them.
 """
 from __future__ import annotations
 
@@ -19,62 +32,88 @@ from .frames import ROLE_ATTRIBUTE
 from .geometry import volume_node_from_image
 
 __all__ = [
-    "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "FOLD_RGB", "NUMBER_OF_COLORS",
-    "jacobian_colors", "jacobian_color_node", "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba",
+    "JACOBIAN_BIN", "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "JACOBIAN_COLORS_ATTRIBUTE", "FOLD_RGB",
+    "NUMBER_OF_COLORS", "NO_VALUE_THRESHOLD", "jacobian_colors", "jacobian_entry", "jacobian_color_node",
+    "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba",
 ]
 
 NUMBER_OF_COLORS = 256
-JACOBIAN_WINDOW = 2.0
-JACOBIAN_LEVEL = 1.0
+#: det per color entry; with the window and level below, entry 0 holds exactly det <= 0 (module docstring)
+JACOBIAN_BIN = 0.007872
+JACOBIAN_WINDOW = 2.00736  # 255 * JACOBIAN_BIN
+JACOBIAN_LEVEL = 0.995808  # JACOBIAN_WINDOW / 2 - JACOBIAN_BIN: lower edge of the window one bin below 0
+#: finite values are shown; NaN and infinite ones (no determinant) are left transparent
+NO_VALUE_THRESHOLD = (-1e30, 1e30)
 JACOBIAN_COLOR_NAME = "ADRegNet Jacobian"
+#: attribute of the color node naming its bins; a node from an earlier version (window [0, 2]) is not reused
+JACOBIAN_COLORS_ATTRIBUTE = "ADRegNet.jacobianColors"
+_COLORS_VERSION = f"folds det<=0, bins {JACOBIAN_BIN}"
 FOLD_RGB = (0.0, 1.0, 0.0)
 COMPRESSION_RGB = (0.02, 0.19, 0.75)  # deep blue at det -> 0
 EXPANSION_RGB = (0.75, 0.05, 0.05)  # deep red at det -> 2
 
 
-def jacobian_colors(number_of_colors: int = NUMBER_OF_COLORS) -> np.ndarray:
-    """(N, 4) RGBA in [0, 1]: fold colour, blue -> white ramp, white at entries N/2 - 1 and N/2, white -> red.
+def jacobian_entry(det) -> np.ndarray:
+    """The color entry Slicer's display gives each det (the window/level above; NaN and inf excluded).
 
-    Entry k covers det in about [k, k + 1) * 2 / N for the display window [0, 2].
+    Args:
+        det: array of finite determinants.
+
+    Returns:
+        int array of the same shape: 0 for det <= 0, then one entry per ``JACOBIAN_BIN``, 255 at the top.
     """
-    n = int(number_of_colors)
-    if n < 8 or n % 2:
-        raise ValueError(f"number_of_colors must be an even number >= 8, got {n}")
+    d = np.asarray(det, dtype=np.float64)
+    return np.where(d <= 0, 0, np.clip(np.floor(d / JACOBIAN_BIN) + 1, 1, NUMBER_OF_COLORS - 1)).astype(int)
+
+
+def jacobian_colors() -> np.ndarray:
+    """(256, 4) RGBA in [0, 1]: the fold colour, then the colour of each bin's centre det (blue -> white -> red)."""
+    n = NUMBER_OF_COLORS
     colors = np.ones((n, 4))
-    # Slicer scales [level - window/2, level + window/2] to 0..255 before the table lookup, so
-    # det = 1 lands on the boundary of entries n/2 - 1 and n/2: both are white.
-    low_white, high_white = n // 2 - 1, n // 2
+    top = (n - 2) * JACOBIAN_BIN  # entry n - 1 holds det >= top
     white = np.ones(3)
-    for k in range(1, low_white):
-        t = (low_white - k) / (low_white - 1)  # 1 at entry 1, 0 next to the white entries
-        colors[k, :3] = white + t * (np.asarray(COMPRESSION_RGB) - white)
-    for k in range(high_white + 1, n):
-        t = (k - high_white) / (n - 1 - high_white)
-        colors[k, :3] = white + t * (np.asarray(EXPANSION_RGB) - white)
+    for k in range(1, n):
+        centre = (k - 0.5) * JACOBIAN_BIN if k < n - 1 else top
+        if abs(centre - 1.0) < JACOBIAN_BIN:
+            continue  # white within one bin of 1
+        if centre < 1.0:
+            t, rgb = 1.0 - centre, COMPRESSION_RGB
+        else:
+            t, rgb = min((centre - 1.0) / (top - 1.0), 1.0), EXPANSION_RGB
+        colors[k, :3] = white + t * (np.asarray(rgb) - white)
     colors[0, :3] = FOLD_RGB
     return colors
 
 
+def _entry_label(k: int) -> str:
+    if k == 0:
+        return "folding (det <= 0)"
+    if k == NUMBER_OF_COLORS - 1:
+        return f"det >= {(k - 1) * JACOBIAN_BIN:.3f}"
+    return f"det {(k - 1) * JACOBIAN_BIN:.3f}-{k * JACOBIAN_BIN:.3f}"
+
+
 def jacobian_color_node(scene, name: str = JACOBIAN_COLOR_NAME):
-    """The module's Jacobian color table node: reused if already in the scene, else created."""
-    nodes = scene.GetNodesByClassByName("vtkMRMLColorTableNode", name)
-    if nodes.GetNumberOfItems() > 0:
-        return nodes.GetItemAsObject(0)
-    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    """The module's Jacobian color table node: this version's is reused if already in the scene, else created."""
+    nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(JACOBIAN_COLORS_ATTRIBUTE) == _COLORS_VERSION:
+            return node
+    taken = scene.GetNodesByClassByName("vtkMRMLColorTableNode", name).GetNumberOfItems()
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", scene.GenerateUniqueName(name) if taken else name)
     node.SetTypeToUser()
     node.SetNumberOfColors(NUMBER_OF_COLORS)
-    colors = jacobian_colors(NUMBER_OF_COLORS)
-    for k in range(NUMBER_OF_COLORS):
-        det_low = k * JACOBIAN_WINDOW / NUMBER_OF_COLORS
-        label = "folding" if k == 0 else f"det {det_low:.3f}"
-        node.SetColor(k, label, *[float(v) for v in colors[k]])
+    for k, rgba in enumerate(jacobian_colors()):
+        node.SetColor(k, _entry_label(k), *[float(v) for v in rgba])
     node.GetLookupTable().SetRange(JACOBIAN_LEVEL - JACOBIAN_WINDOW / 2, JACOBIAN_LEVEL + JACOBIAN_WINDOW / 2)
     node.SetAttribute(ROLE_ATTRIBUTE, "jacobian-colors")
+    node.SetAttribute(JACOBIAN_COLORS_ATTRIBUTE, _COLORS_VERSION)
     return node
 
 
 def configure_jacobian_display(volume_node, color_node) -> None:
-    """Set the Jacobian volume's display: its color table, fixed window [0, 2], no threshold."""
+    """Set the Jacobian volume's display: its color table, the fixed window, NaN/inf transparent."""
     display = volume_node.GetDisplayNode()
     if display is None:
         volume_node.CreateDefaultDisplayNodes()
@@ -83,7 +122,8 @@ def configure_jacobian_display(volume_node, color_node) -> None:
     display.AutoWindowLevelOff()
     display.SetWindowLevel(JACOBIAN_WINDOW, JACOBIAN_LEVEL)
     display.AutoThresholdOff()
-    display.ApplyThresholdOff()
+    display.SetThreshold(*NO_VALUE_THRESHOLD)
+    display.ApplyThresholdOn()
     display.SetInterpolate(False)  # show the values per voxel, as computed
 
 
@@ -92,7 +132,8 @@ def jacobian_volume_node(scene, jacobian: Image, name: str = "ADRegNet Jacobian"
 
     Args:
         scene: vtkMRMLScene.
-        jacobian: det(d(x + u)/dx), (Z, Y, X) float32 on the fixed geometry (LPS).
+        jacobian: det(d(x + u)/dx), (Z, Y, X) float32 on the fixed geometry (LPS); NaN or infinite
+            voxels are kept as they are and shown transparent.
         name: name of a new node (made unique).
         node: existing scalar volume node to overwrite (chosen by the user as output).
 
@@ -110,7 +151,7 @@ def displayed_rgba(volume_node) -> np.ndarray:
     """(Z, Y, X, 4) uint8 colours that Slicer's scalar display pipeline (window/level + color node) gives a volume.
 
     Runs the display node's own pipeline, so images made from it (docs, reports) use exactly the
-    colours a slice view shows.
+    colours a slice view shows; alpha 0 where the display's threshold hides a voxel.
     """
     from vtk.util import numpy_support
 

@@ -18,7 +18,7 @@ __all__ = [
     "check_landmark_pairs", "check_points_on_volumes", "pair_labels", "next_pair_label", "tre_table_node", "TRE_COLUMNS",
 ]
 
-TRE_COLUMNS = ("label", "before_mm", "after_mm")
+TRE_COLUMNS = ("label", "before_mm", "after_mm")  # and "start_mm" between the two with a starting transform
 SUMMARY_LABELS = ("mean", "std", "max")
 
 
@@ -172,56 +172,71 @@ def next_pair_label(fixed_node, prefix: str = "P") -> str:
 
 
 def tre_table_node(scene, labels: Sequence[str], before_mm: np.ndarray, after_mm: np.ndarray,
-                   name: str = "ADRegNet TRE", node=None):
+                   name: str = "ADRegNet TRE", node=None, start_mm: Optional[np.ndarray] = None):
     """A table of target registration errors per pair plus mean, std and max rows.
+
+    Column names follow metrics.json: ``before_mm`` (``tre_before``), ``start_mm`` (``tre_start``, only with a
+    starting transform) and ``after_mm`` (``tre_after``); the headers (column titles) say what each measures.
 
     Args:
         scene: vtkMRMLScene.
         labels: K pair labels.
-        before_mm: (K,) distance |moving - fixed| before registration, mm.
+        before_mm: (K,) distance |moving - fixed| with the volumes as stored, mm.
         after_mm: (K,) distance |x + u(x) - moving| after registration, mm.
         name: name of a new node.
         node: existing vtkMRMLTableNode to overwrite.
+        start_mm: (K,) distance |A(fixed) - moving| through the moving volume's starting transform A (what
+            the views showed before registration), mm; None without a starting transform.
 
     Returns:
-        vtkMRMLTableNode with columns label, before_mm, after_mm and K + 3 rows.
+        vtkMRMLTableNode with columns label, before_mm, [start_mm,] after_mm and K + 3 rows.
     """
     import vtk
 
-    before = np.asarray(before_mm, dtype=np.float64).reshape(-1)
-    after = np.asarray(after_mm, dtype=np.float64).reshape(-1)
-    if not (len(labels) == len(before) == len(after)):
+    columns = {"before_mm": np.asarray(before_mm, dtype=np.float64).reshape(-1)}
+    if start_mm is not None:
+        columns["start_mm"] = np.asarray(start_mm, dtype=np.float64).reshape(-1)
+    columns["after_mm"] = np.asarray(after_mm, dtype=np.float64).reshape(-1)
+    if any(len(values) != len(labels) for values in columns.values()):
+        counts = [f"{len(values)} {column[:-3]}" for column, values in columns.items()]
         raise LandmarkError(
-            f"TRE table needs one label, one before and one after value per pair; got {len(labels)} labels, "
-            f"{len(before)} before and {len(after)} after values"
-        )
+            f"TRE table needs one label and one value per column per pair; got {len(labels)} labels, "
+            + ", ".join(counts[:-1]) + f" and {counts[-1]} values")
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
     node.RemoveAllColumns()
     table = node.GetTable()
     label_col = vtk.vtkStringArray()
     label_col.SetName(TRE_COLUMNS[0])
-    before_col = vtk.vtkDoubleArray()
-    before_col.SetName(TRE_COLUMNS[1])
-    after_col = vtk.vtkDoubleArray()
-    after_col.SetName(TRE_COLUMNS[2])
-    summary = []
-    if len(before):
-        summary = [("mean", before.mean(), after.mean()), ("std", before.std(), after.std()),
-                   ("max", before.max(), after.max())]
-    rows = [(str(lbl), b, a) for lbl, b, a in zip(labels, before, after)] + summary
-    for lbl, b, a in rows:
-        label_col.InsertNextValue(lbl)
-        before_col.InsertNextValue(float(b))
-        after_col.InsertNextValue(float(a))
+    for lbl in list(labels) + (list(SUMMARY_LABELS) if len(labels) else []):
+        label_col.InsertNextValue(str(lbl))
     table.AddColumn(label_col)
-    table.AddColumn(before_col)
-    table.AddColumn(after_col)
+    for column, values in columns.items():
+        array = vtk.vtkDoubleArray()
+        array.SetName(column)
+        summary = [values.mean(), values.std(), values.max()] if len(values) else []
+        for value in list(values) + summary:
+            array.InsertNextValue(float(value))
+        table.AddColumn(array)
     node.SetUseColumnTitleAsColumnHeader(True)
-    node.SetColumnUnitLabel(TRE_COLUMNS[1], "mm")
-    node.SetColumnUnitLabel(TRE_COLUMNS[2], "mm")
-    node.SetColumnDescription(TRE_COLUMNS[1], "target registration error before registration")
-    node.SetColumnDescription(TRE_COLUMNS[2], "target registration error after registration")
+    node.SetColumnTitle(TRE_COLUMNS[0], "Pair")
+    for column, (title, description) in _tre_column_text(start_mm is not None).items():
+        node.SetColumnUnitLabel(column, "mm")
+        node.SetColumnTitle(column, title)
+        node.SetColumnDescription(column, description)
     node.SetAttribute(ROLE_ATTRIBUTE, "tre")
     node.Modified()
     return node
+
+
+def _tre_column_text(with_start: bool) -> dict:
+    """Column -> (header, description) of the TRE table."""
+    text = {"before_mm": ("TRE as stored (mm)" if with_start else "TRE before (mm)",
+                          "target registration error before registration, the volumes as stored"
+                          + (" (without the moving volume's starting transform)" if with_start else "")
+                          + " (metrics.json tre_before)")}
+    if with_start:
+        text["start_mm"] = ("TRE at start (mm)", "target registration error through the moving volume's starting "
+                            "transform, as the views showed the pair before registration (metrics.json tre_start)")
+    text["after_mm"] = ("TRE after (mm)", "target registration error after registration (metrics.json tre_after)")
+    return text

@@ -41,7 +41,8 @@ class RegistrationNodes:
         transformNode: vtkMRMLGridTransformNode, fixed -> moving ("from parent").
         warpedNode: moving volume resampled onto the fixed grid.
         jacobianNode: det(d(x + u)/dx) on the fixed grid with the Jacobian colors.
-        treTableNode: vtkMRMLTableNode (label, before_mm, after_mm + mean/std/max) or None; its
+        treTableNode: vtkMRMLTableNode (label, before_mm, [start_mm,] after_mm + mean/std/max; names as in
+            metrics.json: start_mm, through the moving volume's starting transform, only with one) or None; its
             attribute ``TRE_GUIDED_ATTRIBUTE`` says whether the pairs guided the registration.
         inverseTransformNode: grid transform moving -> fixed ("from parent", on the moving grid) or None.
         logNode: vtkMRMLTextNode with the run log.
@@ -193,8 +194,9 @@ class ADRegNetMRMLLogic:
                 alignment (``useInitialTransform``); under an earlier AD-RegNet result it is read unwarped.
             fixedLandmarksNode, movingLandmarksNode: point lists paired by order (both or neither), read
                 in their volumes' frames.
-            fixedMaskNode, movingMaskNode: optional label map / scalar volume (non-zero voxels) or
-                Segmentation (any segment), on any grid.
+            fixedMaskNode, movingMaskNode: optional label map / scalar volume (voxels above 0) or
+                Segmentation (its visible segments), on any grid, read where they are shown
+                (:mod:`ADRegNetMRML.masks`; the log names the segments used and hidden).
             outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode,
                 outputInverseTransformNode: nodes to overwrite; None (the default) creates new ones.
             useInitialTransform: start from the moving volume's linear transform (the pre-alignment
@@ -236,10 +238,11 @@ class ADRegNetMRMLLogic:
             check_points_on_volumes(fixedLandmarksNode, movingLandmarksNode, fixed_points, moving_points,
                                     fixed.geometry, moving.geometry)
         kwargs = dict(engineOptions or {})
+        mask_notes: list[str] = []  # segments used and hidden, masks read where they are shown
         if fixedMaskNode is not None:
-            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask")
+            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask", mask_notes)
         if movingMaskNode is not None:
-            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask")
+            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes)
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
             if keepInitialTransform:
@@ -249,6 +252,8 @@ class ADRegNetMRMLLogic:
         log.inputs(fixed, moving, settings, 0 if fixed_points is None else len(fixed_points),
                    {role: node.GetName() for role, node in inputs.items() if "mask" in role and node is not None},
                    initial)
+        for note in mask_notes:
+            log.add(note)
 
         def report(fraction: float, text: str) -> None:
             log.progress(fraction, text)
@@ -270,7 +275,7 @@ class ADRegNetMRMLLogic:
                                           if guided else "measured only (an independent check of the registration)"))
         with rollback_on_error(self.scene), restore_on_error(outputs.values()):
             nodes = self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
-                                  fixed_points, moving_points, outputs, log)
+                                  fixed_points, moving_points, outputs, log, initial)
             if nodes.treTableNode is not None:  # what the "after" column measured
                 nodes.treTableNode.SetAttribute(TRE_GUIDED_ATTRIBUTE, "true" if guided else "false")
             if guided and fixed_points is not None:  # the pair table marks these pairs while they stay put
@@ -280,7 +285,8 @@ class ADRegNetMRMLLogic:
             return nodes
 
     def _publish(self, result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
-                 fixed_points, moving_points, outputs: dict, log: RunLog) -> RegistrationNodes:
+                 fixed_points, moving_points, outputs: dict, log: RunLog,
+                 initial: Optional[np.ndarray] = None) -> RegistrationNodes:
         """Create/fill the output nodes (the caller removes them again if anything fails)."""
         base, fixed_name = movingVolumeNode.GetName() or "moving", fixedVolumeNode.GetName() or "fixed"
         transform = grid_transform_node_from_field(self.scene, result.disp_mm, result.geometry,
@@ -307,6 +313,10 @@ class ADRegNetMRMLLogic:
             warped.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
         jacobian = jacobian_volume_node(self.scene, result.jacobian, name=f"{base} Jacobian",
                                         node=outputs["Jacobian"])
+        no_value = int(np.count_nonzero(~np.isfinite(result.jacobian.array)))
+        if no_value:  # the heatmap must not paint them as folds
+            log.add(f"Jacobian: {no_value} voxels have no determinant (NaN or infinite); the heatmap leaves them "
+                    "transparent")
         table = None
         if fixed_points is not None:
             k = len(fixed_points)
@@ -316,8 +326,13 @@ class ADRegNetMRMLLogic:
             fallback_after = (np.linalg.norm(warped_points - moving_points, axis=1) if warped_points is not None
                               else np.full(k, np.nan))
             after_mm = tre_per_landmark(result.metrics, "tre_after", k, fallback_after)
+            start_mm = None  # with a starting transform: what the views showed before registration
+            if initial is not None:
+                started = fixed_points @ initial[:3, :3].T + initial[:3, 3]
+                start_mm = tre_per_landmark(result.metrics, "tre_start", k,
+                                            np.linalg.norm(started - moving_points, axis=1))
             table = tre_table_node(self.scene, pair_labels(fixedLandmarksNode, movingLandmarksNode), before_mm,
-                                   after_mm, name=f"{base} TRE", node=outputs["TRE table"])
+                                   after_mm, name=f"{base} TRE", node=outputs["TRE table"], start_mm=start_mm)
         made = [n for n in (transform, inverse, warped, jacobian, table) if n is not None]
         for node in (transform, inverse, warped, jacobian):  # results live in the fixed volume's frame
             parent = None if node is None else node.GetParentTransformNode()

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame
+from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame, registration_parent
 from .geometry import points_lps_to_ras, points_ras_to_lps
 from .landmarks import LandmarkError, markups_labels, next_pair_label
 
@@ -38,7 +38,10 @@ class PairRow:
         index: position in both lists.
         label: the fixed point's label (or the moving one's when the fixed point is missing).
         fixed_lps, moving_lps: (3,) LPS mm in the fixed / moving volume's frame, None when missing.
-        tre_before_mm: |moving - fixed|, None for an incomplete pair.
+        tre_before_mm: |moving - fixed| with the volumes as stored, None for an incomplete pair.
+        tre_start_mm: |A(fixed) - moving| through the moving volume's starting transform A (the linear
+            transform it is shown under, or was before it was shown registered): what the views show before
+            registration; None without one (then the views show ``tre_before_mm``).
         tre_after_mm: |T(fixed) - moving| through the result transform, None without one.
         guided: the pair, at these positions, pulled the registration of that transform: its error
             after is what the registration was asked to reach, not an independent check.
@@ -50,15 +53,22 @@ class PairRow:
     moving_lps: Optional[np.ndarray]
     tre_before_mm: Optional[float] = None
     tre_after_mm: Optional[float] = None
+    tre_start_mm: Optional[float] = None
     guided: bool = False
 
     @property
     def complete(self) -> bool:
         return self.fixed_lps is not None and self.moving_lps is not None
 
+    @property
+    def tre_shown_before_mm(self) -> Optional[float]:
+        """The error the views showed before registration: at the start when there is a starting transform."""
+        return self.tre_start_mm if self.tre_start_mm is not None else self.tre_before_mm
+
 
 def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, transform_node=None) -> list[PairRow]:
-    """The pair table: positions in the volumes' frames and TRE before/after per pair.
+    """The pair table: positions in the volumes' frames and TRE before (as stored and, with a starting
+    transform, at the start) and after per pair.
 
     Args:
         fixed_node, moving_node: point lists (either may be None).
@@ -70,6 +80,7 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
     f_labels = markups_labels(fixed_node) if fixed_node is not None else []
     m_labels = markups_labels(moving_node) if moving_node is not None else []
     mapping = transform_node.GetTransformFromParent() if transform_node is not None else None
+    start = _starting_transform(moving_volume_node)
     guiding = _guiding_pairs(transform_node)
     rows = []
     for k in range(max(len(fixed), len(moving))):
@@ -80,6 +91,9 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
         row = PairRow(k, label, f, m)
         if row.complete:
             row.tre_before_mm = float(np.linalg.norm(m - f))
+            if start is not None:
+                started_ras = start.TransformPoint(*map(float, points_lps_to_ras(f)[0]))
+                row.tre_start_mm = float(np.linalg.norm(points_ras_to_lps(started_ras)[0] - m))
             if mapping is not None:
                 mapped_ras = mapping.TransformPoint(*map(float, points_lps_to_ras(f)[0]))
                 row.tre_after_mm = float(np.linalg.norm(points_ras_to_lps(mapped_ras)[0] - m))
@@ -88,6 +102,19 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
                 & (np.linalg.norm(guiding[:, 1] - m, axis=1) <= GUIDING_PAIR_TOLERANCE_MM)))
         rows.append(row)
     return rows
+
+
+def _starting_transform(moving_volume_node):
+    """World -> moving volume frame through its starting transform (a vtkGeneralTransform), None without one."""
+    import slicer
+    import vtk
+
+    parent = registration_parent(moving_volume_node) if moving_volume_node is not None else None
+    if parent is None:
+        return None
+    world_to_moving = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, parent, world_to_moving)
+    return world_to_moving
 
 
 def mark_guiding_pairs(transform_node, fixed_lps: np.ndarray, moving_lps: np.ndarray) -> None:

@@ -139,3 +139,43 @@ def click(scene, ras):
     if not interaction.GetPlaceModePersistence():
         interaction.SetCurrentInteractionMode(interaction.ViewTransform)
     return True
+
+
+def registration_inputs(scene) -> dict:
+    """Two oblique volumes and six landmark pairs about 2 mm apart: the scene the registerNodes tests start from."""
+    from ADRegNetMRML.geometry import volume_node_from_image
+    from ADRegNetMRML.landmarks import markups_node_from_points
+
+    fixed_geometry = oblique_geometry()
+    moving_geometry = oblique_geometry(size=(16, 14, 12), spacing=(1.4, 1.0, 2.2), origin=(-30.0, 13.0, 47.0),
+                                       angles=(0.2, -0.1, 0.35))
+    fixed = volume_node_from_image(scene, blob_image(fixed_geometry, "fixed"), name="fixed")
+    moving = volume_node_from_image(scene, blob_image(moving_geometry, "moving", shift=(1.5, -1.0, 0.5)),
+                                    name="moving")
+    rng = np.random.default_rng(7)
+    fixed_pts = fixed_geometry.index_to_physical(rng.uniform(2, np.asarray(fixed_geometry.size) - 3, (6, 3)))
+    moving_pts = fixed_pts + rng.normal(0, 2.0, fixed_pts.shape)
+    labels = [f"P-{k + 1}" for k in range(6)]
+    f_pts = markups_node_from_points(scene, fixed_pts, "F", labels)
+    m_pts = markups_node_from_points(scene, moving_pts, "M", labels)
+    return dict(fixed=fixed, moving=moving, fixed_pts=f_pts, moving_pts=m_pts)
+
+
+def snapshot(node):
+    """What a node holds (voxels, geometry, name, parent; or points, name), to check it was not changed."""
+    from ADRegNetMRML.geometry import image_from_volume_node
+    from ADRegNetMRML.landmarks import points_lps_from_markups
+
+    if node.IsA("vtkMRMLVolumeNode"):
+        image = image_from_volume_node(node, dtype=None)
+        return image.array.copy(), image.geometry.to_dict(), node.GetName(), node.GetParentTransformNode()
+    return points_lps_from_markups(node), node.GetName()
+
+
+def assert_same(a, b):
+    """Two ``snapshot`` results are equal."""
+    for x, y in zip(a, b):
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y

@@ -1,5 +1,10 @@
-"""Jacobian volume node and its color table (the overlay display is tested in test_mrml_display.py)."""
+"""Jacobian volume node and its color table (the overlay display is tested in test_mrml_display.py).
+
+Colours are read from Slicer's own scalar display pipeline (window/level, threshold, color table).
+"""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -8,19 +13,24 @@ from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetMRML.geometry import image_from_volume_node
 from ADRegNetMRML.jacobian import (
-    FOLD_RGB, JACOBIAN_COLOR_NAME, NUMBER_OF_COLORS, displayed_rgba, jacobian_color_node, jacobian_colors, jacobian_volume_node,
+    FOLD_RGB, JACOBIAN_BIN, JACOBIAN_COLOR_NAME, JACOBIAN_LEVEL, JACOBIAN_WINDOW, NUMBER_OF_COLORS, displayed_rgba,
+    jacobian_color_node, jacobian_colors, jacobian_entry, jacobian_volume_node,
 )
 from mrml_helpers import oblique_geometry
 
 
-def _displayed_rgb(scene, values):
-    """RGB (0..1) that Slicer's own scalar display pipeline (window/level + color table) gives each value."""
+def _displayed_rgba(scene, values):
+    """RGBA (0..1) that Slicer's own scalar display pipeline gives each value."""
     values = np.asarray(values, np.float32)
     geometry = Geometry((len(values), 2, 2))
     node = jacobian_volume_node(scene, Image(np.tile(values, (2, 2, 1)), geometry, "J"))
     rgba = displayed_rgba(node)
     assert rgba.shape == (2, 2, len(values), 4)
-    return rgba[0, 0, :, :3] / 255.0
+    return rgba[0, 0] / 255.0
+
+
+def _displayed_rgb(scene, values):
+    return _displayed_rgba(scene, values)[:, :3]
 
 
 def test_jacobian_node_is_on_the_fixed_grid(scene):
@@ -35,17 +45,15 @@ def test_jacobian_node_is_on_the_fixed_grid(scene):
 
 def test_color_table_two_hues_white_at_one_fold_standout(scene):
     geometry = oblique_geometry()
-    det = np.ones(geometry.shape, np.float32)
-    node = jacobian_volume_node(scene, Image(det, geometry, "jacobian"))
+    node = jacobian_volume_node(scene, Image(np.ones(geometry.shape, np.float32), geometry, "jacobian"))
     display = node.GetDisplayNode()
     color = scene.GetNodeByID(display.GetColorNodeID())
     assert color.GetName() == JACOBIAN_COLOR_NAME and color.GetNumberOfColors() == NUMBER_OF_COLORS
-    assert not display.GetAutoWindowLevel()
-    assert display.GetWindow() == pytest.approx(2.0) and display.GetLevel() == pytest.approx(1.0)
-    assert not display.GetApplyThreshold() and not display.GetAutoThreshold()
-    values = [-3.0, -0.2, 0.0, 0.005, 0.2, 0.4, 0.5, 0.7, 0.999, 1.0, 1.003, 1.3, 1.5, 1.6, 2.0, 9.0]
+    assert not display.GetAutoWindowLevel() and not display.GetAutoThreshold()
+    assert (display.GetWindow(), display.GetLevel()) == (JACOBIAN_WINDOW, JACOBIAN_LEVEL)
+    values = [-3.0, -0.2, 0.0, 0.2, 0.4, 0.5, 0.7, 0.999, 1.0, 1.003, 1.3, 1.5, 1.6, 2.0, 9.0]
     rgb = dict(zip(values, _displayed_rgb(scene, values)))
-    for fold in (-3.0, -0.2, 0.0, 0.005):
+    for fold in (-3.0, -0.2, 0.0):
         np.testing.assert_allclose(rgb[fold], FOLD_RGB)
     for one in (0.999, 1.0, 1.003):
         np.testing.assert_allclose(rgb[one], [1, 1, 1], atol=1 / 255)
@@ -59,6 +67,59 @@ def test_color_table_two_hues_white_at_one_fold_standout(scene):
     assert rgb[9.0][0] > 0.7 and rgb[9.0][1] < 0.1
 
 
+def test_only_determinants_at_or_below_zero_look_like_folds(scene):
+    """Before: the window [0, 2] mapped every det below 2/255 = 0.0078 (strong but positive compression) onto
+    the fold colour; the engine's folding count (det <= 0) and the picture disagreed."""
+    folds = [-1e6, -1.0, -1e-6, -1e-30, 0.0]
+    positive = [1e-15, 1e-12, 1e-6, 1e-3, 0.005, 0.0078, JACOBIAN_BIN]
+    rgb = _displayed_rgb(scene, folds + positive)
+    np.testing.assert_allclose(rgb[:len(folds)], np.tile(FOLD_RGB, (len(folds), 1)))
+    deepest_blue = jacobian_colors()[1, :3]
+    for value, got in zip(positive, rgb[len(folds):]):
+        assert np.abs(got - np.asarray(FOLD_RGB)).max() > 0.5, value
+        assert np.abs(got - deepest_blue).max() <= 2 / 255 + 0.03, value  # the strongest compression, blue
+
+
+def test_every_determinant_gets_the_colour_of_its_bin(scene):
+    """jacobian_entry (what the docs and the color labels say) is what Slicer's pipeline does, bin edges included."""
+    rng = np.random.default_rng(3)
+    edges = np.arange(-2, NUMBER_OF_COLORS + 2) * JACOBIAN_BIN
+    values = np.concatenate([rng.uniform(-1, 3, 400), edges * (1 + 1e-6) + 1e-6, edges * (1 - 1e-6) - 1e-6])
+    values = values.astype(np.float32)
+    expected = jacobian_colors()[jacobian_entry(values), :3]
+    np.testing.assert_allclose(_displayed_rgb(scene, values), expected, atol=1 / 255 + 1e-9)
+    assert set(jacobian_entry(values)) == set(range(NUMBER_OF_COLORS))  # every entry was checked
+
+
+def test_voxels_with_no_determinant_are_transparent_not_folds(scene):
+    """Before: NaN went through the window/level as byte 0 and was painted as a fold."""
+    rgba = _displayed_rgba(scene, [np.nan, np.inf, -np.inf, -1.0, 0.0, 1.0, 1e20])
+    np.testing.assert_array_equal(rgba[:3, 3], 0)  # the fixed volume shows through
+    np.testing.assert_array_equal(rgba[3:, 3], 1)
+    np.testing.assert_allclose(rgba[3:5, :3], np.tile(FOLD_RGB, (2, 1)))
+
+
+def test_window_level_and_threshold_survive_a_scene_save(scene):
+    """Slicer writes window and level with 6 significant digits: the saved values must be the same numbers, or
+    the fold bin's edge would move off 0."""
+    import slicer
+
+    geometry = Geometry((3, 2, 2))
+    jacobian_volume_node(scene, Image(np.ones(geometry.shape, np.float32), geometry, "J"))
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    xml = scene.GetSceneXMLString()
+    assert re.search(r'window="([^"]+)"', xml).group(1) == format(JACOBIAN_WINDOW, ".6g")
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetLoadFromXMLString(1)
+    loaded.SetSceneXMLString(xml)
+    loaded.Import()
+    display = loaded.GetFirstNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+    assert (display.GetWindow(), display.GetLevel()) == (JACOBIAN_WINDOW, JACOBIAN_LEVEL)
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == -1e30
+    loaded.Clear(True)
+
+
 def test_color_node_is_shared_between_runs(scene):
     a = jacobian_color_node(scene)
     b = jacobian_color_node(scene)
@@ -66,6 +127,11 @@ def test_color_node_is_shared_between_runs(scene):
     assert scene.GetNodesByClassByName("vtkMRMLColorTableNode", JACOBIAN_COLOR_NAME).GetNumberOfItems() == 1
 
 
-def test_colors_refuse_odd_counts():
-    with pytest.raises(ValueError, match="even number >= 8, got 7"):
-        jacobian_colors(7)
+def test_an_earlier_versions_color_node_is_left_to_its_volumes(scene):
+    """A scene saved with the window [0, 2] table: its volumes keep it; new results get this version's."""
+    old = scene.AddNewNodeByClass("vtkMRMLColorTableNode", JACOBIAN_COLOR_NAME)
+    old.SetTypeToUser()
+    old.SetNumberOfColors(4)
+    new = jacobian_color_node(scene)
+    assert new is not old and old.GetNumberOfColors() == 4
+    assert new.GetNumberOfColors() == NUMBER_OF_COLORS and new.GetColorName(0) == "folding (det <= 0)"

@@ -13,6 +13,8 @@ from ADRegNetMRML.geometry import VolumeNodeError, image_from_volume_node, volum
 from ADRegNetMRML.logic import ADRegNetMRMLLogic
 from ADRegNetMRML.masks import labelmap_from_segmentation, mask_image_from_node, warp_segmentation
 from mrml_helpers import AnalyticEngine, blob_image, node_ids, oblique_geometry, sitk_displacement_transform
+from ADRegNetMRML.geometry import LPS_TO_RAS
+from ADRegNetMRML.runlog import RunLog
 
 LABEL_AWARE = importlib.util.find_spec("ADRegNetLib.spatial.labels") is not None
 
@@ -22,6 +24,15 @@ def _labels(geometry):
     labels[2:8, 3:10, 4:12] = 4
     labels[5:9, 8:13, 9:16] = 7  # overlaps the first block's corner
     return labels
+
+
+def _translation(ras):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        matrix.SetElement(r, 3, float(ras[r]))
+    return matrix
 
 
 def _segmentation(scene, geometry, name="organs"):
@@ -75,8 +86,11 @@ def test_bad_masks_are_refused(scene, pair):
         mask_image_from_node(empty, fixed, "fixed mask")
     empty.GetImageData().GetPointData().GetScalars().SetValue(0, 1)
     shifted = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    shifted.SetMatrixTransformToParent(_translation((0.0, 0.0, 500.0)))
     empty.SetAndObserveTransformNodeID(shifted.GetID())
-    with pytest.raises(VolumeNodeError, match="'empty' is under the transform 'shift' but its volume 'fixed' is not"):
+    with pytest.raises(VolumeNodeError, match="fixed mask 'empty' is under the transform 'shift' but its volume "
+                                              "'fixed' under no transform: where it is shown, the mask marks no voxel "
+                                              "of the volume; put the mask under the volume's transform"):
         mask_image_from_node(empty, fixed, "fixed mask")
     no_segments = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "blank")
     with pytest.raises(VolumeNodeError, match="segmentation 'blank' has no segments"):
@@ -139,3 +153,79 @@ def test_segmentation_is_warped_onto_the_fixed_grid_with_its_names_and_colours(s
         assert dice >= (0.9 if LABEL_AWARE else 0.999), (name, dice)
     src_ids = [segmentation.GetSegmentation().GetNthSegmentID(k) for k in range(2)]
     assert src_ids == [s.segment_id for s in segments]  # the input segmentation is unchanged
+
+
+def _started(scene, moving, moving_geometry, steps: int = 3):
+    """Put the moving volume under a starting transform that shifts it by ``steps`` voxels along its first axis."""
+    shift_ras = LPS_TO_RAS @ (moving_geometry.direction[:, 0] * moving_geometry.spacing[0] * steps)
+    start = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "start")
+    start.SetMatrixTransformToParent(_translation(shift_ras))
+    moving.SetAndObserveTransformNodeID(start.GetID())
+    return start
+
+
+def test_label_maps_and_segmentations_are_read_where_they_are_shown(scene, pair):
+    """Before: a label map left out of the moving volume's starting transform was read as if it were in it (3
+    voxels off what the views showed under it), while a segmentation there was read where it is shown. Now both
+    are read where they are shown; a mask in the volume's transform is read as stored."""
+    fixed, moving, _, moving_geometry = pair
+    stored = _labels(moving_geometry) > 0
+    start = _started(scene, moving, moving_geometry, steps=3)
+    shown = np.zeros_like(stored)
+    shown[:, :, :-3] = stored[:, :, 3:]  # moving voxel p is shown 3 voxels on, where the mask holds stored[p + 3]
+    label_map = volume_node_from_image(scene, Image(stored.astype(np.uint8), moving_geometry, "m"), name="label map",
+                                       class_name="vtkMRMLLabelMapVolumeNode")
+    segmentation = _segmentation(scene, moving_geometry, "painted")
+    for node in (label_map, segmentation):  # not under the starting transform: shown 3 voxels off the stored mask
+        notes = []
+        got = mask_image_from_node(node, moving, "moving mask", notes)
+        assert got.geometry.allclose(moving_geometry, atol=1e-6)
+        np.testing.assert_array_equal(got.array, shown)
+        assert any("is under no transform but its volume 'moving' under the transform 'start': the mask is read "
+                   "where it is shown" in n for n in notes), notes
+    for node in (label_map, segmentation):  # in the volume's transform: as stored
+        node.SetAndObserveTransformNodeID(start.GetID())
+        notes = []
+        np.testing.assert_array_equal(mask_image_from_node(node, moving, "moving mask", notes).array, stored)
+        assert not any("where it is shown" in n for n in notes)
+
+
+def test_masks_and_warping_read_a_moving_volume_shown_registered_as_stored(scene, pair):
+    """Before: once the module showed the moving volume registered (under the result), a segmentation of it was
+    exported through the result transform: Warp segmentation warped it twice, a second run's mask was deformed."""
+    fixed, moving, _, moving_geometry = pair
+    segmentation = _segmentation(scene, moving_geometry)
+    logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
+    out = logic.registerNodes(fixed, moving)
+    expected, _ = labelmap_from_segmentation(warp_segmentation(segmentation, out.transformNode, moving, fixed), fixed)
+    logic.setMovingUnderTransform(moving, out.transformNode, True)
+    got, _ = labelmap_from_segmentation(warp_segmentation(segmentation, out.transformNode, moving, fixed), fixed)
+    np.testing.assert_array_equal(got.array, expected.array)
+    np.testing.assert_array_equal(mask_image_from_node(segmentation, moving, "moving mask").array,
+                                  _labels(moving_geometry) > 0)
+
+
+def test_hidden_segments_are_left_out_and_named(scene, pair):
+    """Before: a segment hidden in the views still made up part of the mask and of the warped segmentation."""
+    fixed, moving, _, moving_geometry = pair
+    segmentation = _segmentation(scene, moving_geometry)
+    segmentation.CreateDefaultDisplayNodes()
+    display = segmentation.GetDisplayNode()
+    display.SetSegmentVisibility(segmentation.GetSegmentation().GetSegmentIdBySegmentName("tumour"), False)
+    engine = AnalyticEngine()
+    log = RunLog()
+    out = ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, movingMaskNode=segmentation, log=log)
+    liver = _labels(moving_geometry) == 4  # the tumour block overlaps the liver's corner: that corner is tumour
+    np.testing.assert_array_equal(engine.calls[0]["moving_mask"].array, liver)
+    assert "moving mask 'organs': segments used: liver; hidden, left out: tumour" in log.text()
+    with pytest.warns(UserWarning, match=r"1 hidden segment\(s\) of 'organs' are not warped: tumour"):
+        warped = warp_segmentation(segmentation, out.transformNode, moving, fixed)
+    names = [warped.GetSegmentation().GetNthSegment(k).GetName()
+             for k in range(warped.GetSegmentation().GetNumberOfSegments())]
+    assert names == ["liver"] and warped.GetAttribute("ADRegNet.segmentsHidden") == "tumour"
+    display.SetAllSegmentsVisibility(False)
+    ids = node_ids(scene)
+    with pytest.raises(VolumeNodeError, match=r"every segment of the moving mask 'organs' is hidden \(liver, tumour\); "
+                                              r"only visible segments are used: show the segments to use"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, movingMaskNode=segmentation)
+    assert node_ids(scene) == ids
