@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..cli.register_cmd import output_path
+from ..cli.register_cmd import number_argument, output_path, whole_number_argument
 
 __all__ = ["add_batch_arguments", "batch_main", "build_parser", "main"]
 
@@ -29,20 +29,20 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
                         "to this fixed image")
     parser.add_argument("--atlas-mask", metavar="MASK", help="with --atlas: region of interest on the atlas")
     cluster = parser.add_argument_group("cluster")
-    cluster.add_argument("--workers", type=int, default=1, help="local cluster: worker processes (default 1)")
-    cluster.add_argument("--threads-per-worker", type=int, default=None,
+    cluster.add_argument("--workers", type=whole_number_argument, default=1, help="local cluster: worker processes (default 1)")
+    cluster.add_argument("--threads-per-worker", type=whole_number_argument, default=None,
                          help="local cluster: pairs one worker may run at once, memory permitting "
                          "(default: the machine's cores divided among the workers)")
-    cluster.add_argument("--memory-per-worker", type=float, metavar="GB",
+    cluster.add_argument("--memory-per-worker", type=number_argument, metavar="GB",
                          help="local cluster: memory limit per worker (default: the machine's memory / workers)")
     cluster.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://HOST:PORT) "
                          "instead of a local cluster; its workers need OUTDIR and the images on shared storage")
-    cluster.add_argument("--threads", type=int, default=0,
+    cluster.add_argument("--threads", type=whole_number_argument, default=0,
                          help="CPU threads per pair (default: each host's cores shared among its task slots)")
     reg = parser.add_argument_group("registration (as adregnet register, for every pair)")
     reg.add_argument("--preset", default="auto", choices=PRESETS)
     reg.add_argument("--quality", default="balanced", choices=QUALITIES)
-    reg.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother, < 1 more local detail")
+    reg.add_argument("--regularization", type=number_argument, default=1.0, help="> 1 smoother, < 1 more local detail")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
     reg.add_argument("--landmarks-check-only", action="store_true",
                      help="the pairs' landmarks only measure TRE (an independent check); by default they also pull "

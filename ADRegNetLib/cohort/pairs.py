@@ -10,7 +10,7 @@ import glob
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 __all__ = ["Pair", "PairsError", "read_pairs_csv", "pairs_from_atlas", "check_pairs", "REQUIRED_COLUMNS",
            "OPTIONAL_COLUMNS", "RESERVED_NAMES"]
@@ -118,19 +118,89 @@ def _resolve(value: Optional[str], base: Path) -> Optional[str]:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+_QUOTE_FIX = ('quote a cell that holds a comma ("scans/a,b.nii.gz") and close every quote on the line it '
+              'opens, as a spreadsheet program saves a CSV')
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records of ``text`` with the line each starts on.
+
+    Raises:
+        PairsError: a quote is not closed, text follows a closing quote, or a quoted cell runs over
+            several lines (what an unclosed quote leads to: the rows after it become one cell).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problem = ("a quote opened on this line is never closed" if "end of data" in str(exc) else
+                       "a quoted cell is followed by more text before the next comma (a quote opened on this line "
+                       "closes on a later one?)" if "expected after" in str(exc) else f"the CSV cannot be read ({exc})")
+            raise PairsError(f"{path} line {start}: {problem}; {_QUOTE_FIX}") from None
+        if reader.line_num > start:
+            raise PairsError(f"{path} line {start}: a quoted cell runs on to line {reader.line_num}, so those lines "
+                             f"were read as one cell (a quote left open on line {start}?); {_QUOTE_FIX}")
+        yield start, row
+
+
+def _header(path: Path, row: list[str]) -> list[str]:
+    """The checked header: lower-case column names ('' for a nameless column, e.g. a spreadsheet's trailing comma).
+
+    Raises:
+        PairsError: a required column is missing, a column is unknown or appears twice.
+    """
+    header = [h.strip().lower() for h in row]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise PairsError(f"{path}: the header lacks {', '.join(missing)}; the first row must name the columns "
+                         f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}), got {header}")
+    unknown = [c for c in header if c and c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise PairsError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: "
+                         f"{','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+    for name in dict.fromkeys(h for h in header if h):
+        where = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            raise PairsError(f"{path} line 1: the column {name!r} appears {len(where)} times (columns "
+                             f"{', '.join(map(str, where))}), so it is unclear which cell a pair means; keep one "
+                             "column of each name")
+    return header
+
+
+def _check_cells(where: str, header: list[str], row: list[str]) -> None:
+    """Refuses a non-empty cell that has no named column (it would be dropped without a word)."""
+    for i, cell in enumerate(row):
+        if not cell.strip() or (i < len(header) and header[i]):
+            continue
+        value = cell.strip() if len(cell.strip()) <= 60 else cell.strip()[:57] + "..."
+        if i >= len(header):
+            raise PairsError(f"{where}: {len(row)} cells, but the header names {len(header)} columns: cell {i + 1} "
+                             f"({value!r}) belongs to no column (a path with a comma split in two?); {_QUOTE_FIX}, "
+                             "or delete the extra cells")
+        raise PairsError(f"{where}: cell {i + 1} ({value!r}) is under a column with no name in the header; name the "
+                         f"column (one of {','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}) or empty the cell")
+
+
 def read_pairs_csv(path: str | Path) -> list[Pair]:
     """Reads a PAIRS.csv: a header row, then one pair per row.
 
     Columns: ``id,fixed,moving`` and optionally ``fixed_landmarks, moving_landmarks, mask_fixed,
-    labels, fixed_labels``. Empty cells mean "not given"; relative paths are relative to the CSV's
-    folder. Files are not opened here: a missing or corrupt image fails its pair when it runs.
+    labels, fixed_labels``, each once. Empty cells mean "not given"; relative paths are relative to the
+    CSV's folder. Nothing is dropped without a word: a filled cell beyond the header's columns (or under
+    a nameless one), a repeated column and an unclosed quote are errors naming the line. Files are not
+    opened here: a missing or corrupt image fails its pair when it runs.
 
     Returns:
         the pairs, in file order, with absolute paths.
 
     Raises:
         FileNotFoundError: the CSV does not exist.
-        PairsError: a column is missing or unknown, a row is short, or ids are unsafe/repeated.
+        PairsError: a column is missing, unknown or repeated, a row has a filled cell without a column,
+            a quote is left open, a required cell is empty, or ids are unsafe/repeated.
     """
     path = Path(path)
     if not path.is_file():
@@ -141,31 +211,25 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     except UnicodeDecodeError as exc:
         raise PairsError(f"{path}: cannot be read as UTF-8 text (byte {exc.start}): not a CSV, or saved in another "
                          "encoding (Latin-1, UTF-16): save it as UTF-8 (CSV) and give it again") from None
-    with io.StringIO(text, newline="") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip().lower() for h in next(reader, [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise PairsError(f"{path}: the header lacks {', '.join(missing)}; the first row must name the columns "
-                             f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}), got {header}")
-        unknown = [c for c in header if c and c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-        if unknown:
-            raise PairsError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: "
-                             f"{','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
-        pairs = []
-        for lineno, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) < len(header):
-                row = row + [""] * (len(header) - len(row))
-            cells = dict(zip(header, row))
-            where = f"{path} line {lineno}"
-            for col in REQUIRED_COLUMNS[1:]:
-                if not cells[col].strip():
-                    raise PairsError(f"{where}: the {col} cell is empty; every pair needs a fixed and a moving image")
-            _check_id(cells["id"].strip(), where)
-            pairs.append(Pair(id=cells["id"].strip(),
-                              **{c: _resolve(cells.get(c), base) for c in ("fixed", "moving") + OPTIONAL_COLUMNS}))
+    pairs = []
+    header: Optional[list[str]] = None
+    for lineno, row in _records(path, text):
+        if header is None:
+            header = _header(path, row)
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{path} line {lineno}"
+        _check_cells(where, header, row)
+        cells = dict(zip(header, row + [""] * (len(header) - len(row))))
+        for col in REQUIRED_COLUMNS[1:]:
+            if not cells[col].strip():
+                raise PairsError(f"{where}: the {col} cell is empty; every pair needs a fixed and a moving image")
+        _check_id(cells["id"].strip(), where)
+        pairs.append(Pair(id=cells["id"].strip(),
+                          **{c: _resolve(cells.get(c), base) for c in ("fixed", "moving") + OPTIONAL_COLUMNS}))
+    if header is None:
+        _header(path, [])  # an empty file: says which columns the header needs
     if not pairs:
         raise PairsError(f"{path} lists no pairs; add one row per pair under the header")
     return check_pairs(pairs)

@@ -2,10 +2,10 @@ r"""The cohort summary: TRE/Dice/folds/time distributions (summary.png) and the 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .files import atomic_write
 
 __all__ = ["write_summary", "summary_markdown", "PLOTTED"]
 
@@ -107,25 +107,15 @@ def _write_png(path: Path, rows: Sequence[dict]) -> None:
     fig.savefig(path, format="png")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(out_dir: str | Path, rows: Sequence[dict]) -> tuple[Path, Path]:
-    """Writes ``summary.png`` and ``summary.md`` into ``out_dir`` (each replaced atomically).
+    """Writes ``summary.png`` and ``summary.md`` into ``out_dir`` (each replaced atomically, with the
+    permissions the user's umask gives new files).
 
     Returns:
         (png path, markdown path).
     """
     out = Path(out_dir)
     png, md = out / "summary.png", out / "summary.md"
-    _atomic_write(png, lambda p: _write_png(p, rows))
-    _atomic_write(md, lambda p: p.write_text(summary_markdown(rows) + "\n"))
+    atomic_write(png, lambda p: _write_png(p, rows))
+    atomic_write(md, lambda p: p.write_text(summary_markdown(rows) + "\n", encoding="utf-8"))
     return png, md

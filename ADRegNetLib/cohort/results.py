@@ -2,7 +2,8 @@ r"""One row per pair: built from the pair's metrics.json, kept in OUTDIR/results
 
 Rows are plain dicts (``RESULT_COLUMNS``); numbers are floats or None (not measured: no landmarks,
 no label maps, a failed pair). ``results.csv`` is always replaced atomically, so a reader (or a run
-that is killed) never sees half a file.
+that is killed) never sees half a file, and runs update it through :func:`merge_results_csv`: read,
+merge and replace under an exclusive lock, so two runs into one OUTDIR never lose each other's rows.
 
 Columns: ``status`` ok/failed and ``error`` (the failure, or a note such as "Dice not computed");
 ``tre_*_mm`` mean (and p95) landmark error before/after, mm; ``landmarks_guided`` "yes" when the
@@ -20,17 +21,16 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .files import FileLock, atomic_write
 from .pairs import Pair
 
-__all__ = ["RESULT_COLUMNS", "row_from_metrics", "failed_row", "pair_dice", "read_results_csv",
-           "write_results_csv", "is_complete", "row_for_complete_pair"]
+__all__ = ["RESULT_COLUMNS", "RESULTS_LOCK", "ResultsFileError", "row_from_metrics", "failed_row", "pair_dice",
+           "read_results_csv", "write_results_csv", "merge_results_csv", "is_complete", "row_for_complete_pair"]
 
 #: results.csv columns, in order
 RESULT_COLUMNS = (
@@ -42,8 +42,14 @@ RESULT_COLUMNS = (
     "memory_estimate_gb", "memory_peak_gb",
     "preset", "quality", "device", "worker", "started", "finished",
 )
+#: the lock file beside results.csv while a run updates it (removed when released)
+RESULTS_LOCK = ".results.lock"
 _NUMERIC = {"tre_before_mm", "tre_after_mm", "tre_after_p95_mm", "dice_before", "dice_after", "folds_pct",
             "std_log_jacobian", "time_s", "wall_s", "memory_estimate_gb", "memory_peak_gb"}
+
+
+class ResultsFileError(ValueError):
+    """OUTDIR/results.csv exists but is not a results table of ``adregnet batch``: it is never replaced."""
 
 
 def is_complete(pair_dir: str | Path) -> bool:
@@ -158,18 +164,32 @@ def _parse(column: str, text: str):
 
 
 def read_results_csv(path: str | Path) -> dict[str, dict]:
-    """The rows of an existing results.csv by id ({} when there is none or it cannot be parsed)."""
+    """The rows of an existing results.csv by id ({} when there is none, or it is empty).
+
+    Raises:
+        ResultsFileError: the file is not a results table of ``adregnet batch`` (not UTF-8 CSV text, or
+            no ``id`` and ``status`` columns): a file of the user's, which must not be replaced.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ResultsFileError(f"{path} is not a results table of adregnet batch (it is a folder or special file)")
     if not path.is_file():
         return {}
     rows = {}
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for raw in csv.DictReader(handle):
-                if raw.get("id"):
-                    rows[raw["id"]] = {c: _parse(c, raw.get(c) or "") for c in RESULT_COLUMNS}
-    except (csv.Error, UnicodeDecodeError):
-        return {}
+        text = path.read_text(encoding="utf-8-sig")  # -sig: saved again by a spreadsheet
+        if not text.strip():
+            return {}
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [name.strip() for name in reader.fieldnames or []]
+        if "id" not in header or "status" not in header:
+            raise ResultsFileError(f"{path} is not a results table of adregnet batch (its first row is "
+                                   f"{','.join(header)[:80]!r}, not id,status,...)")
+        for raw in reader:
+            if raw.get("id"):
+                rows[raw["id"]] = {c: _parse(c, raw.get(c) or "") for c in RESULT_COLUMNS}
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path} is not a results table of adregnet batch ({exc})") from None
     return rows
 
 
@@ -182,18 +202,52 @@ def _cell(value) -> str:
 
 
 def write_results_csv(path: str | Path, rows: Iterable[dict]) -> None:
-    """Writes the rows to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
+    """Writes the rows to ``path`` atomically (a new file in the same folder, then a rename).
+
+    The file gets the permissions the user's umask gives new files. To update the results.csv of an
+    OUTDIR that other runs may write too, use :func:`merge_results_csv`.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in RESULT_COLUMNS])
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""))
+
+
+def merge_results_csv(path: str | Path, rows: Mapping[str, dict], order: Sequence[str],
+                      then: Optional[Callable[[list[dict]], None]] = None, timeout_s: float = 600.0) -> list[dict]:
+    """Merges a run's rows into results.csv under an exclusive lock; returns the table written.
+
+    Read, merge and replace happen while ``RESULTS_LOCK`` beside the file is held, so runs writing
+    into one OUTDIR at the same time (each with its own PAIRS.csv) never lose each other's rows: the
+    last to write no longer wins.
+
+    Args:
+        path: OUTDIR/results.csv.
+        rows: this run's rows by id; each replaces the file's row of that id.
+        order: this run's pair ids, in order: the table lists them first (the row given, else the
+            file's row of that id, else none yet), then the file's other rows in their order.
+        then: called with the merged table while the lock is still held (the summary, so that it
+            matches results.csv).
+        timeout_s: how long to wait for another run's update.
+
+    Returns:
+        every row now in results.csv.
+
+    Raises:
+        ResultsFileError: the existing file is not a results table (it is left as it is).
+        LockTimeout: another run held the lock longer than ``timeout_s``.
+    """
+    path = Path(path)
+    with FileLock(path.with_name(RESULTS_LOCK), what=str(path), timeout_s=timeout_s):
+        current = read_results_csv(path)
+        ids = list(dict.fromkeys(order))
+        ours = set(ids)
+        table = [rows.get(i) or current.get(i) for i in ids]
+        table = [r for r in table if r is not None]
+        table += [row for i, row in current.items() if i not in ours]
+        write_results_csv(path, table)
+        if then is not None:
+            then(table)
+    return table

@@ -1,10 +1,15 @@
 r"""``register_cohort``: every pair of a cohort on a Dask cluster, resumable, memory-aware.
 
 The client (this process) plans the run (which pairs are already complete), submits one task per
-remaining pair with its estimated memory as a Dask resource, and rewrites OUTDIR/results.csv each
-time a pair finishes. The workers do the registrations (``worker.run_pair``) and publish each pair's
-folder atomically, so whatever stops the run (a killed worker, a killed client, a power cut), every
-OUTDIR/<id>/ that exists is complete, and rerunning the same command registers only what is missing.
+remaining pair with its estimated memory as a Dask resource, and merges each finished pair's row into
+OUTDIR/results.csv (under a lock: other runs may write into the same OUTDIR at the same time). The
+workers do the registrations (``worker.run_pair``) and publish each pair's folder atomically, so
+whatever stops the run (a killed worker, a killed client, a power cut), every OUTDIR/<id>/ that exists
+is complete, and rerunning the same command registers only what is missing.
+
+Each run stages its pairs in its own folder, OUTDIR/.partial/run-<token>/, marked live by a lock the
+client holds for the whole run (``run-<token>.lock``): a run that starts removes only what dead runs
+left there, never the pairs another live run is writing.
 
 Dask is imported only here, when a cohort actually runs (``pip install "adregnet[batch]"``).
 """
@@ -17,13 +22,15 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from ..engine.settings import PRESETS, QUALITIES
+from .files import FileLock, LockTimeout
 from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
 from .pairs import Pair, check_pairs, read_pairs_csv
 from .report import write_summary
-from .results import failed_row, is_complete, read_results_csv, row_for_complete_pair, write_results_csv
+from .results import (ResultsFileError, failed_row, is_complete, merge_results_csv, read_results_csv,
+                      row_for_complete_pair)
 from .worker import PARTIAL_DIR, PairOptions, not_a_result, pair_inputs, run_pair
 
 __all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
@@ -34,7 +41,8 @@ _INSTALL_HINT = 'pip install "dask[distributed]" (or pip install "adregnet[batch
 
 
 class BatchError(RuntimeError):
-    """The cohort cannot run at all (no Dask, no scheduler, no worker)."""
+    """The cohort cannot run at all (no Dask, no scheduler, no worker, OUTDIR in the way or its results.csv
+    not AD-RegNet's)."""
 
 
 def _import_distributed():
@@ -69,11 +77,59 @@ def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_fai
     return rows, todo, complete, failed
 
 
+_RUN_PREFIX = "run-"
+_LOCK_SUFFIX = ".lock"
+
+
 def _clean_partial(out: Path) -> None:
-    """Removes what killed runs left in OUTDIR/.partial/ (never a published pair)."""
+    """Removes what dead runs left in OUTDIR/.partial/ (never a published pair, never a live run's folder).
+
+    A run's folder ``run-<token>`` is live while its ``run-<token>.lock`` is locked (by that run's
+    client); anything else there (a dead run's folder, a pair folder of a direct ``run_pair`` call) is
+    what a killed run left.
+    """
     partial = out / PARTIAL_DIR
-    if partial.is_dir():
-        shutil.rmtree(partial, ignore_errors=True)
+    if not partial.is_dir():
+        return
+    entries = {entry.name: entry for entry in partial.iterdir()}
+    for name, entry in sorted(entries.items()):
+        if name.startswith(_RUN_PREFIX) and name.endswith(_LOCK_SUFFIX + ".held"):
+            continue  # a lock without OS locks (FileLock.marker_path): judged with its lock file
+        if name.startswith(_RUN_PREFIX) and name.endswith(_LOCK_SUFFIX):
+            lock = FileLock(entry)
+            if lock.acquire(timeout_s=0):  # its run is gone
+                folder = partial / name[: -len(_LOCK_SUFFIX)]
+                shutil.rmtree(folder, ignore_errors=True)
+                lock.release()
+        elif (partial / (name + _LOCK_SUFFIX)).exists():
+            continue  # a run's folder: judged by its lock above
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """This run's folder in OUTDIR/.partial/, marked live by its lock for as long as the run lasts."""
+    partial = out / PARTIAL_DIR
+    partial.mkdir(parents=True, exist_ok=True)
+    while True:
+        token = f"{_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
+        lock = FileLock(partial / (token + _LOCK_SUFFIX))
+        if lock.acquire(timeout_s=0):
+            break
+    folder = partial / token
+    try:
+        folder.mkdir()
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: a cancelled pair may still be writing; a later run removes it
+        if folder.exists():
+            lock.remove = False  # keep the lock file: it names the folder for the next run's clean-up
+        lock.release()
 
 
 def _local_client(distributed, workers: int, threads_per_worker: Optional[int],
@@ -155,7 +211,8 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     """Registers every pair of a cohort into ``out_dir/<id>/``; returns the results table.
 
     Each pair writes exactly what ``adregnet register`` writes. ``out_dir/results.csv`` (one row per
-    pair, see ``results.RESULT_COLUMNS``) is rewritten atomically as pairs finish, and
+    pair, see ``results.RESULT_COLUMNS``) is rewritten atomically as pairs finish (merged under a lock:
+    runs into one folder at the same time keep each other's rows), and
     ``summary.png``/``summary.md`` are written at the end; both keep the rows of pairs that other PAIRS.csv
     files ran into the same folder (the return value and the counts are this run's pairs only). Pairs already complete (their folder holds
     metrics.json) are skipped; pairs that failed in an earlier run are skipped too unless
@@ -187,7 +244,9 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
 
     Raises:
         PairsError: the pairs list is unusable (see ``pairs.read_pairs_csv``).
-        BatchError: Dask is missing, the scheduler cannot be reached or has no worker.
+        BatchError: Dask is missing, the scheduler cannot be reached or has no worker, a pair's output
+            folder or OUTDIR/results.csv is not AD-RegNet's (nothing runs, nothing is replaced), or
+            another run kept results.csv locked for 10 minutes.
     """
     pairs = read_pairs_csv(pairs) if isinstance(pairs, (str, Path)) else check_pairs(pairs)
     if quality not in QUALITIES:
@@ -196,48 +255,53 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     say = say or ((lambda text: print(text, file=sys.stderr)) if progress else (lambda text: None))
     out = Path(out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.csv"
+    try:
+        previous = read_results_csv(results_path)
+    except ResultsFileError as exc:  # the user's own results.csv: never replaced
+        raise BatchError(f"{exc}; nothing was run and nothing is replaced: choose another output folder (-o) or "
+                         "move that file") from None
+    out.mkdir(parents=True, exist_ok=True)
     _clean_partial(out)
-    previous = read_results_csv(results_path)
     rows, todo, n_complete, n_failed = _plan(pairs, out, previous, retry_failed)
     in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]
     if in_the_way:  # a data folder as OUTDIR: its subject folders are not results to replace
         raise BatchError(f"{len(in_the_way)} pair output folder(s) are in the way, first: {in_the_way[0]}; nothing was "
                          "run and nothing is replaced: choose another output folder (-o), e.g. a new one")
     order = [p.id for p in pairs]
-    # rows of pairs from other PAIRS.csv files run into this OUTDIR stay in its results.csv and summary (a second
-    # cohort into the same folder dropped the first's rows); this run returns and counts its own pairs only
-    this_run = set(order)
-    others = [row for pair_id, row in previous.items() if pair_id not in this_run]
 
-    def table() -> list[dict]:
-        return [rows[i] for i in order if i in rows]
+    # every update reads results.csv again and merges this run's rows into it under a lock: rows of pairs from
+    # other PAIRS.csv files (earlier runs, or runs into this OUTDIR at the same time) stay in results.csv and the
+    # summary; this run returns and counts its own pairs only
+    def update(then=None) -> list[dict]:
+        try:
+            return merge_results_csv(results_path, rows, order, then=then)
+        except (ResultsFileError, LockTimeout) as exc:
+            raise BatchError(f"cannot update {results_path}: {exc}") from None
 
-    def every_row() -> list[dict]:
-        return table() + others
-
-    write_results_csv(results_path, every_row())
+    update()
     if n_complete or n_failed:
         say(f"skipping {n_complete} complete pair(s)" + (f" and {n_failed} that failed before (--retry-failed runs "
                                                           "them again)" if n_failed else ""))
     if todo:
-        _run(todo, out, rows, every_row, results_path, say=say, progress=progress, total=len(pairs),
-             options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
-                          threads=threads, landmarks_check_only=bool(landmarks_check_only)),
-             cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
-                          memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
-                          wait_for_workers_s=wait_for_workers_s))
-    final = table()
-    write_summary(out, every_row())
+        with _staging(out) as staging:
+            _run(todo, out, staging, rows, update, say=say, progress=progress, total=len(pairs),
+                 options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
+                              threads=threads, landmarks_check_only=bool(landmarks_check_only)),
+                 cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
+                              memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
+                              wait_for_workers_s=wait_for_workers_s))
+    final = [rows[i] for i in order if i in rows]
+    update(then=lambda table: write_summary(out, table))  # under the same lock: the summary matches results.csv
     with contextlib.suppress(OSError):
         (out / PARTIAL_DIR).rmdir()  # only when empty: a pair still being written elsewhere keeps it
     return final
 
 
-def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, say, progress: bool, total: int,
-         options: dict, cluster: dict) -> None:
-    """Runs ``todo`` on the cluster, updating ``rows`` and results.csv as each pair finishes."""
+def _run(todo: list[Pair], out: Path, staging: Path, rows: dict, update: Callable[[], list[dict]], *, say,
+         progress: bool, total: int, options: dict, cluster: dict) -> None:
+    """Runs ``todo`` on the cluster (pairs staged in ``staging``), updating ``rows`` and results.csv
+    (``update``) as each pair finishes."""
     distributed = _import_distributed()
     from tqdm import tqdm
 
@@ -268,7 +332,8 @@ def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, 
                 say(f"note: {pair.id} needs about {estimate:.1f} GB, more than any worker's {MEMORY_RESOURCE} "
                     f"({max(capacity):g} GB); it runs alone on the largest worker")
             resources = {MEMORY_RESOURCE: min(estimate, max(capacity))} if capacity else None
-            future = client.submit(run_pair, pair, str(out), pair_options, estimate, resources=resources, pure=False,
+            future = client.submit(run_pair, pair, str(out), pair_options, estimate, str(staging), resources=resources,
+                                   pure=False,
                                    key=f"adregnet-pair-{pair.id}-{uuid.uuid4().hex[:8]}")
             futures[future] = pair.id
         counts = {"ok": 0, "failed": 0}
@@ -285,7 +350,10 @@ def _run(todo: list[Pair], out: Path, rows: dict, table, results_path: Path, *, 
                     row = failed_row(pair_id, f"{type(exc).__name__}: {exc}", memory_estimate_gb=estimates[pair_id])
                 rows[pair_id] = row
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
-                write_results_csv(results_path, table())
+                try:
+                    update()
+                except BatchError as exc:  # another run holds results.csv too long: the row goes in with the next
+                    say(f"note: {exc}")
                 bar.set_postfix(counts, refresh=False)
                 bar.update(1)
                 if row["status"] == "failed":

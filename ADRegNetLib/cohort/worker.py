@@ -1,9 +1,11 @@
 r"""What a Dask worker runs for one pair: ``adregnet register`` in process, published atomically.
 
 The pair is registered through the CLI's own code path (``ADRegNetLib.cli.main.main``), so its folder
-holds exactly what ``adregnet register`` writes. It writes into OUTDIR/.partial/<id>.<random>/ and
-only a finished folder is renamed to OUTDIR/<id>/ (one ``rename``, atomic on one file system): a pair
-that fails or whose worker is killed never leaves a half-written OUTDIR/<id>/.
+holds exactly what ``adregnet register`` writes. It writes into OUTDIR/.partial/<run>/<id>.<random>/
+(the run's staging folder) and only a finished folder is renamed to OUTDIR/<id>/ (one ``rename``,
+atomic on one file system): a pair that fails or whose worker is killed never leaves a half-written
+OUTDIR/<id>/. The folder is made with the permissions the user's umask gives (not tempfile's 0700), so
+the published OUTDIR/<id>/ is as readable as any folder the user makes.
 
 A worker may run several pairs at once in threads, so the CLI's stdout/stderr are captured per
 thread (``sys.stderr`` is replaced once by a proxy that routes each thread's writes). ITK's
@@ -20,7 +22,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .files import new_folder
 from .pairs import Pair
 from .results import failed_row, is_complete, pair_dice, row_from_metrics
 
@@ -213,7 +215,7 @@ def _publish(tmp: Path, final: Path, inputs=()) -> None:
     if reason:
         raise FileExistsError(f"{reason}: nothing is replaced; choose another output folder (-o) or move it")
     if final.exists() and not is_complete(final):
-        stale = Path(tempfile.mkdtemp(prefix=f"{final.name}.stale.", dir=tmp.parent))
+        stale = new_folder(tmp.parent, f"{final.name}.stale.")
         os.rename(final, stale / final.name)
         shutil.rmtree(stale, ignore_errors=True)
     try:
@@ -224,7 +226,8 @@ def _publish(tmp: Path, final: Path, inputs=()) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb: Optional[float] = None) -> dict:
+def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb: Optional[float] = None,
+             staging: Optional[str] = None) -> dict:
     """Registers one pair into OUTDIR/<id>/ and returns its results row.
 
     Never raises for a bad pair: every failure (unreadable image, registration error, a bug) becomes
@@ -235,6 +238,8 @@ def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb:
         out_dir: the cohort's output folder (must be reachable from this worker).
         options: the shared register settings.
         memory_estimate_gb: the memory reserved for the pair (copied into the row).
+        staging: the folder the pair is written in before it is published (the run's folder in
+            OUTDIR/.partial/, on the same file system as OUTDIR); default OUTDIR/.partial.
 
     Returns:
         the results row (see ``results.RESULT_COLUMNS``).
@@ -246,9 +251,9 @@ def run_pair(pair: Pair, out_dir: str, options: PairOptions, memory_estimate_gb:
     out = Path(out_dir)
     final = out / pair.id
     extra = {"memory_estimate_gb": memory_estimate_gb, "worker": _worker_name(), "started": started}
-    partial = out / PARTIAL_DIR
+    partial = Path(staging) if staging else out / PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{pair.id}.", dir=partial))
+    tmp = new_folder(partial, f"{pair.id}.")
     argv = ["register", *pair.register_arguments(), "-o", str(tmp), "--overwrite", "-q", *options.register_options()]
     error = None
     with _captured() as chunks, _PeakMemory() as memory:

@@ -52,10 +52,35 @@ def test_pairs_csv_resolves_paths_relative_to_the_csv(tmp_path):
     ("id,fixed,moving\na,f,\n", "moving cell is empty"),
     ("id,fixed,moving,fixed_landmarks\na,f,m,f.csv\n", "both fixed_landmarks and moving_landmarks"),
     ("id,fixed,moving\n", "lists no pairs"),
+    ("", "the header lacks id, fixed, moving"),
+    # before: the extra cell was dropped without a word (here a path with a comma, split in two: the pair ran
+    # with moving = "scans/a" and the rest of the path was lost)
+    ("id,fixed,moving\na,f.nii.gz,scans/a,b.nii.gz\n",
+     r"pairs.csv line 2: 4 cells, but the header names 3 columns: cell 4 \('b.nii.gz'\) belongs to no column.*"
+     r"quote a cell that holds a comma"),
+    ("id,fixed,moving,\na,f,m,notes\n", r"line 2: cell 4 \('notes'\) is under a column with no name"),
+    # before: the last copy of a repeated column won without a word
+    ("id,fixed,moving,Fixed\na,f1,m,f2\n", r"pairs.csv line 1: the column 'fixed' appears 2 times \(columns 2, 4\).*"
+     "keep one column of each name"),
+    # before: an unclosed quote swallowed the rest of the file into one cell, reported as "the moving cell is empty"
+    ('id,fixed,moving\na,"f.nii.gz,m.nii.gz\nb,f2,m2\n',
+     "pairs.csv line 2: a quote opened on this line is never closed; quote a cell that holds a comma"),
+    ('id,fixed,moving\na,f,"m.nii.gz\n', "line 2: a quote opened on this line is never closed"),
+    ('id,fixed,moving\na,"f,m\nb,f2,"m2\nc,f3,m3\n', "line 2: a quoted cell is followed by more text"),
+    ('id,fixed,moving\na,"f,m\nb,f2,m2"\nc,f3,m3\n', r"line 2: a quoted cell runs on to line 3.*quote left open"),
+    ('id,fixed,moving\na,"f.nii.gz"x,m\n', "line 2: a quoted cell is followed by more text before the next comma"),
 ])
 def test_pairs_csv_errors_name_the_problem(tmp_path, text, message):
     with pytest.raises(PairsError, match=message):
         read_pairs_csv(_csv(tmp_path, text))
+
+
+def test_pairs_csv_accepts_empty_cells_beyond_the_header(tmp_path):
+    """Spreadsheets pad rows with empty cells (and name no column for them): nothing is lost, so nothing is refused."""
+    path = _csv(tmp_path, 'id,fixed,moving,,\na,f.nii.gz,"m,1.nii.gz",,\nb,f.nii.gz,m.nii.gz,, \n'
+                          'c,f.nii.gz,m.nii.gz\n')
+    pairs = read_pairs_csv(path)
+    assert [p.id for p in pairs] == ["a", "b", "c"] and pairs[0].moving == str(tmp_path / "m,1.nii.gz")
 
 
 def test_pairs_csv_missing_file(tmp_path):
