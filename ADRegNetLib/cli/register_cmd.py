@@ -15,8 +15,9 @@ from ..engine.settings import (MAX_MASK_VALUES, MAX_REGULARIZATION, MAX_SEED,  #
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
 __all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads", "output_path",
-           "check_mask", "check_label_values", "check_initial_transform", "MAX_REGULARIZATION", "MIN_REGULARIZATION",
-           "MAX_THREADS", "MAX_SEED", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES"]
+           "number_argument", "whole_number_argument", "check_mask", "check_label_values", "check_initial_transform",
+           "MAX_REGULARIZATION", "MIN_REGULARIZATION", "MAX_THREADS", "MAX_SEED", "MAX_MASK_VALUES",
+           "MAX_SIGNED_LABEL_VALUES"]
 
 #: Largest --threads accepted (torch takes any count, and a typo such as 80000 would start that many).
 MAX_THREADS = 1024
@@ -42,6 +43,27 @@ def check_regularization(value: float) -> None:
         raise CLIError(f"--regularization {value:g} is above {MAX_REGULARIZATION:g}: at {MAX_REGULARIZATION:g} the "
                        "smoothing is already wider than any scan (the deformation is then nearly a translation), and "
                        f"larger values only cost time; give at most {MAX_REGULARIZATION:g} (1 = default)")
+
+
+def number_argument(text: str) -> float:
+    """An argparse ``type`` for a setting that is a number, read strictly: ``1_0`` (which Python's ``float``
+    reads as 10), ``nan``, ``inf`` and ``1e400`` are refused with the reason (:mod:`ADRegNetLib.io.numbers`)."""
+    from ..io.numbers import NUMBER_FIX, number_problem
+
+    problem = number_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} {problem}; {NUMBER_FIX}")
+    return float(text)
+
+
+def whole_number_argument(text: str) -> int:
+    """An argparse ``type`` for a whole-number setting, read strictly (``int`` would read ``1_0`` as 10)."""
+    from ..io.numbers import whole_number_problem
+
+    problem = whole_number_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} {problem}; write it as a plain whole number (e.g. 2)")
+    return int(text)
 
 
 def output_path(text: str) -> str:
@@ -188,7 +210,7 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
                         "for the pre-alignment, edge directions for the refinement; auto decides from the images, "
                         "and again once they are aligned (tissues in another brightness order: two contrasts; "
                         "metrics.json says why)")
-    r.add_argument("--regularization", type=float, default=1.0, help="> 1 smoother (and no continuation with less smoothing where the refinement finds local motion), < 1 more local detail")
+    r.add_argument("--regularization", type=number_argument, default=1.0, help="> 1 smoother (and no continuation with less smoothing where the refinement finds local motion), < 1 more local detail")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
     r.add_argument("--mask-moving", help="region of interest of the moving image (any grid over it)")
@@ -202,10 +224,10 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--weights", help="network weights (default: the shipped weights)")
     r.add_argument("--no-network", action="store_true", help="skip the network (instance optimisation only)")
     r.add_argument("--no-inverse", action="store_true", help="do not compute the inverse transform")
-    r.add_argument("--seed", type=int, default=0,
+    r.add_argument("--seed", type=whole_number_argument, default=0,
                    help="seed of the pre-alignment's sampling and of torch (0 to 2**32 - 2; default 0): same seed, "
                    "same result")
-    r.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    r.add_argument("--threads", type=whole_number_argument, default=0, help="CPU threads (default: torch's choice)")
     r.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

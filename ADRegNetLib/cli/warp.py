@@ -19,6 +19,11 @@ with linear, cubic B-spline or nearest interpolation; points outside the moving/
 image get that image's background (the median of its six faces: air for CT), as ``register``'s
 ``warped.nii.gz`` does; label maps get 0 there.
 
+The output keeps the input's pixel type, as ITK's resampling does: a label map its exact type (uint32
+stays uint32), an integer image (uint8, int16, ...) interpolated linearly or by B-spline is rounded to
+the nearest whole number and clipped to its type's range (a B-spline overshoots at sharp edges; ITK
+clips too, but truncates toward zero), float32 and float64 images stay so.
+
 Nothing is written on error; the output is written to a temporary file beside it and renamed,
 and an input file is never overwritten (symbolic links resolved).
 """
@@ -128,70 +133,91 @@ def _voxel_points(geometry, z0: int, z1: int) -> np.ndarray:
 
 
 def _mapped_grids(field: torch.Tensor, field_geometry, out_geometry, data_geometry):
-    """Yield (z0, z1, grid (1, z1-z0, Y, X, 3) in the data's normalised coordinates, inside mask).
-
-    ``inside`` marks mapped points within ITK's buffer of the data image (continuous index in
-    [-0.5, size - 0.5] on every axis).
-    """
+    """Yield (z0, z1, grid (1, z1-z0, Y, X, 3) float64 in the data image's normalised coordinates): where each
+    output voxel of slices z0..z1-1 maps through the field."""
     from ..io.transforms import transform_points
 
     a, b = data_geometry.physical_to_normalized_affine()
     a_t = torch.as_tensor(a.T, dtype=torch.float64, device=field.device)
     b_t = torch.as_tensor(b, dtype=torch.float64, device=field.device)
-    inv = torch.as_tensor(np.linalg.inv(data_geometry.index_to_physical_matrix).T, dtype=torch.float64,
-                          device=field.device)
-    origin = torch.as_tensor(data_geometry.origin, dtype=torch.float64, device=field.device)
-    size = torch.as_tensor(data_geometry.size, dtype=torch.float64, device=field.device)
     nz, ny, nx = out_geometry.shape
     slab = max(1, _BATCH_VOXELS // (ny * nx))
     for z0 in range(0, nz, slab):
         z1 = min(nz, z0 + slab)
         pts = torch.as_tensor(_voxel_points(out_geometry, z0, z1), dtype=torch.float64, device=field.device)
         mapped = transform_points(field, field_geometry, pts).to(torch.float64)
-        index = (mapped - origin) @ inv
-        inside = ((index >= -0.5) & (index <= size - 0.5)).all(dim=1).view(z1 - z0, ny, nx)
-        grid = (mapped @ a_t + b_t).view(1, z1 - z0, ny, nx, 3)
-        yield z0, z1, grid, inside
+        yield z0, z1, (mapped @ a_t + b_t).view(1, z1 - z0, ny, nx, 3)
+
+
+def _sampling_dtype(dtype: np.dtype) -> torch.dtype:
+    """float64 for float64 images and integers of 32 bits or more (float32 holds whole numbers only up to
+    2**24), float32 otherwise."""
+    wide = dtype == np.float64 or (np.issubdtype(dtype, np.integer) and dtype.itemsize >= 4)
+    return torch.float64 if wide else torch.float32
+
+
+def as_pixel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Interpolated ``values`` in an image's own pixel type: integers rounded to the nearest whole number
+    (halves to even) and clipped to the type's range (ITK's resampling clips too, but truncates toward
+    zero: up to 1 below), floating types cast.
+
+    Args:
+        values: floating-point samples, any shape.
+        dtype: the input image's pixel type.
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    low, high = float(info.min), float(info.max)
+    if int(high) > info.max:  # 64-bit types: float(max) rounds up past it, and the cast would wrap around
+        high = float(np.nextafter(high, -np.inf))
+    return np.clip(np.rint(values), low, high).astype(dtype)
 
 
 def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, device) -> tuple[np.ndarray, float]:
+    """The image sampled at the mapped output voxels, in its own pixel type (see :func:`as_pixel_type`), and
+    the share of output voxels that landed on it."""
     import torch.nn.functional as F
 
     from ..spatial.bspline import bspline_coefficients, bspline_sample
     from ..spatial.transform import background_value
+    from ..spatial.warp import fill_outside_itk_buffer
 
-    nearest = interpolation == "nearest"
-    dtype = torch.float64 if data.array.dtype == np.float64 else torch.float32
-    volume = torch.as_tensor(np.ascontiguousarray(data.array), device=device).to(dtype)[None, None]
+    dtype = _sampling_dtype(data.array.dtype)
+    array = np.ascontiguousarray(data.array, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    volume = torch.from_numpy(array).to(device)[None, None]
     source = bspline_coefficients(volume) if interpolation == "bspline" else volume
-    # a float64 image stays float64: values beyond float32's range would otherwise be written as inf
-    out = np.zeros(out_geometry.shape, dtype=data.array.dtype if nearest or dtype == torch.float64 else np.float32)
+    out = np.zeros(out_geometry.shape, dtype=data.array.dtype)
     # outside the image: its background, as ``register``'s warped.nii.gz (air for CT, not water)
     background = torch.tensor(background_value(data), dtype=dtype, device=device)
     hits = 0
-    for z0, z1, grid, inside in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
-        grid = grid.to(dtype)
+    for z0, z1, grid in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
+        sample_grid = grid.to(dtype)
         if interpolation == "bspline":
-            values = bspline_sample(source, grid)
+            values = bspline_sample(source, sample_grid)
         else:
-            values = F.grid_sample(source, grid, mode="nearest" if nearest else "bilinear", padding_mode="border",
-                                   align_corners=True)
-        values = torch.where(inside, values[0, 0], background)
-        out[z0:z1] = values.cpu().numpy().astype(out.dtype, copy=False)
+            values = F.grid_sample(source, sample_grid, mode="nearest" if interpolation == "nearest" else "bilinear",
+                                   padding_mode="border", align_corners=True)
+        values, inside = fill_outside_itk_buffer(values, grid, data.geometry, background)
+        out[z0:z1] = as_pixel_type(values[0, 0].cpu().numpy(), out.dtype)
         hits += int(inside.sum())
     return out, hits / max(out.size, 1)
 
 
 def _warp_labels(data, field, field_geometry, out_geometry, device) -> tuple[np.ndarray, float]:
+    """The label map warped label-aware, in its own pixel type (labels are sampled as int64 and every value
+    comes from the input, so the cast back is exact), and the share of output voxels that landed on it."""
     from ..spatial.labels import sample_labels
+    from ..spatial.warp import fill_outside_itk_buffer
 
-    labels = torch.as_tensor(np.ascontiguousarray(data.array), device=device)
+    labels = torch.from_numpy(np.ascontiguousarray(data.array, dtype=np.int64)).to(device)
     out = np.zeros(out_geometry.shape, dtype=data.array.dtype)
     hits = 0
-    for z0, z1, grid, inside in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
+    for z0, z1, grid in _mapped_grids(field, field_geometry, out_geometry, data.geometry):
         values = sample_labels(labels, grid.to(torch.float32))
-        values = torch.where(inside, values, torch.zeros((), dtype=values.dtype, device=values.device))
-        out[z0:z1] = values.cpu().numpy()
+        values, inside = fill_outside_itk_buffer(values[None, None], grid, data.geometry, 0)
+        out[z0:z1] = values[0, 0].cpu().numpy().astype(out.dtype)
         hits += int(inside.sum())
     return out, hits / max(out.size, 1)
 
@@ -255,7 +281,8 @@ def _run(args: argparse.Namespace) -> str:
         _write_atomically(output, lambda p: write_landmarks(mapped, p))
         return f"mapped {len(points)} points {args.direction} into {output}"
 
-    data = read_image(source, dtype=None) if kind == "image" else read_label_map(source)
+    # the output keeps the input's pixel type (as ITK's resampling does): read it as stored
+    data = read_image(source, dtype=None) if kind == "image" else read_label_map(source, dtype=None)
     if kind == "image" and np.issubdtype(data.array.dtype, np.floating):
         bad = data.array.size - int(np.count_nonzero(np.isfinite(data.array)))
         if bad:  # interpolation would smear them over their neighbours or drop them
@@ -263,6 +290,10 @@ def _run(args: argparse.Namespace) -> str:
                             "(e.g. numpy.nan_to_num with the background value) before warping")
     if kind == "labels":
         from .register_cmd import CLIError, check_label_values
+
+        if data.array.dtype == np.uint64 and data.array.size and int(data.array.max()) > np.iinfo(np.int64).max:
+            raise WarpError(f"--labels {source} holds label values up to {int(data.array.max())}, beyond the int64 "
+                            "range the label-aware warp computes in; renumber the labels (e.g. 1, 2, 3, ...)")
 
         try:
             check_label_values(data, "--labels")
@@ -291,7 +322,7 @@ def _run(args: argparse.Namespace) -> str:
         raise WarpError(
             f"{source} does not overlap the region the transform maps the output grid to: it should be a {other}-space "
             f"{'image' if kind == 'image' else 'label map'} for --direction {args.direction}; check --direction")
-    _write_atomically(output, lambda p: write_image(Image(warped, out_geometry, output.name), p))
+    _write_atomically(output, lambda p: write_image(Image(warped, out_geometry, output.name), p, narrow_int64=False))
     how = "label-aware" if kind == "labels" else args.interpolation or "linear"
     return f"warped {source.name} {args.direction} ({how}) onto a {out_geometry.size} grid: {output}"
 

@@ -387,8 +387,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         disp = np.ascontiguousarray(rigidify(disp, fixed.geometry, rigid_arr), dtype=np.float32)
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
-    warped, before, similarity_before, similarity_after = warped_and_before(fixed, moving, moving_data,
-                                                                             result_transform, mask_arr)
+    warped, before, similarity_before, similarity_after, below_air_left_out = warped_and_before(
+        fixed, moving, moving_data, result_transform, mask_arr)
     worse = worse_than_before(similarity_before, similarity_after, bool(multimodal))
     if worse:
         warnings_.append(worse)
@@ -423,7 +423,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,
         "similarity_after": similarity_after,
-        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else ""),
+        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else "")
+                             + (", CT voxels below air (padding, {fixed} fixed, {moving} moving) left out".format(
+                                 **below_air_left_out) if any(below_air_left_out.values()) else ""),
         "warnings": warnings_,
     }
     if inverse is not None:

@@ -20,7 +20,7 @@ from .device import release_freed_memory
 from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
-           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "warped_and_before",
+           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "warped_and_before",
            "worse_than_before", "inverse_and_consistency"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
@@ -63,21 +63,52 @@ def _stride(num_voxels: int) -> int:
     return max(1, int(np.ceil((num_voxels / SIMILARITY_MAX_VOXELS) ** (1 / 3))))
 
 
-def similarity_on_subsample(fixed: Image, moving: Image, mask: Optional[np.ndarray]) -> dict:
+def similarity_on_subsample(fixed: Image, moving: Image, mask: Optional[np.ndarray],
+                            moving_no_data: Optional[Image] = None) -> dict:
     """:func:`similarity` of ``fixed`` and the unregistered ``moving`` (identity transform), resampling
-    the moving image only at the voxels of the subsample (every k-th voxel per axis)."""
+    the moving image only at the voxels of the subsample (every k-th voxel per axis); ``moving_no_data``
+    as in :func:`warped_and_before`."""
     k = _stride(fixed.geometry.num_voxels)
     g = fixed.geometry
     sub = Geometry(tuple(int(np.ceil(n / k)) for n in g.size), g.spacing * k, g.origin, g.direction)
     seen, inside = Transform(sub).warp(moving, return_inside=True)
+    if moving_no_data is not None:
+        inside &= Transform(sub).warp(moving_no_data).array <= _NO_DATA_WEIGHT
     f = fixed.array[::k, ::k, ::k]
     region = inside if mask is None else (inside & mask[::k, ::k, ::k])
     return similarity(f, seen.array, region)
 
 
+#: a fixed voxel whose interpolation gives a moving no-data voxel at most this weight still counts: a sample
+#: at a voxel centre gets its neighbours' weights of about 1e-6 from float32 coordinates, and 1e-3 of -32768
+#: moves a voxel by 33 HU, far less than tissue contrast
+_NO_DATA_WEIGHT = 1e-3
+
+
+def below_air(image: Image) -> Optional[np.ndarray]:
+    """A CT's voxels below ``CT_LOWEST_HU`` (-1500 HU): no tissue, the padding outside its circular field of
+    view (-1024 ... -32768) and the shell that resampling it leaves; (Z, Y, X) bool, or None (none, or no CT).
+
+    The registration sees them as air (the CT window clips them); the similarity figures must not count
+    them: before registration the padding of two scans of one patient lies on itself and NCC read 1.000,
+    after it the padding's rim is interpolated into the tissue beside it and NCC read 0.998 (the sample
+    CT pair stored with -32768 outside a circle; without the padding 0.973 -> 0.995)."""
+    from .modality import is_ct  # noqa: PLC0415 - modality imports the metrics this module serves
+    from .settings import CT_LOWEST_HU  # noqa: PLC0415
+
+    if not float(np.min(image.array)) < CT_LOWEST_HU or not is_ct(image):
+        return None
+    below = image.array < CT_LOWEST_HU
+    return below if below.any() else None
+
+
 def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,
-                      mask: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict]:
+                      mask: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict, dict]:
     """The moving image through the result and through the identity, and the similarity of each.
+
+    The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding below air,
+    :func:`below_air`) whose moving sample reaches only data (inside ``moving_data``, no moving padding
+    below air weighing in its interpolation).
 
     Args:
         fixed: the fixed image (its grid is the output grid).
@@ -88,21 +119,32 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
         mask: optional (Z, Y, X) bool fixed mask.
 
     Returns:
-        (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after).
+        (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after,
+        {"fixed": n, "moving": n} voxels below air left out).
     """
+    fixed_air, moving_air = below_air(fixed), below_air(moving)
+    if fixed_air is not None:
+        mask = ~fixed_air if mask is None else (mask & ~fixed_air)
+    no_data = None if moving_air is None else Image(moving_air.astype(np.float32), moving.geometry, "moving padding")
+    left_out = {"fixed": 0 if fixed_air is None else int(fixed_air.sum()),
+                "moving": 0 if moving_air is None else int(moving_air.sum())}
+    del fixed_air, moving_air
+
     def measured(through: Transform) -> tuple[Image, np.ndarray]:
         image, inside = through.warp(moving, return_inside=True)
         if moving_data is not moving:
             inside = through.warp(moving_data, return_inside=True)[1]
+        if no_data is not None:
+            inside &= through.warp(no_data).array <= _NO_DATA_WEIGHT
         return image, inside if mask is None else (inside & mask)
 
     warped, region = measured(transform)
     after = similarity(fixed.array, warped.array, region)
     del region
     if fixed.geometry.num_voxels > BEFORE_MAX_VOXELS:  # the before-image only on the statistics' subsample
-        return warped, None, similarity_on_subsample(fixed, moving_data, mask), after
+        return warped, None, similarity_on_subsample(fixed, moving_data, mask, no_data), after, left_out
     before, region = measured(Transform(fixed.geometry))
-    return warped, before, similarity(fixed.array, before.array, region), after
+    return warped, before, similarity(fixed.array, before.array, region), after, left_out
 
 
 #: a result whose NCC with the fixed image is this much below the unregistered pair's (one contrast) ...

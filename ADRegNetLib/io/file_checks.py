@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..spatial.geometry import Geometry
 from ..spatial.image import ImageError
+from .numbers import whole_number_problem
 
 __all__ = ["ImageWarning", "ORTHONORMAL_TOLERANCE_VOXELS", "check_file", "compare_sform", "nearest_rotation",
            "refuse_direction", "snap_needed", "Corrupt"]
@@ -287,6 +288,33 @@ def _text_header(path: Path, end: bytes) -> tuple[dict[str, str], int]:
     return fields, stop
 
 
+def _whole_numbers(path: Path, fields: dict[str, str], key: str, name: str, default: str = "") -> list[int]:
+    """The whole numbers of a header field (``key`` lower-cased, ``name`` as the format spells it).
+
+    Python's ``int`` reads ``1_0`` as 10, where ITK fails with "File cannot be read" (or reads 1): that is
+    refused here, naming the field. Other text that is no whole number raises ValueError, which
+    :func:`check_file` leaves to ITK's own message.
+    """
+    words = fields.get(key, default).split()
+    for word in words:
+        problem = whole_number_problem(word)
+        if problem is not None and "_" in word:
+            raise ImageError(f"{path}: its header gives {name} {fields.get(key, '')!r}: {word!r} is no plain whole "
+                             f"number (it {problem}), and ITK cannot read it; fix the header (plain whole numbers, "
+                             "e.g. 10) or re-export the image")
+        if problem is not None:
+            raise ValueError(f"{name} {word!r} {problem}")
+    return [int(word) for word in words]
+
+
+def _whole_number(path: Path, fields: dict[str, str], key: str, name: str, default: str) -> int:
+    """The one whole number of a header field (see :func:`_whole_numbers`); ValueError unless exactly one."""
+    values = _whole_numbers(path, fields, key, name, default)
+    if len(values) != 1:
+        raise ValueError(f"{name} holds {len(values)} numbers, not one")
+    return values[0]
+
+
 def _numbers(text: str) -> np.ndarray:
     return np.asarray([float(v) for v in re.findall(r"[-+0-9.eE]+", text)], dtype=np.float64)
 
@@ -307,7 +335,7 @@ def _check_metaimage(path: Path) -> None:
     fields, offset = _text_header(path, rb"ElementDataFile\s*=[^\n]*\n")
     if "elementdatafile" not in fields:
         raise Corrupt("its header stops before the ElementDataFile line that must end it")
-    size = [int(v) for v in fields.get("dimsize", "").split()]
+    size = _whole_numbers(path, fields, "dimsize", "DimSize")
     spacing = _numbers(fields.get("elementspacing", fields.get("elementsize", "1 1 1")))
     words = fields.get("elementspacing", "1").split()
     if not (len(spacing) == len(words) and np.all(np.isfinite(spacing) & (spacing > 0))):  # "nan" is no number here
@@ -325,14 +353,15 @@ def _check_metaimage(path: Path) -> None:
         raise Corrupt(f"its header gives {f'CompressedDataSize = {declared}' if declared else 'no CompressedDataSize'}"
                        f" but {follow} bytes of compressed data follow it")
     if size and item and data_file.upper() != "LIST" and not re.search(r"[%\s]", data_file):
-        n_bytes = int(np.prod(size, dtype=np.int64)) * item * int(fields.get("elementnumberofchannels", "1"))
+        channels = _whole_number(path, fields, "elementnumberofchannels", "ElementNumberOfChannels", "1")
+        n_bytes = int(np.prod(size, dtype=np.int64)) * item * channels
         _check_data(path, "" if data_file.upper() == "LOCAL" else data_file, offset, n_bytes, compressed,
-                    int(fields.get("headersize", "0")))
+                    _whole_number(path, fields, "headersize", "HeaderSize", "0"))
 
 
 def _check_nrrd(path: Path) -> None:
     fields, offset = _text_header(path, rb"\r?\n\r?\n")
-    sizes = [int(v) for v in fields.get("sizes", "").split()]
+    sizes = _whole_numbers(path, fields, "sizes", "sizes")
     kinds = fields.get("kinds", "domain " * len(sizes)).split()
     domain = [n for n, kind in zip(sizes, kinds) if kind.lower() in ("domain", "space")]
     directions = [_numbers(v) for v in re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))]
@@ -352,4 +381,4 @@ def _check_nrrd(path: Path) -> None:
     if sizes and item and encoding in ("raw", "gzip", "gz") and "line skip" not in fields \
             and not re.search(r"[%\s]", data_file):
         _check_data(path, data_file, offset, int(np.prod(sizes, dtype=np.int64)) * item, encoding != "raw",
-                    int(fields.get("byte skip", "0")))
+                    _whole_number(path, fields, "byte skip", "byte skip", "0"))

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..spatial.geometry import Geometry
 
+from .numbers import whole_number_problem
 from .points import LandmarkError, PathLike, _float, _fmt, _nonempty, _read_text, as_points
 
 __all__ = ["parse_dirlab_text", "read_dirlab_txt", "write_dirlab_txt", "read_elastix_points", "write_elastix_points"]
@@ -41,7 +42,7 @@ def parse_dirlab_text(text: str, source: str = "<text>", zero_based: bool = Fals
             raise LandmarkError(
                 f"{source}, line {lineno}: expected 3 voxel indices 'i j k', got {len(tokens)} values: {stripped[:80]!r}"
             )
-        values = [_float(t, source, lineno) for t in tokens]
+        values = [_float(t, source, lineno, f"column {c + 1} ({'ijk'[c]})") for c, t in enumerate(tokens)]
         if min(values) < offset - 0.5:
             raise LandmarkError(
                 f"{source}, line {lineno}: index {min(values):g} is before the first voxel; DIR-Lab indices start "
@@ -122,23 +123,25 @@ def read_elastix_points(path: PathLike, geometry: Optional[Geometry] = None,
             values = fields[which].split()
             if len(values) != 3:
                 raise LandmarkError(f"{path}, line {lineno}: {which} must hold 3 numbers, got {len(values)}")
-            points.append([_float(v, str(path), lineno) for v in values])
+            points.append([_float(v, str(path), lineno, f"{which} value {c + 1} ({'xyz'[c]})")
+                           for c, v in enumerate(values)])
         return _nonempty(points, str(path))
     kind = lines[0][1].split()[0].lower()
     if kind not in ("point", "index"):
         raise LandmarkError(f"{path}, line {lines[0][0]}: first line must be 'point' or 'index', got {lines[0][1]!r}")
     if len(lines) < 2:
         raise LandmarkError(f"{path}: missing the point count after {kind!r}")
-    try:
-        count = int(lines[1][1])
-    except ValueError:
-        raise LandmarkError(f"{path}, line {lines[1][0]}: expected the number of points, got {lines[1][1]!r}") from None
+    problem = whole_number_problem(lines[1][1])
+    if problem is not None:  # int() would read "1_0" as 10
+        raise LandmarkError(f"{path}, line {lines[1][0]}: expected the number of points, got {lines[1][1]!r}: it "
+                            f"{problem}; write the count as a whole number (e.g. 12)")
+    count = int(lines[1][1])
     points = []
     for lineno, line in lines[2:]:
         tokens = line.split()
         if len(tokens) != 3:
             raise LandmarkError(f"{path}, line {lineno}: expected 3 numbers 'x y z', got {len(tokens)}: {line[:80]!r}")
-        points.append([_float(t, str(path), lineno) for t in tokens])
+        points.append([_float(t, str(path), lineno, f"column {c + 1} ({'xyz'[c]})") for c, t in enumerate(tokens)])
     if len(points) != count:
         raise LandmarkError(f"{path}: header says {count} points but the file holds {len(points)} rows")
     arr = _nonempty(points, str(path))

@@ -10,6 +10,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..spatial.geometry import Geometry
+from .numbers import NUMBER_FIX, number_problem
 
 __all__ = ["LandmarkError", "LandmarkWarning", "as_points", "check_landmark_pairs", "points_outside", "ras_to_lps",
            "PathLike"]
@@ -108,14 +109,24 @@ def _check_system(coordinate_system: str) -> str:
     return system
 
 
-def _float(token: str, source: str, lineno: int) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise LandmarkError(f"{source}, line {lineno}: {token!r} is not a number") from None
-    if not math.isfinite(value):
-        raise LandmarkError(f"{source}, line {lineno}: coordinate {token!r} is not finite")
-    return value
+def _float(token: str, source: str, lineno: int, column: str = "") -> float:
+    """One coordinate of a landmark file, read strictly (:mod:`ADRegNetLib.io.numbers`: ``1_0``, ``nan``,
+    ``inf`` and ``1e400`` are refused, not read as 10 or infinity).
+
+    Args:
+        token: the text of the value.
+        source: the file, for messages.
+        lineno: its line (1-based).
+        column: where on the line, for messages ("column 2 (y)"); empty to leave it out.
+
+    Raises:
+        LandmarkError: file, line, column, the value, why, and what to write instead.
+    """
+    problem = number_problem(token)
+    if problem is not None:
+        where = f"{source}, line {lineno}" + (f", {column}" if column else "")
+        raise LandmarkError(f"{where}: {token.strip()!r} {problem}; {NUMBER_FIX}")
+    return float(token)
 
 
 def _nonempty(points: list, source: str) -> np.ndarray:

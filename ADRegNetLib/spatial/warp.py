@@ -13,7 +13,8 @@ from .flow import check_field, identity_grid
 from .geometry import Geometry
 from .image import Image
 
-__all__ = ["grid_sample", "warp_norm", "warp_image", "sampling_grid", "resample", "refined_axes"]
+__all__ = ["grid_sample", "warp_norm", "warp_image", "sampling_grid", "resample", "refined_axes", "within_itk_buffer",
+           "fill_outside_itk_buffer"]
 
 #: below this many sample points one ``grid_sample`` call is not worth splitting
 _MIN_SPLIT_POINTS = 1 << 16
@@ -136,6 +137,45 @@ def refined_axes(image_geometry: Geometry, output_geometry: Geometry,
     return tuple(sorted(axes))
 
 
+def within_itk_buffer(grid: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Which sample points lie within ITK's buffer of an image on ``geometry``: continuous index in
+    [-0.5, size - 0.5] on every axis (half a voxel beyond the edge voxels' centres), where ITK's resampling
+    still takes the edge voxel's value and beyond which it writes its default value.
+
+    Args:
+        grid: (N, D, H, W, 3) sample points in the image's normalised coordinates (x, y, z order,
+            ``grid_sample`` with ``align_corners=True``); compared in the grid's own dtype.
+        geometry: the sampled image's grid.
+
+    Returns:
+        (N, D, H, W) bool.
+    """
+    # normalised coordinate n = 2 i / (size - 1) - 1, so i = -0.5 or size - 0.5 is |n| = 1 + 1 / (size - 1)
+    reach = [1.0 + (1.0 / (size - 1) if size > 1 else 1e-6) for size in geometry.size]
+    return (grid.abs() <= torch.tensor(reach, dtype=grid.dtype, device=grid.device)).all(dim=-1)
+
+
+def fill_outside_itk_buffer(values: torch.Tensor, grid: torch.Tensor, geometry: Geometry,
+                            fill: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of an image (taken with ``padding_mode="border"``) set to ``fill`` where ITK's resampling would
+    give its default value: beyond :func:`within_itk_buffer`. The one rule for every output a user sees
+    (``Transform.warp`` through :func:`warp_image` with ``itk_buffer``, and ``adregnet warp``).
+
+    Args:
+        values: (N, C, D, H, W) samples at ``grid``.
+        grid: (N, D, H, W, 3) normalised sample points (see :func:`within_itk_buffer`).
+        geometry: the sampled image's grid.
+        fill: the value outside (the image's background, or 0 for labels).
+
+    Returns:
+        (values with ``fill`` outside, in ``values``' dtype; (N, 1, D, H, W) bool map of the points within).
+    """
+    reached = within_itk_buffer(grid, geometry).unsqueeze(1)
+    fill_t = (fill.to(device=values.device, dtype=values.dtype) if isinstance(fill, torch.Tensor)
+              else torch.full((), fill, dtype=values.dtype, device=values.device))
+    return torch.where(reached, values, fill_t), reached
+
+
 def _slab_depth(geometry: Geometry, channels: int, budget_voxels: int = 8_000_000) -> int:
     per_slice = geometry.shape[1] * geometry.shape[2] * max(1, channels + 3)
     return max(1, min(geometry.shape[0], budget_voxels // max(per_slice, 1)))
@@ -186,10 +226,6 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
     pad = float(padding_value) if padding_mode == "zeros" else 0.0
     if pad != 0.0 and not itk:
         src = src - pad
-    # |normalised coordinate| up to which ITK's buffer reaches, per axis (x, y, z): half a voxel beyond the
-    # edge voxels' centres
-    reach = [1.0 + (1.0 / (size - 1) if size > 1 else 1e-6) for size in moving_geometry.size]
-    limit = torch.tensor(reach, dtype=src.dtype, device=src.device)
     n = moving.shape[0] if disp_mm is None else max(moving.shape[0], disp_mm.shape[0])
     out = src.new_empty((n, src.shape[1], *fixed_geometry.shape))
     inside = torch.empty((n, 1, *fixed_geometry.shape), dtype=torch.bool, device=src.device) if return_inside else None
@@ -204,8 +240,7 @@ def warp_image(moving: torch.Tensor, disp_mm: Optional[torch.Tensor], fixed_geom
         values = F.grid_sample(src.expand(n, -1, -1, -1, -1), grid, mode=_mode(mode),
                                padding_mode="border" if itk else padding_mode, align_corners=True)
         if itk:
-            reached = (grid.abs() <= limit).all(dim=-1).unsqueeze(1)
-            values = torch.where(reached, values, torch.full((), pad, dtype=values.dtype, device=values.device))
+            values = fill_outside_itk_buffer(values, grid, moving_geometry, pad)[0]
         out[:, :, z0:z1] = values
         if inside is not None:  # between the edge voxels' centres: every neighbour interpolated is data
             inside[:, :, z0:z1] = (grid.abs() <= 1.0 + 1e-6).all(dim=-1).unsqueeze(1)

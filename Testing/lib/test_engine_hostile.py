@@ -294,7 +294,6 @@ def test_without_an_initial_transform_the_advice_is_still_to_give_one(pair):
 @pytest.mark.parametrize("extra, pattern", [
     (("--regularization", "1e9"), r"--regularization 1e\+09 is above 100: at 100 the smoothing"),
     (("--regularization", "-1"), r"regularization must be a positive number \(1 = default\), got -1.0$"),
-    (("--regularization", "nan"), r"regularization must be a positive number \(1 = default\), got nan$"),
     (("--threads", "99999"), r"--threads 99999 is more than 1024; .*\(0 = automatic\)$"),
     (("--threads", "-1"), r"--threads must be a positive number of CPU threads \(0 = automatic\), got -1$"),
 ])
@@ -309,6 +308,19 @@ def test_cohort_module_refuses_bad_settings_before_any_pair(tmp_path, capsys, ex
     err = capsys.readouterr().err.strip()
     assert err.startswith("adregnet batch: error: ") and len(err.splitlines()) == 1
     assert re.search(pattern, err), err
+    assert not (tmp_path / "cohort").exists()
+
+
+def test_cohort_module_reads_numbers_strictly(tmp_path, capsys):
+    """``nan`` (and ``1_0``, which ``float`` reads as 10) are refused while the arguments are read."""
+    from ADRegNetLib.cohort.cli import main
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("id,fixed,moving\np1,f.nii.gz,m.nii.gz\n")
+    with pytest.raises(SystemExit) as info:
+        main([str(pairs), "-o", str(tmp_path / "cohort"), "-q", "--regularization", "nan"])
+    assert info.value.code == 2
+    assert "argument --regularization: 'nan' is not a finite number" in capsys.readouterr().err
     assert not (tmp_path / "cohort").exists()
 
 

@@ -94,7 +94,8 @@ def test_fcsv_errors(tmp_path):
     with pytest.raises(LandmarkError, match=r"line 3: expected 'id,x,y,z,...'"):
         read_landmarks(p)
     p.write_text("# CoordinateSystem = LPS\n1,1,abc,3\n")
-    with pytest.raises(LandmarkError, match=r"line 2: 'abc' is not a number"):
+    with pytest.raises(LandmarkError, match=r"line 2, column 3 \(y\): 'abc' is not a number; write it as a plain "
+                                             r"decimal number"):
         read_landmarks(p)
     p.write_text("# CoordinateSystem = LPS\n")
     with pytest.raises(LandmarkError, match="holds no landmark points"):
@@ -111,7 +112,7 @@ def test_csv_variants(tmp_path):
     with pytest.raises(LandmarkError, match=r"line 1: header .* does not name x, y, z"):
         read_landmarks(p)
     p.write_text("x,y,z\n1,2,3\n4,nan,6\n")
-    with pytest.raises(LandmarkError, match=r"line 3: coordinate 'nan' is not finite"):
+    with pytest.raises(LandmarkError, match=r"line 3, column 2 \(y\): 'nan' is not a finite number"):
         read_landmarks(p)
     p.write_text("x,y,z\n")
     with pytest.raises(LandmarkError, match="holds no landmark points"):

@@ -1,0 +1,178 @@
+r"""Checks that an image can be registered: finite voxels, a sane header (origin, spacing, anisotropy),
+enough voxels, not constant, not a label map; and that two images cover comparable physical sizes.
+
+Every check raises :class:`~ADRegNetLib.io.image.ImageError` with what is wrong and what to do, or
+returns warning messages for what is usable but suspicious.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .image import Image, ImageError, ImageWarning
+
+__all__ = ["validate_image", "check_pair_sizes", "MIN_AXIS_VOXELS", "MAX_SPACING_MM", "MAX_ORIGIN_MM", "MAX_ANISOTROPY",
+           "MAX_SIZE_RATIO", "WARN_SIZE_RATIO", "MAX_ABS_INTENSITY"]
+
+#: Smallest voxel count accepted along any axis (a 4-level network halves each axis 4 times).
+MIN_AXIS_VOXELS = 16
+#: Largest voxel size accepted, mm. Larger values almost always mean a header in cm or m.
+MAX_SPACING_MM = 50.0
+#: farthest origin (any coordinate, mm) accepted: scanners place voxels within metres of their origin, and at
+#: 1e9 mm float32 coordinates are 64 mm apart (a pair at 1e9 mm registered up to 4.5 mm off the same pair at
+#: the usual origin; NIfTI stores the origin as float32: 0.46 mm off at 1e7 mm)
+MAX_ORIGIN_MM = 1e6
+#: Largest ratio of the largest to the smallest voxel size accepted. Clinical scans reach about 25
+#: (0.4 x 0.4 mm in-plane, 10 mm slices): the real 1 mm brain resampled so (both images) registers
+#: fast to 1.04 mm TRE (5 mm slices 0.52, 1 mm 0.36; ninth session); beyond 50 a header is likelier wrong.
+MAX_ANISOTROPY = 50.0
+#: Largest ratio of the two images' physical sizes (their longest side) that registers; beyond it
+#: one header's spacing is almost surely in other units (m or cm against mm).
+MAX_SIZE_RATIO = 50.0
+#: From this ratio on a warning names the difference (a header in cm against one in mm is 10).
+WARN_SIZE_RATIO = 8.0
+#: Largest intensity magnitude accepted. The registration computes in float32, whose sums of squares
+#: over a 1e8-voxel volume overflow (3.4e38) above about 1e15; no scanner's units come near it
+#: (CT +-4e3 HU, MR up to about 1e5, PET in Bq/ml up to about 1e8).
+MAX_ABS_INTENSITY = 1e15
+
+
+# ------------------------------------------------------------------------------------------ checking
+_AXES = ("x", "y", "z")
+
+
+def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
+                   min_axis_voxels: int = MIN_AXIS_VOXELS) -> list[str]:
+    """Check that an image can be registered; raise with a clear message when it cannot.
+
+    Checks, in order: finite voxels (no NaN/inf), spacing not absurd (<= ``MAX_SPACING_MM`` and
+    anisotropy <= ``MAX_ANISOTROPY``), enough voxels along each axis, not constant, and not a
+    label map given as an intensity image (only whole numbers with few distinct values).
+    Dimension and vector images are rejected earlier, when converting from SimpleITK.
+
+    Args:
+        image: the image to check.
+        role: "fixed", "moving" (or any word) used in messages.
+        label_like: what to do with an image that looks like a label map: "warn" (emit an
+            :class:`ImageWarning` and return the message), "error" (raise) or "ignore".
+        min_axis_voxels: fewest voxels accepted along any axis.
+
+    Returns:
+        The warning messages (empty when all is well).
+
+    Raises:
+        ImageError: the image cannot be used; the message says why and what to do.
+    """
+    name = f"{role} image '{image.name}'"
+    array = image.array
+    geometry = image.geometry
+    problems: list[str] = []
+
+    if array.dtype == np.bool_:
+        raise ImageError(f"{name} is a binary mask (bool); give the intensity image to register, and the mask separately")
+    if np.iscomplexobj(array):
+        raise ImageError(f"{name} holds complex values ({array.dtype}); registration needs a real-valued volume: "
+                         "give its magnitude (numpy.abs) instead")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageError(f"{name} has voxels of type {array.dtype}, not numbers; give a numeric (Z, Y, X) array "
+                         "(read files with ADRegNetLib.io.read_image)")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ImageError(
+                f"{name} has {int(bad.sum())} NaN or infinite voxels (of {array.size}); replace them "
+                "(e.g. with the background value) before registering"
+            )
+
+    far = float(np.max(np.abs(geometry.origin)))
+    if not far <= MAX_ORIGIN_MM:
+        raise ImageError(
+            f"{name} has its origin at {np.round(geometry.origin, 1).tolist()} mm, {far / 1e6:.3g} km from the "
+            f"scanner's origin (at most {MAX_ORIGIN_MM / 1e6:g} km accepted: no scanner places voxels there, and "
+            "coordinates that large lose their sub-millimetre precision): fix the header's origin"
+        )
+    spacing = geometry.spacing
+    if np.any(spacing > MAX_SPACING_MM):
+        axis = _AXES[int(np.argmax(spacing))]
+        raise ImageError(
+            f"{name} has a voxel size of {spacing.max():g} mm along {axis} (spacing {np.round(spacing, 4).tolist()} mm), "
+            f"more than {MAX_SPACING_MM:g} mm; the header is probably in cm or m: fix the spacing"
+        )
+    ratio = float(spacing.max() / spacing.min())
+    if ratio > MAX_ANISOTROPY:
+        raise ImageError(
+            f"{name} has spacing {np.round(spacing, 4).tolist()} mm, an anisotropy of {ratio:.1f} "
+            f"(largest/smallest voxel size, at most {MAX_ANISOTROPY:g} accepted); check the header, or "
+            "resample the image to a less anisotropic grid"
+        )
+
+    for k, n in enumerate(geometry.size):
+        if n < min_axis_voxels:
+            raise ImageError(
+                f"{name} has only {n} voxels along {_AXES[k]} (size {list(geometry.size)} x, y, z); at least "
+                f"{min_axis_voxels} are needed on every axis: is this a 2-D slice or a thin slab?"
+            )
+
+    finite_min = float(np.min(array))
+    finite_max = float(np.max(array))
+    peak = max(abs(finite_min), abs(finite_max))
+    if peak > MAX_ABS_INTENSITY:
+        raise ImageError(
+            f"{name} has intensities up to {peak:.3g} in magnitude (range [{finite_min:.3g}, {finite_max:.3g}]), "
+            f"beyond the {MAX_ABS_INTENSITY:g} the registration's float32 arithmetic handles; these are not any "
+            "scanner's units: rescale the image (or fix its scaling slope/intercept) before registering"
+        )
+    if finite_max == finite_min:
+        raise ImageError(
+            f"{name} is constant (every voxel is {finite_min:g}); it holds no structure to register: "
+            "check that the right volume was loaded"
+        )
+
+    if label_like != "ignore":
+        # Subsample for speed on large volumes; a label map has few distinct whole numbers.
+        flat = array.reshape(-1)
+        sample = flat[:: max(1, flat.size // 200_000)]
+        whole = np.issubdtype(array.dtype, np.integer) or bool(np.all(sample == np.round(sample)))
+        if whole:
+            n_values = np.unique(sample).size
+            if n_values <= 64:
+                message = (
+                    f"{name} holds only {n_values} distinct whole-number values: it looks like a label map "
+                    "(segmentation), not an intensity image; register the intensity volumes and warp the "
+                    "labels with the result"
+                )
+                if label_like == "error":
+                    raise ImageError(message)
+                warnings.warn(message, ImageWarning, stacklevel=2)
+                problems.append(message)
+    return problems
+
+
+def check_pair_sizes(fixed: Image, moving: Image) -> list[str]:
+    """Check that the two images cover regions of comparable physical size.
+
+    A header whose spacing is in metres or centimetres (a converter that forgot the units) gives an
+    image 1000 or 10 times too small; the registration could only fail on it.
+
+    Args:
+        fixed, moving: the images to register.
+
+    Returns:
+        A warning message when the longest sides differ by ``WARN_SIZE_RATIO`` or more (empty list
+        otherwise).
+
+    Raises:
+        ImageError: the longest sides differ by ``MAX_SIZE_RATIO`` or more.
+    """
+    sides = {role: float(np.max(image.geometry.extent_mm)) for role, image in (("fixed", fixed), ("moving", moving))}
+    small, large = sorted(sides, key=sides.get)
+    ratio = sides[large] / sides[small]
+    text = (f"the {small} image spans {sides[small]:.3g} mm along its longest side and the {large} image "
+            f"{sides[large]:.3g} mm: {ratio:.0f} times less")
+    if ratio >= MAX_SIZE_RATIO:
+        raise ImageError(f"{text}; one header's spacing is probably in other units (m or cm instead of mm): "
+                         f"fix the spacing of the {small} image (or crop the {large} image to the same anatomy)")
+    if ratio >= WARN_SIZE_RATIO:
+        return [f"{text}; if both show the same anatomy, check that the spacing of both headers is in mm"]
+    return []

@@ -1,0 +1,83 @@
+r"""Numbers written as text (landmark files, image headers, command-line settings), read strictly.
+
+Python's ``float`` and ``int`` accept more than a plain decimal number: ``float("1_0")`` is 10 (the
+underscore is a digit separator in Python source, not in any landmark or header format), ``"nan"``,
+``"inf"`` and ``"infinity"`` are numbers to it, ``"1e400"`` becomes infinity, and digits of other
+scripts (``"١٢"``) are read too. A coordinate file that says ``1_0`` was meant as 1.0 or 1,0, not 10:
+reading it as 10 moves a landmark silently. Here only ASCII decimal numbers are accepted, optionally
+signed, with one optional '.' and an optional exponent (``12``, ``-3.5``, ``.5``, ``4.``, ``1e-3``),
+and they must be finite in float64; anything else is refused with the reason and what to write instead.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Optional
+
+__all__ = ["NUMBER_FIX", "number_problem", "parse_number", "parse_whole_number", "whole_number_problem"]
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_WHOLE = re.compile(r"[+-]?\d+", re.ASCII)
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+#: what to write instead, for messages
+NUMBER_FIX = "write it as a plain decimal number with '.' as the decimal point (e.g. 10, -3.5 or 1.2e-3)"
+
+
+def number_problem(text: str) -> Optional[str]:
+    """Why ``text`` is not a plain finite decimal number, or None when it is one.
+
+    Args:
+        text: the text as found (surrounding spaces are ignored).
+
+    Returns:
+        None, or a phrase that follows the quoted value in a message ("is not a finite number").
+    """
+    token = str(text).strip()
+    if not token:
+        return "is empty"
+    if "_" in token:
+        return "holds '_', which Python would read as a digit separator (1_0 as 10)"
+    if _NOT_FINITE.fullmatch(token):
+        return "is not a finite number"
+    if not _NUMBER.fullmatch(token):
+        if "," in token and _NUMBER.fullmatch(token.replace(",", ".", 1)):
+            return "uses ',' as the decimal point"
+        if not token.isascii():
+            return "holds characters other than the ASCII digits, '.', '+', '-' and 'e'"
+        return "is not a number"
+    if not math.isfinite(float(token)):
+        return "is beyond the range of a 64-bit floating-point number (about 1.8e308)"
+    return None
+
+
+def parse_number(text: str) -> float:
+    """``text`` as a float when it is a plain finite decimal number (see the module docstring).
+
+    Raises:
+        ValueError: the message is the quoted value and why it is refused.
+    """
+    problem = number_problem(text)
+    if problem is not None:
+        raise ValueError(f"{str(text).strip()!r} {problem}")
+    return float(text)
+
+
+def whole_number_problem(text: str) -> Optional[str]:
+    """Why ``text`` is not a plain whole decimal number (``12``, ``-3``), or None when it is one."""
+    problem = number_problem(text)
+    if problem is not None:
+        return problem
+    return None if _WHOLE.fullmatch(str(text).strip()) else "is not a whole number"
+
+
+def parse_whole_number(text: str) -> int:
+    """``text`` as an int when it is a plain whole decimal number (no '_', no '.', no exponent).
+
+    Raises:
+        ValueError: the message is the quoted value and why it is refused.
+    """
+    problem = whole_number_problem(text)
+    if problem is not None:
+        raise ValueError(f"{str(text).strip()!r} {problem}")
+    return int(str(text).strip())

@@ -1,0 +1,122 @@
+"""Hostile command-line input around the output folder: an empty -o, a dangling symbolic link, an output
+name taken by a folder, earlier outputs the run does not write, the staged folder's commit and mode. Before,
+these crashed after the run, left a folder half replaced or mixed two runs' files; now one clear line, exit
+code 2 and nothing changed, or the run works (two tiny registrations, ``fast``, no network).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from ADRegNetLib.cli.main import main
+from ADRegNetLib.cli.outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output
+from cli_helpers import expect_cli_error
+from hostile_cli_helpers import files, nothing_written, register_argv, result  # noqa: F401 - fixtures
+
+
+# ------------------------------------------------------------------------------- output folder
+@pytest.mark.parametrize("command", ["register", "warp", "evaluate", "batch"])
+def test_empty_output_path_is_refused(files, capsys, tmp_path, result, command, monkeypatch):
+    """Before: ``register -o ''`` wrote every output into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    argv = {"register": ["register", str(files["fixed"]), str(files["moving"]), "-o", ""], "warp": ["warp", str(result), "--image", str(files["moving"]), "-o", " "],
+            "evaluate": ["evaluate", str(result), "-o", ""], "batch": ["batch", str(files["lm_fixed"]), "-o", ""]}[command]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "argument -o/--output: is empty; give the name of the output folder or file" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_dangling_symlink_as_output_folder(files, capsys, tmp_path):
+    """Before: the whole registration ran, then a NotADirectoryError traceback."""
+    link = tmp_path / "results"
+    link.symlink_to(tmp_path / "gone" / "target")
+    expect_cli_error(register_argv(files, out=link), capsys,
+                  r"output path .*results is a symbolic link to .*gone/target, which does not exist; create that "
+                  r"folder or choose another -o$")
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+@pytest.mark.parametrize("blocked", ["report.png", "displacement_inverse.nii.gz"])
+def test_output_name_taken_by_a_folder_changes_nothing(files, capsys, tmp_path, blocked):
+    """Before (with --overwrite): a traceback after the run, and the folder half replaced: new
+    displacement.nii.gz beside the old transform.h5."""
+    out = tmp_path / "previous"
+    out.mkdir()
+    for name in OUTPUT_FILES + INVERSE_FILES:
+        if name != blocked:
+            (out / name).write_text(f"old {name}")
+    (out / blocked).mkdir()
+    (out / blocked / "keep.txt").write_text("precious")
+    extra = ("--overwrite", "--no-inverse") if blocked in INVERSE_FILES else ("--overwrite",)
+    expect_cli_error(register_argv(files, *extra, out=out), capsys,
+                  rf"{re.escape(blocked)} is a folder, not an output file of an earlier run; move it away or choose "
+                  r"another -o folder \(it is never replaced, even with --overwrite\)$")
+    assert (out / blocked / "keep.txt").read_text() == "precious"
+    for name in OUTPUT_FILES + INVERSE_FILES:
+        if name != blocked:
+            assert (out / name).read_text() == f"old {name}"
+
+
+def test_staged_folder_commit_checks_every_destination_first(tmp_path):
+    """The move never starts when one destination is a folder (a folder made after check_outputs)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.txt").mkdir()
+    with pytest.raises(Exception, match=r"b.txt is a folder, so the outputs cannot be moved into .*nothing was "
+                                        r"changed there"):
+        with staged_output(out) as tmp:
+            (tmp / "a.txt").write_text("new")
+            (tmp / "b.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_new_output_folder_gets_the_users_umask_not_0700(tmp_path):
+    """Before: the folder kept mkdtemp's mode 0700, so a group could not read the results."""
+    old = os.umask(0o022)
+    try:
+        with staged_output(tmp_path / "out") as tmp:
+            (tmp / "metrics.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+def test_check_outputs_names_earlier_outputs_this_run_does_not_write(tmp_path):
+    for name in INVERSE_FILES:
+        (tmp_path / name).write_text("old")
+    with pytest.raises(Exception, match=r"holds displacement_inverse.nii.gz, transform_inverse.h5 of an earlier run, "
+                                        r"which this run does not write: they would not belong to the new result; "
+                                        r"choose another -o folder or add --overwrite \(they are then removed\)$"):
+        check_outputs(tmp_path, list(OUTPUT_FILES), [], overwrite=False)
+    for name in OUTPUT_FILES:
+        (tmp_path / name).write_text("old")
+    with pytest.raises(Exception, match=r"already holds displacement.nii.gz, .*report.png; choose another -o folder "
+                                        r"or add --overwrite$"):  # the files this run writes, as before
+        check_outputs(tmp_path, list(OUTPUT_FILES), [], overwrite=False)
+    assert check_outputs(tmp_path, list(OUTPUT_FILES), [], overwrite=True) == list(INVERSE_FILES)
+
+
+def test_overwrite_without_inverse_removes_the_old_inverse_and_warns_once(files, capsys, tmp_path):
+    """Before: --overwrite --no-inverse left the previous run's inverse beside the new forward field, and
+    every warning raised during the run was printed twice."""
+    out = tmp_path / "result"
+    assert main(register_argv(files, out=out)) == 0
+    assert all((out / n).is_file() for n in INVERSE_FILES)
+    capsys.readouterr()
+    assert main(register_argv(files, "--overwrite", "--no-inverse", moving=files["moving_steps"], out=out)) == 0
+    captured = capsys.readouterr()
+    assert not any((out / n).exists() for n in INVERSE_FILES)
+    assert "removed displacement_inverse.nii.gz, transform_inverse.h5 of an earlier run" in captured.out
+    assert json.loads((out / "metrics.json").read_text())["inputs"]["moving"] == str(files["moving_steps"])
+    label_lines = [line for line in captured.err.splitlines() if "looks like a label map" in line]
+    assert len(label_lines) == 1, captured.err
+    (tmp_path / "made_by_mkdir").mkdir()
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((tmp_path / "made_by_mkdir").stat().st_mode)
