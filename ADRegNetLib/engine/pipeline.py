@@ -423,7 +423,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,
         "similarity_after": similarity_after,
-        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if mask_arr is not None else "")
+        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if fixed_mask is not None else "")
+                             + (", the fixed image's padding planes left out" if padding_info["fixed"] else "")
                              + (", CT voxels below air (padding, {fixed} fixed, {moving} moving) left out".format(
                                  **below_air_left_out) if any(below_air_left_out.values()) else ""),
         "warnings": warnings_,
