@@ -18,7 +18,7 @@ import numpy as np
 from ..engine.api import RegistrationResult
 from ..spatial.image import Image
 
-__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "ALL_OUTPUT_FILES", "OutputError", "check_outputs", "staged_output", "write_outputs",
+__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "ALL_OUTPUT_FILES", "OutputError", "check_outputs", "write_problem", "staged_output", "write_outputs",
            "json_default"]
 
 #: files ``adregnet register`` writes (contract, DESIGN.md)
@@ -109,9 +109,23 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"cannot write to the output folder {outdir} (Not a directory); choose a writable -o folder")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to the output folder {outdir} (no write permission); choose a writable -o folder")
+    problem = write_problem(parent)
+    if problem:
+        raise OutputError(f"cannot write to the output folder {outdir} ({problem}); choose a writable -o folder")
     return stale
+
+
+def write_problem(folder: Path) -> Optional[str]:
+    """Why nothing can be created in the existing ``folder``, or None: tried by making and removing an empty
+    folder in it, before any work (``os.access`` says yes to root on a read-only mount such as /proc, and the
+    registration then ran to its end before the write failed)."""
+    if not os.access(folder, os.W_OK):
+        return "no write permission"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".adregnet-write-check-", dir=folder))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 class staged_output:

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from ..cli.outputs import write_problem
 from ..engine.settings import PRESETS, QUALITIES
 from .files import FileLock, LockTimeout
 from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
@@ -261,7 +262,14 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     except ResultsFileError as exc:  # the user's own results.csv: never replaced
         raise BatchError(f"{exc}; nothing was run and nothing is replaced: choose another output folder (-o) or "
                          "move that file") from None
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"cannot make the output folder {out} ({exc.strerror or exc}); choose a writable -o "
+                         "folder") from None
+    problem = write_problem(out)
+    if problem:
+        raise BatchError(f"cannot write to the output folder {out} ({problem}); choose a writable -o folder")
     _clean_partial(out)
     rows, todo, n_complete, n_failed = _plan(pairs, out, previous, retry_failed)
     in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]

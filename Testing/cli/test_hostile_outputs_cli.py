@@ -120,3 +120,21 @@ def test_overwrite_without_inverse_removes_the_old_inverse_and_warns_once(files,
     assert len(label_lines) == 1, captured.err
     (tmp_path / "made_by_mkdir").mkdir()
     assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((tmp_path / "made_by_mkdir").stat().st_mode)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/sys"), reason="needs Linux's /proc, a folder nobody may write in")
+@pytest.mark.parametrize("out", ["/proc/adregnet_out", "/proc/sys/adregnet_out", "/proc/sys"])
+def test_an_unwritable_output_folder_is_refused_before_any_work(files, capsys, result, out):
+    """Before: ``os.access`` said yes to root on /proc, the registration ran to its end and then failed to
+    write ('No such file or directory: /proc/.adregnet_out.partial-...'); batch named no fix. Now every command
+    tries to create something there first."""
+    pattern = r"cannot (write to|make) the output folder .*\(.+\); choose a writable -o folder$"
+    expect_cli_error(register_argv(files, out=out), capsys, pattern)
+    pairs = files["dir"] / "pairs_unwritable.csv"
+    pairs.write_text(f"id,fixed,moving\np1,{files['fixed']},{files['moving']}\n")
+    expect_cli_error(["batch", str(pairs), "-o", out, "-q"], capsys, pattern, command="batch")
+    if out != "/proc/sys":
+        expect_cli_error(["warp", str(result), "--image", str(files["moving"]), "-o", f"{out}.nii.gz"], capsys,
+                         r"cannot write .*adregnet_out\.nii\.gz \(.+\); choose -o in a writable folder$", command="warp")
+        expect_cli_error(["evaluate", str(result), "-o", f"{out}.json"], capsys,
+                         r"cannot write .*adregnet_out\.json \(.+\); choose -o in a writable folder$", command="evaluate")
