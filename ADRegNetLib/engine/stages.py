@@ -91,7 +91,8 @@ def working_geometry(fixed_geometry: Geometry, spacing_mm: float, max_voxels: in
         factor = (work.num_voxels / max_voxels) ** (1.0 / 3.0)
         work = fixed_geometry.with_spacing(spacing * factor)
         note = (f"large input: working at {np.round(work.spacing, 2).tolist()} mm "
-                f"({work.size[0]}x{work.size[1]}x{work.size[2]}) to stay within the memory budget")
+                f"({work.size[0]}x{work.size[1]}x{work.size[2]}) to stay within this quality's {round(max_voxels ** (1 / 3))}^3 "
+                f"working voxels (time and memory; fast 96^3, balanced 128^3, best 160^3)")
     return work, note
 
 

@@ -324,7 +324,7 @@ def test_working_grid_is_capped_for_large_input():
     np.testing.assert_allclose(work.extent_mm, big.extent_mm, rtol=0.02)  # same field of view
     np.testing.assert_allclose(work.origin, big.origin, atol=1e-9)
     assert note is not None and note.startswith("large input: working at")
-    assert "to stay within the memory budget" in note
+    assert "to stay within this quality's" in note and "working voxels (time and memory" in note
     assert f"{work.size[0]}x{work.size[1]}x{work.size[2]}" in note
     # an input already small enough is left at the target spacing, without a note
     small = Geometry((100, 100, 80), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
