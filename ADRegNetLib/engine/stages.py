@@ -25,7 +25,7 @@ from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .limits import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
                      FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION, PADDING_MIN_CUT_SHARE)
-from .settings import (INTERSUBJECT_HINT_SCALE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES,
+from .settings import (INTERSUBJECT_HINT_SCALE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, QUALITY_SETTINGS,
                        RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
@@ -92,7 +92,9 @@ def working_geometry(fixed_geometry: Geometry, spacing_mm: float, max_voxels: in
         work = fixed_geometry.with_spacing(spacing * factor)
         note = (f"large input: working at {np.round(work.spacing, 2).tolist()} mm "
                 f"({work.size[0]}x{work.size[1]}x{work.size[2]}) to stay within this quality's {round(max_voxels ** (1 / 3))}^3 "
-                f"working voxels (time and memory; fast 96^3, balanced 128^3, best 160^3)")
+                "working voxels (time and memory; " + ", ".join(
+                    f"{q} {round(s.max_working_voxels ** (1 / 3))}^3" for q, s in QUALITY_SETTINGS.items() if q != "instant")
+                + ")")
     return work, note
 
 
