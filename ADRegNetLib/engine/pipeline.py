@@ -323,8 +323,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                 f"(a prediction must improve it by {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}%), so no deformation was "
                 "applied" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
                 + ": if the images do differ, use --quality fast")
-        elif flow is None:
-            warnings_.append("the network prediction did not improve the similarity; started from the identity")
+        # fast / balanced / best: a prediction left out is no warning (the optimisation starts from the identity
+        # then, as with --no-network; metrics.json "network" says so): it was printed on every pair without motion
     stages.done("network")
 
     # ---- instance optimisation

@@ -309,3 +309,12 @@ def test_all_inputs_untouched_after_a_failure(crop):
         with pytest.raises(RegistrationError):
             register(crop, _far_copy(crop, 500.0), quality="fast", use_network=False, device="cpu", prealignment="none")
     np.testing.assert_array_equal(crop.array, before)
+
+
+def test_a_prediction_left_out_is_no_warning_for_the_optimising_qualities(crop):
+    """Before: every pair without motion warned "the network prediction did not improve the similarity" at
+    fast / balanced, where the optimisation simply starts from the identity (as with --no-network)."""
+    result = register(crop, crop, quality="fast", use_network=True, device="cpu", prealignment="none",
+                      compute_inverse=False)
+    assert result.metrics["network"]["used"] is False  # identical images: nothing to predict
+    assert not [w for w in result.metrics["warnings"] if "network" in w], result.metrics["warnings"]
