@@ -96,7 +96,7 @@ def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) ->
         raise CLIError(f"{output} already exists; choose another -o file or add --overwrite")
     if not output.resolve().parent.is_dir():
         raise CLIError(f"the folder of -o {output} does not exist; create it first")
-    problem = write_problem(output.resolve().parent)
+    problem = write_problem(output.resolve().parent, "file")
     if problem:
         raise CLIError(f"cannot write {output} ({problem}); choose -o in a writable folder")
 

@@ -6,6 +6,7 @@ resolve (after symlinks) to an input file, with or without ``--overwrite``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,27 +105,38 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
             if _same_file(outdir / name, src):
                 raise OutputError(f"{outdir / name} (an output of an earlier run, which --overwrite would remove) is "
                                   f"the input {src}; choose another -o folder (inputs are never removed)")
-    parent = outdir.parent if not outdir.exists() else outdir
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write to the output folder {outdir} (Not a directory); choose a writable -o folder")
-    problem = write_problem(parent)
-    if problem:
-        raise OutputError(f"cannot write to the output folder {outdir} ({problem}); choose a writable -o folder")
+    # the outputs are staged beside OUTDIR (``staged_output``) and moved into it: both places must take them
+    staging = outdir.parent
+    while not staging.exists():
+        staging = staging.parent
+    for folder in [staging] + ([outdir] if outdir.exists() else []):
+        if not folder.is_dir():
+            raise OutputError(f"cannot write to the output folder {outdir} (Not a directory); choose a writable -o folder")
+        problem = write_problem(folder)
+        if problem:
+            where = "" if folder == outdir else f", whose results are first made in {folder}"
+            raise OutputError(f"cannot write to the output folder {outdir}{where} ({problem}); choose a writable -o "
+                              "folder")
     return stale
 
 
-def write_problem(folder: Path) -> Optional[str]:
-    """Why nothing can be created in the existing ``folder``, or None: tried by making and removing an empty
-    folder in it, before any work (``os.access`` says yes to root on a read-only mount such as /proc, and the
-    registration then ran to its end before the write failed)."""
+def write_problem(folder: Path, kind: str = "folder") -> Optional[str]:
+    """Why no ``kind`` ("folder" or "file") can be created in the existing ``folder``, or None: tried by making
+    and removing an empty one there before any work (``os.access`` says yes to root on a read-only mount such as
+    /proc, and the registration then ran to its end before the write failed). A folder where things can be
+    made but not removed (append-only) passes; the empty probe then stays."""
     if not os.access(folder, os.W_OK):
         return "no write permission"
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".adregnet-write-check-", dir=folder))
+        if kind == "file":
+            handle, probe = tempfile.mkstemp(prefix=".adregnet-write-check-", dir=folder)
+            os.close(handle)
+        else:
+            probe = tempfile.mkdtemp(prefix=".adregnet-write-check-", dir=folder)
     except OSError as exc:
         return exc.strerror or type(exc).__name__
+    with contextlib.suppress(OSError):
+        (os.remove if kind == "file" else os.rmdir)(probe)
     return None
 
 

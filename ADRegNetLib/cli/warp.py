@@ -99,7 +99,7 @@ def _check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None
         raise WarpError(f"the folder of the output {output} does not exist; create it first")
     from .outputs import write_problem
 
-    problem = write_problem(output.resolve().parent)
+    problem = write_problem(output.resolve().parent, "file")
     if problem:
         raise WarpError(f"cannot write {output} ({problem}); choose -o in a writable folder")
 

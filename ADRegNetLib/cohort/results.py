@@ -106,9 +106,19 @@ def row_from_metrics(pair_id: str, metrics: dict, **extra) -> dict:
     return row
 
 
+#: longest error message kept in a results row (its start names the problem; a message that quotes an input, e.g. a
+#: landmark file of 50,000 numbers, reached 250 kB, beyond what Python's csv reader accepts in a cell, and results.csv
+#: could then not be read again: the batch refused its own OUTDIR, review of the nineteenth session)
+MAX_ERROR_CHARS = 1000
+
+
 def failed_row(pair_id: str, error: str, **extra) -> dict:
-    """The results row of a pair that failed, with its error message on one line."""
-    row = _empty_row(pair_id) | {"status": "failed", "error": " ".join(str(error).split())}
+    """The results row of a pair that failed, with its error message on one line (at most ``MAX_ERROR_CHARS``)."""
+    message = " ".join(str(error).split())
+    if len(message) > MAX_ERROR_CHARS:
+        tail = f" ... ({len(message)} characters in all)"
+        message = message[:MAX_ERROR_CHARS - len(tail)] + tail
+    row = _empty_row(pair_id) | {"status": "failed", "error": message}
     row.update({k: v for k, v in extra.items() if k in RESULT_COLUMNS})
     return row
 
@@ -180,6 +190,7 @@ def read_results_csv(path: str | Path) -> dict[str, dict]:
         text = path.read_text(encoding="utf-8-sig")  # -sig: saved again by a spreadsheet
         if not text.strip():
             return {}
+        csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # rows of earlier versions held longer errors
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [name.strip() for name in reader.fieldnames or []]
         if "id" not in header or "status" not in header:

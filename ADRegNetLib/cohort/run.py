@@ -68,6 +68,10 @@ def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_fai
     for pair in pairs:
         earlier = previous.get(pair.id)
         if is_complete(out / pair.id):
+            other = other_pairs_result(pair, out / pair.id)
+            if other:
+                raise BatchError(f"{other}; nothing was run and nothing is replaced: give this pair another id, or "
+                                 "choose another output folder (-o)")
             rows[pair.id] = row_for_complete_pair(pair, out / pair.id, earlier)
             complete += 1
         elif earlier is not None and earlier.get("status") == "failed" and not retry_failed:
@@ -76,6 +80,28 @@ def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_fai
         else:
             todo.append(pair)
     return rows, todo, complete, failed
+
+
+def other_pairs_result(pair: Pair, folder: Path) -> Optional[str]:
+    """Why the complete result in ``folder`` is not this pair's, or None: its metrics.json names other fixed or
+    moving images (a second PAIRS.csv into the same OUTDIR with an id the first used; before, the new pair was
+    skipped as complete and its row showed the other pair's figures, review of the nineteenth session).
+    A result without the names (an older version's), or whose files have the same names elsewhere (a study
+    folder moved to another disk and run again), is taken as the pair's."""
+    import json  # noqa: PLC0415
+
+    try:
+        recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("inputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for role in ("fixed", "moving"):
+        given, held = getattr(pair, role), recorded.get(role)
+        if not held or not given:
+            continue
+        given_path, held_path = Path(given).expanduser().resolve(), Path(held).expanduser().resolve()
+        if given_path != held_path and given_path.name != held_path.name:
+            return f"{folder} holds the result of {role} {held}, not of this pair's {role} {given}"
+    return None
 
 
 _RUN_PREFIX = "run-"
@@ -270,6 +296,10 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     problem = write_problem(out)
     if problem:
         raise BatchError(f"cannot write to the output folder {out} ({problem}); choose a writable -o folder")
+    staging = out / PARTIAL_DIR
+    if (staging.exists() or staging.is_symlink()) and not staging.is_dir():
+        raise BatchError(f"{staging} is in the way (it is not a folder; batch stages its pairs there): move it, or "
+                         "choose another output folder (-o)")
     _clean_partial(out)
     rows, todo, n_complete, n_failed = _plan(pairs, out, previous, retry_failed)
     in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]

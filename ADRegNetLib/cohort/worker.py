@@ -186,8 +186,11 @@ def pair_inputs(pair: Pair) -> list[str]:
 
 
 def not_a_result(final: Path, inputs=()) -> Optional[str]:
-    """Why OUTDIR/<id> must not be replaced, or None: it is absent, complete (skipped anyway), or an incomplete
-    result of an earlier run (only AD-RegNet's output files, none of the pair's ``inputs``).
+    """Why OUTDIR/<id> must not be replaced, or None: it is absent, empty, or complete (skipped anyway).
+
+    A folder with files but no metrics.json is refused too, even when they carry AD-RegNet's output names:
+    a batch publishes a pair whole, so they are another tool's or the user's (review, nineteenth session:
+    warped.nii.gz, transform.h5 and report.png of the user's were replaced without a word).
 
     A data folder used as OUTDIR has folders named like the pairs' ids; replacing them deleted the scans in
     them (hostile-input sweep, eighteenth session).
@@ -205,6 +208,12 @@ def not_a_result(final: Path, inputs=()) -> Optional[str]:
     others = sorted(n.name for n in final.iterdir() if n.name not in ALL_OUTPUT_FILES)
     if others:
         return f"{final} holds files that are not AD-RegNet results ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    # only output names, but no metrics.json: a batch publishes a pair whole (metrics.json with it), so this is no
+    # result of a batch: another tool's or the user's files under the same names (warped.nii.gz, transform.h5)
+    named = sorted(n.name for n in final.iterdir())
+    if named:
+        return (f"{final} holds {', '.join(named[:3])}{', ...' if len(named) > 3 else ''} but no metrics.json: not a "
+                "complete AD-RegNet result")
     return None
 
 

@@ -138,3 +138,42 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(files, capsys, r
                          r"cannot write .*adregnet_out\.nii\.gz \(.+\); choose -o in a writable folder$", command="warp")
         expect_cli_error(["evaluate", str(result), "-o", f"{out}.json"], capsys,
                          r"cannot write .*adregnet_out\.json \(.+\); choose -o in a writable folder$", command="evaluate")
+
+
+def _chattr(flag: str, folder) -> bool:
+    """Sets a file-system attribute (+i immutable, +a append-only); False where it cannot (not root, not ext4)."""
+    import shutil as _shutil
+    import subprocess
+
+    if not _shutil.which("chattr"):
+        return False
+    return subprocess.run(["chattr", flag, str(folder)], capture_output=True).returncode == 0
+
+
+def test_an_output_folder_in_an_immutable_folder_is_refused_before_any_work(files, capsys, tmp_path):
+    """Before: an existing -o folder inside a folder nobody may change passed the check (the folder itself is
+    writable), the registration ran, and staging its results beside it failed with a PermissionError traceback."""
+    project = tmp_path / "project"
+    (project / "out").mkdir(parents=True)
+    if not _chattr("+i", project):
+        pytest.skip("chattr +i is not available here (needs root on ext2/3/4)")
+    try:
+        expect_cli_error(register_argv(files, out=project / "out"), capsys,
+                         r"cannot write to the output folder .*project/out, whose results are first made in "
+                         r".*project \(.+\); choose a writable -o folder$")
+    finally:
+        _chattr("-i", project)
+
+
+def test_file_outputs_go_into_an_append_only_folder(files, capsys, tmp_path, result):
+    """Before: the write check made and removed a folder, which an append-only folder refuses to remove, so
+    ``evaluate -o`` there was refused (and each try left a folder behind); files can be written there."""
+    folder = tmp_path / "append_only"
+    folder.mkdir()
+    if not _chattr("+a", folder):
+        pytest.skip("chattr +a is not available here (needs root on ext2/3/4)")
+    try:
+        assert main(["evaluate", str(result), "-o", str(folder / "metrics.json"), "-q"]) == 0
+        assert (folder / "metrics.json").is_file()
+    finally:
+        _chattr("-a", folder)

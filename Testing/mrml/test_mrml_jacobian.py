@@ -14,7 +14,7 @@ from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetMRML.geometry import image_from_volume_node
 from ADRegNetMRML.jacobian import (
     FOLD_RGB, JACOBIAN_BIN, JACOBIAN_COLOR_NAME, JACOBIAN_LEVEL, JACOBIAN_WINDOW, NUMBER_OF_COLORS, displayed_rgba,
-    jacobian_color_node, jacobian_colors, jacobian_entry, jacobian_volume_node,
+    jacobian_color_node, jacobian_colors, jacobian_entry, jacobian_volume_node, no_value_threshold,
 )
 from mrml_helpers import oblique_geometry
 
@@ -116,8 +116,32 @@ def test_window_level_and_threshold_survive_a_scene_save(scene):
     loaded.Import()
     display = loaded.GetFirstNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     assert (display.GetWindow(), display.GetLevel()) == (JACOBIAN_WINDOW, JACOBIAN_LEVEL)
-    assert display.GetApplyThreshold() and display.GetLowerThreshold() == -1e30
+    assert display.GetApplyThreshold()
+    assert (display.GetLowerThreshold(), display.GetUpperThreshold()) == no_value_threshold([1.0]) == (0.999, 1.001)
     loaded.Clear(True)
+
+
+@pytest.mark.parametrize("values", [
+    [np.nan, np.inf, -np.inf, -0.7, 0.0, 0.3, 1.0, 2.6],
+    [np.nan, 0.123456789, 0.12346, 1.98765432],  # 6 significant digits must not round the threshold inside
+    [-1e6, 5e-7, 7e4, np.inf],
+    [1.0, 1.0, 1.0],
+])
+def test_the_no_value_threshold_is_the_finite_range_of_the_data(scene, values):
+    """Before: the threshold [-1e30, 1e30] made Slicer's threshold slider (qMRMLVolumeThresholdWidget widens its
+    range to include the threshold) span +-1e30. Now it is the finite range with a small margin, which still leaves
+    NaN and inf transparent and shows every finite det, also after a scene save (6 significant digits)."""
+    values = np.asarray(values, np.float32)
+    geometry = Geometry((len(values), 1, 1))
+    node = jacobian_volume_node(scene, Image(values.reshape(1, 1, -1), geometry, "J"))
+    display = node.GetDisplayNode()
+    lower, upper = display.GetLowerThreshold(), display.GetUpperThreshold()
+    finite = values[np.isfinite(values)].astype(np.float64)
+    span = max(np.ptp(finite), np.abs(finite).max(), 1e-3)
+    assert finite.min() - 0.002 * span <= lower < finite.min() and finite.max() < upper <= finite.max() + 0.002 * span
+    assert (float(f"{lower:.6g}"), float(f"{upper:.6g}")) == (lower, upper)  # what a scene save writes
+    alpha = displayed_rgba(node).reshape(-1, 4)[:, 3]
+    np.testing.assert_array_equal(alpha, np.where(np.isfinite(values), 255, 0))
 
 
 def test_color_node_is_shared_between_runs(scene):

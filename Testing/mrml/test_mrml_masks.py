@@ -88,10 +88,20 @@ def test_bad_masks_are_refused(scene, pair):
     shifted = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
     shifted.SetMatrixTransformToParent(_translation((0.0, 0.0, 500.0)))
     empty.SetAndObserveTransformNodeID(shifted.GetID())
+    # before: "put the mask under the volume's transform", which the fixed volume (never under one) does not have
     with pytest.raises(VolumeNodeError, match="fixed mask 'empty' is under the transform 'shift' but its volume "
                                               "'fixed' under no transform: where it is shown, the mask marks no voxel "
-                                              "of the volume; put the mask under the volume's transform"):
+                                              "of the volume; take the mask out of its transform if it was made on "
+                                              "the volume's voxels, or clear the mask selector"):
         mask_image_from_node(empty, fixed, "fixed mask")
+    moving.SetAndObserveTransformNodeID(shifted.GetID())  # a volume under a transform: that is where it belongs
+    empty.SetAndObserveTransformNodeID(None)
+    with pytest.raises(VolumeNodeError, match="moving mask 'empty' is under no transform but its volume 'moving' "
+                                              "under the transform 'shift': where it is shown, the mask marks no "
+                                              "voxel of the volume; put the mask under the volume's transform "
+                                              "'shift' if it was made on the volume's voxels"):
+        mask_image_from_node(empty, moving, "moving mask")
+    moving.SetAndObserveTransformNodeID(None)
     no_segments = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "blank")
     with pytest.raises(VolumeNodeError, match="segmentation 'blank' has no segments"):
         mask_image_from_node(no_segments, moving, "moving mask")
@@ -192,17 +202,30 @@ def test_label_maps_and_segmentations_are_read_where_they_are_shown(scene, pair)
 
 def test_masks_and_warping_read_a_moving_volume_shown_registered_as_stored(scene, pair):
     """Before: once the module showed the moving volume registered (under the result), a segmentation of it was
-    exported through the result transform: Warp segmentation warped it twice, a second run's mask was deformed."""
+    exported through the result transform: Warp segmentation warped it twice, a second run's mask was deformed.
+    Now the module moves the volume's segmentation along (it sits in the volume's transform), so it is read as
+    stored, with no note."""
+    import warnings
+
     fixed, moving, _, moving_geometry = pair
     segmentation = _segmentation(scene, moving_geometry)
     logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
     out = logic.registerNodes(fixed, moving)
     expected, _ = labelmap_from_segmentation(warp_segmentation(segmentation, out.transformNode, moving, fixed), fixed)
-    logic.setMovingUnderTransform(moving, out.transformNode, True)
-    got, _ = labelmap_from_segmentation(warp_segmentation(segmentation, out.transformNode, moving, fixed), fixed)
+    logic.setMovingUnderTransform(moving, out.transformNode, True, movingMaskNodes=[segmentation])
+    assert segmentation.GetParentTransformNode() is out.transformNode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read as stored: nothing to warn about
+        warped = warp_segmentation(segmentation, out.transformNode, moving, fixed)
+    got, _ = labelmap_from_segmentation(warped, fixed)
     np.testing.assert_array_equal(got.array, expected.array)
-    np.testing.assert_array_equal(mask_image_from_node(segmentation, moving, "moving mask").array,
+    assert warped.GetAttribute("ADRegNet.readWhereShown") is None
+    notes = []
+    np.testing.assert_array_equal(mask_image_from_node(segmentation, moving, "moving mask", notes).array,
                                   _labels(moving_geometry) > 0)
+    assert not any("where it is shown" in n for n in notes)
+    logic.setMovingUnderTransform(moving, out.transformNode, False, movingMaskNodes=[segmentation])
+    assert segmentation.GetParentTransformNode() is None and moving.GetParentTransformNode() is None
 
 
 def test_hidden_segments_are_left_out_and_named(scene, pair):
