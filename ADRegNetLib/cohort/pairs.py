@@ -156,8 +156,12 @@ def _header(path: Path, row: list[str]) -> list[str]:
     header = [h.strip().lower() for h in row]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
+        separated = [word for sep, word in ((";", "semicolons"), ("\t", "tabs")) if all(
+            c in [h.strip() for h in ",".join(header).split(sep)] for c in REQUIRED_COLUMNS)]
+        hint = (f" (its columns are separated by {separated[0]}, as a spreadsheet with decimal commas saves them: "
+                "save it as comma-separated values)") if separated else ""
         raise PairsError(f"{path}: the header lacks {', '.join(missing)}; the first row must name the columns "
-                         f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}), got {header}")
+                         f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}), got {header}{hint}")
     unknown = [c for c in header if c and c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     if unknown:
         raise PairsError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: "

@@ -73,6 +73,11 @@ def read_landmark_csv(path: PathLike) -> np.ndarray:
     for lineno, row in rows[1:]:
         if len(row) <= max(cols):
             raise LandmarkError(f"{path}, line {lineno}: expected {len(header)} columns, got {len(row)}: {row!r}")
+        extra = [c for c in row[len(header):] if c.strip()]
+        if extra:  # "1,5,2,3" under "x,y,z": decimal commas (1.5, 2.3) would be read as (1, 5, 2), silently
+            raise LandmarkError(f"{path}, line {lineno}: {len(header)} columns in the header, {len(row)} values in "
+                                f"this row ({','.join(row)!r}): decimal commas? Save it with '.' as the decimal "
+                                "point (or quote each value), or name every column in the header")
         points.append([_float(row[i], str(path), lineno, f"column {i + 1} ({rows[0][1][i].strip()})") for i in cols])
     arr = _nonempty(points, str(path))
     return ras_to_lps(arr) if ras else arr

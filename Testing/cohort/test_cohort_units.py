@@ -53,6 +53,8 @@ def test_pairs_csv_resolves_paths_relative_to_the_csv(tmp_path):
     ("id,fixed,moving,fixed_landmarks\na,f,m,f.csv\n", "both fixed_landmarks and moving_landmarks"),
     ("id,fixed,moving\n", "lists no pairs"),
     ("", "the header lacks id, fixed, moving"),
+    ("id;fixed;moving\na;f.nii.gz;m.nii.gz\n", r"the header lacks id, fixed, moving.*\(its columns are separated by "
+                                               r"semicolons, .*save it as comma-separated values\)"),
     # before: the extra cell was dropped without a word (here a path with a comma, split in two: the pair ran
     # with moving = "scans/a" and the rest of the path was lost)
     ("id,fixed,moving\na,f.nii.gz,scans/a,b.nii.gz\n",

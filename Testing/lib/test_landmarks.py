@@ -327,3 +327,15 @@ def test_markups_other_than_one_point_list_are_warned_about(tmp_path, markups, w
         warnings.simplefilter("error")
         write_landmarks(points, tmp_path / "one.mrk.json")
         read_landmarks(tmp_path / "one.mrk.json")
+
+
+def test_a_row_with_more_values_than_the_header_is_refused(tmp_path):
+    """Before: '1,5,2,3' under 'x,y,z' (decimal commas: 1.5 and 2.3) was read as (1, 5, 2) without a word."""
+    path = tmp_path / "decimal_commas.csv"
+    path.write_text("x,y,z\n1,5,2,3\n2,0,1,5\n")
+    with pytest.raises(LandmarkError, match=r"line 2: 3 columns in the header, 4 values in this row \('1,5,2,3'\): "
+                                            r"decimal commas\?"):
+        read_landmarks(path)
+    trailing = tmp_path / "trailing.csv"  # a spreadsheet's empty trailing cells are fine
+    trailing.write_text("x,y,z\n1.5,2,3,,\n")
+    np.testing.assert_allclose(read_landmarks(trailing), [[1.5, 2.0, 3.0]])
