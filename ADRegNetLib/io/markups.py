@@ -103,13 +103,18 @@ def _coordinate(value, path: Path, k: int, axis: str, position: list) -> float:
     return number
 
 
+def _to_write(points, coordinate_system: str, labels: Optional[Sequence[str]]) -> tuple[str, np.ndarray, list[str]]:
+    """(the file's coordinate system, the points in it, their labels: given or F-1, F-2, ...) of a writer."""
+    pts = as_points(points)
+    system = _check_system(coordinate_system)
+    return (system, ras_to_lps(pts) if system == "RAS" else pts,
+            list(labels) if labels is not None else [f"F-{k + 1}" for k in range(len(pts))])
+
+
 def write_markups_json(points, path: PathLike, coordinate_system: str = "LPS",
                        labels: Optional[Sequence[str]] = None) -> None:
     """Write (K, 3) LPS mm points as a Slicer point-list ``.mrk.json`` in ``coordinate_system``."""
-    pts = as_points(points)
-    system = _check_system(coordinate_system)
-    out = ras_to_lps(pts) if system == "RAS" else pts
-    labels = list(labels) if labels is not None else [f"F-{k + 1}" for k in range(len(pts))]
+    system, out, labels = _to_write(points, coordinate_system, labels)
     # Orientation of an identity RAS frame, written in the file's own frame.
     orientation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] if system == "RAS" else \
         [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]
@@ -122,7 +127,7 @@ def write_markups_json(points, path: PathLike, coordinate_system: str = "LPS",
             "locked": False,
             "fixedNumberOfControlPoints": False,
             "labelFormat": "%N-%d",
-            "lastUsedControlPointNumber": len(pts),
+            "lastUsedControlPointNumber": len(out),
             "controlPoints": [
                 {
                     "id": str(k + 1),
@@ -136,7 +141,7 @@ def write_markups_json(points, path: PathLike, coordinate_system: str = "LPS",
                     "visibility": True,
                     "positionStatus": "defined",
                 }
-                for k in range(len(pts))
+                for k in range(len(out))
             ],
             "measurements": [],
         }],
@@ -183,10 +188,7 @@ def read_fcsv(path: PathLike) -> np.ndarray:
 def write_fcsv(points, path: PathLike, coordinate_system: str = "LPS",
                labels: Optional[Sequence[str]] = None) -> None:
     """Write (K, 3) LPS mm points as a Slicer 4.11+ ``.fcsv`` in ``coordinate_system``."""
-    pts = as_points(points)
-    system = _check_system(coordinate_system)
-    out = ras_to_lps(pts) if system == "RAS" else pts
-    labels = list(labels) if labels is not None else [f"F-{k + 1}" for k in range(len(pts))]
+    system, out, labels = _to_write(points, coordinate_system, labels)
     buf = io.StringIO()
     buf.write("# Markups fiducial file version = 4.11\n")
     buf.write(f"# CoordinateSystem = {system}\n")

@@ -57,10 +57,7 @@ def parse_number(text: str) -> float:
     Raises:
         ValueError: the message is the quoted value and why it is refused.
     """
-    problem = number_problem(text)
-    if problem is not None:
-        raise ValueError(f"{str(text).strip()!r} {problem}")
-    return float(text)
+    return float(_checked(text, number_problem(text)))
 
 
 def whole_number_problem(text: str) -> Optional[str]:
@@ -77,7 +74,11 @@ def parse_whole_number(text: str) -> int:
     Raises:
         ValueError: the message is the quoted value and why it is refused.
     """
-    problem = whole_number_problem(text)
+    return int(_checked(text, whole_number_problem(text)))
+
+
+def _checked(text: str, problem: Optional[str]) -> str:
+    """``text`` stripped, or a ValueError naming the quoted value and ``problem``."""
     if problem is not None:
         raise ValueError(f"{str(text).strip()!r} {problem}")
-    return int(str(text).strip())
+    return str(text).strip()
