@@ -211,7 +211,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setState(ProcessingState.IDLE)
             self._onParameterNodeModified()
         if outputs is not None:
-            self.ui.stageLabel.setText(_("Done."))
+            self.ui.stageLabel.setText(self.logic.doneText(outputs))  # with any mask read where it is shown
             before, after = outputs.similarity()
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
             self.ui.similarityValueLabel.setText(f"{fmt(before)} \u2192 {fmt(after)}")
@@ -252,11 +252,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Warp the chosen segmentation of the moving volume onto the fixed volume (a new node)."""
         with slicer.util.tryWithErrorDisplay(_("Could not warp the segmentation."), waitCursor=True):
             node = self.logic.warpSegmentation(self._parameterNode)
-            text = _("Segmentation warped: {name}").format(name=node.GetName())
-            hidden = node.GetAttribute("ADRegNet.segmentsHidden")  # only visible segments are warped
-            if hidden:
-                text += " " + _("(hidden segments not warped: {names})").format(names=hidden)
-            self.ui.stageLabel.setText(text)
+            self.ui.stageLabel.setText(self.logic.warpedText(node))  # hidden segments, read where it is shown
 
     def onPlacePairButton(self) -> None:
         """Place one landmark pair: a point in the fixed volume, then its partner in the moving volume."""

@@ -89,12 +89,40 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         if not self.resultIsCurrent(p):  # none yet, or made for other volumes than those now selected
             return
         show = p.showMovingUnderTransform if showMoving is None else showMoving
-        show_under_result(p.resultTransform, p.movingVolume, [p.movingLandmarks], show)
+        show_under_result(p.resultTransform, p.movingVolume, [p.movingLandmarks, *self.movingMasks(p)], show)
         display.set_transform_grid_visible(p.resultTransform, p.showTransformGrid if showGrid is None else showGrid)
         if (overlay or p.overlay) == Overlay.JACOBIAN and p.resultJacobian:
             display.show_jacobian_overlay(slicer.mrmlScene, p.resultJacobian, p.fixedVolume, p.jacobianOpacity)
         elif p.resultWarped:
             display.show_comparison(slicer.mrmlScene, p.fixedVolume, p.resultWarped, p.fade)
+
+    @staticmethod
+    def movingMasks(p: ADRegNetParameterNode) -> list:
+        """The moving volume's mask and segmentation to warp: shown registered with it when they sit in its
+        transform (never a node that is also the fixed volume or fixed mask: it would be read through the result)."""
+        fixedNodes = [n for n in (p.fixedVolume, p.fixedMask) if n]
+        return [n for n in (p.movingMask, p.segmentationToWarp) if n and n not in fixedNodes]
+
+    @staticmethod
+    def doneText(outputs) -> str:
+        """The stage label after Apply: done, and any mask read where it is shown instead of as stored."""
+        notes = list(getattr(outputs, "notes", None) or [])
+        return " ".join([_("Done."), *notes])
+
+    @staticmethod
+    def warpedText(node) -> str:
+        """The stage label after Warp segmentation: the new node, hidden segments left out, and a segmentation
+        read where it is shown instead of as stored."""
+        from ADRegNetMRML.masks import READ_WHERE_SHOWN_ATTRIBUTE, SEGMENTS_HIDDEN_ATTRIBUTE
+
+        text = _("Segmentation warped: {name}").format(name=node.GetName())
+        hidden = node.GetAttribute(SEGMENTS_HIDDEN_ATTRIBUTE)  # only visible segments are warped
+        if hidden:
+            text += " " + _("(hidden segments not warped: {names})").format(names=hidden)
+        shown = node.GetAttribute(READ_WHERE_SHOWN_ATTRIBUTE)
+        if shown:
+            text += ". " + _("Note: {note}").format(note=shown)
+        return text
 
     @staticmethod
     def setOpacity(kind: str, value: float) -> None:

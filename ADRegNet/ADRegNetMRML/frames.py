@@ -12,8 +12,11 @@ click or an earlier run would otherwise land in the wrong place):
 * The module keeps the moving point list in the moving volume's transform (it moves both together),
   so points placed before a run keep marking the same anatomy after it.
 * A **mask marks the anatomy shown under it** too (label map, volume or segmentation alike,
-  :mod:`ADRegNetMRML.masks`): one in its volume's frame (its transform, or the one it had before it was
-  shown registered) is read as stored, any other is mapped from where it is shown.
+  :mod:`ADRegNetMRML.masks`), by the same rule: one under the volume's transform (now: the result's
+  while the volume is shown registered) is read as stored, any other is mapped from where it is shown
+  through the transforms between, as a point list is. When the module shows the moving volume
+  registered it moves its mask and segmentation along when they sit in the volume's transform (as they
+  are: their voxels mark the same anatomy under it), and back when it takes the volume out.
 * A moving volume under a **linear** transform starts from that transform (the initial alignment,
   fixed -> moving). Under an AD-RegNet result (shown registered by this module) the transform it had
   before is used, recorded on the result node; the result itself is never taken as a start.
@@ -143,16 +146,32 @@ def attach_markups_to_volume_frame(markups_node, volume_node) -> None:
         markups_node.EndModify(was_modifying)
 
 
-def show_under_result(result_transform_node, volume_node, markups_nodes: Sequence = (), show: bool = True) -> None:
-    """Show the moving volume (and its point lists) registered, under the result transform, or take it out.
+def show_under_result(result_transform_node, volume_node, nodes: Sequence = (), show: bool = True) -> None:
+    """Show the moving volume (with its point lists, masks and segmentations) registered, under the result
+    transform, or take it out.
 
     Showing records the transform the volume had (its starting alignment) on the result node, so that
     hiding restores it and a later run still starts from it. Point lists are first attached to the
-    volume's frame, so they keep marking the same anatomy.
+    volume's frame, so they keep marking the same anatomy; a mask or segmentation (label map, volume,
+    segmentation node) moves along when it sits in the volume's transform, and stays where it is shown
+    otherwise (it is read there: :mod:`ADRegNetMRML.masks`). Hiding puts every one of ``nodes`` under the
+    result back under the volume's starting transform.
+
+    Args:
+        result_transform_node: an AD-RegNet result (fixed -> moving).
+        volume_node: the moving volume.
+        nodes: point lists, masks and segmentations of the moving volume (None entries skipped); never a
+            node of the fixed volume (it would be shown, and read, through the result).
+        show: True to show registered, False to take the volume out.
     """
     if result_transform_node is None or volume_node is None:
         return
-    markups = [m for m in markups_nodes if m is not None]
+    unique = {}
+    for node in nodes:
+        if node is not None and node is not volume_node:
+            unique.setdefault(node.GetID(), node)
+    markups = [n for n in unique.values() if n.IsA("vtkMRMLMarkupsNode")]
+    others = [n for n in unique.values() if not n.IsA("vtkMRMLMarkupsNode")]
     current = volume_node.GetParentTransformNode()
     if show:
         if current is result_transform_node:
@@ -160,14 +179,15 @@ def show_under_result(result_transform_node, volume_node, markups_nodes: Sequenc
         base = registration_parent(volume_node)
         for node in markups:
             attach_markups_to_volume_frame(node, volume_node)
+        along = [n for n in others if n.GetParentTransformNode() is current]  # in its frame: moved as they are
         result_transform_node.SetAttribute(_PREVIOUS_PARENT + volume_node.GetID(), base.GetID() if base else "")
-        for node in [volume_node, *markups]:
+        for node in [volume_node, *markups, *along]:
             node.SetAndObserveTransformNodeID(result_transform_node.GetID())
         return
     if current is not result_transform_node:
         return
     base = registration_parent(volume_node)
-    for node in [volume_node, *[m for m in markups if m.GetParentTransformNode() is result_transform_node]]:
+    for node in [volume_node, *[n for n in unique.values() if n.GetParentTransformNode() is result_transform_node]]:
         node.SetAndObserveTransformNodeID(base.GetID() if base is not None else None)
 
 

@@ -19,8 +19,11 @@ with bins of ``JACOBIAN_BIN`` det each:
 
 Window and level have at most 6 significant digits, so they survive a scene save unchanged (Slicer
 writes them with a stream's default precision). A voxel with no determinant (NaN, infinite) would
-byte to 0 and look like a fold: the display's threshold, [-1e30, 1e30], leaves those voxels
-transparent instead (NaN compares false), so the fixed volume shows through them.
+byte to 0 and look like a fold: the display's threshold leaves those voxels transparent instead (NaN
+compares false, infinities lie outside), so the fixed volume shows through them. The threshold is the
+finite range of the data widened by a small margin (:func:`no_value_threshold`), not a fixed
+[-1e30, 1e30]: Slicer's threshold slider (qMRMLVolumeThresholdWidget) widens its range to include the
+threshold, and spanned +-1e30, useless for adjusting it.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from .geometry import volume_node_from_image
 
 __all__ = [
     "JACOBIAN_BIN", "JACOBIAN_WINDOW", "JACOBIAN_LEVEL", "JACOBIAN_COLOR_NAME", "JACOBIAN_COLORS_ATTRIBUTE", "FOLD_RGB",
-    "NUMBER_OF_COLORS", "NO_VALUE_THRESHOLD", "jacobian_colors", "jacobian_entry", "jacobian_color_node",
+    "NUMBER_OF_COLORS", "no_value_threshold", "jacobian_colors", "jacobian_entry", "jacobian_color_node",
     "configure_jacobian_display", "jacobian_volume_node", "displayed_rgba",
 ]
 
@@ -42,8 +45,6 @@ NUMBER_OF_COLORS = 256
 JACOBIAN_BIN = 0.007872
 JACOBIAN_WINDOW = 2.00736  # 255 * JACOBIAN_BIN
 JACOBIAN_LEVEL = 0.995808  # JACOBIAN_WINDOW / 2 - JACOBIAN_BIN: lower edge of the window one bin below 0
-#: finite values are shown; NaN and infinite ones (no determinant) are left transparent
-NO_VALUE_THRESHOLD = (-1e30, 1e30)
 JACOBIAN_COLOR_NAME = "ADRegNet Jacobian"
 #: attribute of the color node naming its bins; a node from an earlier version (window [0, 2]) is not reused
 JACOBIAN_COLORS_ATTRIBUTE = "ADRegNet.jacobianColors"
@@ -112,8 +113,31 @@ def jacobian_color_node(scene, name: str = JACOBIAN_COLOR_NAME):
     return node
 
 
+def no_value_threshold(det) -> tuple[float, float]:
+    """The display threshold: the finite range of det, so NaN and infinite voxels are left transparent.
+
+    Args:
+        det: array of determinants (any shape; NaN and inf allowed).
+
+    Returns:
+        (lower, upper): the finite minimum and maximum, each moved out by a margin of 0.1 % of the larger of
+        the range and the values' magnitude (at least 1e-6), written with 6 significant digits (as Slicer saves
+        them: the margin keeps the rounded values outside the data); (0, 0) when no value is finite.
+    """
+    d = np.asarray(det, dtype=np.float64)
+    finite = d[np.isfinite(d)]
+    if finite.size == 0:
+        return 0.0, 0.0
+    lo, hi = float(finite.min()), float(finite.max())
+    margin = 1e-3 * max(hi - lo, abs(lo), abs(hi), 1e-3)
+    return float(f"{lo - margin:.6g}"), float(f"{hi + margin:.6g}")
+
+
 def configure_jacobian_display(volume_node, color_node) -> None:
-    """Set the Jacobian volume's display: its color table, the fixed window, NaN/inf transparent."""
+    """Set the Jacobian volume's display: its color table, the fixed window, NaN/inf transparent (a threshold
+    at the data's finite range)."""
+    from vtk.util import numpy_support
+
     display = volume_node.GetDisplayNode()
     if display is None:
         volume_node.CreateDefaultDisplayNodes()
@@ -122,7 +146,8 @@ def configure_jacobian_display(volume_node, color_node) -> None:
     display.AutoWindowLevelOff()
     display.SetWindowLevel(JACOBIAN_WINDOW, JACOBIAN_LEVEL)
     display.AutoThresholdOff()
-    display.SetThreshold(*NO_VALUE_THRESHOLD)
+    scalars = volume_node.GetImageData().GetPointData().GetScalars() if volume_node.GetImageData() else None
+    display.SetThreshold(*no_value_threshold(numpy_support.vtk_to_numpy(scalars) if scalars is not None else []))
     display.ApplyThresholdOn()
     display.SetInterpolate(False)  # show the values per voxel, as computed
 

@@ -9,8 +9,9 @@ cancelled or failed run leaves the scene's node set exactly as it was.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .frames import ROLE_ATTRIBUTE, check_fixed_frame, initial_transform_lps, sh
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, check_points_on_volumes, pair_labels, tre_table_node
-from .masks import mask_image_from_node
+from .masks import READ_WHERE_SHOWN_ATTRIBUTE, mask_image_from_node, read_where_shown
 from .nodes import restore_on_error, rollback_on_error
 from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
 from .runlog import RunLog, log_text_node
@@ -48,6 +49,8 @@ class RegistrationNodes:
         logNode: vtkMRMLTextNode with the run log.
         metrics: the engine's metrics dict.
         result: the engine's RegistrationResult (arrays in LPS).
+        notes: what the user should be told beside the outputs (a mask read where it is shown, not as
+            stored); also in the run log, a warning and the transform's ``READ_WHERE_SHOWN_ATTRIBUTE``.
     """
 
     transformNode: Any
@@ -58,6 +61,7 @@ class RegistrationNodes:
     logNode: Any = None
     metrics: dict = field(default_factory=dict)
     result: Any = None
+    notes: list = field(default_factory=list)
 
     def similarity(self) -> tuple[Optional[float], Optional[float]]:
         """(before, after) image similarity from the metrics, None when absent."""
@@ -196,7 +200,9 @@ class ADRegNetMRMLLogic:
                 in their volumes' frames.
             fixedMaskNode, movingMaskNode: optional label map / scalar volume (voxels above 0) or
                 Segmentation (its visible segments), on any grid, read where they are shown
-                (:mod:`ADRegNetMRML.masks`; the log names the segments used and hidden).
+                (:mod:`ADRegNetMRML.masks`; the log names the segments used and hidden; a mask outside its
+                volume's transform is named in a warning, the log, ``RegistrationNodes.notes`` and the
+                transform's ``READ_WHERE_SHOWN_ATTRIBUTE``).
             outputTransformNode, outputWarpedNode, outputJacobianNode, outputTreTableNode,
                 outputInverseTransformNode: nodes to overwrite; None (the default) creates new ones.
             useInitialTransform: start from the moving volume's linear transform (the pre-alignment
@@ -243,6 +249,8 @@ class ADRegNetMRMLLogic:
             kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask", mask_notes)
         if movingMaskNode is not None:
             kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes)
+        shown_elsewhere = [note for note in (read_where_shown(fixedMaskNode, fixedVolumeNode, "fixed mask"),
+                                             read_where_shown(movingMaskNode, movingVolumeNode, "moving mask")) if note]
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
             if keepInitialTransform:
@@ -254,6 +262,8 @@ class ADRegNetMRMLLogic:
                    initial)
         for note in mask_notes:
             log.add(note)
+        for note in shown_elsewhere:  # before: a run-log line only
+            warnings.warn(note, stacklevel=2)
 
         def report(fraction: float, text: str) -> None:
             log.progress(fraction, text)
@@ -282,6 +292,11 @@ class ADRegNetMRMLLogic:
                 mark_guiding_pairs(nodes.transformNode, fixed_points, moving_points)
             else:
                 nodes.transformNode.RemoveAttribute(GUIDING_PAIRS_ATTRIBUTE)  # an overwritten node's old marks
+            if shown_elsewhere:
+                nodes.transformNode.SetAttribute(READ_WHERE_SHOWN_ATTRIBUTE, "; ".join(shown_elsewhere))
+            else:
+                nodes.transformNode.RemoveAttribute(READ_WHERE_SHOWN_ATTRIBUTE)
+            nodes.notes = list(shown_elsewhere)
             return nodes
 
     def _publish(self, result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
@@ -346,9 +361,11 @@ class ADRegNetMRMLLogic:
 
     # ------------------------------------------------------------------ display helpers (no Qt)
     @staticmethod
-    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool, movingLandmarksNode=None) -> None:
-        """Show the moving volume (and its point list) registered under the result transform, or take it out."""
-        show_under_result(transformNode, movingVolumeNode, [movingLandmarksNode], show)
+    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool, movingLandmarksNode=None,
+                                movingMaskNodes: Sequence = ()) -> None:
+        """Show the moving volume registered under the result transform, or take it out: with it its point list
+        and its masks and segmentations (``movingMaskNodes``) that sit in its transform (``show_under_result``)."""
+        show_under_result(transformNode, movingVolumeNode, [movingLandmarksNode, *movingMaskNodes], show)
 
 
 def _affine(matrix44_lps: np.ndarray):

@@ -1,21 +1,29 @@
 r"""Masks from label map, scalar volume or Segmentation nodes, and warping a Segmentation moving -> fixed.
 
-Where a mask is read (one rule for label maps, volumes and segmentations, the rule of landmarks and of
-Slicer's own segmentation export): **a mask marks the anatomy shown under it.** A mask in its volume's
-frame (the same transform as the volume, or as it had before this module showed it registered; or
-neither under a transform) is read on its own grid as stored. Any other mask (a label map left out of
-the moving volume's starting transform, a segmentation painted over the transformed moving volume) is
-read where it is shown: mapped through the transforms between them into the volume's frame, onto the
-volume's grid (nearest neighbour, Slicer's resampler). Before, a label map outside its volume's
-transform was read as if it were in it, while a segmentation was read where shown, and a segmentation
-of a moving volume shown registered was exported through the result transform.
+Where a mask is read (one rule for label maps, volumes and segmentations, the rule of point lists,
+:mod:`ADRegNetMRML.frames`, and of Slicer's own segmentation export): **a mask marks the anatomy shown
+under it.** A mask under its volume's transform (or, like the volume, under none) is read on its own grid
+as stored. Any other (a label map left out of the moving volume's starting transform, a segmentation
+painted over the transformed moving volume, a mask left behind when the module showed the moving volume
+registered) is read where it is shown: mapped through the transforms between them into the volume's
+frame, onto the volume's grid. "The volume's transform" is the one it is under now: while the moving
+volume is shown registered that is the result, and a mask left under its starting transform is read
+through the result, as a point list there is (the module moves a mask in the volume's transform along
+when it shows the volume registered: :func:`ADRegNetMRML.frames.show_under_result`). The run log, a
+warning, an attribute of the output (``READ_WHERE_SHOWN_ATTRIBUTE``) and the panel say when a mask or the
+segmentation to warp was read where it is shown, and how to have it read as stored.
+
+Resampling a mask shown elsewhere is what the engine does with a mask on another grid (``map_mask``):
+linear interpolation of the indicator, kept above one half, so its boundary lands at the same physical
+place whatever the two grids (nearest neighbour moved it by up to a voxel and lost thin structures).
+Labels (Warp segmentation) go through Slicer's export onto the volume's grid (nearest neighbour).
 
 **Segments used:** the visible ones (the eye in the Segmentations module; hiding the whole node does
 not count), as Slicer's "Export visible segments"; hidden segments are left out, and the run log (a
 mask) or the warped segmentation's attribute and warning (Warp segmentation) name them.
 
-Exports go through temporary nodes that are removed again with everything the export added, so the
-scene's node set is unchanged.
+Exports go through temporary nodes, hidden from editors from the start, that are removed again with
+everything the export added, whatever happens, so the scene's node set is unchanged.
 """
 from __future__ import annotations
 
@@ -28,16 +36,20 @@ import numpy as np
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
-from .frames import ROLE_ATTRIBUTE, registration_parent
-from .geometry import VolumeNodeError, geometry_from_volume_node, image_from_volume_node, volume_node_from_image
+from .frames import ROLE_ATTRIBUTE, is_result_transform
+from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
+from .maskresample import export_segments, resampled_where_shown, temporary_labelmap
 from .nodes import rollback_on_error, temporary_nodes
 
 __all__ = ["MASK_NODE_CLASSES", "SegmentInfo", "visible_segments", "labelmap_from_segmentation", "in_volume_frame",
-           "mask_image_from_node", "warp_label_image", "warp_segmentation", "SEGMENTS_NOT_WARPED_ATTRIBUTE",
-           "SEGMENTS_HIDDEN_ATTRIBUTE"]
+           "read_where_shown", "mask_image_from_node", "warp_label_image", "warp_segmentation",
+           "SEGMENTS_NOT_WARPED_ATTRIBUTE", "SEGMENTS_HIDDEN_ATTRIBUTE", "READ_WHERE_SHOWN_ATTRIBUTE"]
 
 #: node classes a mask selector accepts (label map volumes are scalar volumes too)
 MASK_NODE_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode")
+#: attribute of an output (the result transform, a warped segmentation): the masks or the segmentation read
+#: where they are shown rather than as stored (:func:`read_where_shown`'s sentences, "; " between them)
+READ_WHERE_SHOWN_ATTRIBUTE = "ADRegNet.readWhereShown"
 
 
 @dataclass(frozen=True)
@@ -72,25 +84,50 @@ def visible_segments(segmentation_node, role: str = "segmentation") -> tuple[lis
 
 
 def in_volume_frame(node, volume_node) -> bool:
-    """True when ``node`` sits in its volume's frame: the volume's transform, or the one it had before this module
-    showed it registered (then a mask made with the volume is read as stored)."""
-    parent = node.GetParentTransformNode()
-    return parent is volume_node.GetParentTransformNode() or parent is registration_parent(volume_node)
+    """True when ``node`` is under the transform ``volume_node`` is under now (or both under none): it is then
+    read as stored (module docstring)."""
+    return node.GetParentTransformNode() is volume_node.GetParentTransformNode()
 
 
-def _reference_node(scene, volume_node, parent):
-    """A temporary volume node with ``volume_node``'s grid (no voxels) under ``parent``: where an export lands."""
-    import vtk
+def _transform_name(transform_node) -> str:
+    return f"the transform '{transform_node.GetName()}'" if transform_node is not None else "no transform"
 
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ADRegNet temporary reference")
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    node.SetIJKToRASMatrix(matrix)
-    grid = vtk.vtkImageData()
-    grid.SetExtent(volume_node.GetImageData().GetExtent())
-    node.SetAndObserveImageData(grid)
-    node.SetAndObserveTransformNodeID(parent.GetID() if parent is not None else None)
-    return node
+
+def _noun(role: str) -> str:
+    return "segmentation" if "segmentation" in role else "mask"
+
+
+def _where(node, volume_node, role: str) -> str:
+    """'<role> 'name' is under ... but its volume 'name' under ...' (the volume's current transform, named as a
+    registration result when it is one)."""
+    parent = volume_node.GetParentTransformNode()
+    shown = " (a registration result: the volume is shown registered)" if is_result_transform(parent) else ""
+    return (f"{role} '{node.GetName()}' is under {_transform_name(node.GetParentTransformNode())} but its volume "
+            f"'{volume_node.GetName()}' under {_transform_name(parent)}{shown}")
+
+
+def _fix(volume_node, role: str) -> str:
+    """What makes a mask be read as stored: under the volume's transform; out of any when the volume has none
+    (the fixed volume never has one)."""
+    parent = volume_node.GetParentTransformNode()
+    if parent is None:
+        return f"take the {_noun(role)} out of its transform"
+    return f"put the {_noun(role)} under the volume's transform '{parent.GetName()}'"
+
+
+def read_where_shown(node, volume_node, role: str) -> Optional[str]:
+    """None when ``node`` is read as stored (in its volume's frame), else the sentence saying that it is read
+    where it is shown and how to have it read as stored (the run log, warnings, ``READ_WHERE_SHOWN_ATTRIBUTE``).
+
+    Args:
+        node: a mask or segmentation node.
+        volume_node: the volume it belongs to.
+        role: "fixed mask", "moving mask", "segmentation to warp" (messages).
+    """
+    if node is None or volume_node is None or in_volume_frame(node, volume_node):
+        return None
+    return (f"{_where(node, volume_node, role)}: the {_noun(role)} is read where it is shown, mapped into the "
+            f"volume's frame ({_fix(volume_node, role)} if it marks the volume's voxels as stored)")
 
 
 def labelmap_from_segmentation(segmentation_node, reference_volume_node,
@@ -100,7 +137,7 @@ def labelmap_from_segmentation(segmentation_node, reference_volume_node,
     Args:
         segmentation_node: vtkMRMLSegmentationNode.
         reference_volume_node: the volume whose grid and frame the labels are exported on; a segmentation
-            outside that frame is read where it is shown (module docstring).
+            outside that frame is read where it is shown (module docstring; Slicer's export, nearest neighbour).
         role: what the segmentation is for (messages).
 
     Returns:
@@ -110,73 +147,27 @@ def labelmap_from_segmentation(segmentation_node, reference_volume_node,
     Raises:
         VolumeNodeError: no segments, none visible, or the export failed.
     """
-    import slicer
-    import vtk
-
     ids, _ = visible_segments(segmentation_node, role)
     segmentation = segmentation_node.GetSegmentation()
-    id_array = vtk.vtkStringArray()
     segments = []
     for k, segment_id in enumerate(ids):
         segment = segmentation.GetSegment(segment_id)
-        id_array.InsertNextValue(segment_id)
         segments.append(SegmentInfo(k + 1, segment_id, segment.GetName(), tuple(float(c) for c in segment.GetColor())))
-    scene = segmentation_node.GetScene()
-    frame = (segmentation_node.GetParentTransformNode() if in_volume_frame(segmentation_node, reference_volume_node)
-             else registration_parent(reference_volume_node))
-    with temporary_nodes(scene):
-        reference = _reference_node(scene, reference_volume_node, frame)
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ADRegNet temporary labels")
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentation_node, id_array, labelmap, reference)
-        if not ok or labelmap.GetImageData() is None:
-            raise VolumeNodeError(f"segmentation '{segmentation_node.GetName()}' could not be exported as a label map")
-        image = image_from_volume_node(labelmap, "segmentation", dtype=np.int64)
+    with temporary_nodes(segmentation_node.GetScene()):
+        image, _ = export_segments(segmentation_node, ids, reference_volume_node)
     return Image(image.array, image.geometry, segmentation_node.GetName()), segments
 
 
-def _resampled_where_shown(inside: np.ndarray, mask_node, volume_node) -> Image:
-    """A (Z, Y, X) bool mask of ``mask_node`` (on its own grid) resampled where it is shown onto the volume's grid,
-    in the volume's frame (Slicer's oriented-image resampler, nearest neighbour)."""
-    import slicer
-    import vtk
-    from vtk.util import numpy_support
-
-    def oriented(node, extent):
-        image = slicer.vtkOrientedImageData()
-        image.SetExtent(extent)
-        matrix = vtk.vtkMatrix4x4()
-        node.GetIJKToRASMatrix(matrix)
-        image.SetGeometryFromImageToWorldMatrix(matrix)
-        return image
-
-    source = oriented(mask_node, mask_node.GetImageData().GetExtent())
-    source.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    numpy_support.vtk_to_numpy(source.GetPointData().GetScalars())[:] = inside.reshape(-1)
-    geometry = geometry_from_volume_node(volume_node)
-    reference = oriented(volume_node, (0, geometry.size[0] - 1, 0, geometry.size[1] - 1, 0, geometry.size[2] - 1))
-    to_frame = vtk.vtkGeneralTransform()
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(mask_node.GetParentTransformNode(),
-                                                         registration_parent(volume_node), to_frame)
-    output = slicer.vtkOrientedImageData()
-    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-            source, reference, output, False, False, to_frame):
-        raise VolumeNodeError(f"mask '{mask_node.GetName()}' could not be resampled onto '{volume_node.GetName()}'")
-    array = np.zeros(geometry.shape, bool)
-    e = output.GetExtent()
-    if output.GetPointData().GetScalars() is not None and e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5]:
-        values = numpy_support.vtk_to_numpy(output.GetPointData().GetScalars()).reshape(
-            e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
-        lo = [max(e[2 * a], 0) for a in range(3)]  # x, y, z
-        hi = [min(e[2 * a + 1], geometry.size[a] - 1) for a in range(3)]
-        if all(l <= h for l, h in zip(lo, hi)):
-            array[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = values[
-                lo[2] - e[4]:hi[2] - e[4] + 1, lo[1] - e[2]:hi[1] - e[2] + 1, lo[0] - e[0]:hi[0] - e[0] + 1] > 0
-    return Image(array, geometry, mask_node.GetName())
-
-
-def _transform_name(transform_node) -> str:
-    return f"the transform '{transform_node.GetName()}'" if transform_node is not None else "no transform"
+def _segmentation_inside(mask_node, ids: list[str], volume_node, shown_elsewhere: bool) -> Image:
+    """Any of the segments ``ids``, as a bool image on the volume's grid in its frame: exported there when in
+    the volume's frame, else exported on its own grid and resampled where it is shown like a label map."""
+    with temporary_nodes(mask_node.GetScene()):
+        if not shown_elsewhere:
+            image, _ = export_segments(mask_node, ids, volume_node)
+            return Image(image.array > 0, image.geometry, mask_node.GetName())
+        own, labelmap = export_segments(mask_node, ids, None)  # on its own grid, under its transform
+        return resampled_where_shown(own.array > 0, labelmap, mask_node.GetParentTransformNode(), volume_node,
+                                     mask_node.GetName())
 
 
 def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list] = None) -> Image:
@@ -185,42 +176,41 @@ def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list
     Args:
         mask_node: label map or scalar volume node (read on its own grid when it is in the volume's frame,
             else resampled where it is shown onto the volume's grid), or Segmentation node (its visible
-            segments, exported onto ``volume_node``'s grid).
+            segments, on ``volume_node``'s grid).
         volume_node: the fixed or moving volume the mask belongs to.
         role: "fixed mask" or "moving mask" (messages).
         notes: a list that gets one line per thing the run log should say (segments used and hidden, a
-            mask read where it is shown).
+            mask read where it is shown: :func:`read_where_shown`).
 
     Raises:
         VolumeNodeError: wrong node type, a scan (not a mask), every segment hidden, or an empty mask.
     """
     name = mask_node.GetName()
-    shown_elsewhere = not in_volume_frame(mask_node, volume_node)
+    if not any(mask_node.IsA(c) for c in MASK_NODE_CLASSES):
+        raise VolumeNodeError(f"{role} '{name}' is a {mask_node.GetClassName()}; choose a label map, "
+                              "a scalar volume or a segmentation")
+    shown_elsewhere = read_where_shown(mask_node, volume_node, role)
     lines = []
     if mask_node.IsA("vtkMRMLSegmentationNode"):
-        image, used = labelmap_from_segmentation(mask_node, volume_node, role)
-        _, hidden = visible_segments(mask_node, role)
-        lines.append(f"{role} '{name}': segments used: {', '.join(s.name for s in used)}"
+        ids, hidden = visible_segments(mask_node, role)
+        image = _segmentation_inside(mask_node, ids, volume_node, shown_elsewhere is not None)
+        used = [mask_node.GetSegmentation().GetSegment(i).GetName() for i in ids]
+        lines.append(f"{role} '{name}': segments used: {', '.join(used)}"
                      + (f"; hidden, left out: {', '.join(hidden)}" if hidden else " (every segment; none is hidden)"))
-    elif mask_node.IsA("vtkMRMLScalarVolumeNode"):
+    else:
         image = image_from_volume_node(mask_node, role, dtype=None)
         _check_not_a_scan(image.array, mask_node, role)
         if shown_elsewhere:
-            image = _resampled_where_shown(image.array > 0, mask_node, volume_node)
-    else:
-        raise VolumeNodeError(f"{role} '{name}' is a {mask_node.GetClassName()}; choose a label map, "
-                              "a scalar volume or a segmentation")
-    where = (f"{role} '{name}' is under {_transform_name(mask_node.GetParentTransformNode())} but its volume "
-             f"'{volume_node.GetName()}' under {_transform_name(registration_parent(volume_node))}")
+            image = resampled_where_shown(image.array > 0, mask_node, mask_node.GetParentTransformNode(),
+                                          volume_node, name)
     if shown_elsewhere:
-        lines.append(f"{where}: the mask is read where it is shown, mapped into the volume's frame (put the mask "
-                     "under the volume's transform if it marks the volume's voxels as stored)")
+        lines.append(shown_elsewhere)
     inside = image.array > 0
     if not inside.any():
         if shown_elsewhere:
-            raise VolumeNodeError(f"{where}: where it is shown, the mask marks no voxel of the volume; put the mask "
-                                  "under the volume's transform if it was made on the volume's voxels, or clear the "
-                                  "mask selector")
+            raise VolumeNodeError(f"{_where(mask_node, volume_node, role)}: where it is shown, the mask marks no voxel "
+                                  f"of the volume; {_fix(volume_node, role)} if it was made on the volume's voxels, "
+                                  "or clear the mask selector")
         raise VolumeNodeError(f"{role} '{name}' is empty (no voxel above 0); paint the region of "
                               "interest or clear the mask selector")
     if notes is not None:
@@ -274,23 +264,27 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
     the fixed volume.
 
     Args:
-        segmentation_node: Segmentation of the moving volume, read where it is shown (module docstring): in the
-            moving volume's transform, or none when the moving volume had none before it was shown registered.
+        segmentation_node: Segmentation of the moving volume, read where it is shown (module docstring): as
+            stored under the moving volume's (current) transform, else mapped from where it is shown; the
+            output's ``READ_WHERE_SHOWN_ATTRIBUTE`` and a warning then say so.
         transform_node: an AD-RegNet result grid transform (fixed -> moving, "from parent").
         moving_volume_node, fixed_volume_node: the registered pair.
         name: name of the new node (default: "<segmentation> warped").
 
     Returns:
         The new vtkMRMLSegmentationNode with the same segment names and colours, on the fixed grid; its
-        attributes name the hidden segments left out (``SEGMENTS_HIDDEN_ATTRIBUTE``) and the segments that
-        have no voxel there (``SEGMENTS_NOT_WARPED_ATTRIBUTE``), and a warning says so.
+        attributes name the hidden segments left out (``SEGMENTS_HIDDEN_ATTRIBUTE``), the segments that
+        have no voxel there (``SEGMENTS_NOT_WARPED_ATTRIBUTE``) and a segmentation read where it is shown
+        (``READ_WHERE_SHOWN_ATTRIBUTE``), and a warning says each.
     """
     import slicer
 
     from .transform import field_from_grid_transform_node
 
     disp, geometry = field_from_grid_transform_node(transform_node)
-    labels, segments = labelmap_from_segmentation(segmentation_node, moving_volume_node, "segmentation to warp")
+    role = "segmentation to warp"
+    shown_elsewhere = read_where_shown(segmentation_node, moving_volume_node, role)
+    labels, segments = labelmap_from_segmentation(segmentation_node, moving_volume_node, role)
     _, hidden = visible_segments(segmentation_node)
     warped = warp_label_image(labels, disp, geometry)
     scene = segmentation_node.GetScene()
@@ -301,7 +295,7 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
         output.SetReferenceImageGeometryParameterFromVolumeNode(fixed_volume_node)
         with temporary_nodes(scene):
             labelmap = volume_node_from_image(scene, Image(warped.array.astype(np.int32), geometry, "labels"),
-                                              name="ADRegNet temporary labels", class_name="vtkMRMLLabelMapVolumeNode")
+                                              node=temporary_labelmap(scene, colors=False))
             if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, output):
                 raise VolumeNodeError("the warped labels could not be imported into a segmentation")
         by_label = {s.label: s for s in segments}
@@ -315,6 +309,9 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
                 segment.SetColor(*info.color)
                 present.add(info.label)
         output.SetAttribute(ROLE_ATTRIBUTE, "warped-segmentation")
+        if shown_elsewhere:  # before: warped from where it is shown with no word
+            output.SetAttribute(READ_WHERE_SHOWN_ATTRIBUTE, shown_elsewhere)
+            warnings.warn(f"'{output.GetName()}': {shown_elsewhere}", stacklevel=2)
         if hidden:  # what you see is what is warped: said, not dropped silently
             output.SetAttribute(SEGMENTS_HIDDEN_ATTRIBUTE, ", ".join(hidden))
             warnings.warn(f"'{output.GetName()}': {len(hidden)} hidden segment(s) of '{segmentation_node.GetName()}' "

@@ -5,12 +5,23 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-__all__ = ["node_ids", "temporary_nodes", "rollback_on_error", "restore_on_error"]
+__all__ = ["node_ids", "add_hidden_node", "temporary_nodes", "rollback_on_error", "restore_on_error"]
 
 
 def node_ids(scene) -> list[str]:
     """IDs of every node in the scene, in scene order."""
     return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+def add_hidden_node(scene, class_name: str, name: str):
+    """A new node of ``class_name`` added to ``scene`` hidden from editors from the start: a helper node (an
+    export's reference grid or labels) never shows in node selectors, the Data module or subject hierarchy,
+    not even for the moment it exists (``AddNewNodeByClass`` adds it visible)."""
+    node = scene.CreateNodeByClass(class_name)
+    node.UnRegister(None)  # owned by the Python variable now (CreateNodeByClass added a reference)
+    node.SetHideFromEditors(1)
+    node.SetName(name)
+    return scene.AddNode(node)
 
 
 def _remove_added(scene, before: set) -> None:

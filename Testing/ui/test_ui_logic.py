@@ -116,6 +116,46 @@ def test_apply_shows_the_registered_volume_and_keeps_new_outputs(module, scene):
     assert logic.describeInitialTransform(p).startswith("none")
 
 
+def test_apply_takes_the_moving_mask_along_and_the_stage_label_says_what_was_read_where_shown(module, scene):
+    """Before: showing the moving volume registered left its mask and segmentation behind (a later Warp read them
+    through the result), and a mask or segmentation read where it is shown was said only in the run log."""
+    ADRegNet, _ = module
+    from ADRegNetMRML.geometry import volume_node_from_image
+    from ADRegNetLib.spatial.image import Image
+    import numpy as np
+
+    p = _parameters(ADRegNet, scene)
+    geometry = oblique_geometry(size=(20, 18, 14))
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[3:10, 4:12, 5:15] = 1
+    p.movingMask = volume_node_from_image(scene, Image(labels, geometry, "roi"), name="roi",
+                                          class_name="vtkMRMLLabelMapVolumeNode")
+    p.segmentationToWarp = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(p.movingMask,
+                                                                                     p.segmentationToWarp)
+    p.fixedMask = shared = volume_node_from_image(scene, Image(labels, geometry, "both"), name="both",
+                                                  class_name="vtkMRMLLabelMapVolumeNode")
+    logic = ADRegNet.ADRegNetLogic()
+    outputs = logic.process(p)
+    assert logic.doneText(outputs) == "Done."
+    logic.showResults(p)
+    result = p.resultTransform
+    assert [n.GetParentTransformNode() for n in (p.movingVolume, p.movingMask, p.segmentationToWarp)] == [result] * 3
+    logic.updateDisplay(p, showMoving=False)
+    p.movingMask = shared  # also the fixed mask: never shown (nor read) through the result
+    logic.updateDisplay(p, showMoving=True)
+    assert shared.GetParentTransformNode() is None and p.segmentationToWarp.GetParentTransformNode() is result
+    p.segmentationToWarp.SetAndObserveTransformNodeID(None)  # left behind: read where it is shown, and said
+    with pytest.warns(UserWarning, match="is read where it is shown"):
+        warped = logic.warpSegmentation(p)
+    text = logic.warpedText(warped)
+    assert text.startswith("Segmentation warped: organs warped. Note: segmentation to warp 'organs' is under no "
+                           f"transform but its volume 'moving' under the transform '{result.GetName()}'"), text
+    with pytest.warns(UserWarning, match="moving mask 'both' is under no transform"):
+        second = logic.process(p)
+    assert logic.doneText(second).startswith("Done. moving mask 'both' is under no transform but its volume")
+
+
 def test_place_pair_button_places_both_points(module, scene):
     ADRegNet, loop = module
     p = _parameters(ADRegNet, scene)
