@@ -26,10 +26,11 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from ..cli.outputs import write_problem
 from ..engine.settings import PRESETS, QUALITIES
-from .files import FileLock, LockTimeout
+from .files import LockTimeout
 from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
 from .pairs import Pair, check_pairs, read_pairs_csv
 from .report import write_summary
+from .staging import clean_partial, staging
 from .results import (ResultsFileError, failed_row, is_complete, merge_results_csv, read_results_csv,
                       row_for_complete_pair)
 from .worker import PARTIAL_DIR, PairOptions, not_a_result, pair_inputs, run_pair
@@ -102,61 +103,6 @@ def other_pairs_result(pair: Pair, folder: Path) -> Optional[str]:
         if given_path != held_path and given_path.name != held_path.name:
             return f"{folder} holds the result of {role} {held}, not of this pair's {role} {given}"
     return None
-
-
-_RUN_PREFIX = "run-"
-_LOCK_SUFFIX = ".lock"
-
-
-def _clean_partial(out: Path) -> None:
-    """Removes what dead runs left in OUTDIR/.partial/ (never a published pair, never a live run's folder).
-
-    A run's folder ``run-<token>`` is live while its ``run-<token>.lock`` is locked (by that run's
-    client); anything else there (a dead run's folder, a pair folder of a direct ``run_pair`` call) is
-    what a killed run left.
-    """
-    partial = out / PARTIAL_DIR
-    if not partial.is_dir():
-        return
-    entries = {entry.name: entry for entry in partial.iterdir()}
-    for name, entry in sorted(entries.items()):
-        if name.startswith(_RUN_PREFIX) and name.endswith(_LOCK_SUFFIX + ".held"):
-            continue  # a lock without OS locks (FileLock.marker_path): judged with its lock file
-        if name.startswith(_RUN_PREFIX) and name.endswith(_LOCK_SUFFIX):
-            lock = FileLock(entry)
-            if lock.acquire(timeout_s=0):  # its run is gone
-                folder = partial / name[: -len(_LOCK_SUFFIX)]
-                shutil.rmtree(folder, ignore_errors=True)
-                lock.release()
-        elif (partial / (name + _LOCK_SUFFIX)).exists():
-            continue  # a run's folder: judged by its lock above
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """This run's folder in OUTDIR/.partial/, marked live by its lock for as long as the run lasts."""
-    partial = out / PARTIAL_DIR
-    partial.mkdir(parents=True, exist_ok=True)
-    while True:
-        token = f"{_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
-        lock = FileLock(partial / (token + _LOCK_SUFFIX))
-        if lock.acquire(timeout_s=0):
-            break
-    folder = partial / token
-    try:
-        folder.mkdir()
-        yield folder
-    finally:
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only when empty: a cancelled pair may still be writing; a later run removes it
-        if folder.exists():
-            lock.remove = False  # keep the lock file: it names the folder for the next run's clean-up
-        lock.release()
 
 
 def _local_client(distributed, workers: int, threads_per_worker: Optional[int],
@@ -296,11 +242,11 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     problem = write_problem(out)
     if problem:
         raise BatchError(f"cannot write to the output folder {out} ({problem}); choose a writable -o folder")
-    staging = out / PARTIAL_DIR
-    if (staging.exists() or staging.is_symlink()) and not staging.is_dir():
-        raise BatchError(f"{staging} is in the way (it is not a folder; batch stages its pairs there): move it, or "
+    partial = out / PARTIAL_DIR
+    if (partial.exists() or partial.is_symlink()) and not partial.is_dir():
+        raise BatchError(f"{partial} is in the way (it is not a folder; batch stages its pairs there): move it, or "
                          "choose another output folder (-o)")
-    _clean_partial(out)
+    clean_partial(out)
     rows, todo, n_complete, n_failed = _plan(pairs, out, previous, retry_failed)
     in_the_way = [reason for reason in (not_a_result(out / p.id, pair_inputs(p)) for p in todo) if reason]
     if in_the_way:  # a data folder as OUTDIR: its subject folders are not results to replace
@@ -322,8 +268,8 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         say(f"skipping {n_complete} complete pair(s)" + (f" and {n_failed} that failed before (--retry-failed runs "
                                                           "them again)" if n_failed else ""))
     if todo:
-        with _staging(out) as staging:
-            _run(todo, out, staging, rows, update, say=say, progress=progress, total=len(pairs),
+        with staging(out) as staging_folder:
+            _run(todo, out, staging_folder, rows, update, say=say, progress=progress, total=len(pairs),
                  options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
                               threads=threads, landmarks_check_only=bool(landmarks_check_only)),
                  cluster=dict(workers=workers, threads_per_worker=threads_per_worker,

@@ -109,16 +109,16 @@ def test_processes_merging_rows_at_once_lose_none(tmp_path):
 def test_a_live_runs_staged_pairs_survive_another_runs_start(tmp_path):
     """Before: every run emptied OUTDIR/.partial when it started, deleting the pairs another run was writing there
     (they then failed); now only a dead run's folder is removed."""
-    from ADRegNetLib.cohort.run import _staging
+    from ADRegNetLib.cohort.staging import staging
 
     out = tmp_path / "out"
     csv_path = _complete_cohort(tmp_path / "b", out, ["b1"])
-    with _staging(out) as staging:
-        (staging / "a1.xyz").mkdir()
-        (staging / "a1.xyz" / "warped.nii.gz").write_bytes(b"being written")
+    with staging(out) as staging_folder:
+        (staging_folder / "a1.xyz").mkdir()
+        (staging_folder / "a1.xyz" / "warped.nii.gz").write_bytes(b"being written")
         register_cohort(csv_path, out, progress=False)
-        assert (staging / "a1.xyz" / "warped.nii.gz").is_file()
-    assert staging.is_dir()  # a pair still being written when its run ended stays ...
+        assert (staging_folder / "a1.xyz" / "warped.nii.gz").is_file()
+    assert staging_folder.is_dir()  # a pair still being written when its run ended stays ...
     register_cohort(csv_path, out, progress=False)
     assert not (out / PARTIAL_DIR).exists()  # ... until a later run finds its run gone
 
