@@ -207,3 +207,27 @@ def test_published_results_get_the_permissions_the_umask_gives(cohort_factory, t
     assert mode(out / "pair0") == oct(0o775)
     published = sorted((out / "pair0").iterdir()) + [out / n for n in ("results.csv", "summary.md", "summary.png")]
     assert {p.name: mode(p) for p in published} == {p.name: oct(0o664) for p in published}
+
+
+def test_a_run_folder_of_another_machine_is_kept_until_it_is_old(tmp_path):
+    """Where locks hold per machine only (NFS nolock / local_lock, Lustre localflock) another machine's live run
+    looks dead from here: its folder is judged by its age instead, and removed once unchanged for a day."""
+    import os
+    import time
+
+    from ADRegNetLib.cohort.staging import OTHER_HOST_GRACE_S, clean_partial, staging
+
+    out = tmp_path / "out"
+    with staging(out) as mine:  # this machine's own lock names it
+        lock = mine.with_name(mine.name + ".lock")
+        assert lock.read_text().split()[1] == str(os.getpid())
+    partial = out / PARTIAL_DIR
+    theirs = partial / "run-0123456789ab"
+    (theirs / "p1.x").mkdir(parents=True)
+    (partial / "run-0123456789ab.lock").write_text("another-machine 4242\n")
+    clean_partial(out)
+    assert (theirs / "p1.x").is_dir()  # recent: kept
+    old = time.time() - OTHER_HOST_GRACE_S - 60
+    os.utime(theirs, (old, old))
+    clean_partial(out)
+    assert not theirs.exists()
