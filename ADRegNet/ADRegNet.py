@@ -191,6 +191,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setState(ProcessingState.CANCELLING)
             self.ui.stageLabel.setText(_("Cancelling..."))
             return
+        self.logic.clearStage(self.ui.stageLabel)  # no earlier note beside this run's outcome
         if not self.logic.ensureDependencies(interactive=True):
             return
         self._stopPlacement()
@@ -250,6 +251,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onWarpSegmentation(self) -> None:
         """Warp the chosen segmentation of the moving volume onto the fixed volume (a new node)."""
+        self.logic.clearStage(self.ui.stageLabel)  # no earlier note beside an error
         with slicer.util.tryWithErrorDisplay(_("Could not warp the segmentation."), waitCursor=True):
             node = self.logic.warpSegmentation(self._parameterNode)
             self.ui.stageLabel.setText(self.logic.warpedText(node))  # hidden segments, read where it is shown

@@ -89,7 +89,7 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         if not self.resultIsCurrent(p):  # none yet, or made for other volumes than those now selected
             return
         show = p.showMovingUnderTransform if showMoving is None else showMoving
-        show_under_result(p.resultTransform, p.movingVolume, [p.movingLandmarks, *self.movingMasks(p)], show)
+        show_under_result(p.resultTransform, p.movingVolume, [p.movingLandmarks], show)
         display.set_transform_grid_visible(p.resultTransform, p.showTransformGrid if showGrid is None else showGrid)
         if (overlay or p.overlay) == Overlay.JACOBIAN and p.resultJacobian:
             display.show_jacobian_overlay(slicer.mrmlScene, p.resultJacobian, p.fixedVolume, p.jacobianOpacity)
@@ -97,11 +97,10 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
             display.show_comparison(slicer.mrmlScene, p.fixedVolume, p.resultWarped, p.fade)
 
     @staticmethod
-    def movingMasks(p: ADRegNetParameterNode) -> list:
-        """The moving volume's mask and segmentation to warp: shown registered with it when they sit in its
-        transform (never a node that is also the fixed volume or fixed mask: it would be read through the result)."""
-        fixedNodes = [n for n in (p.fixedVolume, p.fixedMask) if n]
-        return [n for n in (p.movingMask, p.segmentationToWarp) if n and n not in fixedNodes]
+    def clearStage(label) -> None:
+        """Empty the stage label as Apply or Warp segmentation starts: an earlier run's note (a mask read where it
+        is shown) must not stand beside a later error or other inputs."""
+        label.setText("")
 
     @staticmethod
     def doneText(outputs) -> str:

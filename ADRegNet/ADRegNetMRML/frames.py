@@ -12,14 +12,14 @@ click or an earlier run would otherwise land in the wrong place):
 * The module keeps the moving point list in the moving volume's transform (it moves both together),
   so points placed before a run keep marking the same anatomy after it.
 * A **mask marks the anatomy shown under it** too (label map, volume or segmentation alike,
-  :mod:`ADRegNetMRML.masks`), by the same rule: one under the volume's transform (now: the result's
-  while the volume is shown registered) is read as stored, any other is mapped from where it is shown
-  through the transforms between, as a point list is. When the module shows the moving volume
-  registered it moves its mask and segmentation along when they sit in the volume's transform (as they
-  are: their voxels mark the same anatomy under it), and back when it takes the volume out.
+  :mod:`ADRegNetMRML.masks`): one in its volume's frame (the transform the volume is under now, or the
+  one it had before this module showed it registered) is read as stored, any other is mapped from where
+  it is shown. The module never moves a mask or a segmentation: showing the moving volume registered
+  leaves them where they are, still in its frame, whenever they were chosen.
 * A moving volume under a **linear** transform starts from that transform (the initial alignment,
   fixed -> moving). Under an AD-RegNet result (shown registered by this module) the transform it had
-  before is used, recorded on the result node; the result itself is never taken as a start.
+  before is used, recorded on the volume node (a node reference, ``PREVIOUS_PARENT_ROLE``, so it
+  survives a scene save and reload); the result itself is never taken as a start.
 """
 from __future__ import annotations
 
@@ -33,12 +33,17 @@ from .geometry import VolumeNodeError, points_ras_to_lps
 __all__ = [
     "ROLE_ATTRIBUTE", "is_result_transform", "registration_parent", "initial_transform_lps",
     "points_ras_in_volume_frame", "points_lps_in_volume_frame", "attach_markups_to_volume_frame", "show_under_result",
-    "check_fixed_frame", "lps_matrix_to_ras",
+    "check_fixed_frame", "lps_matrix_to_ras", "PREVIOUS_PARENT_ROLE",
 ]
 
 #: attribute naming what an AD-RegNet node is ("transform", "inverse-transform", "warped", ...)
 ROLE_ATTRIBUTE = "ADRegNet.role"
-_PREVIOUS_PARENT = "ADRegNet.previousParent:"  # + node ID, stored on a result transform node
+#: node reference role of a volume shown registered: the transform it had before (none: no reference)
+PREVIOUS_PARENT_ROLE = "ADRegNet.previousParent"
+# earlier versions: an attribute of the result transform, "ADRegNet.previousParent:<volume ID>" = transform ID.
+# Slicer's ReadXMLAttributes splits at the first ':', so a reloaded scene holds "ADRegNet.previousParent" =
+# "<volume ID>:<transform ID>" instead; both forms are read.
+_LEGACY_PREVIOUS_PARENT = "ADRegNet.previousParent:"
 
 _F4 = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -57,8 +62,21 @@ def registration_parent(node):
     parent = node.GetParentTransformNode()
     if not is_result_transform(parent):
         return parent
-    previous = parent.GetAttribute(_PREVIOUS_PARENT + node.GetID())
-    return node.GetScene().GetNodeByID(previous) if previous and node.GetScene() else None
+    previous = node.GetNodeReference(PREVIOUS_PARENT_ROLE)
+    if previous is not None or node.GetScene() is None:
+        return previous
+    return node.GetScene().GetNodeByID(_legacy_previous_parent_id(parent, node.GetID()) or "")
+
+
+def _legacy_previous_parent_id(result_transform_node, volume_id: str) -> Optional[str]:
+    """The transform ID an earlier version recorded on the result, in its session form or as a reloaded scene
+    holds it (module note at ``_LEGACY_PREVIOUS_PARENT``); None when there is none."""
+    value = result_transform_node.GetAttribute(_LEGACY_PREVIOUS_PARENT + volume_id)
+    if value:
+        return value
+    reloaded = result_transform_node.GetAttribute(PREVIOUS_PARENT_ROLE) or ""
+    volume, _, transform = reloaded.partition(":")
+    return transform if volume == volume_id and transform else None
 
 
 def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
@@ -146,32 +164,24 @@ def attach_markups_to_volume_frame(markups_node, volume_node) -> None:
         markups_node.EndModify(was_modifying)
 
 
-def show_under_result(result_transform_node, volume_node, nodes: Sequence = (), show: bool = True) -> None:
-    """Show the moving volume (with its point lists, masks and segmentations) registered, under the result
-    transform, or take it out.
+def show_under_result(result_transform_node, volume_node, markups_nodes: Sequence = (), show: bool = True) -> None:
+    """Show the moving volume (and its point lists) registered, under the result transform, or take it out.
 
-    Showing records the transform the volume had (its starting alignment) on the result node, so that
-    hiding restores it and a later run still starts from it. Point lists are first attached to the
-    volume's frame, so they keep marking the same anatomy; a mask or segmentation (label map, volume,
-    segmentation node) moves along when it sits in the volume's transform, and stays where it is shown
-    otherwise (it is read there: :mod:`ADRegNetMRML.masks`). Hiding puts every one of ``nodes`` under the
-    result back under the volume's starting transform.
+    Showing records the transform the volume had (its starting alignment) as the volume's
+    ``PREVIOUS_PARENT_ROLE`` reference, so that hiding restores it and a later run still starts from it,
+    also after the scene is saved and reloaded. Point lists are first attached to the volume's frame, so
+    they keep marking the same anatomy. Masks and segmentations are never moved: one under the starting
+    transform stays in the volume's frame (:mod:`ADRegNetMRML.masks`).
 
     Args:
         result_transform_node: an AD-RegNet result (fixed -> moving).
         volume_node: the moving volume.
-        nodes: point lists, masks and segmentations of the moving volume (None entries skipped); never a
-            node of the fixed volume (it would be shown, and read, through the result).
+        markups_nodes: its point lists (None entries skipped).
         show: True to show registered, False to take the volume out.
     """
     if result_transform_node is None or volume_node is None:
         return
-    unique = {}
-    for node in nodes:
-        if node is not None and node is not volume_node:
-            unique.setdefault(node.GetID(), node)
-    markups = [n for n in unique.values() if n.IsA("vtkMRMLMarkupsNode")]
-    others = [n for n in unique.values() if not n.IsA("vtkMRMLMarkupsNode")]
+    markups = [m for m in markups_nodes if m is not None]
     current = volume_node.GetParentTransformNode()
     if show:
         if current is result_transform_node:
@@ -179,16 +189,21 @@ def show_under_result(result_transform_node, volume_node, nodes: Sequence = (), 
         base = registration_parent(volume_node)
         for node in markups:
             attach_markups_to_volume_frame(node, volume_node)
-        along = [n for n in others if n.GetParentTransformNode() is current]  # in its frame: moved as they are
-        result_transform_node.SetAttribute(_PREVIOUS_PARENT + volume_node.GetID(), base.GetID() if base else "")
-        for node in [volume_node, *markups, *along]:
+        volume_node.RemoveNodeReferenceIDs(PREVIOUS_PARENT_ROLE)
+        if base is not None:
+            volume_node.SetNodeReferenceID(PREVIOUS_PARENT_ROLE, base.GetID())
+        result_transform_node.RemoveAttribute(_LEGACY_PREVIOUS_PARENT + volume_node.GetID())
+        if _legacy_previous_parent_id(result_transform_node, volume_node.GetID()) is not None:
+            result_transform_node.RemoveAttribute(PREVIOUS_PARENT_ROLE)  # a reloaded earlier record: now superseded
+        for node in [volume_node, *markups]:
             node.SetAndObserveTransformNodeID(result_transform_node.GetID())
         return
     if current is not result_transform_node:
         return
     base = registration_parent(volume_node)
-    for node in [volume_node, *[n for n in unique.values() if n.GetParentTransformNode() is result_transform_node]]:
+    for node in [volume_node, *[m for m in markups if m.GetParentTransformNode() is result_transform_node]]:
         node.SetAndObserveTransformNodeID(base.GetID() if base is not None else None)
+    volume_node.RemoveNodeReferenceIDs(PREVIOUS_PARENT_ROLE)
 
 
 def lps_matrix_to_ras(matrix_lps: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -361,11 +361,9 @@ class ADRegNetMRMLLogic:
 
     # ------------------------------------------------------------------ display helpers (no Qt)
     @staticmethod
-    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool, movingLandmarksNode=None,
-                                movingMaskNodes: Sequence = ()) -> None:
-        """Show the moving volume registered under the result transform, or take it out: with it its point list
-        and its masks and segmentations (``movingMaskNodes``) that sit in its transform (``show_under_result``)."""
-        show_under_result(transformNode, movingVolumeNode, [movingLandmarksNode, *movingMaskNodes], show)
+    def setMovingUnderTransform(movingVolumeNode, transformNode, show: bool, movingLandmarksNode=None) -> None:
+        """Show the moving volume (and its point list) registered under the result transform, or take it out."""
+        show_under_result(transformNode, movingVolumeNode, [movingLandmarksNode], show)
 
 
 def _affine(matrix44_lps: np.ndarray):

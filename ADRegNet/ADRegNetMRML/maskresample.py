@@ -10,6 +10,7 @@ import numpy as np
 
 from ADRegNetLib.spatial.image import Image
 
+from .frames import registration_parent
 from .geometry import VolumeNodeError, geometry_from_volume_node, image_from_volume_node
 from .nodes import add_hidden_node
 
@@ -37,9 +38,9 @@ def temporary_labelmap(scene, colors: bool = True):
     return labels
 
 
-def _reference_node(scene, volume_node):
-    """A temporary volume node, hidden from editors, with ``volume_node``'s grid (no voxels) under its
-    transform: where an export lands."""
+def _reference_node(scene, volume_node, frame):
+    """A temporary volume node, hidden from editors, with ``volume_node``'s grid (no voxels) under the transform
+    ``frame`` (None: none): where an export lands."""
     import vtk
 
     node = add_hidden_node(scene, "vtkMRMLScalarVolumeNode", "ADRegNet temporary reference")
@@ -49,20 +50,21 @@ def _reference_node(scene, volume_node):
     grid = vtk.vtkImageData()
     grid.SetExtent(volume_node.GetImageData().GetExtent())
     node.SetAndObserveImageData(grid)
-    parent = volume_node.GetParentTransformNode()
-    node.SetAndObserveTransformNodeID(parent.GetID() if parent is not None else None)
+    node.SetAndObserveTransformNodeID(frame.GetID() if frame is not None else None)
     return node
 
 
-def export_segments(segmentation_node, ids: list[str], reference_volume_node):
+def export_segments(segmentation_node, ids: list[str], reference_volume_node, frame=None):
     """Export segments as one label map, inside a ``temporary_nodes`` block.
 
     Args:
         segmentation_node: vtkMRMLSegmentationNode.
         ids: the IDs of the segments to export; segment k of the list gets label k + 1.
-        reference_volume_node: export onto this volume's grid in its frame (Slicer maps the segmentation
-            from where it is shown, nearest neighbour); None: on the segmentation's own grid, under its
-            transform (no resampling).
+        reference_volume_node: export onto this volume's grid, placed under ``frame`` (Slicer maps the
+            segmentation from where it is shown, nearest neighbour); None: on the segmentation's own grid,
+            under its transform (no resampling).
+        frame: the transform node the volume's voxels are read under (None: none): the segmentation's own
+            when it is in the volume's frame, else the volume's ``registration_parent``.
 
     Returns:
         ((Z, Y, X) int64 labels in LPS, the temporary label map node holding them).
@@ -77,7 +79,7 @@ def export_segments(segmentation_node, ids: list[str], reference_volume_node):
     id_array = vtk.vtkStringArray()
     for segment_id in ids:
         id_array.InsertNextValue(segment_id)
-    reference = _reference_node(scene, reference_volume_node) if reference_volume_node is not None else None
+    reference = _reference_node(scene, reference_volume_node, frame) if reference_volume_node is not None else None
     labelmap = temporary_labelmap(scene)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
         segmentation_node, id_array, labelmap, reference)
@@ -98,7 +100,8 @@ def _oriented(ijk_to_ras, extent):
 
 
 def resampled_where_shown(inside: np.ndarray, grid_node, source_parent, volume_node, name: str) -> Image:
-    """A mask resampled where it is shown onto the volume's grid, in the volume's frame.
+    """A mask resampled where it is shown onto the volume's grid, in the volume's frame (the transform it has
+    for registration, ``registration_parent``: while the module shows it registered, the one it had before).
 
     The indicator (bytes 0/255) is interpolated linearly and kept above 127 (Slicer's oriented-image
     resampler): the engine's ``map_mask`` rule (linear, above one half), so the boundary stays where it is
@@ -108,7 +111,7 @@ def resampled_where_shown(inside: np.ndarray, grid_node, source_parent, volume_n
         inside: (Z, Y, X) bool on ``grid_node``'s grid.
         grid_node: the volume node whose grid ``inside`` is on (its IJK-to-RAS and extent).
         source_parent: the transform node the mask is shown under (None: world).
-        volume_node: the volume whose grid and frame (its current transform) the mask is read on.
+        volume_node: the volume whose grid and frame the mask is read on.
         name: the mask's name (messages).
 
     Returns:
@@ -133,7 +136,7 @@ def resampled_where_shown(inside: np.ndarray, grid_node, source_parent, volume_n
     volume_node.GetIJKToRASMatrix(volume_matrix)
     reference = _oriented(volume_matrix, (0, geometry.size[0] - 1, 0, geometry.size[1] - 1, 0, geometry.size[2] - 1))
     to_frame = vtk.vtkGeneralTransform()
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(source_parent, volume_node.GetParentTransformNode(), to_frame)
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(source_parent, registration_parent(volume_node), to_frame)
     output = slicer.vtkOrientedImageData()
     if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
             source, reference, output, True, False, to_frame):

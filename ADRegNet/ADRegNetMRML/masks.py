@@ -1,17 +1,16 @@
 r"""Masks from label map, scalar volume or Segmentation nodes, and warping a Segmentation moving -> fixed.
 
-Where a mask is read (one rule for label maps, volumes and segmentations, the rule of point lists,
-:mod:`ADRegNetMRML.frames`, and of Slicer's own segmentation export): **a mask marks the anatomy shown
-under it.** A mask under its volume's transform (or, like the volume, under none) is read on its own grid
-as stored. Any other (a label map left out of the moving volume's starting transform, a segmentation
-painted over the transformed moving volume, a mask left behind when the module showed the moving volume
-registered) is read where it is shown: mapped through the transforms between them into the volume's
-frame, onto the volume's grid. "The volume's transform" is the one it is under now: while the moving
-volume is shown registered that is the result, and a mask left under its starting transform is read
-through the result, as a point list there is (the module moves a mask in the volume's transform along
-when it shows the volume registered: :func:`ADRegNetMRML.frames.show_under_result`). The run log, a
-warning, an attribute of the output (``READ_WHERE_SHOWN_ATTRIBUTE``) and the panel say when a mask or the
-segmentation to warp was read where it is shown, and how to have it read as stored.
+Where a mask is read (one rule for label maps, volumes and segmentations, the rule of Slicer's own
+segmentation export): **a mask marks the anatomy shown under it.** A mask in its volume's frame is read
+on its own grid as stored: under the transform the volume is under now, or under the one it had before
+this module showed it registered (``registration_parent``; or, like the volume then, under none). So a
+mask or a segmentation made with the moving volume is read as stored whether it is chosen before or
+after Apply shows the volume registered; the module never moves it. Any other mask (a label map left
+out of the moving volume's starting transform, a segmentation painted over the transformed moving
+volume) is read where it is shown: mapped through the transforms between them into the volume's frame
+(while the volume is shown registered: its frame as it was before registration), onto the volume's grid.
+The run log, a warning, an attribute of the output (``READ_WHERE_SHOWN_ATTRIBUTE``) and the panel say
+when a mask or the segmentation to warp was read where it is shown, and how to have it read as stored.
 
 Resampling a mask shown elsewhere is what the engine does with a mask on another grid (``map_mask``):
 linear interpolation of the indicator, kept above one half, so its boundary lands at the same physical
@@ -36,7 +35,7 @@ import numpy as np
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
-from .frames import ROLE_ATTRIBUTE, is_result_transform
+from .frames import ROLE_ATTRIBUTE, is_result_transform, registration_parent
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .maskresample import export_segments, resampled_where_shown, temporary_labelmap
 from .nodes import rollback_on_error, temporary_nodes
@@ -84,9 +83,16 @@ def visible_segments(segmentation_node, role: str = "segmentation") -> tuple[lis
 
 
 def in_volume_frame(node, volume_node) -> bool:
-    """True when ``node`` is under the transform ``volume_node`` is under now (or both under none): it is then
-    read as stored (module docstring)."""
-    return node.GetParentTransformNode() is volume_node.GetParentTransformNode()
+    """True when ``node`` sits in its volume's frame: the volume's transform now, or the one it had before this
+    module showed it registered (then a mask made with the volume is read as stored: module docstring)."""
+    parent = node.GetParentTransformNode()
+    return parent is volume_node.GetParentTransformNode() or parent is registration_parent(volume_node)
+
+
+def _frame(node, volume_node):
+    """The transform the volume's voxels are read under for ``node``: its own when in the volume's frame (no
+    mapping), else the volume's registration frame (``registration_parent``)."""
+    return node.GetParentTransformNode() if in_volume_frame(node, volume_node) else registration_parent(volume_node)
 
 
 def _transform_name(transform_node) -> str:
@@ -97,22 +103,39 @@ def _noun(role: str) -> str:
     return "segmentation" if "segmentation" in role else "mask"
 
 
-def _where(node, volume_node, role: str) -> str:
-    """'<role> 'name' is under ... but its volume 'name' under ...' (the volume's current transform, named as a
-    registration result when it is one)."""
+def _shown_registered(volume_node) -> bool:
+    """The volume is under a registration result other than its registration frame (shown registered)."""
     parent = volume_node.GetParentTransformNode()
-    shown = " (a registration result: the volume is shown registered)" if is_result_transform(parent) else ""
-    return (f"{role} '{node.GetName()}' is under {_transform_name(node.GetParentTransformNode())} but its volume "
-            f"'{volume_node.GetName()}' under {_transform_name(parent)}{shown}")
+    return is_result_transform(parent) and parent is not registration_parent(volume_node)
+
+
+def _where(node, volume_node, role: str) -> str:
+    """'<role> 'name' is under ... but its volume 'name' under ...' (while shown registered: the result it is
+    shown under and the transform it had before, its frame)."""
+    parent = volume_node.GetParentTransformNode()
+    head = f"{role} '{node.GetName()}' is under {_transform_name(node.GetParentTransformNode())} but its volume "
+    if _shown_registered(volume_node):
+        return (head + f"'{volume_node.GetName()}' was under {_transform_name(registration_parent(volume_node))} "
+                f"before registration (it is shown registered, under the result '{parent.GetName()}')")
+    return head + f"'{volume_node.GetName()}' under {_transform_name(parent)}"
 
 
 def _fix(volume_node, role: str) -> str:
-    """What makes a mask be read as stored: under the volume's transform; out of any when the volume has none
+    """What makes a mask be read as stored: under the volume's (starting) transform; out of any when it has none
     (the fixed volume never has one)."""
-    parent = volume_node.GetParentTransformNode()
-    if parent is None:
+    frame = registration_parent(volume_node)
+    if frame is None:
         return f"take the {_noun(role)} out of its transform"
-    return f"put the {_noun(role)} under the volume's transform '{parent.GetName()}'"
+    return f"put the {_noun(role)} under the volume's transform '{frame.GetName()}'"
+
+
+def _read_as_stored_before_registration(node, volume_node, role: str) -> Optional[str]:
+    """The run log's line for a mask in the starting frame of a volume shown registered; None otherwise."""
+    if node.GetParentTransformNode() is volume_node.GetParentTransformNode() or not _shown_registered(volume_node):
+        return None
+    return (f"{role} '{node.GetName()}' is under {_transform_name(node.GetParentTransformNode())}, as the moving volume "
+            f"'{volume_node.GetName()}' was before registration: read as stored, on the volume as it was before "
+            "registration")
 
 
 def read_where_shown(node, volume_node, role: str) -> Optional[str]:
@@ -126,8 +149,9 @@ def read_where_shown(node, volume_node, role: str) -> Optional[str]:
     """
     if node is None or volume_node is None or in_volume_frame(node, volume_node):
         return None
+    frame = "volume's frame as it was before registration" if _shown_registered(volume_node) else "volume's frame"
     return (f"{_where(node, volume_node, role)}: the {_noun(role)} is read where it is shown, mapped into the "
-            f"volume's frame ({_fix(volume_node, role)} if it marks the volume's voxels as stored)")
+            f"{frame} ({_fix(volume_node, role)} if it marks the volume's voxels as stored)")
 
 
 def labelmap_from_segmentation(segmentation_node, reference_volume_node,
@@ -154,7 +178,8 @@ def labelmap_from_segmentation(segmentation_node, reference_volume_node,
         segment = segmentation.GetSegment(segment_id)
         segments.append(SegmentInfo(k + 1, segment_id, segment.GetName(), tuple(float(c) for c in segment.GetColor())))
     with temporary_nodes(segmentation_node.GetScene()):
-        image, _ = export_segments(segmentation_node, ids, reference_volume_node)
+        image, _ = export_segments(segmentation_node, ids, reference_volume_node,
+                                   _frame(segmentation_node, reference_volume_node))
     return Image(image.array, image.geometry, segmentation_node.GetName()), segments
 
 
@@ -163,7 +188,7 @@ def _segmentation_inside(mask_node, ids: list[str], volume_node, shown_elsewhere
     the volume's frame, else exported on its own grid and resampled where it is shown like a label map."""
     with temporary_nodes(mask_node.GetScene()):
         if not shown_elsewhere:
-            image, _ = export_segments(mask_node, ids, volume_node)
+            image, _ = export_segments(mask_node, ids, volume_node, mask_node.GetParentTransformNode())
             return Image(image.array > 0, image.geometry, mask_node.GetName())
         own, labelmap = export_segments(mask_node, ids, None)  # on its own grid, under its transform
         return resampled_where_shown(own.array > 0, labelmap, mask_node.GetParentTransformNode(), volume_node,
@@ -203,8 +228,8 @@ def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list
         if shown_elsewhere:
             image = resampled_where_shown(image.array > 0, mask_node, mask_node.GetParentTransformNode(),
                                           volume_node, name)
-    if shown_elsewhere:
-        lines.append(shown_elsewhere)
+    lines.append(shown_elsewhere or _read_as_stored_before_registration(mask_node, volume_node, role))
+    lines = [line for line in lines if line]
     inside = image.array > 0
     if not inside.any():
         if shown_elsewhere:
@@ -265,8 +290,8 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
 
     Args:
         segmentation_node: Segmentation of the moving volume, read where it is shown (module docstring): as
-            stored under the moving volume's (current) transform, else mapped from where it is shown; the
-            output's ``READ_WHERE_SHOWN_ATTRIBUTE`` and a warning then say so.
+            stored in the moving volume's frame (its transform, or the one it had before it was shown
+            registered), else mapped from where it is shown; the output's ``READ_WHERE_SHOWN_ATTRIBUTE`` and a warning then say so.
         transform_node: an AD-RegNet result grid transform (fixed -> moving, "from parent").
         moving_volume_node, fixed_volume_node: the registered pair.
         name: name of the new node (default: "<segmentation> warped").

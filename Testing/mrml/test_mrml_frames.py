@@ -142,3 +142,55 @@ def test_a_point_list_outside_the_volume_transform_marks_what_is_shown_under_it(
     world = np.zeros(3)
     clicked.GetNthControlPointPositionWorld(0, world)
     np.testing.assert_allclose(world, shown_ras, atol=1e-2)  # still shown where it was clicked
+
+
+def _reloaded(scene, tmp_path):
+    """The scene written to a .mrml file (Commit) and read back into a new scene (Connect)."""
+    import slicer
+
+    scene.SetRootDirectory(str(tmp_path))
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetRootDirectory(str(tmp_path))
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert reloaded.Connect()
+    return reloaded
+
+
+def test_the_starting_transform_survives_a_scene_save_and_reload(scene, pair, tmp_path):
+    """Before: it was an attribute 'ADRegNet.previousParent:<volume ID>' of the result; Slicer reads attributes back
+    split at the first ':', so after a reload unticking dropped the volume out of its starting transform and the
+    next Apply lost its initial alignment. Now a node reference of the volume; the old form is still read."""
+    from ADRegNetMRML.frames import PREVIOUS_PARENT_ROLE
+
+    fixed, moving = pair
+    to_parent = np.eye(4)
+    to_parent[:3, 3] = [2.0, 1.0, -1.0]
+    moving.SetAndObserveTransformNodeID(_linear(scene, to_parent).GetID())
+    start_name = moving.GetParentTransformNode().GetName()
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    show_under_result(out.transformNode, moving, [], True)
+    reloaded = _reloaded(scene, tmp_path)
+    moving2 = reloaded.GetFirstNodeByName(moving.GetName())
+    result2 = reloaded.GetFirstNodeByName(out.transformNode.GetName())
+    assert moving2.GetParentTransformNode() is result2
+    assert registration_parent(moving2).GetName() == start_name
+    show_under_result(result2, moving2, [], False)
+    assert moving2.GetParentTransformNode().GetName() == start_name
+    assert moving2.GetNodeReference(PREVIOUS_PARENT_ROLE) is None  # taken out: nothing left to record
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_a_starting_transform_recorded_by_an_earlier_version_is_read(scene, pair, tmp_path, reload):
+    fixed, moving = pair
+    start = _linear(scene, np.eye(4))
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving)
+    moving.SetAndObserveTransformNodeID(out.transformNode.GetID())  # as an earlier version showed it
+    out.transformNode.SetAttribute("ADRegNet.previousParent:" + moving.GetID(), start.GetID())
+    if reload:
+        scene = _reloaded(scene, tmp_path)
+        moving = scene.GetFirstNodeByName(moving.GetName())
+    assert registration_parent(moving).GetName() == start.GetName()
+    show_under_result(moving.GetParentTransformNode(), moving, [], False)
+    assert moving.GetParentTransformNode().GetName() == start.GetName()

@@ -203,8 +203,8 @@ def test_label_maps_and_segmentations_are_read_where_they_are_shown(scene, pair)
 def test_masks_and_warping_read_a_moving_volume_shown_registered_as_stored(scene, pair):
     """Before: once the module showed the moving volume registered (under the result), a segmentation of it was
     exported through the result transform: Warp segmentation warped it twice, a second run's mask was deformed.
-    Now the module moves the volume's segmentation along (it sits in the volume's transform), so it is read as
-    stored, with no note."""
+    It stays where it is (the module never moves it), in the volume's frame as it was before registration: read
+    as stored, with no warning (the run log says how it is read)."""
     import warnings
 
     fixed, moving, _, moving_geometry = pair
@@ -212,8 +212,8 @@ def test_masks_and_warping_read_a_moving_volume_shown_registered_as_stored(scene
     logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
     out = logic.registerNodes(fixed, moving)
     expected, _ = labelmap_from_segmentation(warp_segmentation(segmentation, out.transformNode, moving, fixed), fixed)
-    logic.setMovingUnderTransform(moving, out.transformNode, True, movingMaskNodes=[segmentation])
-    assert segmentation.GetParentTransformNode() is out.transformNode
+    logic.setMovingUnderTransform(moving, out.transformNode, True)
+    assert segmentation.GetParentTransformNode() is None  # not moved
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # read as stored: nothing to warn about
         warped = warp_segmentation(segmentation, out.transformNode, moving, fixed)
@@ -224,7 +224,9 @@ def test_masks_and_warping_read_a_moving_volume_shown_registered_as_stored(scene
     np.testing.assert_array_equal(mask_image_from_node(segmentation, moving, "moving mask", notes).array,
                                   _labels(moving_geometry) > 0)
     assert not any("where it is shown" in n for n in notes)
-    logic.setMovingUnderTransform(moving, out.transformNode, False, movingMaskNodes=[segmentation])
+    assert any("is under no transform, as the moving volume 'moving' was before registration: read as stored" in n
+               for n in notes), notes
+    logic.setMovingUnderTransform(moving, out.transformNode, False)
     assert segmentation.GetParentTransformNode() is None and moving.GetParentTransformNode() is None
 
 

@@ -116,44 +116,96 @@ def test_apply_shows_the_registered_volume_and_keeps_new_outputs(module, scene):
     assert logic.describeInitialTransform(p).startswith("none")
 
 
-def test_apply_takes_the_moving_mask_along_and_the_stage_label_says_what_was_read_where_shown(module, scene):
-    """Before: showing the moving volume registered left its mask and segmentation behind (a later Warp read them
-    through the result), and a mask or segmentation read where it is shown was said only in the run log."""
-    ADRegNet, _ = module
+def _organs(scene, name="organs"):
+    """A segmentation of the moving volume (one block segment), under no transform, and its labels as stored."""
     from ADRegNetMRML.geometry import volume_node_from_image
     from ADRegNetLib.spatial.image import Image
     import numpy as np
 
-    p = _parameters(ADRegNet, scene)
     geometry = oblique_geometry(size=(20, 18, 14))
     labels = np.zeros(geometry.shape, np.uint8)
     labels[3:10, 4:12, 5:15] = 1
-    p.movingMask = volume_node_from_image(scene, Image(labels, geometry, "roi"), name="roi",
-                                          class_name="vtkMRMLLabelMapVolumeNode")
-    p.segmentationToWarp = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(p.movingMask,
-                                                                                     p.segmentationToWarp)
-    p.fixedMask = shared = volume_node_from_image(scene, Image(labels, geometry, "both"), name="both",
-                                                  class_name="vtkMRMLLabelMapVolumeNode")
+    labelmap = volume_node_from_image(scene, Image(labels, geometry, name), name=name + " labels",
+                                      class_name="vtkMRMLLabelMapVolumeNode")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    return segmentation
+
+
+@pytest.mark.parametrize("chosen_after_apply", [False, True])
+def test_a_segmentation_is_warped_alike_whether_chosen_before_or_after_apply(module, scene, chosen_after_apply):
+    """4c40e80: a segmentation chosen after Apply (the usual order: Apply shows the moving volume registered, then
+    Warp a segmentation) was read through the result and left nearly unwarped (11 of 373 voxels moved). It is in
+    the moving volume's frame as it was before registration: read as stored in both orders, never moved."""
+    import warnings
+
+    import numpy as np
+    from ADRegNetMRML.masks import labelmap_from_segmentation, warp_segmentation
+
+    ADRegNet, _ = module
+    p = _parameters(ADRegNet, scene)
+    segmentation = _organs(scene)
+    stored, _ = labelmap_from_segmentation(segmentation, p.fixedVolume)
     logic = ADRegNet.ADRegNetLogic()
+    if not chosen_after_apply:
+        p.segmentationToWarp = segmentation
+    logic.process(p)
+    expected, _ = labelmap_from_segmentation(warp_segmentation(segmentation, p.resultTransform, p.movingVolume,
+                                                               p.fixedVolume), p.fixedVolume)  # before it is shown
+    logic.showResults(p)
+    assert p.movingVolume.GetParentTransformNode() is p.resultTransform
+    p.segmentationToWarp = segmentation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read as stored: nothing to warn about
+        warped = logic.warpSegmentation(p)
+    got, _ = labelmap_from_segmentation(warped, p.fixedVolume)
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert np.count_nonzero(got.array != stored.array) > 100  # really warped (the analytic engine's shift)
+    assert segmentation.GetParentTransformNode() is None  # never moved
+    assert logic.warpedText(warped) == f"Segmentation warped: {warped.GetName()}"  # no note
+
+
+def test_the_stage_label_says_what_was_read_where_shown_and_is_cleared_when_apply_or_warp_starts(module, scene):
+    """A mask or segmentation read where it is shown was said only in the run log; then the panel kept such a note
+    after a later error or other inputs (the label is now emptied as Apply and Warp start)."""
+    import vtk
+
+    ADRegNet, _ = module
+    p = _parameters(ADRegNet, scene)
+    logic = ADRegNet.ADRegNetLogic()
+    start = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "A")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 2.0)
+    start.SetMatrixTransformToParent(matrix)
+    p.movingVolume.SetAndObserveTransformNodeID(start.GetID())
+    p.segmentationToWarp = _organs(scene)  # under no transform, the volume under A: read where it is shown
     outputs = logic.process(p)
     assert logic.doneText(outputs) == "Done."
     logic.showResults(p)
-    result = p.resultTransform
-    assert [n.GetParentTransformNode() for n in (p.movingVolume, p.movingMask, p.segmentationToWarp)] == [result] * 3
-    logic.updateDisplay(p, showMoving=False)
-    p.movingMask = shared  # also the fixed mask: never shown (nor read) through the result
-    logic.updateDisplay(p, showMoving=True)
-    assert shared.GetParentTransformNode() is None and p.segmentationToWarp.GetParentTransformNode() is result
-    p.segmentationToWarp.SetAndObserveTransformNodeID(None)  # left behind: read where it is shown, and said
     with pytest.warns(UserWarning, match="is read where it is shown"):
         warped = logic.warpSegmentation(p)
     text = logic.warpedText(warped)
     assert text.startswith("Segmentation warped: organs warped. Note: segmentation to warp 'organs' is under no "
-                           f"transform but its volume 'moving' under the transform '{result.GetName()}'"), text
-    with pytest.warns(UserWarning, match="moving mask 'both' is under no transform"):
-        second = logic.process(p)
-    assert logic.doneText(second).startswith("Done. moving mask 'both' is under no transform but its volume")
+                           "transform but its volume 'moving' was under the transform 'A' before registration (it is "
+                           f"shown registered, under the result '{p.resultTransform.GetName()}')"), text
+    assert "(put the segmentation under the volume's transform 'A' if" in text
+    label = types.SimpleNamespace(text=text)
+    label.setText = lambda value: setattr(label, "text", value)
+    logic.clearStage(label)
+    assert label.text == ""
+
+
+def test_the_panel_clears_the_stage_label_as_apply_and_warp_start():
+    """ADRegNet.py wires the clearing: the first statement of the Apply path (after its Cancel branch) and of Warp."""
+    import ast
+
+    tree = ast.parse((REPO / "ADRegNet" / "ADRegNet.py").read_text())
+    methods = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    for name in ("onApplyButton", "onWarpSegmentation"):
+        calls = [ast.unparse(n) for n in ast.walk(methods[name]) if isinstance(n, ast.Call)]
+        assert "self.logic.clearStage(self.ui.stageLabel)" in calls, name
+    warp = methods["onWarpSegmentation"].body
+    assert ast.unparse(warp[1]) == "self.logic.clearStage(self.ui.stageLabel)"  # before the try (after the docstring)
 
 
 def test_place_pair_button_places_both_points(module, scene):
