@@ -37,7 +37,7 @@ from .modality import contrasts_after_alignment, detect_preset, guess_multimodal
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, warped_and_before, worse_than_before
-from .settings import (COARSE_KEEP_MM, COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
+from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
                        MIN_MASK_WORKING_VOXELS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
@@ -343,7 +343,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             levels=p.coarse_levels + q.levels, step_voxels=q.step_voxels,
             sigma_update=q.sigma_update * float(np.sqrt(regularization)),
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
-            landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=COARSE_KEEP_MM,
+            landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=p.coarse_keep_mm,
             coarse_min_gain=COARSE_MIN_LOSS_GAIN, coarse_more_steps=COARSE_MORE_STEPS,
             large_motion_more_steps=LARGE_MOTION_MORE_STEPS,
             coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, fixed_ct or moving_ct))
