@@ -255,7 +255,9 @@ COARSE_KEEP_MM = 16.0
 #: judged start: benchmark lung seeds 0 / 1 / 2 0.224 / 0.219 / 0.269 -> 0.225 / 0.219 / 0.267, lung-large
 #: seeds 0 / 1 0.404 / 0.380 -> 0.403 / 0.375, families lung:15:0 seeds 0 / 1 / 2 0.688 / 0.699 / 0.763 ->
 #: 0.678 / 0.696 / 0.762, lung:20:0 seed 1 1.367 -> 1.498 (with the brain's 16 mm there: 2.133; its motion p95
-#: 15.4 mm)
+#: 15.4 mm); fast (benchmark run, seed 0) lung 0.381 -> 0.386, lung-large 0.767 -> 0.734. Time, paired in one
+#: process (3 runs each): lung balanced 12.1 -> 11.9 s, the demo pair 2.76 -> 2.74 s; lung-large, where the start
+#: is judged (its motion 12.95 mm), 13.1 -> 13.8 s
 LUNG_COARSE_KEEP_MM = 12.0
 #: and then kept only when the first regular level, run from it and from the initial field, ends with
 #: a local NCC loss (squared, 5-voxel windows, images divided by their 6 mm local mean;
