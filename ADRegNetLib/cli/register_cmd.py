@@ -48,22 +48,22 @@ def check_regularization(value: float) -> None:
 def number_argument(text: str) -> float:
     """An argparse ``type`` for a setting that is a number, read strictly: ``1_0`` (which Python's ``float``
     reads as 10), ``nan``, ``inf`` and ``1e400`` are refused with the reason (:mod:`ADRegNetLib.io.numbers`)."""
-    from ..io.numbers import NUMBER_FIX, number_problem
+    from ..io.numbers import NUMBER_FIX, parse_number
 
-    problem = number_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text.strip()!r} {problem}; {NUMBER_FIX}")
-    return float(text)
+    try:
+        return parse_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; {NUMBER_FIX}") from None
 
 
 def whole_number_argument(text: str) -> int:
     """An argparse ``type`` for a whole-number setting, read strictly (``int`` would read ``1_0`` as 10)."""
-    from ..io.numbers import whole_number_problem
+    from ..io.numbers import parse_whole_number
 
-    problem = whole_number_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text.strip()!r} {problem}; write it as a plain whole number (e.g. 2)")
-    return int(text)
+    try:
+        return parse_whole_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; write it as a plain whole number (e.g. 2)") from None
 
 
 def output_path(text: str) -> str:

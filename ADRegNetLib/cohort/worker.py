@@ -205,12 +205,12 @@ def not_a_result(final: Path, inputs=()) -> Optional[str]:
     held = [f for f in (Path(i).expanduser().resolve() for i in inputs if i) if inside in f.parents or f == inside]
     if held:
         return f"{final} holds the pair's input {held[0]}"
-    others = sorted(n.name for n in final.iterdir() if n.name not in ALL_OUTPUT_FILES)
+    named = sorted(n.name for n in final.iterdir())
+    others = [name for name in named if name not in ALL_OUTPUT_FILES]
     if others:
         return f"{final} holds files that are not AD-RegNet results ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
     # only output names, but no metrics.json: a batch publishes a pair whole (metrics.json with it), so this is no
     # result of a batch: another tool's or the user's files under the same names (warped.nii.gz, transform.h5)
-    named = sorted(n.name for n in final.iterdir())
     if named:
         return (f"{final} holds {', '.join(named[:3])}{', ...' if len(named) > 3 else ''} but no metrics.json: not a "
                 "complete AD-RegNet result")
@@ -218,15 +218,13 @@ def not_a_result(final: Path, inputs=()) -> Optional[str]:
 
 
 def _publish(tmp: Path, final: Path, inputs=()) -> None:
-    """Renames the finished folder ``tmp`` to ``final``; a stale incomplete result in ``final`` is moved away
-    first, anything else there is refused (``not_a_result``)."""
+    """Renames the finished folder ``tmp`` to ``final``; an empty folder ``final`` is replaced, anything else
+    there is refused (``not_a_result``: only an absent, empty or complete ``final`` passes)."""
     reason = not_a_result(final, inputs)
     if reason:
         raise FileExistsError(f"{reason}: nothing is replaced; choose another output folder (-o) or move it")
-    if final.exists() and not is_complete(final):
-        stale = new_folder(tmp.parent, f"{final.name}.stale.")
-        os.rename(final, stale / final.name)
-        shutil.rmtree(stale, ignore_errors=True)
+    if final.is_dir() and not is_complete(final):
+        final.rmdir()
     try:
         os.rename(tmp, final)
     except OSError:
