@@ -85,7 +85,7 @@ def _evaluate_summary(out: dict) -> str:
 
 def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse an ``evaluate -o`` that is a folder, one of the inputs, or (without --overwrite) an existing file."""
-    from .outputs import _same_file, write_problem
+    from .outputs import _same_file, file_write_problem
 
     if output.is_dir():
         raise CLIError(f"-o {output} is a folder; give the name of the JSON file to write")
@@ -96,9 +96,9 @@ def _check_evaluate_output(output: Path, inputs: list[Path], overwrite: bool) ->
         raise CLIError(f"{output} already exists; choose another -o file or add --overwrite")
     if not output.resolve().parent.is_dir():
         raise CLIError(f"the folder of -o {output} does not exist; create it first")
-    problem = write_problem(output.resolve().parent, "file")
+    problem = file_write_problem(output)
     if problem:
-        raise CLIError(f"cannot write {output} ({problem}); choose -o in a writable folder")
+        raise CLIError(problem)
 
 
 def _moving_geometry(field: Path, landmarks: str, moving_image: Optional[str]):

@@ -19,7 +19,7 @@ import numpy as np
 from ..engine.api import RegistrationResult
 from ..spatial.image import Image
 
-__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "ALL_OUTPUT_FILES", "OutputError", "check_outputs", "write_problem", "staged_output", "write_outputs",
+__all__ = ["OUTPUT_FILES", "INVERSE_FILES", "ALL_OUTPUT_FILES", "OutputError", "check_outputs", "write_problem", "file_write_problem", "staged_output", "write_outputs",
            "json_default"]
 
 #: files ``adregnet register`` writes (contract, DESIGN.md)
@@ -118,6 +118,13 @@ def check_outputs(outdir: Path, names: Sequence[str], inputs: Iterable[Optional[
             raise OutputError(f"cannot write to the output folder {outdir}{where} ({problem}); choose a writable -o "
                               "folder")
     return stale
+
+
+def file_write_problem(output: Path) -> Optional[str]:
+    """The message when the (existing) folder of the output file ``output`` takes no new file, or None
+    (``adregnet warp`` and ``evaluate -o``)."""
+    problem = write_problem(Path(output).resolve().parent, "file")
+    return None if problem is None else f"cannot write {output} ({problem}); choose -o in a writable folder"
 
 
 def write_problem(folder: Path, kind: str = "folder") -> Optional[str]:

@@ -97,11 +97,11 @@ def _check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None
             raise WarpError(f"{output} already exists; choose another -o file or add --overwrite")
     if not output.resolve().parent.is_dir():
         raise WarpError(f"the folder of the output {output} does not exist; create it first")
-    from .outputs import write_problem
+    from .outputs import file_write_problem
 
-    problem = write_problem(output.resolve().parent, "file")
+    problem = file_write_problem(output)
     if problem:
-        raise WarpError(f"cannot write {output} ({problem}); choose -o in a writable folder")
+        raise WarpError(problem)
 
 
 def _field_file(result: Path, kind: str, direction: str) -> tuple[Path, bool]:
