@@ -19,7 +19,7 @@ from .frames import ROLE_ATTRIBUTE, check_fixed_frame, initial_transform_lps, sh
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, check_points_on_volumes, pair_labels, tre_table_node
-from .masks import READ_WHERE_SHOWN_ATTRIBUTE, mask_image_from_node, read_where_shown
+from .masks import READ_WHERE_SHOWN_ATTRIBUTE, mask_image_from_node
 from .nodes import restore_on_error, rollback_on_error
 from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
 from .runlog import RunLog, log_text_node
@@ -245,12 +245,13 @@ class ADRegNetMRMLLogic:
                                     fixed.geometry, moving.geometry)
         kwargs = dict(engineOptions or {})
         mask_notes: list[str] = []  # segments used and hidden, masks read where they are shown
+        shown_elsewhere: list[str] = []  # the latter alone (a warning, the result's attribute)
         if fixedMaskNode is not None:
-            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask", mask_notes)
+            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask", mask_notes,
+                                                        shown_elsewhere)
         if movingMaskNode is not None:
-            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes)
-        shown_elsewhere = [note for note in (read_where_shown(fixedMaskNode, fixedVolumeNode, "fixed mask"),
-                                             read_where_shown(movingMaskNode, movingVolumeNode, "moving mask")) if note]
+            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes,
+                                                         shown_elsewhere)
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
             if keepInitialTransform:

@@ -195,7 +195,8 @@ def _segmentation_inside(mask_node, ids: list[str], volume_node, shown_elsewhere
                                      mask_node.GetName())
 
 
-def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list] = None) -> Image:
+def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list] = None,
+                         shown: Optional[list] = None) -> Image:
     """A boolean mask (voxels above 0 / any visible segment) in its volume's frame, read where it is shown.
 
     Args:
@@ -206,6 +207,7 @@ def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list
         role: "fixed mask" or "moving mask" (messages).
         notes: a list that gets one line per thing the run log should say (segments used and hidden, a
             mask read where it is shown: :func:`read_where_shown`).
+        shown: a list that gets :func:`read_where_shown`'s sentence when the mask is read where it is shown.
 
     Raises:
         VolumeNodeError: wrong node type, a scan (not a mask), every segment hidden, or an empty mask.
@@ -240,6 +242,8 @@ def mask_image_from_node(mask_node, volume_node, role: str, notes: Optional[list
                               "interest or clear the mask selector")
     if notes is not None:
         notes.extend(lines)
+    if shown is not None and shown_elsewhere:
+        shown.append(shown_elsewhere)
     return Image(inside, image.geometry, name)
 
 
