@@ -32,7 +32,7 @@ and rejected: the correction cannot repair the network's own errors; with today'
 weights, TRE 2.47 mm alone, it ended at 0.77 mm against 0.49 mm from the network's start.)
 
 Landmark pairs add an update that removes ``landmark_fraction`` of each pair's residual near it
-(a Gaussian kernel regression of the residuals, see :func:`landmark_update`); a level then stops
+(a Gaussian kernel regression of the residuals, see :func:`.landmark_pull.landmark_update`); a level then stops
 only when both the similarity and the landmark distance stopped improving. (The previous rule,
 a mean-distance gradient normalised to ``2 * min(step, residual / 2)``, pushed already matched
 landmarks as hard as the others: with few steps it raised the demo pair's TRE from 0.61 to 1.31 mm.)
@@ -50,17 +50,17 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..losses.features import FeatureSSD, mind_ssc_fast
-from ..spatial.filters import gaussian_kernel, gaussian_smooth
-from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, norm_to_mm_matrix, vector_length
+from ..spatial.filters import gaussian_smooth
+from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import grid_sample
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
+from .landmark_pull import landmark_tensors, landmark_update
 from .settings import TISSUE_THRESHOLD
 
-__all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "landmark_tensors", "landmark_update",
-           "sample_through"]
+__all__ = ["OptimizerSettings", "optimize_field", "level_geometry", "sample_through"]
 
 #: diagnostics hook: called as hook(level_index, step, flow_norm) after every step (tuning, profiling)
 _step_hook: Optional[Callable] = None
@@ -168,63 +168,7 @@ def _converged(values: list[float], settings: OptimizerSettings) -> bool:
 
 def sample_through(volume: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``volume(id + flow)`` on its own grid; ``base``: the (1, Z, Y, X, 3) identity grid. Edges replicated."""
-    return grid_sample(volume, flow.permute(0, 2, 3, 4, 1).add(base))
-
-
-def landmark_tensors(fixed_points: Optional[np.ndarray], moving_points: Optional[np.ndarray], geometry: Geometry,
-                     like: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(fixed (K, 3), moving (K, 3) in ``geometry``'s normalised coordinates, (3, 3) normalised vector
-    -> LPS mm) for :func:`landmark_update`; None without pairs."""
-    if fixed_points is None or moving_points is None or len(fixed_points) == 0:
-        return None
-    a, b = geometry.physical_to_normalized_affine()
-    as_t = dict(dtype=like.dtype, device=like.device)
-    return (torch.as_tensor(np.asarray(fixed_points, dtype=np.float64) @ a.T + b, **as_t),
-            torch.as_tensor(np.asarray(moving_points, dtype=np.float64) @ a.T + b, **as_t),
-            torch.as_tensor(norm_to_mm_matrix(geometry), **as_t))
-
-
-def landmark_update(v_norm: torch.Tensor, fixed_norm: torch.Tensor, moving_norm: torch.Tensor,
-                     to_mm: torch.Tensor, image_update: torch.Tensor, sigma: float,
-                     fraction: float) -> tuple[torch.Tensor, float]:
-    """Update (voxels of the level) that removes ``fraction`` of each landmark's residual near it.
-
-    The residual counts the image update of the same step (``image_update``; without it the two
-    corrections add up and the landmarks overshoot, alternating from step to step). The residuals
-    are spread by the kernel regression ``u(x) = fraction * S(sum_k delta_k r_k)(x) /
-    max(S(sum_k delta_k)(x), rho0)`` (``S`` the Gaussian, ``delta_k`` trilinear splats, ``rho0``
-    the peak of one smoothed splat): at an isolated landmark it moves ``fraction`` of the residual,
-    between landmarks it averages theirs, and it fades to zero away from them.
-
-    Args:
-        v_norm: (1, 3, Z, Y, X) the current flow (normalised) on the level grid.
-        fixed_norm, moving_norm: (K, 3) landmarks in normalised coordinates (x, y, z); the moving
-            ones in the pre-aligned space.
-        to_mm: (3, 3) normalised vector -> LPS mm.
-        image_update: (1, 3, Z, Y, X) the similarity update of this step, voxels of the level.
-        sigma: Gaussian sigma, voxels of the level.
-        fraction: share of the residual removed per step.
-
-    Returns:
-        (update (1, 3, Z, Y, X), voxels of the level, (x, y, z); mean landmark distance in mm).
-    """
-    v = v_norm.detach().requires_grad_(True)
-    ones = v_norm.new_zeros((1, 1, *v_norm.shape[2:])).requires_grad_(True)
-    pts = fixed_norm.view(1, 1, 1, -1, 3)
-    u = F.grid_sample(v, pts, mode="bilinear", padding_mode="border", align_corners=True).view(3, -1).T
-    count = F.grid_sample(ones, pts, mode="bilinear", padding_mode="border", align_corners=True)
-    with torch.no_grad():
-        resid_mm = (fixed_norm + u - moving_norm) @ to_mm.T
-        size = torch.as_tensor(v.shape[2:][::-1], dtype=v.dtype, device=v.device)
-        vox_to_mm = to_mm * (2.0 / (size - 1).clamp_min(1))  # columns: mm per level voxel along x, y, z
-        moved = F.grid_sample(image_update, pts, mode="bilinear", padding_mode="border", align_corners=True)
-        target = -torch.linalg.solve(vox_to_mm, resid_mm.T).T - moved.view(3, -1).T  # (K, 3) voxels
-    # the gradients of these sums are the trilinear splats of the targets and of ones
-    splat, density = torch.autograd.grad([(u * target).sum(), count.sum()], [v, ones])
-    smoothed = gaussian_smooth(torch.cat([splat, density], dim=1), sigma)
-    rho0 = float(gaussian_kernel(sigma).max()) ** 3  # one unit splat on a voxel centre, smoothed
-    update = smoothed[:, :3].mul_(fraction).div_(smoothed[:, 3:].clamp_min(rho0))
-    return update, float(resid_mm.norm(dim=1).mean())
+    return grid_sample(volume, base.add(flow.permute(0, 2, 3, 4, 1)))  # in the grid's layout (contiguous)
 
 
 def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, settings: OptimizerSettings,

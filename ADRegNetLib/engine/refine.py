@@ -57,7 +57,8 @@ from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
-from .optimizer import landmark_tensors, landmark_update, sample_through
+from .landmark_pull import landmark_tensors, landmark_update
+from .optimizer import sample_through
 
 __all__ = ["RefineSettings", "refine_field", "refine_locally"]
 
@@ -94,7 +95,7 @@ class RefineSettings:
             0.237 -> 0.216 mm, oblique 0.303 -> 0.248, lung 0.262 -> 0.222); from the first step x 0.918,
             six worse, up to 19 % (the lung 15 mm motion 1.638, lung-large seeds 0-3 0.429 -> 0.449).
         landmark_sigma_factor: landmark pairs pull with a Gaussian of ``sigma_update`` times this
-            (``optimizer.landmark_update``; the optimisation's levels, which rescue gross
+            (``landmark_pull.landmark_update``; the optimisation's levels, which rescue gross
             misalignment, keep the full width). Measured (thirteenth session, balanced, the first 20
             of a case's 300 landmarks given as pairs; given / other 280, mm), 1 -> 0.5: brain seeds
             0 / 1 0.053 / 0.218, 0.061 / 0.212 -> 0.030 / 0.218, 0.034 / 0.203; brain 4 mm / 30 mm
@@ -145,7 +146,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         mask: optional (1, 1, Z, Y, X) bool region of interest of the fixed image.
         fixed_points, moving_points: optional (K, 3) LPS mm landmark pairs (moving ones in the
             pre-aligned space): each step also removes their residual near them, as in the
-            optimisation (``optimizer.landmark_update``), so the refinement keeps them matched.
+            optimisation (``landmark_pull.landmark_update``), so the refinement keeps them matched.
         progress: progress(fraction of this stage, text).
         should_stop: returns True to cancel (checked every step).
         noise_source: optional (1, 1, Z, Y, X) the moving image before its intensities were changed
@@ -222,6 +223,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
     landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
     distances: list[float] = []
     switched: tuple[float, float] | None = None
+    direction = None  # the smoothed descent direction at ``v``: a rejected step leaves both unchanged
     for step in range(steps):
         if should_stop is not None and should_stop():
             raise RegistrationCancelled("registration cancelled by the user")
@@ -229,12 +231,13 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             sample_refined()
             before = loss
             grad, loss = evaluate(v)
-            switched = (before, loss)
-        direction = gaussian_smooth(grad.neg(), settings.sigma_update)
-        longest = float(direction.square().sum(dim=1).amax().sqrt())
+            switched, direction = (before, loss), None
+        if direction is None:
+            direction = gaussian_smooth(grad.neg(), settings.sigma_update)
+            longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break
-        update = direction.mul_(cap / longest)
+        update = direction * (cap / longest)
         if landmarks is not None:
             lm_update, dist_mm = landmark_update(v, *landmarks, update,
                                                  settings.sigma_update * settings.landmark_sigma_factor, 1.0)
@@ -254,7 +257,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             elif cap < settings.max_step_voxels and settings.grow > 1:  # still descending at its end
                 cap = min(cap * settings.grow, settings.max_step_voxels)
                 lengthened += 1
-            v, grad, loss = candidate, new_grad, new_loss
+            v, grad, loss, direction = candidate, new_grad, new_loss, None
             accepted += 1
         else:
             rejected += 1

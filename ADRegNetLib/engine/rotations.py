@@ -84,10 +84,13 @@ def rank_turns(fixed: np.ndarray, fixed_geometry: Geometry, moving: np.ndarray, 
     a, b = moving_geometry.physical_to_normalized_affine()
     linear = a @ matrices  # (n, 3, 3)
     offset = a @ (center + translation) + b - np.einsum("nij,j->ni", linear, center)
-    grid = (torch.from_numpy(points.astype(np.float32)) @ torch.from_numpy(linear.astype(np.float32)).transpose(1, 2)
-            + torch.from_numpy(offset.astype(np.float32))[:, None])  # (n, p, 3): x, y, z in [-1, 1] inside
+    # (n, p, 3): x, y, z in [-1, 1] inside; one (p, 3) x (3, 3 n) product (batched 3 x 3 products: 5x slower)
+    n = len(matrices)
+    mapped = torch.from_numpy(points.astype(np.float32)) @ torch.from_numpy(
+        np.ascontiguousarray(linear.transpose(2, 0, 1).reshape(3, 3 * n), dtype=np.float32))
+    grid = torch.from_numpy(offset.astype(np.float32))[:, None].add(mapped.view(-1, n, 3).transpose(0, 1))
     inside = (grid.abs() <= 1.0 + 1e-6).all(-1)
-    volume = torch.from_numpy(np.ascontiguousarray(moving, np.float32))[None, None].expand(len(matrices), -1, -1, -1, -1)
+    volume = torch.from_numpy(np.ascontiguousarray(moving, np.float32))[None, None].expand(n, -1, -1, -1, -1)
     m_values = F.grid_sample(volume, grid[:, None, None], mode="bilinear", align_corners=True)[:, 0, 0, 0]
     weight = inside.float()
     count = weight.sum(1)

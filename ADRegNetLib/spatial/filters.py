@@ -15,7 +15,7 @@ import torch
 
 from .intensity_map import sample_quantiles
 
-__all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "is_axis_aligned", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
+__all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "smoothed_splats", "is_axis_aligned", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
            "local_gain_normalised"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side, so
@@ -24,6 +24,8 @@ __all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "is_axis_aligned", "
 #: 113): sigma 0.7 53-60 -> 28-29 / 17-18 -> 11-14, sigma 5 46-65 -> 36-55 / 18-20 -> 14-15
 _BLOCK = 32
 _MATRIX_CACHE: dict[tuple, torch.Tensor] = {}
+#: :func:`smoothed_splats` sums separable terms up to this many points, and smooths a splatted volume above
+_LOW_RANK_MAX_POINTS = 64
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -108,6 +110,54 @@ def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float])
     if not smoothed:
         out = out.clone()
     return out.reshape(volume.shape)
+
+
+def smoothed_splats(points_norm: torch.Tensor, values: torch.Tensor, shape_zyx: Sequence[int],
+                    sigma_voxels: float) -> torch.Tensor:
+    """:func:`gaussian_smooth` of the trilinear splats of ``values`` at a few points.
+
+    The splat is the adjoint of sampling a volume at the points (``grid_sample``, bilinear, border
+    padding, ``align_corners=True``: a point outside the grid splats onto its nearest edge). Both the
+    splat of one point and the smoothing are separable, so the result is a sum of K products of three
+    1-D profiles (the band matrix's columns at the point's two neighbouring voxels): K x C multiply-adds
+    per voxel, instead of a smoothing pass per axis over the whole volume. For many points the splats
+    are smoothed as a volume (same values to float rounding).
+
+    Args:
+        points_norm: (K, 3) normalised coordinates (x, y, z), ``align_corners=True``.
+        values: (K, C) what each point splats.
+        shape_zyx: the grid (Z, Y, X).
+        sigma_voxels: Gaussian sigma, voxels (> 0).
+
+    Returns:
+        (1, C, Z, Y, X) on the points' device and dtype.
+    """
+    k, c = values.shape
+    shape = tuple(int(n) for n in shape_zyx)
+    profiles, corners = [], []
+    for n, column in zip(shape, (2, 1, 0)):
+        p = ((points_norm[:, column] + 1.0) * (0.5 * (n - 1))).clamp(0, n - 1)
+        i0 = p.floor().clamp(max=max(n - 2, 0)).long()
+        t = (p - i0).unsqueeze(1)
+        i1 = (i0 + 1).clamp(max=n - 1)
+        corners.append((i0, i1, t))
+        if k <= _LOW_RANK_MAX_POINTS:
+            mat = _band_matrix(n, sigma_voxels, values) if n > 1 else values.new_ones((1, 1))
+            profiles.append(mat[:, i0].T * (1 - t) + mat[:, i1].T * t)  # (K, n)
+    out = values.new_zeros((1, c, *shape))
+    if not profiles:  # many points: splat them (the 8 neighbouring voxels each), then smooth
+        flat = out.view(c, -1)
+        (z0, z1, tz), (y0, y1, ty), (x0, x1, tx) = corners
+        for zi, wz in ((z0, 1 - tz), (z1, tz)):
+            for yi, wy in ((y0, 1 - ty), (y1, ty)):
+                for xi, wx in ((x0, 1 - tx), (x1, tx)):
+                    flat.index_add_(1, (zi * shape[1] + yi) * shape[2] + xi, (values * (wz * wy * wx)).T)
+        return gaussian_smooth(out, sigma_voxels)
+    a, b, x = profiles
+    zy = (a.unsqueeze(2) * b.unsqueeze(1)).reshape(k, -1).T  # (Z Y, K)
+    for channel in range(c):
+        torch.mm(zy, x * values[:, channel:channel + 1], out=out[0, channel].view(-1, shape[2]))
+    return out
 
 
 def is_axis_aligned(covariance: np.ndarray) -> bool:

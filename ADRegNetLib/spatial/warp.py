@@ -44,6 +44,10 @@ def grid_sample(volume: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear"
             or grid[0, ..., 0].numel() < _MIN_SPLIT_POINTS or depth < 2 * parts):
         return F.grid_sample(volume, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
     slab = -(-depth // parts)
+    if depth % parts == 0 and grid.is_contiguous():  # the slabs are views of the grid, the output one of the parts
+        out = F.grid_sample(volume.expand(parts, -1, -1, -1, -1), grid.view(parts, slab, *grid.shape[2:]),
+                            mode=mode, padding_mode=padding_mode, align_corners=True)
+        return out.transpose(0, 1).reshape(1, volume.shape[1], depth, *grid.shape[2:4])
     starts = [min(i * slab, depth - slab) for i in range(parts)]  # equal slabs; the last may overlap
     out = F.grid_sample(volume.expand(parts, -1, -1, -1, -1), torch.cat([grid[:, z:z + slab] for z in starts]),
                         mode=mode, padding_mode=padding_mode, align_corners=True)

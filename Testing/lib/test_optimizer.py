@@ -70,6 +70,24 @@ def test_gaussian_smooth_keeps_constants_and_skips_zero_sigma():
     assert torch.equal(out, y) and out is not y
 
 
+@pytest.mark.parametrize("count", [1, 7, 64, 65, 200])  # separable sums up to 64 points, a smoothed splat above
+@pytest.mark.parametrize("shape", [(23, 17, 12), (1, 15, 9)])
+def test_smoothed_splats_equal_the_smoothed_adjoint_of_sampling(count, shape):
+    from ADRegNetLib.spatial.filters import smoothed_splats
+
+    g = torch.Generator().manual_seed(count)
+    points = torch.rand(count, 3, generator=g, dtype=torch.float64) * 2.6 - 1.3  # some outside: splat on the edge
+    points[0] = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # a corner voxel exactly
+    values = torch.randn(count, 4, generator=g, dtype=torch.float64)
+    volume = torch.zeros((1, 4, *shape), dtype=torch.float64, requires_grad=True)
+    sampled = F.grid_sample(volume, points.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                            align_corners=True).view(4, -1).T
+    splat, = torch.autograd.grad((sampled * values).sum(), [volume])  # the adjoint of sampling at the points
+    for sigma in (1.3, 4.0):
+        torch.testing.assert_close(smoothed_splats(points, values, shape, sigma), gaussian_smooth(splat, sigma),
+                                   atol=1e-12, rtol=1e-10)
+
+
 def test_subsampled_structure_tensor_equals_the_full_one():
     f = mind_ssc_fast(smooth_image((11, 12, 13), dtype=torch.float64))
     full, sub = FeatureSSD(f, stride=1).structure, FeatureSSD(f, stride=2).structure
