@@ -24,6 +24,10 @@ compares false, infinities lie outside), so the fixed volume shows through them.
 finite range of the data widened by a small margin (:func:`no_value_threshold`), not a fixed
 [-1e30, 1e30]: Slicer's threshold slider (qMRMLVolumeThresholdWidget) widens its range to include the
 threshold, and spanned +-1e30, useless for adjusting it.
+
+Infinite determinants are stored as NaN in the volume node. Slicer's display scalar range (the window/level
+and threshold sliders' bounds, ``vtkMRMLScalarVolumeDisplayNode::GetDisplayScalarRange``) is the image data's
+scalar range, and VTK's range skips NaN but not infinities: one +inf voxel made it [.., inf].
 """
 from __future__ import annotations
 
@@ -157,15 +161,18 @@ def jacobian_volume_node(scene, jacobian: Image, name: str = "ADRegNet Jacobian"
 
     Args:
         scene: vtkMRMLScene.
-        jacobian: det(d(x + u)/dx), (Z, Y, X) float32 on the fixed geometry (LPS); NaN or infinite
-            voxels are kept as they are and shown transparent.
+        jacobian: det(d(x + u)/dx), (Z, Y, X) float32 on the fixed geometry (LPS); NaN and infinite
+            voxels (no determinant) are stored as NaN and shown transparent.
         name: name of a new node (made unique).
         node: existing scalar volume node to overwrite (chosen by the user as output).
 
     Returns:
         The scalar volume node.
     """
-    image = Image(jacobian.array.astype(np.float32, copy=False), jacobian.geometry, jacobian.name)
+    array = jacobian.array.astype(np.float32, copy=False)
+    if np.isinf(array).any():  # stored as NaN: Slicer's display scalar range is the data's, and VTK's skips NaN only
+        array = np.where(np.isinf(array), np.float32(np.nan), array)
+    image = Image(array, jacobian.geometry, jacobian.name)
     node = volume_node_from_image(scene, image, name=name, node=node)
     node.SetAttribute(ROLE_ATTRIBUTE, "jacobian")
     configure_jacobian_display(node, jacobian_color_node(scene))

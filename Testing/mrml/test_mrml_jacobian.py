@@ -159,3 +159,32 @@ def test_an_earlier_versions_color_node_is_left_to_its_volumes(scene):
     new = jacobian_color_node(scene)
     assert new is not old and old.GetNumberOfColors() == 4
     assert new.GetNumberOfColors() == NUMBER_OF_COLORS and new.GetColorName(0) == "folding (det <= 0)"
+
+
+@pytest.mark.parametrize("values", [
+    [np.inf, -np.inf, -0.7, 0.0, 1.0, 2.6],
+    [np.nan, np.inf, 0.5, 1.5],
+    [-np.inf, 1.0, 1.0],
+])
+def test_infinite_determinants_give_slicer_a_finite_scalar_range(scene, values):
+    """Before: an infinite voxel was stored as it was; Slicer's display scalar range (the bounds of the window/level
+    and threshold sliders, vtkMRMLScalarVolumeDisplayNode::GetDisplayScalarRange = the image data's range, which
+    skips NaN but not inf) became [-inf, inf]. Now infinities are stored as NaN: the range is the finite values',
+    the display settings are finite, those voxels stay transparent, the finite ones keep their values."""
+    values = np.asarray(values, np.float32)
+    finite = np.isfinite(values)
+    node = jacobian_volume_node(scene, Image(values.reshape(1, 1, -1), Geometry((len(values), 1, 1)), "J"))
+    display = node.GetDisplayNode()
+    scalar_range = [0.0, 0.0]
+    display.GetDisplayScalarRange(scalar_range)
+    assert scalar_range == [float(values[finite].min()), float(values[finite].max())]
+    assert node.GetImageData().GetScalarRange() == tuple(scalar_range)
+    settings = (display.GetWindow(), display.GetLevel(), display.GetLowerThreshold(), display.GetUpperThreshold())
+    assert np.all(np.isfinite(settings)), settings
+    from vtk.util import numpy_support
+
+    stored = numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars())
+    np.testing.assert_array_equal(stored[finite], values[finite])
+    assert np.isnan(stored[~finite]).all()
+    alpha = displayed_rgba(node).reshape(-1, 4)[:, 3]
+    np.testing.assert_array_equal(alpha, np.where(finite, 255, 0))
