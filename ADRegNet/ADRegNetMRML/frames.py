@@ -19,7 +19,12 @@ click or an earlier run would otherwise land in the wrong place):
 * A moving volume under a **linear** transform starts from that transform (the initial alignment,
   fixed -> moving). Under an AD-RegNet result (shown registered by this module) the transform it had
   before is used, recorded on the volume node (a node reference, ``PREVIOUS_PARENT_ROLE``, so it
-  survives a scene save and reload); the result itself is never taken as a start.
+  survives a scene save and reload); the result itself is never taken as a start. One function looks that
+  start up (:func:`starting_transform`), for the registration and for the pair table's "TRE at start".
+* A **result records the volumes it registered** as node references on the result transform
+  (:func:`record_result_volumes`; Slicer keeps references right when a scene import renames node IDs, and
+  drops them with a deleted volume). Showing a volume under a result, or warping a segmentation with it, is
+  refused for other volumes (:func:`check_result_volumes`), whoever calls it.
 """
 from __future__ import annotations
 
@@ -31,9 +36,10 @@ import vtk
 from .geometry import VolumeNodeError, points_ras_to_lps
 
 __all__ = [
-    "ROLE_ATTRIBUTE", "is_result_transform", "registration_parent", "initial_transform_lps",
+    "ROLE_ATTRIBUTE", "is_result_transform", "registration_parent", "starting_transform", "initial_transform_lps",
     "points_ras_in_volume_frame", "points_lps_in_volume_frame", "attach_markups_to_volume_frame", "show_under_result",
-    "check_fixed_frame", "lps_matrix_to_ras", "PREVIOUS_PARENT_ROLE",
+    "check_fixed_frame", "lps_matrix_to_ras", "PREVIOUS_PARENT_ROLE", "FIXED_VOLUME_ATTRIBUTE", "MOVING_VOLUME_ATTRIBUTE",
+    "RESULT_VOLUME_ROLES", "VOLUME_REFERENCES_ATTRIBUTE", "record_result_volumes", "result_is_for", "check_result_volumes",
 ]
 
 #: attribute naming what an AD-RegNet node is ("transform", "inverse-transform", "warped", ...)
@@ -55,6 +61,78 @@ def _matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
 def is_result_transform(node) -> bool:
     """True for a grid transform made by this module (fixed -> moving result)."""
     return node is not None and node.GetAttribute(ROLE_ATTRIBUTE) == "transform"
+
+
+#: the result transform node's attribute and node reference roles naming the volumes it registered (``result_is_for``)
+FIXED_VOLUME_ATTRIBUTE = "ADRegNet.fixedVolume"
+MOVING_VOLUME_ATTRIBUTE = "ADRegNet.movingVolume"
+RESULT_VOLUME_ROLES = (FIXED_VOLUME_ATTRIBUTE, MOVING_VOLUME_ATTRIBUTE)
+#: set on a result that records its volumes as node references (attribute "true"): a missing reference then means
+#: the volume was deleted. The attributes alone (earlier versions) go stale when a scene is imported into one
+#: whose node IDs collide: Slicer renames the IDs and updates node references, not attributes.
+VOLUME_REFERENCES_ATTRIBUTE = "ADRegNet.volumeReferences"
+
+
+def record_result_volumes(transform_node, fixed_volume_node, moving_volume_node) -> None:
+    """Record on a result transform node the fixed and moving volumes it registered (node references, which
+    follow Slicer's ID changes, and the IDs as attributes, as earlier versions read them)."""
+    for role, volume in zip(RESULT_VOLUME_ROLES, (fixed_volume_node, moving_volume_node)):
+        transform_node.SetAttribute(role, volume.GetID())
+        transform_node.SetNodeReferenceID(role, volume.GetID())
+    transform_node.SetAttribute(VOLUME_REFERENCES_ATTRIBUTE, "true")
+
+
+def _recorded_volume_id(transform_node, role: str) -> tuple[bool, Optional[str]]:
+    """(whether the result records its volume of ``role``, that volume's ID now; None once it was deleted)."""
+    referenced = transform_node.GetNodeReferenceID(role)
+    if referenced:
+        return True, referenced
+    if transform_node.GetAttribute(VOLUME_REFERENCES_ATTRIBUTE):
+        return True, None  # Slicer removed the reference with the volume
+    recorded = transform_node.GetAttribute(role)  # an earlier version's record
+    return (True, recorded) if recorded else (False, None)
+
+
+def result_is_for(transform_node, fixed_volume_node, moving_volume_node) -> bool:
+    """True when ``transform_node`` is the result of registering these two volumes (a result that records no
+    volumes, made before they were recorded or not by this module, counts as theirs)."""
+    if transform_node is None:
+        return False
+    for role, volume in zip(RESULT_VOLUME_ROLES, (fixed_volume_node, moving_volume_node)):
+        recorded, volume_id = _recorded_volume_id(transform_node, role)
+        if recorded and (volume is None or volume_id != volume.GetID()):
+            return False
+    return True
+
+
+def check_result_volumes(transform_node, action: str, fixed_volume_node=None, moving_volume_node=None) -> None:
+    """Refuse to use a result with volumes it did not register (only the volumes given are checked).
+
+    Args:
+        transform_node: an AD-RegNet result (fixed -> moving).
+        action: what would be done, for the message ("warp a segmentation of 'M' with it").
+        fixed_volume_node, moving_volume_node: the volumes it would be used with (None: not checked).
+
+    Raises:
+        VolumeNodeError: naming the volumes the result registered, those given and the fix.
+    """
+    wrong = []
+    for role, volume, kind in ((FIXED_VOLUME_ATTRIBUTE, fixed_volume_node, "fixed"),
+                               (MOVING_VOLUME_ATTRIBUTE, moving_volume_node, "moving")):
+        recorded, volume_id = _recorded_volume_id(transform_node, role)
+        if volume is not None and recorded and volume_id != volume.GetID():
+            wrong.append(f"the {kind} volume '{volume.GetName()}'")
+    if not wrong:
+        return
+    scene = transform_node.GetScene()
+    names = []
+    for role, kind in ((FIXED_VOLUME_ATTRIBUTE, "fixed"), (MOVING_VOLUME_ATTRIBUTE, "moving")):
+        volume_id = _recorded_volume_id(transform_node, role)[1]
+        node = scene.GetNodeByID(volume_id) if scene is not None and volume_id else None
+        names.append(f"the {kind} volume '{node.GetName()}'" if node is not None else f"a {kind} volume no longer in the scene")
+    raise VolumeNodeError(
+        f"'{transform_node.GetName()}' is the result of registering {names[1]} to {names[0]}, not {' and '.join(wrong)}: "
+        f"it cannot {action}; use it with the volumes it registered, or register these volumes first (Apply)")
 
 
 def registration_parent(node):
@@ -79,6 +157,26 @@ def _legacy_previous_parent_id(result_transform_node, volume_id: str) -> Optiona
     return transform if volume == volume_id and transform else None
 
 
+def starting_transform(moving_volume_node) -> Optional[vtk.vtkGeneralTransform]:
+    """World -> the moving volume's frame through its starting transform (``registration_parent``), of any kind.
+
+    The one look-up of the starting alignment: :func:`initial_transform_lps` (the registration's start, linear
+    only) and the pair table's "TRE at start" (``pairs.pair_rows``, through whatever the views show) both read it.
+
+    Returns:
+        A vtkGeneralTransform mapping world RAS points to the moving volume's RAS frame, or None when the
+        volume (or ``moving_volume_node`` itself) is None or not under a transform.
+    """
+    import slicer
+
+    parent = registration_parent(moving_volume_node) if moving_volume_node is not None else None
+    if parent is None:
+        return None
+    world_to_moving = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, parent, world_to_moving)
+    return world_to_moving
+
+
 def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
     """The fixed -> moving starting transform of a moving volume under a linear transform.
 
@@ -91,11 +189,12 @@ def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
     """
     import slicer
 
-    parent = registration_parent(moving_volume_node)
-    if parent is None:
+    world_to_moving = starting_transform(moving_volume_node)
+    if world_to_moving is None:
         return None
-    world_to_moving = vtk.vtkMatrix4x4()
-    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, parent, world_to_moving):
+    linear = vtk.vtkTransform()
+    if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(world_to_moving, linear):
+        parent = registration_parent(moving_volume_node)
         chain, node = [], parent  # name the non-linear one: it may be a parent of a linear transform
         while node is not None:
             chain.append(node)
@@ -107,7 +206,7 @@ def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
             f"moving volume '{moving_volume_node.GetName()}' is under {where}; "
             "a linear transform is used as the starting alignment, a non-linear one is not: harden it (Transforms "
             "module, Harden) or remove it before registering")
-    ras = _matrix_to_numpy(world_to_moving)
+    ras = _matrix_to_numpy(linear.GetMatrix())
     return _F4 @ ras @ _F4
 
 
@@ -177,13 +276,18 @@ def show_under_result(result_transform_node, volume_node, markups_nodes: Sequenc
         result_transform_node: an AD-RegNet result (fixed -> moving).
         volume_node: the moving volume.
         markups_nodes: its point lists (None entries skipped).
-        show: True to show registered, False to take the volume out.
+        show: True to show registered, False to take the volume out (always allowed).
+
+    Raises:
+        VolumeNodeError: showing a volume under a result that registered another moving volume.
     """
     if result_transform_node is None or volume_node is None:
         return
     markups = [m for m in markups_nodes if m is not None]
     current = volume_node.GetParentTransformNode()
     if show:
+        check_result_volumes(result_transform_node, f"show '{volume_node.GetName()}' registered",
+                             moving_volume_node=volume_node)
         if current is result_transform_node:
             return
         base = registration_parent(volume_node)

@@ -9,13 +9,17 @@ cancelled or failed run leaves the scene's node set exactly as it was.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .frames import ROLE_ATTRIBUTE, check_fixed_frame, initial_transform_lps, show_under_result
+from .frames import (
+    FIXED_VOLUME_ATTRIBUTE, MOVING_VOLUME_ATTRIBUTE, RESULT_VOLUME_ROLES, ROLE_ATTRIBUTE, check_fixed_frame,
+    initial_transform_lps, record_result_volumes, result_is_for, show_under_result,
+)
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .jacobian import jacobian_volume_node
 from .landmarks import check_landmark_pairs, check_points_on_volumes, pair_labels, tre_table_node
@@ -116,23 +120,6 @@ def check_outputs_are_not_inputs(inputs: dict, outputs: dict) -> None:
             raise VolumeNodeError(f"'{node.GetName()}' is chosen as both the {seen[node.GetID()]} and the {role} output; "
                                   "choose a different node for each, or 'Create new'")
         seen[node.GetID()] = role
-
-
-#: the result transform node's attributes naming the volumes it registered (``result_is_for``)
-FIXED_VOLUME_ATTRIBUTE = "ADRegNet.fixedVolume"
-MOVING_VOLUME_ATTRIBUTE = "ADRegNet.movingVolume"
-
-
-def result_is_for(transform_node, fixed_volume_node, moving_volume_node) -> bool:
-    """True when ``transform_node`` is the result of registering these two volumes (a result made before
-    the attributes existed counts as theirs)."""
-    if transform_node is None:
-        return False
-    for attribute, volume in ((FIXED_VOLUME_ATTRIBUTE, fixed_volume_node), (MOVING_VOLUME_ATTRIBUTE, moving_volume_node)):
-        recorded = transform_node.GetAttribute(attribute)
-        if recorded and (volume is None or recorded != volume.GetID()):
-            return False
-    return True
 
 
 def check_output_kinds(outputs: dict) -> None:
@@ -284,7 +271,7 @@ class ADRegNetMRMLLogic:
         if fixed_points is not None:
             log.add("landmark pairs: " + ("guided the registration (their error after it is not an independent check)"
                                           if guided else "measured only (an independent check of the registration)"))
-        with rollback_on_error(self.scene), restore_on_error(outputs.values()):
+        with rollback_on_error(self.scene), restore_on_error(outputs.values(), RESULT_VOLUME_ROLES):
             nodes = self._publish(result, fixedVolumeNode, movingVolumeNode, fixedLandmarksNode, movingLandmarksNode,
                                   fixed_points, moving_points, outputs, log, initial)
             if nodes.treTableNode is not None:  # what the "after" column measured
@@ -309,8 +296,7 @@ class ADRegNetMRMLLogic:
                                                    name=f"{base} to {fixed_name} transform",
                                                    node=outputs["transform"])
         transform.SetAttribute(ROLE_ATTRIBUTE, "transform")
-        transform.SetAttribute(FIXED_VOLUME_ATTRIBUTE, fixedVolumeNode.GetID())  # whose result it is
-        transform.SetAttribute(MOVING_VOLUME_ATTRIBUTE, movingVolumeNode.GetID())
+        record_result_volumes(transform, fixedVolumeNode, movingVolumeNode)  # whose result it is
         inverse = None
         inverse_disp = getattr(result, "inverse_disp_mm", None)
         moving_geometry = getattr(result, "moving_geometry", None)
@@ -324,15 +310,16 @@ class ADRegNetMRMLLogic:
         warped.SetAttribute(ROLE_ATTRIBUTE, "warped")
         source = movingVolumeNode.GetDisplayNode()
         if (source is not None and source.IsA("vtkMRMLScalarVolumeDisplayNode")  # a label map's has no window
-                and warped.GetDisplayNode() is not None and source.GetWindow() > 0):
+                and warped.GetDisplayNode() is not None and 0 < source.GetWindow() < math.inf
+                and math.isfinite(source.GetLevel())):  # an infinite window would break the display's sliders
             warped.GetDisplayNode().AutoWindowLevelOff()  # shown like the moving volume, for comparison
             warped.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
         jacobian = jacobian_volume_node(self.scene, result.jacobian, name=f"{base} Jacobian",
                                         node=outputs["Jacobian"])
         no_value = int(np.count_nonzero(~np.isfinite(result.jacobian.array)))
         if no_value:  # the heatmap must not paint them as folds
-            log.add(f"Jacobian: {no_value} voxels have no determinant (NaN or infinite); the heatmap leaves them "
-                    "transparent")
+            log.add(f"Jacobian: {no_value} voxels have no determinant (NaN or infinite, stored as NaN); the heatmap "
+                    "leaves them transparent")
         table = None
         if fixed_points is not None:
             k = len(fixed_points)

@@ -35,7 +35,7 @@ import numpy as np
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
-from .frames import ROLE_ATTRIBUTE, is_result_transform, registration_parent
+from .frames import ROLE_ATTRIBUTE, check_result_volumes, is_result_transform, registration_parent
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .maskresample import export_segments, resampled_where_shown, temporary_labelmap
 from .nodes import rollback_on_error, temporary_nodes
@@ -305,11 +305,16 @@ def warp_segmentation(segmentation_node, transform_node, moving_volume_node, fix
         attributes name the hidden segments left out (``SEGMENTS_HIDDEN_ATTRIBUTE``), the segments that
         have no voxel there (``SEGMENTS_NOT_WARPED_ATTRIBUTE``) and a segmentation read where it is shown
         (``READ_WHERE_SHOWN_ATTRIBUTE``), and a warning says each.
+
+    Raises:
+        VolumeNodeError: ``transform_node`` is the result of registering other volumes (nothing is added).
     """
     import slicer
 
     from .transform import field_from_grid_transform_node
 
+    check_result_volumes(transform_node, f"warp a segmentation of '{moving_volume_node.GetName()}' onto "
+                         f"'{fixed_volume_node.GetName()}'", fixed_volume_node, moving_volume_node)
     disp, geometry = field_from_grid_transform_node(transform_node)
     role = "segmentation to warp"
     shown_elsewhere = read_where_shown(segmentation_node, moving_volume_node, role)

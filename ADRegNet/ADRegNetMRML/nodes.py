@@ -3,7 +3,7 @@ wrote into existing nodes."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 __all__ = ["node_ids", "add_hidden_node", "temporary_nodes", "rollback_on_error", "restore_on_error"]
 
@@ -54,10 +54,11 @@ def rollback_on_error(scene) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def restore_on_error(nodes) -> Iterator[None]:
+def restore_on_error(nodes, reference_roles: Sequence[str] = ()) -> Iterator[None]:
     """Put back what a block overwrote in existing nodes if it raises: their content (voxels and geometry,
-    transform, table), name, attributes and parent transform. ``nodes``: the user's chosen output nodes
-    (None entries skipped); each is copied first, so the block may replace them freely."""
+    transform, table), name, attributes, parent transform and their node references of ``reference_roles``
+    (``CopyContent`` copies no references). ``nodes``: the user's chosen output nodes (None entries skipped);
+    each is copied first, so the block may replace them freely."""
     saved = []
     for node in nodes:
         if node is None:
@@ -66,11 +67,13 @@ def restore_on_error(nodes) -> Iterator[None]:
         copy.CopyContent(node, True)
         attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames()}
         parent = node.GetTransformNodeID() if hasattr(node, "GetTransformNodeID") else None
-        saved.append((node, copy, node.GetName(), attributes, parent))
+        references = {role: [node.GetNthNodeReferenceID(role, k) for k in range(node.GetNumberOfNodeReferences(role))]
+                      for role in reference_roles}
+        saved.append((node, copy, node.GetName(), attributes, parent, references))
     try:
         yield
     except BaseException:
-        for node, copy, name, attributes, parent in saved:
+        for node, copy, name, attributes, parent, references in saved:
             node.CopyContent(copy, True)
             node.SetName(name)
             for key in list(node.GetAttributeNames()):
@@ -79,4 +82,8 @@ def restore_on_error(nodes) -> Iterator[None]:
                 node.SetAttribute(key, value)
             if hasattr(node, "SetAndObserveTransformNodeID"):
                 node.SetAndObserveTransformNodeID(parent)
+            for role, ids in references.items():
+                node.RemoveNodeReferenceIDs(role)
+                for node_id in ids:
+                    node.AddNodeReferenceID(role, node_id)
         raise

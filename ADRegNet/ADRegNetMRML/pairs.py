@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame, registration_parent
+from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame, starting_transform
 from .geometry import points_lps_to_ras, points_ras_to_lps
 from .landmarks import LandmarkError, markups_labels, next_pair_label
 
@@ -80,7 +80,7 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
     f_labels = markups_labels(fixed_node) if fixed_node is not None else []
     m_labels = markups_labels(moving_node) if moving_node is not None else []
     mapping = transform_node.GetTransformFromParent() if transform_node is not None else None
-    start = _starting_transform(moving_volume_node)
+    start = starting_transform(moving_volume_node)  # the registration's own look-up
     guiding = _guiding_pairs(transform_node)
     rows = []
     for k in range(max(len(fixed), len(moving))):
@@ -102,19 +102,6 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
                 & (np.linalg.norm(guiding[:, 1] - m, axis=1) <= GUIDING_PAIR_TOLERANCE_MM)))
         rows.append(row)
     return rows
-
-
-def _starting_transform(moving_volume_node):
-    """World -> moving volume frame through its starting transform (a vtkGeneralTransform), None without one."""
-    import slicer
-    import vtk
-
-    parent = registration_parent(moving_volume_node) if moving_volume_node is not None else None
-    if parent is None:
-        return None
-    world_to_moving = vtk.vtkGeneralTransform()
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, parent, world_to_moving)
-    return world_to_moving
 
 
 def mark_guiding_pairs(transform_node, fixed_lps: np.ndarray, moving_lps: np.ndarray) -> None:

@@ -194,3 +194,53 @@ def test_a_starting_transform_recorded_by_an_earlier_version_is_read(scene, pair
     assert registration_parent(moving).GetName() == start.GetName()
     show_under_result(moving.GetParentTransformNode(), moving, [], False)
     assert moving.GetParentTransformNode().GetName() == start.GetName()
+
+
+def test_one_starting_transform_serves_the_registration_and_the_pair_table(scene, pair):
+    """The registration's start (initial_transform_lps) and the pair table's 'TRE at start' (pair_rows) read the moving
+    volume's starting transform through one function, frames.starting_transform: the same matrix as Slicer's own
+    GetMatrixTransformBetweenNodes for a chain of linear transforms, also while the volume is shown registered; a
+    non-linear start is still refused for the registration and still measured through for the table."""
+    import slicer
+
+    from ADRegNetMRML.frames import starting_transform
+    from ADRegNetMRML.pairs import pair_rows
+
+    fixed, moving = pair
+    outer = np.eye(4)
+    outer[:3, :3] = rotation(0.05, 0.1, -0.2)
+    outer[:3, 3] = [1.0, 2.0, -4.0]
+    inner = np.eye(4)
+    inner[:3, 3] = [3.0, -1.0, 0.5]
+    parent = _linear(scene, inner, "inner")
+    parent.SetAndObserveTransformNodeID(_linear(scene, outer, "outer").GetID())
+    moving.SetAndObserveTransformNodeID(parent.GetID())
+    world_to_moving = vtk.vtkMatrix4x4()
+    assert slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, parent, world_to_moving)
+    slicer_ras = np.array([[world_to_moving.GetElement(r, c) for c in range(4)] for r in range(4)])
+    geometry = oblique_geometry()
+    fixed_lps = geometry.index_to_physical(np.array([[3.0, 4.0, 5.0], [8.0, 6.0, 2.0]]))
+    moving_lps = fixed_lps + [[1.0, -2.0, 0.5], [0.0, 1.5, -1.0]]
+    f_list = markups_node_from_points(scene, fixed_lps, "F")
+    m_list = markups_node_from_points(scene, moving_lps, "M")
+    m_list.SetAndObserveTransformNodeID(parent.GetID())  # in the moving volume's frame
+    result = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(fixed, moving).transformNode
+    for shown_registered in (False, True):
+        show_under_result(result, moving, [m_list], shown_registered)
+        initial = initial_transform_lps(moving)
+        np.testing.assert_allclose(lps_matrix_to_ras(initial), slicer_ras, atol=1e-12)
+        assert starting_transform(moving) is not None
+        started = fixed_lps @ initial[:3, :3].T + initial[:3, 3]
+        rows = pair_rows(f_list, m_list, fixed, moving)
+        np.testing.assert_allclose([r.tre_start_mm for r in rows], np.linalg.norm(started - moving_lps, axis=1),
+                                   atol=1e-9)
+    show_under_result(result, moving, [m_list], False)
+    assert starting_transform(None) is None
+    bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "bent")
+    bent.SetAndObserveTransformFromParent(result.GetTransformFromParent())
+    parent.SetAndObserveTransformNodeID(bent.GetID())
+    with pytest.raises(VolumeNodeError, match="the transform 'inner', which is itself under the non-linear transform "
+                                              "'bent'"):
+        initial_transform_lps(moving)
+    rows = pair_rows(f_list, m_list, fixed, moving)
+    assert all(r.tre_start_mm is not None and np.isfinite(r.tre_start_mm) for r in rows)
