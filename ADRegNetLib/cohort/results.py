@@ -30,7 +30,8 @@ from .files import FileLock, atomic_write
 from .pairs import Pair
 
 __all__ = ["RESULT_COLUMNS", "RESULTS_LOCK", "ResultsFileError", "row_from_metrics", "failed_row", "pair_dice",
-           "read_results_csv", "write_results_csv", "merge_results_csv", "is_complete", "row_for_complete_pair"]
+           "read_results_csv", "write_results_csv", "merge_results_csv", "is_complete", "row_for_complete_pair",
+           "read_metrics", "other_pairs_result"]
 
 #: results.csv columns, in order
 RESULT_COLUMNS = (
@@ -151,11 +152,48 @@ def pair_dice(pair: Pair, pair_dir: str | Path) -> dict:
     return {"dice_before": float(before), "dice_after": float(after)}
 
 
-def row_for_complete_pair(pair: Pair, pair_dir: str | Path, previous: Optional[dict] = None) -> dict:
-    """The row of a pair completed by an earlier run: its earlier row, or one rebuilt from metrics.json."""
+def read_metrics(folder: Path) -> Optional[dict]:
+    """The parsed ``folder/metrics.json``, or None when it cannot be read as a JSON object."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def other_pairs_result(pair: Pair, folder: Path, metrics: Optional[dict] = None) -> Optional[str]:
+    """Why the complete result in ``folder`` is not this pair's, or None: its metrics.json names other fixed or
+    moving images (a second PAIRS.csv into the same OUTDIR with an id the first used; before, the new pair was
+    skipped as complete and its row showed the other pair's figures, review of the nineteenth session).
+    A result without the names (an older version's), or whose files have the same names elsewhere (a study
+    folder moved to another disk and run again), is taken as the pair's.
+
+    Args:
+        pair: the pair of this run.
+        folder: OUTDIR/<id>, complete.
+        metrics: its metrics.json already parsed (read from ``folder`` when None).
+    """
+    recorded = (metrics if metrics is not None else read_metrics(folder) or {}).get("inputs") or {}
+    if not isinstance(recorded, dict):
+        return None
+    for role in ("fixed", "moving"):
+        given, held = getattr(pair, role), recorded.get(role)
+        if not held or not given or not isinstance(held, str):
+            continue
+        given_path, held_path = Path(given).expanduser().resolve(), Path(held).expanduser().resolve()
+        if given_path != held_path and given_path.name != held_path.name:
+            return f"{folder} holds the result of {role} {held}, not of this pair's {role} {given}"
+    return None
+
+
+def row_for_complete_pair(pair: Pair, pair_dir: str | Path, previous: Optional[dict] = None,
+                          metrics: Optional[dict] = None) -> dict:
+    """The row of a pair completed by an earlier run: its earlier row, or one rebuilt from metrics.json
+    (``metrics``: that file already parsed; read from ``pair_dir`` when None)."""
     if previous is not None and previous.get("status") == "ok":
         return dict(previous)
-    metrics = json.loads((Path(pair_dir) / "metrics.json").read_text())
+    if metrics is None:
+        metrics = json.loads((Path(pair_dir) / "metrics.json").read_text())
     row = row_from_metrics(pair.id, metrics)
     try:
         row.update(pair_dice(pair, pair_dir))

@@ -28,11 +28,12 @@ from ..cli.outputs import write_problem
 from ..engine.settings import PRESETS, QUALITIES
 from .files import LockTimeout
 from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
+from .outdir import missing_folders, remove_what_a_refused_run_made
 from .pairs import Pair, check_pairs, read_pairs_csv
-from .report import write_summary
+from .report import SummaryFileError, summary_problem, write_summary
 from .staging import clean_partial, staging
-from .results import (ResultsFileError, failed_row, is_complete, merge_results_csv, read_results_csv,
-                      row_for_complete_pair)
+from .results import (ResultsFileError, failed_row, is_complete, merge_results_csv, other_pairs_result,
+                      read_metrics, read_results_csv, row_for_complete_pair)
 from .worker import PARTIAL_DIR, PairOptions, not_a_result, pair_inputs, run_pair
 
 __all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
@@ -69,11 +70,17 @@ def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_fai
     for pair in pairs:
         earlier = previous.get(pair.id)
         if is_complete(out / pair.id):
-            other = other_pairs_result(pair, out / pair.id)
+            metrics = read_metrics(out / pair.id)  # parsed once: the check below and the pair's row
+            if metrics is None and (earlier is None or earlier.get("status") != "ok"):
+                raise BatchError(f"{out / pair.id / 'metrics.json'} cannot be read as the metrics of adregnet "
+                                 "register (not a JSON object); nothing was run and nothing is replaced: move that "
+                                 "folder away (or delete it to register the pair again), or choose another output "
+                                 "folder (-o)")
+            other = other_pairs_result(pair, out / pair.id, metrics or {})
             if other:
                 raise BatchError(f"{other}; nothing was run and nothing is replaced: give this pair another id, or "
                                  "choose another output folder (-o)")
-            rows[pair.id] = row_for_complete_pair(pair, out / pair.id, earlier)
+            rows[pair.id] = row_for_complete_pair(pair, out / pair.id, earlier, metrics=metrics)
             complete += 1
         elif earlier is not None and earlier.get("status") == "failed" and not retry_failed:
             rows[pair.id] = earlier
@@ -81,28 +88,6 @@ def _plan(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_fai
         else:
             todo.append(pair)
     return rows, todo, complete, failed
-
-
-def other_pairs_result(pair: Pair, folder: Path) -> Optional[str]:
-    """Why the complete result in ``folder`` is not this pair's, or None: its metrics.json names other fixed or
-    moving images (a second PAIRS.csv into the same OUTDIR with an id the first used; before, the new pair was
-    skipped as complete and its row showed the other pair's figures, review of the nineteenth session).
-    A result without the names (an older version's), or whose files have the same names elsewhere (a study
-    folder moved to another disk and run again), is taken as the pair's."""
-    import json  # noqa: PLC0415
-
-    try:
-        recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("inputs") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    for role in ("fixed", "moving"):
-        given, held = getattr(pair, role), recorded.get(role)
-        if not held or not given:
-            continue
-        given_path, held_path = Path(given).expanduser().resolve(), Path(held).expanduser().resolve()
-        if given_path != held_path and given_path.name != held_path.name:
-            return f"{folder} holds the result of {role} {held}, not of this pair's {role} {given}"
-    return None
 
 
 def _local_client(distributed, workers: int, threads_per_worker: Optional[int],
@@ -218,8 +203,10 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     Raises:
         PairsError: the pairs list is unusable (see ``pairs.read_pairs_csv``).
         BatchError: Dask is missing, the scheduler cannot be reached or has no worker, a pair's output
-            folder or OUTDIR/results.csv is not AD-RegNet's (nothing runs, nothing is replaced), or
-            another run kept results.csv locked for 10 minutes.
+            folder, its metrics.json, OUTDIR/results.csv or OUTDIR/summary.md or summary.png is not
+            AD-RegNet's (nothing runs, nothing is replaced), or another run kept results.csv locked for
+            10 minutes. A refused run removes what it made and left empty (``outdir.py``): its results.csv
+            without rows, and ``out_dir`` with its parents when it made them.
     """
     pairs = read_pairs_csv(pairs) if isinstance(pairs, (str, Path)) else check_pairs(pairs)
     if quality not in QUALITIES:
@@ -234,11 +221,32 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     except ResultsFileError as exc:  # the user's own results.csv: never replaced
         raise BatchError(f"{exc}; nothing was run and nothing is replaced: choose another output folder (-o) or "
                          "move that file") from None
+    problem = summary_problem(out, beside_results=results_path.is_file())
+    if problem:  # the user's summary.md / summary.png: never replaced either
+        raise BatchError(f"{problem}; nothing was run and nothing is replaced: move or rename it, or choose another "
+                         "output folder (-o)")
+    made, results_made = missing_folders(out), not results_path.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"cannot make the output folder {out} ({exc.strerror or exc}); choose a writable -o "
                          "folder") from None
+    try:
+        return _register(pairs, out, previous, retry_failed, say=say, progress=progress,
+                         options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
+                                      threads=threads, landmarks_check_only=bool(landmarks_check_only)),
+                         cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
+                                      memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
+                                      wait_for_workers_s=wait_for_workers_s))
+    except Exception:  # a refused run leaves nothing it made (an interrupted one keeps its results.csv)
+        remove_what_a_refused_run_made(out, made, results_made)
+        raise
+
+
+def _register(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_failed: bool, *, say,
+              progress: bool, options: dict, cluster: dict) -> list[dict]:
+    """:func:`register_cohort` once OUTDIR exists: plan, run what is missing, write the summary."""
+    results_path = out / "results.csv"
     problem = write_problem(out)
     if problem:
         raise BatchError(f"cannot write to the output folder {out} ({problem}); choose a writable -o folder")
@@ -270,13 +278,16 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     if todo:
         with staging(out) as staging_folder:
             _run(todo, out, staging_folder, rows, update, say=say, progress=progress, total=len(pairs),
-                 options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
-                              threads=threads, landmarks_check_only=bool(landmarks_check_only)),
-                 cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
-                              memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
-                              wait_for_workers_s=wait_for_workers_s))
+                 options=options, cluster=cluster)
     final = [rows[i] for i in order if i in rows]
-    update(then=lambda table: write_summary(out, table))  # under the same lock: the summary matches results.csv
+
+    def summarize(table: list[dict]) -> None:
+        try:
+            write_summary(out, table)
+        except SummaryFileError as exc:  # placed there while the pairs ran: kept, and the run's results stand
+            say(f"note: the summary was not written: {exc}; move or rename it, and rerun to write the summary")
+
+    update(then=summarize)  # under the same lock: the summary matches results.csv
     with contextlib.suppress(OSError):
         (out / PARTIAL_DIR).rmdir()  # only when empty: a pair still being written elsewhere keeps it
     return final
