@@ -3,7 +3,8 @@ r"""Run a registration in a child Python process, with progress lines and a real
 The child (``worker.py``) reads its inputs from files in a temporary folder, calls
 ``ADRegNetLib.engine.register`` and writes the CLI's output layout (displacement.nii.gz,
 warped.nii.gz, jacobian.nii.gz, metrics.json, the inverse when computed) plus the warped fixed
-landmarks; both sides read and write through ``ADRegNetLib.io``. It reports on stdout with the
+landmarks, and the Jacobian as NRRD when it has NaN or infinite voxels (NIfTI makes them 0, which the
+heatmap paints as folds); both sides read and write through ``ADRegNetLib.io``. It reports on stdout with the
 lines Slicer's CLI machinery understands::
 
     <filter-progress>0.42</filter-progress>
@@ -329,12 +330,13 @@ def _read_result(out: Path, moving_name: str):
     from ADRegNetLib.engine.api import RegistrationResult
     from ADRegNetLib.io import read_displacement_field, read_image, read_landmarks
 
-    from .worker import WARPED_LANDMARKS
+    from .worker import JACOBIAN_NO_VALUE, WARPED_LANDMARKS
 
     disp, geometry = read_displacement_field(out / "displacement.nii.gz")
+    jacobian = out / JACOBIAN_NO_VALUE if (out / JACOBIAN_NO_VALUE).exists() else out / "jacobian.nii.gz"
     values = dict(disp_mm=disp.astype(np.float32), geometry=geometry,
                   warped=read_image(out / "warped.nii.gz", name=f"{moving_name} warped"),
-                  jacobian=read_image(out / "jacobian.nii.gz", name="jacobian"),
+                  jacobian=read_image(jacobian, name="jacobian"),  # NaN / inf kept: shown transparent, not as folds
                   metrics=json.loads((out / "metrics.json").read_text()),
                   warped_fixed_landmarks=read_landmarks(out / WARPED_LANDMARKS) if (out / WARPED_LANDMARKS).exists()
                   else None)

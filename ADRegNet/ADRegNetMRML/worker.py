@@ -15,6 +15,8 @@ from pathlib import Path
 
 #: the worker's own file besides the CLI outputs: x + u(x) at each fixed landmark (CSV x,y,z LPS mm)
 WARPED_LANDMARKS = "warped_fixed_landmarks.csv"
+#: the Jacobian again, written only when it has NaN or infinite voxels (read instead of jacobian.nii.gz)
+JACOBIAN_NO_VALUE = "jacobian_with_no_value.nrrd"
 
 
 def _say(tag: str, text) -> None:
@@ -88,14 +90,25 @@ def main(argv=None) -> int:
         return 3
 
     _say("filter-comment", "writing results")
+    write_results(result, out, fixed)
+    _say("filter-progress", "1.0")
+    return 0
+
+
+def write_results(result, out: Path, fixed) -> None:
+    """The CLI's output layout, the warped fixed landmarks and, when the Jacobian has voxels with no determinant,
+    ``JACOBIAN_NO_VALUE`` (NRRD keeps NaN and inf; the layout's jacobian.nii.gz holds 0 there, which the heatmap
+    would paint as folds)."""
+    import numpy as np
+
     from ADRegNetLib.cli.outputs import write_outputs
-    from ADRegNetLib.io import write_landmarks
+    from ADRegNetLib.io import write_image, write_landmarks
 
     write_outputs(result, out, fixed, report=False)
     if result.warped_fixed_landmarks is not None:
         write_landmarks(result.warped_fixed_landmarks, out / WARPED_LANDMARKS)
-    _say("filter-progress", "1.0")
-    return 0
+    if not np.isfinite(result.jacobian.array).all():
+        write_image(result.jacobian, out / JACOBIAN_NO_VALUE)
 
 
 if __name__ == "__main__":

@@ -189,3 +189,34 @@ def test_runner_passes_engine_options_such_as_landmarks_that_only_measure():
                                   quality="instant", device="cpu", landmarks_guide=False)
     assert result.metrics["landmarks"]["guided_registration"] is False
     assert "independent check" in result.metrics["landmarks"]["role"]
+
+
+def test_a_jacobian_with_no_value_voxels_comes_back_from_the_child_as_it_was(tmp_path):
+    """Before: the child's Jacobian travelled as jacobian.nii.gz, which ITK reads with NaN and inf as 0, so
+    ADRegNetLib.io refuses it: a run in a child process (the module's default) whose Jacobian had such voxels failed
+    after the registration had finished, naming a file in a temporary folder. The child now also writes them as
+    NRRD, which the parent reads, values kept (the heatmap leaves them transparent)."""
+    from ADRegNetLib.engine.api import RegistrationResult
+    from ADRegNetLib.io import read_image
+    from ADRegNetLib.spatial.image import Image, ImageError
+    from ADRegNetMRML.process import _read_result
+    from ADRegNetMRML.worker import JACOBIAN_NO_VALUE, write_results
+
+    geometry = oblique_geometry(size=(6, 5, 4))
+    fixed = blob_image(geometry, "fixed")
+    det = np.full(geometry.shape, 1.25, np.float32)
+    det[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    result = RegistrationResult(np.zeros((3, *geometry.shape), np.float32), geometry, fixed.with_array(fixed.array),
+                                Image(det, geometry, "jacobian"), {"jacobian": {"folding_count": 0}}, None)
+    write_results(result, tmp_path, fixed)
+    with pytest.raises(ImageError, match="NaN or infinite voxels"):
+        read_image(tmp_path / "jacobian.nii.gz")  # what the parent read before
+    back = _read_result(tmp_path, "moving").jacobian.array
+    np.testing.assert_array_equal(back, det)  # NaN included (assert_array_equal treats NaN as equal)
+    finite = tmp_path / "finite"
+    finite.mkdir()
+    write_results(RegistrationResult(result.disp_mm, geometry, result.warped, Image(np.ones(geometry.shape, np.float32),
+                                                                                     geometry, "jacobian"),
+                                     result.metrics, None), finite, fixed)
+    assert not (finite / JACOBIAN_NO_VALUE).exists()  # only when needed
+    np.testing.assert_array_equal(_read_result(finite, "moving").jacobian.array, 1.0)
