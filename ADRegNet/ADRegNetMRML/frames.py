@@ -52,6 +52,8 @@ PREVIOUS_PARENT_ROLE = "ADRegNet.previousParent"
 _LEGACY_PREVIOUS_PARENT = "ADRegNet.previousParent:"
 
 _F4 = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: hardening a non-linear transform into a volume resamples it (Slicer replaces its voxels): said wherever advised
+_HARDEN_RESAMPLES = "hardening a non-linear transform resamples the volume, replacing its voxels: keep a copy"
 
 
 def _matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -205,18 +207,37 @@ def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
         raise VolumeNodeError(
             f"moving volume '{moving_volume_node.GetName()}' is under {where}; "
             "a linear transform is used as the starting alignment, a non-linear one is not: harden it (Transforms "
-            "module, Harden) or remove it before registering")
+            f"module, Harden; {_HARDEN_RESAMPLES}) or remove it before registering")
     ras = _matrix_to_numpy(linear.GetMatrix())
     return _F4 @ ras @ _F4
 
 
 def check_fixed_frame(fixed_volume_node) -> None:
-    """The fixed volume defines the output grid: it must not be under a transform."""
+    """The fixed volume defines the output grid: it must not be under a transform.
+
+    Raises:
+        VolumeNodeError: naming the transform and the fix. Under an AD-RegNet result (a volume registered
+            earlier as the moving one, still shown registered), the fix is to take it out: hardening the
+            result would replace its voxels by the registered ones.
+    """
     parent = fixed_volume_node.GetParentTransformNode() if fixed_volume_node is not None else None
-    if parent is not None:
+    if parent is None:
+        return
+    name = fixed_volume_node.GetName()
+    if is_result_transform(parent):
+        start = registration_parent(fixed_volume_node)
+        before = (f"; before it was shown registered it was under '{start.GetName()}'" if start is not None
+                  else "; before it was shown registered it was under no transform")
         raise VolumeNodeError(
-            f"fixed volume '{fixed_volume_node.GetName()}' is under the transform '{parent.GetName()}'; the outputs are "
-            "made on the fixed grid as stored: harden the transform (Transforms module, Harden) or remove it")
+            f"fixed volume '{name}' is shown registered under the AD-RegNet result '{parent.GetName()}' (it was the "
+            f"moving volume of that run){before}. The outputs are made on the fixed grid as stored: take it out of "
+            "the result (Data module: tick Show transforms and set its transform to None); do not harden the "
+            "result into it, which would replace its voxels by the registered ones")
+    linear = bool(fixed_volume_node.GetParentTransformNode().IsTransformToWorldLinear())
+    raise VolumeNodeError(
+        f"fixed volume '{name}' is under the transform '{parent.GetName()}'; the outputs are made on the fixed grid "
+        "as stored: harden the transform (Transforms module, Harden) or remove it"
+        + ("" if linear else f" ({_HARDEN_RESAMPLES})"))
 
 
 def _local_points_ras(node) -> np.ndarray:

@@ -267,6 +267,11 @@ class ADRegNetMRMLLogic:
             log.add(f"stopped: {type(exc).__name__}: {exc}")
             raise
         log.results(result.metrics)
+        for role, node in outputs.items():  # deleted while the engine ran (the Data module stays usable)
+            if node is not None and self.scene.GetNodeByID(node.GetID() or "") is not node:
+                log.add(f"the {role} output '{node.GetName()}' was removed from the scene while the registration ran; "
+                        "the result is put in a new node")
+                outputs[role] = None
         guided = bool((result.metrics.get("landmarks") or {}).get("guided_registration", landmarksGuide))
         if fixed_points is not None:
             log.add("landmark pairs: " + ("guided the registration (their error after it is not an independent check)"

@@ -183,7 +183,11 @@ class PairPlacement:
         self._observations: list[tuple[object, int]] = []
 
     def start(self, label: Optional[str] = None) -> None:
-        """Begin with the fixed point (raises LandmarkError when the lists are not paired)."""
+        """Begin with the fixed point (raises LandmarkError when the lists are not paired, or are one list)."""
+        if self.fixed_node is self.moving_node:  # both clicks would land in it, a pair of one list's points
+            raise LandmarkError(f"the point list '{self.fixed_node.GetName()}' is chosen as both the fixed and the "
+                                "moving landmarks; each image needs its own list: choose another moving list, or none "
+                                "(one is made)")
         counts = (self.fixed_node.GetNumberOfControlPoints(), self.moving_node.GetNumberOfControlPoints())
         if counts[0] != counts[1]:
             raise LandmarkError(f"the fixed list has {counts[0]} points and the moving list {counts[1]}; pairs match by "

@@ -146,3 +146,15 @@ def test_pairs_that_guided_a_result_are_marked_while_they_stay_put(scene, lists)
     assert [r.guided for r in pair_rows(fixed, moving, None, None, None)] == [False] * 3  # no result
     result.SetAttribute(GUIDING_PAIRS_ATTRIBUTE, "not json")  # edited by hand: nothing marked, no error
     assert [r.guided for r in pair_rows(fixed, moving, None, None, result)] == [False] * 3
+
+
+def test_one_list_as_both_is_refused_before_any_click(scene, lists):
+    """Before: with one point list chosen as both, Place pair put the fixed click and its partner into that list one
+    after the other, with no word, and Apply then refused the lists; now placing is refused at once."""
+    fixed, _ = lists
+    loop = EventLoop()
+    placement, states = _placement(scene, fixed, fixed, loop)
+    with pytest.raises(LandmarkError, match="the point list 'F' is chosen as both the fixed and the moving landmarks"):
+        placement.start()
+    assert states == [] and not click(scene, (1.0, 2.0, 3.0))
+    assert fixed.GetNumberOfControlPoints() == 0

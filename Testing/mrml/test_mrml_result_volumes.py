@@ -168,3 +168,45 @@ def test_an_infinite_moving_window_is_not_copied_to_the_registered_volume(scene,
     warped = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(inputs["fixed"], inputs["moving"]) \
         .warpedNode.GetDisplayNode()
     assert (warped.GetWindow(), warped.GetLevel()) == (40.0, 3.0)
+
+
+def test_an_output_node_deleted_while_the_registration_runs_is_replaced_by_a_new_one(scene, inputs):
+    """Before: the result was written into the deleted nodes, outside the scene: the panel said 'Done.', the scene held
+    no result and the run's minutes were lost. Now the result goes to new nodes and the log says so."""
+    chosen = {"outputTransformNode": scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "my transform"),
+              "outputWarpedNode": scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my warped")}
+
+    class DeletingMidRun(AnalyticEngine):
+        def __call__(self, fixed, moving, **kw):
+            for node in chosen.values():
+                scene.RemoveNode(node)
+            return super().__call__(fixed, moving, **kw)
+
+    out = ADRegNetMRMLLogic(scene, runner=DeletingMidRun()).registerNodes(inputs["fixed"], inputs["moving"], **chosen)
+    for node in (out.transformNode, out.warpedNode, out.jacobianNode):
+        assert scene.GetNodeByID(node.GetID()) is node
+    assert out.transformNode is not chosen["outputTransformNode"] and out.warpedNode is not chosen["outputWarpedNode"]
+    assert result_is_for(out.transformNode, inputs["fixed"], inputs["moving"])
+    log = out.logNode.GetText()
+    assert "the transform output 'my transform' was removed from the scene while the registration ran" in log
+    assert "the warped volume output 'my warped' was removed" in log
+
+
+def test_a_fixed_volume_shown_registered_is_refused_with_a_fix_that_keeps_its_voxels(scene, inputs):
+    """Registering the other way round (the last run's moving volume chosen as the fixed one) while it is still shown
+    registered: before, the message advised hardening the transform, which replaces its voxels by the registered
+    ones; now it says to take the volume out of the result, and not to harden it."""
+    fixed, moving = inputs["fixed"], inputs["moving"]
+    logic = ADRegNetMRMLLogic(scene, runner=AnalyticEngine())
+    result = logic.registerNodes(fixed, moving).transformNode
+    logic.setMovingUnderTransform(moving, result, True)
+    with pytest.raises(VolumeNodeError, match=rf"fixed volume 'moving' is shown registered under the AD-RegNet result "
+                                              rf"'{result.GetName()}' .*before it was shown registered it was under no "
+                                              r"transform.*set its transform to None\); do not harden the result"):
+        logic.registerNodes(moving, fixed)
+    bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "bent")
+    bent.SetAndObserveTransformFromParent(result.GetTransformFromParent())
+    moving.SetAndObserveTransformNodeID(bent.GetID())
+    with pytest.raises(VolumeNodeError, match=r"under the transform 'bent'.*harden the transform \(Transforms module, "
+                                              r"Harden\) or remove it \(hardening a non-linear transform resamples"):
+        logic.registerNodes(moving, fixed)
