@@ -152,6 +152,8 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
+        if p is None:  # the module was left (or the scene closed) while a run kept the panel alive
+            return
         hidden = [getattr(p, name).GetID() for name in INPUTS if getattr(p, name)]
         for name in OUTPUT_SELECTORS:  # defect 3: an input is never offered as an output
             getattr(self.ui, name).sortFilterProxyModel().hiddenNodeIDs = hidden
@@ -199,12 +201,13 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setValue(0)
         self.ui.logTextEdit.clear()
         outputs = None
+        p = self._parameterNode  # the run's, even if the module is left meanwhile (exit() unbinds the panel)
         try:
             with slicer.util.tryWithErrorDisplay(_("Registration failed."), waitCursor=True):
                 from ADRegNetLib.engine import RegistrationCancelled
 
                 try:
-                    outputs = self.logic.process(self._parameterNode, progress=self._onProgress,
+                    outputs = self.logic.process(p, progress=self._onProgress,
                                                  shouldStop=self._shouldStop, logListener=self.ui.logTextEdit.appendPlainText)
                 except RegistrationCancelled:
                     self.ui.stageLabel.setText(_("Cancelled; the scene was not changed."))
@@ -220,7 +223,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.foldingValueLabel.setText("-" if folds is None else str(folds))
             self.ui.treTableView.setMRMLTableNode(outputs.treTableNode)
             self.ui.resultsCollapsibleButton.collapsed = False
-            self.logic.showResults(self._parameterNode)
+            self.logic.showResults(p)
             self.pairTable.refresh()
 
     def _onProgress(self, fraction: float, text: str) -> None:

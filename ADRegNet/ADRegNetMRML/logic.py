@@ -208,7 +208,7 @@ class ADRegNetMRMLLogic:
 
         Raises:
             VolumeNodeError, LandmarkError: bad inputs (nothing was run, scene unchanged).
-            RegistrationCancelled: the user cancelled (scene unchanged).
+            RegistrationCancelled: the user cancelled, or the scene was closed while it ran (nothing added).
             RegistrationError: the engine refused the inputs (scene unchanged).
         """
         if fixedVolumeNode is not None and fixedVolumeNode is movingVolumeNode:
@@ -258,14 +258,26 @@ class ADRegNetMRMLLogic:
             if progress is not None:
                 progress(fraction, text)
 
+        closing = []  # File > Close Scene or Load Scene while the engine runs: its inputs are gone, stop it
+
+        def stop() -> bool:
+            return bool(closing) or (shouldStop is not None and bool(shouldStop()))
+
+        tag = self.scene.AddObserver(self.scene.StartCloseEvent, lambda *_: closing.append(True))
         try:
             result = self._run(fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points,
                                preset=preset, quality=quality, regularization=regularization, device=device,
-                               progress=report, should_stop=shouldStop, seed=seed, landmarks_guide=landmarksGuide,
+                               progress=report, should_stop=stop, seed=seed, landmarks_guide=landmarksGuide,
                                **kwargs)
+            if closing:  # the engine finished before it looked again
+                from ADRegNetLib.engine.api import RegistrationCancelled
+
+                raise RegistrationCancelled("the scene was closed while the registration ran; nothing was added")
         except Exception as exc:
             log.add(f"stopped: {type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.scene.RemoveObserver(tag)
         log.results(result.metrics)
         for role, node in outputs.items():  # deleted while the engine ran (the Data module stays usable)
             if node is not None and self.scene.GetNodeByID(node.GetID() or "") is not node:

@@ -210,3 +210,30 @@ def test_a_fixed_volume_shown_registered_is_refused_with_a_fix_that_keeps_its_vo
     with pytest.raises(VolumeNodeError, match=r"under the transform 'bent'.*harden the transform \(Transforms module, "
                                               r"Harden\) or remove it \(hardening a non-linear transform resamples"):
         logic.registerNodes(moving, fixed)
+
+
+@pytest.mark.parametrize("when", ["during", "after its last check"])
+def test_closing_the_scene_while_the_registration_runs_stops_it_and_adds_nothing(scene, inputs, when):
+    """File > Close Scene (or Load Scene) during a run, from the panel's event processing: before, the run went on and
+    then put its outputs, named after volumes that were gone, into the new empty scene, with 'Done.'."""
+    from ADRegNetLib.engine.api import RegistrationCancelled
+
+    class ClosingAtTheEnd(AnalyticEngine):
+        def __call__(self, fixed, moving, **kw):
+            result = super().__call__(fixed, moving, **kw)
+            scene.Clear(0)
+            return result
+
+    def close_on_progress(fraction, text):  # what processEvents lets a user do
+        if when == "during":
+            scene.Clear(0)
+
+    engine = AnalyticEngine() if when == "during" else ClosingAtTheEnd()
+    with pytest.raises(RegistrationCancelled, match="cancelled by the user" if when == "during" else
+                       "the scene was closed while the registration ran; nothing was added"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(inputs["fixed"], inputs["moving"],
+                                                              progress=close_on_progress)
+    assert scene.GetNodesByClass("vtkMRMLGridTransformNode").GetNumberOfItems() == 0
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
+    ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(*[volume_node_from_image(
+        scene, blob_image(oblique_geometry(), name), name=name) for name in ("f", "m")])  # the next run is not stopped
