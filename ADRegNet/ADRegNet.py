@@ -135,8 +135,8 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Get (or create) the parameter node; select the first volume as fixed if none is chosen."""
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.fixedVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first and not first.GetAttribute("ADRegNet.role"):
+            first = self.logic.defaultFixedVolume(slicer.mrmlScene)
+            if first:
                 self._parameterNode.fixedVolume = first
 
     def setParameterNode(self, parameterNode: Optional[ADRegNetParameterNode]) -> None:

@@ -25,6 +25,17 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         return ADRegNetParameterNode(super().getParameterNode())
 
     @staticmethod
+    def defaultFixedVolume(scene):
+        """The volume to preselect as fixed: the first scalar volume that is no label map (the fixed selector does not
+        list label maps, so one chosen here was registered without being shown) and no module output; or None."""
+        nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+        for i in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(i)
+            if not node.IsA("vtkMRMLLabelMapVolumeNode") and not node.GetAttribute("ADRegNet.role"):
+                return node
+        return None
+
+    @staticmethod
     def ensureDependencies(interactive: bool = True) -> bool:
         """PyTorch usable (recent enough)? Installs it, after confirmation, when not; never in testing mode."""
         from ADRegNetMRML.dependencies import (TORCH_PIP_REQUIREMENT, TORCH_VERSION_REQUIREMENT, DependencyAction,

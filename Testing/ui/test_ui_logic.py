@@ -284,3 +284,24 @@ def test_module_metadata(module):
     assert (parent.title, parent.categories, parent.dependencies) == ("AD-RegNet", ["Registration"], [])
     assert all(re.fullmatch(r"[^,()]+ \([^()]+\)", c) for c in parent.contributors)
     assert "cite" in parent.acknowledgementText and "never modified" in parent.helpText
+
+
+def test_the_preselected_fixed_volume_is_a_scan_the_selector_lists(module, scene):
+    """Before: the first scalar volume of the scene was preselected as fixed, a label map included (the fixed selector
+    does not list label maps: it was registered without being shown), and none at all when the first volume was a
+    module output, even with scans after it."""
+    ADRegNet, _ = module
+    from ADRegNetLib.spatial.image import Image
+    from ADRegNetMRML.geometry import volume_node_from_image
+    import numpy as np
+
+    logic = ADRegNet.ADRegNetLogic()
+    assert logic.defaultFixedVolume(scene) is None
+    geometry = oblique_geometry(size=(8, 7, 6))
+    volume_node_from_image(scene, Image(np.ones(geometry.shape, np.uint8), geometry, "labels"), name="labels",
+                           class_name="vtkMRMLLabelMapVolumeNode")
+    output = volume_node_from_image(scene, blob_image(geometry, "old result"), name="old result")
+    output.SetAttribute("ADRegNet.role", "warped")
+    assert logic.defaultFixedVolume(scene) is None
+    scan = volume_node_from_image(scene, blob_image(geometry, "CT"), name="CT")
+    assert logic.defaultFixedVolume(scene) is scan
