@@ -151,7 +151,11 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         from ADRegNetMRML.frames import registration_parent
 
         parent = registration_parent(p.movingVolume) if p.movingVolume else None
-        return _("none (the moving volume is not under a transform)") if parent is None else parent.GetName()
+        if parent is None:
+            return _("none (the moving volume is not under a transform)")
+        if not parent.IsTransformToWorldLinear():  # said here, before Apply refuses it
+            return _("{name} (not linear, so not a starting alignment: remove it, or harden it, which resamples the volume)").format(name=parent.GetName())
+        return parent.GetName()
 
     def startPairPlacement(self, p: ADRegNetParameterNode, onState):
         """Create the point lists when needed and start placing one pair (the switch waits one event-loop turn)."""

@@ -305,3 +305,18 @@ def test_the_preselected_fixed_volume_is_a_scan_the_selector_lists(module, scene
     assert logic.defaultFixedVolume(scene) is None
     scan = volume_node_from_image(scene, blob_image(geometry, "CT"), name="CT")
     assert logic.defaultFixedVolume(scene) is scan
+
+
+def test_a_non_linear_start_is_named_as_such_before_apply(module, scene):
+    """Before: the panel's starting-alignment line named a non-linear transform like any other; Apply then refused it."""
+    ADRegNet, _ = module
+    p = _parameters(ADRegNet, scene)
+    logic = ADRegNet.ADRegNetLogic()
+    start = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "start")
+    p.movingVolume.SetAndObserveTransformNodeID(start.GetID())
+    assert logic.describeInitialTransform(p) == "start"
+    result = logic.process(p).transformNode
+    bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "bent")
+    bent.SetAndObserveTransformFromParent(result.GetTransformFromParent())
+    start.SetAndObserveTransformNodeID(bent.GetID())
+    assert logic.describeInitialTransform(p) == "start (not linear, so not a starting alignment: remove it, or harden it, which resamples the volume)"
