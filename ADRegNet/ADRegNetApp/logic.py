@@ -154,7 +154,8 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
         if parent is None:
             return _("none (the moving volume is not under a transform)")
         if not parent.IsTransformToWorldLinear():  # said here, before Apply refuses it
-            return _("{name} (not linear, so not a starting alignment: remove it, or harden it, which resamples the volume)").format(name=parent.GetName())
+            return _("{name} (not linear, so not a starting alignment: remove it, or harden it, which resamples the "
+                     "volume)").format(name=parent.GetName())
         return parent.GetName()
 
     def startPairPlacement(self, p: ADRegNetParameterNode, onState):

@@ -319,4 +319,5 @@ def test_a_non_linear_start_is_named_as_such_before_apply(module, scene):
     bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "bent")
     bent.SetAndObserveTransformFromParent(result.GetTransformFromParent())
     start.SetAndObserveTransformNodeID(bent.GetID())
-    assert logic.describeInitialTransform(p) == "start (not linear, so not a starting alignment: remove it, or harden it, which resamples the volume)"
+    assert logic.describeInitialTransform(p) == ("start (not linear, so not a starting alignment: remove it, or harden "
+                                                 "it, which resamples the volume)")
