@@ -5,9 +5,15 @@
 * ``oblique_geometry``: a small grid with an oblique direction, anisotropic spacing and a
   non-zero origin: the case where axis-order and frame mistakes show.
 * ``rng``: a seeded numpy Generator.
+
+Tests compare registrations bit for bit, so the thread count stays fixed for the whole session
+(``ADREGNET_FIXED_THREADS``, inherited by the CLI processes they start): by default a stage runs with
+fewer threads while other programs keep the CPUs busy, which sums in another order; that rule is
+tested on its own in ``lib/test_cpu_threads.py``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ from geometry_helpers import make_oblique_geometry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
+os.environ["ADREGNET_FIXED_THREADS"] = "1"
 
 
 @pytest.fixture

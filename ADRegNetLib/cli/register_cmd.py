@@ -227,7 +227,9 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=whole_number_argument, default=0,
                    help="seed of the pre-alignment's sampling and of torch (0 to 2**32 - 2; default 0): same seed, "
                    "same result")
-    r.add_argument("--threads", type=whole_number_argument, default=0, help="CPU threads (default: torch's choice)")
+    r.add_argument("--threads", type=whole_number_argument, default=0,
+                   help="CPU threads, kept whatever the load (default: torch's choice, fewer while other programs "
+                   "keep the CPUs busy)")
     r.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -254,8 +256,9 @@ def cmd_register(args: argparse.Namespace) -> int:
               "mask_moving": args.mask_moving, "initial_transform": args.initial_transform,
               "rigid_mask": args.rigid_mask, "warp_labels": args.warp_labels, "weights": args.weights}
     stale = check_outputs(outdir, names, inputs.values(), args.overwrite)
-    if args.threads:
+    if args.threads:  # a count given is kept whatever the load: runs repeat byte for byte (engine.cpu_threads)
         torch.set_num_threads(args.threads)
+        os.environ["ADREGNET_FIXED_THREADS"] = "1"
     # Read every input before registering: a wrong file must not cost a whole run.
     fixed = read_image(args.fixed)
     moving = read_image(args.moving)

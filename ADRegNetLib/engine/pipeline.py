@@ -32,6 +32,7 @@ from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
+from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
 from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, is_ct
 from .optimizer import OptimizerSettings, optimize_field
@@ -177,6 +178,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
         rigid_arr = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
     torch_device, device_warning = resolve_device(device)
+    stages.threads = ThreadBudget(torch_device)  # fewer CPU threads while other programs keep the CPUs busy
     if device_warning:
         warnings_.append(device_warning)
     q = QUALITY_SETTINGS[quality]
@@ -408,6 +410,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "quality": quality,
         "regularization": regularization,
         "device": str(torch_device),
+        "cpu_threads": stages.threads.info(),
         "multimodal": bool(multimodal),
         "multimodal_reason": multimodal_reason,
         "network_used": bool(network_info["used"]),

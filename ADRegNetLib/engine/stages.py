@@ -23,6 +23,7 @@ from ..spatial.resolution import matching_covariances
 from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
+from .cpu_threads import ThreadBudget
 from .limits import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
                      FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION, PADDING_MIN_CUT_SHARE)
 from .settings import (INTERSUBJECT_HINT_SCALE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, QUALITY_SETTINGS,
@@ -43,6 +44,7 @@ class Stages:
         self.should_stop = should_stop
         self.timings: dict[str, float] = {}
         self._t = time.perf_counter()
+        self.threads: Optional[ThreadBudget] = None  # set once the device is known: CPU threads between stages
 
     def check(self) -> None:
         """Raise :class:`RegistrationCancelled` when the user asked to stop."""
@@ -58,8 +60,10 @@ class Stages:
         """Record the time of stage ``name`` and check for cancellation."""
         now = time.perf_counter()
         self.timings[name] = round(now - self._t, 3)
-        self._t = now
         self.check()
+        if self.threads is not None:
+            self.threads.finished(name)
+        self._t = time.perf_counter()
 
     def sub(self, start: float, end: float) -> ProgressCallback:
         """A progress callback for a sub-stage mapped onto [start, end]."""

@@ -1,0 +1,109 @@
+"""CPU threads that give way to other programs (ADRegNetLib.engine.cpu_threads): the rule, the reading of
+the machine's runnable threads against real busy processes, and ``register()`` running stages with fewer
+threads and handing its caller's count back however it ends."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ADRegNetLib.engine import RegistrationCancelled, cpu_threads, register
+from ADRegNetLib.io import read_image
+
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+LINUX_PROC = Path("/proc/loadavg").is_file() and Path("/proc/self/task").is_dir()
+
+
+def test_the_rule_leaves_a_cpu_to_each_competing_thread_and_keeps_one():
+    assert cpu_threads.threads_for_load(2, 2, 0) == 2
+    assert cpu_threads.threads_for_load(2, 2, 1) == 1
+    assert cpu_threads.threads_for_load(2, 2, 5) == 1
+    assert cpu_threads.threads_for_load(8, 16, 9) == 7
+    assert cpu_threads.threads_for_load(8, 16, 3) == 8  # never more than at the start
+    assert cpu_threads.threads_for_load(4, 4, None) == 4  # unreadable: unchanged
+
+
+@pytest.fixture
+def busy():
+    """Start a busy Python loop at a given nice value; yields its pid once it runs."""
+    started = []
+
+    def start(nice: int) -> int:
+        proc = subprocess.Popen([sys.executable, "-c", f"import os\nos.nice({nice})\nwhile True: pass"])
+        started.append(proc)
+        time.sleep(0.3)
+        return proc.pid
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not LINUX_PROC, reason="reads Linux /proc")
+def test_a_busy_process_competes_and_a_nice_19_one_does_not(busy):
+    own_stat = Path("/proc/self/stat").read_text()
+    running, nice = cpu_threads._runnable(own_stat)
+    assert running and nice == os.nice(0)  # the reader is running while it reads
+    competing = busy(0)
+    background = busy(19) if os.nice(0) < 14 else None
+    tasks = cpu_threads._competing_tasks()
+    assert competing in tasks
+    if background is not None:
+        assert background not in tasks
+    assert cpu_threads.other_runnable_threads() >= 1
+
+
+def _tiny_pair():
+    fixed = read_image(SAMPLE / "lung_fixed.nii.gz", name="fixed")
+    crop = np.ascontiguousarray(fixed.array[16:40, 20:52, 10:40])
+    from ADRegNetLib.spatial.geometry import Geometry
+    from ADRegNetLib.spatial.image import Image
+
+    g = fixed.geometry
+    geometry = Geometry(crop.shape[::-1], g.spacing, g.index_to_physical(np.array([[10.0, 20.0, 16.0]]))[0], g.direction)
+    return Image(crop, geometry, "fixed"), Image(np.roll(crop, 1, axis=2).copy(), geometry, "moving")
+
+
+def test_register_runs_stages_with_fewer_threads_under_load_and_gives_the_count_back(monkeypatch):
+    monkeypatch.delenv("ADREGNET_FIXED_THREADS", raising=False)
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_getaffinity") \
+            or len(os.sched_getaffinity(0)) != os.cpu_count():
+        pytest.skip("needs a process that may run on every CPU of a machine with two or more")
+    fixed, moving = _tiny_pair()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        monkeypatch.setattr(cpu_threads, "other_runnable_threads", lambda: 50)  # a machine full of other work
+        result = register(fixed, moving, quality="fast", use_network=False, device="cpu", compute_inverse=False,
+                          progress=lambda f, t: seen.append(torch.get_num_threads()))
+        assert torch.get_num_threads() == 2
+        info = result.metrics["cpu_threads"]
+        assert info["threads"] == 2 and info["rule"].startswith("fewer while")
+        assert {"optimize", "refine", "outputs"} <= set(info["stages_with_fewer"])
+        assert set(info["stages_with_fewer"].values()) == {1} and 1 in seen
+        # cancelled half-way: the caller's count comes back too
+        with pytest.raises(RegistrationCancelled):
+            register(fixed, moving, quality="fast", use_network=False, device="cpu",
+                     should_stop=lambda: torch.get_num_threads() == 1)
+        assert torch.get_num_threads() == 2
+        # idle machine: every stage with the caller's count
+        monkeypatch.setattr(cpu_threads, "other_runnable_threads", lambda: 0)
+        idle = register(fixed, moving, quality="fast", use_network=False, device="cpu", compute_inverse=False)
+        assert idle.metrics["cpu_threads"]["stages_with_fewer"] == {}
+        # and the same field whatever the load decided (1 thread sums in another order: within float rounding)
+        np.testing.assert_allclose(idle.disp_mm, result.disp_mm, atol=1e-3)
+        monkeypatch.setenv("ADREGNET_FIXED_THREADS", "1")
+        monkeypatch.setattr(cpu_threads, "other_runnable_threads", lambda: 50)
+        fixed_run = register(fixed, moving, quality="fast", use_network=False, device="cpu", compute_inverse=False)
+        assert fixed_run.metrics["cpu_threads"] == {"threads": 2, "rule": "fixed: ADREGNET_FIXED_THREADS is set",
+                                                    "stages_with_fewer": {}}
+    finally:
+        torch.set_num_threads(before)
