@@ -12,6 +12,7 @@ import numpy as np
 
 from ..engine.settings import (MAX_MASK_VALUES, MAX_REGULARIZATION, MAX_SEED,  # noqa: F401 - re-exported
                                MAX_SIGNED_LABEL_VALUES, MIN_REGULARIZATION)  # the engine's bounds, re-exported under the CLI's names
+from ..numbers import argument_type
 from .outputs import INVERSE_FILES, OUTPUT_FILES, check_outputs, staged_output, write_outputs
 
 __all__ = ["add_register_arguments", "cmd_register", "CLIError", "check_regularization", "check_threads", "output_path",
@@ -45,25 +46,11 @@ def check_regularization(value: float) -> None:
                        f"larger values only cost time; give at most {MAX_REGULARIZATION:g} (1 = default)")
 
 
-def number_argument(text: str) -> float:
-    """An argparse ``type`` for a setting that is a number, read strictly: ``1_0`` (which Python's ``float``
-    reads as 10), ``nan``, ``inf`` and ``1e400`` are refused with the reason (:mod:`ADRegNetLib.io.numbers`)."""
-    from ..io.numbers import NUMBER_FIX, parse_number
-
-    try:
-        return parse_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; {NUMBER_FIX}") from None
-
-
-def whole_number_argument(text: str) -> int:
-    """An argparse ``type`` for a whole-number setting, read strictly (``int`` would read ``1_0`` as 10)."""
-    from ..io.numbers import parse_whole_number
-
-    try:
-        return parse_whole_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; write it as a plain whole number (e.g. 2)") from None
+#: An argparse ``type`` for a setting that is a number, read strictly: ``1_0`` (which Python's ``float`` reads as 10),
+#: ``nan``, ``inf`` and ``1e400`` are refused with the reason (:mod:`ADRegNetLib.numbers`).
+number_argument = argument_type()
+#: An argparse ``type`` for a whole-number setting, read strictly (``int`` would read ``1_0`` as 10).
+whole_number_argument = argument_type(whole=True)
 
 
 def output_path(text: str) -> str:

@@ -37,6 +37,7 @@ import torch
 
 from ..model.checkpoint import load_checkpoint, load_matching, load_model, save_model
 from ..model.network import ADRegNet, ADRegNetConfig
+from ..numbers import argument_type
 from .evaluate import evaluate_model, heldout_pairs
 from .config import TrainConfig
 from .trainer import Trainer
@@ -125,7 +126,8 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.ablations", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/train_default.json")
-    parser.add_argument("--steps", type=int, default=300, help="training steps of every variant")
+    parser.add_argument("--steps", type=argument_type(whole=True, example="300", positive=True), default=300,
+                        help="training steps of every variant")
     parser.add_argument("--out", default="runs/ablations", help="folder for the variants' runs and weights")
     parser.add_argument("--table", default=None, help="JSON file for the results table")
     parser.add_argument("--pairs", type=int, default=24, help="held-out pairs")

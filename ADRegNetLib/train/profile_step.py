@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..numbers import argument_type
 from .config import TrainConfig
 from .trainer import Trainer, _pick_crop, batch_loss
 
@@ -49,7 +50,7 @@ def profile_steps(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.profile_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/train_default.json")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=argument_type(whole=True, example="20", positive=True), default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     args = parser.parse_args(argv)
     cfg = TrainConfig.from_json(args.config)

@@ -113,3 +113,24 @@ def test_metaimage_header_with_1_0_is_refused_by_name(tmp_path):
         read_image(path)
     path.write_bytes(header.replace("1_0", "10").encode() + bytes(1000))
     assert read_image(path).array.shape == (10, 10, 10)
+
+
+def test_one_reader_for_files_and_command_lines():
+    """ADRegNetLib.io.numbers re-exports ADRegNetLib.numbers (which imports no SimpleITK, for the training command);
+    the register, batch and train options use its one argparse wrapper."""
+    import argparse
+
+    from ADRegNetLib import numbers as top
+    from ADRegNetLib.io import numbers as io_numbers
+
+    for name in io_numbers.__all__:
+        assert getattr(io_numbers, name) is getattr(top, name)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'1_0' holds '_', .*" + FIX):
+        top.argument_type()("1_0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'2\.5' is not a whole number; write it as a plain whole "
+                                                         r"number \(e\.g\. 2\)$"):
+        top.argument_type(whole=True)("2.5")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'-0' is not above 0; .*\(e\.g\. 3e-5\)$"):
+        top.argument_type(example="3e-5", positive=True)("-0")
+    assert top.argument_type(whole=True, positive=True)(" 7 ") == 7
+    assert top.argument_type()("-3.5") == -3.5

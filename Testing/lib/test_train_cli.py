@@ -3,6 +3,7 @@ Python's ``int``, ``--lr nan`` and ``--time-limit-min inf`` were taken as given 
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -55,20 +56,25 @@ def test_bad_values_are_refused_with_the_problem_and_the_fix(capsys, option, val
     assert ("write it as a plain whole number" if option == "--steps" else "write it as a plain decimal number") in err
 
 
-@pytest.mark.parametrize("text", ["12", "-3", "+4", " 7 ", "0.5", ".5", "4.", "1e-3", "-2E+4", "1_0", "nan", "NaN",
-                                  "inf", "-Infinity", "1e400", "", "  ", "1,5", "1.2.3", "0x10", "١٢", "e5", "1e"])
-def test_the_same_numbers_as_every_other_command(text):
-    """The training path cannot import ADRegNetLib.io.numbers (ADRegNetLib.io imports SimpleITK): its own reader
-    must accept and refuse exactly what io.numbers does, in the same words."""
-    from ADRegNetLib.io.numbers import number_problem, whole_number_problem
-    from ADRegNetLib.train.cli import _number_problem
-
-    assert _number_problem(text, whole=False) == number_problem(text)
-    assert _number_problem(text, whole=True) == whole_number_problem(text)
+@pytest.mark.parametrize("module", ["ADRegNetLib.train.ablations", "ADRegNetLib.train.profile_step"])
+@pytest.mark.parametrize("value, message", [
+    ("1_0", "'1_0' holds '_', which Python would read as a digit separator (1_0 as 10)"),
+    ("nan", "'nan' is not a finite number"),
+    ("0", "'0' is not at least 1"),
+])
+def test_the_training_tools_read_steps_as_strictly(capsys, module, value, message):
+    """``--steps 1_0`` was 10 to the ablation and profiling tools too (they used ``int``)."""
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"--steps={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --steps: {message}; write it as a plain whole number (e.g. " in err, err
 
 
 def test_the_training_command_never_imports_simpleitk():
-    """The GPU host has no SimpleITK: reading the train options (also refusing one) must not import it."""
+    """The GPU host has no SimpleITK: reading the train options (also refusing one) must not import it (the strict
+    reader is ADRegNetLib.numbers, not ADRegNetLib.io.numbers, whose package imports SimpleITK)."""
     code = ("import argparse, sys\n"
             "from ADRegNetLib.train.cli import add_train_arguments\n"
             "parser = add_train_arguments(argparse.ArgumentParser())\n"
