@@ -208,7 +208,8 @@ class ADRegNetMRMLLogic:
 
         Raises:
             VolumeNodeError, LandmarkError: bad inputs (nothing was run, scene unchanged).
-            RegistrationCancelled: the user cancelled, or the scene was closed while it ran (nothing added).
+            RegistrationCancelled: the user cancelled, or the scene was closed or an input removed from it while
+                it ran (nothing added; the message names the removed nodes).
             RegistrationError: the engine refused the inputs (scene unchanged).
         """
         if fixedVolumeNode is not None and fixedVolumeNode is movingVolumeNode:
@@ -260,19 +261,32 @@ class ADRegNetMRMLLogic:
 
         closing = []  # File > Close Scene or Load Scene while the engine runs: its inputs are gone, stop it
 
+        def gone() -> Optional[str]:  # why the result could not be published, if the inputs went meanwhile
+            if closing:
+                return "the scene was closed while the registration ran; nothing was added"
+            removed = [f"the {role} '{node.GetName()}'" for role, node in inputs.items()
+                       if node is not None and self.scene.GetNodeByID(node.GetID() or "") is not node]
+            return (f"{' and '.join(removed)} {'was' if len(removed) == 1 else 'were'} removed from the scene while the "
+                    "registration ran; nothing was added" if removed else None)  # a result must not name a lost node
+
         def stop() -> bool:
-            return bool(closing) or (shouldStop is not None and bool(shouldStop()))
+            return gone() is not None or (shouldStop is not None and bool(shouldStop()))
+
+        from ADRegNetLib.engine.api import RegistrationCancelled
 
         tag = self.scene.AddObserver(self.scene.StartCloseEvent, lambda *_: closing.append(True))
         try:
-            result = self._run(fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points,
-                               preset=preset, quality=quality, regularization=regularization, device=device,
-                               progress=report, should_stop=stop, seed=seed, landmarks_guide=landmarksGuide,
-                               **kwargs)
-            if closing:  # the engine finished before it looked again
-                from ADRegNetLib.engine.api import RegistrationCancelled
-
-                raise RegistrationCancelled("the scene was closed while the registration ran; nothing was added")
+            try:
+                result = self._run(fixed, moving, fixed_landmarks=fixed_points, moving_landmarks=moving_points,
+                                   preset=preset, quality=quality, regularization=regularization, device=device,
+                                   progress=report, should_stop=stop, seed=seed, landmarks_guide=landmarksGuide,
+                                   **kwargs)
+            except RegistrationCancelled:
+                if gone() is None:  # the user's Cancel
+                    raise
+            reason = gone()
+            if reason is not None:  # stop() saw it, or the engine finished before it looked again: say what happened
+                raise RegistrationCancelled(reason)
         except Exception as exc:
             log.add(f"stopped: {type(exc).__name__}: {exc}")
             raise

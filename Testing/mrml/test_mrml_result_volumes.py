@@ -229,11 +229,48 @@ def test_closing_the_scene_while_the_registration_runs_stops_it_and_adds_nothing
             scene.Clear(0)
 
     engine = AnalyticEngine() if when == "during" else ClosingAtTheEnd()
-    with pytest.raises(RegistrationCancelled, match="cancelled by the user" if when == "during" else
-                       "the scene was closed while the registration ran; nothing was added"):
+    with pytest.raises(RegistrationCancelled, match="the scene was closed while the registration ran; nothing was "
+                                                    "added"):  # during: before, 'cancelled by the user' (it was not)
         ADRegNetMRMLLogic(scene, runner=engine).registerNodes(inputs["fixed"], inputs["moving"],
                                                               progress=close_on_progress)
     assert scene.GetNodesByClass("vtkMRMLGridTransformNode").GetNumberOfItems() == 0
     assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
     ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(*[volume_node_from_image(
         scene, blob_image(oblique_geometry(), name), name=name) for name in ("f", "m")])  # the next run is not stopped
+
+
+@pytest.mark.parametrize("when", ["during", "after its last check"])
+@pytest.mark.parametrize("role, key", [("fixed volume", "fixed"), ("moving volume", "moving"),
+                                       ("moving landmarks", "moving_pts")])
+def test_an_input_removed_while_the_registration_runs_stops_it_and_adds_nothing(scene, inputs, role, key, when):
+    """Before: a volume (or point list) deleted from the scene during a run still got a result, which recorded the
+    deleted node's ID as its node reference; a scene imported later with a node of that ID made the result pass as
+    that unrelated node's (result_is_for True). Now the run stops as when the scene is closed, naming the node."""
+    from ADRegNetLib.engine.api import RegistrationCancelled
+
+    victim, left = inputs[key], []
+
+    def remove():
+        if victim.GetScene() is not None:
+            scene.RemoveNode(victim)
+            left.extend(node_ids(scene))  # the scene as the user left it
+
+    class RemovingAtTheEnd(AnalyticEngine):
+        def __call__(self, fixed, moving, **kw):
+            result = super().__call__(fixed, moving, **kw)
+            remove()
+            return result
+
+    engine = AnalyticEngine() if when == "during" else RemovingAtTheEnd()
+    with pytest.raises(RegistrationCancelled, match=rf"^the {role} '{victim.GetName()}' was removed from the scene "
+                                                    "while the registration ran; nothing was added$"):
+        ADRegNetMRMLLogic(scene, runner=engine).registerNodes(
+            inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"],
+            progress=lambda fraction, text: remove() if when == "during" else None)  # what processEvents allows
+    assert node_ids(scene) == left
+    assert scene.GetNodesByClass("vtkMRMLGridTransformNode").GetNumberOfItems() == 0
+    kept = {k: v for k, v in inputs.items() if v is not victim}  # the next run, on what is left, is not stopped
+    out = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(
+        kept.get("fixed") or volume_node_from_image(scene, blob_image(oblique_geometry(), "f"), name="f"),
+        kept.get("moving") or volume_node_from_image(scene, blob_image(oblique_geometry(), "m"), name="m"))
+    assert scene.GetNodeByID(out.transformNode.GetID()) is out.transformNode
