@@ -26,12 +26,14 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def defaultFixedVolume(scene):
-        """The volume to preselect as fixed: the first scalar volume that is no label map (the fixed selector does not
-        list label maps, so one chosen here was registered without being shown) and no module output; or None."""
+        """The volume to preselect as fixed: the first one the fixed selector lists (exactly a vtkMRMLScalarVolumeNode,
+        as its showChildNodeTypes is false: no label map, vector/RGB, tensor or DWI volume; not hidden from editors)
+        that is no module output; or None. One the selector does not list would be registered without being shown."""
         nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
         for i in range(nodes.GetNumberOfItems()):
             node = nodes.GetItemAsObject(i)
-            if not node.IsA("vtkMRMLLabelMapVolumeNode") and not node.GetAttribute("ADRegNet.role"):
+            if (node.GetClassName() == "vtkMRMLScalarVolumeNode" and not node.GetHideFromEditors()
+                    and not node.GetAttribute("ADRegNet.role")):
                 return node
         return None
 

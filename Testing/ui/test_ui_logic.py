@@ -307,6 +307,25 @@ def test_the_preselected_fixed_volume_is_a_scan_the_selector_lists(module, scene
     assert logic.defaultFixedVolume(scene) is scan
 
 
+@pytest.mark.parametrize("kind", ["vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionTensorVolumeNode",
+                                  "vtkMRMLDiffusionWeightedVolumeNode", "hidden"])
+def test_a_volume_the_fixed_selector_does_not_list_is_not_preselected(module, scene, kind):
+    """Before: a vector/RGB, tensor or DWI volume (subclasses of the scalar volume) or a volume hidden from editors was
+    preselected as fixed, though the selector (exactly vtkMRMLScalarVolumeNode, hidden nodes not shown, as
+    qMRMLSortFilterProxyModel filters them) does not list it: it was registered without being shown."""
+    ADRegNet, _ = module
+    from ADRegNetMRML.geometry import volume_node_from_image
+
+    logic = ADRegNet.ADRegNetLogic()
+    if kind == "hidden":
+        scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "internal").SetHideFromEditors(True)
+    else:
+        scene.AddNewNodeByClass(kind, "not listed")
+    assert logic.defaultFixedVolume(scene) is None
+    scan = volume_node_from_image(scene, blob_image(oblique_geometry(size=(8, 7, 6)), "CT"), name="CT")
+    assert logic.defaultFixedVolume(scene) is scan
+
+
 def test_a_non_linear_start_is_named_as_such_before_apply(module, scene):
     """Before: the panel's starting-alignment line named a non-linear transform like any other; Apply then refused it."""
     ADRegNet, _ = module

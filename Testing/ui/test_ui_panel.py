@@ -199,3 +199,14 @@ def test_scene_reaches_every_mrml_widget():
                  if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"}
     mrml = {name for name, w in _ui_widgets().items() if w.get("class", "").startswith("qMRML") and name != "ADRegNet"}
     assert mrml and mrml <= receivers, sorted(mrml - receivers)
+
+
+def test_the_fixed_selector_lists_exactly_what_the_preselection_allows():
+    """ADRegNetLogic.defaultFixedVolume preselects only a node this selector lists: exactly vtkMRMLScalarVolumeNode
+    (qMRMLSortFilterProxyModel compares the class name when showChildNodeTypes is false) not hidden from editors
+    (dropped while showHidden is false, its default); ADRegNet.py changes neither."""
+    w = _ui_widgets()["fixedVolumeSelector"]
+    assert _property(w, "nodeTypes") == ["vtkMRMLScalarVolumeNode"]
+    assert _property(w, "showChildNodeTypes") is False
+    assert not _property(w, "showHidden") and _property(w, "showHiddenForTypes") is None
+    assert "fixedVolumeSelector.show" not in MODULE_FILE.read_text()
