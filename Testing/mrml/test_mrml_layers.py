@@ -12,11 +12,13 @@ import pytest
 MODULE = Path(__file__).resolve().parents[2] / "ADRegNet"
 #: what needs the Slicer application (or a Qt panel): never in the Qt-free scene bridge
 APPLICATION_ONLY = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
-                    "slicer.util", "ADRegNetApp", "ADRegNet")
+                    "slicer.util", "slicer.modules", "ADRegNetApp", "ADRegNet")
 
 
 def _imports(path: Path, top_level_only: bool = False) -> set[str]:
-    """Every module ``path`` imports (relative imports made absolute in its package), and every ``slicer.app`` use."""
+    """Every module ``path`` imports (relative imports made absolute in its package), each name taken from
+    ``slicer`` (``from slicer import util`` -> ``slicer.util``), and every ``slicer.<name>`` used after
+    ``import slicer`` (``slicer.app``, ``slicer.util.arrayFromVolume(...)`` -> ``slicer.util``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     names = set()
@@ -28,8 +30,10 @@ def _imports(path: Path, top_level_only: bool = False) -> set[str]:
                 names.add(f"{path.parent.name}.{node.module or ''}".rstrip("."))
             else:  # absolute, or from the module folder (a sibling package: level 2)
                 names.add(node.module or path.parent.parent.name)
-        elif isinstance(node, ast.Attribute) and node.attr == "app" and getattr(node.value, "id", "") == "slicer":
-            names.add("slicer.app")
+                if node.module == "slicer":  # its names are modules or application objects alike
+                    names.update(f"slicer.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
+            names.add(f"slicer.{node.attr}")
     return names
 
 
@@ -58,3 +62,23 @@ def test_the_app_layer_loads_before_the_engine_and_never_imports_the_panel(path)
     """ADRegNetMRML and ADRegNetLib only inside functions: the module loads before PyTorch is installed."""
     assert _hits(_imports(path, top_level_only=True), ("ADRegNetMRML", "ADRegNetLib")) == []
     assert _hits(_imports(path), ("ADRegNet",)) == []  # the module file (ADRegNetMRML / ADRegNetLib are other names)
+
+
+@pytest.mark.parametrize("source, caught", [
+    ("from slicer import app, util", ["slicer.app", "slicer.util"]),
+    ("import slicer\ndef f(node):\n    return slicer.util.arrayFromVolume(node)", ["slicer.util"]),
+    ("import slicer\nslicer.modules.volumes.logic()", ["slicer.modules"]),
+    ("import slicer\nslicer.app.processEvents()", ["slicer.app"]),
+    ("import slicer.util", ["slicer.util"]),
+    ("from slicer.i18n import tr", ["slicer.i18n"]),
+    ("import qt as q", ["qt"]),
+    ("import slicer\nfrom slicer import vtkMRMLScene\nslicer.vtkMRMLTransformNode.IsGeneralTransformLinear", []),
+], ids=["from-slicer-import", "slicer.util-call", "slicer.modules", "slicer.app", "import-slicer.util", "slicer.i18n",
+        "qt-alias", "scene-classes-allowed"])
+def test_the_rule_sees_every_way_of_reaching_the_application(tmp_path, source, caught):
+    """Before: ``from slicer import app, util`` was recorded as ``slicer`` alone, and ``slicer.util.X(...)`` and
+    ``slicer.modules`` after ``import slicer`` not at all, so the scene-bridge test passed them."""
+    path = tmp_path / "ADRegNetMRML" / "scratch.py"
+    path.parent.mkdir()
+    path.write_text(source, encoding="utf-8")
+    assert _hits(_imports(path), APPLICATION_ONLY + ("slicer.app",)) == caught
