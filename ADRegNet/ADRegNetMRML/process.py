@@ -3,8 +3,9 @@ r"""Run a registration in a child Python process, with progress lines and a real
 The child (``worker.py``) reads its inputs from files in a temporary folder, calls
 ``ADRegNetLib.engine.register`` and writes the CLI's output layout (displacement.nii.gz,
 warped.nii.gz, jacobian.nii.gz, metrics.json, the inverse when computed) plus the warped fixed
-landmarks, and the Jacobian as NRRD when it has NaN or infinite voxels (NIfTI makes them 0, which the
-heatmap paints as folds); both sides read and write through ``ADRegNetLib.io``. It reports on stdout with the
+landmarks, and the Jacobian as NRRD when it has NaN or infinite voxels (jacobian.nii.gz stores them, but
+ITK's NIfTI reader reads them as 0, which the heatmap paints as folds, and ``ADRegNetLib.io`` refuses to read
+it); both sides read and write through ``ADRegNetLib.io``. It reports on stdout with the
 lines Slicer's CLI machinery understands::
 
     <filter-progress>0.42</filter-progress>
@@ -298,7 +299,7 @@ class ChildProcessRunner:
         """Write the inputs through ADRegNetLib.io; returns the worker's input arguments."""
         from ADRegNetLib.io import write_image, write_landmarks
 
-        # NRRD keeps float32 voxels exactly, NaN included (NIfTI would turn NaN into 0)
+        # NRRD reads back float32 voxels exactly, NaN included (ITK reads NaN from NIfTI as 0)
         write_image(fixed, temp / "fixed.nrrd")
         write_image(moving, temp / "moving.nrrd")
         args = [str(temp / "fixed.nrrd"), str(temp / "moving.nrrd")]

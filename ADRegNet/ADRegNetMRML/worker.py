@@ -97,8 +97,9 @@ def main(argv=None) -> int:
 
 def write_results(result, out: Path, fixed) -> None:
     """The CLI's output layout, the warped fixed landmarks and, when the Jacobian has voxels with no determinant,
-    ``JACOBIAN_NO_VALUE`` (NRRD keeps NaN and inf; the layout's jacobian.nii.gz holds 0 there, which the heatmap
-    would paint as folds)."""
+    ``JACOBIAN_NO_VALUE``: the layout's jacobian.nii.gz stores their NaN and inf too, but ITK's NIfTI reader reads
+    them as 0 (the heatmap would paint folds) and ``ADRegNetLib.io.read_image`` refuses such a file; NRRD reads back
+    as written."""
     import numpy as np
 
     from ADRegNetLib.cli.outputs import write_outputs
