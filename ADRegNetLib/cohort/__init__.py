@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .pairs import Pair, PairsError, pairs_from_atlas, read_pairs_csv
 from .results import RESULT_COLUMNS
-from .run import BatchError, register_cohort
+from .run import BatchError, CohortRows, CohortWarning, register_cohort
 
-__all__ = ["Pair", "PairsError", "BatchError", "RESULT_COLUMNS", "pairs_from_atlas", "read_pairs_csv",
-           "register_cohort"]
+__all__ = ["Pair", "PairsError", "BatchError", "CohortRows", "CohortWarning", "RESULT_COLUMNS", "pairs_from_atlas",
+           "read_pairs_csv", "register_cohort"]

@@ -90,8 +90,10 @@ def batch_main(args: argparse.Namespace) -> int:
               "the same command completes the rest", file=sys.stderr)
         return 130
     failed = [r for r in rows if r["status"] == "failed"]
+    summary = (f", summary in {args.output}/summary.md and summary.png" if rows.summary_written else
+               "; no summary written (see the note above)")
     print(f"{len(rows)} pairs: {len(rows) - len(failed)} ok, {len(failed)} failed; "
-          f"results in {args.output}/results.csv, summary in {args.output}/summary.md and summary.png")
+          f"results in {args.output}/results.csv{summary}")
     return 1 if failed else 0
 
 

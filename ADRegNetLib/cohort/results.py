@@ -29,9 +29,9 @@ import numpy as np
 from .files import FileLock, atomic_write
 from .pairs import Pair
 
-__all__ = ["RESULT_COLUMNS", "RESULTS_LOCK", "ResultsFileError", "row_from_metrics", "failed_row", "pair_dice",
-           "read_results_csv", "write_results_csv", "merge_results_csv", "is_complete", "row_for_complete_pair",
-           "read_metrics", "other_pairs_result"]
+__all__ = ["RESULT_COLUMNS", "RESULTS_LOCK", "CohortRows", "ResultsFileError", "row_from_metrics", "failed_row",
+           "pair_dice", "read_results_csv", "write_results_csv", "merge_results_csv", "is_complete",
+           "row_for_complete_pair", "read_metrics", "other_pairs_result"]
 
 #: results.csv columns, in order
 RESULT_COLUMNS = (
@@ -186,14 +186,27 @@ def other_pairs_result(pair: Pair, folder: Path, metrics: Optional[dict] = None)
     return None
 
 
+class CohortRows(list):
+    """The rows :func:`~.run.register_cohort` returns (a list of dicts), and whether the run wrote the summary.
+
+    Attributes:
+        summary_written: True when this run wrote summary.png and summary.md; False when it kept a file of the
+            user's placed there while the pairs ran (the note says which) and wrote neither.
+    """
+
+    def __init__(self, rows: Sequence[dict] = (), summary_written: bool = False) -> None:
+        super().__init__(rows)
+        self.summary_written = summary_written
+
+
 def row_for_complete_pair(pair: Pair, pair_dir: str | Path, previous: Optional[dict] = None,
                           metrics: Optional[dict] = None) -> dict:
     """The row of a pair completed by an earlier run: its earlier row, or one rebuilt from metrics.json
-    (``metrics``: that file already parsed; read from ``pair_dir`` when None)."""
+    (``metrics``: that file already parsed; read from ``pair_dir`` when None, no figures when it cannot be read)."""
     if previous is not None and previous.get("status") == "ok":
         return dict(previous)
     if metrics is None:
-        metrics = json.loads((Path(pair_dir) / "metrics.json").read_text())
+        metrics = read_metrics(Path(pair_dir)) or {}
     row = row_from_metrics(pair.id, metrics)
     try:
         row.update(pair_dice(pair, pair_dir))

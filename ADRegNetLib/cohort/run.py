@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -28,15 +29,15 @@ from ..cli.outputs import write_problem
 from ..engine.settings import PRESETS, QUALITIES
 from .files import LockTimeout
 from .memory import WORKER_BASELINE_GB, estimate_pair_memory_gb
-from .outdir import missing_folders, remove_what_a_refused_run_made
+from .outdir import make_output_folder, remove_what_a_refused_run_made
 from .pairs import Pair, check_pairs, read_pairs_csv
 from .report import SummaryFileError, summary_problem, write_summary
 from .staging import clean_partial, staging
-from .results import (ResultsFileError, failed_row, is_complete, merge_results_csv, other_pairs_result,
+from .results import (CohortRows, ResultsFileError, failed_row, is_complete, merge_results_csv, other_pairs_result,
                       read_metrics, read_results_csv, row_for_complete_pair)
 from .worker import PARTIAL_DIR, PairOptions, not_a_result, pair_inputs, run_pair
 
-__all__ = ["register_cohort", "BatchError", "MEMORY_RESOURCE"]
+__all__ = ["register_cohort", "BatchError", "CohortRows", "CohortWarning", "MEMORY_RESOURCE"]
 
 #: the Dask worker resource (GB) that pairs reserve while they run
 MEMORY_RESOURCE = "MEMORY"
@@ -46,6 +47,11 @@ _INSTALL_HINT = 'pip install "dask[distributed]" (or pip install "adregnet[batch
 class BatchError(RuntimeError):
     """The cohort cannot run at all (no Dask, no scheduler, no worker, OUTDIR in the way or its results.csv
     not AD-RegNet's)."""
+
+
+class CohortWarning(UserWarning):
+    """A note the caller must see although it asked for none (``progress=False``, no ``say``): the summary was not
+    written."""
 
 
 def _import_distributed():
@@ -165,7 +171,7 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
                     landmarks_check_only: bool = False, workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
                     scheduler: Optional[str] = None, client=None, retry_failed: bool = False,
                     progress: bool = True, wait_for_workers_s: float = 60.0,
-                    say: Optional[Callable[[str], None]] = None) -> list[dict]:
+                    say: Optional[Callable[[str], None]] = None) -> CohortRows:
     """Registers every pair of a cohort into ``out_dir/<id>/``; returns the results table.
 
     Each pair writes exactly what ``adregnet register`` writes. ``out_dir/results.csv`` (one row per
@@ -195,10 +201,12 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         retry_failed: run again the pairs that failed in an earlier run.
         progress: show a progress bar over pairs (stderr).
         wait_for_workers_s: how long to wait for a worker to join a remote scheduler.
-        say: where one-line notes go (default: stderr when ``progress``, else nowhere).
+        say: where one-line notes go (default: stderr when ``progress``, else nowhere; the note that the
+            summary was not written is then a :class:`CohortWarning`).
 
     Returns:
-        the rows of every pair (ok or failed), in the order of ``pairs``.
+        the rows of every pair (ok or failed), in the order of ``pairs``, as a list whose ``summary_written``
+        says whether summary.png and summary.md were written (:class:`CohortRows`).
 
     Raises:
         PairsError: the pairs list is unusable (see ``pairs.read_pairs_csv``).
@@ -213,7 +221,9 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    quiet = say is None and not progress  # then the note that the summary was not written is a warning
     say = say or ((lambda text: print(text, file=sys.stderr)) if progress else (lambda text: None))
+    alert = (lambda text: warnings.warn(text, CohortWarning)) if quiet else say
     out = Path(out_dir).expanduser().resolve()
     results_path = out / "results.csv"
     try:
@@ -225,14 +235,14 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
     if problem:  # the user's summary.md / summary.png: never replaced either
         raise BatchError(f"{problem}; nothing was run and nothing is replaced: move or rename it, or choose another "
                          "output folder (-o)")
-    made, results_made = missing_folders(out), not results_path.exists()
+    results_made = not results_path.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        made = make_output_folder(out)  # when it fails, it removes the parents it made
     except OSError as exc:
         raise BatchError(f"cannot make the output folder {out} ({exc.strerror or exc}); choose a writable -o "
                          "folder") from None
     try:
-        return _register(pairs, out, previous, retry_failed, say=say, progress=progress,
+        return _register(pairs, out, previous, retry_failed, say=say, alert=alert, progress=progress,
                          options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
                                       threads=threads, landmarks_check_only=bool(landmarks_check_only)),
                          cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
@@ -243,9 +253,10 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         raise
 
 
-def _register(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_failed: bool, *, say,
-              progress: bool, options: dict, cluster: dict) -> list[dict]:
-    """:func:`register_cohort` once OUTDIR exists: plan, run what is missing, write the summary."""
+def _register(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry_failed: bool, *, say, alert,
+              progress: bool, options: dict, cluster: dict) -> CohortRows:
+    """:func:`register_cohort` once OUTDIR exists: plan, run what is missing, write the summary (``alert``: its
+    note when it is not written)."""
     results_path = out / "results.csv"
     problem = write_problem(out)
     if problem:
@@ -279,13 +290,14 @@ def _register(pairs: Sequence[Pair], out: Path, previous: dict[str, dict], retry
         with staging(out) as staging_folder:
             _run(todo, out, staging_folder, rows, update, say=say, progress=progress, total=len(pairs),
                  options=options, cluster=cluster)
-    final = [rows[i] for i in order if i in rows]
+    final = CohortRows([rows[i] for i in order if i in rows])
 
     def summarize(table: list[dict]) -> None:
         try:
             write_summary(out, table)
+            final.summary_written = True
         except SummaryFileError as exc:  # placed there while the pairs ran: kept, and the run's results stand
-            say(f"note: the summary was not written: {exc}; move or rename it, and rerun to write the summary")
+            alert(f"note: the summary was not written: {exc}; move or rename it, and rerun to write the summary")
 
     update(then=summarize)  # under the same lock: the summary matches results.csv
     with contextlib.suppress(OSError):

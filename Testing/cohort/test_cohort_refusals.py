@@ -1,16 +1,19 @@
 """What a refused batch leaves behind, and files in OUTDIR that are not the batch's (review of the twentieth session):
-a refused run removes the output folder it made, a summary.md/summary.png of the user's is never replaced, a
-complete pair's metrics.json is read once, and an unreadable one is refused with the file named."""
+a refused run removes the output folder it made (also the parents made on the way to an OUTDIR it cannot make), a
+summary.md/summary.png of the user's is never replaced (and the closing line and the Python API say the summary was
+not written), a complete pair's metrics.json is read once, and an unreadable one is refused with the file named."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 
-from ADRegNetLib.cohort import BatchError, register_cohort
+from ADRegNetLib.cohort import BatchError, CohortWarning, register_cohort
+from ADRegNetLib.cohort import run as cohort_run
 from ADRegNetLib.cohort.report import SummaryFileError, write_summary
-from ADRegNetLib.cohort.results import failed_row, read_results_csv, write_results_csv
+from ADRegNetLib.cohort.results import failed_row, read_results_csv, row_for_complete_pair, write_results_csv
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 
@@ -123,6 +126,89 @@ def test_the_batchs_own_summary_is_replaced(tmp_path):
     with pytest.raises(SummaryFileError, match="summary.md is not a summary written by adregnet batch"):
         write_summary(out, read_results_csv(out / "results.csv").values())
     assert (out / "summary.md").read_text() == "my notes\n"
+
+
+def _user_summary_placed_mid_run(monkeypatch, out: Path) -> None:
+    """The user's summary.md appears in ``out`` after the run's start checks (as while its pairs run)."""
+    clean_partial = cohort_run.clean_partial
+
+    def placing(folder):
+        (out / "summary.md").write_text("my notes\n")
+        return clean_partial(folder)
+
+    monkeypatch.setattr(cohort_run, "clean_partial", placing)
+
+
+def test_the_closing_line_says_whether_the_summary_was_written(tmp_path, capsys, monkeypatch):
+    """Before: 'summary in OUT/summary.md and summary.png' also when the batch had kept the user's file and written
+    no summary (the note above it said so)."""
+    from ADRegNetLib.cli.main import main
+
+    out = tmp_path / "out"
+    _complete(out)
+    pairs = _pairs_csv(tmp_path / "data")
+    assert main(["batch", str(pairs), "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"results in {out}/results.csv, summary in {out}/summary.md and "
+                                                    "summary.png")
+    (out / "summary.md").unlink()
+    (out / "summary.png").unlink()
+    _user_summary_placed_mid_run(monkeypatch, out)
+    assert main(["batch", str(pairs), "-o", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == (f"1 pairs: 1 ok, 0 failed; results in {out}/results.csv; no summary written (see "
+                                    "the note above)"), captured.out
+    assert (f"note: the summary was not written: {out / 'summary.md'} is not a summary written by adregnet batch"
+            in captured.err), captured.err
+    assert (out / "summary.md").read_text() == "my notes\n" and not (out / "summary.png").exists()
+
+
+def test_the_python_api_says_whether_the_summary_was_written(tmp_path, monkeypatch):
+    """Before: with progress=False (and no ``say``) nothing told the caller that the summary was not written."""
+    out = tmp_path / "out"
+    _complete(out)
+    pairs = _pairs_csv(tmp_path / "data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CohortWarning)
+        rows = register_cohort(pairs, out, progress=False)
+    assert rows.summary_written and [r["id"] for r in rows] == ["p1"]
+    (out / "summary.md").unlink()
+    _user_summary_placed_mid_run(monkeypatch, out)
+    with pytest.warns(CohortWarning, match=r"the summary was not written: .*summary\.md is not a summary written by "
+                                           r"adregnet batch.*rerun to write the summary"):
+        rows = register_cohort(pairs, out, progress=False)
+    assert not rows.summary_written and rows[0]["status"] == "ok"
+    (out / "summary.md").unlink()
+    notes = []  # a caller's own ``say`` gets the note instead of a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CohortWarning)
+        rows = register_cohort(pairs, out, progress=False, say=notes.append)
+    assert not rows.summary_written and any("the summary was not written" in n for n in notes), notes
+
+
+def test_an_output_folder_that_cannot_be_made_leaves_no_parent_it_made(tmp_path):
+    """Before: making OUTDIR failed after its missing parents were made (they are made first), and they stayed."""
+    out = tmp_path / "new" / "deeper" / ("x" * 300)  # longer than any file system allows a name to be
+    with pytest.raises(BatchError, match=r"cannot make the output folder .*; choose a writable -o folder"):
+        register_cohort(_pairs_csv(tmp_path / "data"), out, progress=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a parent that was there before stays, with what it holds
+    (kept / "sub").mkdir(parents=True)
+    with pytest.raises(BatchError, match="cannot make the output folder"):
+        register_cohort(_pairs_csv(tmp_path / "data"), kept / "new" / ("x" * 300), progress=False)
+    assert [p.name for p in kept.iterdir()] == ["sub"]
+
+
+def test_a_complete_pairs_row_from_an_unreadable_metrics_json_has_no_figures(tmp_path):
+    """row_for_complete_pair reads metrics.json with read_metrics when not given it (before: json.loads, which
+    raised on a file that is not JSON)."""
+    from ADRegNetLib.cohort.pairs import Pair
+
+    _complete(tmp_path, metrics={"quality": "fast", "timings_s": {"total": 2.5}})
+    pair = Pair("p1", "fixed.nii.gz", "moving.nii.gz")
+    assert row_for_complete_pair(pair, tmp_path / "p1")["time_s"] == 2.5
+    (tmp_path / "p1" / "metrics.json").write_text("not json {")
+    row = row_for_complete_pair(pair, tmp_path / "p1")
+    assert row["status"] == "ok" and row["time_s"] is None and row["quality"] is None
 
 
 def test_a_complete_pairs_metrics_json_is_read_once(tmp_path, monkeypatch):
