@@ -150,12 +150,12 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def describeInitialTransform(p: ADRegNetParameterNode) -> str:
-        from ADRegNetMRML.frames import registration_parent
+        from ADRegNetMRML.frames import first_non_linear, registration_parent
 
         parent = registration_parent(p.movingVolume) if p.movingVolume else None
         if parent is None:
             return _("none (the moving volume is not under a transform)")
-        if not parent.IsTransformToWorldLinear():  # said here, before Apply refuses it
+        if first_non_linear(parent) is not None:  # said here, before Apply refuses it (the same test)
             return _("{name} (not linear, so not a starting alignment: remove it, or harden it, which resamples the "
                      "volume)").format(name=parent.GetName())
         return parent.GetName()

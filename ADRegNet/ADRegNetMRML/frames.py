@@ -20,7 +20,8 @@ click or an earlier run would otherwise land in the wrong place):
   fixed -> moving). Under an AD-RegNet result (shown registered by this module) the transform it had
   before is used, recorded on the volume node (a node reference, ``PREVIOUS_PARENT_ROLE``, so it
   survives a scene save and reload); the result itself is never taken as a start. One function looks that
-  start up (:func:`starting_transform`), for the registration and for the pair table's "TRE at start".
+  start up (:func:`registration_parent`): the registration reads it as a matrix (:func:`initial_transform_lps`),
+  the pair table's "TRE at start" through it as shown (:func:`starting_transform`).
 * A **result records the volumes it registered** as node references on the result transform
   (:func:`record_result_volumes`; Slicer keeps references right when a scene import renames node IDs, and
   drops them with a deleted volume). Showing a volume under a result, or warping a segmentation with it, is
@@ -38,8 +39,9 @@ from .geometry import VolumeNodeError, points_ras_to_lps
 __all__ = [
     "ROLE_ATTRIBUTE", "is_result_transform", "registration_parent", "starting_transform", "initial_transform_lps",
     "points_ras_in_volume_frame", "points_lps_in_volume_frame", "attach_markups_to_volume_frame", "show_under_result",
-    "check_fixed_frame", "lps_matrix_to_ras", "PREVIOUS_PARENT_ROLE", "FIXED_VOLUME_ATTRIBUTE", "MOVING_VOLUME_ATTRIBUTE",
-    "RESULT_VOLUME_ROLES", "VOLUME_REFERENCES_ATTRIBUTE", "record_result_volumes", "result_is_for", "check_result_volumes",
+    "check_fixed_frame", "first_non_linear", "lps_matrix_to_ras", "PREVIOUS_PARENT_ROLE", "FIXED_VOLUME_ATTRIBUTE",
+    "MOVING_VOLUME_ATTRIBUTE", "RESULT_VOLUME_ROLES", "VOLUME_REFERENCES_ATTRIBUTE", "record_result_volumes",
+    "result_is_for", "check_result_volumes",
 ]
 
 #: attribute naming what an AD-RegNet node is ("transform", "inverse-transform", "warped", ...)
@@ -95,16 +97,24 @@ def _recorded_volume_id(transform_node, role: str) -> tuple[bool, Optional[str]]
     return (True, recorded) if recorded else (False, None)
 
 
+def _unmatched_volumes(transform_node, volumes: dict) -> list[str]:
+    """The kinds ("fixed", "moving", among the keys of ``volumes``) whose recorded volume is not the one given
+    (None given: no volume, which matches no record); a result that records no volume of a kind matches any."""
+    unmatched = []
+    for role, kind in zip(RESULT_VOLUME_ROLES, ("fixed", "moving")):
+        if kind not in volumes:
+            continue
+        recorded, volume_id = _recorded_volume_id(transform_node, role)
+        if recorded and (volumes[kind] is None or volume_id != volumes[kind].GetID()):
+            unmatched.append(kind)
+    return unmatched
+
+
 def result_is_for(transform_node, fixed_volume_node, moving_volume_node) -> bool:
     """True when ``transform_node`` is the result of registering these two volumes (a result that records no
     volumes, made before they were recorded or not by this module, counts as theirs)."""
-    if transform_node is None:
-        return False
-    for role, volume in zip(RESULT_VOLUME_ROLES, (fixed_volume_node, moving_volume_node)):
-        recorded, volume_id = _recorded_volume_id(transform_node, role)
-        if recorded and (volume is None or volume_id != volume.GetID()):
-            return False
-    return True
+    return transform_node is not None and not _unmatched_volumes(
+        transform_node, {"fixed": fixed_volume_node, "moving": moving_volume_node})
 
 
 def check_result_volumes(transform_node, action: str, fixed_volume_node=None, moving_volume_node=None) -> None:
@@ -118,12 +128,9 @@ def check_result_volumes(transform_node, action: str, fixed_volume_node=None, mo
     Raises:
         VolumeNodeError: naming the volumes the result registered, those given and the fix.
     """
-    wrong = []
-    for role, volume, kind in ((FIXED_VOLUME_ATTRIBUTE, fixed_volume_node, "fixed"),
-                               (MOVING_VOLUME_ATTRIBUTE, moving_volume_node, "moving")):
-        recorded, volume_id = _recorded_volume_id(transform_node, role)
-        if volume is not None and recorded and volume_id != volume.GetID():
-            wrong.append(f"the {kind} volume '{volume.GetName()}'")
+    given = {kind: volume for kind, volume in (("fixed", fixed_volume_node), ("moving", moving_volume_node))
+             if volume is not None}
+    wrong = [f"the {kind} volume '{given[kind].GetName()}'" for kind in _unmatched_volumes(transform_node, given)]
     if not wrong:
         return
     scene = transform_node.GetScene()
@@ -159,11 +166,27 @@ def _legacy_previous_parent_id(result_transform_node, volume_id: str) -> Optiona
     return transform if volume == volume_id and transform else None
 
 
+def first_non_linear(transform_node):
+    """The first non-linear transform from ``transform_node`` up through its parents, or None when all are linear.
+
+    The one linearity test of a transform a volume is under (what Slicer's ``IsTransformToWorldLinear`` checks,
+    naming the culprit): the starting alignment (:func:`initial_transform_lps`), the panel's line about it, and the
+    harden advice of :func:`check_fixed_frame`. ``transform_node`` None (no transform) gives None.
+    """
+    node = transform_node
+    while node is not None:
+        if not node.IsLinear():
+            return node
+        node = node.GetParentTransformNode()
+    return None
+
+
 def starting_transform(moving_volume_node) -> Optional[vtk.vtkGeneralTransform]:
     """World -> the moving volume's frame through its starting transform (``registration_parent``), of any kind.
 
-    The one look-up of the starting alignment: :func:`initial_transform_lps` (the registration's start, linear
-    only) and the pair table's "TRE at start" (``pairs.pair_rows``, through whatever the views show) both read it.
+    The starting alignment as the pair table's "TRE at start" reads it (``pairs.pair_rows``, through whatever the
+    views show); :func:`initial_transform_lps` (the registration's start, linear only) reads the same transform
+    (``registration_parent``) as a matrix.
 
     Returns:
         A vtkGeneralTransform mapping world RAS points to the moving volume's RAS frame, or None when the
@@ -189,27 +212,20 @@ def initial_transform_lps(moving_volume_node) -> Optional[np.ndarray]:
     Raises:
         VolumeNodeError: the transform is not linear (it cannot be a starting alignment).
     """
-    import slicer
-
-    world_to_moving = starting_transform(moving_volume_node)
-    if world_to_moving is None:
+    parent = registration_parent(moving_volume_node) if moving_volume_node is not None else None
+    if parent is None:
         return None
-    linear = vtk.vtkTransform()
-    if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(world_to_moving, linear):
-        parent = registration_parent(moving_volume_node)
-        chain, node = [], parent  # name the non-linear one: it may be a parent of a linear transform
-        while node is not None:
-            chain.append(node)
-            node = node.GetParentTransformNode()
-        culprit = next((t for t in chain if not t.IsLinear()), parent)
+    culprit = first_non_linear(parent)  # named: it may be a parent of a linear transform
+    if culprit is not None:
         where = (f"the non-linear transform '{culprit.GetName()}'" if culprit is parent else
                  f"the transform '{parent.GetName()}', which is itself under the non-linear transform '{culprit.GetName()}'")
         raise VolumeNodeError(
             f"moving volume '{moving_volume_node.GetName()}' is under {where}; "
             "a linear transform is used as the starting alignment, a non-linear one is not: harden it (Transforms "
             f"module, Harden; {_HARDEN_RESAMPLES}) or remove it before registering")
-    ras = _matrix_to_numpy(linear.GetMatrix())
-    return _F4 @ ras @ _F4
+    world_to_moving = vtk.vtkMatrix4x4()
+    parent.GetMatrixTransformFromWorld(world_to_moving)
+    return _F4 @ _matrix_to_numpy(world_to_moving) @ _F4
 
 
 def check_fixed_frame(fixed_volume_node) -> None:
@@ -233,7 +249,7 @@ def check_fixed_frame(fixed_volume_node) -> None:
             f"moving volume of that run){before}. The outputs are made on the fixed grid as stored: take it out of "
             "the result (Data module: tick Show transforms and set its transform to None); do not harden the "
             "result into it, which would replace its voxels by the registered ones")
-    linear = bool(fixed_volume_node.GetParentTransformNode().IsTransformToWorldLinear())
+    linear = first_non_linear(parent) is None
     raise VolumeNodeError(
         f"fixed volume '{name}' is under the transform '{parent.GetName()}'; the outputs are made on the fixed grid "
         "as stored: harden the transform (Transforms module, Harden) or remove it"

@@ -80,7 +80,7 @@ def pair_rows(fixed_node, moving_node, fixed_volume_node, moving_volume_node, tr
     f_labels = markups_labels(fixed_node) if fixed_node is not None else []
     m_labels = markups_labels(moving_node) if moving_node is not None else []
     mapping = transform_node.GetTransformFromParent() if transform_node is not None else None
-    start = starting_transform(moving_volume_node)  # the registration's own look-up
+    start = starting_transform(moving_volume_node)  # the registration's start (registration_parent)
     guiding = _guiding_pairs(transform_node)
     rows = []
     for k in range(max(len(fixed), len(moving))):

@@ -197,10 +197,11 @@ def test_a_starting_transform_recorded_by_an_earlier_version_is_read(scene, pair
 
 
 def test_one_starting_transform_serves_the_registration_and_the_pair_table(scene, pair):
-    """The registration's start (initial_transform_lps) and the pair table's 'TRE at start' (pair_rows) read the moving
-    volume's starting transform through one function, frames.starting_transform: the same matrix as Slicer's own
-    GetMatrixTransformBetweenNodes for a chain of linear transforms, also while the volume is shown registered; a
-    non-linear start is still refused for the registration and still measured through for the table."""
+    """The registration's start (initial_transform_lps) and the pair table's 'TRE at start' (pair_rows, through
+    frames.starting_transform) read the moving volume's starting transform through one look-up,
+    frames.registration_parent: the same matrix as Slicer's own GetMatrixTransformBetweenNodes for a chain of linear
+    transforms, also while the volume is shown registered; a non-linear start is still refused for the registration
+    and still measured through for the table."""
     import slicer
 
     from ADRegNetMRML.frames import starting_transform
