@@ -266,8 +266,10 @@ class ADRegNetMRMLLogic:
                 return "the scene was closed while the registration ran; nothing was added"
             removed = [f"the {role} '{node.GetName()}'" for role, node in inputs.items()
                        if node is not None and self.scene.GetNodeByID(node.GetID() or "") is not node]
-            return (f"{' and '.join(removed)} {'was' if len(removed) == 1 else 'were'} removed from the scene while the "
-                    "registration ran; nothing was added" if removed else None)  # a result must not name a lost node
+            if not removed:
+                return None
+            verb = "was" if len(removed) == 1 else "were"  # a result must not name a lost node: an import reuses IDs
+            return f"{' and '.join(removed)} {verb} removed from the scene while the registration ran; nothing was added"
 
         def stop() -> bool:
             return gone() is not None or (shouldStop is not None and bool(shouldStop()))
