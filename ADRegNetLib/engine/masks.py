@@ -11,9 +11,9 @@ from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.warp import resample
 from .api import RegistrationError
-from .limits import MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES
+from .limits import MASK_MIN_SHARE_ON_IMAGE, MAX_MASK_VALUES, MAX_SIGNED_LABEL_VALUES, MIN_MASK_WORKING_VOXELS
 
-__all__ = ["ScanLike", "scan_like", "map_mask", "mask_coverage_warning"]
+__all__ = ["ScanLike", "scan_like", "map_mask", "mask_coverage_warning", "working_mask"]
 
 
 class ScanLike(NamedTuple):
@@ -93,3 +93,27 @@ def mask_coverage_warning(mask: Image, mapped: np.ndarray, geometry: Geometry, r
     return (f"only {100 * share:.1f}% of the {role}'s marked volume lies on the {reference}; the rest is ignored. "
             f"A mask drawn on the {reference} covers it: check the mask's header (a flipped axis, RAS against LPS, "
             "or another origin) or that it belongs to this scan")
+
+
+def working_mask(fixed_mask: Optional[Image], moving_mask: Optional[Image], work: Geometry,
+                 affine: AffineMap) -> Optional[np.ndarray]:
+    """The region of interest on the working grid: the fixed mask (on the fixed grid), the moving mask seen
+    through the pre-alignment ``affine`` (fixed -> moving), or where both are; None without masks.
+
+    Raises:
+        RegistrationError: the masks do not overlap, or leave fewer than ``MIN_MASK_WORKING_VOXELS`` voxels.
+    """
+    region = None if fixed_mask is None else map_mask(fixed_mask, work, "fixed mask", "fixed image")
+    if moving_mask is not None:
+        moving_in_fixed = map_mask(moving_mask, work, "moving mask", "fixed image (after pre-alignment)", affine=affine)
+        region = moving_in_fixed if region is None else (region & moving_in_fixed)
+        if not region.any():
+            raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
+    if region is not None and np.count_nonzero(region) < MIN_MASK_WORKING_VOXELS:
+        masks = " and ".join(m for m, given in (("fixed mask", fixed_mask), ("moving mask", moving_mask)) if given is not None)
+        raise RegistrationError(
+            f"the {masks} leave{'s' if ' and ' not in masks else ''} {np.count_nonzero(region)} voxels of the "
+            f"{work.spacing.min():.3g} mm working grid to compare (at least {MIN_MASK_WORKING_VOXELS} are needed, as "
+            f"in a cube of {round(MIN_MASK_WORKING_VOXELS ** (1 / 3))} voxels a side): mark a larger region of interest, "
+            "or register without the mask")
+    return region

@@ -22,9 +22,12 @@ of opposite sign. ``engine.pipeline`` refines as two contrasts above ``TWO_CONTR
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
+from ..io.images import normalize_intensity
 from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
@@ -34,11 +37,11 @@ from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quant
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .optimizer import sample_through
-from .settings import (CT_AIR_PERCENTILE_HU, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, EDGE_CHECK_SIGMA_VOXELS,
+from .settings import (NETWORK_CT_WINDOW, CT_AIR_PERCENTILE_HU, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, EDGE_CHECK_SIGMA_VOXELS,
                        EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["is_ct", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+__all__ = ["is_ct", "normalized_for_preset", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
            "contrasts_after_alignment", "midway_intensities"]
 
 
@@ -56,6 +59,23 @@ def is_ct(image: Image) -> bool:
     below_air = sample[sample < CT_LOWEST_HU]
     below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
     return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
+
+
+def rewindowed_for_network(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+    """CT intensities normalised with ``window`` re-expressed in :data:`NETWORK_CT_WINDOW` (HU above the
+    first window's top stay at its top): the network sees CT as in training."""
+    lo, hi = window
+    net_lo, net_hi = NETWORK_CT_WINDOW
+    hu = normalised * (hi - lo) + lo
+    return ((hu - net_lo) / (net_hi - net_lo)).clamp(0.0, 1.0)
+
+
+def normalized_for_preset(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
+    """``image`` normalised to about [0, 1]: CT (:func:`is_ct`) by the preset's HU window, anything else as
+    the preset's modality (a non-CT image under a CT preset as "generic")."""
+    ct = is_ct(image)
+    modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")
+    return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
 
 
 def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:

@@ -22,7 +22,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..io.images import check_pair_sizes, normalize_intensity, validate_image
 from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
@@ -34,17 +33,19 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, is_ct
+from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, is_ct, normalized_for_preset,
+                       rewindowed_for_network)
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .results import inverse_and_consistency, warped_and_before, worse_than_before
+from .results import inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
 from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
-                       MIN_MASK_WORKING_VOXELS, MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
+                       MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement
-from .masks import map_mask, mask_coverage_warning
-from .stages import (Stages, check_points, check_settings, estimate_memory_gb, intersubject_hint, load_network,
+from .inputs import check_inputs
+from .masks import working_mask
+from .stages import (Stages, estimate_memory_gb, intersubject_hint, load_network,
                      load_residual_network, matched_resolution, moving_field_of_view, network_stage, without_padding,
                      working_geometry)
 
@@ -52,21 +53,6 @@ __all__ = ["register"]
 
 #: similarity registry name -> the optimiser's feature kind (SSD on these features)
 _OPTIMIZER_FEATURES = {"mind": "mind", "mse": "intensity"}
-
-
-def _rewindowed(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
-    """CT intensities normalised with ``window`` re-expressed in :data:`NETWORK_CT_WINDOW` (HU above the
-    first window's top stay at its top)."""
-    lo, hi = window
-    net_lo, net_hi = NETWORK_CT_WINDOW
-    hu = normalised * (hi - lo) + lo
-    return ((hu - net_lo) / (net_hi - net_lo)).clamp(0.0, 1.0)
-
-
-def _normalized(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
-    ct = is_ct(image)
-    modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")
-    return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
 
 
 def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarray] = None,
@@ -127,56 +113,18 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages = Stages(progress, should_stop)
     stages.report(0.0, "checking inputs")
     t_start = time.perf_counter()
-    check_settings(preset, quality, regularization, seed)
-    regularization, seed = float(regularization), int(seed)  # numpy scalars compute as Python numbers
-    if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
-        raise RegistrationError(f"multimodal must be True (two contrasts), False (one) or None (decide from the "
-                                f"images), got {multimodal!r}")
-    switches = dict(instance_optimization=instance_optimization, use_network=use_network,
-                    compute_inverse=compute_inverse, landmarks_guide=landmarks_guide)
-    for name, value in switches.items():  # "False" (a string) is true: it would silently do the opposite
-        if not isinstance(value, (bool, np.bool_)):
-            raise RegistrationError(f"{name} must be True or False, got {value!r} (a {type(value).__name__})")
-    warnings_: list[str] = []
-    for image, role in ((fixed, "fixed"), (moving, "moving")):
-        if not isinstance(image, Image):
-            raise RegistrationError(f"{role} must be an ADRegNetLib Image (read it with ADRegNetLib.io.read_image)")
-        warnings_ += [w for w in (validate_image(image, role=role) or []) if isinstance(w, str)]
-    warnings_ += check_pair_sizes(fixed, moving)
-    for mask, role in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
-        if mask is not None and not isinstance(mask, Image):
-            raise RegistrationError(f"the {role} must be an ADRegNetLib Image with its geometry "
-                                    "(read it with ADRegNetLib.io.read_label_map)")
-    if initial_transform is not None and not isinstance(initial_transform, AffineMap):
-        raise RegistrationError("initial_transform must be an AffineMap (fixed -> moving, LPS mm); "
-                                "read a transform file with ADRegNetLib.io.read_linear_transform")
-    has_landmarks = fixed_landmarks is not None or moving_landmarks is not None
-    if has_landmarks:
-        if fixed_landmarks is None or moving_landmarks is None:
-            raise RegistrationError("landmarks were given for only one image; give fixed and moving landmarks in pairs")
-        from ..io.points import check_landmark_pairs
-
-        fixed_landmarks = check_points(fixed_landmarks, "fixed")
-        moving_landmarks = check_points(moving_landmarks, "moving")
-        check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
-    mask_arr = None
-    for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")):
-        if mask is None:
-            continue
-        on_image = map_mask(mask, image.geometry, f"{role} mask", f"{role} image")  # refusals first
-        note = mask_coverage_warning(mask, on_image, image.geometry, f"{role} mask", f"{role} image")
-        warnings_ += [note] if note else []
-        mask_arr = on_image if role == "fixed" else mask_arr
+    checked = check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
+                           initial_transform, rigid_regions, preset, quality, regularization, seed, multimodal,
+                           dict(instance_optimization=instance_optimization, use_network=use_network,
+                                compute_inverse=compute_inverse, landmarks_guide=landmarks_guide))
+    regularization, seed, warnings_ = checked.regularization, checked.seed, checked.warnings
+    fixed_landmarks, moving_landmarks, mask_arr = checked.fixed_landmarks, checked.moving_landmarks, checked.mask
+    rigid_arr = checked.rigid
+    has_landmarks = fixed_landmarks is not None
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
     # outputs keep the moving image as given
     moving_data, mask_arr, padding_info, padding_notes = without_padding(fixed, moving, mask_arr)
     warnings_ += padding_notes
-    rigid_arr = None
-    if rigid_regions is not None:
-        if not isinstance(rigid_regions, Image):
-            raise RegistrationError("rigid_regions must be an ADRegNetLib Image (a label map read with read_label_map)")
-        map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
-        rigid_arr = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
     torch_device, device_warning = resolve_device(device)
     stages.threads = ThreadBudget(torch_device)  # fewer CPU threads while other programs keep the CPUs busy
     if device_warning:
@@ -215,8 +163,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if preset == "auto":
         preset, reason = detect_preset(fixed, moving_data)
     p = PRESET_SETTINGS[preset]
-    fixed_n = _normalized(fixed, p.modality, p.ct_window, mask=mask_arr)
-    moving_n = _normalized(moving_data, p.modality, p.ct_window)
+    fixed_n = normalized_for_preset(fixed, p.modality, p.ct_window, mask=mask_arr)
+    moving_n = normalized_for_preset(moving_data, p.modality, p.ct_window)
     contrasts_guessed = multimodal is None
     if contrasts_guessed:
         multimodal, multimodal_reason = guess_multimodal(fixed, moving_data, fixed_n, moving_n,
@@ -270,21 +218,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # thick slices against thin ones: the sharper image blurred to the other's resolution first
     fixed_w, moving_w, resolution_info = matched_resolution(fixed_w, moving_w, fixed.geometry, moving.geometry,
                                                             work, affine)
-    mask_w_np = None
-    if mask_arr is not None:
-        mask_w_np = map_mask(fixed_mask_image, work, "fixed mask", "fixed image")
-    if moving_mask is not None:
-        moving_in_fixed = map_mask(moving_mask, work, "moving mask", "fixed image (after pre-alignment)", affine=affine)
-        mask_w_np = moving_in_fixed if mask_w_np is None else (mask_w_np & moving_in_fixed)
-        if not mask_w_np.any():
-            raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
-    if mask_w_np is not None and np.count_nonzero(mask_w_np) < MIN_MASK_WORKING_VOXELS:
-        masks = " and ".join(m for m, given in (("fixed mask", fixed_mask), ("moving mask", moving_mask)) if given is not None)
-        raise RegistrationError(
-            f"the {masks} leave{'s' if ' and ' not in masks else ''} {np.count_nonzero(mask_w_np)} voxels of the "
-            f"{work.spacing.min():.3g} mm working grid to compare (at least {MIN_MASK_WORKING_VOXELS} are needed, as "
-            f"in a cube of {round(MIN_MASK_WORKING_VOXELS ** (1 / 3))} voxels a side): mark a larger region of interest, "
-            "or register without the mask")
+    mask_w_np = working_mask(fixed_mask_image, moving_mask, work, affine)
     field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
     del moving_w_img, moving_inside
     if field_of_view is not None:
@@ -307,8 +241,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         stages.report(0.2, "AD-RegNet prediction")
         net_f, net_m = fixed_w, moving_w
         if p.ct_window != NETWORK_CT_WINDOW:  # the network sees CT as in training (HU window)
-            net_f = _rewindowed(fixed_w, p.ct_window) if fixed_ct else fixed_w
-            net_m = _rewindowed(moving_w, p.ct_window) if moving_ct else moving_w
+            net_f = rewindowed_for_network(fixed_w, p.ct_window) if fixed_ct else fixed_w
+            net_m = rewindowed_for_network(moving_w, p.ct_window) if moving_ct else moving_w
         # every quality keeps the prediction only when it clearly improves the similarity: instant too
         # returns no deformation rather than one its own check measures as no better (identical
         # images: the network's small invented motion; T1 against T2: worse than the identity)
@@ -426,10 +360,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,
         "similarity_after": similarity_after,
-        "similarity_region": "voxels where the moving image has data" + (" inside the fixed mask" if fixed_mask is not None else "")
-                             + (", the fixed image's padding planes left out" if padding_info["fixed"] else "")
-                             + (", CT voxels below air (padding, {fixed} fixed, {moving} moving) left out".format(
-                                 **below_air_left_out) if any(below_air_left_out.values()) else ""),
+        "similarity_region": similarity_region(fixed_mask is not None, bool(padding_info["fixed"]), below_air_left_out),
         "warnings": warnings_,
     }
     if inverse is not None:

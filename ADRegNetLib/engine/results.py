@@ -21,7 +21,7 @@ from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
            "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "warped_and_before",
-           "worse_than_before", "inverse_and_consistency"]
+           "worse_than_before", "similarity_region", "inverse_and_consistency"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
 SIMILARITY_MAX_VOXELS = 8_000_000
@@ -157,6 +157,14 @@ WORSE_NCC_DROP = 0.1
 #: not resampled): brain seed 0 with its tissue intensities inverted on a zero background, registered well
 #: (3.79 -> 0.297 mm), lost 27 %
 WORSE_NMI_SHARE = 0.5
+
+
+def similarity_region(masked: bool, fixed_padding: bool, below_air_left_out: dict) -> str:
+    """What ``metrics["similarity_region"]`` says the similarity figures were measured over."""
+    return ("voxels where the moving image has data" + (" inside the fixed mask" if masked else "")
+            + (", the fixed image's padding planes left out" if fixed_padding else "")
+            + (", CT voxels below air (padding, {fixed} fixed, {moving} moving) left out".format(**below_air_left_out)
+               if any(below_air_left_out.values()) else ""))
 
 
 def worse_than_before(before: dict, after: dict, two_contrasts: bool) -> Optional[str]:

@@ -17,7 +17,7 @@ from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
 from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, inverted_edge_share,
                                          is_ct)
-from ADRegNetLib.engine.pipeline import _normalized
+from ADRegNetLib.engine.modality import normalized_for_preset as _normalized
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi
 from ADRegNetLib.spatial.geometry import Geometry
@@ -194,7 +194,7 @@ def test_multimodal_must_be_a_bool_or_none():
 def test_network_sees_ct_in_its_training_window():
     import torch
 
-    from ADRegNetLib.engine.pipeline import _rewindowed
+    from ADRegNetLib.engine.modality import rewindowed_for_network as _rewindowed
     from ADRegNetLib.engine.settings import NETWORK_CT_WINDOW
 
     assert NETWORK_CT_WINDOW == (-1000.0, 400.0)  # train/prep.py scales CT by (HU + 1000) / 1400

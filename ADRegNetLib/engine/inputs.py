@@ -1,0 +1,81 @@
+"""The first stage of ``register()``: its arguments and inputs checked before any work, each refusal naming
+the problem and the fix."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ..io.images import check_pair_sizes, validate_image
+from ..spatial.affine import AffineMap
+from ..spatial.image import Image
+from ..spatial.warp import resample
+from .api import RegistrationError
+from .masks import map_mask, mask_coverage_warning
+from .stages import check_points, check_settings
+
+__all__ = ["CheckedInputs", "check_inputs"]
+
+
+class CheckedInputs(NamedTuple):
+    """What the checks hand on: the settings as plain numbers, the warnings so far, the landmark pairs as
+    (K, 3) arrays (None without), the fixed mask and the rigid-region labels on the fixed grid (None without)."""
+
+    regularization: float
+    seed: int
+    warnings: list
+    fixed_landmarks: Optional[np.ndarray]
+    moving_landmarks: Optional[np.ndarray]
+    mask: Optional[np.ndarray]
+    rigid: Optional[np.ndarray]
+
+
+def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask, initial_transform,
+                 rigid_regions, preset, quality, regularization, seed, multimodal, switches: dict) -> CheckedInputs:
+    """Check ``register()``'s arguments (see there); raises :class:`RegistrationError` / ``ImageError``."""
+    check_settings(preset, quality, regularization, seed)
+    regularization, seed = float(regularization), int(seed)  # numpy scalars compute as Python numbers
+    if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
+        raise RegistrationError(f"multimodal must be True (two contrasts), False (one) or None (decide from the "
+                                f"images), got {multimodal!r}")
+    for name, value in switches.items():  # "False" (a string) is true: it would silently do the opposite
+        if not isinstance(value, (bool, np.bool_)):
+            raise RegistrationError(f"{name} must be True or False, got {value!r} (a {type(value).__name__})")
+    warnings_: list[str] = []
+    for image, role in ((fixed, "fixed"), (moving, "moving")):
+        if not isinstance(image, Image):
+            raise RegistrationError(f"{role} must be an ADRegNetLib Image (read it with ADRegNetLib.io.read_image)")
+        warnings_ += [w for w in (validate_image(image, role=role) or []) if isinstance(w, str)]
+    warnings_ += check_pair_sizes(fixed, moving)
+    for mask, role in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
+        if mask is not None and not isinstance(mask, Image):
+            raise RegistrationError(f"the {role} must be an ADRegNetLib Image with its geometry "
+                                    "(read it with ADRegNetLib.io.read_label_map)")
+    if initial_transform is not None and not isinstance(initial_transform, AffineMap):
+        raise RegistrationError("initial_transform must be an AffineMap (fixed -> moving, LPS mm); "
+                                "read a transform file with ADRegNetLib.io.read_linear_transform")
+    has_landmarks = fixed_landmarks is not None or moving_landmarks is not None
+    if has_landmarks:
+        if fixed_landmarks is None or moving_landmarks is None:
+            raise RegistrationError("landmarks were given for only one image; give fixed and moving landmarks in pairs")
+        from ..io.points import check_landmark_pairs
+
+        fixed_landmarks = check_points(fixed_landmarks, "fixed")
+        moving_landmarks = check_points(moving_landmarks, "moving")
+        check_landmark_pairs(fixed_landmarks, moving_landmarks, fixed.geometry, moving.geometry)
+    mask_arr = None
+    for mask, image, role in ((fixed_mask, fixed, "fixed"), (moving_mask, moving, "moving")):
+        if mask is None:
+            continue
+        on_image = map_mask(mask, image.geometry, f"{role} mask", f"{role} image")  # refusals first
+        note = mask_coverage_warning(mask, on_image, image.geometry, f"{role} mask", f"{role} image")
+        warnings_ += [note] if note else []
+        mask_arr = on_image if role == "fixed" else mask_arr
+    rigid = None
+    if rigid_regions is not None:
+        if not isinstance(rigid_regions, Image):
+            raise RegistrationError("rigid_regions must be an ADRegNetLib Image (a label map read with read_label_map)")
+        map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
+        rigid = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
+    return CheckedInputs(regularization, seed, warnings_, fixed_landmarks if has_landmarks else None,
+                         moving_landmarks if has_landmarks else None, mask_arr, rigid)

@@ -1,0 +1,112 @@
+r"""The numbers of the refinement stage (its images, steps and continuation) and of the contrast check after
+the optimisation, each with what it measured; re-exported by :mod:`.settings`, where the engine reads them."""
+from __future__ import annotations
+
+__all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS",
+           "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
+           "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_MIN_FINE_SHARE",
+           "LOCAL_REFINE_FINE_SIGMA_MM", "LOCAL_REFINE_FACTORS", "TWO_CONTRAST_EDGE_SHARE",
+           "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW"]
+
+#: local NCC refinement of one non-CT contrast (MRI): both images divided by their own local mean
+#: intensity (``spatial.filters.local_gain_normalised``: Gaussian of this sigma in mm, floor
+#: ``REFINE_GAIN_FLOOR`` of the 99th percentile) before the refinement compares them. Local NCC is
+#: invariant to a constant gain within its 5-voxel windows, not to a gain that changes across them:
+#: a bias field shifts where edges match. Measured (eleventh session, balanced, benchmark cases whose
+#: two images each carry their own bias field of amplitude 0.2 and gamma; one run): brain seeds 0-4
+#: 0.264 / 0.249 / 0.270 / 0.375 / 0.342 -> 0.223 / 0.213 / 0.235 / 0.294 / 0.290 mm (mean 0.300 ->
+#: 0.251), oblique 0.322 -> 0.282. Brain seeds 0 and 1 with the moving image given a further gamma
+#: (0.5, 1, 2) and bias field (amplitude 0, 0.5): mean of the twelve 0.361 -> 0.294 mm, bias 0.5
+#: 0.401 / 0.366 -> 0.282 / 0.250, but gamma 0.5 alone 0.309 / 0.284 -> 0.376 / 0.314 (worse). Sigma
+#: 4 / 6 / 8 / 10 mm and floors 0.05-1.0 tried on those cases (docs/benchmarks/wave11-2026-12-01.md;
+#: scripts/intensity_stress.py). Not for CT (calibrated HU, no multiplicative bias: the lung case
+#: 0.263 -> 0.30) nor for two contrasts (edge directions, already gain-free: T1 against T2 0.341 ->
+#: 0.43 had it been applied there). Later the same session the refinement's interpolation-noise term
+#: got the moving image's gain (``refine_field(moving_gain=)``, now ``noise_source=`` / ``noise_scale=``:
+#: the noise measured before the normalisation, its variance scaled per voxel), which took back most
+#: of what a gamma below 1 lost: brain seeds 0 / 1 stress mean 0.294 -> 0.288 mm, gamma 0.5 0.376 / 0.314
+#: -> 0.322 / 0.289 (0.309 / 0.284 without any normalisation), gamma 2 0.305 / 0.242 -> 0.295 / 0.270;
+#: benchmark brain seeds 0-4 0.222 / 0.216 / 0.235 / 0.300 / 0.281 (mean 0.251 as before), oblique
+#: 0.282 -> 0.295; no-motion check fast 0.066 -> 0.048 mm, balanced 0.034 -> 0.031.
+REFINE_GAIN_SIGMA_MM = 6.0
+#: see ``REFINE_GAIN_SIGMA_MM``
+REFINE_GAIN_FLOOR = 0.3
+#: quantile levels of the intensity map the local-NCC refinement of one non-CT contrast applies after
+#: the gain normalisation (``engine.modality.midway_intensities``): both images are put half-way between
+#: their intensity curves, measured where both show tissue once the MIND optimisation aligned them, so a
+#: gamma between two scans no longer reads as a mismatch in windows over three tissues. Measured in
+#: ``docs/benchmarks/wave12-2026-12-01.md``.
+REFINE_INTENSITY_KNOTS = 32
+#: that map is left out when one image's voxels are more than this many times the other's (as seen on
+#: the working grid, ``spatial.resolution.voxel_volume_ratio``): a blurrier image has a narrower intensity
+#: distribution, and matching quantiles would stretch its contrast instead of undoing a curve. Measured
+#: (twelfth session, brain seeds 0-2, the moving image resampled to 2 x 2 x 6 mm slices, ratio 3; one
+#: run, fast / balanced without -> with the map): 0.544 / 0.534 -> 0.584 / 0.596, 0.524 / 0.585 ->
+#: 0.535 / 0.559, 0.590 / 0.572 -> 0.598 / 0.596; at 2 x 2 x 4 mm (ratio 2.03) 0.372 / 0.365 -> 0.375 /
+#: 0.371, 0.335 / 0.328 -> 0.336 / 0.338, 0.392 / 0.381 -> 0.396 / 0.388; both images at 6 mm or only
+#: the fixed one: within +-0.008. The oblique case (1.5 x 1.5 x 3 mm fixed, 2 mm moving: ratio 1.5 on
+#: the 2 mm working grid) keeps the map, which helps it. Since the resolution matching below, the map
+#: on the 6 mm pairs measured within -0.011 / +0.010 mm of leaving it out: the rule stays.
+REFINE_INTENSITY_MAX_VOXEL_RATIO = 2.0
+#: two images of different resolution (thick slices against thin ones): the sharper one is blurred on
+#: the working grid to the other's resolution before the network and the optimisation
+#: (``spatial.resolution.matching_blur``: Gaussian point-spread functions of FWHM = spacing), where
+#: that blur is at least this many working voxels along an axis. Measured (twelfth session, brain
+#: seeds 0-1, slices made by the benchmark images smoothed along z by a Gaussian of the slice
+#: thickness' FWHM and resampled to it; fast / balanced, TRE mm, without -> with the blur): moving at
+#: 2 x 2 x 6 mm 0.544 / 0.534 -> 0.419 / 0.414 and 0.524 / 0.585 -> 0.395 / 0.368 (seed 2 0.590 / 0.572
+#: -> 0.429 / 0.430); fixed at 6 mm 0.634 -> 0.426 and 0.534 -> 0.385 balanced; 4 mm (blur 0.73
+#: voxel) moving 0.365 -> 0.319, 0.328 -> 0.278, fixed 0.359 -> 0.305, 0.322 -> 0.277; slices taken
+#: without any smoothing, 6 mm: moving 0.472 -> 0.427, 0.478 -> 0.395, fixed 0.466 -> 0.399, 0.432 ->
+#: 0.348. Small blurs did not pay: 3 mm slices without smoothing (blur 0.47 voxel) fast 0.254 / 0.229
+#: -> 0.266 / 0.236, balanced 0.239 / 0.218 -> 0.234 / 0.213; the oblique case (1.5 x 1.5 x 3 mm
+#: against 2 mm, 0.47 voxel) balanced 0.291 -> 0.305, fast 0.329 -> 0.332: below this threshold
+#: nothing is blurred. Both images equally thick: nothing to match. The threshold applies to the
+#: blur's widest standard deviation (an oblique blur's along its own direction, thirteenth session).
+RESOLUTION_MATCH_MIN_SIGMA_VOXELS = 0.5
+#: similarity of the refinement for two contrasts (one contrast: the preset's ``refine_similarity``):
+#: brain-t1t2 case 0.40 mm with NGF (30 steps), 0.46 mm with 3-voxel local NCC (20 steps)
+REFINE_TWO_CONTRASTS = "ngf"
+#: refinement steps relative to the quality's (brain-t1t2, NGF: 10 steps 0.44 mm, 30 steps 0.40)
+REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
+#: the local NCC refinement of one contrast goes on with less smoothing (``refine.refine_locally``,
+#: ``QualitySettings.local_steps`` steps per factor) when its own loss fell by more than this: the MIND
+#: levels left motion finer than their smoothing. Measured (thirteenth session, balanced, refinement
+#: gain): brain benchmark cases seeds 0-9 0.006-0.013, smooth 6 mm motion (control values 60 mm
+#: apart) 0.006-0.009, oblique 0.006, brain with 3 % / 6 % noise 0.007, with a further gamma and bias
+#: field (``scripts/intensity_stress.py`` changes up to gamma 0.5 / 3 with bias 1.0 / 1.5, where the
+#: engine keeps local NCC) 0.007-0.023; control values 20 mm apart (brain-local) 0.036-0.055, 15 mm
+#: 0.040-0.043, 8 mm motion 0.037-0.041.
+#: Between, control values 20-30 mm apart with 2-4 mm motion, 0.016-0.019: the continuation helped
+#: seven of eight of those (0.38-0.46 -> 0.33-0.40 mm; one 0.432 -> 0.466) and hurt 8 mm motion of
+#: gain 0.022 (0.395 -> 0.458): the gate stays clear of them and of the intensity changes
+#: (``docs/benchmarks/wave13-2026-12-01.md``).
+LOCAL_REFINE_MIN_GAIN = 0.03
+#: ... or when this share of the refinement's update (mean length, where the fixed image shows tissue)
+#: is finer than ``LOCAL_REFINE_FINE_SIGMA_MM`` (``refine.fine_share``). Measured (fourteenth session,
+#: balanced, one run; share: TRE without -> with the continuation forced on): brain benchmark seeds 0-9
+#: 0.53-0.58 (all 0.04-0.12 mm worse forced on), oblique 0.55, brain under gamma 2 / 3 and a bias field
+#: 0.56, control values 60 mm apart 0.57 (+0.09); 3-4 mm motion 30 mm apart 0.58-0.60 (-0.03, +0.00,
+#: +0.03), 1 mm motion 20 / 25 mm apart 0.68 / 0.63 (+0.04, +0.06); motion of 0.5-2 mm 12-20 mm
+#: apart 0.65-0.77 and gaining: 1 mm / 15 mm seeds 1-4 0.652 / 0.716 / 0.735 / 0.724 (0.524 -> 0.369,
+#: 0.474 -> 0.395, 0.459 -> 0.334, 0.462 -> 0.372), 2 mm / 15 mm seeds 2 / 4 0.728 / 0.765 (0.937 ->
+#: 0.478, 0.887 -> 0.560), 2 mm / 20 mm 0.728 (0.434 -> 0.349), 0.5 mm / 12 mm 0.726 (0.382 -> 0.308),
+#: 2 mm local seeds 1 / 2 0.731 / 0.702 (0.382 -> 0.329, 0.411 -> 0.385). 0.70 was chosen on all of
+#: these (no case held out); the margin to the highest share that lost (0.678) is narrow
+LOCAL_REFINE_MIN_FINE_SHARE = 0.70
+#: the scale of that share: the MIND levels' update smoothing (5 working voxels of 2 mm)
+LOCAL_REFINE_FINE_SIGMA_MM = 10.0
+#: regularization factors of the continuation's stages (relative to the refinement's smoothing).
+#: balanced, brain-local seeds 0 / 1 (0.797 / 0.830 mm without): one stage 0.7 0.547 / 0.622, 0.5
+#: 0.500 / 0.553, 0.35 0.599 / 0.596, 0.25 0.656 / 0.670; 0.7 then 0.5 (12 steps each) 0.482 / 0.532;
+#: 0.5 then 0.25 0.687 / 0.659
+LOCAL_REFINE_FACTORS = (0.7, 0.5)
+#: after the MIND optimisation, two non-CT images whose local covariance is negative in more than
+#: this share (of its absolute sum, where both show tissue) have tissues in another brightness order
+#: and are refined as two contrasts (engine/modality.py ``inverted_edge_share``). Measured (fast,
+#: ninth session): one contrast <= 0.003 (brain cases with MRI intensity changes, 8 mm motion,
+#: thick slices, 20 % noise); tissue contrasts drawn per label (synthseg cases) 0.012-0.09
+TWO_CONTRAST_EDGE_SHARE = 0.006
+#: blur (working voxels) and window of that check: the blur keeps noise from inverting covariances
+EDGE_CHECK_SIGMA_VOXELS = 2.0
+EDGE_CHECK_WINDOW = 5
