@@ -2,11 +2,11 @@ r"""CPU threads that give way to other programs: fewer while other work keeps th
 
 Torch splits each operation across its threads and waits for the slowest. When another program keeps
 a CPU busy, one of those threads waits for its turn on every operation, and the registration slows to
-a crawl instead of sharing the machine. So between stages ``register()`` counts the runnable threads of
-other processes (Linux: ``/proc/loadavg``'s fourth field less this process's own, the least of a few
-readings so that a passing spike does not count; then those of much lower priority, nice 6 or more above
-this process's, left out) and runs the next stage with ``min(threads at the start, CPUs - others)``
-threads, at least one; ``engine.register`` restores the caller's count at the end. The count is
+a crawl instead of sharing the machine. So between stages (at most every 0.15 s) ``register()`` counts
+the runnable threads of other processes (Linux: ``/proc/loadavg``'s fourth field less this process's own,
+the least of a few readings so that a passing spike does not count; then those of much lower priority,
+nice 6 or more above this process's, left out) and runs the next stage with ``min(threads at the start,
+CPUs - others)`` threads, at least one; ``engine.register`` restores the caller's count at the end. The count is
 machine-wide, so the rule applies only where this process may run on every CPU of the machine (a
 container limited to some CPUs of a larger host sees the host's load: the threads are left as they are),
 only on the CPU, and never when the environment variable ``ADREGNET_FIXED_THREADS`` is set (to anything
@@ -34,6 +34,8 @@ _READING_GAP_S = 0.0005
 #: other processes' threads count as competing up to this many nice levels above this process's (CFS
 #: weights: nice +5 gets a third of the CPU time of nice 0, nice +19 one seventieth)
 _NICE_MARGIN = 5
+#: the load is read again between stages once this many seconds have passed since the last reading
+_RECHECK_S = 0.15
 
 
 def _runnable(stat_text: str) -> tuple[bool, int]:
@@ -127,14 +129,17 @@ class ThreadBudget:
                        "fixed: not on the CPU" if device.type != "cpu" else
                        "fixed: this process may not run on every CPU of the machine, whose load it would read")
         self.fewer: dict[str, int] = {}
+        self._checked = float("-inf")
         self.adjust()
 
     def adjust(self) -> None:
-        """Set the thread count for the next stage from the load now (nothing when not enabled)."""
-        if self.enabled:
+        """Set the thread count for the next stage from the load now (nothing when not enabled, or when the
+        last look is less than ``_RECHECK_S`` old: a reading costs 1-5 ms, short stages follow each other)."""
+        if self.enabled and time.perf_counter() - self._checked >= _RECHECK_S:
             threads = threads_for_load(self.start, self.cpus, other_runnable_threads())
             if threads != torch.get_num_threads():
                 torch.set_num_threads(threads)
+            self._checked = time.perf_counter()
 
     def finished(self, stage: str) -> None:
         """Note the threads ``stage`` ran with (when fewer than at the start), then adjust for the next."""
