@@ -92,7 +92,9 @@ def other_runnable_threads() -> Optional[int]:
         try:
             own = _own_runnable()
             machine = int(_read("/proc/loadavg").split()[3].split("/")[0])
-            counts.append(machine - max(own, _own_runnable(), 1))
+            if machine > max(own, 1):  # read own again: a worker may have gone to sleep in between
+                own = max(own, _own_runnable())
+            counts.append(machine - max(own, 1))
         except (OSError, ValueError, IndexError):
             return None
         if i + 1 < _READINGS:
