@@ -26,7 +26,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "LUNG_COARSE_KEEP_MM", "COA
            "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
            "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES", "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
-           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "REFINE_INTENSITY_KNOTS",
+           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "QUIET_AXIS_SHARE", "QUIET_AXIS_LOSS_MARGIN", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS", "LOCAL_REFINE_MIN_FINE_SHARE",
            "LOCAL_REFINE_FINE_SIGMA_MM",
@@ -101,6 +101,14 @@ SAME_CONTRAST_MIN_CORRELATION = 0.3
 SAME_CONTRAST_SPACING_MM = 4.0
 #: normalised intensity above which a voxel shows tissue (not background)
 TISSUE_THRESHOLD = 0.05
+#: an axis along which the working images' neighbours differ by less than this share (mean squared
+#: difference, relative to the largest axis') is quiet: the network's motion along it is kept only when the
+#: similarity needs it (``stages.quiet_axes``, ``stages.network_stage``). Measured (twentieth session, on
+#: the working grids): a 2-D image repeated over slices 0, with independent noise per slice 0.0065; the
+#: demo CT's 5 mm slices 0.25, a brain on 1.2 x 1.2 x 5 mm slices 0.57-0.74, the benchmark brain 0.87
+QUIET_AXIS_SHARE = 0.05
+#: ... needs it: leaving it out raises the local NCC loss by more than this share
+QUIET_AXIS_LOSS_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
