@@ -209,8 +209,8 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 try:
                     outputs = self.logic.process(p, progress=self._onProgress,
                                                  shouldStop=self._shouldStop, logListener=self.ui.logTextEdit.appendPlainText)
-                except RegistrationCancelled:
-                    self.ui.stageLabel.setText(_("Cancelled; the scene was not changed."))
+                except RegistrationCancelled as stopped:  # the user, or an input removed / the scene closed
+                    self.ui.stageLabel.setText(_("Stopped ({reason}); the scene was not changed.").format(reason=stopped))
         finally:
             self._setState(ProcessingState.IDLE)
             self._onParameterNodeModified()
