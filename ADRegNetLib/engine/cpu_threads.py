@@ -60,32 +60,41 @@ def _own_runnable() -> int:
     return count
 
 
-def _competing_tasks() -> list[int]:
-    """Process ids of the runnable threads of other processes whose priority takes a CPU from this one (nice
-    at most ``_NICE_MARGIN`` above this process's: a ``nice 19`` background job gets a few percent of a CPU
-    beside a ``nice 0`` one, so torch's threads hardly wait for it), one entry per thread."""
+def _low_priority_pids() -> list[int]:
+    """Other processes niced more than ``_NICE_MARGIN`` above this one (``/proc/[pid]/stat``): a ``nice 19``
+    background job gets a few percent of a CPU beside a ``nice 0`` one, so torch's threads hardly wait for it."""
     own_pid, limit, pids = os.getpid(), os.nice(0) + _NICE_MARGIN, []
-    for stat in glob.glob("/proc/[0-9]*/task/[0-9]*/stat"):
-        pid = int(stat.split("/")[2])
-        if pid == own_pid:
-            continue
+    for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
-            running, nice = _runnable(_read(stat))
+            pid, (_, nice) = int(stat.split("/")[2]), _runnable(_read(stat))
         except (OSError, ValueError, IndexError):  # ended meanwhile
             continue
-        if running and nice <= limit:
+        if pid != own_pid and nice > limit:
             pids.append(pid)
     return pids
 
 
-def other_runnable_threads() -> Optional[int]:
+def _runnable_threads_of(pids: list[int]) -> int:
+    """Runnable threads (state R) of these processes, now."""
+    count = 0
+    for pid in pids:
+        for stat in glob.glob(f"/proc/{pid}/task/[0-9]*/stat"):
+            try:
+                count += _runnable(_read(stat))[0]
+            except (OSError, ValueError, IndexError):
+                continue
+    return count
+
+
+def other_runnable_threads(cache: Optional[dict] = None) -> Optional[int]:
     """Runnable threads of other processes that compete with this one for the CPUs, now; None where it
     cannot be read.
 
     ``/proc/loadavg``'s fourth field is "runnable/total", this process's threads included (torch's
     workers stay runnable for a while after each operation): counted between two readings of this
     process's own (the larger taken), the least over a few readings. Only when that leaves any are the
-    other processes' threads read one by one, to leave out those of much lower priority.
+    runnable threads of processes of much lower priority (:func:`_low_priority_pids`, looked up once per
+    ``cache``) taken off.
     """
     counts = []
     for i in range(_READINGS):
@@ -100,7 +109,12 @@ def other_runnable_threads() -> Optional[int]:
         if i + 1 < _READINGS:
             time.sleep(_READING_GAP_S)
     others = max(0, min(counts))
-    return min(others, len(_competing_tasks())) if others else 0
+    if not others:
+        return 0
+    cache = {} if cache is None else cache
+    if "low_priority" not in cache:
+        cache["low_priority"] = _low_priority_pids()
+    return max(0, others - _runnable_threads_of(cache["low_priority"]))
 
 
 def threads_for_load(start: int, cpus: int, others: Optional[int]) -> int:
@@ -132,13 +146,14 @@ class ThreadBudget:
                        "fixed: this process may not run on every CPU of the machine, whose load it would read")
         self.fewer: dict[str, int] = {}
         self._checked = float("-inf")
+        self._processes: dict = {}  # the lower-priority processes, looked up once per registration
         self.adjust()
 
     def adjust(self) -> None:
         """Set the thread count for the next stage from the load now (nothing when not enabled, or when the
         last look is less than ``_RECHECK_S`` old: a reading costs 1-5 ms, short stages follow each other)."""
         if self.enabled and time.perf_counter() - self._checked >= _RECHECK_S:
-            threads = threads_for_load(self.start, self.cpus, other_runnable_threads())
+            threads = threads_for_load(self.start, self.cpus, other_runnable_threads(self._processes))
             if threads != torch.get_num_threads():
                 torch.set_num_threads(threads)
             self._checked = time.perf_counter()
