@@ -240,7 +240,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
             # the first regular level from both starts: the coarse one stays only if it matches clearly better
             _, _, from_coarse = run_level(index, factor, iterations, flow)
             coarse_record = run.levels[-1]
-            _, _, from_start = run_level(index, factor, iterations, start_flow)
+            level, weight, from_start = run_level(index, factor, iterations, start_flow)
             start_record = run.levels[-1]
             mind_gain = 1.0 - coarse_record["loss_last"] / max(start_record["loss_last"], 1e-12)
             gain = mind_gain
@@ -255,16 +255,20 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
             coarse_info.update(loss_gain=round(mind_gain, 4), judge_gain=round(gain, 4), kept=kept)
             for record in coarse_records:
                 record["kept"] = kept
-            continue
-        level, weight, flow = run_level(index, factor, iterations, flow)
+            finished = coarse_record if kept else start_record
+        else:
+            level, weight, flow = run_level(index, factor, iterations, flow)
+            finished = run.levels[-1]
 
         def motion_p95() -> float:
             region = weight if weight is not None else (
                 F.interpolate(fixed, size=level.shape, mode="trilinear", align_corners=True) > TISSUE_THRESHOLD)
             return _motion_p95_mm(flow, level, region)
 
+        # the judged level too: from a kept coarse start on 20 mm breathing it had stopped 8 steps short of
+        # the same level run always (lung 20 mm family, seed 1: 1.498 against 1.329 mm)
         if (index >= n_coarse and factor > 1 and settings.large_motion_more_steps > 0
-                and run.levels[-1]["iterations"] >= iterations and motion_p95() >= settings.coarse_keep_mm):
+                and finished["iterations"] >= iterations and motion_p95() >= settings.coarse_keep_mm):
             level, weight, flow = run_level(index, factor, settings.large_motion_more_steps, flow)
             run.levels[-1]["continued"] = True
         if index == n_coarse - 1:
