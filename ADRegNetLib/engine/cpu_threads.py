@@ -136,13 +136,15 @@ class ThreadBudget:
     def __init__(self, device: torch.device) -> None:
         self.start = torch.get_num_threads()
         self.cpus = os.cpu_count() or 1
-        whole_machine = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == self.cpus
+        readable = os.path.isfile("/proc/loadavg") and hasattr(os, "sched_getaffinity")  # Linux
+        whole_machine = readable and len(os.sched_getaffinity(0)) == self.cpus
         fixed = os.environ.get("ADREGNET_FIXED_THREADS", "").strip() not in ("", "0")
         self.enabled = device.type == "cpu" and self.start > 1 and whole_machine and not fixed
         self.reason = ("fewer while other programs keep the CPUs busy" if self.enabled else
                        "fixed: ADREGNET_FIXED_THREADS is set" if fixed else
                        "fixed: one thread" if self.start <= 1 else
                        "fixed: not on the CPU" if device.type != "cpu" else
+                       "fixed: the machine's load is read on Linux only" if not readable else
                        "fixed: this process may not run on every CPU of the machine, whose load it would read")
         self.fewer: dict[str, int] = {}
         self._checked = float("-inf")
