@@ -8,16 +8,11 @@ __all__ = ["PRESETS", "QUALITIES", "RegistrationCancelled", "RegistrationError",
 
 
 def register(*args, **kwargs):  # noqa: D103 - documented in engine.pipeline.register
-    import torch
-
+    from .cpu_threads import registration_threads
     from .pipeline import register as _register
 
-    threads = torch.get_num_threads()  # the registration may run stages with fewer (engine.cpu_threads)
-    try:
+    with registration_threads():  # stages may run with fewer threads; the caller's count comes back
         return _register(*args, **kwargs)
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 register.__doc__ = ("Register moving onto fixed; see :func:`ADRegNetLib.engine.pipeline.register`. The torch "

@@ -5,7 +5,7 @@ a CPU busy, one of those threads waits for its turn on every operation, and the 
 a crawl instead of sharing the machine. So between stages (at most every 0.15 s) ``register()`` counts
 the runnable threads of other processes (Linux: ``/proc/loadavg``'s fourth field less this process's own,
 the least of a few readings so that a passing spike does not count; then those of much lower priority,
-nice 6 or more above this process's, left out) and runs the next stage with ``min(threads at the start,
+nice 6 or more above this process's and, with the scheduler's autogroups, in its own, left out) and runs the next stage with ``min(threads at the start,
 CPUs - others)`` threads, at least one; ``engine.register`` restores the caller's count at the end. The count is
 machine-wide, so the rule applies only where this process may run on every CPU of the machine (a
 container limited to some CPUs of a larger host sees the host's load: the threads are left as they are),
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 from typing import Optional
 
 import torch
 
-__all__ = ["ThreadBudget", "other_runnable_threads", "threads_for_load"]
+__all__ = ["ThreadBudget", "registration_threads", "other_runnable_threads", "threads_for_load"]
 
 #: readings of the runnable count per decision, this many seconds apart (the least counts)
 _READINGS = 3
@@ -64,14 +65,27 @@ def _low_priority_pids() -> list[int]:
     """Other processes niced more than ``_NICE_MARGIN`` above this one (``/proc/[pid]/stat``): a ``nice 19``
     background job gets a few percent of a CPU beside a ``nice 0`` one, so torch's threads hardly wait for it."""
     own_pid, limit, pids = os.getpid(), os.nice(0) + _NICE_MARGIN, []
+    own_group = _autogroup("self")
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             pid, (_, nice) = int(stat.split("/")[2]), _runnable(_read(stat))
         except (OSError, ValueError, IndexError):  # ended meanwhile
             continue
-        if pid != own_pid and nice > limit:
+        # with autogroups nice ranks only within one session: a nice 19 job of another shares the CPUs evenly
+        if pid != own_pid and nice > limit and _autogroup(pid) == own_group:
             pids.append(pid)
     return pids
+
+
+def _autogroup(pid) -> Optional[str]:
+    """The scheduler autogroup of a process ("/autogroup-N"), or None where autogroups are off or unreadable
+    (then nice values compare across the machine)."""
+    try:
+        if _read("/proc/sys/kernel/sched_autogroup_enabled").strip() != "1":
+            return None
+        return _read(f"/proc/{pid}/autogroup").split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _runnable_threads_of(pids: list[int]) -> int:
@@ -124,6 +138,36 @@ def threads_for_load(start: int, cpus: int, others: Optional[int]) -> int:
     return max(1, min(start, cpus - others))
 
 
+class _Active:
+    """Registrations running in this process, and the thread count found when the first of them began: torch's
+    count is per process (OpenMP: the count last set is what a new thread starts with), so while two run in
+    threads of one process the rule stays off and each starts from the count before either changed it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.start = 1
+
+    def enter(self) -> int:
+        """Count one more registration; returns the thread count to restore when it ends."""
+        with self.lock:
+            if self.count == 0:
+                self.start = torch.get_num_threads()
+            self.count += 1
+            return self.start
+
+    def leave(self, threads: int) -> None:
+        """Count one registration less and put back ``threads`` (OpenMP keeps the count per thread: each
+        registration's own thread gets it back)."""
+        with self.lock:
+            self.count -= 1
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+
+_ACTIVE = _Active()
+
+
 class ThreadBudget:
     """The torch thread count of one registration, set again between its stages.
 
@@ -134,14 +178,16 @@ class ThreadBudget:
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.start = torch.get_num_threads()
+        self.start = _ACTIVE.start if _ACTIVE.count else torch.get_num_threads()  # pipeline called directly: its own
+        alone = _ACTIVE.count <= 1
         self.cpus = os.cpu_count() or 1
         readable = os.path.isfile("/proc/loadavg") and hasattr(os, "sched_getaffinity")  # Linux
         whole_machine = readable and len(os.sched_getaffinity(0)) == self.cpus
         fixed = os.environ.get("ADREGNET_FIXED_THREADS", "").strip() not in ("", "0")
-        self.enabled = device.type == "cpu" and self.start > 1 and whole_machine and not fixed
+        self.enabled = device.type == "cpu" and self.start > 1 and whole_machine and not fixed and alone
         self.reason = ("fewer while other programs keep the CPUs busy" if self.enabled else
                        "fixed: ADREGNET_FIXED_THREADS is set" if fixed else
+                       "fixed: another registration runs in this process" if not alone else
                        "fixed: one thread" if self.start <= 1 else
                        "fixed: not on the CPU" if device.type != "cpu" else
                        "fixed: the machine's load is read on Linux only" if not readable else
@@ -170,3 +216,14 @@ class ThreadBudget:
     def info(self) -> dict:
         """For ``metrics.json``: the threads at the start, the rule, the stages run with fewer (how many)."""
         return {"threads": self.start, "rule": self.reason, "stages_with_fewer": dict(self.fewer)}
+
+
+class registration_threads:  # noqa: N801 - a context manager used as ``with registration_threads():``
+    """Around one registration (``engine.register``): counts it as running, and when it ends puts back the
+    thread count found when the first running one began, however it ends."""
+
+    def __enter__(self) -> None:
+        self._threads = _ACTIVE.enter()
+
+    def __exit__(self, *exc) -> None:
+        _ACTIVE.leave(self._threads)

@@ -96,9 +96,10 @@ def mask_coverage_warning(mask: Image, mapped: np.ndarray, geometry: Geometry, r
 
 
 def working_mask(fixed_mask: Optional[Image], moving_mask: Optional[Image], work: Geometry,
-                 affine: AffineMap) -> Optional[np.ndarray]:
+                 affine: AffineMap, fixed_given: bool = True) -> Optional[np.ndarray]:
     """The region of interest on the working grid: the fixed mask (on the fixed grid), the moving mask seen
     through the pre-alignment ``affine`` (fixed -> moving), or where both are; None without masks.
+    ``fixed_given``: the fixed mask is the user's (not only where the fixed image is not padding), for the message.
 
     Raises:
         RegistrationError: the masks do not overlap, or leave fewer than ``MIN_MASK_WORKING_VOXELS`` voxels.
@@ -110,7 +111,8 @@ def working_mask(fixed_mask: Optional[Image], moving_mask: Optional[Image], work
         if not region.any():
             raise RegistrationError("the fixed and moving masks do not overlap after pre-alignment; check the masks")
     if region is not None and np.count_nonzero(region) < MIN_MASK_WORKING_VOXELS:
-        masks = " and ".join(m for m, given in (("fixed mask", fixed_mask), ("moving mask", moving_mask)) if given is not None)
+        masks = " and ".join(m for m, given in (("fixed mask", fixed_given and fixed_mask is not None),
+                                                 ("moving mask", moving_mask is not None)) if given) or "image's padding"
         raise RegistrationError(
             f"the {masks} leave{'s' if ' and ' not in masks else ''} {np.count_nonzero(region)} voxels of the "
             f"{work.spacing.min():.3g} mm working grid to compare (at least {MIN_MASK_WORKING_VOXELS} are needed, as "

@@ -218,7 +218,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # thick slices against thin ones: the sharper image blurred to the other's resolution first
     fixed_w, moving_w, resolution_info = matched_resolution(fixed_w, moving_w, fixed.geometry, moving.geometry,
                                                             work, affine)
-    mask_w_np = working_mask(fixed_mask_image, moving_mask, work, affine)
+    mask_w_np = working_mask(fixed_mask_image, moving_mask, work, affine, fixed_given=fixed_mask is not None)
     field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
     del moving_w_img, moving_inside
     if field_of_view is not None:

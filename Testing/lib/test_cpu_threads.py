@@ -107,3 +107,31 @@ def test_register_runs_stages_with_fewer_threads_under_load_and_gives_the_count_
                                                     "stages_with_fewer": {}}
     finally:
         torch.set_num_threads(before)
+
+
+def test_two_registrations_in_threads_of_one_process_each_give_the_count_back(monkeypatch):
+    """OpenMP keeps the thread count per thread and a new thread starts with the count last set: a second
+    registration started while the first runs with fewer threads starts from the count before either changed
+    it, keeps it (the rule is off while another runs), and every thread gets it back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.delenv("ADREGNET_FIXED_THREADS", raising=False)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPUs")
+    fixed, moving = _tiny_pair()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(cpu_threads, "other_runnable_threads", lambda *cache: 50)
+    try:
+        def run(_):
+            result = register(fixed, moving, quality="fast", use_network=False, device="cpu", compute_inverse=False)
+            return result.metrics["cpu_threads"], torch.get_num_threads()
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(run, range(2)))
+            assert [count for _, count in outcomes] == [2, 2]
+            assert all(info["threads"] == 2 for info, _ in outcomes)
+            assert pool.submit(torch.get_num_threads).result() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
