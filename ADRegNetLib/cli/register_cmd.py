@@ -243,9 +243,8 @@ def cmd_register(args: argparse.Namespace) -> int:
               "mask_moving": args.mask_moving, "initial_transform": args.initial_transform,
               "rigid_mask": args.rigid_mask, "warp_labels": args.warp_labels, "weights": args.weights}
     stale = check_outputs(outdir, names, inputs.values(), args.overwrite)
-    if args.threads:  # a count given is kept whatever the load: runs repeat byte for byte (engine.cpu_threads)
+    if args.threads:
         torch.set_num_threads(args.threads)
-        os.environ["ADREGNET_FIXED_THREADS"] = "1"
     # Read every input before registering: a wrong file must not cost a whole run.
     fixed = read_image(args.fixed)
     moving = read_image(args.moving)
@@ -281,6 +280,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     if contrast != "auto":
         extra["multimodal"] = contrast == "different"
     bar = _ProgressBar(not args.quiet)
+    fixed_threads = os.environ.get("ADREGNET_FIXED_THREADS")
+    if args.threads:  # a count given is kept whatever the load: runs repeat byte for byte (engine.cpu_threads)
+        os.environ["ADREGNET_FIXED_THREADS"] = "1"
     try:
         result = register(fixed, moving, fixed_landmarks=fixed_pts, moving_landmarks=moving_pts,
                           fixed_mask=mask_fixed, moving_mask=mask_moving, initial_transform=initial,
@@ -290,6 +292,11 @@ def cmd_register(args: argparse.Namespace) -> int:
                           landmarks_guide=not args.landmarks_check_only, **extra)
     finally:
         bar.close()
+        if args.threads:  # as it was: main() may run again in this process (a notebook, a batch worker)
+            if fixed_threads is None:
+                os.environ.pop("ADREGNET_FIXED_THREADS", None)
+            else:
+                os.environ["ADREGNET_FIXED_THREADS"] = fixed_threads
     with staged_output(outdir, remove=stale) as tmp:
         written = write_outputs(result, tmp, fixed, inputs={k: (str(v) if v else None) for k, v in inputs.items()},
                                 labels=labels)

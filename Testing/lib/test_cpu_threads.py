@@ -135,3 +135,33 @@ def test_two_registrations_in_threads_of_one_process_each_give_the_count_back(mo
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_cli_keeps_a_given_thread_count_only_for_its_own_run(monkeypatch, tmp_path):
+    """``--threads N`` keeps the count whatever the load (``metrics.json`` says so) and leaves the environment
+    as it found it, so a later run in the same process (a notebook, a batch worker) follows the load again."""
+    import json
+
+    import SimpleITK as sitk
+
+    from ADRegNetLib.cli.main import main
+
+    monkeypatch.delenv("ADREGNET_FIXED_THREADS", raising=False)
+    fixed, moving = _tiny_pair()
+    paths = []
+    for image in (fixed, moving):
+        itk = sitk.GetImageFromArray(image.array)
+        itk.SetSpacing(tuple(image.geometry.spacing))
+        itk.SetOrigin(tuple(image.geometry.origin))
+        path = tmp_path / f"{image.name}.nii.gz"
+        sitk.WriteImage(itk, str(path))
+        paths.append(str(path))
+    before = torch.get_num_threads()
+    try:
+        assert main(["register", *paths, "-o", str(tmp_path / "out"), "--quality", "fast", "--no-network",
+                     "--no-inverse", "--threads", "1", "-q"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    rule = json.loads((tmp_path / "out" / "metrics.json").read_text())["cpu_threads"]["rule"]
+    assert rule in ("fixed: ADREGNET_FIXED_THREADS is set", "fixed: one thread")
+    assert "ADREGNET_FIXED_THREADS" not in os.environ
