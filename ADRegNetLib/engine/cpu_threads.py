@@ -5,9 +5,9 @@ a CPU busy, one of those threads waits for its turn on every operation, and the 
 a crawl instead of sharing the machine. So between stages (at most every 0.15 s) ``register()`` counts
 the runnable threads of other processes (Linux: ``/proc/loadavg``'s fourth field less this process's own,
 the least of a few readings so that a passing spike does not count; then those of much lower priority,
-nice 6 or more above this process's and, with the scheduler's autogroups, in its own, left out) and runs the next stage with ``min(threads at the start,
-CPUs - others)`` threads, at least one; ``engine.register`` restores the caller's count at the end. The count is
-machine-wide, so the rule applies only where this process may run on every CPU of the machine (a
+nice 6 or more above this process's and, with the scheduler's autogroups, in its own, left out) and runs
+the next stage with ``min(threads at the start, CPUs - others)`` threads, at least one; ``engine.register``
+restores the caller's count at the end. The count is machine-wide, so the rule applies only where this process may run on every CPU of the machine (a
 container limited to some CPUs of a larger host sees the host's load: the threads are left as they are),
 only on the CPU, and never when the environment variable ``ADREGNET_FIXED_THREADS`` is set (to anything
 but "" or "0").
@@ -23,6 +23,7 @@ import glob
 import os
 import threading
 import time
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -65,24 +66,25 @@ def _low_priority_pids() -> list[int]:
     """Other processes niced more than ``_NICE_MARGIN`` above this one (``/proc/[pid]/stat``): a ``nice 19``
     background job gets a few percent of a CPU beside a ``nice 0`` one, so torch's threads hardly wait for it."""
     own_pid, limit, pids = os.getpid(), os.nice(0) + _NICE_MARGIN, []
-    own_group = _autogroup("self")
+    try:
+        grouped = _read("/proc/sys/kernel/sched_autogroup_enabled").strip() == "1"
+    except OSError:
+        grouped = False
+    own_group = _autogroup("self") if grouped else None
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             pid, (_, nice) = int(stat.split("/")[2]), _runnable(_read(stat))
         except (OSError, ValueError, IndexError):  # ended meanwhile
             continue
         # with autogroups nice ranks only within one session: a nice 19 job of another shares the CPUs evenly
-        if pid != own_pid and nice > limit and _autogroup(pid) == own_group:
+        if pid != own_pid and nice > limit and (not grouped or _autogroup(pid) == own_group):
             pids.append(pid)
     return pids
 
 
 def _autogroup(pid) -> Optional[str]:
-    """The scheduler autogroup of a process ("/autogroup-N"), or None where autogroups are off or unreadable
-    (then nice values compare across the machine)."""
+    """The scheduler autogroup of a process ("/autogroup-N"), None where unreadable."""
     try:
-        if _read("/proc/sys/kernel/sched_autogroup_enabled").strip() != "1":
-            return None
         return _read(f"/proc/{pid}/autogroup").split()[0]
     except (OSError, IndexError):
         return None
@@ -218,12 +220,12 @@ class ThreadBudget:
         return {"threads": self.start, "rule": self.reason, "stages_with_fewer": dict(self.fewer)}
 
 
-class registration_threads:  # noqa: N801 - a context manager used as ``with registration_threads():``
+@contextmanager
+def registration_threads():
     """Around one registration (``engine.register``): counts it as running, and when it ends puts back the
     thread count found when the first running one began, however it ends."""
-
-    def __enter__(self) -> None:
-        self._threads = _ACTIVE.enter()
-
-    def __exit__(self, *exc) -> None:
-        _ACTIVE.leave(self._threads)
+    threads = _ACTIVE.enter()
+    try:
+        yield
+    finally:
+        _ACTIVE.leave(threads)
