@@ -5,8 +5,8 @@ a CPU busy, one of those threads waits for its turn on every operation, and the 
 a crawl instead of sharing the machine. So between stages (at most every 0.15 s) ``register()`` counts
 the runnable threads of other processes (Linux: ``/proc/loadavg``'s fourth field less this process's own,
 the least of a few readings so that a passing spike does not count; then those of much lower priority,
-nice 6 or more above this process's and, with the scheduler's autogroups, in its own, left out) and runs
-the next stage with ``min(threads at the start, CPUs - others)`` threads, at least one; ``engine.register``
+nice 6 or more above this process's and, with the scheduler's autogroups, in its own, or in an autogroup
+niced so, left out) and runs the next stage with ``min(threads at the start, CPUs - others)`` threads, at least one; ``engine.register``
 restores the caller's count at the end. The count is machine-wide, so the rule applies only where this process may run on every CPU of the machine (a
 container limited to some CPUs of a larger host sees the host's load: the threads are left as they are),
 only on the CPU, and never when the environment variable ``ADREGNET_FIXED_THREADS`` is set (to anything
@@ -63,8 +63,11 @@ def _own_runnable() -> int:
 
 
 def _low_priority_pids() -> list[int]:
-    """Other processes niced more than ``_NICE_MARGIN`` above this one (``/proc/[pid]/stat``): a ``nice 19``
-    background job gets a few percent of a CPU beside a ``nice 0`` one, so torch's threads hardly wait for it."""
+    """Other processes of much lower priority than this one: niced more than ``_NICE_MARGIN`` above it (a
+    ``nice 19`` background job gets a few percent of a CPU beside a ``nice 0`` one, so torch's threads hardly
+    wait for it). With the scheduler's autogroups nice ranks only within a session, and sessions share the CPUs
+    by their autogroup's nice (``/proc/[pid]/autogroup``): a process counts as lower priority when it is niced
+    so within this one's autogroup, or when its whole autogroup is."""
     own_pid, limit, pids = os.getpid(), os.nice(0) + _NICE_MARGIN, []
     try:
         grouped = _read("/proc/sys/kernel/sched_autogroup_enabled").strip() == "1"
@@ -76,17 +79,25 @@ def _low_priority_pids() -> list[int]:
             pid, (_, nice) = int(stat.split("/")[2]), _runnable(_read(stat))
         except (OSError, ValueError, IndexError):  # ended meanwhile
             continue
-        # with autogroups nice ranks only within one session: a nice 19 job of another shares the CPUs evenly
-        if pid != own_pid and nice > limit and (not grouped or _autogroup(pid) == own_group):
+        if pid == own_pid:
+            continue
+        if not grouped:
+            low = nice > limit
+        else:
+            group = _autogroup(pid)
+            low = (nice > limit if group is None or own_group is None or group[0] == own_group[0]
+                   else group[1] > own_group[1] + _NICE_MARGIN)
+        if low:
             pids.append(pid)
     return pids
 
 
-def _autogroup(pid) -> Optional[str]:
-    """The scheduler autogroup of a process ("/autogroup-N"), None where unreadable."""
+def _autogroup(pid) -> Optional[tuple[str, int]]:
+    """The scheduler autogroup of a process and its nice ("/autogroup-N nice K"), None where unreadable."""
     try:
-        return _read(f"/proc/{pid}/autogroup").split()[0]
-    except (OSError, IndexError):
+        fields = _read(f"/proc/{pid}/autogroup").split()
+        return fields[0], int(fields[2])
+    except (OSError, IndexError, ValueError):
         return None
 
 

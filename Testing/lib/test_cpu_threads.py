@@ -60,6 +60,35 @@ def test_a_busy_process_competes_and_a_nice_19_one_does_not(busy):
     assert cpu_threads.other_runnable_threads() >= 1
 
 
+@pytest.mark.skipif(not LINUX_PROC or not Path("/proc/self/autogroup").is_file()
+                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
+                    reason="needs the scheduler's autogroups")
+def test_with_autogroups_another_session_competes_unless_its_autogroup_is_niced():
+    """A nice 19 job started in another session (its own autogroup, at the group's nice 0) shares the CPUs
+    evenly with this one; once its autogroup is niced (``/proc/PID/autogroup``) it hardly competes."""
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-c", "import os\nos.nice(19)\nwhile True: pass"],
+                                          start_new_session=True))
+        time.sleep(0.3)
+        own = cpu_threads._autogroup("self")
+        groups = [cpu_threads._autogroup(p.pid) for p in procs]
+        assert own is not None and all(g is not None and g[0] != own[0] for g in groups)
+        try:
+            Path(f"/proc/{procs[1].pid}/autogroup").write_text("19")
+        except OSError:
+            pytest.skip("this system does not let the autogroup's nice be set")
+        if own[1] + 5 >= 19:
+            pytest.skip("this process's own autogroup is niced already")
+        low = cpu_threads._low_priority_pids()
+        assert procs[0].pid not in low and procs[1].pid in low
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def _tiny_pair():
     fixed = read_image(SAMPLE / "lung_fixed.nii.gz", name="fixed")
     crop = np.ascontiguousarray(fixed.array[16:40, 20:52, 10:40])
