@@ -33,7 +33,7 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, is_ct, normalized_for_preset,
+from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, normalized_for_preset,
                        rewindowed_for_network)
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
@@ -158,16 +158,17 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("validate")
 
     # ---- preset and normalisation
-    fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)  # Hounsfield units: calibrated, and air where known
+    # Hounsfield units: calibrated, and air where known (a CT stored in other units beside a CT is mapped to them)
+    fixed_hu, moving_hu, fixed_ct, moving_ct, hounsfield = hounsfield_pair(fixed, moving_data)
     reason = "chosen by the user"
     if preset == "auto":
-        preset, reason = detect_preset(fixed, moving_data)
+        preset, reason = detect_preset(fixed_hu, moving_hu)
     p = PRESET_SETTINGS[preset]
-    fixed_n = normalized_for_preset(fixed, p.modality, p.ct_window, mask=mask_arr)
-    moving_n = normalized_for_preset(moving_data, p.modality, p.ct_window)
+    fixed_n = normalized_for_preset(fixed_hu, p.modality, p.ct_window, mask=mask_arr)
+    moving_n = normalized_for_preset(moving_hu, p.modality, p.ct_window)
     contrasts_guessed = multimodal is None
     if contrasts_guessed:
-        multimodal, multimodal_reason = guess_multimodal(fixed, moving_data, fixed_n, moving_n,
+        multimodal, multimodal_reason = guess_multimodal(fixed_hu, moving_hu, fixed_n, moving_n,
                                                          start=initial_transform)
     else:
         multimodal_reason = "chosen by the user"
@@ -202,7 +203,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     moving_w_img, moving_inside = resample(moving_n, work, affine=affine, return_inside=True, mode="refined")
     moving_w_np = moving_w_img.array
     moving_has_data = float(moving_n.array.max()) > 0.01
-    del fixed_n, moving_n  # full-resolution copies: not needed past the working grid (memory on large inputs)
+    del fixed_n, moving_n, fixed_hu, moving_hu  # full-resolution copies: not needed past the working grid (memory on large inputs)
     # the usual advice is an initial alignment: when one was given, it is what put the images apart
     check_given = ("; check its direction: it must map fixed to moving points (ITK's convention, as ANTs, elastix and "
                    "3D Slicer write it; invert a moving -> fixed one) and belong to these two images")
@@ -347,6 +348,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "cpu_threads": stages.threads.info(),
         "multimodal": bool(multimodal),
         "multimodal_reason": multimodal_reason,
+        "hounsfield_calibration": hounsfield,
         "network_used": bool(network_info["used"]),
         "network": network_info,
         "instance_optimization": io_info,

@@ -15,8 +15,8 @@ import pytest
 
 from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, inverted_edge_share,
-                                         is_ct)
+from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, hounsfield_calibration,
+                                         hounsfield_pair, inverted_edge_share, is_ct)
 from ADRegNetLib.engine.modality import normalized_for_preset as _normalized
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi
@@ -112,6 +112,44 @@ def test_ct_against_non_ct_is_two_contrasts():
     far = Image(np.roll(ct.array, 10, axis=2).copy(), ct.geometry, "shifted ct")
     same, why = guess_multimodal(ct, far, _normalized(ct, "ct", (-1000.0, 200.0)), _normalized(far, "ct", (-1000.0, 200.0)))
     assert not same and "both images are CT" in why
+
+
+@needs_brain
+def test_ct_stored_in_other_units_is_mapped_back_to_hounsfield_units_and_mri_is_not(t1_t2):
+    if not SAMPLE.is_file():
+        pytest.skip("demo data missing")
+    ct = read_image(SAMPLE)
+    moving = read_image(SAMPLE.with_name("lung_moving.nii.gz"))  # the same chest, breathing
+    raw = Image((moving.array + 1024).clip(0).astype(np.uint16), moving.geometry, "raw")  # no rescale intercept
+    assert not is_ct(raw)
+    scale, offset = hounsfield_calibration(raw, ct)
+    assert scale == 1.0 and abs(offset + 1024) < 15  # the two scans' histograms differ a little
+    scaled = Image(moving.array * 0.001, moving.geometry, "scaled")
+    scale, offset = hounsfield_calibration(scaled, ct)
+    assert scale == 1000.0 and abs(offset) < 15
+    # MRI is no CT in other units: its percentiles do not lie on a line with the CT's
+    t1 = t1_t2[0]
+    assert hounsfield_calibration(t1, ct) is None and hounsfield_calibration(Image(t1.array * 3 - 800, t1.geometry, "t1"), ct) is None
+    fixed_hu, moving_hu, fixed_ct, moving_ct, info = hounsfield_pair(ct, raw)
+    assert fixed_hu is ct and fixed_ct and moving_ct and info["image"] == "moving" and info["scale"] == 1.0
+    np.testing.assert_allclose(moving_hu.array, raw.array.astype(np.float32) + info["offset"], atol=1e-3)
+    assert hounsfield_pair(t1, ct)[2:] == (False, True, None)
+
+
+def test_a_ct_against_itself_stored_with_an_offset_is_not_moved():
+    """Before, the copy stored as HU + 2000 was taken as another contrast: 0.19 mm of invented motion (demo CT)."""
+    if not SAMPLE.is_file():
+        pytest.skip("demo data missing")
+    ct = read_image(SAMPLE)
+    crop = np.ascontiguousarray(ct.array[8:40, 16:56, 8:48])
+    geometry = Geometry(crop.shape[::-1], ct.geometry.spacing, ct.geometry.index_to_physical(np.array([[8.0, 16.0, 8.0]]))[0],
+                        ct.geometry.direction)
+    fixed = Image(crop, geometry, "fixed")
+    stored = Image((crop + 2000).clip(0).astype(np.uint32), geometry, "moving")
+    result = register(fixed, stored, quality="fast", use_network=False, compute_inverse=False)
+    assert result.metrics["hounsfield_calibration"]["image"] == "moving" and not result.metrics["multimodal"]
+    assert float(np.abs(result.disp_mm).max()) < 0.05
+    assert abs(float(result.warped.array.mean()) - float(stored.array.mean())) < 5  # the output keeps the user's units
 
 
 @needs_brain
