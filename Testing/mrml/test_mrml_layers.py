@@ -18,10 +18,14 @@ APPLICATION_ONLY = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parame
 def _imports(path: Path, top_level_only: bool = False) -> set[str]:
     """Every module ``path`` imports (relative imports made absolute in its package), each name taken from
     ``slicer`` (``from slicer import util`` -> ``slicer.util``), and every ``slicer.<name>`` used after
-    ``import slicer`` (``slicer.app``, ``slicer.util.arrayFromVolume(...)`` -> ``slicer.util``)."""
+    ``import slicer`` (``slicer.app``, ``slicer.util.arrayFromVolume(...)`` -> ``slicer.util``), under any name
+    it was imported as."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     names = set()
+    # the names ``slicer`` is reached by (``import slicer as sl``: ``sl.util`` is ``slicer.util``)
+    slicer_names = {"slicer"} | {alias.asname for node in ast.walk(tree) if isinstance(node, ast.Import)
+                                 for alias in node.names if alias.name == "slicer" and alias.asname}
     for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -32,7 +36,7 @@ def _imports(path: Path, top_level_only: bool = False) -> set[str]:
                 names.add(node.module or path.parent.parent.name)
                 if node.module == "slicer":  # its names are modules or application objects alike
                     names.update(f"slicer.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in slicer_names:
             names.add(f"slicer.{node.attr}")
     return names
 
@@ -72,12 +76,14 @@ def test_the_app_layer_loads_before_the_engine_and_never_imports_the_panel(path)
     ("import slicer.util", ["slicer.util"]),
     ("from slicer.i18n import tr", ["slicer.i18n"]),
     ("import qt as q", ["qt"]),
+    ("import slicer as sl\nsl.util.getNode('x')", ["slicer.util"]),
     ("import slicer\nfrom slicer import vtkMRMLScene\nslicer.vtkMRMLTransformNode.IsGeneralTransformLinear", []),
 ], ids=["from-slicer-import", "slicer.util-call", "slicer.modules", "slicer.app", "import-slicer.util", "slicer.i18n",
-        "qt-alias", "scene-classes-allowed"])
+        "qt-alias", "slicer-alias", "scene-classes-allowed"])
 def test_the_rule_sees_every_way_of_reaching_the_application(tmp_path, source, caught):
     """Before: ``from slicer import app, util`` was recorded as ``slicer`` alone, and ``slicer.util.X(...)`` and
-    ``slicer.modules`` after ``import slicer`` not at all, so the scene-bridge test passed them."""
+    ``slicer.modules`` after ``import slicer`` not at all, so the scene-bridge test passed them; nor ``sl.util``
+    after ``import slicer as sl``."""
     path = tmp_path / "ADRegNetMRML" / "scratch.py"
     path.parent.mkdir()
     path.write_text(source, encoding="utf-8")
