@@ -38,6 +38,9 @@ _READING_GAP_S = 0.0005
 _NICE_MARGIN = 5
 #: the load is read again between stages once this many seconds have passed since the last reading
 _RECHECK_S = 0.15
+#: the list of lower-priority processes is read again when it is this many seconds old (a background job
+#: started during a long registration is then seen as one; a scan of ``/proc`` costs about 2-3 ms)
+_LOW_PRIORITY_RESCAN_S = 5.0
 
 
 def _runnable(stat_text: str) -> tuple[bool, int]:
@@ -121,7 +124,7 @@ def other_runnable_threads(cache: Optional[dict] = None) -> Optional[int]:
     workers stay runnable for a while after each operation): counted between two readings of this
     process's own (the larger taken), the least over a few readings. Only when that leaves any are the
     runnable threads of processes of much lower priority (:func:`_low_priority_pids`, looked up once per
-    ``cache``) taken off.
+    ``cache`` and again when that list is ``_LOW_PRIORITY_RESCAN_S`` old) taken off.
     """
     counts = []
     for i in range(_READINGS):
@@ -139,8 +142,9 @@ def other_runnable_threads(cache: Optional[dict] = None) -> Optional[int]:
     if not others:
         return 0
     cache = {} if cache is None else cache
-    if "low_priority" not in cache:
-        cache["low_priority"] = _low_priority_pids()
+    now = time.monotonic()
+    if "low_priority" not in cache or now - cache.get("read_at", now) > _LOW_PRIORITY_RESCAN_S:
+        cache["low_priority"], cache["read_at"] = _low_priority_pids(), now
     return max(0, others - _runnable_threads_of(cache["low_priority"]))
 
 
@@ -207,7 +211,7 @@ class ThreadBudget:
                        "fixed: this process may not run on every CPU of the machine, whose load it would read")
         self.fewer: dict[str, int] = {}
         self._checked = float("-inf")
-        self._processes: dict = {}  # the lower-priority processes, looked up once per registration
+        self._processes: dict = {}  # the lower-priority processes, looked up again every few seconds
         self.adjust()
 
     def adjust(self) -> None:

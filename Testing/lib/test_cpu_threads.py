@@ -60,6 +60,23 @@ def test_a_busy_process_competes_and_a_nice_19_one_does_not(busy):
     assert cpu_threads.other_runnable_threads() >= 1
 
 
+@pytest.mark.skipif(not LINUX_PROC, reason="reads Linux /proc")
+def test_a_background_job_started_during_a_registration_is_seen_once_the_list_is_old(busy):
+    if os.nice(0) >= 14:
+        pytest.skip("this process is niced already")
+    background = busy(19)
+    fresh = {"low_priority": [], "read_at": time.monotonic()}
+    cpu_threads.other_runnable_threads(fresh)
+    assert fresh["low_priority"] == []  # a list read just now is kept
+    old = {"low_priority": [], "read_at": time.monotonic() - 2 * cpu_threads._LOW_PRIORITY_RESCAN_S}
+    for _ in range(20):  # read again only when another process is runnable at that moment
+        cpu_threads.other_runnable_threads(old)
+        if old["low_priority"]:
+            break
+        time.sleep(0.05)
+    assert background in old["low_priority"]
+
+
 @pytest.mark.skipif(not LINUX_PROC or not Path("/proc/self/autogroup").is_file()
                     or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
                     reason="needs the scheduler's autogroups")
