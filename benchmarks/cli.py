@@ -23,15 +23,17 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ADRegNetLib.numbers import argument_type
+
 from . import report
 from .cases import CASE_NAMES, DEFAULT_CASES, build_cases, default_data_dir
 from .methods import ADREGNET_METHODS, BASELINES, DEFAULT_METHODS, available_methods
 
-__all__ = ["add_benchmark_arguments", "benchmark_main", "main"]
+__all__ = ["add_benchmark_arguments", "benchmark_main", "build_child_parser", "main"]
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the benchmark's options to ``parser`` (returns it)."""
+    """Add the benchmark's options to ``parser`` (returns it); numbers are read strictly (``--threads 1_0`` was 10)."""
     from .peers import PEERS  # noqa: PLC0415
 
     parser.add_argument("-o", "--output", required=True, type=Path,
@@ -47,17 +49,19 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="one small case (the T1 at 4 mm) and light peer settings: a smoke test")
     parser.add_argument("--dirlab", type=Path, default=None, metavar="DIR",
                         help="also run the ten DIR-Lab 4DCT cases found in DIR (CaseNPack folders), T00 -> T50")
-    parser.add_argument("--dirlab-hu-offset", type=float, default=0.0,
+    parser.add_argument("--dirlab-hu-offset", type=argument_type(example="-1024"), default=0.0,
                         help="add this to DIR-Lab voxels (-1024 for copies stored as HU + 1024)")
-    parser.add_argument("--threads", type=int, default=2, help="threads per method (default: %(default)s)")
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2,
+                        help="threads per method (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the shared real data folder (default: <repo>/../shared/data)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the case generator (default: %(default)s)")
+    parser.add_argument("--seed", type=argument_type(whole=True, example="0"), default=0,
+                        help="seed of the case generator (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cases even when cached on disk")
     parser.add_argument("--reuse", action="store_true",
                         help="measure finished runs found in OUTPUT/runs (same case files) instead of running "
                              "those methods again")
-    parser.add_argument("--timeout", type=float, default=3600.0,
+    parser.add_argument("--timeout", type=argument_type(example="3600", positive=True), default=3600.0,
                         help="seconds allowed per method and case (default: %(default)s)")
     parser.add_argument("--check-peers", action="store_true",
                         help="only check each peer's direction convention on a pure translation and print "
@@ -176,16 +180,21 @@ def benchmark_main(args: argparse.Namespace, log: Callable[[str], None] = print)
     return 1 if any(r.get("status") != "ok" for r in rows) else 0
 
 
-def _child_main(argv: Sequence[str]) -> int:
-    from .runner import run_one  # noqa: PLC0415
-
+def build_child_parser() -> argparse.ArgumentParser:
+    """The options of one child run (``python -m benchmarks --run-one ...``, started by :mod:`.runner`)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks --run-one")
     p.add_argument("--run-one", action="store_true", required=True)
     p.add_argument("--case", type=Path, required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
+    p.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
+    return p
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    from .runner import run_one  # noqa: PLC0415
+
+    a = build_child_parser().parse_args(argv)
     return run_one(a.case, a.method, a.work, a.threads)
 
 

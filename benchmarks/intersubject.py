@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from ADRegNetLib.io import read_displacement_field, read_image, write_image
 from ADRegNetLib.metrics import jacobian_stats
+from ADRegNetLib.numbers import argument_type, parse_whole_number
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.jacobian import jacobian_determinant
@@ -58,7 +59,7 @@ from .runner import jsonable, run_child
 from .sampling import grid_points, interpolate_field, sample_at
 from .sources import bbox_geometry, default_data_dir, load_synthseg, prefilter
 
-__all__ = ["T1_VALUES", "DEFAULT_PAIRS", "render_image", "build_pair", "pair_dice", "run_pairs", "main"]
+__all__ = ["T1_VALUES", "DEFAULT_PAIRS", "render_image", "build_pair", "pair_dice", "run_pairs", "build_parser", "main"]
 
 #: T1-weighted intensity of each FreeSurfer structure, as a fraction of cerebral white matter
 #: (typical MPRAGE contrast: deep grey nuclei between cortex and white matter, CSF dark).
@@ -242,30 +243,49 @@ def run_pairs(pairs: Sequence[tuple[int, int]], out_dir: str | Path, methods: Se
 
 
 def _pairs(text: str) -> list[tuple[int, int]]:
-    try:
-        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
-    except ValueError:
-        pairs = []
-    if not pairs or any(len(p) != 2 or not all(1 <= v <= 10 for v in p) for p in pairs):
-        raise argparse.ArgumentTypeError(f"--pairs {text!r}: expected MOVING:FIXED subject numbers 1-10, "
-                                         "comma-separated, e.g. 1:9,2:10")
+    """``--pairs`` text ("1:9,2:10") as (moving, fixed) subject numbers, read strictly (``1_0`` was 10 to ``int``).
+
+    Raises:
+        argparse.ArgumentTypeError: naming the bad item, why, and what to write.
+    """
+    fix = "write MOVING:FIXED subject numbers 1-10, comma-separated, e.g. 1:9,2:10"
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} names no pair; {fix}")
+    pairs = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"pair {item!r} is not two subjects joined by ':'; {fix}")
+        try:
+            pair = tuple(parse_whole_number(v) for v in parts)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"pair {item!r}: {exc}; {fix}") from None
+        if not all(1 <= v <= 10 for v in pair):
+            raise argparse.ArgumentTypeError(f"pair {item!r}: the subjects are numbered 1 to 10; {fix}")
+        pairs.append(pair)
     return pairs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--threads 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.intersubject", description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the pairs, runs and results")
     parser.add_argument("--pairs", type=_pairs, default=list(DEFAULT_PAIRS),
                         help="MOVING:FIXED SynthSeg subjects, comma-separated (default: 1:9,2:10,3:9,4:10,5:9,6:10)")
     parser.add_argument("--contrast", choices=("t1", "random"), default="t1")
     parser.add_argument("--methods", default="identity,adregnet-fast,adregnet-balanced,greedy")
-    parser.add_argument("--spacing", type=float, default=2.0, help="image voxel size, mm (labels stay at 1 mm)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spacing", type=argument_type(example="2", positive=True), default=2.0,
+                        help="image voxel size, mm (labels stay at 1 mm)")
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
+    parser.add_argument("--seed", type=argument_type(whole=True, example="0"), default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.spacing <= 0 or args.threads < 1:
-        parser.error("--spacing must be > 0 and --threads >= 1")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "truth" in methods:
         parser.error("--methods: 'truth' has no meaning between two people (their true correspondence is unknown)")

@@ -19,21 +19,27 @@ import torch
 
 from ADRegNetLib.engine import register
 from ADRegNetLib.io import read_image, resample_image, transform_points
+from ADRegNetLib.numbers import argument_type
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 
 from .sources import default_data_dir
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The check's options; ``--threads`` is read strictly (``1_0`` was 10 to Python's ``int``)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.large_input", description=__doc__.splitlines()[0])
+    parser.add_argument("--quality", default="balanced")
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
+    parser.add_argument("--data-dir", default=None, help="the shared real data folder (default: <repo>/../shared/data)")
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the check; prints the grid, wall time, peak RSS, the recovered shift, warnings and timings."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.large_input", description=__doc__.splitlines()[0])
-    parser.add_argument("--quality", default="balanced")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=None, help="the shared real data folder (default: <repo>/../shared/data)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = default_data_dir() if args.data_dir is None else args.data_dir
     ct = read_image(f"{data_dir}/lung-ct-thorax/thorax_ct.nii.gz", name="thorax")

@@ -42,7 +42,7 @@ from .evaluate import evaluate_model, heldout_pairs
 from .config import TrainConfig
 from .trainer import Trainer
 
-__all__ = ["VARIANTS", "run_ablations", "paired_difference", "main"]
+__all__ = ["VARIANTS", "run_ablations", "paired_difference", "build_parser", "main"]
 
 #: variant name -> model config overrides.
 VARIANTS = {
@@ -123,24 +123,31 @@ def run_ablations(base: TrainConfig, steps: int, out_dir: str | Path, names: Seq
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--pairs 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.ablations", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/train_default.json")
     parser.add_argument("--steps", type=argument_type(whole=True, example="300", positive=True), default=300,
                         help="training steps of every variant")
     parser.add_argument("--out", default="runs/ablations", help="folder for the variants' runs and weights")
     parser.add_argument("--table", default=None, help="JSON file for the results table")
-    parser.add_argument("--pairs", type=int, default=24, help="held-out pairs")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the held-out pairs (default: the config's val_seed)")
+    parser.add_argument("--pairs", type=argument_type(whole=True, example="24", positive=True), default=24,
+                        help="held-out pairs")
+    parser.add_argument("--seed", type=argument_type(whole=True, example="1234"), default=None,
+                        help="seed of the held-out pairs (default: the config's val_seed)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--train-seed", type=int, default=None,
+    parser.add_argument("--train-seed", type=argument_type(whole=True, example="1"), default=None,
                         help="training seed instead of the config's (initialisation and sampled pairs): a second "
                              "run of a variant measures how much the result moves with the seed alone")
     parser.add_argument("--init-weights", default=None,
                         help="start every variant from these trained weights' matching tensors (fine-tuning ablation)")
     parser.add_argument("--device", default="cpu",
                         help="cpu or cuda: where the variants train and are evaluated (default cpu)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     base = TrainConfig.from_json(args.config)

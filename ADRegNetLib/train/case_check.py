@@ -22,11 +22,14 @@ import torch
 
 from ..losses.functional import sample_field_at_points
 from ..model.checkpoint import load_model
+# ADRegNetLib.numbers, not ADRegNetLib.io.numbers: ADRegNetLib/io/__init__.py imports SimpleITK, which the GPU
+# host does not have.
+from ..numbers import argument_type
 from ..spatial.flow import flow_norm_to_disp_mm
 from ..spatial.jacobian import jacobian_determinant
 from ..spatial.transforms import resize_flow
 
-__all__ = ["check_case", "main"]
+__all__ = ["check_case", "build_parser", "main"]
 
 
 def _unit(array: np.ndarray) -> np.ndarray:
@@ -61,12 +64,17 @@ def check_case(model: torch.nn.Module, folder: str | Path) -> dict:
             "folds_pct": float((det <= 0).double().mean() * 100), "seconds": seconds, "shape_zyx": list(g.shape)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--threads 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.case_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="+", help="case folders")
     parser.add_argument("--weights", default=None, help="weights (default: the shipped ones)")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.weights)
     rows = [check_case(model, c) for c in args.cases]

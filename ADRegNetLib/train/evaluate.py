@@ -28,6 +28,9 @@ import torch
 
 from ..model.checkpoint import load_model
 from ..model.inference import predict_in_passes
+# ADRegNetLib.numbers, not ADRegNetLib.io.numbers: ADRegNetLib/io/__init__.py imports SimpleITK, which the GPU
+# host does not have.
+from ..numbers import argument_type
 from ..spatial.flow import vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
@@ -35,7 +38,7 @@ from ..spatial.transforms import resize_flow
 from .sampler import PairBatch, PairSampler, PreparedVolume, load_prepared
 from .synthetic import norm_to_mm, warp
 
-__all__ = ["evaluation_pairs", "heldout_pairs", "evaluate_field", "evaluate_model", "main"]
+__all__ = ["evaluation_pairs", "heldout_pairs", "evaluate_field", "evaluate_model", "build_parser", "main"]
 
 
 def evaluation_pairs(volumes: Sequence[PreparedVolume], n_pairs: int = 12, seed: int = 1234,
@@ -118,29 +121,36 @@ def evaluate_model(model: Optional[torch.nn.Module], pairs: Sequence[PairBatch],
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--pairs 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="AD-RegNet checkpoint (.pt)")
     parser.add_argument("--prepared", default="runs/prepared", help="folder of prepared volumes (train.prep)")
     parser.add_argument("--out", required=True, help="output JSON file")
-    parser.add_argument("--pairs", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--crop", type=int, nargs=3, default=[64, 64, 64])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=argument_type(whole=True, example="24", positive=True), default=24)
+    parser.add_argument("--seed", type=argument_type(whole=True, example="1234"), default=1234)
+    parser.add_argument("--crop", type=argument_type(whole=True, example="64", positive=True), nargs=3,
+                        default=[64, 64, 64], metavar=("Z", "Y", "X"), help="crop size, voxels (default 64 64 64)")
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
     parser.add_argument("--seen", action="store_true", help="also evaluate on training subjects (new fields)")
-    parser.add_argument("--passes", type=int, nargs="+", default=[1],
+    parser.add_argument("--passes", type=argument_type(whole=True, example="2", positive=True), nargs="+", default=[1],
                         help="network passes per prediction; several values give a row each (instant uses 2)")
-    parser.add_argument("--refine-downsample", type=float, nargs="+", default=[None],
+    parser.add_argument("--refine-downsample", type=argument_type(example="2", positive=True), nargs="+",
+                        default=[None],
                         help="network input downsampling of the passes after the first (1: full resolution; "
                              "several values give a row each; default: as the first pass)")
     parser.add_argument("--residual-weights", default=None,
                         help="residual-motion weights (adregnet_residual.pt): each row with more than one pass "
                              "gets a twin with a last residual pass")
-    parser.add_argument("--residual-downsample", type=float, default=1.0,
+    parser.add_argument("--residual-downsample", type=argument_type(example="1", positive=True), default=1.0,
                         help="input downsampling of that residual pass (1: full resolution)")
     parser.add_argument("--ablation-weights", nargs="*", default=[], metavar="NAME=PATH",
                         help="more networks on the same pairs, e.g. no_cross_attention=runs/ablations/x.pt")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sets = {"heldout": heldout_pairs(args.prepared, args.pairs, args.seed, args.crop)}

@@ -29,11 +29,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+# ADRegNetLib.numbers, not ADRegNetLib.io.numbers: ADRegNetLib/io/__init__.py imports SimpleITK, which the GPU
+# host does not have.
+from ..numbers import argument_type
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.warp import warp_image
 
-__all__ = ["resample", "prepare", "save_volume", "SYNTHSEG_TRAIN", "SYNTHSEG_HELDOUT", "main"]
+__all__ = ["resample", "prepare", "save_volume", "SYNTHSEG_TRAIN", "SYNTHSEG_HELDOUT", "build_parser", "main"]
 
 SYNTHSEG_TRAIN = tuple(range(1, 9))
 SYNTHSEG_HELDOUT = (9, 10)
@@ -139,14 +142,21 @@ def prepare(data_root: str | Path, out_dir: str | Path, spacing_mm: float = 2.0,
     return written
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--shapes 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.prep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="shared data folder (holds brain-vxm-test-scan/, ...)")
     parser.add_argument("-o", "--out", required=True, help="output folder for the .npz volumes")
-    parser.add_argument("--spacing", type=float, default=2.0, help="training voxel size, mm (default 2)")
-    parser.add_argument("--shapes", type=int, default=6, help="random blob volumes (the last 2 are held out)")
+    parser.add_argument("--spacing", type=argument_type(example="2", positive=True), default=2.0,
+                        help="training voxel size, mm (default 2)")
+    parser.add_argument("--shapes", type=argument_type(whole=True, example="6", positive=True), default=6,
+                        help="random blob volumes (the last 2 are held out; none: leave shapes out of --sources)")
     parser.add_argument("--sources", nargs="+", default=["brain_t1", "synthseg", "lung_ct", "shapes"])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
+    args = build_parser().parse_args(argv)
     files = prepare(args.data, args.out, args.spacing, args.shapes, sources=args.sources)
     for f in files:
         print(f"{f} ({f.stat().st_size / 2**20:.1f} MiB)")

@@ -22,7 +22,7 @@ from ..numbers import argument_type
 from .config import TrainConfig
 from .trainer import Trainer, _pick_crop, batch_loss
 
-__all__ = ["profile_steps", "main"]
+__all__ = ["profile_steps", "build_parser", "main"]
 
 
 def profile_steps(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
@@ -47,12 +47,18 @@ def profile_steps(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
     return times
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; numbers are read strictly (``--steps 1_0`` was 10 to Python's ``int``)."""
     parser = argparse.ArgumentParser(prog="python -m ADRegNetLib.train.profile_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/train_default.json")
     parser.add_argument("--steps", type=argument_type(whole=True, example="20", positive=True), default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=None,
+                        help="torch threads (default: the config's)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = build_parser().parse_args(argv)
     cfg = TrainConfig.from_json(args.config)
     if args.threads:
         cfg.num_threads = args.threads
