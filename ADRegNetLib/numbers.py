@@ -94,7 +94,7 @@ def _checked(text: str, problem: Optional[str]) -> str:
 
 
 def argument_type(whole: bool = False, example: Optional[str] = None,
-                  positive: bool = False) -> Callable[[str], float | int]:
+                  positive: bool = False, non_negative: bool = False) -> Callable[[str], float | int]:
     """An argparse ``type`` that reads a setting strictly (``--steps 1_0`` was 10 to Python's ``int``).
 
     Args:
@@ -102,6 +102,7 @@ def argument_type(whole: bool = False, example: Optional[str] = None,
         example: the example in the fix ("2000"); None: "10, -3.5 or 1.2e-3" (:data:`NUMBER_FIX`), or "2"
             for a whole number.
         positive: refuse values not above 0 (a whole number: not at least 1).
+        non_negative: refuse values below 0 (a seed of numpy's generators).
 
     Returns:
         a function of the option's text; it raises ``argparse.ArgumentTypeError`` with the quoted value,
@@ -118,6 +119,8 @@ def argument_type(whole: bool = False, example: Optional[str] = None,
                 problem = "is not at least 1"
             elif positive and not whole and value <= 0:
                 problem = "is not above 0"
+            elif non_negative and value < 0:
+                problem = "is below 0"
         if problem is not None:
             raise argparse.ArgumentTypeError(f"{str(text).strip()!r} {problem}; {fix}")
         return value

@@ -55,7 +55,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="threads per method (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the shared real data folder (default: <repo>/../shared/data)")
-    parser.add_argument("--seed", type=argument_type(whole=True, example="0"), default=0,
+    parser.add_argument("--seed", type=argument_type(whole=True, example="0", non_negative=True), default=0,
                         help="seed of the case generator (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cases even when cached on disk")
     parser.add_argument("--reuse", action="store_true",

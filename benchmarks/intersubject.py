@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spacing", type=argument_type(example="2", positive=True), default=2.0,
                         help="image voxel size, mm (labels stay at 1 mm)")
     parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)
-    parser.add_argument("--seed", type=argument_type(whole=True, example="0"), default=0)
+    parser.add_argument("--seed", type=argument_type(whole=True, example="0", non_negative=True), default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
     return parser
 

@@ -136,8 +136,17 @@ def test_the_defaults_are_unchanged(command):
 
 
 def test_seeds_may_be_negative_whole_numbers():
-    """A seed is any whole number to these parsers (as it was to ``int``); only its form is checked."""
+    """A seed is any whole number to the training tools (as it was to ``int``); only its form is checked."""
     assert _parser("ablations").parse_args(["--seed=-3"]).seed == -3
+
+
+@pytest.mark.parametrize("command", ["benchmark", "intersubject"])
+def test_benchmark_seeds_are_refused_below_zero(command, capsys):
+    """The benchmarks seed numpy's generators (SeedSequence), which raised a ValueError after the run began."""
+    module, required = COMMANDS[command]
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(required + ["--seed=-1"])
+    assert stop.value.code == 2 and "'-1' is below 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, message", [
