@@ -1,6 +1,9 @@
 """Shared pieces of the training tests: tiny prepared volumes, a tiny network config, a tiny run."""
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -29,3 +32,12 @@ def tiny_config(out_dir: Path, prepared: Path, steps: int, **kw) -> TrainConfig:
     """A few-step run of the tiny network on 24^3 crops, checkpointing every step."""
     return TrainConfig(out_dir=str(out_dir), prepared_dir=str(prepared), steps=steps, crop_zyx=[24, 24, 24],
                        batch_size=2, checkpoint_every=1, export_every_min=0, num_threads=1, model=TINY_MODEL, **kw)
+
+
+def sitk_modules_loaded(code: str, cwd: Path) -> list[str]:
+    """Run ``code`` in a fresh Python and return the SimpleITK / ``ADRegNetLib.io`` modules it loaded (the training
+    path runs on a GPU host without SimpleITK: it must load none)."""
+    probe = code + "\nimport sys\nprint(sorted(m for m in sys.modules if m == 'SimpleITK' or m.startswith('ADRegNetLib.io')))\n"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return ast.literal_eval(done.stdout.strip())
