@@ -76,7 +76,7 @@ def normalize_intensity(image: Image, modality: str = "generic", window: Optiona
     modality = modality.lower()
     if modality not in ("ct", "mr", "generic"):
         raise ValueError(f"modality must be 'ct', 'mr' or 'generic', got {modality!r}")
-    data = image.array.astype(np.float32)
+    data = image.array.astype(np.float32)  # a copy: normalised in place below
     if window is None:
         if modality == "ct":
             window = (-1000.0, 500.0)
@@ -109,5 +109,9 @@ def normalize_intensity(image: Image, modality: str = "generic", window: Optiona
             f"{image.name}: intensity window [{low:g}, {high:g}] is empty (the image is constant where it is "
             "measured); check that the right volume was selected"
         )
-    out = np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32)
-    return Image(out, image.geometry, image.name)
+    # in place on the one float32 copy: the same values as np.clip((data - low) / (high - low), 0, 1) without its
+    # four full-size temporaries (a 512x512x300 CT: 1.3-3.1 s -> see docs/PERFORMANCE.md, "Large inputs")
+    data -= np.float32(low)
+    data /= np.float32(high - low)
+    np.clip(data, 0.0, 1.0, out=data)
+    return Image(data, image.geometry, image.name)

@@ -75,22 +75,35 @@ def resized_by_slabs(field: torch.Tensor, shape_zyx: tuple[int, int, int], matri
                      slab_voxels: int = 1 << 22) -> np.ndarray:
     """Trilinear resize of a (1, C, z, y, x) field to another voxel count of the same span, z-slab by
     z-slab into one (C, Z, Y, X) float32 array (``resize_flow``'s values without its full-size
-    temporaries); with ``matrix`` (C, C) every vector is mapped by it on the way."""
+    temporaries); with ``matrix`` (C, C) every vector is mapped by it on the way.
+
+    Trilinear interpolation between grids of one span is separable: each slab's planes are interpolated
+    along z from the two coarse planes around them, then in-plane by ``F.interpolate`` (bilinear). The matrix
+    is applied to the coarse field (it commutes with interpolation). A 169x126x99 field onto 512x512x300:
+    1.4-3.6 s against 6.3-6.9 s for sampling every output voxel with ``grid_sample`` (twenty-first session,
+    2 threads, the machine shared), values equal to float rounding (8e-6 of 0.8).
+    """
     if field.ndim != 5 or field.shape[0] != 1:
         raise ValueError(f"field must be (1, C, z, y, x), got {tuple(field.shape)}")
     field = field.float().cpu()
+    if matrix is not None:
+        field = torch.einsum("ij,njzyx->nizyx", matrix.float(), field)
+    channels, nz_in = field.shape[1], field.shape[2]
     nz, ny, nx = (int(n) for n in shape_zyx)
-    out = np.empty((field.shape[1], nz, ny, nx), dtype=np.float32)
-    lin = [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in (nz, ny, nx)]
+    out = np.empty((channels, nz, ny, nx), dtype=np.float32)
+    # each output plane between two coarse planes (align_corners: the first and last planes coincide)
+    at = torch.linspace(0.0, nz_in - 1.0, nz, dtype=torch.float64) if nz > 1 else torch.zeros(1, dtype=torch.float64)
+    below = at.floor().long().clamp_(0, max(nz_in - 2, 0))
+    above = (below + 1).clamp_(max=nz_in - 1)
+    weight = (at - below).float()
     step = max(1, slab_voxels // (ny * nx))
     for z0 in range(0, nz, step):
         z1 = min(nz, z0 + step)
-        gz, gy, gx = torch.meshgrid(lin[0][z0:z1], lin[1], lin[2], indexing="ij")
-        grid = torch.stack([gx, gy, gz], dim=-1)[None]
-        part = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        if matrix is not None:
-            part = torch.einsum("ij,njzyx->nizyx", matrix, part)
-        out[:, z0:z1] = part[0].numpy()
+        planes = torch.lerp(field[0][:, below[z0:z1]], field[0][:, above[z0:z1]], weight[z0:z1].view(1, -1, 1, 1))
+        if tuple(planes.shape[2:]) != (ny, nx):
+            planes = F.interpolate(planes.reshape(1, channels * (z1 - z0), *planes.shape[2:]), size=(ny, nx),
+                                   mode="bilinear", align_corners=True)
+        out[:, z0:z1] = planes.reshape(channels, z1 - z0, ny, nx).numpy()
     return out
 
 
