@@ -10,7 +10,7 @@ __all__ = ["MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MAX_MASK_VALUES", "
            "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "FIELD_OF_VIEW_MARGIN_VOXELS",
            "FIELD_OF_VIEW_MIN_TISSUE", "PADDING_MIN_CUT_SHARE", "BYTES_PER_WORKING_VOXEL",
            "BYTES_PER_FIXED_VOXEL", "MAX_REGULARIZATION", "MIN_REGULARIZATION", "MAX_SEED",
-           "SMALL_PHYSICAL_OVERLAP"]
+           "SMALL_PHYSICAL_OVERLAP", "WORKING_REGION_MARGIN_MM", "WORKING_REGION_MIN_PLANES"]
 
 # ---- overlap and masks
 #: share of working-grid voxels the pre-aligned moving image must cover
@@ -52,6 +52,11 @@ FIELD_OF_VIEW_MIN_TISSUE = 0.01
 #: fast 1.186 -> 0.573 mm over the 227 landmarks with data. No benchmark image, no demo image has such
 #: planes.
 PADDING_MIN_CUT_SHARE = 0.1
+#: the working grid leaves out whole planes of one constant value at the fixed image's border (padding, or an
+#: empty background stored as one exact value) but keeps this much of them next to the data (``stages.
+#: working_region``): motion from beyond the data's edge is still seen; and at least this many planes per axis
+WORKING_REGION_MARGIN_MM = 16.0
+WORKING_REGION_MIN_PLANES = 16
 #: bytes per working-grid voxel during instance optimisation (images, pyramid, gradients), measured; 32 of
 #: them since the seventeenth session for the refinement's refined moving image (8 float32 per voxel)
 BYTES_PER_WORKING_VOXEL = 252

@@ -27,6 +27,7 @@ from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
 from ..spatial.transform import Transform
+from ..spatial.padding import box_geometry
 from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
@@ -123,7 +124,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     has_landmarks = fixed_landmarks is not None
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
     # outputs keep the moving image as given
-    moving_data, mask_arr, padding_info, padding_notes = without_padding(fixed, moving, mask_arr)
+    moving_data, mask_arr, padding_info, padding_notes, region = without_padding(fixed, moving, mask_arr)
     warnings_ += padding_notes
     torch_device, device_warning = resolve_device(device)
     stages.threads = ThreadBudget(torch_device)  # fewer CPU threads while other programs keep the CPUs busy
@@ -194,7 +195,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("prealign")
 
     # ---- working grid: each image resampled once
-    work, note = working_geometry(fixed.geometry, q.working_spacing_mm, max_working_voxels or q.max_working_voxels)
+    work, note = working_geometry(fixed.geometry if region is None else box_geometry(fixed.geometry, region),
+                                  q.working_spacing_mm, max_working_voxels or q.max_working_voxels)
     if note:
         warnings_.append(note)
     # refined first (spatial.warp.refined_axes): linear interpolation blurs an image whose grid lies half a
@@ -315,7 +317,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- the transform and everything seen through it, on the fixed grid
     stages.report(0.9, "building the full-resolution field")
-    disp = upsampled_disp_mm(flow, fixed.geometry)
+    disp = upsampled_disp_mm(flow, fixed.geometry, box=region)
     if not affine.is_identity():  # the total field x -> A(x + u(x)) - x, written over the field
         disp = Transform(fixed.geometry, disp, affine).total_displacement(out=disp)
     if rigid_arr is not None:

@@ -18,13 +18,14 @@ from ..spatial.affine import AffineMap
 from ..spatial.filters import gaussian_smooth, gaussian_smooth_covariance, is_axis_aligned
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from ..spatial.padding import crop_to_box, data_box
+from ..spatial.padding import crop_to_box, data_box, working_box
 from ..spatial.resolution import matching_covariances
 from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .cpu_threads import ThreadBudget
 from .limits import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
+                     WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES,
                      FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION, PADDING_MIN_CUT_SHARE)
 from .settings import (INTERSUBJECT_HINT_SCALE, NETWORK_MIN_RELATIVE_GAIN, PRESETS, QUALITIES, QUALITY_SETTINGS,
                        QUIET_AXIS_LOSS_MARGIN, QUIET_AXIS_SHARE, RESOLUTION_MATCH_MIN_SIGMA_VOXELS, TISSUE_THRESHOLD)
@@ -89,8 +90,14 @@ def working_geometry(fixed_geometry: Geometry, spacing_mm: float, max_voxels: in
         (working geometry, note or None).
     """
     spacing = np.full(3, max(float(spacing_mm), float(np.min(fixed_geometry.spacing))))
-    work = fixed_geometry.with_spacing(spacing)
+    # along an axis whose voxels are within 5 % of that, the image's own planes: a grid off them blurs the image
+    # in its one resampling (a scan padded onto a larger grid, its working region at 2.0065 mm instead of its own
+    # 1.991: balanced brain 0.214 mm, see docs/PERFORMANCE.md, "Padded scans")
+    own = np.abs(fixed_geometry.spacing / spacing - 1.0) < 0.05
+    work = fixed_geometry.with_spacing(np.where(own, fixed_geometry.spacing, spacing))
     note = None
+    if work.num_voxels > max_voxels:  # the isotropic grid, and coarser than that where it is still too large
+        work = fixed_geometry.with_spacing(spacing)
     if work.num_voxels > max_voxels:
         factor = (work.num_voxels / max_voxels) ** (1.0 / 3.0)
         work = fixed_geometry.with_spacing(spacing * factor)
@@ -175,22 +182,28 @@ def check_points(points: Any, role: str) -> np.ndarray:
 
 
 def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
-                    ) -> tuple[Image, Optional[np.ndarray], dict, list[str]]:
+                    ) -> tuple[Image, Optional[np.ndarray], dict, list[str], Optional[tuple[slice, slice, slice]]]:
     """Padding that cuts through anatomy (``spatial/padding.py``) taken out of the registration.
 
     The moving image is cut to the planes with data (beyond them it then counts as outside its field
     of view, ``moving_field_of_view``); the fixed image keeps its grid (the output grid) and its
-    padding is left out of the similarity through the mask.
+    padding is left out of the similarity through the mask. The working grid spans the fixed image less
+    whole planes of one constant value at its border, cut anatomy or not, but ``WORKING_REGION_MARGIN_MM``
+    of them (``spatial.padding.working_box``): a scan padded onto a larger grid keeps its resolution within
+    the quality's working voxels, and the field beyond keeps its values at the region's faces.
 
     Args:
         fixed, moving: the images as given.
         mask: optional (Z, Y, X) bool fixed mask on the fixed grid.
 
     Returns:
-        (moving image to register, fixed mask, {"fixed": ..., "moving": ...} with the planes kept per
-        axis or None, warnings naming what was left out).
+        (moving image to register, fixed mask, {"fixed": ..., "moving": ..., "working_region": ...} with the
+        planes kept per axis or None, warnings naming what was left out, the working region's (Z, Y, X) slices
+        of the fixed grid or None for all of it).
     """
-    info: dict = {"fixed": None, "moving": None}
+    region = working_box(fixed.array, fixed.geometry.spacing[::-1], WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES)
+    info: dict = {"fixed": None, "moving": None, "working_region": None if region is None else
+                  {axis: [b.start, b.stop] for axis, b in zip("zyx", region)}}
     notes = []
     for role, image in (("fixed", fixed), ("moving", moving)):
         box = data_box(image.array, TISSUE_THRESHOLD, PADDING_MIN_CUT_SHARE)
@@ -207,7 +220,7 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
             inside = np.zeros(fixed.array.shape, dtype=bool)
             inside[box] = True
             mask = inside if mask is None else (mask & inside)
-    return moving, mask, info, notes
+    return moving, mask, info, notes, region
 
 
 def moving_field_of_view(inside: np.ndarray, fixed: Optional[np.ndarray] = None) -> Optional[np.ndarray]:

@@ -20,7 +20,7 @@ from .geometry import Geometry
 from .image import Image
 from .intensity_map import sample_quantiles
 
-__all__ = ["data_box", "crop_to_box"]
+__all__ = ["data_box", "constant_border_box", "working_box", "box_geometry", "crop_to_box"]
 
 
 def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
@@ -32,6 +32,51 @@ def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
     if same.all():
         return 0, float("nan")  # the whole image is constant: not padding, nothing to keep
     return int(np.argmin(same)), float(value)
+
+
+def _border_runs(array: np.ndarray) -> list[tuple[tuple[int, float], tuple[int, float]]]:
+    """Per axis (Z, Y, X): ((leading planes of one constant value, the value), (trailing ones, the value))."""
+    runs = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        low, high = array.min(axis=others), array.max(axis=others)
+        runs.append((_constant_run(low, high), _constant_run(low[::-1], high[::-1])))
+    return runs
+
+
+def constant_border_box(array: np.ndarray) -> Optional[tuple[slice, slice, slice]]:
+    """The (Z, Y, X) slices without the whole planes of one constant value at each side of the image, whatever
+    lies next to them (padding, or an empty background stored as one exact value); None when there are none."""
+    runs = _border_runs(array)
+    if not any(count for sides in runs for count, _ in sides):
+        return None
+    return tuple(slice(leading, n - trailing) for n, ((leading, _), (trailing, _)) in zip(array.shape, runs))
+
+
+def working_box(array: np.ndarray, spacing_zyx, margin_mm: float, min_planes: int
+                ) -> Optional[tuple[slice, slice, slice]]:
+    """:func:`constant_border_box` widened by ``margin_mm`` on each side (and to at least ``min_planes`` per
+    axis, within the image); None when that keeps the whole image."""
+    box = constant_border_box(array)
+    if box is None:
+        return None
+    kept = []
+    for part, n, spacing in zip(box, array.shape, spacing_zyx):
+        extra = int(np.ceil(margin_mm / float(spacing)))
+        start, stop = max(0, part.start - extra), min(n, part.stop + extra)
+        need = min(min_planes, n)
+        if stop - start < need:  # as many planes around its centre, within the image
+            start = max(0, min((start + stop) // 2 - need // 2, n - need))
+            stop = start + need
+        kept.append(slice(start, stop))
+    return None if all(k.start == 0 and k.stop == n for k, n in zip(kept, array.shape)) else tuple(kept)
+
+
+def box_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
+    """The grid of ``box`` ((Z, Y, X) slices with explicit bounds) of ``geometry``: its voxels at their places."""
+    z, y, x = box
+    origin = geometry.index_to_physical(np.array([[x.start, y.start, z.start]], dtype=np.float64))[0]
+    return Geometry((x.stop - x.start, y.stop - y.start, z.stop - z.start), geometry.spacing, origin, geometry.direction)
 
 
 def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -> Optional[tuple[slice, slice, slice]]:
@@ -48,11 +93,7 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
         slices per axis (Z, Y, X) keeping every plane except the padding on the sides where it cuts
         through anatomy; None when there is no such side.
     """
-    runs = []  # per axis: ((leading planes, value), (trailing planes, value))
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        low, high = array.min(axis=others), array.max(axis=others)
-        runs.append((_constant_run(low, high), _constant_run(low[::-1], high[::-1])))
+    runs = _border_runs(array)
     if not any(count for sides in runs for count, _ in sides):
         return None
     lo, hi = sample_quantiles(torch.from_numpy(np.ascontiguousarray(array)), [0.01, 0.99]).tolist()
@@ -72,8 +113,6 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
 
 def crop_to_box(image: Image, box: tuple[slice, slice, slice]) -> Image:
     """``image`` cut to ``box`` ((Z, Y, X) slices), its geometry moved with it (same physical positions)."""
-    z, y, x = box
-    g = image.geometry
-    origin = g.index_to_physical(np.array([[x.start, y.start, z.start]], dtype=np.float64))[0]
+    z, y, x = (slice(*b.indices(n)[:2]) for b, n in zip(box, image.array.shape))
     array = np.ascontiguousarray(image.array[z, y, x])
-    return Image(array, Geometry(tuple(array.shape[::-1]), g.spacing, origin, g.direction), image.name)
+    return Image(array, box_geometry(image.geometry, (z, y, x)), image.name)

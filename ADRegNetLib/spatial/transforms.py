@@ -14,6 +14,7 @@ import numpy as np
 
 from .flow import check_field, flow_norm_to_disp_mm, norm_to_mm_matrix
 from .geometry import Geometry
+from .padding import box_geometry
 from .warp import warp_norm
 
 __all__ = ["compose_flows", "resize_flow", "upsampled_disp_mm", "resized_by_slabs", "integrate_velocity"]
@@ -45,7 +46,8 @@ def resize_flow(flow_norm: torch.Tensor, shape_zyx: tuple[int, int, int]) -> tor
     return F.interpolate(flow_norm, size=tuple(int(s) for s in shape_zyx), mode="trilinear", align_corners=True)
 
 
-def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: int = 1 << 22) -> np.ndarray:
+def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: int = 1 << 22,
+                      box: Optional[tuple[slice, slice, slice]] = None) -> np.ndarray:
     """A normalised flow on a coarser grid of the same span, resized onto ``geometry`` and in mm.
 
     The same values as ``flow_norm_to_disp_mm(resize_flow(flow_norm, geometry.shape), geometry)``,
@@ -53,9 +55,12 @@ def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: 
     result is held at full resolution (512x512x300: 0.95 GB instead of three times that).
 
     Args:
-        flow_norm: (1, 3, z, y, x) normalised flow spanning ``geometry`` (``Geometry.with_size``).
+        flow_norm: (1, 3, z, y, x) normalised flow spanning ``geometry`` (``Geometry.with_size``), or only its
+            ``box``.
         geometry: the output grid.
         slab_voxels: most output voxels per slab.
+        box: optional (Z, Y, X) slices of ``geometry`` (explicit bounds) that the flow spans; beyond them the
+            field keeps the value at the box's nearest face (the working grid left out padding planes there).
 
     Returns:
         (3, Z, Y, X) float32 LPS mm, (x, y, z) components, on ``geometry``.
@@ -63,6 +68,15 @@ def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: 
     check_field(flow_norm, "flow_norm")
     if flow_norm.shape[0] != 1:
         raise ValueError(f"flow_norm must hold one field (1, 3, z, y, x), got {tuple(flow_norm.shape)}")
+    if box is not None and any(b.start > 0 or b.stop < n for b, n in zip(box, geometry.shape)):
+        out = np.empty((3, *geometry.shape), dtype=np.float32)
+        out[(slice(None), *box)] = upsampled_disp_mm(flow_norm, box_geometry(geometry, box), slab_voxels)
+        for axis, part in enumerate(box):  # the faces carried outwards, one axis after the other
+            index = [slice(None)] * 4
+            for side, face in ((slice(0, part.start), part.start), (slice(part.stop, None), part.stop - 1)):
+                index[axis + 1] = side
+                out[tuple(index)] = np.take(out, [face], axis=axis + 1)
+        return out
     flow = flow_norm.float().cpu()
     if tuple(flow.shape[2:]) == tuple(geometry.shape):
         return np.ascontiguousarray(flow_norm_to_disp_mm(flow, geometry)[0].numpy(), dtype=np.float32)
