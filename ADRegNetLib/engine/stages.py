@@ -202,8 +202,7 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
         of the fixed grid or None for all of it).
     """
     region = working_box(fixed.array, fixed.geometry.spacing[::-1], WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES)
-    info: dict = {"fixed": None, "moving": None, "working_region": None if region is None else
-                  {axis: [b.start, b.stop] for axis, b in zip("zyx", region)}}
+    info: dict = {"fixed": None, "moving": None, "working_region": None}
     notes = []
     for role, image in (("fixed", fixed), ("moving", moving)):
         box = data_box(image.array, TISSUE_THRESHOLD, PADDING_MIN_CUT_SHARE)
@@ -220,6 +219,12 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
             inside = np.zeros(fixed.array.shape, dtype=bool)
             inside[box] = True
             mask = inside if mask is None else (mask & inside)
+            # padding that cuts anatomy is left out of the similarity: the working grid needs no margin of it
+            region = tuple(slice(max(r.start, b.start), min(r.stop, b.stop)) for r, b in zip(region, box)) \
+                if region is not None and all(min(r.stop, b.stop) - max(r.start, b.start) >= min(
+                    WORKING_REGION_MIN_PLANES, n) for r, b, n in zip(region, box, fixed.array.shape)) else region
+    if region is not None:
+        info["working_region"] = {axis: [b.start, b.stop] for axis, b in zip("zyx", region)}
     return moving, mask, info, notes, region
 
 

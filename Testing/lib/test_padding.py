@@ -133,3 +133,15 @@ def test_a_fixed_scan_padded_onto_a_larger_grid_is_registered_on_its_own_region(
     padded_centre = result.disp_mm[:, 12:58][centre]
     assert abs(float(padded_centre[0].mean()) - 2.0) < 0.1 and abs(float(margin.disp_mm[centre][0].mean()) - 2.0) < 0.1
     assert np.isfinite(result.disp_mm).all() and result.metrics["jacobian"]["folding_fraction"] == 0
+
+
+def test_padding_that_cuts_anatomy_gets_no_margin_in_the_working_region():
+    """Left out of the similarity anyway (the fixed mask): the working grid ends where the data ends."""
+    geometry = Geometry((38, 34, 30), (2.0, 2.0, 2.0))
+    arr = _head(seed=1)
+    arr[..., :19] = arr.min()  # a scan of the right half, padded onto the whole grid
+    result = register(Image(arr, geometry, "fixed"), Image(np.roll(_head(seed=2), 1, axis=2), geometry, "moving"),
+                      quality="fast", use_network=False, device="cpu", preset="brain-mri", compute_inverse=False)
+    assert result.metrics["padding"]["fixed"]["planes_kept_zyx"]["x"] == [19, 38]
+    assert result.metrics["padding"]["working_region"] == {"z": [0, 30], "y": [0, 34], "x": [19, 38]}
+    assert result.metrics["working_grid"]["size"] == [19, 34, 30]
