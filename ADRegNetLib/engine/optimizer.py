@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..losses.features import FeatureSSD, mind_ssc_fast
-from ..spatial.filters import gaussian_smooth
+from ..spatial.filters import gaussian_smooth, smooth_over_support, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.transforms import resize_flow
@@ -336,6 +336,7 @@ class _Run:
         t_level = time.perf_counter()
         with clock("level_setup"):
             ssd = FeatureSSD(f_feat, weight)
+            support = support_of(weight, s.sigma_update / max(factor, 1.0))  # the update kept up to the region's edge
             # grid_sample gathers all channels of a voxel at once: ~10% faster (same values) channels-last
             m_feat = m_feat.contiguous(memory_format=torch.channels_last_3d)
             base = identity_grid(level.shape, f_feat)
@@ -361,7 +362,7 @@ class _Run:
                 stopped = True
                 break
             with clock("smooth_update"):
-                direction = gaussian_smooth(grad.neg(), sigma_update)
+                direction = smooth_over_support(grad.neg(), sigma_update, support)
             with clock("step_length"):
                 alpha = ssd.gauss_newton_alpha(grad, direction)
                 longest = float(direction.square().sum(dim=1).amax().sqrt())

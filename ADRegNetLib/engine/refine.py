@@ -52,7 +52,7 @@ import torch
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
 from ..spatial.bspline import refined
-from ..spatial.filters import gaussian_smooth, noise_std
+from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
@@ -214,6 +214,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         return similarity.gradient(warped, positions)
 
     v = flow.detach()
+    support = support_of(weight, settings.sigma_update)  # the update's strength kept up to the region's edge
     if refined_from == 0:
         sample_refined()
     grad, loss = evaluate(v)
@@ -233,7 +234,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             grad, loss = evaluate(v)
             switched, direction = (before, loss), None
         if direction is None:
-            direction = gaussian_smooth(grad.neg(), settings.sigma_update)
+            direction = smooth_over_support(grad.neg(), settings.sigma_update, support)
             longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break

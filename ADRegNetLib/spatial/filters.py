@@ -8,7 +8,7 @@ so the work stays proportional to the kernel width, not to the axis length.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 from .intensity_map import sample_quantiles
 
 __all__ = ["gaussian_smooth", "gaussian_smooth_covariance", "smoothed_splats", "is_axis_aligned", "gaussian_kernel", "box_filter", "noise_std", "local_gain_factor",
-           "local_gain_normalised"]
+           "local_gain_normalised", "support_of", "smooth_over_support"]
 
 #: output rows per block of a long axis (each block reads its rows plus the kernel radius each side, so
 #: a block of b rows costs b + 2r multiply-adds per voxel against the kernel's 2r + 1). 128 -> 32 (sixteenth
@@ -82,6 +82,27 @@ def _smooth_axis(x: torch.Tensor, axis: int, sigma: float) -> torch.Tensor:
         lo, hi = max(0, i0 - r), min(n, i1 + r)
         out[:, i0:i1] = torch.matmul(mat[i0:i1, lo:hi], view[:, lo:hi])
     return out.view(x.shape)
+
+
+#: a region's smoothed support is taken as at least this: far from any data the smoothed update stays small
+SUPPORT_FLOOR = 0.25
+
+
+def support_of(weight: Optional[torch.Tensor], sigma_voxels: float) -> Optional[torch.Tensor]:
+    """``gaussian_smooth(weight, sigma)`` floored at ``SUPPORT_FLOOR``: the share of a voxel's smoothing that
+    falls on the region (1 inside it, about 0.5 at its edge); None without a region or where it is everywhere."""
+    if weight is None or bool((weight > 0).all()):
+        return None
+    return gaussian_smooth(weight.to(torch.float32) if not weight.is_floating_point() else weight,
+                           sigma_voxels).clamp_min_(SUPPORT_FLOOR)
+
+
+def smooth_over_support(volume: torch.Tensor, sigma_voxels: float, support: Optional[torch.Tensor]) -> torch.Tensor:
+    """Gaussian smoothing of an update that is zero beyond a region, divided by the region's smoothed support
+    (normalised convolution): at the region's edge the update keeps its strength instead of halving, and beyond
+    it continues the region's. Plain smoothing without ``support``."""
+    out = gaussian_smooth(volume, sigma_voxels)
+    return out if support is None else out.div_(support)
 
 
 def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float]) -> torch.Tensor:
