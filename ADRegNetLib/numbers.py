@@ -19,7 +19,7 @@ import argparse
 import re
 from typing import Callable, Optional
 
-__all__ = ["NUMBER_FIX", "argument_type", "number_problem", "parse_number", "parse_whole_number",
+__all__ = ["NUMBER_FIX", "TORCH_MAX_SEED", "argument_type", "number_problem", "parse_number", "parse_whole_number",
            "whole_number_problem"]
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
@@ -29,6 +29,8 @@ _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _DECIMAL_FIX = "write it as a plain decimal number with '.' as the decimal point (e.g. {})"
 _WHOLE_FIX = "write it as a plain whole number (e.g. {})"
 
+#: the largest seed torch's generators take (``manual_seed``: a signed 64-bit number above 0)
+TORCH_MAX_SEED = 2 ** 63 - 1
 #: what to write instead, for messages
 NUMBER_FIX = _DECIMAL_FIX.format("10, -3.5 or 1.2e-3")
 
@@ -94,7 +96,8 @@ def _checked(text: str, problem: Optional[str]) -> str:
 
 
 def argument_type(whole: bool = False, example: Optional[str] = None,
-                  positive: bool = False, non_negative: bool = False) -> Callable[[str], float | int]:
+                  positive: bool = False, non_negative: bool = False,
+                  maximum: Optional[float] = None) -> Callable[[str], float | int]:
     """An argparse ``type`` that reads a setting strictly (``--steps 1_0`` was 10 to Python's ``int``).
 
     Args:
@@ -103,6 +106,7 @@ def argument_type(whole: bool = False, example: Optional[str] = None,
             for a whole number.
         positive: refuse values not above 0 (a whole number: not at least 1).
         non_negative: refuse values below 0 (a seed of numpy's generators).
+        maximum: refuse values above it (a seed of torch's generators: at most 2**63 - 1).
 
     Returns:
         a function of the option's text; it raises ``argparse.ArgumentTypeError`` with the quoted value,
@@ -121,6 +125,8 @@ def argument_type(whole: bool = False, example: Optional[str] = None,
                 problem = "is not above 0"
             elif non_negative and value < 0:
                 problem = "is below 0"
+            elif maximum is not None and value > maximum:
+                problem = f"is above {maximum:g}" if not whole else f"is above {int(maximum)}"
         if problem is not None:
             raise argparse.ArgumentTypeError(f"{str(text).strip()!r} {problem}; {fix}")
         return value

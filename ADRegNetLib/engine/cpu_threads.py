@@ -143,7 +143,7 @@ def other_runnable_threads(cache: Optional[dict] = None) -> Optional[int]:
         return 0
     cache = {} if cache is None else cache
     now = time.monotonic()
-    if "low_priority" not in cache or now - cache.get("read_at", now) > _LOW_PRIORITY_RESCAN_S:
+    if "low_priority" not in cache or now - cache.get("read_at", float("-inf")) > _LOW_PRIORITY_RESCAN_S:
         cache["low_priority"], cache["read_at"] = _low_priority_pids(), now
     return max(0, others - _runnable_threads_of(cache["low_priority"]))
 

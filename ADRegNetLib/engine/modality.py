@@ -53,7 +53,11 @@ def _sample(image: Image) -> np.ndarray:
 def is_ct(image: Image) -> bool:
     """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
     nothing but one padding value (``CT_LOWEST_HU``)."""
-    sample = _sample(image)
+    return _ct_values(_sample(image))
+
+
+def _ct_values(sample: np.ndarray) -> bool:
+    """:func:`is_ct` on a sample of an image's voxels."""
     if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
         return False
     below_air = sample[sample < CT_LOWEST_HU]
@@ -74,7 +78,8 @@ def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, flo
     A scale within 5 % of a power of ten is taken as that power.
     """
     levels = np.arange(2.0, 99.0, 2.0)
-    values, reference = np.percentile(_sample(image), levels), np.percentile(_sample(ct), levels)
+    sample = _sample(image)
+    values, reference = np.percentile(sample, levels), np.percentile(_sample(ct), levels)
     span = float(reference[-1] - reference[0])
     if not span > 0 or not float(values[-1] - values[0]) > 0:
         return None
@@ -88,13 +93,21 @@ def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, flo
     if abs(scale / decade - 1.0) < 0.05:
         scale = decade
         offset = float(np.median(reference - scale * values))
-    if not is_ct(in_hounsfield_units(image, float(scale), float(offset))):
+    if not _ct_values(sample.astype(np.float64) * scale + offset):
         return None
     return float(scale), float(offset)
 
 
 def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
-    """A float32 copy of ``image`` with its intensities mapped by ``scale * value + offset``."""
+    """A float32 copy of ``image`` with its intensities mapped by ``scale * value + offset``.
+
+    Args:
+        image: any image (its array is not changed).
+        scale, offset: the map (:func:`hounsfield_calibration`).
+
+    Returns:
+        the mapped copy on the same grid, with the same name.
+    """
     values = image.array.astype(np.float32) * np.float32(scale) + np.float32(offset)
     return Image(values, image.geometry, image.name)
 

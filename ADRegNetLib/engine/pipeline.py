@@ -26,8 +26,8 @@ from ..metrics import jacobian_stats, tre
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.overlap import physical_overlap
-from ..spatial.transform import Transform
 from ..spatial.padding import box_geometry
+from ..spatial.transform import Transform
 from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback

@@ -233,8 +233,9 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             before = loss
             grad, loss = evaluate(v)
             switched, direction = (before, loss), None
-        if direction is None:
-            direction = smooth_over_support(grad.neg(), settings.sigma_update, support)
+        if direction is None:  # (local NCC's gradient reaches a window beyond the region: cut there first)
+            descent = grad.neg() if support is None else grad.neg().mul_(weight)
+            direction = smooth_over_support(descent, settings.sigma_update, support)
             longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break

@@ -219,13 +219,22 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
             inside = np.zeros(fixed.array.shape, dtype=bool)
             inside[box] = True
             mask = inside if mask is None else (mask & inside)
-            # padding that cuts anatomy is left out of the similarity: the working grid needs no margin of it
-            region = tuple(slice(max(r.start, b.start), min(r.stop, b.stop)) for r, b in zip(region, box)) \
-                if region is not None and all(min(r.stop, b.stop) - max(r.start, b.start) >= min(
-                    WORKING_REGION_MIN_PLANES, n) for r, b, n in zip(region, box, fixed.array.shape)) else region
+            region = _without_cut_padding(region, box, fixed.array.shape)
     if region is not None:
         info["working_region"] = {axis: [b.start, b.stop] for axis, b in zip("zyx", region)}
     return moving, mask, info, notes, region
+
+
+def _without_cut_padding(region: Optional[tuple[slice, ...]], box: tuple[slice, ...], shape: tuple[int, ...]
+                         ) -> Optional[tuple[slice, ...]]:
+    """The working region less the fixed image's padding that cuts anatomy (``box``: the planes with data): that
+    padding is left out of the similarity, so the working grid needs no margin of it; unchanged where that would
+    leave fewer than ``WORKING_REGION_MIN_PLANES`` planes."""
+    if region is None:
+        return None
+    cut = tuple(slice(max(r.start, b.start), min(r.stop, b.stop)) for r, b in zip(region, box))
+    enough = all(c.stop - c.start >= min(WORKING_REGION_MIN_PLANES, n) for c, n in zip(cut, shape))
+    return cut if enough else region
 
 
 def moving_field_of_view(inside: np.ndarray, fixed: Optional[np.ndarray] = None) -> Optional[np.ndarray]:

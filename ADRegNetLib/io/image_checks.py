@@ -55,7 +55,8 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
 
     Checks, in order: finite voxels (no NaN/inf), spacing not absurd (<= ``MAX_SPACING_MM`` and
     anisotropy <= ``MAX_ANISOTROPY``), enough voxels along each axis, not constant, and not a
-    label map given as an intensity image (only whole numbers with few distinct values).
+    label map given as an intensity image (only whole numbers with few distinct values); and warns
+    when its intensities look clipped (``MAX_SATURATED_SHARE``).
     Dimension and vector images are rejected earlier, when converting from SimpleITK.
 
     Args:
@@ -163,6 +164,9 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
 def _saturation_message(name: str, array: np.ndarray, low: float, high: float) -> str:
     """A warning when the image holds its largest value in ``MAX_SATURATED_SHARE`` or more of its voxels above
     the background ("" otherwise): intensities clipped by a display window or an 8-bit export."""
+    corners = array[np.ix_(*[[0, n - 1] for n in array.shape])]
+    if bool((corners == array.dtype.type(high)).all()):  # a white background or padding, not clipped tissue
+        return ""
     flat = array.reshape(-1)
     sample = flat[:: max(1, flat.size // 2_000_000)]
     tissue = int(np.count_nonzero(sample > low + 0.05 * (high - low)))

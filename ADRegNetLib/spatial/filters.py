@@ -89,8 +89,16 @@ SUPPORT_FLOOR = 0.25
 
 
 def support_of(weight: Optional[torch.Tensor], sigma_voxels: float) -> Optional[torch.Tensor]:
-    """``gaussian_smooth(weight, sigma)`` floored at ``SUPPORT_FLOOR``: the share of a voxel's smoothing that
-    falls on the region (1 inside it, about 0.5 at its edge); None without a region or where it is everywhere."""
+    """The share of each voxel's smoothing that falls on a region.
+
+    Args:
+        weight: optional (1, 1, Z, Y, X) region, 1 inside (float or bool).
+        sigma_voxels: the smoothing's Gaussian sigma, voxels.
+
+    Returns:
+        (1, 1, Z, Y, X) ``gaussian_smooth(weight, sigma)`` floored at ``SUPPORT_FLOOR`` (1 inside, about 0.5 at the
+        edge), on the region's device; None without a region or where it covers everything.
+    """
     if weight is None or bool((weight > 0).all()):
         return None
     return gaussian_smooth(weight.to(torch.float32) if not weight.is_floating_point() else weight,
@@ -100,7 +108,16 @@ def support_of(weight: Optional[torch.Tensor], sigma_voxels: float) -> Optional[
 def smooth_over_support(volume: torch.Tensor, sigma_voxels: float, support: Optional[torch.Tensor]) -> torch.Tensor:
     """Gaussian smoothing of an update that is zero beyond a region, divided by the region's smoothed support
     (normalised convolution): at the region's edge the update keeps its strength instead of halving, and beyond
-    it continues the region's. Plain smoothing without ``support``."""
+    it continues the region's.
+
+    Args:
+        volume: (N, C, Z, Y, X) update, zero beyond the region.
+        sigma_voxels: Gaussian sigma, voxels.
+        support: :func:`support_of` the region with the same sigma, or None (plain smoothing).
+
+    Returns:
+        (N, C, Z, Y, X) smoothed update (a new tensor).
+    """
     out = gaussian_smooth(volume, sigma_voxels)
     return out if support is None else out.div_(support)
 

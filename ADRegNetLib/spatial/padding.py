@@ -11,7 +11,7 @@ background, the head inside the field of view), the planes are background and st
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,18 +45,34 @@ def _border_runs(array: np.ndarray) -> list[tuple[tuple[int, float], tuple[int, 
 
 
 def constant_border_box(array: np.ndarray) -> Optional[tuple[slice, slice, slice]]:
-    """The (Z, Y, X) slices without the whole planes of one constant value at each side of the image, whatever
-    lies next to them (padding, or an empty background stored as one exact value); None when there are none."""
+    """The planes between the image's constant border planes.
+
+    Args:
+        array: (Z, Y, X) intensities.
+
+    Returns:
+        (Z, Y, X) slices without the whole planes of one constant value at each side, whatever lies next to them
+        (padding, or an empty background stored as one exact value); None when there are none.
+    """
     runs = _border_runs(array)
     if not any(count for sides in runs for count, _ in sides):
         return None
     return tuple(slice(leading, n - trailing) for n, ((leading, _), (trailing, _)) in zip(array.shape, runs))
 
 
-def working_box(array: np.ndarray, spacing_zyx, margin_mm: float, min_planes: int
+def working_box(array: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float, min_planes: int
                 ) -> Optional[tuple[slice, slice, slice]]:
-    """:func:`constant_border_box` widened by ``margin_mm`` on each side (and to at least ``min_planes`` per
-    axis, within the image); None when that keeps the whole image."""
+    """The part of an image a registration's working grid spans.
+
+    Args:
+        array: (Z, Y, X) intensities of the fixed image.
+        spacing_zyx: its voxel size along Z, Y, X, mm.
+        margin_mm: constant border planes kept next to the data on each side.
+        min_planes: fewest planes kept per axis (within the image).
+
+    Returns:
+        (Z, Y, X) slices: :func:`constant_border_box` widened so; None when that keeps the whole image.
+    """
     box = constant_border_box(array)
     if box is None:
         return None
@@ -73,7 +89,15 @@ def working_box(array: np.ndarray, spacing_zyx, margin_mm: float, min_planes: in
 
 
 def box_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
-    """The grid of ``box`` ((Z, Y, X) slices with explicit bounds) of ``geometry``: its voxels at their places."""
+    """The grid of part of another.
+
+    Args:
+        geometry: the whole grid.
+        box: (Z, Y, X) slices of it with explicit bounds.
+
+    Returns:
+        the grid of those voxels, each at its physical place (same spacing and direction).
+    """
     z, y, x = box
     origin = geometry.index_to_physical(np.array([[x.start, y.start, z.start]], dtype=np.float64))[0]
     return Geometry((x.stop - x.start, y.stop - y.start, z.stop - z.start), geometry.spacing, origin, geometry.direction)

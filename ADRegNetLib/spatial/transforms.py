@@ -59,8 +59,9 @@ def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: 
             ``box``.
         geometry: the output grid.
         slab_voxels: most output voxels per slab.
-        box: optional (Z, Y, X) slices of ``geometry`` (explicit bounds) that the flow spans; beyond them the
-            field keeps the value at the box's nearest face (the working grid left out padding planes there).
+        box: optional (Z, Y, X) slices of ``geometry`` that the flow spans (written in place into the result);
+            beyond them the field keeps the value at the box's nearest face (the working grid left out padding
+            planes there).
 
     Returns:
         (3, Z, Y, X) float32 LPS mm, (x, y, z) components, on ``geometry``.
@@ -68,28 +69,32 @@ def upsampled_disp_mm(flow_norm: torch.Tensor, geometry: Geometry, slab_voxels: 
     check_field(flow_norm, "flow_norm")
     if flow_norm.shape[0] != 1:
         raise ValueError(f"flow_norm must hold one field (1, 3, z, y, x), got {tuple(flow_norm.shape)}")
-    if box is not None and any(b.start > 0 or b.stop < n for b, n in zip(box, geometry.shape)):
-        out = np.empty((3, *geometry.shape), dtype=np.float32)
-        out[(slice(None), *box)] = upsampled_disp_mm(flow_norm, box_geometry(geometry, box), slab_voxels)
-        for axis, part in enumerate(box):  # the faces carried outwards, one axis after the other
-            index = [slice(None)] * 4
-            for side, face in ((slice(0, part.start), part.start), (slice(part.stop, None), part.stop - 1)):
-                index[axis + 1] = side
-                out[tuple(index)] = np.take(out, [face], axis=axis + 1)
-        return out
+    box = None if box is None else tuple(slice(*b.indices(n)[:2]) for b, n in zip(box, geometry.shape))
+    if box is not None and all(b.start == 0 and b.stop == n for b, n in zip(box, geometry.shape)):
+        box = None
+    out = np.empty((3, *geometry.shape), dtype=np.float32)
+    inner = out if box is None else out[(slice(None), *box)]  # the region written in place: one full-size array
+    region = geometry if box is None else box_geometry(geometry, box)
     flow = flow_norm.float().cpu()
-    if tuple(flow.shape[2:]) == tuple(geometry.shape):
-        return np.ascontiguousarray(flow_norm_to_disp_mm(flow, geometry)[0].numpy(), dtype=np.float32)
-    # normalised units mean the same on both grids (same span): one matrix to mm for every slab
-    to_mm = torch.as_tensor(norm_to_mm_matrix(geometry), dtype=flow.dtype)
-    return resized_by_slabs(flow, geometry.shape, matrix=to_mm, slab_voxels=slab_voxels)
+    if tuple(flow.shape[2:]) == tuple(region.shape):
+        inner[...] = flow_norm_to_disp_mm(flow, region)[0].numpy()
+    else:  # normalised units mean the same on both grids (same span): one matrix to mm for every slab
+        to_mm = torch.as_tensor(norm_to_mm_matrix(region), dtype=flow.dtype)
+        resized_by_slabs(flow, region.shape, matrix=to_mm, slab_voxels=slab_voxels, out=inner)
+    for axis, part in enumerate(box or ()):  # the faces carried outwards, one axis after the other
+        index = [slice(None)] * 4
+        for side, face in ((slice(0, part.start), part.start), (slice(part.stop, None), part.stop - 1)):
+            index[axis + 1] = side
+            out[tuple(index)] = np.take(out, [face], axis=axis + 1)
+    return out
 
 
 def resized_by_slabs(field: torch.Tensor, shape_zyx: tuple[int, int, int], matrix: Optional[torch.Tensor] = None,
-                     slab_voxels: int = 1 << 22) -> np.ndarray:
+                     slab_voxels: int = 1 << 22, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Trilinear resize of a (1, C, z, y, x) field to another voxel count of the same span, z-slab by
     z-slab into one (C, Z, Y, X) float32 array (``resize_flow``'s values without its full-size
-    temporaries); with ``matrix`` (C, C) every vector is mapped by it on the way.
+    temporaries); with ``matrix`` (C, C) every vector is mapped by it on the way; with ``out`` (a float32
+    (C, Z, Y, X) array or view) written there and returned.
 
     Trilinear interpolation between grids of one span is separable: each slab's planes are interpolated
     along z from the two coarse planes around them, then in-plane by ``F.interpolate`` (bilinear). The matrix
@@ -101,10 +106,13 @@ def resized_by_slabs(field: torch.Tensor, shape_zyx: tuple[int, int, int], matri
         raise ValueError(f"field must be (1, C, z, y, x), got {tuple(field.shape)}")
     field = field.float().cpu()
     if matrix is not None:
-        field = torch.einsum("ij,njzyx->nizyx", matrix.float(), field)
+        field = torch.einsum("ij,njzyx->nizyx", matrix.float().cpu(), field)
     channels, nz_in = field.shape[1], field.shape[2]
     nz, ny, nx = (int(n) for n in shape_zyx)
-    out = np.empty((channels, nz, ny, nx), dtype=np.float32)
+    if out is None:
+        out = np.empty((channels, nz, ny, nx), dtype=np.float32)
+    elif out.shape != (channels, nz, ny, nx):
+        raise ValueError(f"out must be {(channels, nz, ny, nx)}, got {out.shape}")
     # each output plane between two coarse planes (align_corners: the first and last planes coincide)
     at = torch.linspace(0.0, nz_in - 1.0, nz, dtype=torch.float64) if nz > 1 else torch.zeros(1, dtype=torch.float64)
     below = at.floor().long().clamp_(0, max(nz_in - 2, 0))

@@ -37,7 +37,7 @@ import torch
 
 from ..model.checkpoint import load_checkpoint, load_matching, load_model, save_model
 from ..model.network import ADRegNet, ADRegNetConfig
-from ..numbers import argument_type
+from ..numbers import TORCH_MAX_SEED, argument_type
 from .evaluate import evaluate_model, heldout_pairs
 from .config import TrainConfig
 from .trainer import Trainer
@@ -133,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default=None, help="JSON file for the results table")
     parser.add_argument("--pairs", type=argument_type(whole=True, example="24", positive=True), default=24,
                         help="held-out pairs")
-    parser.add_argument("--seed", type=argument_type(whole=True, example="1234"), default=None,
+    parser.add_argument("--seed", type=argument_type(whole=True, example="1234", maximum=TORCH_MAX_SEED), default=None,
                         help="seed of the held-out pairs (default: the config's val_seed)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--train-seed", type=argument_type(whole=True, example="1"), default=None,
+    parser.add_argument("--train-seed", type=argument_type(whole=True, example="1", maximum=TORCH_MAX_SEED), default=None,
                         help="training seed instead of the config's (initialisation and sampled pairs): a second "
                              "run of a variant measures how much the result moves with the seed alone")
     parser.add_argument("--init-weights", default=None,

@@ -30,7 +30,7 @@ from ..model.checkpoint import load_model
 from ..model.inference import predict_in_passes
 # ADRegNetLib.numbers, not ADRegNetLib.io.numbers: ADRegNetLib/io/__init__.py imports SimpleITK, which the GPU
 # host does not have.
-from ..numbers import argument_type
+from ..numbers import TORCH_MAX_SEED, argument_type
 from ..spatial.flow import vector_length
 from ..spatial.geometry import Geometry
 from ..spatial.jacobian import jacobian_determinant
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prepared", default="runs/prepared", help="folder of prepared volumes (train.prep)")
     parser.add_argument("--out", required=True, help="output JSON file")
     parser.add_argument("--pairs", type=argument_type(whole=True, example="24", positive=True), default=24)
-    parser.add_argument("--seed", type=argument_type(whole=True, example="1234"), default=1234)
+    parser.add_argument("--seed", type=argument_type(whole=True, example="1234", maximum=TORCH_MAX_SEED), default=1234)
     parser.add_argument("--crop", type=argument_type(whole=True, example="64", positive=True), nargs=3,
                         default=[64, 64, 64], metavar=("Z", "Y", "X"), help="crop size, voxels (default 64 64 64)")
     parser.add_argument("--threads", type=argument_type(whole=True, example="2", positive=True), default=2)

@@ -322,3 +322,11 @@ def test_a_clipped_scan_is_warned_about_and_an_unclipped_one_is_not(rng):
         validate_image(Image(eight_bit, g, "u8"))
     mild = np.minimum(scan, np.percentile(scan, 97)).astype(np.float32)  # 3 % at the top: left alone
     assert validate_image(Image(mild, g, "mild")) == []
+
+
+def test_a_white_background_is_not_taken_for_clipping(rng):
+    g = Geometry((30, 30, 30))
+    scan = np.clip(rng.normal(100.0, 30.0, size=g.shape), 1.0, 250.0).astype(np.float32)
+    scan[:10] = 255.0  # padding of the largest value round the scan (corners included)
+    scan[-10:] = 255.0
+    assert validate_image(Image(scan, g, "white")) == []

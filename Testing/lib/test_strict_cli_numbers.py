@@ -183,3 +183,14 @@ def test_the_training_tools_never_import_simpleitk():
             "    except SystemExit:\n"
             "        pass\n")
     assert sitk_modules_loaded(code, REPO_ROOT) == []
+
+
+@pytest.mark.parametrize("command, option", [("evaluate", "--seed"), ("ablations", "--seed"), ("ablations", "--train-seed")])
+def test_training_seeds_beyond_torchs_range_are_refused(command, option, capsys):
+    """torch's manual_seed raised "Overflow when unpacking long long" after the run began."""
+    parser = _parser(command)
+    required = COMMANDS[command][1]
+    with pytest.raises(SystemExit):
+        parser.parse_args(required + [f"{option}=99999999999999999999999"])
+    assert "is above 9223372036854775807" in capsys.readouterr().err
+    assert getattr(parser.parse_args(required + [f"{option}=9223372036854775807"]), option[2:].replace("-", "_")) == 2 ** 63 - 1
