@@ -18,7 +18,7 @@ from ..spatial.affine import AffineMap
 from ..spatial.filters import gaussian_smooth, gaussian_smooth_covariance, is_axis_aligned
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from ..spatial.padding import crop_to_box, data_box, working_box
+from ..spatial.padding import border_runs, crop_to_box, data_box, working_box
 from ..spatial.resolution import matching_covariances
 from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
@@ -201,11 +201,13 @@ def without_padding(fixed: Image, moving: Image, mask: Optional[np.ndarray]
         planes kept per axis or None, warnings naming what was left out, the working region's (Z, Y, X) slices
         of the fixed grid or None for all of it).
     """
-    region = working_box(fixed.array, fixed.geometry.spacing[::-1], WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES)
+    fixed_runs = border_runs(fixed.array)  # read once: the working region and the fixed image's padding
+    region = working_box(fixed.array, fixed.geometry.spacing[::-1], WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES,
+                         fixed_runs)
     info: dict = {"fixed": None, "moving": None, "working_region": None}
     notes = []
     for role, image in (("fixed", fixed), ("moving", moving)):
-        box = data_box(image.array, TISSUE_THRESHOLD, PADDING_MIN_CUT_SHARE)
+        box = data_box(image.array, TISSUE_THRESHOLD, PADDING_MIN_CUT_SHARE, fixed_runs if role == "fixed" else None)
         if box is None:
             continue
         kept = {axis: [b.start, b.stop] for axis, b in zip("zyx", box)}

@@ -20,7 +20,7 @@ from .geometry import Geometry
 from .image import Image
 from .intensity_map import sample_quantiles
 
-__all__ = ["data_box", "constant_border_box", "working_box", "box_geometry", "crop_to_box"]
+__all__ = ["border_runs", "data_box", "constant_border_box", "working_box", "box_geometry", "crop_to_box"]
 
 
 def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
@@ -34,7 +34,7 @@ def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
     return int(np.argmin(same)), float(value)
 
 
-def _border_runs(array: np.ndarray) -> list[tuple[tuple[int, float], tuple[int, float]]]:
+def border_runs(array: np.ndarray) -> list[tuple[tuple[int, float], tuple[int, float]]]:
     """Per axis (Z, Y, X): ((leading planes of one constant value, the value), (trailing ones, the value))."""
     runs = []
     for axis in range(3):
@@ -44,24 +44,25 @@ def _border_runs(array: np.ndarray) -> list[tuple[tuple[int, float], tuple[int, 
     return runs
 
 
-def constant_border_box(array: np.ndarray) -> Optional[tuple[slice, slice, slice]]:
+def constant_border_box(array: np.ndarray, runs: Optional[list] = None) -> Optional[tuple[slice, slice, slice]]:
     """The planes between the image's constant border planes.
 
     Args:
         array: (Z, Y, X) intensities.
+        runs: its :func:`border_runs` when already read (each reading is six passes over the image).
 
     Returns:
         (Z, Y, X) slices without the whole planes of one constant value at each side, whatever lies next to them
         (padding, or an empty background stored as one exact value); None when there are none.
     """
-    runs = _border_runs(array)
+    runs = border_runs(array) if runs is None else runs
     if not any(count for sides in runs for count, _ in sides):
         return None
     return tuple(slice(leading, n - trailing) for n, ((leading, _), (trailing, _)) in zip(array.shape, runs))
 
 
-def working_box(array: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float, min_planes: int
-                ) -> Optional[tuple[slice, slice, slice]]:
+def working_box(array: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float, min_planes: int,
+                runs: Optional[list] = None) -> Optional[tuple[slice, slice, slice]]:
     """The part of an image a registration's working grid spans.
 
     Args:
@@ -69,11 +70,12 @@ def working_box(array: np.ndarray, spacing_zyx: Sequence[float], margin_mm: floa
         spacing_zyx: its voxel size along Z, Y, X, mm.
         margin_mm: constant border planes kept next to the data on each side.
         min_planes: fewest planes kept per axis (within the image).
+        runs: as :func:`constant_border_box`.
 
     Returns:
         (Z, Y, X) slices: :func:`constant_border_box` widened so; None when that keeps the whole image.
     """
-    box = constant_border_box(array)
+    box = constant_border_box(array, runs)
     if box is None:
         return None
     kept = []
@@ -103,7 +105,8 @@ def box_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometr
     return Geometry((x.stop - x.start, y.stop - y.start, z.stop - z.start), geometry.spacing, origin, geometry.direction)
 
 
-def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -> Optional[tuple[slice, slice, slice]]:
+def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float,
+             runs: Optional[list] = None) -> Optional[tuple[slice, slice, slice]]:
     """The (Z, Y, X) slices that hold the data, or None when no padding cuts through anatomy.
 
     Args:
@@ -112,12 +115,13 @@ def data_box(array: np.ndarray, tissue_threshold: float, min_cut_share: float) -
             must differ from the padding value to show tissue.
         min_cut_share: share of a plane's voxels that must show tissue for the anatomy to count as
             cut there (the first plane with data next to the padding).
+        runs: as :func:`constant_border_box`.
 
     Returns:
         slices per axis (Z, Y, X) keeping every plane except the padding on the sides where it cuts
         through anatomy; None when there is no such side.
     """
-    runs = _border_runs(array)
+    runs = border_runs(array) if runs is None else runs
     if not any(count for sides in runs for count, _ in sides):
         return None
     lo, hi = sample_quantiles(torch.from_numpy(np.ascontiguousarray(array)), [0.01, 0.99]).tolist()
