@@ -34,7 +34,7 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, normalized_for_preset,
+from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, normalized_pair,
                        rewindowed_for_network)
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
@@ -165,8 +165,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if preset == "auto":
         preset, reason = detect_preset(fixed_hu, moving_hu)
     p = PRESET_SETTINGS[preset]
-    fixed_n = normalized_for_preset(fixed_hu, p.modality, p.ct_window, mask=mask_arr)
-    moving_n = normalized_for_preset(moving_hu, p.modality, p.ct_window)
+    fixed_n, moving_n, normalization = normalized_pair(fixed_hu, moving_hu, p.modality, p.ct_window, mask_arr,
+                                                       initial_transform)
     contrasts_guessed = multimodal is None
     if contrasts_guessed:
         multimodal, multimodal_reason = guess_multimodal(fixed_hu, moving_hu, fixed_n, moving_n,
@@ -351,6 +351,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "multimodal": bool(multimodal),
         "multimodal_reason": multimodal_reason,
         "hounsfield_calibration": hounsfield,
+        "intensity_normalization": normalization,
         "network_used": bool(network_info["used"]),
         "network": network_info,
         "instance_optimization": io_info,

@@ -48,6 +48,8 @@ def test_mask_on_a_half_resolution_grid_is_mapped_by_position(crop):
     assert dice > 0.9
     result = register(crop, crop, fixed_mask=half, **CHEAP)  # accepted by register() too
     assert result.metrics["jacobian"]["num_voxels"] == int(mapped.sum())
+    # CT: both images in the Hounsfield window whatever the mask (metrics.json says so)
+    assert result.metrics["intensity_normalization"] == {"fixed": "Hounsfield window", "moving": "Hounsfield window"}
 
 
 def test_mask_shifted_50_mm_acts_50_mm_away(crop):

@@ -18,6 +18,8 @@ from ADRegNetLib.engine import register
 from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, hounsfield_calibration,
                                          hounsfield_pair, inverted_edge_share, is_ct)
 from ADRegNetLib.engine.modality import normalized_for_preset as _normalized
+from ADRegNetLib.engine.modality import normalized_pair
+from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi
 from ADRegNetLib.spatial.geometry import Geometry
@@ -320,3 +322,51 @@ def test_one_contrast_taken_for_two_before_alignment_is_one_after_it(t1_t2):
     assert t2_metrics["multimodal"] is True
     assert t2_metrics["refinement"]["contrasts"] == "two contrasts"
     assert t2_metrics["refinement"]["contrast_check"]["inverted_edge_share"] > 10 * TWO_CONTRAST_EDGE_SHARE
+
+
+def _head_with_bright_scalp(t1: Image, pad: int, origin_shift_mm) -> Image:
+    """``t1``'s content on a grid ``pad`` voxels wider along x (the new voxels first), with a scalp-like shell
+    far brighter than any tissue around its centre box, at the same physical place plus ``origin_shift_mm``."""
+    arr = np.pad(t1.array, ((0, 0), (0, 0), (pad, 0)))
+    arr[:, :, :pad + 3] = 4.0 * float(t1.array.max())
+    g = t1.geometry
+    geometry = Geometry((g.size[0] + pad, g.size[1], g.size[2]), g.spacing,
+                        g.origin - np.array([pad * g.spacing[0], 0.0, 0.0]) + np.asarray(origin_shift_mm), g.direction)
+    return Image(arr, geometry, "moving")
+
+
+@needs_brain
+@pytest.mark.parametrize("shift_mm", [(0.0, 0.0, 0.0), (12.0, -8.0, 4.0)])
+def test_a_fixed_region_normalises_both_images_over_the_same_anatomy(t1_t2, shift_mm):
+    """With a fixed mask, each image's percentiles come from the same anatomy: the moving image over the mask
+    as it lies on the moving grid (physical position, through the start), so one tissue gets one value in
+    both, whatever lies outside the mask (a bright scalp only in the moving image, a wider moving grid)."""
+    t1 = t1_t2[0]
+    moving = _head_with_bright_scalp(t1, pad=5, origin_shift_mm=shift_mm)
+    initial = None if not any(shift_mm) else AffineMap(np.eye(3), np.asarray(shift_mm))
+    region = np.zeros(t1.array.shape, bool)
+    z, y, x = t1.array.shape
+    region[z // 4:3 * z // 4, y // 4:3 * y // 4, x // 4:3 * x // 4] = True
+    fixed_n, moving_n, record = normalized_pair(t1, moving, "mr", None, region, initial)
+    assert record == {"fixed": "the fixed region", "moving": "the fixed region on the moving grid"}
+    same_place = moving_n.array[:, :, 5:]
+    np.testing.assert_allclose(same_place[region], fixed_n.array[region], atol=1e-5)
+    # each image's own percentiles (the rule before): the scalp sets the moving image's scale
+    own = _normalized(moving, "mr", None).array[:, :, 5:]
+    assert np.abs(own[region] - fixed_n.array[region]).mean() > 0.1
+
+
+@needs_brain
+def test_a_fixed_region_off_the_moving_image_falls_back_to_its_own_percentiles(t1_t2):
+    t1 = t1_t2[0]
+    g = t1.geometry
+    far = Image(t1.array.copy(), Geometry(g.size, g.spacing, g.origin + np.array([1000.0, 0.0, 0.0]), g.direction), "moving")
+    region = np.zeros(t1.array.shape, bool)
+    region[4:12, 4:12, 4:12] = True
+    fixed_n, moving_n, record = normalized_pair(t1, far, "mr", None, region)
+    assert record["moving"].startswith("the whole image")
+    np.testing.assert_array_equal(moving_n.array, _normalized(far, "mr", None).array)
+    np.testing.assert_array_equal(fixed_n.array, _normalized(t1, "mr", None, mask=region).array)
+    # without a region both use their own percentiles, as always
+    _, _, record = normalized_pair(t1, far, "mr", None, None)
+    assert record == {"fixed": "the whole image", "moving": "the whole image"}
