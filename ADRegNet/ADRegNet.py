@@ -94,7 +94,9 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.placePairButton.connect("clicked(bool)", self.onPlacePairButton)
-        self.ui.deletePairButton.connect("clicked(bool)", lambda: self.pairTable.deleteSelected())
+        self.ui.deletePairButton.connect("clicked(bool)", lambda: self._editPairs(self.pairTable.deleteSelected))
+        self.ui.restorePairButton.connect("clicked(bool)", lambda: self._editPairs(self.pairTable.restoreDeleted))
+        self.ui.restorePairButton.enabled = False
         for widget, signal in ((self.ui.showMovingCheckBox, "toggled(bool)"), (self.ui.showGridCheckBox, "toggled(bool)"),
                                (self.ui.overlayComboBox, "currentIndexChanged(int)")):
             widget.connect(signal, self.onDisplayChanged)
@@ -158,6 +160,7 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name in OUTPUT_SELECTORS:  # defect 3: an input is never offered as an output
             getattr(self.ui, name).sortFilterProxyModel().hiddenNodeIDs = hidden
         self.pairTable.observe(p.fixedLandmarks, p.movingLandmarks)
+        self.ui.restorePairButton.enabled = bool(self.pairTable.deleted)  # other lists: nothing to put back
         self.ui.initialTransformLabel.setText(self.logic.describeInitialTransform(p))
         self.ui.keepInitialTransformCheckBox.enabled = bool(p.useInitialTransform)
         # "instant" is the network alone, which does not take the pairs: they only measure there
@@ -258,6 +261,11 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not warp the segmentation."), waitCursor=True):
             node = self.logic.warpSegmentation(self._parameterNode)
             self.ui.stageLabel.setText(self.logic.warpedText(node))  # hidden segments, read where it is shown
+
+    def _editPairs(self, edit) -> None:
+        """Delete or restore a pair; Restore pair is offered while a deleted one can be put back."""
+        edit()
+        self.ui.restorePairButton.enabled = bool(self.pairTable.deleted)
 
     def onPlacePairButton(self) -> None:
         """Place one landmark pair: a point in the fixed volume, then its partner in the moving volume."""

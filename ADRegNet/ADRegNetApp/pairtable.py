@@ -5,7 +5,9 @@ One row per pair: name (select it and click again, or press F2, to rename both p
 one, and the header then says "at start", as the TRE table's start_mm and metrics.json's tre_start) and
 after (mm, through the last result transform; "(guided)" after a pair that pulled that registration
 from where it still is: its error after is not an independent check). Double-click a row to centre the slice views on
-the pair; "Delete pair" removes the selected pair from both lists. All scene work is done by ADRegNetMRML.pairs (tested headless).
+the pair; "Delete pair" removes the selected pair from both lists, and "Restore pair" puts the pairs deleted
+since these lists were chosen back, the last first, where they were. All scene work is done by ADRegNetMRML.pairs
+(tested headless).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class PairTable:
     def __init__(self, table, context: Callable[[], Optional[tuple]]) -> None:
         self.table, self.context = table, context
         self._observed: list[tuple[object, int]] = []
+        self.deleted: list = []  # ADRegNetMRML.pairs.DeletedPair, the last deleted last
         self._lists: tuple = (None, None)
         self._filling = False
         table.setColumnCount(3)
@@ -52,6 +55,7 @@ class PairTable:
             node.RemoveObserver(tag)
         self._observed = []
         self._lists = (fixed_list, moving_list)
+        self.deleted = []  # deleted from other lists: nothing to restore into these
         for node in (fixed_list, moving_list):
             if node is not None:
                 for event in _EVENTS:
@@ -117,4 +121,16 @@ class PairTable:
         row = self.table.currentRow()
         if context and row >= 0:
             with slicer.util.tryWithErrorDisplay("Cannot delete the landmark pair."):
-                delete_pair(context[0], context[1], row)
+                self.deleted.append(delete_pair(context[0], context[1], row))
+
+    def restoreDeleted(self) -> None:
+        """Put the last deleted pair back where it was, and select it."""
+        from ADRegNetMRML.pairs import restore_pair
+
+        context = self.context()
+        if context and self.deleted:
+            with slicer.util.tryWithErrorDisplay("Cannot restore the landmark pair."):
+                index = restore_pair(context[0], context[1], self.deleted[-1])
+                self.deleted.pop()
+                self.refresh()
+                self.table.selectRow(index)

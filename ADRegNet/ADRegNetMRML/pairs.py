@@ -20,7 +20,7 @@ from .frames import attach_markups_to_volume_frame, points_lps_in_volume_frame, 
 from .geometry import points_lps_to_ras, points_ras_to_lps
 from .landmarks import LandmarkError, markups_labels, next_pair_label
 
-__all__ = ["PairRow", "pair_rows", "rename_pair", "delete_pair", "jump_to_pair", "PairPlacement",
+__all__ = ["PairRow", "pair_rows", "rename_pair", "DeletedPair", "delete_pair", "restore_pair", "jump_to_pair", "PairPlacement",
            "GUIDING_PAIRS_ATTRIBUTE", "mark_guiding_pairs"]
 
 #: attribute of a result transform node: the landmark pairs (fixed and moving LPS mm, in their volumes'
@@ -137,12 +137,79 @@ def rename_pair(fixed_node, moving_node, index: int, label: str) -> None:
             node.SetNthControlPointLabel(index, label)
 
 
-def delete_pair(fixed_node, moving_node, index: int) -> None:
-    """Remove pair ``index`` from both lists (later pairs move up by one, so pairs stay matched)."""
+@dataclass(frozen=True)
+class DeletedPair:
+    """A pair removed by :func:`delete_pair`, all :func:`restore_pair` needs to put it back.
+
+    Attributes:
+        index: where it was in both lists.
+        node_ids: the fixed and moving point lists' node IDs (None for a list not given).
+        points: per list, the point as it was (position in the list's own frame, label, description, locked,
+            selected, visible, orientation, associated node), or None where that list had no point there.
+    """
+
+    index: int
+    node_ids: tuple
+    points: tuple
+
+
+def _point_state(node, index: int) -> Optional[dict]:
+    if node is None or index >= node.GetNumberOfControlPoints():
+        return None
+    position = [0.0, 0.0, 0.0]
+    node.GetNthControlPointPosition(index, position)
+    return {"position": position, "label": node.GetNthControlPointLabel(index),
+            "description": node.GetNthControlPointDescription(index),
+            "locked": bool(node.GetNthControlPointLocked(index)), "selected": bool(node.GetNthControlPointSelected(index)),
+            "visible": bool(node.GetNthControlPointVisibility(index)),
+            "orientation": list(node.GetNthControlPointOrientationMatrix(index)),
+            "associated": node.GetNthControlPointAssociatedNodeID(index)}
+
+
+def delete_pair(fixed_node, moving_node, index: int) -> DeletedPair:
+    """Remove pair ``index`` from both lists (later pairs move up by one, so pairs stay matched).
+
+    Returns:
+        what :func:`restore_pair` needs to put the pair back.
+    """
     _check_index(fixed_node, moving_node, index)
+    deleted = DeletedPair(index, tuple(None if n is None else n.GetID() for n in (fixed_node, moving_node)),
+                          tuple(_point_state(n, index) for n in (fixed_node, moving_node)))
     for node in (fixed_node, moving_node):
         if node is not None and index < node.GetNumberOfControlPoints():
             node.RemoveNthControlPoint(index)
+    return deleted
+
+
+def restore_pair(fixed_node, moving_node, deleted: DeletedPair) -> int:
+    """Put a deleted pair back where it was in the same two lists (at their ends if they are shorter now).
+
+    Returns:
+        its index.
+
+    Raises:
+        LandmarkError: these are not the lists the pair was deleted from (other lists selected, or removed).
+    """
+    ids = tuple(None if n is None else n.GetID() for n in (fixed_node, moving_node))
+    if any(state is not None and ids[k] != deleted.node_ids[k] for k, state in enumerate(deleted.points)) or any(
+            n is not None and n.GetScene() is None for n in (fixed_node, moving_node)):
+        raise LandmarkError("the pair was deleted from other point lists than the ones selected now ("
+                            + " and ".join(str(i) for i in deleted.node_ids if i) + "): select those to restore it")
+    counts = [n.GetNumberOfControlPoints() for n, state in zip((fixed_node, moving_node), deleted.points)
+              if state is not None]
+    index = min([deleted.index] + counts)
+    for node, state in zip((fixed_node, moving_node), deleted.points):
+        if state is None:
+            continue
+        node.InsertControlPoint(index, state["position"], state["label"])
+        node.SetNthControlPointDescription(index, state["description"])
+        node.SetNthControlPointLocked(index, state["locked"])
+        node.SetNthControlPointSelected(index, state["selected"])
+        node.SetNthControlPointVisibility(index, state["visible"])
+        node.SetNthControlPointOrientationMatrix(index, state["orientation"])
+        if state["associated"]:
+            node.SetNthControlPointAssociatedNodeID(index, state["associated"])
+    return index
 
 
 def jump_to_pair(scene, fixed_node, moving_node, index: int) -> np.ndarray:

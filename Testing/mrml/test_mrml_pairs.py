@@ -11,7 +11,7 @@ import pytest
 
 from ADRegNetMRML.geometry import points_lps_to_ras, volume_node_from_image
 from ADRegNetMRML.landmarks import LandmarkError, markups_labels, markups_node_from_points
-from ADRegNetMRML.pairs import PairPlacement, delete_pair, jump_to_pair, pair_rows, rename_pair
+from ADRegNetMRML.pairs import PairPlacement, delete_pair, jump_to_pair, pair_rows, rename_pair, restore_pair
 from ADRegNetMRML.transform import grid_transform_node_from_field
 from mrml_helpers import EventLoop, analytic_field, blob_image, click, oblique_geometry
 
@@ -158,3 +158,63 @@ def test_one_list_as_both_is_refused_before_any_click(scene, lists):
         placement.start()
     assert states == [] and not click(scene, (1.0, 2.0, 3.0))
     assert fixed.GetNumberOfControlPoints() == 0
+
+
+def _positions(node) -> np.ndarray:
+    out = np.zeros((node.GetNumberOfControlPoints(), 3))
+    for i in range(len(out)):
+        node.GetNthControlPointPosition(i, out[i])
+    return out
+
+
+def test_a_deleted_pair_is_restored_where_it_was_with_all_it_held(scene, lists):
+    """Delete pair can be undone: the pair comes back at its place in both lists, in each list's own frame
+    (a list under a transform keeps its local position), with its name, description, lock and visibility;
+    several deletions come back last first."""
+    fixed, moving = lists
+    pts = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 5.0], [-4.0, 3.0, 1.0], [2.0, 2.0, 2.0]])
+    markups_node_from_points(scene, pts, "F", ["a", "b", "c", "d"], node=fixed)
+    markups_node_from_points(scene, pts + [0.0, 0.0, 2.0], "M", ["a", "b", "c", "d"], node=moving)
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = shift.GetMatrixTransformToParent()
+    matrix.SetElement(0, 3, 7.0)
+    shift.SetMatrixTransformToParent(matrix)
+    moving.SetAndObserveTransformNodeID(shift.GetID())
+    fixed.SetNthControlPointDescription(1, "carina")
+    fixed.SetNthControlPointLocked(1, True)
+    moving.SetNthControlPointVisibility(1, False)
+    before = (_positions(fixed), _positions(moving), markups_labels(fixed), markups_labels(moving))
+    rows_before = [(r.label, r.tre_before_mm) for r in pair_rows(fixed, moving, None, None)]
+
+    first = delete_pair(fixed, moving, 1)
+    second = delete_pair(fixed, moving, 2)  # "d", now third
+    assert markups_labels(fixed) == ["a", "c"] and markups_labels(moving) == ["a", "c"]
+    assert restore_pair(fixed, moving, second) == 2
+    assert restore_pair(fixed, moving, first) == 1
+    after = (_positions(fixed), _positions(moving), markups_labels(fixed), markups_labels(moving))
+    np.testing.assert_allclose(after[0], before[0])
+    np.testing.assert_allclose(after[1], before[1])
+    assert after[2:] == before[2:]
+    assert fixed.GetNthControlPointDescription(1) == "carina" and fixed.GetNthControlPointLocked(1)
+    assert not moving.GetNthControlPointVisibility(1) and moving.GetNthControlPointVisibility(0)
+    assert [(r.label, r.tre_before_mm) for r in pair_rows(fixed, moving, None, None)] == rows_before
+
+
+def test_a_pair_is_not_restored_into_other_lists_and_lists_that_shrank_get_it_at_their_end(scene, lists):
+    fixed, moving = lists
+    pts = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 5.0], [-4.0, 3.0, 1.0]])
+    markups_node_from_points(scene, pts, "F", ["a", "b", "c"], node=fixed)
+    markups_node_from_points(scene, pts + 1.0, "M", ["a", "b", "c"], node=moving)
+    deleted = delete_pair(fixed, moving, 2)
+    other = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "other")
+    markups_node_from_points(scene, pts, "other", ["x", "y", "z"], node=other)
+    with pytest.raises(LandmarkError, match="other point lists"):
+        restore_pair(other, moving, deleted)
+    assert markups_labels(other) == ["x", "y", "z"] and markups_labels(moving) == ["a", "b"]  # nothing touched
+    delete_pair(fixed, moving, 0)
+    delete_pair(fixed, moving, 0)
+    assert restore_pair(fixed, moving, deleted) == 0  # the lists are empty now: it comes back first
+    assert markups_labels(fixed) == markups_labels(moving) == ["c"]
+    scene.RemoveNode(moving)
+    with pytest.raises(LandmarkError, match="other point lists"):
+        restore_pair(fixed, moving, deleted)
