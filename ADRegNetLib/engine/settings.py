@@ -23,7 +23,7 @@ from .refine_settings import (REFINE_GAIN_SIGMA_MM, REFINE_GAIN_FLOOR, REFINE_IN
 __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "LUNG_COARSE_KEEP_MM", "COARSE_MIN_LOSS_GAIN", "COARSE_MORE_STEPS", "LARGE_MOTION_MORE_STEPS", "PresetSettings", "QualitySettings", "PRESET_SETTINGS", "QUALITY_SETTINGS",
            "CT_AIR_PERCENTILE_HU", "CT_CALIBRATION_MAX_RESIDUAL", "CT_LOWEST_HU", "CT_MAX_SHARE_BELOW_AIR", "GENERIC_CT_WINDOW", "NETWORK_CT_WINDOW", "NETWORK_MIN_RELATIVE_GAIN", "PREALIGN_MIN_RELATIVE_GAIN",
            "PREALIGN_MIN_LOCAL_GAIN", "PREALIGN_MAX_SCALE", "PREALIGN_ROTATION_MIN_GAIN",
-           "PREALIGN_ROTATION_MIN_CUT", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
+           "PREALIGN_ROTATION_MIN_CUT", "PREALIGN_CENTRES_APART_MM", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
            "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES", "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
            "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "QUIET_AXIS_SHARE", "QUIET_AXIS_LOSS_MARGIN", "REFINE_INTENSITY_KNOTS",
@@ -93,6 +93,11 @@ PREALIGN_ROTATION_MIN_GAIN = 0.10
 #: 1 - NCC^2 (a bounded measure: the relative gain of -NCC^2 could not reach 10 % where the usual start
 #: already correlated 0.913, brain seed 0 turned 180 degrees about P)
 PREALIGN_ROTATION_MIN_CUT = 0.30
+#: images that overlap in physical space start their pre-alignment from the identity, unless their centres of
+#: mass lie more than this far apart (mm) and a short rigid fit from those brought together matches better
+#: (``prealign._overlapping_start``). Scans of one patient in one frame lie 0-10 mm apart (the benchmark brain
+#: cases 1-2 mm, the lung cases 3-6 mm, a moving image cut to 40 % of its slices about 40 mm: the fit decides)
+PREALIGN_CENTRES_APART_MM = 20.0
 #: turns spread over all orientations that the rotation search ranks without a fit
 #: (``engine/rotations.py``), and how many of the best it fits
 SPREAD_TURNS = 256

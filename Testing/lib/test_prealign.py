@@ -278,3 +278,58 @@ def test_lung_keeps_a_breathing_affine_that_mind_ssc_does_not_endorse(monkeypatc
     tre_checked, info_checked = tre_and_prealignment(True)
     assert info_checked["kept"].startswith("start (") and "local structure similarity" in info_checked["kept"]
     assert tre < 0.85 * tre_checked, (tre, tre_checked)  # measured 1.88 against 2.43 mm
+
+
+def _moved_head(degrees: float, axis, shift_mm) -> tuple[Image, Image, np.ndarray, np.ndarray]:
+    """The real T1 at 2 mm and a copy turned by ``degrees`` about ``axis`` and moved by ``shift_mm`` inside a grid
+    that holds the fixed one (so the grids overlap fully although the heads lie ``shift_mm`` apart); three fixed
+    points and where they lie in the copy."""
+    import SimpleITK as sitk
+
+    from ADRegNetLib.io.image import from_sitk, to_sitk
+
+    fixed, _, points, _ = _turned_t1(0.0, (0.0, 0.0, 1.0))
+    g = fixed.geometry
+    move = sitk.VersorRigid3DTransform()
+    move.SetCenter(g.center().tolist())
+    move.SetRotation(np.asarray(axis, float).tolist(), float(np.radians(degrees)))
+    move.SetTranslation((-np.asarray(shift_mm, float)).tolist())  # content moves by about +shift_mm
+    extra = np.ceil(np.abs(shift_mm) / g.spacing).astype(int) + 10
+    origin = g.origin + np.minimum(shift_mm, 0.0) - 10 * g.spacing * (np.asarray(shift_mm) < 0)
+    grid = Geometry((np.asarray(g.size) + extra).tolist(), g.spacing, origin, g.direction)
+    reference = sitk.Image([int(v) for v in grid.size], sitk.sitkFloat32)
+    reference.SetSpacing(grid.spacing.tolist())
+    reference.SetOrigin(grid.origin.tolist())
+    moving = from_sitk(sitk.Resample(to_sitk(fixed, np.float32), reference, move, sitk.sitkLinear, 0.0), "moved")
+    return fixed, moving, points, np.array([move.GetInverse().TransformPoint(p.tolist()) for p in points])
+
+
+@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+def test_a_head_moved_far_within_an_overlapping_grid_starts_from_the_centres_of_mass():
+    """Grids that overlap fully, heads 100 mm apart and turned 30 degrees: the pre-alignment starts from the
+    centres of mass brought together (from the identity the fit ended in a wrong turn: 82.8 mm TRE on the
+    benchmark brain so moved), and the contrast check looks there too (it read -0.09 from the identity)."""
+    from ADRegNetLib.engine.modality import contrast_correlation
+    from ADRegNetLib.spatial.overlap import physical_overlap
+
+    fixed, moving, points, expected = _moved_head(30.0, (0.5, -0.3, 1.0), np.array([100.0, -20.0, 15.0]))
+    assert physical_overlap(fixed.geometry, moving.geometry) > 0.5
+    affine, info = prealign(fixed, moving, mode="rigid", rotation_min_gain=0.1)
+    assert info["start"].startswith("centre of mass"), info["start"]
+    assert np.abs(affine.apply(points) - expected).max() < 3.0
+    assert contrast_correlation(fixed, moving) > 0.6
+
+
+@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+def test_a_head_cut_to_half_its_width_keeps_the_identity_start():
+    """Aligned, but the moving image holds only half the head: its centre of mass lies far off (more than
+    ``PREALIGN_CENTRES_APART_MM``), yet the identity fits as well, so it stays the start."""
+    fixed, _, points, _ = _turned_t1(0.0, (0.0, 0.0, 1.0))
+    g = fixed.geometry
+    half = Image(np.ascontiguousarray(fixed.array[:, :, : g.size[0] // 2]),
+                 Geometry((g.size[0] // 2, g.size[1], g.size[2]), g.spacing, g.origin, g.direction), "half")
+    affine, info = prealign(fixed, half, mode="rigid", rotation_min_gain=0.1)
+    assert info["start"].startswith("identity"), info["start"]
+    assert "apart" in info["start"]  # the centres were compared, and the identity kept
+    inside = points[points[:, 0] < g.origin[0] + g.spacing[0] * (g.size[0] // 2 - 3)]
+    assert np.abs(affine.apply(inside) - inside).max() < 1.5
