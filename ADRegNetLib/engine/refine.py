@@ -52,13 +52,14 @@ import torch
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
 from ..spatial.bspline import refined
-from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, support_of
+from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, smoothing_edges, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 from .landmark_pull import landmark_tensors, landmark_update
 from .optimizer import sample_through
+from .settings import CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE
 
 __all__ = ["RefineSettings", "refine_field", "refine_locally"]
 
@@ -109,6 +110,8 @@ class RefineSettings:
             motion and independent 2% noise: 0: 0.311 mm / 0.123 / 0.144 mm; 0.05: 0.313 / 0.073 /
             0.107; 0.1: 0.315 / 0.042 / 0.075; 0.15: 0.317 / 0.031 / 0.059; 1.0 (3 seeds): 0.329
             (0.279 without) / 0.024 / 0.033.
+        edges: smoothing at the grid's faces, "replicate" or "renormalise" (``spatial.filters.gaussian_smooth``);
+            None: ``filters.smoothing_edges`` decides from the fixed image (renormalised where it cuts anatomy).
     """
 
     steps: int = 6
@@ -125,6 +128,7 @@ class RefineSettings:
     grow: float = 1.5
     max_step_voxels: float = 1.0
     sample_refined_from: float = 0.5
+    edges: Optional[str] = None
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
@@ -214,7 +218,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         return similarity.gradient(warped, positions)
 
     v = flow.detach()
-    support = support_of(weight, settings.sigma_update)  # the update's strength kept up to the region's edge
+    edges = settings.edges or smoothing_edges(fixed, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE)  # at the grid's faces
+    support = support_of(weight, settings.sigma_update, edges)  # the update's strength kept up to the region's edge
     if refined_from == 0:
         sample_refined()
     grad, loss = evaluate(v)
@@ -235,7 +240,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             switched, direction = (before, loss), None
         if direction is None:  # (local NCC's gradient reaches a window beyond the region: cut there first)
             descent = grad.neg() if support is None else grad.neg().mul_(weight)
-            direction = smooth_over_support(descent, settings.sigma_update, support)
+            direction = smooth_over_support(descent, settings.sigma_update, support, edges)
             longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break
@@ -249,7 +254,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         update.mul_(norm_per_vox)
         candidate = update.add_(sample_through(v, update, base))  # x -> x + u(x) + v(x + u(x))
         if settings.sigma_field > 0:
-            candidate = gaussian_smooth(candidate, settings.sigma_field)
+            candidate = gaussian_smooth(candidate, settings.sigma_field, edges)
         new_grad, new_loss = evaluate(candidate)
         if new_loss < loss:
             slope_start, slope_end = float((grad * taken).sum()), float((new_grad * taken).sum())
@@ -270,7 +275,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             progress((step + 1) / max(1, settings.steps), f"refining (step {step + 1}/{settings.steps})")
     info = {"similarity": described,
             "steps_accepted": accepted, "steps_rejected": rejected, "steps_shortened": shortened,
-            "steps_lengthened": lengthened,
+            "steps_lengthened": lengthened, "smoothing_edges": edges,
             "loss_first": round(first, 6), "loss_last": round(loss, 6), "last_step_voxels": round(cap, 4),
             "refined_sampling_from_step": refined_from,
             "loss_at_switch": None if switched is None else [round(switched[0], 6), round(switched[1], 6)],

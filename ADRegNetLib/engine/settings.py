@@ -26,7 +26,7 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "LUNG_COARSE_KEEP_MM", "COA
            "PREALIGN_ROTATION_MIN_CUT", "PREALIGN_CENTRES_APART_MM", "SPREAD_TURNS", "SPREAD_TURNS_FITTED",
            "TURNS_JUDGED_LOCALLY",
            "MIN_MOVING_OVERLAP", "MASK_MIN_SHARE_ON_IMAGE", "MAX_MASK_VALUES", "MAX_SIGNED_LABEL_VALUES", "MIN_MASK_WORKING_VOXELS", "MIN_PHYSICAL_OVERLAP", "INTERSUBJECT_HINT_SCALE", "SAME_CONTRAST_MIN_CORRELATION",
-           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "QUIET_AXIS_SHARE", "QUIET_AXIS_LOSS_MARGIN", "REFINE_INTENSITY_KNOTS",
+           "SAME_CONTRAST_SPACING_MM", "TISSUE_THRESHOLD", "CUT_FACE_INTENSITY", "CUT_FACE_TISSUE_SHARE", "QUIET_AXIS_SHARE", "QUIET_AXIS_LOSS_MARGIN", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_FACTORS", "LOCAL_REFINE_MIN_FINE_SHARE",
            "LOCAL_REFINE_FINE_SIGMA_MM",
@@ -112,6 +112,14 @@ SAME_CONTRAST_MIN_CORRELATION = 0.3
 SAME_CONTRAST_SPACING_MM = 4.0
 #: normalised intensity above which a voxel shows tissue (not background)
 TISSUE_THRESHOLD = 0.05
+#: a face of the working grid on which more than ``CUT_FACE_TISSUE_SHARE`` of the fixed image's voxels lie above
+#: ``CUT_FACE_INTENSITY`` (normalised) cuts the anatomy (a field of view that ends inside it): the updates and the
+#: field are then smoothed there without replicating the face's voxels (``filters.smoothing_edges``). Measured
+#: (twenty-second session), the largest share over the six faces: the benchmark's brain, oblique and T1 vs T2 fixed
+#: images 0, synthseg seeds 0-2 0-0.03 (their backgrounds reach 0.05-0.15: above ``TISSUE_THRESHOLD`` on 32-49 % of
+#: a face), the lung case 0.93, the benchmark brain cut to the middle 60 % along each axis 0.80
+CUT_FACE_INTENSITY = 0.2
+CUT_FACE_TISSUE_SHARE = 0.2
 #: an axis along which the working images' neighbours differ by less than this share (mean squared
 #: difference, relative to the largest axis') is quiet: the network's motion along it is kept only when the
 #: similarity needs it (``stages.quiet_axes``, ``stages.network_stage``). Measured (twentieth session, on

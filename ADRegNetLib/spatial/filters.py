@@ -36,9 +36,10 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _band_matrix(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
-    """(n, n) matrix K with ``(K @ v)[i] = sum_j k[j] v[clamp(i + j, 0, n - 1)]`` (edges replicated)."""
-    key = (n, float(sigma), like.dtype, str(like.device))
+def _band_matrix(n: int, sigma: float, like: torch.Tensor, edges: str = "replicate") -> torch.Tensor:
+    """(n, n) matrix K with ``(K @ v)[i] = sum_j k[j] v[clamp(i + j, 0, n - 1)]`` (edges "replicate"), or with the
+    taps beyond the edge left out and the rest renormalised to sum 1 ("renormalise")."""
+    key = (n, float(sigma), like.dtype, str(like.device), edges)
     cached = _MATRIX_CACHE.get(key)
     if cached is not None:
         return cached
@@ -47,7 +48,13 @@ def _band_matrix(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     mat = np.zeros((n, n), dtype=np.float64)
     rows = np.arange(n)
     for j in range(-r, r + 1):
-        np.add.at(mat, (rows, np.clip(rows + j, 0, n - 1)), k[j + r])
+        if edges == "replicate":
+            np.add.at(mat, (rows, np.clip(rows + j, 0, n - 1)), k[j + r])
+        else:
+            inside = (rows + j >= 0) & (rows + j < n)
+            mat[rows[inside], rows[inside] + j] += k[j + r]
+    if edges != "replicate":
+        mat /= mat.sum(axis=1, keepdims=True)
     out = torch.as_tensor(mat, dtype=like.dtype, device=like.device)
     if len(_MATRIX_CACHE) > 64:
         _MATRIX_CACHE.clear()
@@ -55,10 +62,10 @@ def _band_matrix(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _smooth_axis(x: torch.Tensor, axis: int, sigma: float) -> torch.Tensor:
+def _smooth_axis(x: torch.Tensor, axis: int, sigma: float, edges: str = "replicate") -> torch.Tensor:
     """Smooth a contiguous (B, Z, Y, X) tensor along ``axis`` (1, 2 or 3)."""
     n = x.shape[axis]
-    mat = _band_matrix(n, sigma, x)
+    mat = _band_matrix(n, sigma, x, edges)
     r = (len(gaussian_kernel(sigma)) - 1) // 2
     if axis == 3:
         flat = x.reshape(-1, n)
@@ -88,7 +95,25 @@ def _smooth_axis(x: torch.Tensor, axis: int, sigma: float) -> torch.Tensor:
 SUPPORT_FLOOR = 0.25
 
 
-def support_of(weight: Optional[torch.Tensor], sigma_voxels: float) -> Optional[torch.Tensor]:
+def smoothing_edges(fixed: torch.Tensor, tissue_threshold: float, cut_share: float) -> str:
+    """How an update should be smoothed at the grid's faces: "renormalise" where the fixed image's anatomy is cut
+    by them (more than ``cut_share`` of some face's voxels above ``tissue_threshold``: a field of view that ends
+    inside the anatomy), "replicate" where they lie in background (the faces' voxels then carry no force).
+
+    Args:
+        fixed: (1, 1, Z, Y, X) fixed image on the working grid, normalised (background near 0).
+        tissue_threshold: intensity above which a voxel shows tissue.
+        cut_share: share of a face's voxels showing tissue above which the face cuts anatomy.
+    """
+    volume = fixed[0, 0]
+    for dim in range(3):
+        for index in (0, volume.shape[dim] - 1):
+            if float((volume.select(dim, index) > tissue_threshold).float().mean()) > cut_share:
+                return "renormalise"
+    return "replicate"
+
+
+def support_of(weight: Optional[torch.Tensor], sigma_voxels: float, edges: str = "replicate") -> Optional[torch.Tensor]:
     """The share of each voxel's smoothing that falls on a region.
 
     Args:
@@ -102,10 +127,11 @@ def support_of(weight: Optional[torch.Tensor], sigma_voxels: float) -> Optional[
     if weight is None or bool((weight > 0).all()):
         return None
     return gaussian_smooth(weight.to(torch.float32) if not weight.is_floating_point() else weight,
-                           sigma_voxels).clamp_min_(SUPPORT_FLOOR)
+                           sigma_voxels, edges).clamp_min_(SUPPORT_FLOOR)
 
 
-def smooth_over_support(volume: torch.Tensor, sigma_voxels: float, support: Optional[torch.Tensor]) -> torch.Tensor:
+def smooth_over_support(volume: torch.Tensor, sigma_voxels: float, support: Optional[torch.Tensor],
+                        edges: str = "replicate") -> torch.Tensor:
     """Gaussian smoothing of an update that is zero beyond a region, divided by the region's smoothed support
     (normalised convolution): at the region's edge the update keeps its strength instead of halving, and beyond
     it continues the region's. Measured (twenty-first session, balanced, the refinement's gradient cut to the
@@ -116,26 +142,32 @@ def smooth_over_support(volume: torch.Tensor, sigma_voxels: float, support: Opti
         volume: (N, C, Z, Y, X) update, zero beyond the region.
         sigma_voxels: Gaussian sigma, voxels.
         support: :func:`support_of` the region with the same sigma, or None (plain smoothing).
+        edges: at the grid's faces, as :func:`gaussian_smooth` (:func:`smoothing_edges` chooses).
 
     Returns:
         (N, C, Z, Y, X) smoothed update (a new tensor).
     """
-    out = gaussian_smooth(volume, sigma_voxels)
+    out = gaussian_smooth(volume, sigma_voxels, edges)
     return out if support is None else out.div_(support)
 
 
-def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float]) -> torch.Tensor:
-    """Gaussian smoothing with a separable kernel, edges replicated.
+def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float], edges: str = "replicate") -> torch.Tensor:
+    """Gaussian smoothing with a separable kernel, edges replicated (or renormalised).
 
     Args:
         volume: (N, C, Z, Y, X) float.
         sigma_voxels: standard deviation in voxels, one value or (z, y, x); 0 skips an axis.
+        edges: "replicate" (the edge voxel stands for everything beyond it) or "renormalise" (what lies beyond is
+            left out and each voxel's weights sum to 1 over the grid: an update near the grid's faces is the
+            mean of its neighbours inside, not weighted towards the face voxel).
 
     Returns:
         (N, C, Z, Y, X) smoothed volume (a new tensor; the input is not modified).
     """
     if volume.ndim != 5:
         raise ValueError(f"volume must be (N, C, Z, Y, X), got {tuple(volume.shape)}")
+    if edges not in ("replicate", "renormalise"):
+        raise ValueError(f"edges must be 'replicate' or 'renormalise', got {edges!r}")
     sigmas = [float(sigma_voxels)] * 3 if np.isscalar(sigma_voxels) else [float(s) for s in sigma_voxels]
     if len(sigmas) != 3:
         raise ValueError(f"sigma_voxels must be one value or three (z, y, x), got {sigma_voxels}")
@@ -145,7 +177,7 @@ def gaussian_smooth(volume: torch.Tensor, sigma_voxels: float | Sequence[float])
     for axis, sigma in enumerate(sigmas):
         if sigma <= 0 or out.shape[1 + axis] < 2:
             continue
-        out = _smooth_axis(out.contiguous(), 1 + axis, sigma)
+        out = _smooth_axis(out.contiguous(), 1 + axis, sigma, edges)
         smoothed = True
     if not smoothed:
         out = out.clone()

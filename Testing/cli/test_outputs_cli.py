@@ -86,8 +86,9 @@ def test_same_bytes_every_time_under_load_and_thread_counts(pair, tmp_path):
             p.kill()
     _run(fixed, moving, tmp_path / "c", 1)
     # the README's promise: the same --threads gives the same bytes; another --threads sums in another
-    # order (torch's reductions split by thread), fields within 1e-4 mm
-    for name, tolerance in (("displacement.nii.gz", 1e-4), ("warped.nii.gz", 0.1), ("jacobian.nii.gz", 1e-4)):
+    # order (torch's reductions split by thread), fields within 1e-3 mm (a step accepted by one run and not by
+    # the other: 2.4e-4 mm measured on this crop since its faces are smoothed renormalised, 3e-6 before)
+    for name, tolerance in (("displacement.nii.gz", 1e-3), ("warped.nii.gz", 0.1), ("jacobian.nii.gz", 1e-4)):
         assert _digest(tmp_path / "a" / name) == _digest(tmp_path / "b" / name), name
         one, two = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / run / name))).astype(np.float64)
                     for run in ("c", "a"))

@@ -17,7 +17,7 @@ from ADRegNetLib.engine.api import RegistrationCancelled
 from ADRegNetLib.engine.optimizer import OptimizerSettings, optimize_field
 from ADRegNetLib.losses.features import FeatureSSD, central_gradient, mind_ssc_fast
 from ADRegNetLib.losses.functional import mind_ssc
-from ADRegNetLib.spatial.filters import gaussian_kernel, gaussian_smooth
+from ADRegNetLib.spatial.filters import gaussian_kernel, gaussian_smooth, smoothing_edges
 from ADRegNetLib.spatial.flow import flow_norm_to_disp_mm, identity_grid
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
@@ -68,6 +68,52 @@ def test_gaussian_smooth_keeps_constants_and_skips_zero_sigma():
     y = torch.randn(1, 1, 4, 5, 6)
     out = gaussian_smooth(y, (0.0, 0.0, 0.0))
     assert torch.equal(out, y) and out is not y
+
+
+def _conv_gaussian_renormalised(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Reference: zero-padded conv3d passes divided by the same passes over ones (normalised convolution)."""
+    k = torch.as_tensor(gaussian_kernel(sigma), dtype=volume.dtype)
+    r = (k.numel() - 1) // 2
+    n, c = volume.shape[:2]
+    out = volume.reshape(n * c, 1, *volume.shape[2:])
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        num = F.conv3d(F.pad(out, pad), k.view(shape))
+        den = F.conv3d(F.pad(torch.ones_like(out[:1]), pad), k.view(shape))
+        out = num / den
+    return out.reshape(volume.shape)
+
+
+@pytest.mark.parametrize("shape, sigma", [((1, 3, 9, 10, 11), 1.0), ((1, 2, 5, 300, 7), 2.0)])
+def test_renormalised_edges_leave_out_what_lies_beyond_the_grid(shape, sigma):
+    """At the grid's faces the renormalised filter is the mean of the neighbours inside (normalised convolution);
+    inside it equals the replicating one, and it keeps constants."""
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    out = gaussian_smooth(x, sigma, edges="renormalise")
+    assert torch.allclose(out, _conv_gaussian_renormalised(x, sigma), atol=1e-12)
+    r = (len(gaussian_kernel(sigma)) - 1) // 2
+    core = (slice(None), slice(None)) + tuple(slice(r, n - r) for n in shape[2:])
+    assert torch.allclose(out[core], gaussian_smooth(x, sigma)[core], atol=1e-12)
+    assert not torch.allclose(out, gaussian_smooth(x, sigma))
+    assert torch.allclose(gaussian_smooth(torch.full(shape, 2.5, dtype=torch.float64), sigma, edges="renormalise"),
+                          torch.full(shape, 2.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="edges"):
+        gaussian_smooth(x, sigma, edges="mirror")
+
+
+def test_smoothing_edges_renormalise_only_where_the_fixed_image_cuts_anatomy():
+    """Faces in background keep the replicating filter (the benchmark's images, bit for bit as before); a face
+    through tissue (a field of view that ends inside the anatomy) gets the renormalised one."""
+    head = torch.zeros(1, 1, 20, 24, 28)
+    head[:, :, 4:16, 5:19, 6:22] = 0.8
+    assert smoothing_edges(head, 0.2, 0.2) == "replicate"
+    noisy_background = head + 0.1  # a synthetic image's background below the anatomy threshold
+    assert smoothing_edges(noisy_background, 0.2, 0.2) == "replicate"
+    cut = head[:, :, :, :, 10:]  # the field of view now ends inside the anatomy on one face
+    assert smoothing_edges(cut.contiguous(), 0.2, 0.2) == "renormalise"
 
 
 @pytest.mark.parametrize("count", [1, 7, 64, 65, 200])  # separable sums up to 64 points, a smoothed splat above
