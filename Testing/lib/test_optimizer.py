@@ -41,18 +41,23 @@ def shift_image(img: torch.Tensor, shift_xyz_vox) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ filter and features
-def _conv_gaussian(volume: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Reference: 1-D conv3d passes on an edge-replicated axis (the filter's previous implementation)."""
+def _conv_gaussian(volume: torch.Tensor, sigma: float, renormalise: bool = False) -> torch.Tensor:
+    """Reference: 1-D conv3d passes on an edge-replicated axis (the filter's previous implementation), or with
+    ``renormalise`` zero-padded passes divided by the same passes over ones (normalised convolution)."""
     k = torch.as_tensor(gaussian_kernel(sigma), dtype=volume.dtype)
     r = (k.numel() - 1) // 2
     n, c = volume.shape[:2]
     out = volume.reshape(n * c, 1, *volume.shape[2:])
     for axis in range(3):
-        idx = torch.arange(-r, out.shape[2 + axis] + r).clamp(0, out.shape[2 + axis] - 1)
-        padded = out.index_select(2 + axis, idx)
         shape = [1, 1, 1, 1, 1]
         shape[2 + axis] = k.numel()
-        out = F.conv3d(padded, k.view(shape))
+        if renormalise:
+            pad = [0, 0, 0, 0, 0, 0]
+            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+            out = F.conv3d(F.pad(out, pad), k.view(shape)) / F.conv3d(F.pad(torch.ones_like(out[:1]), pad), k.view(shape))
+            continue
+        idx = torch.arange(-r, out.shape[2 + axis] + r).clamp(0, out.shape[2 + axis] - 1)
+        out = F.conv3d(out.index_select(2 + axis, idx), k.view(shape))
     return out.reshape(volume.shape)
 
 
@@ -70,30 +75,13 @@ def test_gaussian_smooth_keeps_constants_and_skips_zero_sigma():
     assert torch.equal(out, y) and out is not y
 
 
-def _conv_gaussian_renormalised(volume: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Reference: zero-padded conv3d passes divided by the same passes over ones (normalised convolution)."""
-    k = torch.as_tensor(gaussian_kernel(sigma), dtype=volume.dtype)
-    r = (k.numel() - 1) // 2
-    n, c = volume.shape[:2]
-    out = volume.reshape(n * c, 1, *volume.shape[2:])
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = k.numel()
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
-        num = F.conv3d(F.pad(out, pad), k.view(shape))
-        den = F.conv3d(F.pad(torch.ones_like(out[:1]), pad), k.view(shape))
-        out = num / den
-    return out.reshape(volume.shape)
-
-
 @pytest.mark.parametrize("shape, sigma", [((1, 3, 9, 10, 11), 1.0), ((1, 2, 5, 300, 7), 2.0)])
 def test_renormalised_edges_leave_out_what_lies_beyond_the_grid(shape, sigma):
     """At the grid's faces the renormalised filter is the mean of the neighbours inside (normalised convolution);
     inside it equals the replicating one, and it keeps constants."""
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     out = gaussian_smooth(x, sigma, edges="renormalise")
-    assert torch.allclose(out, _conv_gaussian_renormalised(x, sigma), atol=1e-12)
+    assert torch.allclose(out, _conv_gaussian(x, sigma, renormalise=True), atol=1e-12)
     r = (len(gaussian_kernel(sigma)) - 1) // 2
     core = (slice(None), slice(None)) + tuple(slice(r, n - r) for n in shape[2:])
     assert torch.allclose(out[core], gaussian_smooth(x, sigma)[core], atol=1e-12)
