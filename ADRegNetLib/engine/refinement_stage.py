@@ -10,7 +10,7 @@ import torch
 
 from ..losses.functional import local_ncc
 from ..spatial.bspline import refined
-from ..spatial.filters import local_gain_factor, local_gain_normalised
+from ..spatial.filters import local_gain_factor, local_gain_normalised, smoothing_edges
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.resolution import voxel_volume_ratio
@@ -19,7 +19,7 @@ from ..typing import StopCallback
 from .modality import midway_intensities
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
+from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
                        REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR, TISSUE_THRESHOLD, QualitySettings)
 
@@ -94,9 +94,11 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         (refined flow, the refinement's metrics).
     """
     base = RefineSettings()
+    # the faces judged on the working image, as the optimisation did (the gain-normalised one lifts a background)
     settings = RefineSettings(steps=quality.refine_steps * REFINE_STEPS_FACTOR[contrasts], similarity=similarity,
                               sigma_update=base.sigma_update * float(np.sqrt(regularization)),
-                              sigma_field=base.sigma_field * regularization)
+                              sigma_field=base.sigma_field * regularization,
+                              edges=smoothing_edges(fixed_w, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE))
     fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
         "gain_normalised_sigma_mm": None, "intensity_map": None}
     if similarity == "lncc" and mri:
