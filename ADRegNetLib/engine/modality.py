@@ -158,19 +158,15 @@ def normalized_pair(fixed: Image, moving: Image, preset_modality: str, ct_window
     """Both images normalised (:func:`normalized_for_preset`) over the same anatomy.
 
     Without a fixed ``region`` (the user's fixed mask, less padding) each image's percentiles come from all of
-    it. With one, the fixed image's come from the region and the moving image's from the region as it lies on
-    the moving grid (by physical position, through ``initial``, the fixed -> moving start), so that one tissue
-    gets one value in both: percentiles of a brain mask on the fixed image beside those of the whole head on
-    the moving one set the brain apart by the scalp's brightness (balanced, the benchmark brain seeds 0 / 1 / 2
-    with their brain masks: 0.233 / 0.207 / 0.234 mm that way, 0.210 / 0.190 / 0.200 with the region on both).
-    Where the region does not reach the moving image (at least ``MIN_MASK_WORKING_VOXELS`` of its voxels),
-    or the moving image is constant there, the moving image's own percentiles are used and the record says so.
+    it; with one, the fixed image's from the region and the moving image's from the region as it lies on the
+    moving grid (physical position, through ``initial``, the fixed -> moving start), so one tissue gets one value
+    in both (a brain mask's percentiles beside the whole head's: the benchmark brain seeds 0 / 1 / 2, balanced,
+    0.233 / 0.207 / 0.234 mm; the region on both 0.210 / 0.190 / 0.200). Where the region does not reach the
+    moving image (``MIN_MASK_WORKING_VOXELS``) or it is constant there, its own percentiles (the record says so).
 
     Args:
-        fixed, moving: the images (Hounsfield units where CT).
-        preset_modality, ct_window: the preset's.
-        region: (Z, Y, X) bool on the fixed grid, or None.
-        initial: the user's start, fixed -> moving, or None.
+        fixed, moving: the images (Hounsfield units where CT); preset_modality, ct_window: the preset's.
+        region: (Z, Y, X) bool on the fixed grid, or None; initial: the user's start, fixed -> moving, or None.
 
     Returns:
         (fixed normalised, moving normalised, {"fixed": ..., "moving": ...} naming the voxels each image's
