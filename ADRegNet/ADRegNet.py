@@ -263,9 +263,12 @@ class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.stageLabel.setText(self.logic.warpedText(node))  # hidden segments, read where it is shown
 
     def _editPairs(self, edit) -> None:
-        """Delete or restore a pair; Restore pair is offered while a deleted one can be put back."""
-        edit()
-        self.ui.restorePairButton.enabled = bool(self.pairTable.deleted)
+        """Delete or restore a pair; Restore pair is offered while a deleted one can be put back (also after an
+        error, which Slicer's error display reports and passes on)."""
+        try:
+            edit()
+        finally:
+            self.ui.restorePairButton.enabled = bool(self.pairTable.deleted)
 
     def onPlacePairButton(self) -> None:
         """Place one landmark pair: a point in the fixed volume, then its partner in the moving volume."""
