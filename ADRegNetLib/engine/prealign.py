@@ -94,7 +94,7 @@ def _overlapping_start(f: sitk.Image, m: sitk.Image, centre: np.ndarray, same_mo
     frame), or their centres of mass brought together where those lie more than ``PREALIGN_CENTRES_APART_MM``
     apart and a short rigid fit from there matches clearly better (:func:`_clearly_better`, the rotation
     search's rule). A head turned 30 degrees and moved 100 mm inside a grid that still overlaps the fixed one by
-    72 %: from the identity the fit ended in a wrong turn, 82.8 mm TRE, from the centres 0.27 mm. A moving brain
+    72 %: from the identity the fit ended in a wrong turn, 82.8 mm TRE, from the centres 0.25 mm. A moving brain
     cut to 60 % of its width (centres 21 mm apart, truly aligned) fits about as well from either, and keeps the
     identity (from the centres its TRE inside the cut image was 0.226 mm instead of 0.202)."""
     identity = sitk.Euler3DTransform()
