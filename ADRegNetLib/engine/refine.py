@@ -52,14 +52,13 @@ import torch
 from ..losses.lncc import LocalNCC
 from ..losses.ngf import NormalizedGradientFields
 from ..spatial.bspline import refined
-from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, smoothing_edges, support_of
+from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 from .landmark_pull import landmark_tensors, landmark_update
 from .optimizer import sample_through
-from .settings import CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE
 
 __all__ = ["RefineSettings", "refine_field", "refine_locally"]
 
@@ -111,7 +110,7 @@ class RefineSettings:
             0.107; 0.1: 0.315 / 0.042 / 0.075; 0.15: 0.317 / 0.031 / 0.059; 1.0 (3 seeds): 0.329
             (0.279 without) / 0.024 / 0.033.
         edges: smoothing at the grid's faces, "replicate" or "renormalise" (``spatial.filters.gaussian_smooth``);
-            None: ``filters.smoothing_edges`` decides from the fixed image (renormalised where it cuts anatomy).
+            the engine sets it once from the working fixed image (``filters.smoothing_edges``, as the optimisation).
     """
 
     steps: int = 6
@@ -128,7 +127,7 @@ class RefineSettings:
     grow: float = 1.5
     max_step_voxels: float = 1.0
     sample_refined_from: float = 0.5
-    edges: Optional[str] = None
+    edges: str = "replicate"
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
@@ -218,7 +217,7 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         return similarity.gradient(warped, positions)
 
     v = flow.detach()
-    edges = settings.edges or smoothing_edges(fixed, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE)  # at the grid's faces
+    edges = settings.edges
     support = support_of(weight, settings.sigma_update, edges)  # the update's strength kept up to the region's edge
     if refined_from == 0:
         sample_refined()
