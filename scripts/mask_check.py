@@ -24,13 +24,13 @@ if str(REPO) not in sys.path:
 
 import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
 from ADRegNetLib.engine import register  # noqa: E402
-from ADRegNetLib.engine.modality import normalized_for_preset  # noqa: E402
+from ADRegNetLib.engine.normalization import normalized_for_preset  # noqa: E402
 from ADRegNetLib.io import read_image, read_label_map  # noqa: E402
 from benchmarks.cases import Case  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 
-def each_own_percentiles(fixed, moving, modality, ct_window, region, initial=None):
+def each_own_percentiles(fixed, moving, modality, ct_window, region, initial=None, match_saturation=False):
     """The rule before: the fixed image over its region, the moving image over all of itself."""
     return (normalized_for_preset(fixed, modality, ct_window, mask=region),
             normalized_for_preset(moving, modality, ct_window),

@@ -27,8 +27,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..io.image import ImageError
-from ..io.images import normalize_intensity
 from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
@@ -37,14 +35,12 @@ from ..spatial.image import Image
 from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quantiles
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
-from .api import RegistrationError
-from .masks import map_mask
 from .optimizer import sample_through
 from .settings import (NETWORK_CT_WINDOW, CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, EDGE_CHECK_SIGMA_VOXELS,
-                       EDGE_CHECK_WINDOW, MIN_MASK_WORKING_VOXELS, MIN_PHYSICAL_OVERLAP, PREALIGN_CENTRES_APART_MM, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
+                       EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, PREALIGN_CENTRES_APART_MM, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["is_ct", "hounsfield_calibration", "in_hounsfield_units", "hounsfield_pair", "normalized_for_preset", "normalized_pair", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+__all__ = ["is_ct", "hounsfield_calibration", "in_hounsfield_units", "hounsfield_pair", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
            "contrasts_after_alignment", "midway_intensities"]
 
 
@@ -143,52 +139,6 @@ def rewindowed_for_network(normalised: torch.Tensor, window: tuple[float, float]
     net_lo, net_hi = NETWORK_CT_WINDOW
     hu = normalised * (hi - lo) + lo
     return ((hu - net_lo) / (net_hi - net_lo)).clamp(0.0, 1.0)
-
-
-def normalized_for_preset(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
-    """``image`` normalised to about [0, 1]: CT (:func:`is_ct`) by the preset's HU window, anything else as
-    the preset's modality (a non-CT image under a CT preset as "generic")."""
-    ct = is_ct(image)
-    modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")
-    return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
-
-
-def normalized_pair(fixed: Image, moving: Image, preset_modality: str, ct_window, region: Optional[np.ndarray],
-                    initial: Optional[AffineMap] = None) -> tuple[Image, Image, dict]:
-    """Both images normalised (:func:`normalized_for_preset`) over the same anatomy.
-
-    Without a fixed ``region`` (the user's fixed mask, less padding) each image's percentiles come from all of
-    it; with one, the fixed image's from the region and the moving image's from the region as it lies on the
-    moving grid (physical position, through ``initial``, the fixed -> moving start), so one tissue gets one value
-    in both (a brain mask's percentiles beside the whole head's: the benchmark brain seeds 0 / 1 / 2, balanced,
-    0.233 / 0.207 / 0.234 mm; the region on both 0.210 / 0.190 / 0.200). Where the region does not reach the
-    moving image (``MIN_MASK_WORKING_VOXELS``) or it is constant there, its own percentiles (the record says so).
-
-    Args:
-        fixed, moving: the images (Hounsfield units where CT); preset_modality, ct_window: the preset's.
-        region: (Z, Y, X) bool on the fixed grid, or None; initial: the user's start, fixed -> moving, or None.
-
-    Returns:
-        (fixed normalised, moving normalised, {"fixed": ..., "moving": ...} naming the voxels each image's
-        percentiles came from; CT images use the preset's Hounsfield window instead).
-    """
-    record = {"fixed": "Hounsfield window" if is_ct(fixed) else ("the fixed region" if region is not None
-                                                                 else "the whole image")}
-    fixed_n = normalized_for_preset(fixed, preset_modality, ct_window, mask=region)
-    if is_ct(moving) or region is None:
-        record["moving"] = "Hounsfield window" if is_ct(moving) else "the whole image"
-        return fixed_n, normalized_for_preset(moving, preset_modality, ct_window), record
-    try:
-        on_moving = map_mask(Image(region, fixed.geometry, "fixed region"), moving.geometry, "fixed region",
-                             "moving image", affine=None if initial is None else initial.inverse())
-        if np.count_nonzero(on_moving) < MIN_MASK_WORKING_VOXELS:
-            raise ImageError("too few voxels")
-        moving_n = normalized_for_preset(moving, preset_modality, ct_window, mask=on_moving)
-        record["moving"] = "the fixed region on the moving grid"
-    except (RegistrationError, ImageError):
-        moving_n = normalized_for_preset(moving, preset_modality, ct_window)
-        record["moving"] = "the whole image (the fixed region does not reach it)"
-    return fixed_n, moving_n, record
 
 
 def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:

@@ -34,8 +34,8 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import (contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, normalized_pair,
-                       rewindowed_for_network)
+from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, rewindowed_for_network
+from .normalization import matched_top, normalized_pair
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
@@ -204,6 +204,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     fixed_w_np = resample(fixed_n, work, mode="refined").array
     moving_w_img, moving_inside = resample(moving_n, work, affine=affine, return_inside=True, mode="refined")
     moving_w_np = moving_w_img.array
+    if not multimodal and "moving_saturated_share" in normalization:  # clipped: the fixed top cut alike (one contrast)
+        fixed_w_np, normalization["fixed_top_cut"] = matched_top(fixed_w_np, fixed_n, moving_n, work, affine)
     moving_has_data = float(moving_n.array.max()) > 0.01
     del fixed_n, moving_n, fixed_hu, moving_hu  # full-resolution copies: not needed past the working grid (memory on large inputs)
     # the usual advice is an initial alignment: when one was given, it is what put the images apart

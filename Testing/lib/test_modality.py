@@ -17,8 +17,8 @@ from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
 from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, hounsfield_calibration,
                                          hounsfield_pair, inverted_edge_share, is_ct)
-from ADRegNetLib.engine.modality import normalized_for_preset as _normalized
-from ADRegNetLib.engine.modality import normalized_pair
+from ADRegNetLib.engine.normalization import normalized_for_preset as _normalized
+from ADRegNetLib.engine.normalization import normalized_pair
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.io import read_image, write_image
 from ADRegNetLib.metrics import nmi

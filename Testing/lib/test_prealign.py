@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ADRegNetLib.engine.modality import normalized_for_preset as _normalized
+from ADRegNetLib.engine.normalization import normalized_for_preset as _normalized
 from ADRegNetLib.engine.prealign import prealign
 from ADRegNetLib.io import read_image
 from ADRegNetLib.spatial.geometry import Geometry

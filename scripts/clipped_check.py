@@ -1,0 +1,105 @@
+r"""Clipped moving images: TRE with and without the fixed image's top cut alike (``engine.normalization``).
+
+Builds variants of benchmark case folders under OUT (the case's own landmarks and true field; only one image's
+intensities change) and runs ``register()`` on each, printing one table row per case and quality:
+
+* ``clipP``: the moving image clipped at the P-th percentile of its tissue (voxels above 10 % of its largest
+  value), as a display window would;
+* ``u8wP``: the moving image stored as 8 bits with the window's top at the P-th percentile of all its voxels;
+* ``fclipP`` / ``fu8wP``: the same done to the fixed image instead (left as it is by the engine).
+
+``--no-cut`` runs the engine without the cut (the rule before the twenty-third session) for comparison.
+
+Usage (from the repository root; cases from ``python -m benchmarks -o BENCH --seed S --cases brain,oblique
+--methods identity``)::
+
+    .venv/bin/python scripts/clipped_check.py OUT BENCH/cases/brain BENCH/cases/oblique \
+        --variants clip90,clip80,u8w80 --qualities fast,balanced [--no-cut]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
+from ADRegNetLib.engine import register  # noqa: E402
+from ADRegNetLib.io import read_image  # noqa: E402
+from benchmarks.cases import Case  # noqa: E402
+from benchmarks.evaluate import evaluate_field  # noqa: E402
+
+
+VARIANT = re.compile(r"^(f?)(clip|u8w)(\d+(?:\.\d+)?)$")
+
+
+def clipped(array: np.ndarray, variant: str) -> np.ndarray:
+    """``array`` clipped as ``variant`` says (module docstring)."""
+    _, kind, percentile = VARIANT.match(variant).groups()
+    if kind == "clip":
+        top = np.percentile(array[array > 0.1 * array.max()], float(percentile))
+        return np.minimum(array, top).astype(array.dtype)
+    low, top = float(array.min()), float(np.percentile(array, float(percentile)))  # u8wP: 8 bits, window top at P
+    return np.round((np.minimum(array, top) - low) / (top - low) * 255.0).astype(np.uint8)
+
+
+def build(source: Path, out: Path, variant: str) -> Path:
+    """The case ``source`` with one image clipped, as ``out/<case>-s<seed>_<variant>`` (built once)."""
+    seed = json.loads((source / "case.json").read_text()).get("settings", {}).get("seed", "")
+    folder = out / f"{source.name}-s{seed}_{variant}"
+    if not (folder / "case.json").is_file():
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        path = folder / ("fixed.nii.gz" if variant.startswith("f") else "moving.nii.gz")
+        image = sitk.ReadImage(str(path))
+        result = sitk.GetImageFromArray(clipped(sitk.GetArrayFromImage(image), variant))
+        result.CopyInformation(image)
+        sitk.WriteImage(result, str(path))
+        meta = json.loads((folder / "case.json").read_text())
+        meta["name"] = folder.name
+        (folder / "case.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder for the built cases")
+    parser.add_argument("cases", nargs="+", type=Path, help="benchmark case folders (case.json inside)")
+    parser.add_argument("--variants", default="clip90,clip80,clip60,u8w80")
+    parser.add_argument("--qualities", default="fast,balanced")
+    parser.add_argument("--no-cut", action="store_true", help="without the fixed image's top cut (the rule before)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if not VARIANT.match(v)]
+    if unknown:
+        parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile)")
+    torch.set_num_threads(args.threads)
+    if args.no_cut:
+        pipeline.matched_top = lambda fixed_w, *rest: (fixed_w, {"applied": False, "reason": "--no-cut"})
+    print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at |")
+    print("|---|---|---|---|---|---|")
+    for source in args.cases:
+        for variant in args.variants.split(","):
+            case = Case.load(build(source, args.out, variant))
+            fixed, moving = read_image(case.fixed_path, name="fixed"), read_image(case.moving_path, name="moving")
+            for quality in args.qualities.split(","):
+                result = register(fixed, moving, preset=case.preset, quality=quality, device="cpu", seed=0,
+                                  compute_inverse=False)
+                tre = evaluate_field(case, result.disp_mm)
+                cut = result.metrics["intensity_normalization"].get("fixed_top_cut", {})
+                print(f"| {case.name} | {quality} | {tre['tre_mean']:.3f} | {tre['tre_p95']:.2f} | "
+                      f"{cut.get('moving_plateau_share', '-')} | "
+                      f"{cut.get('fixed_value', '-') if cut.get('applied') else 'not cut'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
