@@ -40,7 +40,7 @@ from .settings import (NETWORK_CT_WINDOW, CT_AIR_PERCENTILE_HU, CT_CALIBRATION_M
                        EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, PREALIGN_CENTRES_APART_MM, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["is_ct", "hounsfield_calibration", "in_hounsfield_units", "hounsfield_pair", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+__all__ = ["is_ct", "hounsfield_calibration", "in_hounsfield_units", "hounsfield_pair", "windowed_ct_hint", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
            "contrasts_after_alignment", "midway_intensities"]
 
 
@@ -130,6 +130,34 @@ def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bo
     mapped = in_hounsfield_units(other, *found)
     info = {"image": "moving" if fixed_ct else "fixed", "scale": round(found[0], 6), "offset": round(found[1], 2)}
     return (fixed, mapped, True, True, info) if fixed_ct else (mapped, moving, True, True, info)
+
+
+#: a non-CT image beside a CT holding its lowest value in this share of its voxels or more, and its highest in
+#: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_ct_hint`)
+WINDOWED_LOW_SHARE = 0.10
+WINDOWED_HIGH_SHARE = 0.02
+#: ... and more distinct values than this (a label map or a mask is not a windowed CT)
+WINDOWED_MIN_VALUES = 64
+
+
+def windowed_ct_hint(fixed: Image, moving: Image, fixed_ct: bool, moving_ct: bool) -> Optional[str]:
+    """A warning (None otherwise) when one image is CT and the other, not read as CT even after
+    :func:`hounsfield_pair`, holds its lowest and its highest value over whole shares of its voxels: a CT stored
+    through a display window (an 8-bit export) has lost what lies outside the window, no longer reads as CT and is
+    registered as another contrast. Measured (``docs/benchmarks/wave23-2026-12-02.md``): the benchmark's lung case with
+    its moving CT stored as 8 bits through a soft-tissue window (-160 to 240 HU) 5.18 -> 7.22 mm, balanced (through
+    the lung window, -1000 to 200, it is mapped back to HU and registers as before)."""
+    if fixed_ct == moving_ct:
+        return None
+    role, image = ("moving", moving) if fixed_ct else ("fixed", fixed)
+    sample = _sample(image)
+    at_low, at_high = float(np.mean(sample == sample.min())), float(np.mean(sample == sample.max()))
+    if at_low < WINDOWED_LOW_SHARE or at_high < WINDOWED_HIGH_SHARE or np.unique(sample).size <= WINDOWED_MIN_VALUES:
+        return None  # (a label map or a mask is named by the input checks)
+    return (f"the {role} image is not in Hounsfield units beside a CT and holds its lowest value in {100 * at_low:.0f}% "
+            f"and its highest in {100 * at_high:.0f}% of its voxels: if it is a CT stored through a display window (an "
+            "8-bit export), register the scan in Hounsfield units (its DICOM or original NIfTI): a chest CT so stored "
+            "through a soft-tissue window registered worse than not at all (5.2 -> 7.2 mm)")
 
 
 def rewindowed_for_network(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, rewindowed_for_network
+from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, rewindowed_for_network, windowed_ct_hint
 from .normalization import matched_top, normalized_pair
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
@@ -161,6 +161,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # ---- preset and normalisation
     # Hounsfield units: calibrated, and air where known (a CT stored in other units beside a CT is mapped to them)
     fixed_hu, moving_hu, fixed_ct, moving_ct, hounsfield = hounsfield_pair(fixed, moving_data)
+    warnings_ += [hint for hint in [windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct)] if hint]
     reason = "chosen by the user"
     if preset == "auto":
         preset, reason = detect_preset(fixed_hu, moving_hu)

@@ -16,7 +16,7 @@ import pytest
 from ADRegNetLib.cli.main import main
 from ADRegNetLib.engine import register
 from ADRegNetLib.engine.modality import (contrast_correlation, detect_preset, guess_multimodal, hounsfield_calibration,
-                                         hounsfield_pair, inverted_edge_share, is_ct)
+                                         hounsfield_pair, inverted_edge_share, is_ct, windowed_ct_hint)
 from ADRegNetLib.engine.normalization import normalized_for_preset as _normalized
 from ADRegNetLib.engine.normalization import normalized_pair
 from ADRegNetLib.spatial.affine import AffineMap
@@ -370,3 +370,26 @@ def test_a_fixed_region_off_the_moving_image_falls_back_to_its_own_percentiles(t
     # without a region both use their own percentiles, as always
     _, _, record = normalized_pair(t1, far, "mr", None, None)
     assert record == {"fixed": "the whole image", "moving": "the whole image"}
+
+
+def test_a_ct_stored_through_a_display_window_beside_a_ct_is_named():
+    """A chest CT stored as 8 bits through a soft-tissue window no longer reads as CT (nothing at air) and
+    registers as another contrast, worse than not at all on the lung benchmark case: a warning names it; through
+    the lung window it is mapped back to Hounsfield units and nothing is said; an MR image beside an MR one is
+    never named."""
+    ct = read_image(SAMPLE)
+    hu = ct.array.astype(np.float32)
+
+    def stored(low: float, high: float) -> Image:
+        return Image(np.round((np.clip(hu, low, high) - low) / (high - low) * 255).astype(np.uint8), ct.geometry, "m")
+
+    soft = stored(-160.0, 240.0)
+    fixed_hu, moving_hu, fixed_ct, moving_ct, mapped = hounsfield_pair(ct, soft)
+    assert fixed_ct and not moving_ct and mapped is None
+    hint = windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct)
+    assert hint is not None and hint.startswith("the moving image is not in Hounsfield units")
+    result = register(ct, soft, preset="lung-ct", quality="fast", device="cpu", use_network=False, compute_inverse=False)
+    assert hint in result.metrics["warnings"]
+    fixed_hu, moving_hu, fixed_ct, moving_ct, mapped = hounsfield_pair(ct, stored(-1000.0, 200.0))
+    assert mapped is not None and windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct) is None
+    assert windowed_ct_hint(soft, soft, False, False) is None
