@@ -30,7 +30,7 @@ from benchmarks.cases import Case  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 
-def each_own_percentiles(fixed, moving, modality, ct_window, region, initial=None, match_saturation=False):
+def each_own_percentiles(fixed, moving, modality, ct_window, region, initial=None):
     """The rule before: the fixed image over its region, the moving image over all of itself."""
     return (normalized_for_preset(fixed, modality, ct_window, mask=region),
             normalized_for_preset(moving, modality, ct_window),

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..io.image_checks import LABEL_MAP_MAX_VALUES
 from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
@@ -136,8 +137,6 @@ def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bo
 #: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_ct_hint`)
 WINDOWED_LOW_SHARE = 0.10
 WINDOWED_HIGH_SHARE = 0.02
-#: ... and more distinct values than this (a label map or a mask is not a windowed CT)
-WINDOWED_MIN_VALUES = 64
 
 
 def windowed_ct_hint(fixed: Image, moving: Image, fixed_ct: bool, moving_ct: bool) -> Optional[str]:
@@ -152,7 +151,7 @@ def windowed_ct_hint(fixed: Image, moving: Image, fixed_ct: bool, moving_ct: boo
     role, image = ("moving", moving) if fixed_ct else ("fixed", fixed)
     sample = _sample(image)
     at_low, at_high = float(np.mean(sample == sample.min())), float(np.mean(sample == sample.max()))
-    if at_low < WINDOWED_LOW_SHARE or at_high < WINDOWED_HIGH_SHARE or np.unique(sample).size <= WINDOWED_MIN_VALUES:
+    if at_low < WINDOWED_LOW_SHARE or at_high < WINDOWED_HIGH_SHARE or np.unique(sample).size <= LABEL_MAP_MAX_VALUES:
         return None  # (a label map or a mask is named by the input checks)
     return (f"the {role} image is not in Hounsfield units beside a CT and holds its lowest value in {100 * at_low:.0f}% "
             f"and its highest in {100 * at_high:.0f}% of its voxels: if it is a CT stored through a display window (an "

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..io.image import ImageError
+from ..io.image_checks import LABEL_MAP_MAX_VALUES, corners_hold
 from ..io.images import normalize_intensity
 from ..spatial.affine import AffineMap
 from ..spatial.geometry import Geometry
@@ -49,8 +50,6 @@ SATURATION_MATCH_MAX_SHARE = 0.5
 #: sent its optimisation astray, 1.32 -> 7.52 mm); images synthesised from label maps with tissues of swapped
 #: brightness 0.56 / 0.63 (clipped at the 90th / 80th percentile of their tissue; cut: 1.09 -> 1.06 / 1.98 -> 1.81)
 SATURATION_MATCH_MIN_CORRELATION = 0.6
-#: images with this many distinct values or fewer (label maps, masks) are not read as clipped scans
-_MIN_SCAN_VALUES = 64
 #: a normalised moving voxel at or above this value lies on the clipped image's plateau (exactly 1: its 99th
 #: percentile is its largest value)
 _PLATEAU = 1.0 - 1e-6
@@ -68,15 +67,15 @@ def normalized_for_preset(image: Image, preset_modality: str, ct_window, mask: O
 
 def saturated_share(image: Image, region: Optional[np.ndarray] = None) -> float:
     """The share of ``image``'s voxels (inside ``region`` when given) that hold its largest value: 0 for an image
-    whose corners all hold it (a white background or padding, not clipped tissue) and for one of at most 64
-    distinct values (a label map)."""
+    whose corners all hold it (a white background or padding, not clipped tissue) and for one of at most
+    ``LABEL_MAP_MAX_VALUES`` distinct values (a label map)."""
     array = image.array
     top = array.max()
-    if bool((array[np.ix_(*[[0, n - 1] for n in array.shape])] == top).all()):
+    if corners_hold(array, top):
         return 0.0
     values = (array if region is None else array[region]).reshape(-1)
     sample = values[:: max(1, values.size // 2_000_000)]
-    if sample.size == 0 or np.unique(sample[:: max(1, sample.size // 200_000)]).size <= _MIN_SCAN_VALUES:
+    if sample.size == 0 or np.unique(sample[:: max(1, sample.size // 200_000)]).size <= LABEL_MAP_MAX_VALUES:
         return 0.0
     return float(np.count_nonzero(sample == top)) / sample.size
 

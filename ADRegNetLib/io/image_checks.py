@@ -13,7 +13,8 @@ import numpy as np
 from .image import Image, ImageError, ImageWarning
 
 __all__ = ["validate_image", "check_pair_sizes", "MIN_AXIS_VOXELS", "MAX_SPACING_MM", "MAX_ORIGIN_MM", "MAX_ANISOTROPY",
-           "MAX_SIZE_RATIO", "WARN_SIZE_RATIO", "MAX_ABS_INTENSITY", "MAX_SATURATED_SHARE"]
+           "MAX_SIZE_RATIO", "WARN_SIZE_RATIO", "MAX_ABS_INTENSITY", "MAX_SATURATED_SHARE",
+           "LABEL_MAP_MAX_VALUES", "corners_hold"]
 
 #: Smallest voxel count accepted along any axis (a 4-level network halves each axis 4 times).
 MIN_AXIS_VOXELS = 16
@@ -43,6 +44,8 @@ MAX_ABS_INTENSITY = 1e15
 #: mm; 8-bit at the 95th 0.12, 0.337 mm; the lung CT clipped to [-1000, 200] HU 0.034, unchanged. Unclipped
 #: scans here hold their largest value in a voxel or a few
 MAX_SATURATED_SHARE = 0.15
+#: an image of this many distinct whole-number values or fewer reads as a label map (segmentation), not a scan
+LABEL_MAP_MAX_VALUES = 64
 
 
 # ------------------------------------------------------------------------------------------ checking
@@ -144,7 +147,7 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
     n_values = np.unique(sample).size if whole else None
     if label_like != "ignore":
         if whole:
-            if n_values <= 64:
+            if n_values <= LABEL_MAP_MAX_VALUES:
                 message = (
                     f"{name} holds only {n_values} distinct whole-number values: it looks like a label map "
                     "(segmentation), not an intensity image; register the intensity volumes and warp the "
@@ -154,18 +157,23 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
                     raise ImageError(message)
                 warnings.warn(message, ImageWarning, stacklevel=2)
                 problems.append(message)
-    saturated = "" if whole and n_values <= 64 else _saturation_message(name, array, finite_min, finite_max)
+    saturated = "" if whole and n_values <= LABEL_MAP_MAX_VALUES else _saturation_message(name, array, finite_min, finite_max)
     if saturated:  # (a label map's largest label fills whole regions: not a clipped scan)
         warnings.warn(saturated, ImageWarning, stacklevel=2)
         problems.append(saturated)
     return problems
 
 
+def corners_hold(array: np.ndarray, value) -> bool:
+    """Whether all eight corner voxels of a (Z, Y, X) ``array`` hold ``value``: a background or padding of that value,
+    which an image whose tissue was clipped at ``value`` does not have."""
+    return bool((array[np.ix_(*[[0, n - 1] for n in array.shape])] == value).all())
+
+
 def _saturation_message(name: str, array: np.ndarray, low: float, high: float) -> str:
     """A warning when the image holds its largest value in ``MAX_SATURATED_SHARE`` or more of its voxels above
     the background ("" otherwise): intensities clipped by a display window or an 8-bit export."""
-    corners = array[np.ix_(*[[0, n - 1] for n in array.shape])]
-    if bool((corners == array.dtype.type(high)).all()):  # a white background or padding, not clipped tissue
+    if corners_hold(array, array.dtype.type(high)):  # a white background or padding, not clipped tissue
         return ""
     flat = array.reshape(-1)
     sample = flat[:: max(1, flat.size // 2_000_000)]
