@@ -1,4 +1,5 @@
-r"""Clipped moving images: TRE with and without the fixed image's top cut alike (``engine.normalization``).
+r"""Clipped images: TRE with and without the fixed image's top cut alike (``engine.normalization``), and CT
+stored through a display window (``engine.hounsfield.windowed_calibration``).
 
 Builds variants of benchmark case folders under OUT (the case's own landmarks and true field; only one image's
 intensities change) and runs ``register()`` on each, printing one table row per case and quality:
@@ -6,15 +7,19 @@ intensities change) and runs ``register()`` on each, printing one table row per 
 * ``clipP``: the moving image clipped at the P-th percentile of its tissue (voxels above 10 % of its largest
   value), as a display window would;
 * ``u8wP``: the moving image stored as 8 bits with the window's top at the P-th percentile of all its voxels;
-* ``fclipP`` / ``fu8wP``: the same done to the fixed image instead (left as it is by the engine).
+* ``fclipP`` / ``fu8wP``: the same done to the fixed image instead (left as it is by the engine);
+* ``hwLO_HI`` (``fhwLO_HI`` for the fixed image): a CT stored as 8 bits through the display window LO to HI HU
+  (``hw-160_240``: soft tissue), ``hwLO_HI_gG`` shown through the curve gamma G.
 
-``--no-cut`` runs the engine without the cut (the rule before the twenty-third session) for comparison.
+``--no-cut`` runs the engine without the cut (the rule before the twenty-third session), ``--no-window`` without
+reading windowed CT (before the twenty-fourth), for comparison.
 
 Usage (from the repository root; cases from ``python -m benchmarks -o BENCH --seed S --cases brain,oblique
 --methods identity``)::
 
     .venv/bin/python scripts/clipped_check.py OUT BENCH/cases/brain BENCH/cases/oblique \
         --variants clip90,clip80,u8w80 --qualities fast,balanced [--no-cut]
+    .venv/bin/python scripts/clipped_check.py OUT BENCH/cases/lung --variants hw-160_240,fhw-160_240,hw-600_1400 [--no-window]
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import ADRegNetLib.engine.hounsfield as hounsfield  # noqa: E402
 import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
 from ADRegNetLib.engine import register  # noqa: E402
 from ADRegNetLib.io import read_image  # noqa: E402
@@ -41,10 +47,16 @@ from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 
 VARIANT = re.compile(r"^(f?)(clip|u8w)(\d+(?:\.\d+)?)$")
+WINDOW = re.compile(r"^(f?)hw(-?\d+)_(-?\d+)(?:_g(\d+(?:\.\d+)?))?$")
 
 
 def clipped(array: np.ndarray, variant: str) -> np.ndarray:
     """``array`` clipped as ``variant`` says (module docstring)."""
+    window = WINDOW.match(variant)
+    if window:
+        low, high, gamma = float(window.group(2)), float(window.group(3)), float(window.group(4) or 1.0)
+        shown = ((np.clip(array.astype(np.float32), low, high) - low) / (high - low)) ** gamma
+        return np.round(shown * 255.0).astype(np.uint8)
     _, kind, percentile = VARIANT.match(variant).groups()
     if kind == "clip":
         top = np.percentile(array[array > 0.1 * array.max()], float(percentile))
@@ -77,16 +89,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default="clip90,clip80,clip60,u8w80")
     parser.add_argument("--qualities", default="fast,balanced")
     parser.add_argument("--no-cut", action="store_true", help="without the fixed image's top cut (the rule before)")
+    parser.add_argument("--no-window", action="store_true", help="without reading windowed CT (the rule before)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if not VARIANT.match(v)]
+    unknown = [v for v in args.variants.split(",") if not (VARIANT.match(v) or WINDOW.match(v))]
     if unknown:
-        parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile)")
+        parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile), [f]hwLO_HI[_gG]")
     torch.set_num_threads(args.threads)
     if args.no_cut:
         pipeline.matched_top = lambda fixed_w, *rest: (fixed_w, {"applied": False, "reason": "--no-cut"})
-    print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at |")
-    print("|---|---|---|---|---|---|")
+    if args.no_window:
+        hounsfield.windowed_calibration = lambda image, ct: None
+    print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at | window read (HU) |")
+    print("|---|---|---|---|---|---|---|")
     for source in args.cases:
         for variant in args.variants.split(","):
             case = Case.load(build(source, args.out, variant))
@@ -98,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                 cut = result.metrics["intensity_normalization"].get("fixed_top_cut", {})
                 print(f"| {case.name} | {quality} | {tre['tre_mean']:.3f} | {tre['tre_p95']:.2f} | "
                       f"{cut.get('moving_plateau_share', '-')} | "
-                      f"{cut.get('fixed_value', '-') if cut.get('applied') else 'not cut'} |", flush=True)
+                      f"{cut.get('fixed_value', '-') if cut.get('applied') else 'not cut'} | "
+                      f"{(result.metrics.get('hounsfield_calibration') or {}).get('window_hu', '-')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-r"""What kind of images these are: CT or not, which preset (``auto``), and do the two share a contrast?
-(the last decides the pre-alignment metric).
+r"""What kind of images these are: which preset (``auto``), and do the two share a contrast? (the last decides
+the pre-alignment metric; CT or not, and CT stored otherwise, is ``engine.hounsfield``).
 
 CT against anything else is multimodal, two CT images are not (Hounsfield units are calibrated).
 Two non-CT images (MR/MR, generic) can still have different
@@ -22,12 +22,9 @@ of opposite sign. ``engine.pipeline`` refines as two contrasts above ``TWO_CONTR
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
-from ..io.image_checks import LABEL_MAP_MAX_VALUES
 from ..metrics import ncc
 from ..spatial.affine import AffineMap
 from ..spatial.filters import box_filter, gaussian_smooth
@@ -36,127 +33,14 @@ from ..spatial.image import Image
 from ..spatial.intensity_map import midway_knots, piecewise_linear, sample_quantiles
 from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
+from .hounsfield import is_ct, voxel_sample
 from .optimizer import sample_through
-from .settings import (NETWORK_CT_WINDOW, CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, EDGE_CHECK_SIGMA_VOXELS,
+from .settings import (NETWORK_CT_WINDOW, EDGE_CHECK_SIGMA_VOXELS,
                        EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, PREALIGN_CENTRES_APART_MM, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["is_ct", "hounsfield_calibration", "in_hounsfield_units", "hounsfield_pair", "windowed_ct_hint", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+__all__ = ["rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
            "contrasts_after_alignment", "midway_intensities"]
-
-
-def _sample(image: Image) -> np.ndarray:
-    arr = image.array
-    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
-
-
-def is_ct(image: Image) -> bool:
-    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
-    nothing but one padding value (``CT_LOWEST_HU``)."""
-    return _ct_values(_sample(image))
-
-
-def _ct_values(sample: np.ndarray) -> bool:
-    """:func:`is_ct` on a sample of an image's voxels."""
-    if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
-        return False
-    below_air = sample[sample < CT_LOWEST_HU]
-    below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
-    return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
-
-
-def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, float]]:
-    """``(scale, offset)`` that turn ``image`` into the Hounsfield units of ``ct`` (a CT of the same anatomy),
-    or None when ``image`` is not CT stored in other units.
-
-    A CT is often stored shifted (HU + 1024 in unsigned integers, the scanner's raw values without the rescale
-    intercept) or scaled; it then fails :func:`is_ct`, and against a CT it would be taken as another contrast:
-    the demo pair with its moving image stored as HU + 1024 registered to 0.313 mm instead of 0.282, an image
-    against itself stored as HU + 2000 got 0.19 mm of invented motion. The two images' intensity percentiles
-    (2 to 98) must lie on a straight line of positive slope (least squares) with a root-mean-square residual
-    below ``CT_CALIBRATION_MAX_RESIDUAL`` of the CT's percentile range, and the image so mapped must read as CT.
-    A scale within 5 % of a power of ten is taken as that power.
-    """
-    levels = np.arange(2.0, 99.0, 2.0)
-    sample = _sample(image)
-    values, reference = np.percentile(sample, levels), np.percentile(_sample(ct), levels)
-    span = float(reference[-1] - reference[0])
-    if not span > 0 or not float(values[-1] - values[0]) > 0:
-        return None
-    scale, offset = np.polyfit(values.astype(np.float64), reference.astype(np.float64), 1)
-    residual = float(np.sqrt(np.mean((reference - (scale * values + offset)) ** 2))) / span
-    if not (scale > 0 and residual < CT_CALIBRATION_MAX_RESIDUAL):
-        return None
-    # stored CT is scaled by a power of ten if at all: a fitted scale close to one is taken as that one (the
-    # two scans' histograms differ a little with breathing and field of view), the offset fitted again
-    decade = 10.0 ** np.round(np.log10(scale))
-    if abs(scale / decade - 1.0) < 0.05:
-        scale = decade
-        offset = float(np.median(reference - scale * values))
-    if not _ct_values(sample.astype(np.float64) * scale + offset):
-        return None
-    return float(scale), float(offset)
-
-
-def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
-    """A float32 copy of ``image`` with its intensities mapped by ``scale * value + offset``.
-
-    Args:
-        image: any image (its array is not changed).
-        scale, offset: the map (:func:`hounsfield_calibration`).
-
-    Returns:
-        the mapped copy on the same grid, with the same name.
-    """
-    values = image.array.astype(np.float32) * np.float32(scale) + np.float32(offset)
-    return Image(values, image.geometry, image.name)
-
-
-def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bool, Optional[dict]]:
-    """The two images as the registration reads their intensities, and whether each is CT.
-
-    Where one is CT (:func:`is_ct`) and the other is CT stored in other units (:func:`hounsfield_calibration`),
-    the other is mapped to Hounsfield units (a copy: the outputs keep the image as given).
-
-    Returns:
-        (fixed, moving, fixed is CT, moving is CT, None or what was mapped: {"image", "scale", "offset"}).
-    """
-    fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
-    if fixed_ct == moving_ct:
-        return fixed, moving, fixed_ct, moving_ct, None
-    other, ct = (moving, fixed) if fixed_ct else (fixed, moving)
-    found = hounsfield_calibration(other, ct)
-    if found is None:
-        return fixed, moving, fixed_ct, moving_ct, None
-    mapped = in_hounsfield_units(other, *found)
-    info = {"image": "moving" if fixed_ct else "fixed", "scale": round(found[0], 6), "offset": round(found[1], 2)}
-    return (fixed, mapped, True, True, info) if fixed_ct else (mapped, moving, True, True, info)
-
-
-#: a non-CT image beside a CT holding its lowest value in this share of its voxels or more, and its highest in
-#: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_ct_hint`)
-WINDOWED_LOW_SHARE = 0.10
-WINDOWED_HIGH_SHARE = 0.02
-
-
-def windowed_ct_hint(fixed: Image, moving: Image, fixed_ct: bool, moving_ct: bool) -> Optional[str]:
-    """A warning (None otherwise) when one image is CT and the other, not read as CT even after
-    :func:`hounsfield_pair`, holds its lowest and its highest value over whole shares of its voxels: a CT stored
-    through a display window (an 8-bit export) has lost what lies outside the window, no longer reads as CT and is
-    registered as another contrast. Measured (``docs/benchmarks/wave23-2026-12-02.md``): the benchmark's lung case with
-    its moving CT stored as 8 bits through a soft-tissue window (-160 to 240 HU) 5.18 -> 7.22 mm, balanced (through
-    the lung window, -1000 to 200, it is mapped back to HU and registers as before)."""
-    if fixed_ct == moving_ct:
-        return None
-    role, image = ("moving", moving) if fixed_ct else ("fixed", fixed)
-    sample = _sample(image)
-    at_low, at_high = float(np.mean(sample == sample.min())), float(np.mean(sample == sample.max()))
-    if at_low < WINDOWED_LOW_SHARE or at_high < WINDOWED_HIGH_SHARE or np.unique(sample).size <= LABEL_MAP_MAX_VALUES:
-        return None  # (a label map or a mask is named by the input checks)
-    return (f"the {role} image is not in Hounsfield units beside a CT and holds its lowest value in {100 * at_low:.0f}% "
-            f"and its highest in {100 * at_high:.0f}% of its voxels: if it is a CT stored through a display window (an "
-            "8-bit export), register the scan in Hounsfield units (its DICOM or original NIfTI): a chest CT so stored "
-            "through a soft-tissue window registered worse than not at all (5.2 -> 7.2 mm)")
 
 
 def rewindowed_for_network(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
@@ -178,7 +62,7 @@ def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
     Returns:
         (preset name, one-line reason).
     """
-    sample = _sample(fixed)
+    sample = voxel_sample(fixed)
     lo, hi = np.percentile(sample, [1, 99])
     if is_ct(fixed):
         lung_share = float(np.mean((sample > -950) & (sample < -500)))

@@ -32,7 +32,8 @@ from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from .api import RegistrationError
 from .masks import map_mask
-from .modality import contrast_correlation, is_ct
+from .hounsfield import is_ct
+from .modality import contrast_correlation
 from .settings import MIN_MASK_WORKING_VOXELS
 
 __all__ = ["normalized_for_preset", "normalized_pair", "saturated_share", "matched_top", "SATURATION_MATCH_MIN_SHARE",
@@ -58,7 +59,7 @@ _OVERLAP_SAMPLES = 1_000_000
 
 
 def normalized_for_preset(image: Image, preset_modality: str, ct_window, mask: Optional[np.ndarray] = None) -> Image:
-    """``image`` normalised to about [0, 1]: CT (:func:`~.modality.is_ct`) by the preset's HU window, anything
+    """``image`` normalised to about [0, 1]: CT (:func:`~.hounsfield.is_ct`) by the preset's HU window, anything
     else as the preset's modality (a non-CT image under a CT preset as "generic")."""
     ct = is_ct(image)
     modality = "ct" if ct else (preset_modality if preset_modality != "ct" else "generic")

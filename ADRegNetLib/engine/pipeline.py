@@ -34,7 +34,8 @@ from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
-from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, hounsfield_pair, rewindowed_for_network, windowed_ct_hint
+from .hounsfield import hounsfield_pair, preset_reference, windowed_ct_hint
+from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, rewindowed_for_network
 from .normalization import matched_top, normalized_pair
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
@@ -159,12 +160,11 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.done("validate")
 
     # ---- preset and normalisation
-    # Hounsfield units: calibrated, and air where known (a CT stored in other units beside a CT is mapped to them)
+    # Hounsfield units: calibrated, air where known (a CT stored otherwise beside a CT is read back: hounsfield_pair)
     fixed_hu, moving_hu, fixed_ct, moving_ct, hounsfield = hounsfield_pair(fixed, moving_data)
-    warnings_ += [hint for hint in [windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct)] if hint]
-    reason = "chosen by the user"
-    if preset == "auto":
-        preset, reason = detect_preset(fixed_hu, moving_hu)
+    warnings_ += [hint for hint in [windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct, hounsfield)] if hint]
+    preset, reason = (detect_preset(preset_reference(fixed_hu, fixed, moving_data, hounsfield), moving_hu)
+                      if preset == "auto" else (preset, "chosen by the user"))
     p = PRESET_SETTINGS[preset]
     fixed_n, moving_n, normalization = normalized_pair(fixed_hu, moving_hu, p.modality, p.ct_window, mask_arr,
                                                        initial_transform)

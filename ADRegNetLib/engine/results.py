@@ -93,7 +93,7 @@ def below_air(image: Image) -> Optional[np.ndarray]:
     them: before registration the padding of two scans of one patient lies on itself and NCC read 1.000,
     after it the padding's rim is interpolated into the tissue beside it and NCC read 0.998 (the sample
     CT pair stored with -32768 outside a circle; without the padding 0.973 -> 0.995)."""
-    from .modality import is_ct  # noqa: PLC0415 - modality imports the metrics this module serves
+    from .hounsfield import is_ct  # noqa: PLC0415 - the engine's modules import this one
     from .settings import CT_LOWEST_HU  # noqa: PLC0415
 
     if not float(np.min(image.array)) < CT_LOWEST_HU or not is_ct(image):

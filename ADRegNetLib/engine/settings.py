@@ -50,7 +50,7 @@ CT_AIR_PERCENTILE_HU = -500.0
 CT_LOWEST_HU = -1500.0
 #: see ``CT_LOWEST_HU`` (a resampled padding's edge leaves a thin shell of values between it and air)
 CT_MAX_SHARE_BELOW_AIR = 0.05
-#: a non-CT image paired with a CT is read as CT stored in other units (``modality.hounsfield_calibration``: an
+#: a non-CT image paired with a CT is read as CT stored in other units (``hounsfield.hounsfield_calibration``: an
 #: offset such as +1024 in unsigned integers, or a scale) when a straight line maps its intensity percentiles
 #: (2 to 98) onto the CT's with a root-mean-square residual below this share of the CT's percentile range.
 #: Measured (twenty-first session): the benchmark lung pair, breathing and each image's own intensity changes,

@@ -1,0 +1,286 @@
+r"""Hounsfield units: is an image CT, and a CT stored otherwise read back in HU (``register()``'s first step).
+
+CT is recognised by its values (air about -1000 HU among the darkest, nothing below air but one padding value:
+:func:`is_ct`). Beside a CT, an image that is the same kind of scan stored in other units is read back: shifted or
+scaled (HU + 1024 in unsigned integers, a scale: :func:`hounsfield_calibration`), or stored through a display window
+as an 8-bit export (:func:`windowed_calibration`: the other CT is then cut to the same window, and both register as
+one contrast). :func:`hounsfield_pair` does both; :func:`windowed_ct_hint` says what a window costs, or names one that
+could not be read.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..io.image_checks import LABEL_MAP_MAX_VALUES
+from ..spatial.image import Image
+from .settings import CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
+
+__all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "in_hounsfield_units", "windowed_calibration", "through_window", "hounsfield_pair",
+           "preset_reference", "windowed_ct_hint"]
+
+
+def voxel_sample(image: Image) -> np.ndarray:
+    """About 130,000 of ``image``'s voxels on a regular subgrid (float32): what the tests of its values read."""
+    arr = image.array
+    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
+
+
+def is_ct(image: Image) -> bool:
+    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
+    nothing but one padding value (``CT_LOWEST_HU``)."""
+    return _ct_values(voxel_sample(image))
+
+
+def _ct_values(sample: np.ndarray) -> bool:
+    """:func:`is_ct` on a sample of an image's voxels."""
+    if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
+        return False
+    below_air = sample[sample < CT_LOWEST_HU]
+    below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
+    return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
+
+
+def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, float]]:
+    """``(scale, offset)`` that turn ``image`` into the Hounsfield units of ``ct`` (a CT of the same anatomy),
+    or None when ``image`` is not CT stored in other units.
+
+    A CT is often stored shifted (HU + 1024 in unsigned integers, the scanner's raw values without the rescale
+    intercept) or scaled; it then fails :func:`is_ct`, and against a CT it would be taken as another contrast:
+    the demo pair with its moving image stored as HU + 1024 registered to 0.313 mm instead of 0.282, an image
+    against itself stored as HU + 2000 got 0.19 mm of invented motion. The two images' intensity percentiles
+    (2 to 98) must lie on a straight line of positive slope (least squares) with a root-mean-square residual
+    below ``CT_CALIBRATION_MAX_RESIDUAL`` of the CT's percentile range, and the image so mapped must read as CT.
+    A scale within 5 % of a power of ten is taken as that power.
+    """
+    levels = np.arange(2.0, 99.0, 2.0)
+    sample = voxel_sample(image)
+    values, reference = np.percentile(sample, levels), np.percentile(voxel_sample(ct), levels)
+    span = float(reference[-1] - reference[0])
+    if not span > 0 or not float(values[-1] - values[0]) > 0:
+        return None
+    scale, offset = np.polyfit(values.astype(np.float64), reference.astype(np.float64), 1)
+    residual = float(np.sqrt(np.mean((reference - (scale * values + offset)) ** 2))) / span
+    if not (scale > 0 and residual < CT_CALIBRATION_MAX_RESIDUAL):
+        return None
+    # stored CT is scaled by a power of ten if at all: a fitted scale close to one is taken as that one (the
+    # two scans' histograms differ a little with breathing and field of view), the offset fitted again
+    decade = 10.0 ** np.round(np.log10(scale))
+    if abs(scale / decade - 1.0) < 0.05:
+        scale = decade
+        offset = float(np.median(reference - scale * values))
+    if not _ct_values(sample.astype(np.float64) * scale + offset):
+        return None
+    return float(scale), float(offset)
+
+
+def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
+    """A float32 copy of ``image`` with its intensities mapped by ``scale * value + offset``.
+
+    Args:
+        image: any image (its array is not changed).
+        scale, offset: the map (:func:`hounsfield_calibration`).
+
+    Returns:
+        the mapped copy on the same grid, with the same name.
+    """
+    values = image.array.astype(np.float32) * np.float32(scale) + np.float32(offset)
+    return Image(values, image.geometry, image.name)
+
+
+#: a non-CT image beside a CT holding its lowest value in this share of its voxels or more, and its highest in
+#: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_calibration` reads it, :func:`windowed_ct_hint` names it where it cannot)
+WINDOWED_LOW_SHARE = 0.10
+WINDOWED_HIGH_SHARE = 0.02
+
+
+#: a CT stored through a display window is read as such (:func:`windowed_calibration`) when a straight line maps its
+#: intensity percentiles inside the window onto the CT's with a root-mean-square residual below this share of the
+#: CT's range there, over the ``WINDOWED_FIT_KEEP`` of the levels closest to the line (the lungs' density changes
+#: with breathing and leaves it: over all levels the benchmark lung pair through a bone window read 0.066-0.084).
+#: Measured (twenty-fourth session): the benchmark lung pairs (seeds 0, 1) with either image stored as 8 bits through
+#: soft-tissue, mediastinal, bone or brain windows 0.0011-0.0040; brain T1 MRI (whole, clipped or windowed at
+#: percentiles of its voxels or its tissue, 8 bits) and images synthesised from brain labels against the lung CT
+#: 0.0147-0.156
+WINDOWED_CALIBRATION_MAX_RESIDUAL = 0.008
+#: ... the share of the levels kept, after ``WINDOWED_FIT_ROUNDS`` fits each keeping those closest to the last line
+WINDOWED_FIT_KEEP = 2.0 / 3.0
+WINDOWED_FIT_ROUNDS = 5
+#: ... and when the two images, so read, correlate at least this well where both show tissue at the start alignment
+#: (``modality.contrast_correlation``): percentile curves alone are monotone whatever the images, and over two thirds
+#: of the levels many are close to a line. Measured (twenty-fourth session): the demo and benchmark lung pairs with
+#: one image through soft-tissue, bone or brain windows, linear or curved, 0.76-0.98; brain T1 / T2-like MRI stored
+#: as 8 bits against the lung CT -0.18 to -0.01 (their residuals 0.003-0.010, those of the windows 0.001-0.008)
+WINDOWED_MIN_CORRELATION = 0.6
+#: ... the display curves tried: the image's values (0 to 1 across the window) raised to 1 / gamma are a line in HU
+#: (gamma 1: a linear window; a gamma-2 export of the benchmark lung case was read as 2.00, gamma 3 as 3.08)
+WINDOWED_GAMMAS = tuple(2.0 ** (k / 8.0) for k in range(-16, 17))
+#: ... over at least this many percentile levels (one apart) strictly inside the window
+WINDOWED_MIN_LEVELS = 10
+#: ... and with the window's lower end above air (-1000 HU) and the darkest lung: a lowest value at air is no window
+#: but a CT stored in other units with its padding, or through the lung window (-1000 to 200 HU), which
+#: :func:`hounsfield_calibration` maps back whole (the benchmark lung case so stored: 0.224 mm, as in HU)
+WINDOWED_MIN_LOW_HU = -900.0
+
+
+def windowed_calibration(image: Image, ct: Image) -> Optional[tuple[float, float, float]]:
+    """``(low, high, gamma)`` when ``image`` is a CT of the same anatomy as ``ct`` stored through a display window
+    (an 8-bit export), None otherwise: ``low`` / ``high`` are the window's ends in HU (its lowest and highest value)
+    and ``gamma`` its display curve (:func:`through_window` maps it back to HU).
+
+    Such an image holds its lowest value over a whole share of its voxels (``WINDOWED_LOW_SHARE``: air, and the
+    lungs under a soft-tissue or bone window), often its highest too (bone under a soft-tissue window), so
+    :func:`hounsfield_calibration`'s line through all percentiles does not fit or, fitted through the plateau, maps
+    it wrongly (the demo pair through a bone window, -600 to 1400 HU, read as -909 to 2060: 3.45 -> 4.30 mm). Here
+    only the percentiles strictly between the two plateaus are fitted (``WINDOWED_MIN_LEVELS`` or more), as a line
+    against the image's values raised to each power of ``WINDOWED_GAMMAS`` (a linear window is gamma 1), the residual
+    over the levels closest to it below ``WINDOWED_CALIBRATION_MAX_RESIDUAL``, and the window's lower end must lie
+    above air (``WINDOWED_MIN_LOW_HU``). A linear window is taken wherever it fits: with the curve free, the
+    two-thirds fit can trade it against the window's ends (a linear soft-tissue window read as gamma 1.3,
+    -207 to 215 HU). A curve is tried only for an image that holds its highest value over a share of its voxels too
+    (``WINDOWED_HIGH_SHARE``): a skull-stripped T1 (background, no bright plateau) beside the demo CT fitted one.
+    """
+    sample = voxel_sample(image).astype(np.float64)
+    lowest, highest = float(sample.min()), float(sample.max())
+    at_low, at_high = float(np.mean(sample == lowest)), float(np.mean(sample == highest))
+    if at_low < WINDOWED_LOW_SHARE:
+        return None
+    if np.unique(sample[:: max(1, sample.size // 200_000)]).size <= LABEL_MAP_MAX_VALUES:
+        return None  # a label map or a mask
+    levels = np.arange(100.0 * at_low + 1.0, 100.0 * (1.0 - at_high) - 1.0 + 1e-9, 1.0)
+    if levels.size < WINDOWED_MIN_LEVELS:
+        return None
+    values, reference = np.percentile(sample, levels), np.percentile(voxel_sample(ct).astype(np.float64), levels)
+    span = float(reference[-1] - reference[0])
+    if not span > 0 or not float(values[-1] - values[0]) > 0:
+        return None
+    shown = (values - lowest) / (highest - lowest)
+    best = None
+    # a linear window first, taken wherever it fits; a curve only for an image clipped at both ends
+    for gamma in (1.0,) + (WINDOWED_GAMMAS if at_high >= WINDOWED_HIGH_SHARE else ()):
+        residual, width, low = _trimmed_line(shown ** (1.0 / gamma), reference)
+        if best is None or residual / span < best[0]:
+            best = (residual / span, width, low, float(gamma))
+        if gamma == 1.0 and best[0] < WINDOWED_CALIBRATION_MAX_RESIDUAL:
+            break
+    residual, width, low, gamma = best
+    if not (width > 0 and residual < WINDOWED_CALIBRATION_MAX_RESIDUAL):
+        return None
+    if not low > WINDOWED_MIN_LOW_HU:
+        return None  # its lowest value is air: stored in other units, or padded (hounsfield_calibration)
+    return low, low + width, gamma
+
+
+def _trimmed_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """``(rms residual, slope, intercept)`` of ``y`` against ``x`` over the ``WINDOWED_FIT_KEEP`` of the points
+    closest to the line, refitted ``WINDOWED_FIT_ROUNDS`` times."""
+    on_line = np.ones(x.size, dtype=bool)
+    for _ in range(WINDOWED_FIT_ROUNDS):
+        slope, intercept = np.polyfit(x[on_line], y[on_line], 1)
+        error = np.abs(y - (slope * x + intercept))
+        on_line = error <= np.quantile(error, WINDOWED_FIT_KEEP)
+    return float(np.sqrt(np.mean(error[on_line] ** 2))), float(slope), float(intercept)
+
+
+def through_window(image: Image, low: float, high: float, gamma: float) -> Image:
+    """A float32 copy of ``image`` (a CT stored through a display window, :func:`windowed_calibration`) in HU: its
+    lowest value ``low``, its highest ``high``, the curve ``gamma`` undone."""
+    array = image.array.astype(np.float32)
+    lowest, highest = float(array.min()), float(array.max())
+    shown = np.clip((array - np.float32(lowest)) / np.float32(highest - lowest), 0.0, 1.0)
+    values = np.float32(low) + np.float32(high - low) * shown ** np.float32(1.0 / gamma)
+    return Image(values.astype(np.float32, copy=False), image.geometry, image.name)
+
+
+def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bool, Optional[dict]]:
+    """The two images as the registration reads their intensities, and whether each is CT.
+
+    Where one is CT (:func:`is_ct`) and the other is CT stored in other units (:func:`hounsfield_calibration`),
+    the other is mapped to Hounsfield units (a copy: the outputs keep the image as given). Where the other is a CT
+    stored through a display window (:func:`windowed_calibration`), it is mapped to Hounsfield units and the CT is
+    cut to the same window (copies) where the two so read correlate (``WINDOWED_MIN_CORRELATION``): both then show
+    the same tissues flat, neither reads as CT any more, and they are registered as one contrast
+    (``docs/benchmarks/wave24-2026-12-02.md``).
+
+    Returns:
+        (fixed, moving, fixed is CT, moving is CT, None or what was mapped: {"image", "scale", "offset"}, or
+        {"image", "window_hu": [low, high], "display_gamma", "correlation"} where the CT was cut to the other's
+        window).
+    """
+    fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
+    if fixed_ct == moving_ct:
+        return fixed, moving, fixed_ct, moving_ct, None
+    other, ct = (moving, fixed) if fixed_ct else (fixed, moving)
+    info = {"image": "moving" if fixed_ct else "fixed"}
+    windowed = windowed_calibration(other, ct)
+    if windowed is not None:
+        low, high, gamma = windowed
+        mapped = through_window(other, low, high, gamma)
+        cut = Image(np.clip(ct.array.astype(np.float32), np.float32(low), np.float32(high)), ct.geometry, ct.name)
+        correlation = _window_correlation(cut, mapped, low, high)
+        if correlation >= WINDOWED_MIN_CORRELATION:
+            info.update(window_hu=[round(low, 1), round(high, 1)], display_gamma=round(gamma, 3),
+                        correlation=round(correlation, 3))
+            return (cut, mapped, False, False, info) if fixed_ct else (mapped, cut, False, False, info)
+    found = hounsfield_calibration(other, ct)
+    if found is None:
+        return fixed, moving, fixed_ct, moving_ct, None
+    mapped = in_hounsfield_units(other, *found)
+    info.update(scale=round(found[0], 6), offset=round(found[1], 2))
+    return (fixed, mapped, True, True, info) if fixed_ct else (mapped, moving, True, True, info)
+
+
+def _window_correlation(cut: Image, mapped: Image, low: float, high: float) -> float:
+    """How well a CT cut to a window and the image read through it agree where both show tissue, at the start
+    alignment (``modality.contrast_correlation``, both scaled across the window)."""
+    from .modality import contrast_correlation  # noqa: PLC0415 - modality imports this module
+
+    def across(image: Image) -> Image:
+        return Image(((image.array - np.float32(low)) / np.float32(high - low)).astype(np.float32), image.geometry,
+                     image.name)
+
+    return contrast_correlation(across(cut), across(mapped))
+
+
+def preset_reference(fixed_hu: Image, fixed: Image, moving: Image, hounsfield: Optional[dict]) -> Image:
+    """The image ``auto`` tells the preset from (``detect_preset``): the fixed one as read (:func:`hounsfield_pair`),
+    or, where a CT was cut to the other image's display window, that CT as given (still a chest CT)."""
+    if hounsfield and "window_hu" in hounsfield:
+        return moving if hounsfield["image"] == "fixed" else fixed
+    return fixed_hu
+
+
+def windowed_ct_hint(fixed: Image, moving: Image, fixed_ct: bool, moving_ct: bool,
+                     hounsfield: Optional[dict] = None) -> Optional[str]:
+    """A warning for a CT stored through a display window beside a CT, None otherwise.
+
+    Read (:func:`hounsfield_pair` gave ``hounsfield`` with "window_hu"): the tissue outside the window (the lungs
+    under a soft-tissue window) is flat in both images and registered from its outline alone; the warning names the
+    window (the benchmark lung case through -160 to 240 HU: 2.2-2.3 mm, against 0.22 in HU).
+
+    Not read: one image is CT and the other, not read as CT, holds its lowest and its highest value over whole shares
+    of its voxels, as a CT stored through a display window does, but :func:`windowed_calibration` found no curve of
+    the CT's values for it or the two images so read did not correlate: an MR image stored as 8 bits beside a CT
+    (registered as another contrast, as it should be), or a window that could not be read. The warning says what to
+    do in the second case: before windows were read, a chest CT stored through a soft-tissue window registered
+    worse than not at all (the demo pair 3.45 -> 13.6 mm, ``docs/benchmarks/wave24-2026-12-02.md``)."""
+    if hounsfield and "window_hu" in hounsfield:
+        low, high = hounsfield["window_hu"]
+        return (f"the {hounsfield['image']} image is a CT stored through a display window (read as {low:.0f} to "
+                f"{high:.0f} HU): the other CT was cut to the same window, and tissue outside it (below {low:.0f} or "
+                f"above {high:.0f} HU: the lungs under a soft-tissue window) is flat in both and follows its outline only "
+                "(a chest CT so stored through a soft-tissue window: 2.2 mm against 0.22 in Hounsfield units); register "
+                "the scan in Hounsfield units (its DICOM or original NIfTI) where that tissue matters")
+    if fixed_ct == moving_ct:
+        return None
+    role, image = ("moving", moving) if fixed_ct else ("fixed", fixed)
+    sample = voxel_sample(image)
+    at_low, at_high = float(np.mean(sample == sample.min())), float(np.mean(sample == sample.max()))
+    if at_low < WINDOWED_LOW_SHARE or at_high < WINDOWED_HIGH_SHARE or np.unique(sample).size <= LABEL_MAP_MAX_VALUES:
+        return None  # (a label map or a mask is named by the input checks)
+    return (f"the {role} image is not in Hounsfield units beside a CT and holds its lowest value in {100 * at_low:.0f}% "
+            f"and its highest in {100 * at_high:.0f}% of its voxels, but could not be read as a CT stored through a "
+            "display window (its values follow no curve of the CT's where the two agree): it is registered as another "
+            "contrast. If it is such a CT (an 8-bit export), register the scan in Hounsfield units (its DICOM or "
+            "original NIfTI): a chest CT so stored and registered as another contrast ended worse than not at all")
