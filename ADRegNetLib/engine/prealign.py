@@ -19,7 +19,8 @@ from ..spatial.overlap import physical_overlap
 from ..typing import StopCallback
 from .api import RegistrationCancelled
 from .rotations import rank_turns, rotation_about, spread_rotations, turn_degrees
-from .settings import MAX_SEED, PREALIGN_CENTRES_APART_MM, PREALIGN_ROTATION_MIN_GAIN, SPREAD_TURNS, SPREAD_TURNS_FITTED, TURNS_JUDGED_LOCALLY
+from .settings import (MAX_SEED, PREALIGN_CENTRES_APART_MM, PREALIGN_MI_ITERATIONS_FACTOR, PREALIGN_ROTATION_MIN_GAIN,
+                       SPREAD_TURNS, SPREAD_TURNS_FITTED, TURNS_JUDGED_LOCALLY)
 
 __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
 
@@ -227,7 +228,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         fixed, moving: normalised images (any grids, LPS).
         mode: "affine", "rigid" or "none".
         fixed_mask: optional region of interest on the fixed grid.
-        iterations: optimiser iterations per resolution level.
+        iterations: optimiser iterations per resolution level (times PREALIGN_MI_ITERATIONS_FACTOR for MI).
         same_modality: use correlation (True) or Mattes mutual information (False).
         seed: sampling seed (determinism), a whole number from 0 to :data:`MAX_SEED`.
         should_stop: returns True to cancel; checked at every optimiser iteration.
@@ -288,19 +289,18 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         fixed_mask_sitk = sitk.Resample(mask, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     usual = start
     if initial is None and rotation_min_gain is not None:
-        # images brought together by their centres of mass share no frame: their orientation is as unknown as
-        # their position, so the best turn needs no margin over the usual start to be judged by MIND-SSC and by
-        # the whole fits from both (a T1 against T2 pair turned 30 degrees and 100 mm apart: the right turn
-        # gained 9.3 % of mutual information, below the 10 % margin, and the fit from the usual start ended
-        # 10 degrees off, 4.6 mm TRE)
+        # images brought together by their centres of mass share no frame: the best turn needs no margin over the
+        # usual start to be judged by MIND-SSC and the whole fits from both (one contrast; mutual information's
+        # margin is 0 anyway: settings.PREALIGN_ROTATION_MIN_GAIN)
         centred = info["start"].startswith("centre of mass")
         start, info["rotation_search"] = _rotation_search(f, m, start, 0.0 if centred else rotation_min_gain,
                                                           0.0 if centred else rotation_min_cut, fixed_mask_sitk,
                                                           same_modality, seed)
-    # A user's start is already close: the global metric has little left to gain there (the demo pair with a
-    # start 2.4 mm off correlates 0.968 at it), so only MIND-SSC's gain and the scale bound judge its refinement
-    fit = dict(mode=mode, user_start=initial is not None, same_modality=same_modality, seed=seed,
-               iterations=iterations, mask=fixed_mask_sitk, should_stop=should_stop,
+    # A user's start is close: the global metric has little left to gain (the demo pair with a start 2.4 mm off
+    # correlates 0.968 at it), so only MIND-SSC's gain and the scale bound judge its refinement
+    fit = dict(mode=mode, user_start=initial is not None, same_modality=same_modality, seed=seed, mask=fixed_mask_sitk,
+               iterations=iterations if same_modality else round(iterations * PREALIGN_MI_ITERATIONS_FACTOR),
+               should_stop=should_stop,
                min_relative_improvement=0.0 if initial is not None else min_relative_improvement,
                max_scale=max_scale, min_local_improvement=min_local_improvement)
     affine, fitted = _optimise(f, m, start, **fit)
