@@ -205,23 +205,28 @@ def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bo
 
     Returns:
         (fixed, moving, fixed is CT, moving is CT, None or what was mapped: {"image", "scale", "offset"}, or
-        {"image", "window_hu": [low, high], "display_gamma", "correlation"} where the CT was cut to the other's
-        window).
+        {"image", "window_hu": [low, high], "display_gamma", "correlation", "inverted"} where the CT was cut to
+        the other's window).
     """
     fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
     if fixed_ct == moving_ct:
         return fixed, moving, fixed_ct, moving_ct, None
     other, ct = (moving, fixed) if fixed_ct else (fixed, moving)
     info = {"image": "moving" if fixed_ct else "fixed"}
-    windowed = windowed_calibration(other, ct)
-    if windowed is not None:
+    # an inverted export (MONOCHROME1: air white) is read as the window of its negative (the demo pair through
+    # an inverted soft-tissue window, registered as another contrast: 3.45 -> 13.4 mm)
+    for inverted in (False, True):
+        shown = Image(-other.array.astype(np.float32), other.geometry, other.name) if inverted else other
+        windowed = windowed_calibration(shown, ct)
+        if windowed is None:
+            continue
         low, high, gamma = windowed
-        mapped = through_window(other, low, high, gamma)
+        mapped = through_window(shown, low, high, gamma)
         cut = Image(np.clip(ct.array.astype(np.float32), np.float32(low), np.float32(high)), ct.geometry, ct.name)
         correlation = _window_correlation(cut, mapped, low, high)
         if correlation >= WINDOWED_MIN_CORRELATION:
             info.update(window_hu=[round(low, 1), round(high, 1)], display_gamma=round(gamma, 3),
-                        correlation=round(correlation, 3))
+                        correlation=round(correlation, 3), inverted=inverted)
             return (cut, mapped, False, False, info) if fixed_ct else (mapped, cut, False, False, info)
     found = hounsfield_calibration(other, ct)
     if found is None:

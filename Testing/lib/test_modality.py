@@ -471,3 +471,17 @@ def test_an_8_bit_mri_beside_a_ct_is_named_as_a_possible_window(t1_t2):
     hint = windowed_ct_hint(fixed_hu, moving_hu, fixed_ct, moving_ct)
     assert hint is not None and hint.startswith("the moving image is not in Hounsfield units")
     assert windowed_ct_hint(mr, mr, False, False) is None
+
+
+def test_an_inverted_display_window_is_read_as_its_negative():
+    """An export with air white (MONOCHROME1) holds its highest value over air and the lungs: read as the window
+    of its negative (the demo pair so stored registered as another contrast before: 3.45 -> 13.4 mm; now 2.0)."""
+    ct = read_image(SAMPLE)
+    moving = read_image(SAMPLE.with_name("lung_moving.nii.gz"))
+    stored = _stored_through(moving, -160.0, 240.0)
+    inverted = Image((255 - stored.array).astype(np.uint8), stored.geometry, "inverted")
+    fixed_hu, moving_hu, fixed_ct, moving_ct, info = hounsfield_pair(ct, inverted)
+    assert (fixed_ct, moving_ct) == (False, False) and info["inverted"]
+    assert abs(info["window_hu"][0] + 160.0) < 20.0 and abs(info["window_hu"][1] - 240.0) < 40.0
+    np.testing.assert_allclose(moving_hu.array, hounsfield_pair(ct, stored)[1].array, atol=3.0)
+    assert not hounsfield_pair(ct, stored)[4]["inverted"]
