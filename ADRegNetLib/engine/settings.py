@@ -88,14 +88,11 @@ PREALIGN_MAX_SCALE = 1.4
 #: degrees 0.300 unchanged (the optimiser reaches it; best rotation's gain 0.07), unturned 0.210 unchanged
 #: (-0.05). A synthseg pair (a contrast per tissue) scored a 180-degree flip 0.69 better by correlation
 #: at 16 mm; MIND-SSC refused it (0.104 -> 0.185)
-#: Now 0 (twenty-fourth session): any turn that fits better goes to that confirmation. The benchmark's brain-t1t2
-#: case turned 30 degrees about (0.5, -0.3, 1) was refused the right turn (gain 0.031, fast 5.55 mm; 0.318 now);
-#: the unturned pairs' best turns (gains up to 0.016) lose the confirmation (brain-t1t2, synthseg unchanged)
+#: Now 0 (twenty-fourth session): brain-t1t2 turned 30 degrees about (0.5, -0.3, 1) was refused the right turn
+#: (gain 0.031, fast 5.55 mm; 0.318 now); unturned pairs' best turns (up to 0.016) lose the confirmation
 PREALIGN_ROTATION_MIN_GAIN = 0.0
-#: mutual information's pre-alignment fit takes this many times the quality's iterations: its steps shrink on
-#: a noisy metric, and 60 per level turned the benchmark's T1 against T2 turned 20 degrees about L only 9.9 degrees
-#: back (fast 0.99 mm; 150: 19.2 degrees, 0.33). Unturned pairs stop early on their own (brain-t1t2 0.309,
-#: synthseg 0.852 either way); about 0.5-2 s more pre-alignment on turned pairs (twenty-fourth session)
+#: mutual information fits this many times the quality's pre-alignment iterations (its steps shrink on a noisy
+#: metric: 60 per level undid 9.9 of a T2's 20-degree turn against its T1, fast 0.99 mm; 150: 19.2, 0.33)
 PREALIGN_MI_ITERATIONS_FACTOR = 2.5
 #: one contrast: a turn is taken when its short fit removes this share of the usual start's mismatch
 #: 1 - NCC^2 (a bounded measure: the relative gain of -NCC^2 could not reach 10 % where the usual start
