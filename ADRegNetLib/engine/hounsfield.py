@@ -17,8 +17,8 @@ from ..io.image_checks import LABEL_MAP_MAX_VALUES
 from ..spatial.image import Image
 from .settings import CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
 
-__all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "in_hounsfield_units", "windowed_calibration", "through_window", "hounsfield_pair",
-           "preset_reference", "windowed_ct_hint"]
+__all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "in_hounsfield_units", "windowed_calibration",
+           "through_window", "hounsfield_pair", "preset_reference", "windowed_ct_hint"]
 
 
 def voxel_sample(image: Image) -> np.ndarray:
@@ -90,7 +90,8 @@ def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
 
 
 #: a non-CT image beside a CT holding its lowest value in this share of its voxels or more, and its highest in
-#: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_calibration` reads it, :func:`windowed_ct_hint` names it where it cannot)
+#: ``WINDOWED_HIGH_SHARE`` or more, looks like a CT stored through a display window (:func:`windowed_calibration`
+#: reads it, :func:`windowed_ct_hint` names it where it cannot)
 WINDOWED_LOW_SHARE = 0.10
 WINDOWED_HIGH_SHARE = 0.02
 
@@ -102,7 +103,8 @@ WINDOWED_HIGH_SHARE = 0.02
 #: Measured (twenty-fourth session): the benchmark lung pairs (seeds 0, 1) with either image stored as 8 bits through
 #: soft-tissue, mediastinal, bone or brain windows 0.0011-0.0040; brain T1 MRI (whole, clipped or windowed at
 #: percentiles of its voxels or its tissue, 8 bits) and images synthesised from brain labels against the lung CT
-#: 0.0147-0.156
+#: 0.0147-0.156, but T2-like renderings clipped as 8 bits down to 0.0068 (and with a curve 0.003): the residual
+#: alone does not tell them apart (``WINDOWED_MIN_CORRELATION`` does)
 WINDOWED_CALIBRATION_MAX_RESIDUAL = 0.008
 #: ... the share of the levels kept, after ``WINDOWED_FIT_ROUNDS`` fits each keeping those closest to the last line
 WINDOWED_FIT_KEEP = 2.0 / 3.0
@@ -114,7 +116,8 @@ WINDOWED_FIT_ROUNDS = 5
 #: as 8 bits against the lung CT -0.18 to -0.01 (their residuals 0.003-0.010, those of the windows 0.001-0.008)
 WINDOWED_MIN_CORRELATION = 0.6
 #: ... the display curves tried: the image's values (0 to 1 across the window) raised to 1 / gamma are a line in HU
-#: (gamma 1: a linear window; a gamma-2 export of the benchmark lung case was read as 2.00, gamma 3 as 3.08)
+#: (gamma 1: a linear window; gamma-2 exports of the benchmark lung cases were read as 1.83 / 2.00, gamma 3 as
+#: 2.59 / 2.83, gamma 0.5 as 0.50)
 WINDOWED_GAMMAS = tuple(2.0 ** (k / 8.0) for k in range(-16, 17))
 #: ... over at least this many percentile levels (one apart) strictly inside the window
 WINDOWED_MIN_LEVELS = 10
