@@ -103,6 +103,19 @@ VARIANTS = {
     "gpu_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **GPU_PASSES), (True,), 0, 1.0),
     "gpu3_ref14": (dict(levels=NO_LEVEL, refine_steps=14, **dict(GPU_PASSES, network_passes=3)), (True,), 0, 1.0),
     "gpu_f1_ref14": (dict(levels=((1, 1),), refine_steps=14, **GPU_PASSES), (True,), 0, 1.0),
+    # twenty-fifth session (the one-pass start now ends closer than no network on balanced's full schedule):
+    # balanced's schedule cut, with and without the network's one pass
+    "h6_f1_ref10": (dict(levels=((2, 6), (1, 1)), refine_steps=10), (False, True), 0, 1.0),
+    "h8_f1_ref12": (dict(levels=((2, 8), (1, 1)), refine_steps=12), (False, True), 0, 1.0),
+    "h12_f1_ref10": (dict(levels=((2, 12), (1, 1)), refine_steps=10), (False, True), 0, 1.0),
+    "h6_ref10": (dict(levels=((2, 6),), refine_steps=10), (False, True), 0, 1.0),
+    "h12_ref12": (dict(levels=((2, 12),), refine_steps=12), (False, True), 0, 1.0),
+    "n2_h6_f1_ref10": (dict(levels=((2, 6), (1, 1)), refine_steps=10, **INSTANT_PASSES), (True,), 0, 1.0),
+    "n1_ref20": (dict(levels=NO_LEVEL, refine_steps=20), (True,), 0, 1.0),
+    "n1_f1_ref20": (dict(levels=((1, 1),), refine_steps=20), (True,), 0, 1.0),
+    "h4_ref20": (dict(levels=((2, 4),), refine_steps=20), (False, True), 0, 1.0),
+    "h6_ref20": (dict(levels=((2, 6),), refine_steps=20), (False, True), 0, 1.0),
+    "n2r_ref20": (dict(levels=NO_LEVEL, refine_steps=20, **RESIDUAL_PASSES), (True,), 0, 1.0),
 }
 #: variants whose network field is Gaussian-smoothed (sigma, working voxels) before the optimisation
 SMOOTHED = {"n2_ref14_s4": 4.0, "n2_ref20_s4": 4.0, "n2_ref20_s8": 8.0, "n2r_s2_ref14": 2.0, "n2r_s2_half10_ref10": 2.0,

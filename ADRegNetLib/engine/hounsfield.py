@@ -17,7 +17,7 @@ from ..io.image_checks import LABEL_MAP_MAX_VALUES
 from ..spatial.image import Image
 from .settings import CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
 
-__all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "in_hounsfield_units", "windowed_calibration",
+__all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "ct_disagreement", "in_hounsfield_units", "windowed_calibration",
            "through_window", "hounsfield_pair", "preset_reference", "windowed_ct_hint"]
 
 
@@ -73,6 +73,61 @@ def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, flo
     if not _ct_values(sample.astype(np.float64) * scale + offset):
         return None
     return float(scale), float(offset)
+
+
+#: two CT scans whose intensity percentiles (2 to 98) lie on a line (:func:`_trimmed_line`) with a root-mean-square
+#: residual below this share of the range, a slope within ``CT_DISAGREEMENT_SCALES``, and which puts water (0 HU) of
+#: one more than ``CT_DISAGREEMENT_MIN_HU`` from the other's are one body in Hounsfield units that disagree
+#: (:func:`ct_disagreement`). Measured (twenty-fifth session): the benchmark lung pairs 0.0028-0.0037, the demo pair
+#: 0.0009; two fields of view of one CT (one cut to the lungs or to the middle 60 % across) 0.026-0.035, whose lines
+#: would have put water 62-73 HU off: a wider field of view is no offset, hence the tight residual
+CT_DISAGREEMENT_MAX_RESIDUAL = 0.01
+#: see ``CT_DISAGREEMENT_MAX_RESIDUAL``. Water, not air: breathing out makes the lungs denser, and the line through
+#: the percentiles then turns about water (the demo pair's lungs 50 / 100 / 200 HU denser: slope 1.07 / 1.13 / 1.28,
+#: air moved 68 / 133 / 291 HU, water 2-11 HU). The benchmark's own changes of CT (offsets up to 20 HU, smooth 20-HU
+#: bias) put water 4-25 HU off
+CT_DISAGREEMENT_MIN_HU = 50.0
+#: see ``CT_DISAGREEMENT_MAX_RESIDUAL``: a line steeper or flatter than this is no CT's rescale
+CT_DISAGREEMENT_SCALES = (0.8, 1.25)
+
+
+def ct_disagreement(fixed: Image, moving: Image) -> Optional[tuple[str, float, float]]:
+    """Two CT scans (:func:`is_ct`) of one body whose Hounsfield units disagree: ``(image, scale, offset)``, the
+    image (``"moving"`` or ``"fixed"``) to map by ``scale * value + offset`` onto the other's units, or None.
+
+    A wrong rescale intercept, a cone-beam CT's offset or an export rescaled by hand keep a scan's air below -500 HU,
+    so it still reads as CT, but the preset's Hounsfield window then cuts the two at different tissues (the benchmark
+    lung case with its moving image 300 HU brighter: fast 0.394 -> 0.639 mm, 200 HU darker 0.682). The image whose
+    air (1st percentile above its padding) lies further from -1000 HU is mapped onto the other; the moving image
+    where both lie as far. None where the two put water within ``CT_DISAGREEMENT_MIN_HU`` (breathing turns the line
+    about water), where their percentiles follow no line (``CT_DISAGREEMENT_MAX_RESIDUAL``: other fields of view) or
+    one too steep (``CT_DISAGREEMENT_SCALES``), or where the map would no longer read as CT.
+    """
+    levels = np.arange(2.0, 99.0, 2.0)
+    fixed_sample, moving_sample = voxel_sample(fixed), voxel_sample(moving)
+    fixed_levels = np.percentile(fixed_sample, levels).astype(np.float64)
+    moving_levels = np.percentile(moving_sample, levels).astype(np.float64)
+    span = float(fixed_levels[-1] - fixed_levels[0])
+    if not span > 0 or not float(moving_levels[-1] - moving_levels[0]) > 0:
+        return None
+    residual, scale, offset = _trimmed_line(moving_levels, fixed_levels)  # moving -> fixed
+    if not (scale > 0 and residual < CT_DISAGREEMENT_MAX_RESIDUAL * span):
+        return None
+    if not (CT_DISAGREEMENT_SCALES[0] <= scale <= CT_DISAGREEMENT_SCALES[1] and abs(offset) >= CT_DISAGREEMENT_MIN_HU):
+        return None  # (the line's value at 0 HU is its offset: water)
+    if abs(_air(fixed_sample) + 1000.0) > abs(_air(moving_sample) + 1000.0):
+        role, sample, scale, offset = "fixed", fixed_sample, 1.0 / scale, -offset / scale
+    else:
+        role, sample = "moving", moving_sample
+    if not _ct_values(sample.astype(np.float64) * scale + offset):
+        return None
+    return role, float(scale), float(offset)
+
+
+def _air(sample: np.ndarray) -> float:
+    """An image's air level: the 1st percentile of its voxels, those of a padding below ``CT_LOWEST_HU`` left out."""
+    inside = sample[sample > sample.min()] if float(sample.min()) < CT_LOWEST_HU else sample
+    return float(np.percentile(inside if inside.size else sample, 1))
 
 
 def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
@@ -212,6 +267,15 @@ def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bo
         the other's window).
     """
     fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
+    if fixed_ct and moving_ct:
+        found = ct_disagreement(fixed, moving)
+        if found is None:
+            return fixed, moving, True, True, None
+        role, scale, offset = found
+        info = {"image": role, "scale": round(scale, 6), "offset": round(offset, 2), "both_ct": True}
+        if role == "moving":
+            return fixed, in_hounsfield_units(moving, scale, offset), True, True, info
+        return in_hounsfield_units(fixed, scale, offset), moving, True, True, info
     if fixed_ct == moving_ct:
         return fixed, moving, fixed_ct, moving_ct, None
     other, ct = (moving, fixed) if fixed_ct else (fixed, moving)

@@ -1,0 +1,110 @@
+"""Two CT scans of one body whose Hounsfield units disagree (``engine.hounsfield.ct_disagreement``).
+
+A wrong rescale intercept, a cone-beam CT's offset or an export rescaled by hand keep a scan's air below -500 HU,
+so both still read as CT; the preset's window then cut them at different tissues (benchmark lung seed 1 with its
+moving image 300 HU brighter, balanced: 0.221 -> 0.403 mm). Such a scan is now mapped onto the other's units by
+a line through the two images' intensity percentiles; breathing, fields of view and the benchmark's own small
+changes are left alone. Real images: the demo pair (Resources/SampleData, a chest CT and the same chest breathing).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ADRegNetLib.engine import register
+from ADRegNetLib.engine.hounsfield import ct_disagreement, hounsfield_pair, is_ct
+from ADRegNetLib.io import read_image, read_landmarks
+from ADRegNetLib.metrics.landmarks import tre
+from ADRegNetLib.spatial.geometry import Geometry
+from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.transform import map_points
+
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+needs_sample = pytest.mark.skipif(not (SAMPLE / "lung_fixed.nii.gz").is_file(), reason="demo data missing")
+
+
+def _pair() -> tuple[Image, Image]:
+    return read_image(SAMPLE / "lung_fixed.nii.gz"), read_image(SAMPLE / "lung_moving.nii.gz")
+
+
+def _changed(image: Image, scale: float, offset: float) -> Image:
+    return Image((image.array.astype(np.float32) * scale + offset).astype(np.float32), image.geometry, image.name)
+
+
+@needs_sample
+def test_a_ct_whose_units_are_off_is_mapped_onto_the_other_ct():
+    """Either image off, by an offset or a scale: the one whose air lies further from -1000 HU is mapped back."""
+    fixed, moving = _pair()
+    assert ct_disagreement(fixed, moving) is None  # the demo pair agrees (air and water within 11 HU)
+    for scale, offset in ((1.0, 300.0), (1.0, -200.0), (0.85, 100.0), (1.1, -80.0)):
+        off = _changed(moving, scale, offset)
+        assert is_ct(off)  # still CT: nothing else would have read it
+        role, fitted_scale, fitted_offset = ct_disagreement(fixed, off)
+        assert role == "moving"
+        # the fitted line undoes the change (within the pair's own small difference, 11 HU at air)
+        for hu in (-1000.0, 0.0, 300.0):
+            assert abs(fitted_scale * (scale * hu + offset) + fitted_offset - hu) < 20.0
+        role, fitted_scale, fitted_offset = ct_disagreement(_changed(fixed, scale, offset), moving)
+        assert role == "fixed"
+        for hu in (-1000.0, 0.0, 300.0):
+            assert abs(fitted_scale * (scale * hu + offset) + fitted_offset - hu) < 20.0
+
+
+@needs_sample
+def test_breathing_a_field_of_view_and_small_changes_are_left_alone():
+    """The lungs denser by up to 200 HU (breathing out: the line turns about water), the benchmark's own CT changes (scale 0.96-1.04, offset
+    +-20 HU) and a moving image cut to the middle of the chest (other percentiles, no line: residual 0.03 of the
+    range, which would have read as 190 HU at air) are no disagreement."""
+    fixed, moving = _pair()
+    for denser in (50.0, 100.0, 200.0):
+        breathed = moving.array.astype(np.float32).copy()
+        lungs = (breathed > -950) & (breathed < -500)
+        breathed[lungs] += denser
+        assert ct_disagreement(fixed, Image(breathed, moving.geometry, "moving")) is None
+    for scale, offset in ((0.96, 20.0), (1.04, -20.0), (1.02, 15.0)):
+        assert ct_disagreement(fixed, _changed(moving, scale, offset)) is None
+    z, y, x = moving.array.shape
+    middle = np.ascontiguousarray(moving.array[:, y // 5: y - y // 5, x // 5: x - x // 5])
+    origin = moving.geometry.index_to_physical(np.array([[x // 5, y // 5, 0]], dtype=float))[0]
+    cut = Image(middle, Geometry(middle.shape[::-1], moving.geometry.spacing, origin, moving.geometry.direction), "moving")
+    assert ct_disagreement(fixed, cut) is None
+
+
+@needs_sample
+def test_the_pair_reads_the_mapped_copy_and_keeps_the_users_image():
+    fixed, moving = _pair()
+    off = _changed(moving, 1.0, 300.0)
+    kept = off.array.copy()
+    fixed_hu, moving_hu, fixed_ct, moving_ct, info = hounsfield_pair(fixed, off)
+    assert fixed_hu is fixed and fixed_ct and moving_ct
+    assert info["image"] == "moving" and info["both_ct"] and abs(info["offset"] + 300.0) < 20.0
+    np.testing.assert_allclose(moving_hu.array, off.array * np.float32(info["scale"]) + np.float32(info["offset"]),
+                               atol=1e-2)
+    np.testing.assert_array_equal(off.array, kept)  # a copy was mapped
+    assert hounsfield_pair(fixed, moving)[2:] == (True, True, None)
+
+
+@needs_sample
+def test_a_ct_300_hu_off_registers_as_the_ct_in_its_units():
+    """The demo pair with its moving CT 300 HU brighter (or its fixed one): TRE as with the unchanged pair (fast, no
+    network), the record names the map, the warped image keeps the user's units."""
+    fixed, moving = _pair()
+    landmarks = [read_landmarks(SAMPLE / f"lung_{role}_landmarks.csv") for role in ("fixed", "moving")]
+
+    def registered(f: Image, m: Image):
+        result = register(f, m, quality="fast", device="cpu", use_network=False, compute_inverse=False, seed=0)
+        mapped = np.asarray(map_points(result.disp_mm, f.geometry, landmarks[0]))
+        return result, tre(mapped, landmarks[1])["mean"]
+
+    _, unchanged = registered(fixed, moving)
+    off = _changed(moving, 1.0, 300.0)
+    result, shifted = registered(fixed, off)
+    assert result.metrics["hounsfield_calibration"]["image"] == "moving" and result.metrics["preset"] == "lung-ct"
+    assert shifted < unchanged + 0.05, f"{shifted:.3f} mm against {unchanged:.3f} unchanged"
+    inside = result.warped.array[result.warped.array > -500]
+    assert float(np.median(inside)) > float(np.median(moving.array[moving.array > -500]))  # user's units, +300 HU
+    result, fixed_off = registered(_changed(fixed, 1.0, 300.0), moving)
+    assert result.metrics["hounsfield_calibration"]["image"] == "fixed"
+    assert fixed_off < unchanged + 0.05, f"{fixed_off:.3f} mm against {unchanged:.3f} unchanged"
