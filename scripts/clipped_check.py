@@ -9,10 +9,14 @@ intensities change) and runs ``register()`` on each, printing one table row per 
 * ``u8wP``: the moving image stored as 8 bits with the window's top at the P-th percentile of all its voxels;
 * ``fclipP`` / ``fu8wP``: the same done to the fixed image instead (left as it is by the engine);
 * ``hwLO_HI`` (``fhwLO_HI`` for the fixed image): a CT stored as 8 bits through the display window LO to HI HU
-  (``hw-160_240``: soft tissue), ``hwLO_HI_gG`` shown through the curve gamma G.
+  (``hw-160_240``: soft tissue), ``hwLO_HI_gG`` shown through the curve gamma G;
+* ``huS_O`` (``fhuS_O``): a CT whose units are off, S x HU + O (``hu1_300``: 300 HU brighter), still read as CT
+  (``engine.hounsfield.ct_disagreement``); ``cbctO_B``: O HU off, a smooth bias of B HU at most (control values
+  80 mm apart) and noise of 30 HU, as a cone-beam CT might be.
 
 ``--no-cut`` runs the engine without the cut (the rule before the twenty-third session), ``--no-window`` without
-reading windowed CT (before the twenty-fourth), for comparison.
+reading windowed CT (before the twenty-fourth), ``--no-agree`` without mapping a CT whose units disagree with the
+other's (before the twenty-fifth), for comparison.
 
 Usage (from the repository root; cases from ``python -m benchmarks -o BENCH --seed S --cases brain,oblique
 --methods identity``)::
@@ -43,15 +47,27 @@ import ADRegNetLib.engine.pipeline as pipeline  # noqa: E402
 from ADRegNetLib.engine import register  # noqa: E402
 from ADRegNetLib.io import read_image  # noqa: E402
 from benchmarks.cases import Case  # noqa: E402
+from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
+from benchmarks.deformations import smooth_noise  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
 
 
 VARIANT = re.compile(r"^(f?)(clip|u8w)(\d+(?:\.\d+)?)$")
 WINDOW = re.compile(r"^(f?)hw(-?\d+)_(-?\d+)(?:_g(\d+(?:\.\d+)?))?$")
+UNITS = re.compile(r"^(f?)(hu|cbct)(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
 
 
-def clipped(array: np.ndarray, variant: str) -> np.ndarray:
-    """``array`` clipped as ``variant`` says (module docstring)."""
+def clipped(array: np.ndarray, variant: str, geometry=None) -> np.ndarray:
+    """``array`` clipped (or its units changed) as ``variant`` says (module docstring); ``geometry``: its grid."""
+    units = UNITS.match(variant)
+    if units:
+        _, kind, first, second = units.groups()
+        values = array.astype(np.float32)
+        if kind == "hu":
+            return values * np.float32(first) + np.float32(second)
+        bias = smooth_noise(values.shape, geometry, 80.0, np.random.default_rng(7), 1)[0]
+        noise = np.random.default_rng(3).normal(0.0, 30.0, values.shape).astype(np.float32)
+        return values + float(first) + float(second) * bias / np.abs(bias).max() + noise
     window = WINDOW.match(variant)
     if window:
         low, high, gamma = float(window.group(2)), float(window.group(3)), float(window.group(4) or 1.0)
@@ -73,7 +89,7 @@ def build(source: Path, out: Path, variant: str) -> Path:
         shutil.copytree(source, folder, dirs_exist_ok=True)
         path = folder / ("fixed.nii.gz" if variant.startswith("f") else "moving.nii.gz")
         image = sitk.ReadImage(str(path))
-        result = sitk.GetImageFromArray(clipped(sitk.GetArrayFromImage(image), variant))
+        result = sitk.GetImageFromArray(clipped(sitk.GetArrayFromImage(image), variant, Geometry.from_sitk(image)))
         result.CopyInformation(image)
         sitk.WriteImage(result, str(path))
         meta = json.loads((folder / "case.json").read_text())
@@ -90,17 +106,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qualities", default="fast,balanced")
     parser.add_argument("--no-cut", action="store_true", help="without the fixed image's top cut (the rule before)")
     parser.add_argument("--no-window", action="store_true", help="without reading windowed CT (the rule before)")
+    parser.add_argument("--no-agree", action="store_true", help="without mapping disagreeing CT units (the rule before)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if not (VARIANT.match(v) or WINDOW.match(v))]
+    unknown = [v for v in args.variants.split(",") if not (VARIANT.match(v) or WINDOW.match(v) or UNITS.match(v))]
     if unknown:
-        parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile), [f]hwLO_HI[_gG]")
+        parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile), [f]hwLO_HI[_gG], "
+                     "[f]huS_O, [f]cbctO_B")
     torch.set_num_threads(args.threads)
     if args.no_cut:
         pipeline.matched_top = lambda fixed_w, *rest: (fixed_w, {"applied": False, "reason": "--no-cut"})
     if args.no_window:
         hounsfield.windowed_calibration = lambda image, ct: None
-    print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at | window read (HU) |")
+    if args.no_agree:
+        hounsfield.ct_disagreement = lambda fixed, moving: None
+    print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at | read as (HU) |")
     print("|---|---|---|---|---|---|---|")
     for source in args.cases:
         for variant in args.variants.split(","):
@@ -114,7 +134,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {case.name} | {quality} | {tre['tre_mean']:.3f} | {tre['tre_p95']:.2f} | "
                       f"{cut.get('moving_plateau_share', '-')} | "
                       f"{cut.get('fixed_value', '-') if cut.get('applied') else 'not cut'} | "
-                      f"{(result.metrics.get('hounsfield_calibration') or {}).get('window_hu', '-')} |", flush=True)
+                      f"{_read_as(result.metrics.get('hounsfield_calibration'))} |", flush=True)
+
+
+def _read_as(hounsfield) -> str:
+    """The table's last column: the window read, or the map of a CT's units (``hounsfield_calibration``)."""
+    if not hounsfield:
+        return "-"
+    if "window_hu" in hounsfield:
+        return str(hounsfield["window_hu"])
+    return f"{hounsfield['image']}: {hounsfield['scale']} x + {hounsfield['offset']}"
 
 
 if __name__ == "__main__":
