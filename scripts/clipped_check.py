@@ -12,11 +12,13 @@ intensities change) and runs ``register()`` on each, printing one table row per 
   (``hw-160_240``: soft tissue), ``hwLO_HI_gG`` shown through the curve gamma G;
 * ``huS_O`` (``fhuS_O``): a CT whose units are off, S x HU + O (``hu1_300``: 300 HU brighter), still read as CT
   (``engine.hounsfield.ct_disagreement``); ``cbctO_B``: O HU off, a smooth bias of B HU at most (control values
-  80 mm apart) and noise of 30 HU, as a cone-beam CT might be.
+  80 mm apart) and noise of 30 HU, as a cone-beam CT might be;
+* ``gammaG`` (``fgammaG``): a CT shown whole through the curve gamma G (scaled to 0-1 by its lowest and highest
+  value, float32; ``engine.hounsfield.curved_calibration``).
 
 ``--no-cut`` runs the engine without the cut (the rule before the twenty-third session), ``--no-window`` without
 reading windowed CT (before the twenty-fourth), ``--no-agree`` without mapping a CT whose units disagree with the
-other's (before the twenty-fifth), for comparison.
+other's and without reading a CT through a curve (``--no-curve``; both before the twenty-fifth), for comparison.
 
 Usage (from the repository root; cases from ``python -m benchmarks -o BENCH --seed S --cases brain,oblique
 --methods identity``)::
@@ -55,10 +57,16 @@ from benchmarks.evaluate import evaluate_field  # noqa: E402
 VARIANT = re.compile(r"^(f?)(clip|u8w)(\d+(?:\.\d+)?)$")
 WINDOW = re.compile(r"^(f?)hw(-?\d+)_(-?\d+)(?:_g(\d+(?:\.\d+)?))?$")
 UNITS = re.compile(r"^(f?)(hu|cbct)(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
+CURVE = re.compile(r"^(f?)gamma(\d+(?:\.\d+)?)$")
 
 
 def clipped(array: np.ndarray, variant: str, geometry=None) -> np.ndarray:
     """``array`` clipped (or its units changed) as ``variant`` says (module docstring); ``geometry``: its grid."""
+    curve = CURVE.match(variant)
+    if curve:
+        values = array.astype(np.float32)
+        lowest, highest = float(values.min()), float(values.max())
+        return ((values - lowest) / (highest - lowest)) ** np.float32(curve.group(2))
     units = UNITS.match(variant)
     if units:
         _, kind, first, second = units.groups()
@@ -107,12 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-cut", action="store_true", help="without the fixed image's top cut (the rule before)")
     parser.add_argument("--no-window", action="store_true", help="without reading windowed CT (the rule before)")
     parser.add_argument("--no-agree", action="store_true", help="without mapping disagreeing CT units (the rule before)")
+    parser.add_argument("--no-curve", action="store_true", help="without reading a CT through a curve (the rule before)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if not (VARIANT.match(v) or WINDOW.match(v) or UNITS.match(v))]
+    unknown = [v for v in args.variants.split(",")
+               if not (VARIANT.match(v) or WINDOW.match(v) or UNITS.match(v) or CURVE.match(v))]
     if unknown:
         parser.error(f"unknown variants {unknown}: clipP, u8wP, fclipP or fu8wP (P a percentile), [f]hwLO_HI[_gG], "
-                     "[f]huS_O, [f]cbctO_B")
+                     "[f]huS_O, [f]cbctO_B, [f]gammaG")
     torch.set_num_threads(args.threads)
     if args.no_cut:
         pipeline.matched_top = lambda fixed_w, *rest: (fixed_w, {"applied": False, "reason": "--no-cut"})
@@ -120,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         hounsfield.windowed_calibration = lambda image, ct: None
     if args.no_agree:
         hounsfield.ct_disagreement = lambda fixed, moving: None
+    if args.no_curve:
+        hounsfield.curved_calibration = lambda image, ct: None
     print("| case | quality | TRE (mm) | p95 | moving plateau share | fixed value cut at | read as (HU) |")
     print("|---|---|---|---|---|---|---|")
     for source in args.cases:
@@ -143,6 +155,8 @@ def _read_as(hounsfield) -> str:
         return "-"
     if "window_hu" in hounsfield:
         return str(hounsfield["window_hu"])
+    if "range_hu" in hounsfield:
+        return f"{hounsfield['image']}: {hounsfield['range_hu']} through gamma {hounsfield['display_gamma']}"
     return f"{hounsfield['image']}: {hounsfield['scale']} x + {hounsfield['offset']}"
 
 

@@ -2,10 +2,11 @@ r"""Hounsfield units: is an image CT, and a CT stored otherwise read back in HU 
 
 CT is recognised by its values (air about -1000 HU among the darkest, nothing below air but one padding value:
 :func:`is_ct`). Beside a CT, an image that is the same kind of scan stored in other units is read back: shifted or
-scaled (HU + 1024 in unsigned integers, a scale: :func:`hounsfield_calibration`), or stored through a display window
-as an 8-bit export (:func:`windowed_calibration`: the other CT is then cut to the same window, and both register as
-one contrast). :func:`hounsfield_pair` does both; :func:`windowed_ct_hint` says what a window costs, or names one that
-could not be read.
+scaled (HU + 1024 in unsigned integers, a scale: :func:`hounsfield_calibration`), shown whole through a display curve
+(:func:`curved_calibration`), or stored through a display window as an 8-bit export (:func:`windowed_calibration`: the
+other CT is then cut to the same window, and both register as one contrast). Two CT scans whose units disagree (an
+offset, a rescale) are brought to one scale (:func:`ct_disagreement`). :func:`hounsfield_pair` does all of it;
+:func:`windowed_ct_hint` says what a window costs, or names one that could not be read.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..spatial.image import Image
 from .settings import CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
 
 __all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "ct_disagreement", "in_hounsfield_units", "windowed_calibration",
-           "through_window", "hounsfield_pair", "preset_reference", "windowed_ct_hint"]
+           "curved_calibration", "through_window", "hounsfield_pair", "preset_reference", "windowed_ct_hint"]
 
 
 def voxel_sample(image: Image) -> np.ndarray:
@@ -230,6 +231,58 @@ def windowed_calibration(image: Image, ct: Image) -> Optional[tuple[float, float
     return low, low + width, gamma
 
 
+#: a CT shown whole through a display curve (:func:`curved_calibration`) when a curve of ``WINDOWED_GAMMAS`` maps its
+#: percentiles onto the CT's with a root-mean-square residual below this share of the range over the two thirds of
+#: the levels closest to it (:func:`_trimmed_line`), and below ``CT_CALIBRATION_MAX_RESIDUAL`` over all of them.
+#: Measured (twenty-fifth session): the benchmark lung case's moving CT through gamma 3 0.0016 at gamma 2.83 (all
+#: levels 0.037: the pair's own differences, as for a line); a brain T1 MRI against the demo CT 0.063 (all 0.26)
+CT_CURVE_MAX_RESIDUAL = 0.01
+#: ... and leaves this share of a line's residual or less: where a line fits about as well, the line is taken
+#: (:func:`hounsfield_calibration`). A line through gamma 2 fitted the demo pair with residual 0.048, within
+#: ``CT_CALIBRATION_MAX_RESIDUAL``, and mapped it wrongly; the curve is tried first
+CT_CURVE_MIN_GAIN = 0.5
+
+
+def curved_calibration(image: Image, ct: Image) -> Optional[tuple[float, float, float]]:
+    """``(low, high, gamma)`` when ``image`` is a CT of the same anatomy as ``ct`` shown whole through a display curve
+    (its values scaled to 0-1 and raised to ``gamma``, an export's or a user's contrast change), None otherwise:
+    :func:`through_window` maps it back to HU (``low`` and ``high`` the HU of its lowest and highest value).
+
+    No line maps such an image onto the CT (:func:`hounsfield_calibration`), so it was registered as another contrast:
+    the benchmark lung case with its moving CT through gamma 2 / 3, balanced, 0.274 / 0.808 mm (in HU 0.222). Here the
+    image's percentiles (2 to 98), scaled to 0-1 by its lowest and highest value and raised to ``1 / gamma`` for each
+    of ``WINDOWED_GAMMAS``, are fitted by a line against the CT's over the two thirds of the levels closest to it (the
+    lungs' density changes with breathing); the best curve must leave a residual below ``CT_CURVE_MAX_RESIDUAL`` there
+    and below ``CT_CALIBRATION_MAX_RESIDUAL`` over all levels, and map the image to values that read as CT.
+    """
+    array = image.array
+    lowest, highest = float(array.min()), float(array.max())
+    if not highest > lowest:
+        return None
+    levels = np.arange(2.0, 99.0, 2.0)
+    sample = voxel_sample(image).astype(np.float64)
+    if np.unique(sample[:: max(1, sample.size // 200_000)]).size <= LABEL_MAP_MAX_VALUES:
+        return None  # a label map or a mask
+    shown = np.clip((np.percentile(sample, levels) - lowest) / (highest - lowest), 0.0, 1.0)
+    reference = np.percentile(voxel_sample(ct).astype(np.float64), levels)
+    span = float(reference[-1] - reference[0])
+    if not span > 0 or not float(shown[-1] - shown[0]) > 0:
+        return None
+    fits = {float(gamma): _trimmed_line(shown ** (1.0 / gamma), reference) for gamma in WINDOWED_GAMMAS}
+    gamma = min(fits, key=lambda g: fits[g][0])
+    residual, width, low = fits[gamma]
+    if not residual < CT_CURVE_MIN_GAIN * fits[1.0][0]:
+        return None  # a line fits about as well (hounsfield_calibration)
+    x = shown ** (1.0 / gamma)
+    whole = float(np.sqrt(np.mean((reference - (width * x + low)) ** 2)))
+    if not (width > 0 and residual < CT_CURVE_MAX_RESIDUAL * span and whole < CT_CALIBRATION_MAX_RESIDUAL * span):
+        return None
+    scaled = np.clip((sample - lowest) / (highest - lowest), 0.0, 1.0)
+    if not _ct_values(low + width * scaled ** (1.0 / gamma)):
+        return None
+    return low, low + width, gamma
+
+
 def _trimmed_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """``(rms residual, slope, intercept)`` of ``y`` against ``x`` over the ``WINDOWED_FIT_KEEP`` of the points
     closest to the line, refitted ``WINDOWED_FIT_ROUNDS`` times."""
@@ -254,17 +307,20 @@ def through_window(image: Image, low: float, high: float, gamma: float) -> Image
 def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bool, Optional[dict]]:
     """The two images as the registration reads their intensities, and whether each is CT.
 
-    Where one is CT (:func:`is_ct`) and the other is CT stored in other units (:func:`hounsfield_calibration`),
-    the other is mapped to Hounsfield units (a copy: the outputs keep the image as given). Where the other is a CT
+    Where one is CT (:func:`is_ct`) and the other is CT stored in other units (:func:`hounsfield_calibration`) or
+    shown through a display curve (:func:`curved_calibration`, tried first, kept where the two so read correlate),
+    the other is mapped to Hounsfield units (a copy: the outputs keep the image as given). Where both are CT and
+    their units disagree (:func:`ct_disagreement`), the one off is mapped onto the other's. Where the other is a CT
     stored through a display window (:func:`windowed_calibration`), it is mapped to Hounsfield units and the CT is
     cut to the same window (copies) where the two so read correlate (``WINDOWED_MIN_CORRELATION``): both then show
     the same tissues flat, neither reads as CT any more, and they are registered as one contrast
     (``docs/benchmarks/wave24-2026-12-02.md``).
 
     Returns:
-        (fixed, moving, fixed is CT, moving is CT, None or what was mapped: {"image", "scale", "offset"}, or
-        {"image", "window_hu": [low, high], "display_gamma", "correlation", "inverted"} where the CT was cut to
-        the other's window).
+        (fixed, moving, fixed is CT, moving is CT, None or what was mapped: {"image", "scale", "offset"} (with
+        "both_ct" where two CT scans disagreed), {"image", "range_hu": [low, high], "display_gamma", "correlation"}
+        for a curve, or {"image", "window_hu": [low, high], "display_gamma", "correlation", "inverted"} where the CT
+        was cut to the other's window).
     """
     fixed_ct, moving_ct = is_ct(fixed), is_ct(moving)
     if fixed_ct and moving_ct:
@@ -295,6 +351,15 @@ def hounsfield_pair(fixed: Image, moving: Image) -> tuple[Image, Image, bool, bo
             info.update(window_hu=[round(low, 1), round(high, 1)], display_gamma=round(gamma, 3),
                         correlation=round(correlation, 3), inverted=inverted)
             return (cut, mapped, False, False, info) if fixed_ct else (mapped, cut, False, False, info)
+    curve = curved_calibration(other, ct)
+    if curve is not None:
+        low, high, gamma = curve
+        mapped = through_window(other, low, high, gamma)
+        correlation = _window_correlation(ct, mapped, low, high)
+        if correlation >= WINDOWED_MIN_CORRELATION:
+            info.update(range_hu=[round(low, 1), round(high, 1)], display_gamma=round(gamma, 3),
+                        correlation=round(correlation, 3))
+            return (fixed, mapped, True, True, info) if fixed_ct else (mapped, moving, True, True, info)
     found = hounsfield_calibration(other, ct)
     if found is None:
         return fixed, moving, fixed_ct, moving_ct, None
