@@ -44,7 +44,7 @@ from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MOR
                        MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
-from .refinement_stage import coarse_start_judge, refinement
+from .refinement_stage import coarse_start_judge, refinement, start_intensities
 from .inputs import check_inputs
 from .masks import working_mask
 from .stages import (Stages, estimate_memory_gb, intersubject_hint, load_network,
@@ -238,6 +238,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         if not mask_w_np.any():
             raise RegistrationError("the fixed mask lies where the moving image has no data; check the mask")
     mask_w = None if mask_w_np is None else torch.from_numpy(mask_w_np)[None, None].to(torch_device)
+    if not multimodal and not (fixed_ct or moving_ct):  # one contrast: a curve between the scans undone first
+        fixed_w, moving_w, normalization["start_intensity_map"] = start_intensities(fixed_w, moving_w, mask_w, work,
+                                                                                    fixed.geometry, moving.geometry)
     stages.done("resample")
 
     # ---- network

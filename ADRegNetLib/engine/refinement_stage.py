@@ -13,15 +13,16 @@ from ..spatial.bspline import refined
 from ..spatial.filters import local_gain_factor, local_gain_normalised, smoothing_edges
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
+from ..spatial.intensity_map import midway_knots, piecewise_linear
 from ..spatial.resolution import voxel_volume_ratio
 from ..spatial.transforms import resize_flow
 from ..typing import StopCallback
-from .modality import midway_intensities
+from .modality import _top, midway_intensities
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
-                       REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR, TISSUE_THRESHOLD, QualitySettings)
+                       REFINE_INTENSITY_KNOTS, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR, TISSUE_THRESHOLD, QualitySettings)
 
 if TYPE_CHECKING:
     from .stages import Stages
@@ -65,6 +66,46 @@ def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: tor
                                    "intensities are not matched by quantiles"}
     return fixed_r, moving_r, noise_scale, {"gain_normalised_sigma_mm": REFINE_GAIN_SIGMA_MM,
                                             "intensity_map": intensity_map}
+
+
+def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Optional[torch.Tensor], work: Geometry,
+                      fixed_geometry: Geometry, moving_geometry: Geometry,
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Two images of one (non-CT) contrast put half-way between their intensity curves before the optimisation.
+
+    The refinement maps the two aligned images so (:func:`one_contrast_images`), but the MIND optimisation before it
+    saw them as given, and a curve between the scans pulled it off: the brain benchmark case with its moving image
+    histogram-equalised ended at 0.69 mm after the MIND levels (in its own intensities 0.50) and at 0.54 after the
+    refinement (0.18). Here the quantiles of both images where both show tissue at the start alignment (above
+    ``TISSUE_THRESHOLD`` of their own 99th percentile, inside ``region``) give the map
+    (``spatial.intensity_map.midway_knots``, ``REFINE_INTENSITY_KNOTS`` levels); counting the background too
+    stretched a dark-compressed image's noise (a moving image through gamma 2, 128 levels: 16.9 mm). Left out where
+    one image's voxels are more than ``REFINE_INTENSITY_MAX_VOXEL_RATIO`` times the other's (a blurrier image's
+    intensities are not matched by quantiles). Measured in ``docs/benchmarks/wave25-2026-12-03.md``.
+
+    Args:
+        fixed_w, moving_w: (1, 1, Z, Y, X) normalised intensities on the working grid ``work`` (the moving one
+            pre-aligned).
+        region: optional (1, 1, Z, Y, X) bool, the voxels to count (the mask and the moving image's field of view).
+        work: the working grid; fixed_geometry, moving_geometry: the images' own grids (their resolution).
+
+    Returns:
+        (fixed, moving, info: {"applied", and "knots" / "largest_quantile_gap" or "reason"}).
+    """
+    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
+    if ratio > REFINE_INTENSITY_MAX_VOXEL_RATIO:
+        return fixed_w, moving_w, {"applied": False, "reason": f"one image's voxels are {ratio:.1f} times the other's"}
+    tissue = (fixed_w > TISSUE_THRESHOLD * _top(fixed_w)) & (moving_w > TISSUE_THRESHOLD * _top(moving_w))
+    if region is not None:
+        tissue &= region.bool()
+    knots = midway_knots(fixed_w, moving_w, tissue, REFINE_INTENSITY_KNOTS)
+    if knots is None:
+        return fixed_w, moving_w, {"applied": False, "reason": "too few voxels show tissue in both images, or their "
+                                                               "intensities have no range there"}
+    fixed_knots, moving_knots, midway = knots
+    gap = float((fixed_knots - moving_knots).abs().max() / midway[-1])
+    return (piecewise_linear(fixed_w, fixed_knots, midway)[0], piecewise_linear(moving_w, moving_knots, midway)[0],
+            {"applied": True, "knots": len(midway), "largest_quantile_gap": round(gap, 4)})
 
 
 def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor, work: Geometry,
