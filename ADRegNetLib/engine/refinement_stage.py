@@ -10,7 +10,7 @@ import torch
 
 from ..losses.functional import local_ncc
 from ..spatial.bspline import refined
-from ..spatial.filters import local_gain_factor, local_gain_normalised, smoothing_edges
+from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised, smoothing_edges
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.intensity_map import midway_knots, piecewise_linear
@@ -20,6 +20,7 @@ from ..typing import StopCallback
 from .modality import _top, midway_intensities
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
+from .refine_settings import START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
                        REFINE_INTENSITY_KNOTS, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR, TISSUE_THRESHOLD, QualitySettings)
@@ -75,13 +76,16 @@ def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Opt
 
     The refinement maps the two aligned images so (:func:`one_contrast_images`), but the MIND optimisation before it
     saw them as given, and a curve between the scans pulled it off: the brain benchmark case with its moving image
-    histogram-equalised ended at 0.69 mm after the MIND levels (in its own intensities 0.50) and at 0.54 after the
+    through a sigmoid ended at 1.09 mm after the MIND levels (in its own intensities 0.50) and at 0.65 after the
     refinement (0.18). Here the quantiles of both images where both show tissue at the start alignment (above
     ``TISSUE_THRESHOLD`` of their own 99th percentile, inside ``region``) give the map
     (``spatial.intensity_map.midway_knots``, ``REFINE_INTENSITY_KNOTS`` levels); counting the background too
     stretched a dark-compressed image's noise (a moving image through gamma 2, 128 levels: 16.9 mm). Left out where
     one image's voxels are more than ``REFINE_INTENSITY_MAX_VOXEL_RATIO`` times the other's (a blurrier image's
-    intensities are not matched by quantiles). Measured in ``docs/benchmarks/wave25-2026-12-03.md``.
+    intensities are not matched by quantiles), and where the two, smoothed, correlate less than
+    ``START_MAP_MIN_CORRELATION`` over those voxels (a bias field, tissues in another order: there the whole image's
+    quantiles mislead).
+    Measured in ``docs/benchmarks/wave25-2026-12-03.md``.
 
     Args:
         fixed_w, moving_w: (1, 1, Z, Y, X) normalised intensities on the working grid ``work`` (the moving one
@@ -90,7 +94,8 @@ def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Opt
         work: the working grid; fixed_geometry, moving_geometry: the images' own grids (their resolution).
 
     Returns:
-        (fixed, moving, info: {"applied", and "knots" / "largest_quantile_gap" or "reason"}).
+        (fixed, moving, info: {"applied", "correlation" where measured, and "knots" / "largest_quantile_gap" or
+        "reason"}).
     """
     ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
     if ratio > REFINE_INTENSITY_MAX_VOXEL_RATIO:
@@ -104,8 +109,18 @@ def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Opt
                                                                "intensities have no range there"}
     fixed_knots, moving_knots, midway = knots
     gap = float((fixed_knots - moving_knots).abs().max() / midway[-1])
+    # smoothed first (START_MAP_SMOOTH_VOXELS): the start's misalignment decorrelates fine detail, a bias field does not
+    pair = torch.stack([gaussian_smooth(fixed_w, START_MAP_SMOOTH_VOXELS)[tissue],
+                        gaussian_smooth(moving_w, START_MAP_SMOOTH_VOXELS)[tissue]]).double()
+    correlation = float(torch.corrcoef(pair[:, :: max(1, pair.shape[1] // 1_000_000)])[0, 1])
+    if not correlation >= START_MAP_MIN_CORRELATION:
+        return fixed_w, moving_w, {"applied": False, "correlation": round(correlation, 3),
+                                   "reason": f"the images, smoothed, correlate {correlation:.2f} where both show tissue (< "
+                                             f"{START_MAP_MIN_CORRELATION}): a bias field or tissues in another order, "
+                                             "not a curve; the refinement maps them once aligned"}
     return (piecewise_linear(fixed_w, fixed_knots, midway)[0], piecewise_linear(moving_w, moving_knots, midway)[0],
-            {"applied": True, "knots": len(midway), "largest_quantile_gap": round(gap, 4)})
+            {"applied": True, "knots": len(midway), "largest_quantile_gap": round(gap, 4),
+             "correlation": round(correlation, 3)})
 
 
 def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor, work: Geometry,

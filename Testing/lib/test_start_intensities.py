@@ -50,6 +50,19 @@ def test_a_curve_between_unaligned_scans_is_undone_on_the_region_both_show_tissu
     assert not none["applied"] and left_f is fixed and left_m is moving and "too few voxels" in none["reason"]
 
 
+def test_a_bias_field_is_no_curve_and_is_left_to_the_refinement():
+    """A smooth gain across the image (a bias field, amplitude 0.6 in the log) bends the whole image's quantiles:
+    the smoothed images correlate 0.45 there (a curve: 0.88-0.95), so the start map is left out, and says why."""
+    fixed = _tissue_like(seed=2)
+    work = Geometry(tuple(fixed.shape[2:][::-1]), (2.0, 2.0, 2.0))
+    ramp = torch.linspace(-1.0, 1.0, fixed.shape[4]).view(1, 1, 1, 1, -1).expand_as(fixed)
+    biased = fixed * torch.exp(0.6 * ramp)
+    same_f, same_m, info = start_intensities(fixed, biased, None, work, work, work)
+    assert not info["applied"] and info["correlation"] < 0.82 and "bias field" in info["reason"]
+    assert same_f is fixed and same_m is biased
+    assert start_intensities(fixed, fixed ** 2, None, work, work, work)[2]["correlation"] > 0.82
+
+
 def test_a_much_blurrier_image_is_not_matched_by_quantiles():
     fixed = _tissue_like(seed=1)
     work = Geometry(tuple(fixed.shape[2:][::-1]), (2.0, 2.0, 2.0))
