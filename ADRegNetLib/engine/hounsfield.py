@@ -16,31 +16,11 @@ import numpy as np
 
 from ..io.image_checks import LABEL_MAP_MAX_VALUES
 from ..spatial.image import Image
-from .settings import CT_AIR_PERCENTILE_HU, CT_CALIBRATION_MAX_RESIDUAL, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
+from .ct_values import PERCENTILE_LEVELS, air_level, is_ct, reads_as_ct, trimmed_line, voxel_sample
+from .settings import CT_CALIBRATION_MAX_RESIDUAL
 
 __all__ = ["voxel_sample", "is_ct", "hounsfield_calibration", "ct_disagreement", "in_hounsfield_units", "windowed_calibration",
            "curved_calibration", "through_window", "hounsfield_pair", "preset_reference", "windowed_ct_hint"]
-
-
-def voxel_sample(image: Image) -> np.ndarray:
-    """About 130,000 of ``image``'s voxels on a regular subgrid (float32): what the tests of its values read."""
-    arr = image.array
-    return arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 64), :: max(1, arr.shape[2] // 64)].astype(np.float32)
-
-
-def is_ct(image: Image) -> bool:
-    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
-    nothing but one padding value (``CT_LOWEST_HU``)."""
-    return _ct_values(voxel_sample(image))
-
-
-def _ct_values(sample: np.ndarray) -> bool:
-    """:func:`is_ct` on a sample of an image's voxels."""
-    if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
-        return False
-    below_air = sample[sample < CT_LOWEST_HU]
-    below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
-    return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
 
 
 def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, float]]:
@@ -55,7 +35,7 @@ def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, flo
     below ``CT_CALIBRATION_MAX_RESIDUAL`` of the CT's percentile range, and the image so mapped must read as CT.
     A scale within 5 % of a power of ten is taken as that power.
     """
-    levels = np.arange(2.0, 99.0, 2.0)
+    levels = PERCENTILE_LEVELS
     sample = voxel_sample(image)
     values, reference = np.percentile(sample, levels), np.percentile(voxel_sample(ct), levels)
     span = float(reference[-1] - reference[0])
@@ -71,7 +51,7 @@ def hounsfield_calibration(image: Image, ct: Image) -> Optional[tuple[float, flo
     if abs(scale / decade - 1.0) < 0.05:
         scale = decade
         offset = float(np.median(reference - scale * values))
-    if not _ct_values(sample.astype(np.float64) * scale + offset):
+    if not reads_as_ct(sample.astype(np.float64) * scale + offset):
         return None
     return float(scale), float(offset)
 
@@ -104,31 +84,25 @@ def ct_disagreement(fixed: Image, moving: Image) -> Optional[tuple[str, float, f
     about water), where their percentiles follow no line (``CT_DISAGREEMENT_MAX_RESIDUAL``: other fields of view) or
     one too steep (``CT_DISAGREEMENT_SCALES``), or where the map would no longer read as CT.
     """
-    levels = np.arange(2.0, 99.0, 2.0)
+    levels = PERCENTILE_LEVELS
     fixed_sample, moving_sample = voxel_sample(fixed), voxel_sample(moving)
     fixed_levels = np.percentile(fixed_sample, levels).astype(np.float64)
     moving_levels = np.percentile(moving_sample, levels).astype(np.float64)
     span = float(fixed_levels[-1] - fixed_levels[0])
     if not span > 0 or not float(moving_levels[-1] - moving_levels[0]) > 0:
         return None
-    residual, scale, offset = _trimmed_line(moving_levels, fixed_levels)  # moving -> fixed
+    residual, scale, offset = trimmed_line(moving_levels, fixed_levels)  # moving -> fixed
     if not (scale > 0 and residual < CT_DISAGREEMENT_MAX_RESIDUAL * span):
         return None
     if not (CT_DISAGREEMENT_SCALES[0] <= scale <= CT_DISAGREEMENT_SCALES[1] and abs(offset) >= CT_DISAGREEMENT_MIN_HU):
         return None  # (the line's value at 0 HU is its offset: water)
-    if abs(_air(fixed_sample) + 1000.0) > abs(_air(moving_sample) + 1000.0):
+    if abs(air_level(fixed_sample) + 1000.0) > abs(air_level(moving_sample) + 1000.0):
         role, sample, scale, offset = "fixed", fixed_sample, 1.0 / scale, -offset / scale
     else:
         role, sample = "moving", moving_sample
-    if not _ct_values(sample.astype(np.float64) * scale + offset):
+    if not reads_as_ct(sample.astype(np.float64) * scale + offset):
         return None
     return role, float(scale), float(offset)
-
-
-def _air(sample: np.ndarray) -> float:
-    """An image's air level: the 1st percentile of its voxels, those of a padding below ``CT_LOWEST_HU`` left out."""
-    inside = sample[sample > sample.min()] if float(sample.min()) < CT_LOWEST_HU else sample
-    return float(np.percentile(inside if inside.size else sample, 1))
 
 
 def in_hounsfield_units(image: Image, scale: float, offset: float) -> Image:
@@ -154,7 +128,7 @@ WINDOWED_HIGH_SHARE = 0.02
 
 #: a CT stored through a display window is read as such (:func:`windowed_calibration`) when a straight line maps its
 #: intensity percentiles inside the window onto the CT's with a root-mean-square residual below this share of the
-#: CT's range there, over the ``WINDOWED_FIT_KEEP`` of the levels closest to the line (the lungs' density changes
+#: CT's range there, over the ``ct_values.FIT_KEEP`` of the levels closest to the line (the lungs' density changes
 #: with breathing and leaves it: over all levels the benchmark lung pair through a bone window read 0.066-0.084).
 #: Measured (twenty-fourth session): the benchmark lung pairs (seeds 0, 1) with either image stored as 8 bits through
 #: soft-tissue, mediastinal, bone or brain windows 0.0011-0.0040; brain T1 MRI (whole, clipped or windowed at
@@ -162,9 +136,6 @@ WINDOWED_HIGH_SHARE = 0.02
 #: 0.0147-0.156, but T2-like renderings clipped as 8 bits down to 0.0068 (and with a curve 0.003): the residual
 #: alone does not tell them apart (``WINDOWED_MIN_CORRELATION`` does)
 WINDOWED_CALIBRATION_MAX_RESIDUAL = 0.008
-#: ... the share of the levels kept, after ``WINDOWED_FIT_ROUNDS`` fits each keeping those closest to the last line
-WINDOWED_FIT_KEEP = 2.0 / 3.0
-WINDOWED_FIT_ROUNDS = 5
 #: ... and when the two images, so read, correlate at least this well where both show tissue at the start alignment
 #: (``modality.contrast_correlation``): percentile curves alone are monotone whatever the images, and over two thirds
 #: of the levels many are close to a line. Measured (twenty-fourth session): the demo and benchmark lung pairs with
@@ -218,7 +189,7 @@ def windowed_calibration(image: Image, ct: Image) -> Optional[tuple[float, float
     best = None
     # a linear window first, taken wherever it fits; a curve only for an image clipped at both ends
     for gamma in (1.0,) + (WINDOWED_GAMMAS if at_high >= WINDOWED_HIGH_SHARE else ()):
-        residual, width, low = _trimmed_line(shown ** (1.0 / gamma), reference)
+        residual, width, low = trimmed_line(shown ** (1.0 / gamma), reference)
         if best is None or residual / span < best[0]:
             best = (residual / span, width, low, float(gamma))
         if gamma == 1.0 and best[0] < WINDOWED_CALIBRATION_MAX_RESIDUAL:
@@ -259,7 +230,7 @@ def curved_calibration(image: Image, ct: Image) -> Optional[tuple[float, float, 
     lowest, highest = float(array.min()), float(array.max())
     if not highest > lowest:
         return None
-    levels = np.arange(2.0, 99.0, 2.0)
+    levels = PERCENTILE_LEVELS
     sample = voxel_sample(image).astype(np.float64)
     if np.unique(sample[:: max(1, sample.size // 200_000)]).size <= LABEL_MAP_MAX_VALUES:
         return None  # a label map or a mask
@@ -268,7 +239,7 @@ def curved_calibration(image: Image, ct: Image) -> Optional[tuple[float, float, 
     span = float(reference[-1] - reference[0])
     if not span > 0 or not float(shown[-1] - shown[0]) > 0:
         return None
-    fits = {float(gamma): _trimmed_line(shown ** (1.0 / gamma), reference) for gamma in WINDOWED_GAMMAS}
+    fits = {float(gamma): trimmed_line(shown ** (1.0 / gamma), reference) for gamma in WINDOWED_GAMMAS}
     gamma = min(fits, key=lambda g: fits[g][0])
     residual, width, low = fits[gamma]
     if not residual < CT_CURVE_MIN_GAIN * fits[1.0][0]:
@@ -278,20 +249,9 @@ def curved_calibration(image: Image, ct: Image) -> Optional[tuple[float, float, 
     if not (width > 0 and residual < CT_CURVE_MAX_RESIDUAL * span and whole < CT_CALIBRATION_MAX_RESIDUAL * span):
         return None
     scaled = np.clip((sample - lowest) / (highest - lowest), 0.0, 1.0)
-    if not _ct_values(low + width * scaled ** (1.0 / gamma)):
+    if not reads_as_ct(low + width * scaled ** (1.0 / gamma)):
         return None
     return low, low + width, gamma
-
-
-def _trimmed_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """``(rms residual, slope, intercept)`` of ``y`` against ``x`` over the ``WINDOWED_FIT_KEEP`` of the points
-    closest to the line, refitted ``WINDOWED_FIT_ROUNDS`` times."""
-    on_line = np.ones(x.size, dtype=bool)
-    for _ in range(WINDOWED_FIT_ROUNDS):
-        slope, intercept = np.polyfit(x[on_line], y[on_line], 1)
-        error = np.abs(y - (slope * x + intercept))
-        on_line = error <= np.quantile(error, WINDOWED_FIT_KEEP)
-    return float(np.sqrt(np.mean(error[on_line] ** 2))), float(slope), float(intercept)
 
 
 def through_window(image: Image, low: float, high: float, gamma: float) -> Image:

@@ -40,7 +40,7 @@ from .settings import (NETWORK_CT_WINDOW, EDGE_CHECK_SIGMA_VOXELS,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
 __all__ = ["rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
-           "contrasts_after_alignment", "midway_intensities"]
+           "contrasts_after_alignment", "midway_intensities", "tissue_in_both"]
 
 
 def rewindowed_for_network(normalised: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
@@ -237,9 +237,7 @@ def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: tor
         ``info["applied"]`` is False.
     """
     warped = sample_through(moving, flow_norm, identity_grid(tuple(fixed.shape[2:]), moving))
-    tissue = (fixed > TISSUE_THRESHOLD * _top(fixed)) & (warped > TISSUE_THRESHOLD * _top(moving))
-    if mask is not None:
-        tissue &= mask.bool()
+    tissue = tissue_in_both(fixed, warped, mask, moving_top=_top(moving))
     knots = midway_knots(fixed, warped, tissue, REFINE_INTENSITY_KNOTS)
     if knots is None:
         return fixed, moving, None, {"applied": False, "tissue_voxels": int(tissue.sum()),
@@ -253,6 +251,17 @@ def midway_intensities(fixed: torch.Tensor, moving: torch.Tensor, flow_norm: tor
     return fixed_mapped, moving_mapped, slope, {"applied": True, "knots": len(midway),
                                                 "tissue_voxels": int(tissue.sum()),
                                                 "largest_quantile_gap": round(gap, 4)}
+
+
+def tissue_in_both(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None,
+                   moving_top: float | None = None) -> torch.Tensor:
+    """Where both images show tissue: above ``TISSUE_THRESHOLD`` of their own 99th percentile (``moving_top``
+    instead of the moving image's, when given: a warped image's top, read before the warp), inside ``mask``."""
+    top = _top(moving) if moving_top is None else moving_top
+    tissue = (fixed > TISSUE_THRESHOLD * _top(fixed)) & (moving > TISSUE_THRESHOLD * top)
+    if mask is not None:
+        tissue &= mask.bool()
+    return tissue
 
 
 def _top(volume: torch.Tensor) -> float:

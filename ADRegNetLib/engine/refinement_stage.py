@@ -17,7 +17,7 @@ from ..spatial.intensity_map import midway_knots, piecewise_linear
 from ..spatial.resolution import voxel_volume_ratio
 from ..spatial.transforms import resize_flow
 from ..typing import StopCallback
-from .modality import _top, midway_intensities
+from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
 from .refine_settings import START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
@@ -56,17 +56,25 @@ def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: tor
     fixed_r = local_gain_normalised(fixed_w, sigma, REFINE_GAIN_FLOOR)
     noise_scale = local_gain_factor(moving_w, sigma, REFINE_GAIN_FLOOR)
     moving_r = moving_w * noise_scale
-    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
-    if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
+    blurrier = _blurrier(fixed_geometry, moving_geometry, work)
+    if blurrier is None:
         fixed_r, moving_r, slope, intensity_map = midway_intensities(fixed_r, moving_r, flow, mask_w)
         if slope is not None:
             noise_scale.mul_(slope)
     else:
-        intensity_map = {"applied": False,
-                         "reason": f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's "
-                                   "intensities are not matched by quantiles"}
+        intensity_map = {"applied": False, "reason": blurrier}
     return fixed_r, moving_r, noise_scale, {"gain_normalised_sigma_mm": REFINE_GAIN_SIGMA_MM,
                                             "intensity_map": intensity_map}
+
+
+def _blurrier(fixed_geometry: Geometry, moving_geometry: Geometry, work: Geometry) -> Optional[str]:
+    """Why the intensity maps are left out (one image's voxels more than ``REFINE_INTENSITY_MAX_VOXEL_RATIO`` times
+    the other's, as seen on the working grid), or None."""
+    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
+    if ratio <= REFINE_INTENSITY_MAX_VOXEL_RATIO:
+        return None
+    return (f"one image's voxels are {ratio:.1f} times the other's: a blurrier image's intensities are not matched "
+            "by quantiles")
 
 
 def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Optional[torch.Tensor], work: Geometry,
@@ -97,12 +105,10 @@ def start_intensities(fixed_w: torch.Tensor, moving_w: torch.Tensor, region: Opt
         (fixed, moving, info: {"applied", "correlation" where measured, and "knots" / "largest_quantile_gap" or
         "reason"}).
     """
-    ratio = voxel_volume_ratio(fixed_geometry, moving_geometry, float(work.spacing.min()))
-    if ratio > REFINE_INTENSITY_MAX_VOXEL_RATIO:
-        return fixed_w, moving_w, {"applied": False, "reason": f"one image's voxels are {ratio:.1f} times the other's"}
-    tissue = (fixed_w > TISSUE_THRESHOLD * _top(fixed_w)) & (moving_w > TISSUE_THRESHOLD * _top(moving_w))
-    if region is not None:
-        tissue &= region.bool()
+    blurrier = _blurrier(fixed_geometry, moving_geometry, work)
+    if blurrier is not None:
+        return fixed_w, moving_w, {"applied": False, "reason": blurrier}
+    tissue = tissue_in_both(fixed_w, moving_w, region)
     knots = midway_knots(fixed_w, moving_w, tissue, REFINE_INTENSITY_KNOTS)
     if knots is None:
         return fixed_w, moving_w, {"applied": False, "reason": "too few voxels show tissue in both images, or their "
