@@ -91,7 +91,7 @@ def build_case_files(recipe: Recipe, directory: Path, data_dir: Path, rngs: Sequ
 
     # the known deformation
     if recipe.source == "lung":
-        velocity = breathing_svf(fixed_geom, fixed_mask, rng_field)
+        velocity = breathing_svf(fixed_geom, fixed_mask, rng_field, recipe.lung_boundary_sigma_mm)
     else:
         velocity = random_smooth_svf(fixed_geom, rng_field, recipe.control_spacing_mm)
     velocity, true_disp = scale_svf(velocity, fixed_geom, fixed_mask, recipe.target_mean_mm)

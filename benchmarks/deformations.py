@@ -104,18 +104,21 @@ def random_smooth_svf(geometry: Geometry, rng: np.random.Generator, control_spac
     return smooth_noise(geometry.shape, geometry, control_spacing_mm, rng, 3)
 
 
-def breathing_svf(geometry: Geometry, lung_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def breathing_svf(geometry: Geometry, lung_mask: np.ndarray, rng: np.random.Generator,
+                  boundary_sigma_mm: float = 15.0) -> np.ndarray:
     """Breathing-like velocity (inhale fixed -> exhale moving), unscaled.
 
     Mostly superior (+z in LPS) and growing from the apex (0) to the lung base (1) -- the diaphragm
     moves most -- plus a smaller anterior-posterior component (+y: the anterior wall moves back),
     a lateral contraction towards the midline, and a 15 % random smooth part. It decays outside
-    the lungs (Gaussian-smoothed lung mask).
+    the lungs (the lung mask smoothed by a Gaussian of ``boundary_sigma_mm``: 15 mm drags the chest wall
+    along; 1.5 mm lets the lungs slide against a still chest wall, as they do in a 4-D CT).
 
     Args:
         geometry: the fixed grid.
         lung_mask: (Z, Y, X) bool lungs on ``geometry``.
         rng: source of the random part.
+        boundary_sigma_mm: how sharply the motion stops at the lungs' boundary.
 
     Returns:
         (3, Z, Y, X) float32, LPS mm components.
@@ -127,7 +130,7 @@ def breathing_svf(geometry: Geometry, lung_mask: np.ndarray, rng: np.random.Gene
     lz = z[lung_mask]
     z_apex, z_base = float(lz.max()), float(lz.min())
     t = np.clip((z_apex - z) / max(z_apex - z_base, 1e-3), 0.0, 1.0) ** 1.5
-    sigma_vox = 15.0 / geometry.spacing[::-1]
+    sigma_vox = boundary_sigma_mm / geometry.spacing[::-1]
     weight = ndimage.gaussian_filter(lung_mask.astype(np.float32), sigma=sigma_vox)
     weight /= max(float(weight.max()), 1e-6)
     weight = np.clip(weight * 1.6, 0, 1)

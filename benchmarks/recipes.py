@@ -13,7 +13,7 @@ GENERATOR_VERSION = 3
 #: Cases run by default.
 DEFAULT_CASES = ("brain", "lung", "synthseg", "oblique", "brain-t1t2")
 #: Every case name ``build_case`` understands.
-CASE_NAMES = DEFAULT_CASES + ("brain-full", "brain-local", "lung-large", "brain-flair", "quick")
+CASE_NAMES = DEFAULT_CASES + ("brain-full", "brain-local", "lung-large", "lung-sliding", "brain-flair", "quick")
 
 # The 30 FreeSurfer structures VoxelMorph scores Dice on (also in brain-vxm-test-scan/labels.npz).
 VXM_DICE_LABELS = (2, 3, 4, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 28, 31,
@@ -39,6 +39,8 @@ class Recipe:
         label_ids: labels scored by Dice (None: every foreground label present with >= 20 voxels).
         moving_contrast: None (same contrast, own intensity change) or "t2" (moving image rendered
             T2-like from the T1: a cross-modality pair).
+        lung_boundary_sigma_mm: lung cases: how sharply the breathing motion stops at the lungs' boundary
+            (``deformations.breathing_svf``; small: the lungs slide against the chest wall).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Recipe:
     landmarks: int = 300
     label_ids: Optional[tuple] = None
     moving_contrast: Optional[str] = None
+    lung_boundary_sigma_mm: float = 15.0
 
 
 RECIPES = {
@@ -77,6 +80,10 @@ RECIPES = {
     "lung-large": Recipe("lung-large", "lung-ct", "real thorax CT (POPI phase 00) cropped to the lungs, a breathing-like "
                          "SVF twice the lung case's (10 mm mean); Dice on the lung mask",
                          "lung", None, 10.0, label_ids=(1,)),
+    "lung-sliding": Recipe("lung-sliding", "lung-ct", "real thorax CT (POPI phase 00) cropped to the lungs, the lung "
+                           "case's breathing-like SVF stopping sharply at the lungs' boundary (the lungs slide against "
+                           "a still chest wall, as in a 4-D CT); Dice on the lung mask",
+                           "lung", None, 5.0, label_ids=(1,), lung_boundary_sigma_mm=1.5),
     # two contrasts whose tissues still correlate (grey/white order swapped, CSF dark in both)
     "brain-flair": Recipe("brain-flair", "auto", "cross-contrast: fixed the real T1 (vxm test scan) at 2 mm, moving "
                           "a FLAIR-like rendering of it (grey matter brighter than white, CSF dark), random SVF, MRI "

@@ -85,7 +85,8 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
                            keepInitialTransform=p.keepInitialTransform, landmarksGuide=p.landmarksGuide,
                            preset=p.preset.value, quality=p.quality.value, device=p.device.value,
                            regularization=p.regularization, progress=progress, shouldStop=shouldStop,
-                           log=RunLog(listener=logListener))
+                           log=RunLog(listener=logListener),
+                           engineOptions={"sliding": "auto" if p.slidingLungs else "off"})
         p.resultTransform, p.resultWarped, p.resultJacobian = outputs.transformNode, outputs.warpedNode, outputs.jacobianNode
         p.resultTreTable, p.resultLog = outputs.treTableNode, outputs.logNode
         return outputs

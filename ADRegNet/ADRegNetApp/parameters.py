@@ -85,6 +85,7 @@ class ADRegNetParameterNode:
     quality: Quality = Quality.BALANCED
     device: Device = Device.AUTO
     regularization: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
+    slidingLungs: bool = True
     runInChildProcess: bool = True
     outputTransform: vtkMRMLGridTransformNode
     outputInverseTransform: vtkMRMLGridTransformNode

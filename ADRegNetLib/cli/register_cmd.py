@@ -197,6 +197,10 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
                         "for the pre-alignment, edge directions for the refinement; auto decides from the images, "
                         "and again once they are aligned (tissues in another brightness order: two contrasts; "
                         "metrics.json says why)")
+    r.add_argument("--sliding", default="auto", choices=("auto", "on", "off"),
+                   help="let the lungs slide along the chest wall (the field may jump at the lungs' boundary): auto "
+                        "= with the lung preset and a CT fixed image; off for a thorax deformed smoothly across "
+                        "the pleura (metrics.json 'sliding' says what ran)")
     r.add_argument("--regularization", type=number_argument, default=1.0, help="> 1 smoother (and no continuation with less smoothing where the refinement finds local motion), < 1 more local detail")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--mask-fixed", help="region of interest of the fixed image (label map > 0 inside, any grid over it)")
@@ -289,7 +293,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                           preset=args.preset, quality=args.quality, regularization=args.regularization,
                           device=args.device, progress=bar, seed=args.seed, use_network=not args.no_network,
                           weights=args.weights, compute_inverse=not args.no_inverse,
-                          landmarks_guide=not args.landmarks_check_only, **extra)
+                          landmarks_guide=not args.landmarks_check_only,
+                          sliding=getattr(args, "sliding", "auto"), **extra)
     finally:
         bar.close()
         if args.threads:  # as it was: main() may run again in this process (a notebook, a batch worker)

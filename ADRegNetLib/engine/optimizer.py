@@ -53,6 +53,7 @@ from ..losses.features import FeatureSSD, mind_ssc_fast
 from ..spatial.filters import gaussian_smooth, smooth_over_support, smoothing_edges, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
+from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import grid_sample
 from ..typing import ProgressCallback, StopCallback
@@ -107,6 +108,8 @@ class OptimizerSettings:
             torch threads (restored afterwards). Their operations are small, and each parallel
             operation waits for every thread: on the shared 2-core machine (load 4-5) an
             element-wise product on a 57x49x41 field took 8 ms with 2 threads and 0.06 ms with 1.
+        sliding_leak: with a sliding region (``optimize_field(sliding=)``), the share of the other side's weight
+            in each side's smoothing (0: the sides move independently; ``engine.sliding.OPTIMIZER_LEAK``).
     """
 
     levels: Sequence[tuple[float, int]] = ((2, 12), (1, 6))
@@ -124,6 +127,7 @@ class OptimizerSettings:
     coarse_min_gain: float = 0.0
     coarse_more_steps: int = 0
     coarse_judge: Optional[Callable[[torch.Tensor], float]] = None
+    sliding_leak: float = 0.0
     large_motion_more_steps: int = 0
     small_level_voxels: int = 300_000
     small_level_threads: int = 1
@@ -176,7 +180,8 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
                    fixed_points: Optional[np.ndarray] = None, moving_points: Optional[np.ndarray] = None,
                    mask: Optional[torch.Tensor] = None,
                    progress: Optional[ProgressCallback] = None,
-                   should_stop: Optional[StopCallback] = None) -> tuple[torch.Tensor, dict]:
+                   should_stop: Optional[StopCallback] = None,
+                   sliding: Optional[SlidingRegion] = None) -> tuple[torch.Tensor, dict]:
     """Optimise the field between two images on one working grid (see the module docstring).
 
     Args:
@@ -191,6 +196,8 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         mask: optional (1, 1, Z, Y, X) bool region of interest of the fixed image.
         progress: progress(fraction of this stage, text).
         should_stop: returns True to cancel (checked every step).
+        sliding: optional region of the working grid along whose boundary the field may slide: the update and
+            the field are smoothed on each side from that side (``settings.sliding_leak`` of the other's).
 
     Returns:
         (flow_norm (1, 3, Z, Y, X) on ``geometry``, info dict: ``stage_seconds`` (features, warp,
@@ -213,6 +220,7 @@ def optimize_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         raise ValueError(f"mask must be (1, 1, Z, Y, X) = (1, 1, {shape}), got {tuple(mask.shape)}")
     n_coarse = len(settings.coarse_start)
     run = _Run(replace(settings, levels=tuple(settings.coarse_start) + tuple(settings.levels)), progress, should_stop)
+    run.sliding = sliding
     run.landmarks = landmark_tensors(fixed_points, moving_points, geometry, fixed)
     run.edges = smoothing_edges(fixed, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE)
     with run.clock("features"):
@@ -329,6 +337,7 @@ class _Run:
         self.levels: list[dict] = []
         self.landmarks: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self.edges = "replicate"  # at the grid's faces (filters.smoothing_edges)
+        self.sliding: Optional[SlidingRegion] = None  # a boundary the field may slide along (spatial.sliding)
         self.total_steps = max(1, sum(int(it) for _, it in settings.levels))
 
     def level(self, index: int, level: Geometry, factor: float, iterations: int, f_feat: torch.Tensor,
@@ -364,7 +373,10 @@ class _Run:
                 stopped = True
                 break
             with clock("smooth_update"):
-                direction = smooth_over_support(grad.neg(), sigma_update, support, self.edges)
+                if self.sliding is None:
+                    direction = smooth_over_support(grad.neg(), sigma_update, support, self.edges)
+                else:
+                    direction = self.sliding.smooth(grad.neg(), sigma_update, s.sliding_leak, self.edges, weight)
             with clock("step_length"):
                 alpha = ssd.gauss_newton_alpha(grad, direction)
                 longest = float(direction.square().sum(dim=1).amax().sqrt())
@@ -384,7 +396,8 @@ class _Run:
                 v = update.add_(sample_through(v, update, base))  # x -> x + u(x) + v(x + u(x))
             with clock("smooth_field"):
                 if sigma_field > 0:
-                    v = gaussian_smooth(v, sigma_field, self.edges)
+                    v = (gaussian_smooth(v, sigma_field, self.edges) if self.sliding is None else
+                         self.sliding.smooth(v, sigma_field, s.sliding_leak, self.edges))
             if _step_hook is not None:
                 _step_hook(index, step, v)
             if self.progress is not None and (step % 5 == 0 or step == iterations - 1):

@@ -45,6 +45,7 @@ from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MOR
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement, start_intensities
+from .sliding import OPTIMIZER_LEAK, check_sliding, sliding_for
 from .inputs import check_inputs
 from .masks import working_mask
 from .stages import (Stages, estimate_memory_gb, intersubject_hint, load_network,
@@ -66,7 +67,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
              compute_inverse: bool = True, rigid_regions: Optional[Image] = None,
-             landmarks_guide: bool = True) -> RegistrationResult:
+             landmarks_guide: bool = True, sliding: str = "auto") -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
     Args:
@@ -104,6 +105,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             region the motion is rigid (a tumour, an implant), smooth outside.
         landmarks_guide: the landmark pairs pull the registration (True) or are only measured (False:
             their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).
+        sliding: "auto" (the lung preset with a CT fixed image lets the lungs slide along the chest wall:
+            ``engine.sliding``), "on" or "off" (``metrics["sliding"]`` says what ran).
 
     Returns:
         RegistrationResult on the fixed grid.
@@ -122,6 +125,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     regularization, seed, warnings_ = checked.regularization, checked.seed, checked.warnings
     fixed_landmarks, moving_landmarks, mask_arr = checked.fixed_landmarks, checked.moving_landmarks, checked.mask
     rigid_arr = checked.rigid
+    check_sliding(sliding)
     has_landmarks = fixed_landmarks is not None
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
     # outputs keep the moving image as given
@@ -241,6 +245,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     if not multimodal and not (fixed_ct or moving_ct):  # one contrast: a curve between the scans undone first
         fixed_w, moving_w, normalization["start_intensity_map"] = start_intensities(fixed_w, moving_w, mask_w, work,
                                                                                     fixed.geometry, moving.geometry)
+    slide, sliding_info = (sliding_for(sliding, preset, fixed_ct, fixed_w, p.ct_window, work) if instance_optimization
+                           and not instant else (None, {"applied": False, "reason": "no instance optimisation"}))
     stages.done("resample")
 
     # ---- network
@@ -290,12 +296,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             sigma_field=q.sigma_field * regularization, features=features, mind_var_floor=q.mind_var_floor,
             landmark_fraction=q.landmark_fraction, coarse_start=p.coarse_start, coarse_keep_mm=p.coarse_keep_mm,
             coarse_min_gain=COARSE_MIN_LOSS_GAIN, coarse_more_steps=COARSE_MORE_STEPS,
-            large_motion_more_steps=LARGE_MOTION_MORE_STEPS,
+            large_motion_more_steps=LARGE_MOTION_MORE_STEPS, sliding_leak=OPTIMIZER_LEAK,
             coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, fixed_ct or moving_ct))
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_pts, moving_points=moving_pts_w, mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
-                                       should_stop=should_stop)
+                                       should_stop=should_stop, sliding=slide)
     if flow is None:
         flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
     stages.done("optimize")
@@ -316,7 +322,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,
             not (fixed_ct or moving_ct), mask_w, fixed.geometry, moving.geometry,
-            (fixed_pts, moving_pts_w), stages, should_stop)
+            (fixed_pts, moving_pts_w), stages, should_stop, slide)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")
@@ -362,6 +368,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "network": network_info,
         "instance_optimization": io_info,
         "refinement": refine_info,
+        "sliding": sliding_info,
         "prealignment": {**prealign_info, **affine.to_dict(), "physical_overlap": round(overlap, 3)},
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},

@@ -55,6 +55,7 @@ from ..spatial.bspline import refined
 from ..spatial.filters import gaussian_smooth, noise_std, smooth_over_support, support_of
 from ..spatial.flow import flow_norm_to_disp_mm, identity_grid, vector_length
 from ..spatial.geometry import Geometry
+from ..spatial.sliding import SlidingRegion
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled
 from .landmark_pull import landmark_tensors, landmark_update
@@ -111,6 +112,8 @@ class RefineSettings:
             (0.279 without) / 0.024 / 0.033.
         edges: smoothing at the grid's faces, "replicate" or "renormalise" (``spatial.filters.gaussian_smooth``);
             the engine sets it once from the working fixed image (``filters.smoothing_edges``, as the optimisation).
+        sliding_leak: with a sliding region (``refine_field(sliding=)``), the share of the other side's weight in
+            each side's smoothing (``engine.sliding.REFINE_LEAK``).
     """
 
     steps: int = 6
@@ -128,6 +131,7 @@ class RefineSettings:
     max_step_voxels: float = 1.0
     sample_refined_from: float = 0.5
     edges: str = "replicate"
+    sliding_leak: float = 0.1
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
@@ -137,7 +141,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
                  should_stop: Optional[StopCallback] = None,
                  noise_source: Optional[torch.Tensor] = None,
                  noise_scale: Optional[torch.Tensor] = None,
-                 moving_refined: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+                 moving_refined: Optional[torch.Tensor] = None,
+                 sliding: Optional[SlidingRegion] = None) -> tuple[torch.Tensor, dict]:
     """Refine a normalised flow on the working grid by local NCC or normalised gradient fields.
 
     Args:
@@ -159,6 +164,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             voxel (the gain times the intensity map's slope); the noise variance is scaled by its square.
         moving_refined: optional ``spatial.bspline.refined(moving)``, given by a caller that refines the
             same image more than once (``settings.sample_refined_from``); computed here when needed otherwise.
+        sliding: optional region along whose boundary the field may slide (``engine.sliding``): the update and the
+            field smoothed on each side from that side, ``settings.sliding_leak`` of the other's.
 
     Returns:
         (refined flow (1, 3, Z, Y, X), info: the similarity used, steps accepted, rejected and
@@ -239,7 +246,9 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
             switched, direction = (before, loss), None
         if direction is None:  # (local NCC's gradient reaches a window beyond the region: cut there first)
             descent = grad.neg() if support is None else grad.neg().mul_(weight)
-            direction = smooth_over_support(descent, settings.sigma_update, support, edges)
+            direction = (smooth_over_support(descent, settings.sigma_update, support, edges) if sliding is None else
+                         sliding.smooth(descent, settings.sigma_update, settings.sliding_leak, edges,
+                                        None if support is None else weight))
             longest = float(direction.square().sum(dim=1).amax().sqrt())
         if not longest > 0:
             break
@@ -253,7 +262,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
         update.mul_(norm_per_vox)
         candidate = update.add_(sample_through(v, update, base))  # x -> x + u(x) + v(x + u(x))
         if settings.sigma_field > 0:
-            candidate = gaussian_smooth(candidate, settings.sigma_field, edges)
+            candidate = (gaussian_smooth(candidate, settings.sigma_field, edges) if sliding is None else
+                         sliding.smooth(candidate, settings.sigma_field, settings.sliding_leak, edges))
         new_grad, new_loss = evaluate(candidate)
         if new_loss < loss:
             slope_start, slope_end = float((grad * taken).sum()), float((new_grad * taken).sum())

@@ -15,12 +15,14 @@ from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.intensity_map import midway_knots, piecewise_linear
 from ..spatial.resolution import voxel_volume_ratio
+from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
 from ..typing import StopCallback
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
 from .refine_settings import START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
+from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
                        REFINE_INTENSITY_KNOTS, REFINE_INTENSITY_MAX_VOXEL_RATIO, REFINE_STEPS_FACTOR, TISSUE_THRESHOLD, QualitySettings)
@@ -133,7 +135,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                quality: QualitySettings, similarity: str, contrasts: str, regularization: float, mri: bool,
                mask_w: Optional[torch.Tensor], fixed_geometry: Geometry, moving_geometry: Geometry,
                points: tuple[Optional[np.ndarray], Optional[np.ndarray]], stages: "Stages",
-               should_stop: Optional[StopCallback]) -> tuple[torch.Tensor, dict]:
+               should_stop: Optional[StopCallback], sliding: Optional[SlidingRegion] = None
+               ) -> tuple[torch.Tensor, dict]:
     """The sub-voxel refinement after the optimisation (``refine.refine_field``), then its continuation
     with less smoothing where it found motion finer than its own (``refine.refine_locally``).
 
@@ -151,6 +154,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         points: (fixed, pre-aligned moving) landmark pairs, or (None, None).
         stages: the pipeline's progress (this stage reports from 0.8 to 0.9).
         should_stop: returns True to cancel.
+        sliding: optional region along whose boundary the field may slide (``engine.sliding``; the refinement
+            leaks ``sliding.REFINE_LEAK`` of the other side into each side's smoothing).
 
     Returns:
         (refined flow, the refinement's metrics).
@@ -160,14 +165,15 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
     settings = RefineSettings(steps=quality.refine_steps * REFINE_STEPS_FACTOR[contrasts], similarity=similarity,
                               sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                               sigma_field=base.sigma_field * regularization,
-                              edges=smoothing_edges(fixed_w, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE))
+                              edges=smoothing_edges(fixed_w, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE),
+                              sliding_leak=REFINE_LEAK)
     fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
         "gain_normalised_sigma_mm": None, "intensity_map": None}
     if similarity == "lncc" and mri:
         fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
             fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
     # the moving image refined once for the refinement and each stage of its continuation
-    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
+    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop, sliding=sliding,
                   noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale,
                   moving_refined=refined(moving_r) if settings.sample_refined_from < 1.0 else None)
     start = flow

@@ -340,3 +340,17 @@ def test_a_non_linear_start_is_named_as_such_before_apply(module, scene):
     start.SetAndObserveTransformNodeID(bent.GetID())
     assert logic.describeInitialTransform(p) == ("start (not linear, so not a starting alignment: remove it, or harden "
                                                  "it, which resamples the volume)")
+
+
+@pytest.mark.parametrize("sliding_lungs, expected", [(True, "auto"), (False, "off")])
+def test_the_sliding_lungs_checkbox_reaches_the_engine(module, scene, monkeypatch, sliding_lungs, expected):
+    ADRegNet, _ = module
+    import ADRegNetMRML.logic
+
+    engine = AnalyticEngine()
+    monkeypatch.setattr(ADRegNetMRML.logic.ADRegNetMRMLLogic, "_run", lambda self, *args, **kwargs: engine(*args, **kwargs))
+    p = _parameters(ADRegNet, scene)
+    assert p.slidingLungs is True  # the default: lungs slide under the lung preset
+    p.slidingLungs = sliding_lungs
+    ADRegNet.ADRegNetLogic().process(p)
+    assert engine.calls[-1]["sliding"] == expected
