@@ -127,7 +127,7 @@ class OptimizerSettings:
     coarse_min_gain: float = 0.0
     coarse_more_steps: int = 0
     coarse_judge: Optional[Callable[[torch.Tensor], float]] = None
-    sliding_leak: float = 0.0
+    sliding_leak: float = 0.2
     large_motion_more_steps: int = 0
     small_level_voxels: int = 300_000
     small_level_threads: int = 1

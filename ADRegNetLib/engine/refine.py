@@ -131,7 +131,7 @@ class RefineSettings:
     max_step_voxels: float = 1.0
     sample_refined_from: float = 0.5
     edges: str = "replicate"
-    sliding_leak: float = 0.1
+    sliding_leak: float = 0.2
 
 
 def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,

@@ -173,7 +173,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         fixed_r, moving_r, noise_scale, intensity_info = one_contrast_images(
             fixed_w, moving_w, flow, mask_w, work, fixed_geometry, moving_geometry)
     # the moving image refined once for the refinement and each stage of its continuation
-    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop, sliding=sliding,
+    common = dict(mask=mask_w, fixed_points=points[0], moving_points=points[1], should_stop=should_stop,
+                  sliding=sliding,
                   noise_source=None if noise_scale is None else moving_w, noise_scale=noise_scale,
                   moving_refined=refined(moving_r) if settings.sample_refined_from < 1.0 else None)
     start = flow

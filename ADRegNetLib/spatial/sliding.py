@@ -75,17 +75,15 @@ class SlidingRegion:
         if not 0.0 <= leak <= 1.0:
             raise ValueError(f"leak must be within [0, 1], got {leak}")
         region = self.at(volume.shape[2:], volume)
-        norm_in, norm_out = self._normalisers(region, float(sigma_voxels), float(leak), edges, weight)
-        total = gaussian_smooth(volume, sigma_voxels, edges)
+        to_inside, to_total = self._coefficients(region, float(sigma_voxels), float(leak), edges, weight)
         inside = gaussian_smooth(volume * region, sigma_voxels, edges)
-        outside = total.sub_(inside)
-        smoothed_in = (inside + leak * outside).div_(norm_in)
-        smoothed_out = outside.add_(inside, alpha=leak).div_(norm_out)
-        return torch.where(region > 0.5, smoothed_in, smoothed_out)
+        total = gaussian_smooth(volume, sigma_voxels, edges)
+        return inside.mul_(to_inside).addcmul_(total, to_total)
 
-    def _normalisers(self, region: torch.Tensor, sigma: float, leak: float, edges: str,
-                     weight: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two sides' denominators (cached per grid, sigma, leak, edges and weight tensor)."""
+    def _coefficients(self, region: torch.Tensor, sigma: float, leak: float, edges: str,
+                      weight: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)`` with the smoothed volume ``a G(v r) + b G(v)`` (cached per grid, sigma, leak, edges and weight
+        tensor): inside ``((1 - leak) A + leak T) / norm_in``, outside ``(T - (1 - leak) A) / norm_out``."""
         key = (tuple(region.shape), sigma, leak, edges, region.dtype, region.device)
         cached = self._norms.get(key)
         if cached is not None and cached[0] is weight:
@@ -100,10 +98,15 @@ class SlidingRegion:
             w_in = gaussian_smooth(w * region, sigma, edges)
             w_out = gaussian_smooth(w, sigma, edges).sub_(w_in)
             # far from any data the smoothed update stays small, as smooth_over_support's floor
-            norm_in = torch.maximum(w_in + leak * w_out, SUPPORT_FLOOR * (share_in + leak * share_out)).clamp_min_(1e-6)
-            norm_out = torch.maximum(w_out + leak * w_in, SUPPORT_FLOOR * (share_out + leak * share_in)).clamp_min_(1e-6)
-        self._norms[key] = (weight, norm_in, norm_out)
-        return norm_in, norm_out
+            floor_in = SUPPORT_FLOOR * (share_in + leak * share_out)
+            floor_out = SUPPORT_FLOOR * (share_out + leak * share_in)
+            norm_in = torch.maximum(w_in + leak * w_out, floor_in).clamp_min_(1e-6)
+            norm_out = torch.maximum(w_out + leak * w_in, floor_out).clamp_min_(1e-6)
+        by_in, by_out = region / norm_in, (1.0 - region) / norm_out
+        to_inside = (by_in - by_out).mul_(1.0 - leak)
+        to_total = by_in.mul_(leak).add_(by_out)
+        self._norms[key] = (weight, to_inside, to_total)
+        return to_inside, to_total
 
 
 def closed_then_opened(region: torch.Tensor, close_voxels: Sequence[int], open_voxels: Sequence[int]) -> torch.Tensor:

@@ -135,7 +135,8 @@ def test_unknown_case_and_missing_data(tmp_path):
 def test_the_other_deformation_cases_differ_from_theirs_only_in_the_deformation():
     from benchmarks.recipes import DEFAULT_CASES, RECIPES
     for name, base, changed in (("brain-local", "brain", {"control_spacing_mm": 20.0}),
-                                ("lung-large", "lung", {"target_mean_mm": 10.0})):
+                                ("lung-large", "lung", {"target_mean_mm": 10.0}),
+                                ("lung-sliding", "lung", {"lung_boundary_sigma_mm": 1.5})):
         assert name in bc.CASE_NAMES and name not in DEFAULT_CASES  # default runs unchanged
         recipe, reference = RECIPES[name], RECIPES[base]
         for field in ("source", "preset", "spacing", "label_ids", "oblique", "moving_contrast", "landmarks"):
@@ -335,3 +336,19 @@ def test_engine_holds_no_benchmark_code(tmp_path):
     assert "BENCH [] " in proc.stdout and "SPEC None" in proc.stdout, proc.stdout
     # scipy was the benchmark's dependency; the engine (pyproject.toml) does not declare it.
     assert "SCIPY False" in proc.stdout, proc.stdout
+
+
+def test_the_sliding_breathing_field_stops_at_the_lungs_boundary():
+    from benchmarks.deformations import breathing_svf
+    from ADRegNetLib.spatial.geometry import Geometry
+
+    geometry = Geometry((30, 30, 40), spacing=(2.0, 2.0, 2.0))  # x, y, z: shape (40, 30, 30)
+    lungs = np.zeros(geometry.shape, bool)
+    lungs[5:35, 5:25, 5:14] = True  # one lung box
+    outside = (slice(5, 35), slice(5, 25), slice(17, 19))  # 6-8 mm beyond its side wall
+    rng = np.random.default_rng(0)
+    smooth = breathing_svf(geometry, lungs, rng)
+    sliding = breathing_svf(geometry, lungs, np.random.default_rng(0), boundary_sigma_mm=1.5)
+    inside = np.abs(sliding[2][lungs]).mean()
+    assert np.abs(sliding[2][outside]).mean() < 0.01 * inside  # the chest wall stays
+    assert np.abs(smooth[2][outside]).mean() > 0.3 * np.abs(smooth[2][lungs]).mean()  # dragged along before

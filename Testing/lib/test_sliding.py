@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ADRegNetLib.engine import RegistrationError, register
-from ADRegNetLib.engine.sliding import LUNG_HU, lung_region, sliding_for
+from ADRegNetLib.engine.sliding import LUNG_MAX_HU, lung_region, sliding_for
 from ADRegNetLib.io import read_image
 from ADRegNetLib.spatial.filters import gaussian_smooth, smooth_over_support, support_of
 from ADRegNetLib.spatial.geometry import Geometry
@@ -84,7 +84,7 @@ def test_the_lungs_of_the_demo_ct_are_found(shared_data):
     assert region is not None
     inside = region[0, 0].numpy()
     hu = fixed.array
-    assert np.median(hu[inside]) < -800 and (hu[inside] > LUNG_HU[1]).mean() < 0.1  # parenchyma, vessels filled in
+    assert np.median(hu[inside]) < -800 and (hu[inside] > LUNG_MAX_HU).mean() < 0.1  # parenchyma, vessels filled in
     # the source's own lung mask (elastix test data, on the demo's grid): Dice 0.915 when this was written
     lungs = read_image(shared_data / "lung-ct-elastix-small" / "baseline_lung_mask_small_grid.nii.gz").array > 0
     assert 2 * (inside & lungs).sum() / (inside.sum() + lungs.sum()) > 0.88
@@ -99,7 +99,8 @@ def test_the_choice_is_checked_and_the_record_says_why():
     region, info = sliding_for("auto", "lung-ct", True, fixed_w, LUNG_WINDOW, geometry)
     assert region is not None and info["applied"] and 0.15 < info["lung_share"] < 0.45
     assert sliding_for("auto", "brain-mri", True, fixed_w, LUNG_WINDOW, geometry)[0] is None
-    assert sliding_for("off", "lung-ct", True, fixed_w, LUNG_WINDOW, geometry)[1]["reason"] == "switched off by the user"
+    off = sliding_for("off", "lung-ct", True, fixed_w, LUNG_WINDOW, geometry)
+    assert off[0] is None and off[1]["reason"] == "switched off by the user"
     assert "not CT" in sliding_for("auto", "lung-ct", False, fixed_w, LUNG_WINDOW, geometry)[1]["reason"]
     with pytest.raises(RegistrationError, match="CT fixed image"):
         sliding_for("on", "generic", False, fixed_w, LUNG_WINDOW, geometry)

@@ -348,7 +348,8 @@ def test_the_sliding_lungs_checkbox_reaches_the_engine(module, scene, monkeypatc
     import ADRegNetMRML.logic
 
     engine = AnalyticEngine()
-    monkeypatch.setattr(ADRegNetMRML.logic.ADRegNetMRMLLogic, "_run", lambda self, *args, **kwargs: engine(*args, **kwargs))
+    monkeypatch.setattr(ADRegNetMRML.logic.ADRegNetMRMLLogic, "_run",
+                        lambda self, *args, **kwargs: engine(*args, **kwargs))
     p = _parameters(ADRegNet, scene)
     assert p.slidingLungs is True  # the default: lungs slide under the lung preset
     p.slidingLungs = sliding_lungs
