@@ -44,6 +44,8 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--quality", default="balanced", choices=QUALITIES)
     reg.add_argument("--regularization", type=number_argument, default=1.0, help="> 1 smoother, < 1 more local detail")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
+    reg.add_argument("--sliding", default="auto", choices=("auto", "on", "off"),
+                     help="let the lungs slide along the chest wall (as adregnet register)")
     reg.add_argument("--landmarks-check-only", action="store_true",
                      help="the pairs' landmarks only measure TRE (an independent check); by default they also pull "
                           "each registration")
@@ -79,7 +81,8 @@ def batch_main(args: argparse.Namespace) -> int:
         pairs = pairs_from_atlas(args.atlas, args.pairs, args.atlas_mask) if args.atlas else args.pairs
         rows = register_cohort(pairs, args.output, preset=args.preset, quality=args.quality,
                                regularization=args.regularization, device=args.device, threads=args.threads,
-                               landmarks_check_only=args.landmarks_check_only, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                               landmarks_check_only=args.landmarks_check_only, sliding=args.sliding,
+                               workers=args.workers, threads_per_worker=args.threads_per_worker,
                                memory_per_worker_gb=args.memory_per_worker, scheduler=args.scheduler,
                                retry_failed=args.retry_failed, progress=not args.quiet,
                                say=lambda text: print(text, file=sys.stderr))

@@ -48,6 +48,7 @@ class PairOptions:
         threads: CPU threads for one pair (torch); at least 1 (Dask workers set OMP_NUM_THREADS=1, so
             "torch's choice" would mean one thread).
         landmarks_check_only: the landmarks only measure TRE (``--landmarks-check-only``).
+        sliding: the lungs sliding along the chest wall (``--sliding``; "auto" adds no option).
     """
 
     preset: str = "auto"
@@ -56,12 +57,14 @@ class PairOptions:
     device: str = "auto"
     threads: int = 1
     landmarks_check_only: bool = False
+    sliding: str = "auto"
 
     def register_options(self) -> list[str]:
         """The shared options as ``adregnet register`` arguments."""
         return ["--preset", self.preset, "--quality", self.quality,
                 "--regularization", repr(float(self.regularization)),
                 "--device", self.device, "--threads", str(max(1, int(self.threads)))] + (
+                    ["--sliding", self.sliding] if self.sliding != "auto" else []) + (
                     ["--landmarks-check-only"] if self.landmarks_check_only else [])
 
     def to_dict(self) -> dict:

@@ -261,6 +261,8 @@ def test_landmarks_check_only_reaches_every_pairs_command():
 
     assert "--landmarks-check-only" not in PairOptions().register_options()
     assert PairOptions(landmarks_check_only=True).register_options()[-1] == "--landmarks-check-only"
+    assert "--sliding" not in PairOptions().register_options()  # auto: the register default
+    assert PairOptions(sliding="off").register_options()[-2:] == ["--sliding", "off"]
     args = build_parser().parse_args(["PAIRS.csv", "-o", "OUT", "--landmarks-check-only"])
     assert args.landmarks_check_only is True
 
