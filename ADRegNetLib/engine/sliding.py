@@ -53,7 +53,8 @@ __all__ = ["LUNG_MAX_HU", "OUTSIDE_FACE_SHARE", "LUNG_SMOOTH_VOXELS", "LUNG_CLOS
 LUNG_MAX_HU = -400.0
 #: see ``LUNG_MAX_HU`` (working voxels)
 LUNG_SMOOTH_VOXELS = 1.0
-#: a piece covering this share of a face of the grid across the body (x or y) or more is air outside the body.
+#: a piece covering this share of a face of the grid across the body (of an axis other than the one closest to the
+#: head-feet direction) or more is air outside the body.
 #: Measured (twenty-sixth session; largest share per piece): the lungs of the benchmark lung case and of the whole
 #: POPI thorax at 3 mm 0 (they reach the top and bottom faces only), of the demo pair (a crop of the right lung)
 #: 0.058; air outside the body 0.139-1.0. (A threshold in HU does not tell them apart: the whole thorax's air
@@ -101,7 +102,7 @@ def lung_region(fixed_w: torch.Tensor, ct_window: tuple[float, float], work: Geo
     sizes = np.bincount(pieces.ravel(), minlength=count + 1)
     keep = sizes >= LUNG_MIN_SHARE * dark.size
     keep[0] = False
-    for face in (pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):  # y and x faces: across the body
+    for face in _faces_across_the_body(pieces, work):
         touching = np.bincount(face.ravel(), minlength=count + 1)
         keep &= touching < OUTSIDE_FACE_SHARE * face.size
     if not keep[1:].any():
@@ -112,6 +113,18 @@ def lung_region(fixed_w: torch.Tensor, ct_window: tuple[float, float], work: Geo
     opened = [int(round(LUNG_OPEN_MM / float(s))) for s in spacing]
     region = closed_then_opened(lungs, close, opened)
     return region if bool(region.any()) else None
+
+
+def _faces_across_the_body(volume: np.ndarray, work: Geometry) -> list[np.ndarray]:
+    """The four faces of a (Z, Y, X) array on ``work`` whose grid axes run across the body: all but the two faces
+    of the axis closest to the patient's superior-inferior direction (LPS z), whatever the scan's orientation."""
+    head_to_feet = int(np.argmax(np.abs(work.direction[2])))  # grid axis x, y or z
+    faces = []
+    for grid_axis in range(3):
+        if grid_axis != head_to_feet:
+            along = 2 - grid_axis  # the array's axis order is (z, y, x)
+            faces += [np.take(volume, 0, axis=along), np.take(volume, -1, axis=along)]
+    return faces
 
 
 def sliding_for(choice: Optional[str], preset: str, fixed_ct: bool, fixed_w: torch.Tensor,

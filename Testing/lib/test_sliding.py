@@ -144,3 +144,22 @@ def test_lungs_that_slide_register_closer_with_sliding_than_without():
         assert result.metrics["sliding"]["applied"] is (choice == "auto")
         assert result.metrics["jacobian"]["folding_fraction"] < 1e-3
     assert errors["auto"] < 0.75 * errors["off"], errors  # 0.75 against 1.34 mm when written
+
+
+def test_the_lungs_are_found_whatever_the_grid_axes_the_scan_was_stored_along():
+    fixed = read_image(SAMPLE / "lung_fixed.nii.gz")
+    fixed_w, geometry = _working(fixed)
+    # cut through the lungs at the 30th of 64 slices: they cover about 40 % of the new top face, which is not air
+    # outside the body because that face's axis runs head to feet
+    fixed_w = fixed_w[..., :30, :, :].contiguous()
+    g = Geometry((geometry.size[0], geometry.size[1], 30), spacing=geometry.spacing, origin=geometry.origin,
+                 direction=geometry.direction)
+    axial = lung_region(fixed_w, LUNG_WINDOW, g)
+    assert axial is not None and float(axial[0, 0, -1].float().mean()) > 0.3
+    # the same scan stored with its grid axes permuted: array (x, z, y), grid axes (y, z, x)
+    permuted = Geometry((g.size[1], g.size[2], g.size[0]), spacing=g.spacing[[1, 2, 0]], origin=g.origin,
+                        direction=g.direction[:, [1, 2, 0]])
+    array = np.ascontiguousarray(fixed_w[0, 0].numpy().transpose(2, 0, 1))
+    stored = lung_region(torch.from_numpy(array)[None, None], LUNG_WINDOW, permuted)
+    assert stored is not None
+    assert np.array_equal(stored[0, 0].numpy().transpose(1, 2, 0), axial[0, 0].numpy())
