@@ -149,7 +149,9 @@ def sliding_for(choice: Optional[str], preset: str, fixed_ct: bool, fixed_w: tor
         if choice == "on":
             raise RegistrationError("sliding 'on' needs a CT fixed image (its lungs are found by their Hounsfield "
                                     "units); use 'auto' or 'off' for this image")
-        return None, {"applied": False, "reason": "the fixed image is not CT: its lungs are not found"}
+        return None, {"applied": False, "reason": "the fixed image is not registered in Hounsfield units (not a CT, or a "
+                                                  "CT cut to the other image's display window): its lungs are not "
+                                                  "found"}
     region = lung_region(fixed_w, ct_window, work)
     if region is None:
         return None, {"applied": False, "reason": f"no lungs found (voxels below {LUNG_MAX_HU:.0f} HU inside the "

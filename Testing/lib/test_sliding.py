@@ -101,7 +101,7 @@ def test_the_choice_is_checked_and_the_record_says_why():
     assert sliding_for("auto", "brain-mri", True, fixed_w, LUNG_WINDOW, geometry)[0] is None
     off = sliding_for("off", "lung-ct", True, fixed_w, LUNG_WINDOW, geometry)
     assert off[0] is None and off[1]["reason"] == "switched off by the user"
-    assert "not CT" in sliding_for("auto", "lung-ct", False, fixed_w, LUNG_WINDOW, geometry)[1]["reason"]
+    assert "not a CT" in sliding_for("auto", "lung-ct", False, fixed_w, LUNG_WINDOW, geometry)[1]["reason"]
     with pytest.raises(RegistrationError, match="CT fixed image"):
         sliding_for("on", "generic", False, fixed_w, LUNG_WINDOW, geometry)
     with pytest.raises(RegistrationError, match="auto, on, off"):
