@@ -18,6 +18,7 @@ Two smoothings of the field per call instead of one (the denominators are cached
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from .filters import SUPPORT_FLOOR, gaussian_smooth
 
 __all__ = ["SlidingRegion", "closed_then_opened"]
+
+#: coefficient pairs kept (a step smooths its update and its field: two; the level or stage before: two more)
+_CACHED = 4
 
 
 class SlidingRegion:
@@ -40,7 +44,7 @@ class SlidingRegion:
             raise ValueError(f"inside must be (1, 1, Z, Y, X), got {tuple(inside.shape)}")
         self.inside = (inside > 0.5 if inside.is_floating_point() else inside.bool()).to(torch.float32)
         self._levels: dict[tuple, torch.Tensor] = {}
-        self._norms: dict[tuple, tuple] = {}
+        self._norms: OrderedDict[tuple, tuple] = OrderedDict()  # the last few (a step's update and field smoothing)
 
     @property
     def share(self) -> float:
@@ -87,6 +91,7 @@ class SlidingRegion:
         key = (tuple(region.shape), sigma, leak, edges, region.dtype, region.device)
         cached = self._norms.get(key)
         if cached is not None and cached[0] is weight:
+            self._norms.move_to_end(key)
             return cached[1], cached[2]
         share_in = gaussian_smooth(region, sigma, edges)
         share_out = gaussian_smooth(torch.ones_like(region), sigma, edges).sub_(share_in)
@@ -106,6 +111,8 @@ class SlidingRegion:
         to_inside = (by_in - by_out).mul_(1.0 - leak)
         to_total = by_in.mul_(leak).add_(by_out)
         self._norms[key] = (weight, to_inside, to_total)
+        while len(self._norms) > _CACHED:  # two volumes each: a level's or a stage's smoothings, not every one run
+            self._norms.popitem(last=False)
         return to_inside, to_total
 
 
