@@ -180,6 +180,7 @@ def _fmt(value: Optional[float]) -> str:
 def add_register_arguments(r: argparse.ArgumentParser) -> None:
     """The options of ``adregnet register`` (also used by ``adregnet batch``)."""
     from ..engine.settings import PRESETS, QUALITIES
+    from ..engine.sliding import SLIDING_CHOICES
 
     r.add_argument("fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     r.add_argument("moving", help="moving image")
@@ -197,7 +198,7 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
                         "for the pre-alignment, edge directions for the refinement; auto decides from the images, "
                         "and again once they are aligned (tissues in another brightness order: two contrasts; "
                         "metrics.json says why)")
-    r.add_argument("--sliding", default="auto", choices=("auto", "on", "off"),
+    r.add_argument("--sliding", default="auto", choices=SLIDING_CHOICES,
                    help="let the lungs slide along the chest wall (the field may jump at the lungs' boundary): auto "
                         "= with the lung preset and a CT fixed image; off for a thorax deformed smoothly across "
                         "the pleura (metrics.json 'sliding' says what ran)")

@@ -19,6 +19,7 @@ __all__ = ["add_batch_arguments", "batch_main", "build_parser", "main"]
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``adregnet batch`` arguments to ``parser`` (the caller sets ``func``)."""
     from ..engine.settings import PRESETS, QUALITIES
+    from ..engine.sliding import SLIDING_CHOICES
 
     parser.add_argument("pairs", help="PAIRS.csv with the columns id,fixed,moving and optionally fixed_landmarks, "
                         "moving_landmarks, mask_fixed, labels, fixed_labels (paths relative to the CSV's folder); "
@@ -44,7 +45,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--quality", default="balanced", choices=QUALITIES)
     reg.add_argument("--regularization", type=number_argument, default=1.0, help="> 1 smoother, < 1 more local detail")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
-    reg.add_argument("--sliding", default="auto", choices=("auto", "on", "off"),
+    reg.add_argument("--sliding", default="auto", choices=SLIDING_CHOICES,
                      help="let the lungs slide along the chest wall (as adregnet register)")
     reg.add_argument("--landmarks-check-only", action="store_true",
                      help="the pairs' landmarks only measure TRE (an independent check); by default they also pull "

@@ -127,19 +127,18 @@ def _faces_across_the_body(volume: np.ndarray, work: Geometry) -> list[np.ndarra
     return faces
 
 
-def sliding_for(choice: Optional[str], preset: str, fixed_ct: bool, fixed_w: torch.Tensor,
+def sliding_for(choice: str, preset: str, fixed_ct: bool, fixed_w: torch.Tensor,
                 ct_window: tuple[float, float], work: Geometry) -> tuple[Optional[SlidingRegion], dict]:
     """The region the field may slide along (None: smooth everywhere) and the record for ``metrics.json``.
 
     Args:
-        choice: "auto" / None (on for the lung preset with a CT fixed image), "on" (any CT fixed image) or "off".
+        choice: "auto" (on for the lung preset with a CT fixed image), "on" (any CT fixed image) or "off".
         preset: the preset in use; fixed_ct: the fixed image is CT (in Hounsfield units).
         fixed_w, ct_window, work: as :func:`lung_region`.
 
     Raises:
         RegistrationError: an unknown choice, or "on" for a fixed image that is not CT.
     """
-    choice = "auto" if choice is None else choice
     check_sliding(choice)
     if choice == "off":
         return None, {"applied": False, "reason": "switched off by the user"}
@@ -159,5 +158,5 @@ def sliding_for(choice: Optional[str], preset: str, fixed_ct: bool, fixed_w: tor
     sliding = SlidingRegion(region)
     return sliding, {"applied": True, "region": f"lungs (below {LUNG_MAX_HU:.0f} HU inside the body, closed and opened "
                                                 f"by {LUNG_CLOSE_MM:g} mm)",
-                     "lung_share": round(float(np.float64(sliding.share)), 4), "optimizer_leak": OPTIMIZER_LEAK,
+                     "lung_share": round(sliding.share, 4), "optimizer_leak": OPTIMIZER_LEAK,
                      "refine_leak": REFINE_LEAK}

@@ -94,7 +94,7 @@ class SlidingRegion:
             self._norms.move_to_end(key)
             return cached[1], cached[2]
         share_in = gaussian_smooth(region, sigma, edges)
-        share_out = gaussian_smooth(torch.ones_like(region), sigma, edges).sub_(share_in)
+        share_out = 1.0 - share_in  # a Gaussian of ones is one at every voxel, at the faces too (either edge rule)
         if weight is None:
             norm_in = (share_in + leak * share_out).clamp_min_(1e-6)
             norm_out = (share_out + leak * share_in).clamp_min_(1e-6)
