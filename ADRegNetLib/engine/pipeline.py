@@ -45,6 +45,7 @@ from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MOR
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import coarse_start_judge, refinement, start_intensities
+from .sharpness import matched_sharpness
 from .sliding import OPTIMIZER_LEAK, check_sliding, sliding_for
 from .inputs import check_inputs
 from .masks import working_mask
@@ -242,6 +243,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         if not mask_w_np.any():
             raise RegistrationError("the fixed mask lies where the moving image has no data; check the mask")
     mask_w = None if mask_w_np is None else torch.from_numpy(mask_w_np)[None, None].to(torch_device)
+    # one blurrier than the other on the same voxel size (resampled, smoother kernel): measured from content
+    fixed_w, moving_w, sharpness_info = matched_sharpness(fixed_w, moving_w, mask_w, not multimodal,
+                                                          resolution_info["widest_blur_voxels"])
     if not multimodal and not (fixed_ct or moving_ct):  # one contrast: a curve between the scans undone first
         fixed_w, moving_w, normalization["start_intensity_map"] = start_intensities(fixed_w, moving_w, mask_w, work,
                                                                                     fixed.geometry, moving.geometry)
@@ -373,6 +377,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "initial_transform": None if initial_transform is None else initial_transform.to_dict(),
         "working_grid": {"size": list(work.size), "spacing_mm": np.round(work.spacing, 4).tolist()},
         "resolution_matching": resolution_info,
+        "sharpness_matching": sharpness_info,
         "padding": padding_info,
         "memory_estimate_gb": round(estimate_memory_gb(fixed.geometry, work), 2),
         "jacobian": jacobian_stats(det.array, mask=mask_arr),

@@ -384,7 +384,8 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
 
     Returns:
         (fixed, moving, {"fixed_blur_voxels", "moving_blur_voxels"}: the Gaussian blurs' standard
-        deviations along the working axes (z, y, x), and "oblique": whether a blur lay across them).
+        deviations along the working axes (z, y, x), "oblique": whether a blur lay across them, and
+        "widest_blur_voxels": the widest blur the voxel sizes call for before the threshold, 0 for equal sizes).
     """
     covariances = matching_covariances(fixed_geometry, moving_geometry, work,
                                        moving_linear=np.linalg.inv(affine.matrix),
@@ -393,5 +394,7 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
               for image, cov in zip((fixed_w, moving_w), covariances)]
     sigmas = [np.round(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 3).tolist() for cov in covariances]
     oblique = not all(is_axis_aligned(cov) for cov in covariances)
+    widest = max(float(np.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0))) for cov in matching_covariances(
+        fixed_geometry, moving_geometry, work, moving_linear=np.linalg.inv(affine.matrix), min_sigma_voxels=0.0))
     return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
-                                  "oblique": oblique}
+                                  "oblique": oblique, "widest_blur_voxels": round(widest, 3)}

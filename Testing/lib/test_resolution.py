@@ -93,7 +93,9 @@ def test_register_reports_the_resolution_matching():
     assert matching["moving_blur_voxels"] == [0.0, 0.0, 0.0]
     same = register(Image(arr, geometry, "fixed"), Image(np.roll(arr, 1, axis=2).copy(), geometry, "moving"), **kw)
     assert same.metrics["resolution_matching"] == {"fixed_blur_voxels": [0.0, 0.0, 0.0],
-                                                   "moving_blur_voxels": [0.0, 0.0, 0.0], "oblique": False}
+                                                   "moving_blur_voxels": [0.0, 0.0, 0.0], "oblique": False,
+                                                   "widest_blur_voxels": 0.0}
+    assert matching["widest_blur_voxels"] == pytest.approx(np.sqrt(32) / FWHM / 2, abs=1e-3)
     assert matching["oblique"] is False
 
 
