@@ -8,7 +8,8 @@ pass-through for that run). Prints one table row per run: TRE mean, the blur the
 Variants (the moving image's array on its own grid): ``none``; ``blur:S`` a Gaussian of S voxels; ``blurz:S`` the
 same along z only; ``thick:K`` K slices averaged into one and linearly interpolated back onto the grid (a thick-sliced
 scan resampled onto a thin grid); ``noise:F`` Gaussian noise of F times the 1-99 percentile range; ``hu:H`` noise of H
-(Hounsfield units on CT). A leading ``f`` (``fblur:1``) changes the fixed image instead.
+(Hounsfield units on CT); ``circle:V`` everything outside the cylinder along z inscribed in the grid set to V (a
+scanner's circular field of view). A leading ``f`` (``fblur:1``) changes the fixed image instead.
 
 Usage (from the repository root)::
 
@@ -57,6 +58,14 @@ def changed(image: Image, variant: str) -> Image:
         low = np.clip(np.searchsorted(centres, z, side="right") - 1, 0, len(centres) - 2)
         weight = ((z - centres[low]) / k)[:, None, None]
         return image.with_array((slabs[low] * (1 - weight) + slabs[low + 1] * weight).astype(np.float32))
+    if kind == "circle":  # a scanner's circular field of view: outside a cylinder along z set to the value given
+        yy, xx = np.indices(array.shape[1:])
+        radius = 0.5 * min(array.shape[1:])
+        centre = np.array(array.shape[1:]) / 2.0 - 0.5
+        outside = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 > radius ** 2
+        out = array.copy()
+        out[:, outside] = float(value)
+        return image.with_array(out)
     rng = np.random.default_rng(5)
     if kind == "noise":
         scale = float(np.percentile(array, 99) - np.percentile(array, 1))

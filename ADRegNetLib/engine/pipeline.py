@@ -39,7 +39,7 @@ from .modality import contrasts_after_alignment, detect_preset, guess_multimodal
 from .normalization import matched_top, normalized_pair
 from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
-from .results import inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
+from .results import below_air, inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
 from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
                        MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
@@ -186,7 +186,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # a user's start is refined like any other (kept only when the fit and MIND-SSC both say it helps)
     mode = prealignment or q.prealign
     fixed_mask_image = Image(mask_arr, fixed.geometry, "fixed mask") if mask_arr is not None else None
-    affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fixed_mask_image,
+    # a CT's padding below air (outside its circular field of view, which may cut the body: a cone-beam CT) holds
+    # no data: left out of the fit and, below, of the similarity
+    no_data = (below_air(fixed), below_air(moving_data))
+    fit_mask = fixed_mask_image if no_data[0] is None else Image(
+        ~no_data[0] if mask_arr is None else (mask_arr & ~no_data[0]), fixed.geometry, "fixed data")
+    affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fit_mask,
+                                     moving_mask=None if no_data[1] is None else Image(~no_data[1], moving_data.geometry),
                                      iterations=q.prealign_iterations, same_modality=not multimodal, seed=seed,
                                      should_stop=should_stop, initial=initial_transform,
                                      min_relative_improvement=PREALIGN_MIN_RELATIVE_GAIN,
@@ -230,7 +236,13 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     fixed_w, moving_w, resolution_info = matched_resolution(fixed_w, moving_w, fixed.geometry, moving.geometry,
                                                             work, affine)
     mask_w_np = working_mask(fixed_mask_image, moving_mask, work, affine, fixed_given=fixed_mask is not None)
-    field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
+    if any(air is not None for air in no_data):  # the padding seen from the working grid, either image's
+        for air, grid, through in ((no_data[0], fixed.geometry, None), (no_data[1], moving_data.geometry, affine)):
+            if air is not None:
+                moving_inside &= resample(Image(air.astype(np.float32), grid), work, affine=through).array < 0.01
+        field_of_view = moving_field_of_view(moving_inside, np.maximum(fixed_w_np, moving_w_np))
+    else:
+        field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
     del moving_w_img, moving_inside
     if field_of_view is not None:
         if not field_of_view.any():

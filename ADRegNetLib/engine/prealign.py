@@ -212,7 +212,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
              min_relative_improvement: float = 0.05, min_local_improvement: float = 0.02,
              initial: AffineMap | None = None, spacing_mm: float = 4.0,
              max_scale: float = 1.4, rotation_min_gain: float | None = None,
-             rotation_min_cut: float = 0.3) -> tuple[AffineMap, dict]:
+             rotation_min_cut: float = 0.3, moving_mask: Image | None = None) -> tuple[AffineMap, dict]:
     """Rigid or affine pre-alignment of ``moving`` onto ``fixed`` (intensities already normalised to ~[0, 1]).
 
     Images that already overlap in physical space start from the identity (scans of one patient
@@ -227,7 +227,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     Args:
         fixed, moving: normalised images (any grids, LPS).
         mode: "affine", "rigid" or "none".
-        fixed_mask: optional region of interest on the fixed grid.
+        fixed_mask: optional region of interest on the fixed grid; moving_mask: where the moving image has data
+            (its grid; a CT's padding outside its circular field of view left out of the fit).
         iterations: optimiser iterations per resolution level (times PREALIGN_MI_ITERATIONS_FACTOR for MI).
         same_modality: use correlation (True) or Mattes mutual information (False).
         seed: sampling seed (determinism), a whole number from 0 to :data:`MAX_SEED`.
@@ -298,7 +299,11 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
                                                           same_modality, seed)
     # A user's start is close: the global metric has little left to gain (the demo pair with a start 2.4 mm off
     # correlates 0.968 at it), so only MIND-SSC's gain and the scale bound judge its refinement
+    moving_mask_sitk = None if moving_mask is None else sitk.BinaryThreshold(sitk.Resample(  # whole coarse voxels only
+        to_sitk(Image(moving_mask.array.astype(np.float32), moving_mask.geometry), np.float32), m, sitk.Transform(),
+        sitk.sitkLinear, 0.0), 0.99, 2.0, 1, 0)
     fit = dict(mode=mode, user_start=initial is not None, same_modality=same_modality, seed=seed, mask=fixed_mask_sitk,
+               moving_mask=moving_mask_sitk,
                iterations=iterations if same_modality else round(iterations * PREALIGN_MI_ITERATIONS_FACTOR),
                should_stop=should_stop,
                min_relative_improvement=0.0 if initial is not None else min_relative_improvement,
@@ -324,8 +329,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
 
 def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str, user_start: bool,
               same_modality: bool, seed: int, iterations: int, mask: sitk.Image | None,
-              should_stop: StopCallback | None, min_relative_improvement: float, max_scale: float,
-              min_local_improvement: float) -> tuple[AffineMap, dict]:
+              moving_mask: sitk.Image | None, should_stop: StopCallback | None, min_relative_improvement: float,
+              max_scale: float, min_local_improvement: float) -> tuple[AffineMap, dict]:
     """The pre-alignment's fit from ``start`` and its checks (see :func:`prealign`): (the transform kept, info)."""
     if mode == "affine" and not user_start:
         aff = sitk.AffineTransform(3)
@@ -340,6 +345,8 @@ def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str,
     info: dict = {"metric": "correlation" if same_modality else "Mattes mutual information"}
     if mask is not None:
         reg.SetMetricFixedMask(mask)
+    if moving_mask is not None:
+        reg.SetMetricMovingMask(moving_mask)
     reg.SetInitialTransform(init_tx, inPlace=False)
     stopped = []
     if should_stop is not None:
