@@ -13,6 +13,7 @@ import torch
 from ..metrics import ncc, nmi
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
+from ..spatial.padding import circular_padding
 from ..spatial.transform import Transform, background_value
 from ..spatial.transforms import resized_by_slabs
 from ..spatial.warp import resample
@@ -20,7 +21,7 @@ from .device import release_freed_memory
 from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
-           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "warped_and_before",
+           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "ct_padding", "warped_and_before",
            "worse_than_before", "similarity_region", "inverse_and_consistency"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
@@ -100,6 +101,18 @@ def below_air(image: Image) -> Optional[np.ndarray]:
         return None
     below = image.array < CT_LOWEST_HU
     return below if below.any() else None
+
+
+def ct_padding(image: Image) -> Optional[np.ndarray]:
+    """A CT's voxels that hold no data, (Z, Y, X) bool or None: below air (:func:`below_air`), or else one constant
+    value outside a circular field of view along a grid axis (``spatial.padding.circular_padding``: padding written
+    as air itself, -1024 or -1000 HU, which its value does not tell from air)."""
+    from .hounsfield import is_ct  # noqa: PLC0415 - the engine's modules import this one
+
+    below = below_air(image)
+    if below is not None or not is_ct(image):
+        return below
+    return circular_padding(image.array, image.geometry.spacing[::-1])
 
 
 def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,

@@ -20,7 +20,8 @@ from .geometry import Geometry
 from .image import Image
 from .intensity_map import sample_quantiles
 
-__all__ = ["border_runs", "data_box", "constant_border_box", "working_box", "box_geometry", "crop_to_box"]
+__all__ = ["border_runs", "data_box", "constant_border_box", "working_box", "box_geometry", "crop_to_box",
+           "circular_padding"]
 
 
 def _constant_run(low: np.ndarray, high: np.ndarray) -> tuple[int, float]:
@@ -144,3 +145,49 @@ def crop_to_box(image: Image, box: tuple[slice, slice, slice]) -> Image:
     z, y, x = (slice(*b.indices(n)[:2]) for b, n in zip(box, image.array.shape))
     array = np.ascontiguousarray(image.array[z, y, x])
     return Image(array, box_geometry(image.geometry, (z, y, x)), image.name)
+
+
+def circular_padding(array: np.ndarray, spacing_zyx: Sequence[float], min_share: float = 0.05,
+                     tolerance_voxels: float = 1.5) -> Optional[np.ndarray]:
+    """Voxels of one constant value outside a cylinder of data along a grid axis: the padding outside a circular
+    field of view (a cone-beam CT), written as a value that may also be air (-1024 or -1000).
+
+    The value is the one the four corners of the cross-section hold in every slice (they lie outside any inscribed
+    circle). A pixel of the cross-section is padding when it holds that value in 99 % of the slices (and 75 % of the
+    cross-section's border is padding); the rest (the data) must be a disk: every pixel of it within its equal-area
+    radius plus ``tolerance_voxels`` of its centre, every pixel within that radius minus the tolerance in it
+    (physical distances, so unequal in-plane spacings count). Air outside a body clipped to its lowest value
+    follows the body's outline along the axis, no circle, and is left alone.
+
+    Args:
+        array: (Z, Y, X) intensities.
+        spacing_zyx: voxel size along (z, y, x), mm.
+        min_share: the padding must cover at least this share of a cross-section.
+        tolerance_voxels: how far from a circle the data's edge may lie.
+
+    Returns:
+        (Z, Y, X) bool, True where the cross-section is padding (in every slice), or None.
+    """
+    for axis in range(3):
+        if array.shape[axis] < 2 or min(n for i, n in enumerate(array.shape) if i != axis) < 8:
+            continue
+        # the cross-section's four corners lie outside any inscribed circle: padding there holds its one value
+        section = np.moveaxis(array, axis, 0)
+        corners = section[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+        if not (corners == corners[0, 0]).all():
+            continue
+        constant = section == corners[0, 0]
+        outside = constant.mean(axis=0) >= 0.99
+        border = np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]])
+        if not min_share <= outside.mean() < 1.0 - min_share or border.mean() < 0.75:
+            continue  # a circle within the cross-section leaves its border to the padding
+        spacing = [float(s) for i, s in enumerate(spacing_zyx) if i != axis]
+        rows, cols = np.nonzero(~outside)
+        centre = rows.mean(), cols.mean()
+        radius = float(np.sqrt(rows.size * spacing[0] * spacing[1] / np.pi))
+        grid = np.indices(outside.shape)
+        distance = np.hypot((grid[0] - centre[0]) * spacing[0], (grid[1] - centre[1]) * spacing[1])
+        tolerance = tolerance_voxels * max(spacing)
+        if (distance[~outside] <= radius + tolerance).all() and not (outside & (distance < radius - tolerance)).any():
+            return np.moveaxis(np.broadcast_to(outside[None], section.shape), 0, axis).copy()
+    return None
