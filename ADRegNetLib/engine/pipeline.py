@@ -243,7 +243,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         field_of_view = moving_field_of_view(moving_inside, np.maximum(fixed_w_np, moving_w_np))
     else:
         field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
-    del moving_w_img, moving_inside
+    del moving_w_img, moving_inside, no_data, fit_mask  # full-resolution masks: not needed past here
     if field_of_view is not None:
         if not field_of_view.any():
             raise RegistrationError(
