@@ -387,14 +387,14 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
         deviations along the working axes (z, y, x), "oblique": whether a blur lay across them, and
         "widest_blur_voxels": the widest blur the voxel sizes call for before the threshold, 0 for equal sizes).
     """
-    covariances = matching_covariances(fixed_geometry, moving_geometry, work,
-                                       moving_linear=np.linalg.inv(affine.matrix),
-                                       min_sigma_voxels=RESOLUTION_MATCH_MIN_SIGMA_VOXELS)
+    unthresholded = matching_covariances(fixed_geometry, moving_geometry, work,
+                                         moving_linear=np.linalg.inv(affine.matrix), min_sigma_voxels=0.0)
+    widths = [float(np.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0))) for cov in unthresholded]
+    covariances = [cov if width >= RESOLUTION_MATCH_MIN_SIGMA_VOXELS else np.zeros((3, 3))
+                   for cov, width in zip(unthresholded, widths)]
     images = [gaussian_smooth_covariance(image, cov) if cov.any() else image
               for image, cov in zip((fixed_w, moving_w), covariances)]
     sigmas = [np.round(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 3).tolist() for cov in covariances]
     oblique = not all(is_axis_aligned(cov) for cov in covariances)
-    widest = max(float(np.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0))) for cov in matching_covariances(
-        fixed_geometry, moving_geometry, work, moving_linear=np.linalg.inv(affine.matrix), min_sigma_voxels=0.0))
     return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
-                                  "oblique": oblique, "widest_blur_voxels": round(widest, 3)}
+                                  "oblique": oblique, "widest_blur_voxels": round(max(widths), 3)}
