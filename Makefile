@@ -19,8 +19,9 @@ demo: $(STAMP)
 		--preset lung-ct --quality balanced -o demo-output --overwrite
 	@echo "Demo outputs are in demo-output/ (open report.png first; metrics.json has the numbers)."
 
+# one pytest process per CPU, at most four (Testing/conftest.py shares the CPUs' threads among them)
 test: $(STAMP)
-	$(PY) -m pytest -q Testing
+	$(PY) -m pytest -q -n logical --maxprocesses 4 --dist worksteal Testing
 
 benchmark: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements.txt -r benchmarks/requirements.txt

@@ -10,17 +10,26 @@ Tests compare registrations bit for bit, so the thread count stays fixed for the
 (``ADREGNET_FIXED_THREADS``, inherited by the CLI processes they start): by default a stage runs with
 fewer threads while other programs keep the CPUs busy, which sums in another order; that rule is
 tested on its own in ``lib/test_cpu_threads.py``.
+
+``make test`` runs the suite in several processes (pytest-xdist, ``-n logical``, at most four): each
+takes its share of the CPUs' threads (``OMP_NUM_THREADS``, set here before torch is imported, inherited
+by the processes the tests start), so that two processes on two CPUs do not run four threads.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:  # before torch (imported below through ADRegNetLib) reads it
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)
+                                        if hasattr(os, "sched_getaffinity") else 1)
 
-from ADRegNetLib.spatial.geometry import Geometry
-from geometry_helpers import make_oblique_geometry
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
+from geometry_helpers import make_oblique_geometry  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"

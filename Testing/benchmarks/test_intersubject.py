@@ -23,14 +23,22 @@ from benchmarks import intersubject  # noqa: E402
 from benchmarks.cases import Case  # noqa: E402
 
 DATA = REPO_ROOT / ".." / "shared" / "data"
-needs_synthseg = pytest.mark.skipif(
-    not (DATA / "brain-synthseg-labelmaps" / "training_seg_09.nii.gz").is_file(),
-    reason="shared/data/brain-synthseg-labelmaps is not beside the repository")
 
 
-@needs_synthseg
-def test_pair_is_two_skull_stripped_subjects_and_deterministic(tmp_path):
-    case = intersubject.build_pair(2, 9, tmp_path / "a", contrast="t1", spacing=5.0, data_dir=DATA)
+@pytest.fixture(scope="module")
+def command_line_run(tmp_path_factory) -> Path:
+    """One run of the command line on subjects 2 -> 9 at 5 mm (the pair is built once for the tests below)."""
+    if not (DATA / "brain-synthseg-labelmaps" / "training_seg_09.nii.gz").is_file():
+        pytest.skip("shared/data/brain-synthseg-labelmaps is not beside the repository")
+    out = tmp_path_factory.mktemp("intersubject") / "out"
+    code = intersubject.main(["-o", str(out), "--pairs", "2:9", "--spacing", "5", "--methods",
+                              "identity,adregnet-fast", "--threads", "2"])
+    assert code == 0
+    return out
+
+
+def test_pair_is_two_skull_stripped_subjects_and_deterministic(command_line_run):
+    case = Case.load(command_line_run / "pairs" / "s02-to-s09")
     fixed = read_image(case.fixed_path)
     labels = read_image(case.fixed_labels_path, dtype=np.int16)
     moving_labels = read_image(case.moving_labels_path, dtype=np.int16)
@@ -44,12 +52,15 @@ def test_pair_is_two_skull_stripped_subjects_and_deterministic(tmp_path):
     values = sample_at(fixed.array, fixed.geometry, points, order=1).reshape(labels.array.shape)
     wm, cortex = np.isin(labels.array, (2, 41)), np.isin(labels.array, (3, 42))
     assert values[wm].mean() > 1.2 * values[cortex].mean() > 2.0 * values[labels.array == 0].mean()
-    again = intersubject.build_pair(2, 9, tmp_path / "b", contrast="t1", spacing=5.0, data_dir=DATA)
-    assert np.array_equal(read_image(again.moving_path).array, read_image(case.moving_path).array)
+    # the same seed renders the same image (a 48 mm block through the middle of the brain, to keep it short);
     # "random": each image its own value per structure (two contrasts)
-    rng = np.random.default_rng(0)
-    t1 = intersubject.render_image(labels.array, labels.geometry, "t1", 5.0, rng).array
-    random = intersubject.render_image(labels.array, labels.geometry, "random", 5.0, rng).array
+    z, y, x = (s // 2 - 24 for s in labels.array.shape)
+    block = np.ascontiguousarray(labels.array[z:z + 48, y:y + 48, x:x + 48])
+    g = labels.geometry
+    geometry = Geometry((48, 48, 48), g.spacing, g.index_to_physical(np.array([[x, y, z]], float))[0], g.direction)
+    t1 = intersubject.render_image(block, geometry, "t1", 5.0, np.random.default_rng(0)).array
+    assert np.array_equal(t1, intersubject.render_image(block, geometry, "t1", 5.0, np.random.default_rng(0)).array)
+    random = intersubject.render_image(block, geometry, "random", 5.0, np.random.default_rng(0)).array
     assert t1.shape == random.shape and abs(np.corrcoef(t1.ravel(), random.ravel())[0, 1]) < 0.99
 
 
@@ -97,12 +108,8 @@ def test_dice_maps_fixed_points_through_the_field_in_physical_space(tmp_path):
     assert right["folds_pct"] == 0.0 and abs(right["jac_min"] - 1.0) < 1e-6
 
 
-@needs_synthseg
-def test_command_line_registration_beats_the_identity(tmp_path):
-    out = tmp_path / "out"
-    code = intersubject.main(["-o", str(out), "--pairs", "2:9", "--spacing", "4", "--methods",
-                              "identity,adregnet-fast", "--threads", "2"])
-    assert code == 0
+def test_command_line_registration_beats_the_identity(command_line_run):
+    out = command_line_run
     rows = {r["method"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert set(rows) == {"identity", "adregnet-fast"} and all(r["status"] == "ok" for r in rows.values())
     assert float(rows["adregnet-fast"]["dice"]) > float(rows["identity"]["dice"]) + 0.3, rows
