@@ -7,7 +7,7 @@ __all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS"
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_MIN_FINE_SHARE",
            "LOCAL_REFINE_FINE_SIGMA_MM", "LOCAL_REFINE_FACTORS", "TWO_CONTRAST_EDGE_SHARE",
            "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW", "START_MAP_MIN_CORRELATION",
-           "START_MAP_SMOOTH_VOXELS"]
+           "START_MAP_SMOOTH_VOXELS", "NGF_EDGE_NOISE_SHARE"]
 
 #: local NCC refinement of one non-CT contrast (MRI): both images divided by their own local mean
 #: intensity (``spatial.filters.local_gain_normalised``: Gaussian of this sigma in mm, floor
@@ -83,6 +83,19 @@ RESOLUTION_MATCH_MIN_SIGMA_VOXELS = 0.5
 #: similarity of the refinement for two contrasts (one contrast: the preset's ``refine_similarity``):
 #: brain-t1t2 case 0.40 mm with NGF (30 steps), 0.46 mm with 3-voxel local NCC (20 steps)
 REFINE_TWO_CONTRASTS = "ngf"
+#: the edge parameter of normalised gradient fields for one contrast (the lung CT preset) is this share of the
+#: gradient magnitude white noise gives on the working grid (``noise_std`` of the noisier working image times
+#: ``sqrt(sum 1 / (2 h^2))``, central differences), and never below ``RefineSettings.ngf_eps`` (0.0025 per mm): an
+#: edge weaker than the noise counts as noise. Measured (twenty-eighth session, balanced, TRE mm, one run each;
+#: ``scripts/ngf_edge_check.py``), 0.0025 -> this rule (the edge parameter it chose): benchmark lung seeds 0 / 1 /
+#: 2 0.228 / 0.224 / 0.255 -> 0.214 / 0.208 / 0.238 (0.0053 / 0.0048 / 0.0057), lung-sliding 0.413 -> 0.409,
+#: lung-large 0.373 -> 0.360; the lung case with noise of 100 HU on the moving / fixed image or 50 HU on the moving
+#: 0.492 / 0.425 / 0.328 -> 0.421 / 0.413 / 0.302 (0.0148 / 0.0111 / 0.0089); the demo pair 0.245 -> 0.240 (fast
+#: 0.250 -> 0.243), with 100 HU on the moving image 0.495 -> 0.443 (fast 0.494 -> 0.429). The whole gradient noise
+#: (share 1) lost on lung-sliding (0.467) and a fixed 0.01 there too (0.461); a fixed 0.005 did as well as this
+#: rule on the clean cases (0.216 / 0.208 / 0.240 / 0.413 / 0.354) but kept less of the noisy ones (100 HU 0.467).
+#: Two contrasts keep 0.0025: 0.005 cost the brain T1 against T2 case 0.314 -> 0.340 (twenty-seventh session).
+NGF_EDGE_NOISE_SHARE = 0.5
 #: refinement steps relative to the quality's (brain-t1t2, NGF: 10 steps 0.44 mm, 30 steps 0.40)
 REFINE_STEPS_FACTOR = {"one contrast": 1, "two contrasts": 3}
 #: the local NCC refinement of one contrast goes on with less smoothing (``refine.refine_locally``,

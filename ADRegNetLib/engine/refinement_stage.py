@@ -10,7 +10,7 @@ import torch
 
 from ..losses.functional import local_ncc
 from ..spatial.bspline import refined
-from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised, smoothing_edges
+from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised, noise_std, smoothing_edges
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
 from ..spatial.intensity_map import midway_knots, piecewise_linear
@@ -21,7 +21,7 @@ from ..typing import StopCallback
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
+from .refine_settings import NGF_EDGE_NOISE_SHARE, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -30,7 +30,7 @@ from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_F
 if TYPE_CHECKING:
     from .stages import Stages
 
-__all__ = ["one_contrast_images", "refinement", "coarse_start_judge"]
+__all__ = ["one_contrast_images", "refinement", "ngf_edge", "coarse_start_judge"]
 
 
 def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,
@@ -161,12 +161,14 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         (refined flow, the refinement's metrics).
     """
     base = RefineSettings()
+    edge = (ngf_edge(fixed_w, moving_w, work, base.ngf_eps) if similarity == "ngf" and contrasts == "one contrast"
+            else {"eps_per_mm": base.ngf_eps})
     # the faces judged on the working image, as the optimisation did (the gain-normalised one lifts a background)
     settings = RefineSettings(steps=quality.refine_steps * REFINE_STEPS_FACTOR[contrasts], similarity=similarity,
                               sigma_update=base.sigma_update * float(np.sqrt(regularization)),
                               sigma_field=base.sigma_field * regularization,
                               edges=smoothing_edges(fixed_w, CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE),
-                              sliding_leak=REFINE_LEAK)
+                              sliding_leak=REFINE_LEAK, ngf_eps=edge["eps_per_mm"])
     fixed_r, moving_r, noise_scale, intensity_info = fixed_w, moving_w, None, {
         "gain_normalised_sigma_mm": None, "intensity_map": None}
     if similarity == "lncc" and mri:
@@ -188,8 +190,24 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE,
         progress=stages.sub(0.88, 0.9), **common)
     info["contrasts"] = contrasts
+    if similarity == "ngf":
+        info["ngf_edge"] = edge
     info.update(intensity_info)
     return flow, info
+
+
+def ngf_edge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geometry, floor: float) -> dict:
+    """The edge parameter of normalised gradient fields for one contrast: ``NGF_EDGE_NOISE_SHARE`` of the gradient
+    magnitude that the noisier working image's white noise gives (``spatial.filters.noise_std``; central differences
+    of noise ``sigma`` have variance ``sigma^2 / (2 h^2)`` along an axis of spacing ``h``), at least ``floor``.
+
+    Returns:
+        ``eps_per_mm`` (normalised intensity per mm), ``noise_std`` (fixed, moving) and ``noise_gradient_per_mm``.
+    """
+    noise = (noise_std(fixed_w), noise_std(moving_w))
+    gradient = max(noise) * float(np.sqrt(np.sum(0.5 / np.square(np.asarray(work.spacing, dtype=np.float64)))))
+    return {"eps_per_mm": round(max(floor, NGF_EDGE_NOISE_SHARE * gradient), 5),
+            "noise_std": [round(v, 5) for v in noise], "noise_gradient_per_mm": round(gradient, 5)}
 
 
 def coarse_start_judge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geometry,
