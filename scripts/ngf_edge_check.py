@@ -33,7 +33,7 @@ from ADRegNetLib.io import read_image, read_landmarks  # noqa: E402
 from ADRegNetLib.spatial.transform import map_points  # noqa: E402
 from benchmarks.cases import build_case  # noqa: E402
 from benchmarks.evaluate import evaluate_field  # noqa: E402
-from sharpness_check import changed  # noqa: E402
+from sharpness_check import changed_pair  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "SampleData"
 
@@ -72,9 +72,7 @@ def main() -> None:
             def tre(disp_mm, case=case):
                 return evaluate_field(case, disp_mm)["tre_mean"]
         for variant in args.variants.split(","):
-            on_fixed = variant.startswith("f")
-            fixed_v = changed(fixed, variant[1:]) if on_fixed else fixed
-            moving_v = moving if on_fixed else changed(moving, variant)
+            fixed_v, moving_v = changed_pair(fixed, moving, variant)
             for mode in args.modes.split(","):
                 refinement_stage.ngf_edge = rule if mode == "rule" else fixed_edge
                 start = time.perf_counter()

@@ -75,6 +75,13 @@ def changed(image: Image, variant: str) -> Image:
     raise ValueError(f"unknown variant {variant!r} (none, blur:S, blurz:S, thick:K, noise:F, hu:H)")
 
 
+def changed_pair(fixed: Image, moving: Image, variant: str) -> tuple[Image, Image]:
+    """(fixed, moving) with one of them changed by ``variant`` (a leading ``f``: the fixed image)."""
+    if variant.startswith("f"):
+        return changed(fixed, variant[1:]), moving
+    return fixed, changed(moving, variant)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", help="folder for the benchmark cases")
@@ -97,9 +104,7 @@ def main() -> None:
         fixed = read_image(case.fixed_path, name="fixed")
         moving = read_image(case.moving_path, name="moving")
         for variant in args.variants.split(","):
-            on_fixed = variant.startswith("f")
-            fixed_v = changed(fixed, variant[1:]) if on_fixed else fixed
-            moving_v = moving if on_fixed else changed(moving, variant)
+            fixed_v, moving_v = changed_pair(fixed, moving, variant)
             for mode in args.modes.split(","):
                 pipeline.matched_sharpness = matched if mode == "with" else unmatched
                 start = time.perf_counter()
