@@ -119,9 +119,9 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
                       mask: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict, dict]:
     """The moving image through the result and through the identity, and the similarity of each.
 
-    The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding below air,
-    :func:`below_air`) whose moving sample reaches only data (inside ``moving_data``, no moving padding
-    below air weighing in its interpolation).
+    The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding, :func:`ct_padding`: below
+    air or outside a circular field of view) whose moving sample reaches only data (inside ``moving_data``, no
+    moving padding weighing in its interpolation).
 
     Args:
         fixed: the fixed image (its grid is the output grid).
@@ -133,9 +133,9 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
 
     Returns:
         (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after,
-        {"fixed": n, "moving": n} voxels below air left out).
+        {"fixed": n, "moving": n} padding voxels left out).
     """
-    fixed_air, moving_air = below_air(fixed), below_air(moving)
+    fixed_air, moving_air = ct_padding(fixed), ct_padding(moving)
     if fixed_air is not None:
         mask = ~fixed_air if mask is None else (mask & ~fixed_air)
     no_data = None if moving_air is None else Image(moving_air.astype(np.float32), moving.geometry, "moving padding")
@@ -176,8 +176,8 @@ def similarity_region(masked: bool, fixed_padding: bool, below_air_left_out: dic
     """What ``metrics["similarity_region"]`` says the similarity figures were measured over."""
     return ("voxels where the moving image has data" + (" inside the fixed mask" if masked else "")
             + (", the fixed image's padding planes left out" if fixed_padding else "")
-            + (", CT voxels below air (padding, {fixed} fixed, {moving} moving) left out".format(**below_air_left_out)
-               if any(below_air_left_out.values()) else ""))
+            + (", CT padding (below air or outside a circular field of view, {fixed} fixed, {moving} moving voxels) "
+               "left out".format(**below_air_left_out) if any(below_air_left_out.values()) else ""))
 
 
 def worse_than_before(before: dict, after: dict, two_contrasts: bool) -> Optional[str]:
