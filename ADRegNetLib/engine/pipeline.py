@@ -243,6 +243,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         field_of_view = moving_field_of_view(moving_inside, np.maximum(fixed_w_np, moving_w_np))
     else:
         field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
+    fixed_padding = no_data[0]  # kept for the similarity figures (one byte a voxel of the output grid)
     del moving_w_img, moving_inside, no_data, fit_mask  # full-resolution masks: not needed past here
     if field_of_view is not None:
         if not field_of_view.any():
@@ -354,8 +355,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         disp = np.ascontiguousarray(rigidify(disp, fixed.geometry, rigid_arr), dtype=np.float32)
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
-    warped, before, similarity_before, similarity_after, below_air_left_out = warped_and_before(
-        fixed, moving, moving_data, result_transform, mask_arr)
+    warped, before, similarity_before, similarity_after, padding_left_out = warped_and_before(
+        fixed, moving, moving_data, result_transform, mask_arr, fixed_padding)
     worse = worse_than_before(similarity_before, similarity_after, bool(multimodal))
     if worse:
         warnings_.append(worse)
@@ -395,7 +396,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         "jacobian": jacobian_stats(det.array, mask=mask_arr),
         "similarity_before": similarity_before,
         "similarity_after": similarity_after,
-        "similarity_region": similarity_region(fixed_mask is not None, bool(padding_info["fixed"]), below_air_left_out),
+        "similarity_region": similarity_region(fixed_mask is not None, bool(padding_info["fixed"]), padding_left_out),
         "warnings": warnings_,
     }
     if inverse is not None:

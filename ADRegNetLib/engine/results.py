@@ -116,7 +116,8 @@ def ct_padding(image: Image) -> Optional[np.ndarray]:
 
 
 def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,
-                      mask: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict, dict]:
+                      mask: Optional[np.ndarray], fixed_padding: Optional[np.ndarray]
+                      ) -> tuple[Image, Optional[Image], dict, dict, dict]:
     """The moving image through the result and through the identity, and the similarity of each.
 
     The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding, :func:`ct_padding`: below
@@ -130,12 +131,13 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
             data when padding was left out): the similarity counts only where it reaches.
         transform: the result on the fixed grid.
         mask: optional (Z, Y, X) bool fixed mask.
+        fixed_padding: the fixed image's :func:`ct_padding` (found once by the caller; None: no padding).
 
     Returns:
         (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after,
         {"fixed": n, "moving": n} padding voxels left out).
     """
-    fixed_air, moving_air = ct_padding(fixed), ct_padding(moving)
+    fixed_air, moving_air = fixed_padding, ct_padding(moving)
     if fixed_air is not None:
         mask = ~fixed_air if mask is None else (mask & ~fixed_air)
     no_data = None if moving_air is None else Image(moving_air.astype(np.float32), moving.geometry, "moving padding")
@@ -172,12 +174,12 @@ WORSE_NCC_DROP = 0.1
 WORSE_NMI_SHARE = 0.5
 
 
-def similarity_region(masked: bool, fixed_padding: bool, below_air_left_out: dict) -> str:
+def similarity_region(masked: bool, fixed_padding: bool, padding_left_out: dict) -> str:
     """What ``metrics["similarity_region"]`` says the similarity figures were measured over."""
     return ("voxels where the moving image has data" + (" inside the fixed mask" if masked else "")
             + (", the fixed image's padding planes left out" if fixed_padding else "")
             + (", CT padding (below air or outside a circular field of view, {fixed} fixed, {moving} moving voxels) "
-               "left out".format(**below_air_left_out) if any(below_air_left_out.values()) else ""))
+               "left out".format(**padding_left_out) if any(padding_left_out.values()) else ""))
 
 
 def worse_than_before(before: dict, after: dict, two_contrasts: bool) -> Optional[str]:
