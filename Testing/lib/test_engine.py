@@ -24,10 +24,10 @@ from ADRegNetLib.io.image import Image
 from ADRegNetLib.io.transforms import transform_points
 from ADRegNetLib.metrics import tre
 from ADRegNetLib.spatial.geometry import Geometry
+from brain_helpers import needs_t1, t1_image
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "Resources" / "SampleData"
-SHARED = REPO / ".." / "shared" / "data"
 
 FAST = dict(quality="fast", use_network=False, device="cpu")
 
@@ -171,20 +171,15 @@ def test_inputs_are_not_modified(lung, lung_run):
     assert fixed.array.dtype == np.float32 and moving.array.dtype == np.float32
 
 
+@needs_t1
 def test_recovers_synthetic_deformation_of_real_brain_t1():
     """The real T1 (VoxelMorph test scan) at 3 mm, warped by a known smooth diffeomorphism
     (ADRegNetLib.train.synthetic): TRE at 40 landmarks falls well below its start, no folds."""
-    path = SHARED / "brain-vxm-test-scan" / "test_scan.npz"
-    if not path.is_file():
-        pytest.skip(f"real data {path} is not available")
     from ADRegNetLib.train.synthetic import make_synthetic_pair
 
-    vol = np.load(path)["vol"].astype(np.float32)  # (160, 192, 224) at 1 mm
-    f = 3
-    z, y, x = (s // f * f for s in vol.shape)
-    small = np.ascontiguousarray(vol[:z, :y, :x].reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)))
-    geometry = Geometry(small.shape[::-1], (f, f, f), (0.0, 0.0, 0.0))
-    pair = make_synthetic_pair(Image(small, geometry, "t1"), np.random.default_rng(1), max_disp_mm=10.0,
+    small = t1_image(3)
+    geometry = small.geometry
+    pair = make_synthetic_pair(small, np.random.default_rng(1), max_disp_mm=10.0,
                                smoothness_mm=40.0, n_landmarks=40, intensity_change=False)
     result = register(pair.fixed, pair.moving, seed=0, **FAST)
     before = tre(pair.fixed_points, pair.moving_points)["mean"]

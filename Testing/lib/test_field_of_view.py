@@ -4,7 +4,6 @@ does not drag the field inside the overlap.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.warp import resample
+from brain_helpers import needs_t1, t1_array, t1_image
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
 
 
 def moving_field_of_view(grid: Geometry, moving_geometry: Geometry, affine: AffineMap, fixed=None):
@@ -52,14 +51,11 @@ def test_field_of_view_ends_a_margin_before_the_moving_edge_and_follows_the_alig
     assert np.array_equal(moving_field_of_view(grid, upper, AffineMap.identity(), fixed), fov)
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_shorter_moving_scan_is_registered_inside_the_overlap(monkeypatch):
     """The real T1 at 4 mm against itself shifted 4 mm along x and cut to its upper 60 % of slices."""
-    vol = np.load(DATA)["vol"].astype(np.float32)
-    f = 4
-    z, y, x = (s // f * f for s in vol.shape)
-    t1 = np.ascontiguousarray(vol[:z, :y, :x].reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)))
-    fixed = Image(t1, Geometry(t1.shape[::-1], (4.0, 4.0, 4.0), (0.0, 0.0, 0.0)), "fixed")
+    fixed = t1_image(4, "fixed")
+    t1 = fixed.array
     k0 = int(0.4 * t1.shape[0])
     moving = Image(np.ascontiguousarray(np.roll(t1, 1, axis=2)[k0:]),
                    Geometry((t1.shape[2], t1.shape[1], t1.shape[0] - k0), (4.0, 4.0, 4.0), (0.0, 0.0, 4.0 * k0)), "moving")
@@ -77,11 +73,11 @@ def test_a_shorter_moving_scan_is_registered_inside_the_overlap(monkeypatch):
     assert without > 2 * with_fov, (without, with_fov)  # measured 0.99 mm
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_fixed_mask_where_the_moving_scan_has_no_data_is_refused():
     from ADRegNetLib.engine.api import RegistrationError
 
-    vol = np.load(DATA)["vol"].astype(np.float32)[::4, ::4, ::4].copy()
+    vol = t1_array()[::4, ::4, ::4].copy()
     geometry = Geometry(vol.shape[::-1], (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
     k0 = vol.shape[0] // 2
     moving = Image(vol[k0:].copy(), Geometry((vol.shape[2], vol.shape[1], vol.shape[0] - k0), (4.0, 4.0, 4.0),

@@ -21,9 +21,9 @@ from ADRegNetLib.metrics.landmarks import tre
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.transform import map_points
+from brain_helpers import needs_t1, t1_array
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
-BRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
 needs_sample = pytest.mark.skipif(not (SAMPLE / "lung_fixed.nii.gz").is_file(), reason="demo data missing")
 
 
@@ -143,12 +143,12 @@ def test_a_ct_shown_through_a_curve_is_read_back_and_lines_stay_lines():
         assert "scale" in hounsfield_pair(fixed, image)[4]
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_an_mri_beside_a_ct_is_not_read_as_a_curved_ct():
     """A brain T1 against the demo CT: the best curve leaves 0.063 of the range over the closest levels (0.26 over
     all), far from a CT's."""
     fixed, _ = _pair()
-    t1 = np.load(BRAIN)["vol"].astype(np.float32)
+    t1 = t1_array()
     image = Image(t1, Geometry(t1.shape[::-1], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)), "t1")
     assert curved_calibration(image, fixed) is None
     assert curved_calibration(_through_curve(image, 2.0), fixed) is None

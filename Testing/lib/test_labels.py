@@ -23,9 +23,9 @@ from ADRegNetLib.spatial import (Geometry, disp_mm_to_flow_norm, flow_norm_to_di
 from ADRegNetLib.spatial.filters import gaussian_smooth
 from ADRegNetLib.spatial.inverse import invert_displacement
 from ADRegNetLib.spatial.labels import sample_labels, warp_labels
+from brain_helpers import needs_t1, t1_labels
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "brain-vxm-test-scan"
-needs_brain = pytest.mark.skipif(not (DATA / "test_scan.npz").is_file(), reason="shared/data/brain-vxm-test-scan missing")
 
 
 def smooth_field(geometry: Geometry, mean_mm: float, seed: int, mask: np.ndarray | None = None) -> np.ndarray:
@@ -69,8 +69,7 @@ def nearest(labels: np.ndarray, disp: np.ndarray, out_geometry: Geometry, in_geo
 
 @pytest.fixture(scope="module")
 def brain_case():
-    scan = np.load(DATA / "test_scan.npz")
-    fine = scan["seg"].astype(np.int16)  # (160, 192, 224), 1 mm
+    fine = t1_labels().astype(np.int16)  # (160, 192, 224), 1 mm
     ids = np.load(DATA / "labels.npz")["labels"]
     g1 = Geometry(fine.shape[::-1])
     g2 = Geometry(tuple(s // 2 for s in fine.shape[::-1]), [2.0] * 3, [0.5] * 3)  # 2x2x2 blocks of g1
@@ -82,7 +81,7 @@ def brain_case():
     return {"g2": g2, "moving": moving, "u": u2, "fixed": reference, "ids": ids}
 
 
-@needs_brain
+@needs_t1
 def test_brain_labels_label_aware_beats_nearest_on_every_structure(brain_case):
     c = brain_case
     near = nearest(c["moving"], c["u"], c["g2"], c["g2"])
@@ -97,7 +96,7 @@ def test_brain_labels_label_aware_beats_nearest_on_every_structure(brain_case):
     assert d_aware.mean() > d_near.mean() + 0.01
 
 
-@needs_brain
+@needs_t1
 def test_brain_labels_back_to_the_moving_grid_through_the_inverse(brain_case):
     c = brain_case
     v = invert_displacement(c["u"], c["g2"], c["g2"])

@@ -29,29 +29,24 @@ from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.engine.settings import TWO_CONTRAST_EDGE_SHARE
 from benchmarks.intensities import intensity_change_mri, render_t2_like, synth_image_from_labels
+from brain_helpers import needs_t1 as needs_brain, t1_image, t1_labels
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
-needs_brain = pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "lung_fixed.nii.gz"
 
 
 @pytest.fixture(scope="module")
 def t1_t2():
     """The real T1 at 4 mm and its T2-like rendering (same grid, inverted tissue contrast)."""
-    vol = np.load(DATA)["vol"].astype(np.float32)
-    f = 4
-    z, y, x = (s // f * f for s in vol.shape)
-    t1 = np.ascontiguousarray(vol[:z, :y, :x].reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)))
-    t2 = render_t2_like(t1, t1 > np.percentile(t1[t1 > 0], 75))
-    geometry = Geometry(t1.shape[::-1], (f, f, f), (0.0, 0.0, 0.0))
-    return Image(t1, geometry, "t1"), Image(t2, geometry, "t2")
+    t1 = t1_image(4)
+    t2 = render_t2_like(t1.array, t1.array > np.percentile(t1.array[t1.array > 0], 75))
+    return t1, t1.with_array(t2, name="t2")
 
 
 @pytest.fixture(scope="module")
 def synth_pair():
     """Two images synthesised from the real 4 mm label map with their own random tissue contrasts
     (the moving one's labels shifted by a voxel): the tissues correlate 0.67 but several swap order."""
-    seg = np.ascontiguousarray(np.load(DATA)["seg"][2::4, 2::4, 2::4])
+    seg = np.ascontiguousarray(t1_labels()[2::4, 2::4, 2::4])
     geometry = Geometry(seg.shape[::-1], (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
     fixed = synth_image_from_labels(seg, geometry, np.random.default_rng(0))
     moving = synth_image_from_labels(np.roll(seg, 1, axis=2), geometry, np.random.default_rng(1))

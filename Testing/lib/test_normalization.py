@@ -20,21 +20,17 @@ from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
 from benchmarks.intensities import render_t2_like
+from brain_helpers import needs_t1 as needs_brain, t1_image
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
-needs_brain = pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "lung_fixed.nii.gz"
 
 
 @pytest.fixture(scope="module")
 def t1() -> Image:
     """The real T1 at 4 mm, with scanner-like noise (a clipped copy then holds its top only where clipped)."""
-    vol = np.load(DATA)["vol"].astype(np.float32)
-    f = 4
-    z, y, x = (s // f * f for s in vol.shape)
-    arr = vol[:z, :y, :x].reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5))
-    arr = arr + np.random.default_rng(0).normal(0.0, 0.01, arr.shape).astype(np.float32)
-    return Image(np.ascontiguousarray(arr, dtype=np.float32), Geometry(arr.shape[::-1], (f, f, f), (0.0, 0.0, 0.0)), "t1")
+    image = t1_image(4)
+    noise = np.random.default_rng(0).normal(0.0, 0.01, image.array.shape).astype(np.float32)
+    return image.with_array(np.ascontiguousarray(image.array + noise, dtype=np.float32))
 
 
 def _clipped(image: Image, tissue_percentile: float, name: str = "moving") -> Image:

@@ -11,6 +11,7 @@ from ADRegNetLib.engine.prealign import prealign
 from ADRegNetLib.io import read_image
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
+from brain_helpers import needs_t1, t1_image
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 
@@ -103,10 +104,7 @@ def test_an_affine_scaling_beyond_max_scale_is_not_kept(lung):
     assert info["kept"].startswith("start (the optimised affine scales by 1.") and "beyond 0.91-1.10" in info["kept"]
 
 
-BRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
-
-
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_rotation_the_optimiser_cannot_reach_is_found_by_the_rotation_search():
     """The real T1 at 2 mm against itself turned by 90 degrees about the superior axis: from the usual
     start the optimiser stays far off; the search's -90 degree candidate wins by the metric and by the
@@ -115,10 +113,7 @@ def test_a_rotation_the_optimiser_cannot_reach_is_found_by_the_rotation_search()
 
     from ADRegNetLib.io.image import from_sitk, to_sitk
 
-    vol = np.load(BRAIN)["vol"].astype(np.float32)
-    z, y, x = (s // 2 * 2 for s in vol.shape)
-    t1 = vol[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
-    fixed = _normalized(Image(np.ascontiguousarray(t1), Geometry(t1.shape[::-1], (2.0, 2.0, 2.0)), "t1"), "mr", None)
+    fixed = _normalized(t1_image(2), "mr", None)
     centre = fixed.geometry.center()
     turn = sitk.Euler3DTransform(centre.tolist(), 0.0, 0.0, np.pi / 2, (0.0, 0.0, 0.0))
     turned = to_sitk(fixed, np.float32)
@@ -145,10 +140,7 @@ def _turned_t1(degrees: float, axis) -> tuple[Image, Image, np.ndarray, np.ndarr
 
     from ADRegNetLib.io.image import from_sitk, to_sitk
 
-    vol = np.load(BRAIN)["vol"].astype(np.float32)
-    z, y, x = (s // 2 * 2 for s in vol.shape)
-    t1 = vol[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
-    fixed = _normalized(Image(np.ascontiguousarray(t1), Geometry(t1.shape[::-1], (2.0, 2.0, 2.0)), "t1"), "mr", None)
+    fixed = _normalized(t1_image(2), "mr", None)
     centre = fixed.geometry.center()
     turn = sitk.VersorRigid3DTransform()
     turn.SetCenter(centre.tolist())
@@ -159,7 +151,7 @@ def _turned_t1(degrees: float, axis) -> tuple[Image, Image, np.ndarray, np.ndarr
     return fixed, moving, points, np.array([turn.GetInverse().TransformPoint(p.tolist()) for p in points])
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 @pytest.mark.parametrize("degrees, axis, same_modality", [(60.0, (1.0, 1.0, 0.0), True), (120.0, (1.0, -1.0, 1.0), False)])
 def test_a_turn_about_an_oblique_axis_is_found_among_the_spread_turns(degrees, axis, same_modality):
     """Turns about no image axis lie 30 degrees or more from every axis turn: one of the turns spread over
@@ -173,7 +165,7 @@ def test_a_turn_about_an_oblique_axis_is_found_among_the_spread_turns(degrees, a
     assert np.abs(affine.apply(points) - expected).max() < 3.0
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_pair_already_aligned_fits_no_turn():
     """The usual start ranks better than every spread turn before any fit: nothing is fitted."""
     fixed, _, _, _ = _turned_t1(0.0, (0.0, 0.0, 1.0))
@@ -185,7 +177,7 @@ def test_a_pair_already_aligned_fits_no_turn():
     assert search["usual_unfitted"] < search["best_turn_unfitted"]
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_turn_is_kept_only_when_its_whole_fit_matches_better(monkeypatch):
     """A search that picks a turn (here forced: 90 degrees about S for a pair that is only shifted) is
     judged again after the whole fit from the turn and from the usual start: the usual start wins, and
@@ -195,10 +187,7 @@ def test_a_turn_is_kept_only_when_its_whole_fit_matches_better(monkeypatch):
     import ADRegNetLib.engine.prealign as pa
     from ADRegNetLib.io.image import from_sitk, to_sitk
 
-    vol = np.load(BRAIN)["vol"].astype(np.float32)
-    z, y, x = (s // 2 * 2 for s in vol.shape)
-    t1 = vol[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
-    fixed = _normalized(Image(np.ascontiguousarray(t1), Geometry(t1.shape[::-1], (2.0, 2.0, 2.0)), "t1"), "mr", None)
+    fixed = _normalized(t1_image(2), "mr", None)
     g = fixed.geometry
     shifted = Image(fixed.array, Geometry(g.size, g.spacing, g.origin + np.array([6.0, -4.0, 3.0]), g.direction), "shifted")
     real_search = pa._rotation_search
@@ -304,7 +293,7 @@ def _moved_head(degrees: float, axis, shift_mm) -> tuple[Image, Image, np.ndarra
     return fixed, moving, points, np.array([move.GetInverse().TransformPoint(p.tolist()) for p in points])
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_head_moved_far_within_an_overlapping_grid_starts_from_the_centres_of_mass():
     """Grids that overlap fully, heads 100 mm apart and turned 30 degrees: the pre-alignment starts from the
     centres of mass brought together (from the identity the fit ended in a wrong turn: 82.8 mm TRE on the
@@ -320,7 +309,7 @@ def test_a_head_moved_far_within_an_overlapping_grid_starts_from_the_centres_of_
     assert contrast_correlation(fixed, moving) > 0.6
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_a_head_cut_to_half_its_width_keeps_the_identity_start():
     """Aligned, but the moving image holds only half the head: its centre of mass lies far off (more than
     ``PREALIGN_CENTRES_APART_MM``), yet the identity fits as well, so it stays the start."""
@@ -346,7 +335,7 @@ def _turned_t2(degrees: float, axis) -> tuple[Image, Image, np.ndarray, np.ndarr
     return fixed, _normalized(Image(t2.astype(np.float32), turned_t1.geometry, "t2 turned"), "mr", None), points, expected
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_two_contrasts_turned_30_degrees_get_the_turn_their_fits_confirm():
     """A T2 against a T1 turned 30 degrees about an oblique axis. With the former 10 % margin of mutual information
     only a wrong turn passed (58 degrees, 0.16 better after the short fit) and the points ended 17.5 mm off (the
@@ -363,7 +352,7 @@ def test_two_contrasts_turned_30_degrees_get_the_turn_their_fits_confirm():
     assert np.abs(margin.apply(points) - expected).max() > 10.0
 
 
-@pytest.mark.skipif(not BRAIN.is_file(), reason="shared/data/brain-vxm-test-scan missing")
+@needs_t1
 def test_mutual_information_fits_long_enough_to_undo_a_20_degree_turn(monkeypatch):
     """Mutual information's steps shrink on its noisy metric: 60 iterations per level turned a T2 against a T1
     turned 20 degrees about L only half way back; ``PREALIGN_MI_ITERATIONS_FACTOR`` times as many reach it."""

@@ -2,7 +2,6 @@
 before the optimisation (``engine/sharpness.py``)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,13 @@ from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.sharpness import blur_to_match, edge_taper
 from ADRegNetLib.spatial.transform import Transform
 from benchmarks.deformations import integrate_svf, random_smooth_svf, scale_svf
+from brain_helpers import needs_t1, t1_array
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "brain-vxm-test-scan" / "test_scan.npz"
-needs_t1 = pytest.mark.skipif(not DATA.is_file(), reason="shared/data/brain-vxm-test-scan missing")
 
 
 def _t1(step: int = 2, crop: int = 0) -> np.ndarray:
     """The real T1 (1 mm) taken every ``step`` voxels, less ``crop`` voxels at each face, (Z, Y, X) float32."""
-    vol = np.load(DATA)["vol"].astype(np.float32)[::step, ::step, ::step]
+    vol = t1_array()[::step, ::step, ::step]
     return np.ascontiguousarray(vol[crop:vol.shape[0] - crop, crop:vol.shape[1] - crop, crop:vol.shape[2] - crop])
 
 
