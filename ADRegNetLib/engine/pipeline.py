@@ -243,7 +243,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         field_of_view = moving_field_of_view(moving_inside, np.maximum(fixed_w_np, moving_w_np))
     else:
         field_of_view = moving_field_of_view(moving_inside, fixed_w_np)  # None: nothing to leave out
-    fixed_padding = no_data[0]  # kept for the similarity figures (one byte a voxel of the output grid)
+    fixed_padding, data_padding = no_data  # kept for the similarity figures (one byte a voxel of each grid)
     del moving_w_img, moving_inside, no_data, fit_mask  # full-resolution masks: not needed past here
     if field_of_view is not None:
         if not field_of_view.any():
@@ -356,7 +356,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
     warped, before, similarity_before, similarity_after, padding_left_out = warped_and_before(
-        fixed, moving, moving_data, result_transform, mask_arr, fixed_padding)
+        fixed, moving, moving_data, result_transform, mask_arr, fixed_padding, data_padding)
     worse = worse_than_before(similarity_before, similarity_after, bool(multimodal))
     if worse:
         warnings_.append(worse)

@@ -116,8 +116,8 @@ def ct_padding(image: Image) -> Optional[np.ndarray]:
 
 
 def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,
-                      mask: Optional[np.ndarray], fixed_padding: Optional[np.ndarray]
-                      ) -> tuple[Image, Optional[Image], dict, dict, dict]:
+                      mask: Optional[np.ndarray], fixed_padding: Optional[np.ndarray],
+                      data_padding: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict, dict]:
     """The moving image through the result and through the identity, and the similarity of each.
 
     The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding, :func:`ct_padding`: below
@@ -132,12 +132,14 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
         transform: the result on the fixed grid.
         mask: optional (Z, Y, X) bool fixed mask.
         fixed_padding: the fixed image's :func:`ct_padding` (found once by the caller; None: no padding).
+        data_padding: ``moving_data``'s :func:`ct_padding`, found by the caller: the moving image's when
+            ``moving_data`` is ``moving``; else the whole moving image's is found here.
 
     Returns:
         (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after,
         {"fixed": n, "moving": n} padding voxels left out).
     """
-    fixed_air, moving_air = fixed_padding, ct_padding(moving)
+    fixed_air, moving_air = fixed_padding, data_padding if moving_data is moving else ct_padding(moving)
     if fixed_air is not None:
         mask = ~fixed_air if mask is None else (mask & ~fixed_air)
     no_data = None if moving_air is None else Image(moving_air.astype(np.float32), moving.geometry, "moving padding")

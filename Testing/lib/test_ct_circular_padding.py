@@ -56,10 +56,22 @@ def test_circular_padding_is_found_along_any_axis_and_clipped_air_is_not():
 
 @needs_sample
 @pytest.mark.parametrize("cut, padding", [("fixed", -3024.0), ("moving", -3024.0), ("moving", -1024.0)])
-def test_a_ct_cut_by_its_circular_field_of_view_registers_as_the_whole_ct(cut, padding):
+def test_a_ct_cut_by_its_circular_field_of_view_registers_as_the_whole_ct(cut, padding, monkeypatch):
     """Demo pair, fast, no network, TRE over its 51 landmarks (uncut 0.256 mm): the fixed CT cut (-3024 HU) 7.201 mm
     before (pre-alignment scales 1.05 / 0.87 / 0.78), 0.253 now; the moving CT cut 0.516 before, 0.255 now; padded
-    with -1024 (air by value, found as a circle) 0.511 before (with the network), 0.255 now."""
+    with -1024 (air by value, found as a circle) 0.511 before (with the network), 0.255 now. Each image's padding
+    is found once (the pre-alignment's is reused for the similarity figures)."""
+    import ADRegNetLib.engine.pipeline as pipeline
+    import ADRegNetLib.engine.results as results
+
+    found, original = [], results.ct_padding
+
+    def counted(image):
+        found.append(image.name)
+        return original(image)
+
+    for module in (pipeline, results):
+        monkeypatch.setattr(module, "ct_padding", counted)
     fixed, moving = read_image(SAMPLE / "lung_fixed.nii.gz"), read_image(SAMPLE / "lung_moving.nii.gz")
     fixed_points, moving_points = (read_landmarks(SAMPLE / f"lung_{role}_landmarks.csv") for role in ("fixed", "moving"))
     if cut == "fixed":
@@ -77,6 +89,7 @@ def test_a_ct_cut_by_its_circular_field_of_view_registers_as_the_whole_ct(cut, p
     assert counts is not None and int(counts[1 if cut == "fixed" else 2]) > 0, result.metrics["similarity_region"]
     # measured 0.975 -> 0.995 for each cut and padding value (the uncut pair over its whole grid: 0.983 -> 0.996)
     assert result.metrics["similarity_before"]["ncc"] > 0.97 and result.metrics["similarity_after"]["ncc"] > 0.99
+    assert sorted(found) == sorted([fixed.name, moving.name]), found
     # the original values are kept in the outputs: the warped moving image still holds its padding where it was cut
     if cut == "moving":
         assert float(result.warped.array.min()) <= padding + 1.0
