@@ -44,7 +44,7 @@ from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MOR
                        MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
-from .refinement_stage import coarse_start_judge, refinement, start_intensities
+from .refinement_stage import checked_optimisation, coarse_start_judge, refinement, start_intensities
 from .sharpness import matched_sharpness
 from .sliding import OPTIMIZER_LEAK, check_sliding, sliding_for
 from .inputs import check_inputs
@@ -315,10 +315,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             coarse_min_gain=COARSE_MIN_LOSS_GAIN, coarse_more_steps=COARSE_MORE_STEPS,
             large_motion_more_steps=LARGE_MOTION_MORE_STEPS, sliding_leak=OPTIMIZER_LEAK,
             coarse_judge=coarse_start_judge(fixed_w, moving_w, work, mask_w, fixed_ct or moving_ct))
+        start = flow
         flow, io_info = optimize_field(fixed_w, moving_w, work, settings, init_flow_norm=flow,
                                        fixed_points=fixed_pts, moving_points=moving_pts_w, mask=mask_w,
                                        progress=stages.sub(0.25, 0.8 if q.refine_steps > 0 else 0.9),
                                        should_stop=should_stop, sliding=slide)
+        if fixed_pts is None:  # landmark pairs that guided it outweigh any image measure
+            flow, io_info["nmi_check"], note = checked_optimisation(fixed_w, moving_w, start, flow, mask_w)
+            warnings_ += [note] if note else []
     if flow is None:
         flow = torch.zeros((1, 3, *work.shape), dtype=fixed_w.dtype, device=torch_device)
     stages.done("optimize")

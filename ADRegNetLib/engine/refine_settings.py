@@ -7,7 +7,8 @@ __all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS"
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_MIN_FINE_SHARE",
            "LOCAL_REFINE_FINE_SIGMA_MM", "LOCAL_REFINE_FACTORS", "TWO_CONTRAST_EDGE_SHARE",
            "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW", "START_MAP_MIN_CORRELATION",
-           "START_MAP_SMOOTH_VOXELS", "NGF_EDGE_NOISE_SHARE"]
+           "START_MAP_SMOOTH_VOXELS", "NGF_EDGE_NOISE_SHARE",
+           "OPTIMISATION_MIN_NMI_GAIN"]
 
 #: local NCC refinement of one non-CT contrast (MRI): both images divided by their own local mean
 #: intensity (``spatial.filters.local_gain_normalised``: Gaussian of this sigma in mm, floor
@@ -140,3 +141,14 @@ TWO_CONTRAST_EDGE_SHARE = 0.006
 #: blur (working voxels) and window of that check: the blur keeps noise from inverting covariances
 EDGE_CHECK_SIGMA_VOXELS = 2.0
 EDGE_CHECK_WINDOW = 5
+#: the MIND optimisation's field is left out when the normalised mutual information of the working images (every
+#: other voxel where either shows tissue, inside the mask) falls from the optimisation's start by more than this
+#: share of its excess over 1 (``refinement_stage.checked_optimisation``): the refinement starts from that start.
+#: MIND-SSC normalises each patch by its own variance, so where one image is flat but noisy and the other
+#: textured (lungs in an MR or a soft-tissue window against a CT) it compares noise with structure and drifts.
+#: Measured (twenty-ninth session, balanced, the gain, TRE mm kept -> left out): the demo CT against itself
+#: through a soft-tissue window (-160..240 HU, lungs flat, 1 % noise) -0.081, 11.742 -> 1.876; an MR-like
+#: rendering of it (lungs dark, not flat) +0.0005 (kept: 0.652; left out 0.446); synthseg seed 0 +0.0048
+#: (kept: 0.916; left out 1.012); brain T1 vs T2 seeds 0-2 +0.30..+0.48; synthseg seeds 1-2 +0.11 / +0.13;
+#: one contrast (brain, lung, oblique seed 0) +0.08..+0.14
+OPTIMISATION_MIN_NMI_GAIN = -0.03

@@ -1,6 +1,7 @@
 r"""The refinement stage of ``register()``: the images it compares (one MRI contrast: bias field and
-intensity curves taken out), the refinement with its continuation, and the judge of the
-optimisation's coarse start, which compares the images the same way. Working-grid tensors in and out."""
+intensity curves taken out), the refinement with its continuation, the judge of the optimisation's
+coarse start, which compares the images the same way, and the check of the optimisation's field by a
+measure it did not optimise. Working-grid tensors in and out."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from ..losses.functional import local_ncc
+from ..metrics.similarity import nmi
 from ..spatial.bspline import refined
 from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised, noise_std, smoothing_edges
 from ..spatial.flow import identity_grid
@@ -21,7 +23,8 @@ from ..typing import StopCallback
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import NGF_EDGE_NOISE_SHARE, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS
+from .refine_settings import (NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION,
+                              START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -30,7 +33,7 @@ from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_F
 if TYPE_CHECKING:
     from .stages import Stages
 
-__all__ = ["one_contrast_images", "refinement", "ngf_edge", "coarse_start_judge"]
+__all__ = ["one_contrast_images", "refinement", "ngf_edge", "coarse_start_judge", "checked_optimisation"]
 
 
 def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,
@@ -235,6 +238,50 @@ def coarse_start_judge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geom
         return float(local_ncc(fixed_j, warped, window=5, mask=mask_w))
 
     return loss
+
+
+def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: Optional[torch.Tensor],
+                         flow: torch.Tensor, mask_w: Optional[torch.Tensor]
+                         ) -> tuple[Optional[torch.Tensor], dict, Optional[str]]:
+    """The optimisation's field, or its start when the field lowered the images' normalised mutual information.
+
+    MIND-SSC, which the optimisation matches, divides every patch by its own variance: where one image is flat
+    but for noise and the other textured (lungs in an MR against a CT) it compares noise with structure, lowers
+    its own loss and moves tissue that should stay. Mutual information of the intensities (32 bins, where either
+    image shows tissue, inside the mask) judges the field instead (``OPTIMISATION_MIN_NMI_GAIN``).
+
+    Args:
+        fixed_w, moving_w: (1, 1, Z, Y, X) working images as the optimisation saw them.
+        start: the optimisation's start flow (None: the identity); flow: its result; both normalised.
+        mask_w: optional (1, 1, Z, Y, X) mask of the optimisation.
+
+    Returns:
+        (the flow kept: ``flow`` or ``start``, {"nmi_start", "nmi_optimised", "relative_gain", "kept"}, a warning
+        when the start was kept, else None).
+    """
+    every = (0, 0, slice(None, None, 2), slice(None, None, 2), slice(None, None, 2))  # every other voxel: 1/8 the cost
+    base = identity_grid(tuple(flow.shape[2:]), flow)[:, ::2, ::2, ::2]
+    warped = [moving_w[every] if f is None else sample_through(moving_w, f[:, :, ::2, ::2, ::2], base)[0, 0]
+              for f in (start, flow)]
+    fixed = fixed_w[every]
+    region = (fixed > TISSUE_THRESHOLD) | (warped[0] > TISSUE_THRESHOLD)
+    if mask_w is not None:
+        region &= mask_w[every].bool()
+    if not bool(region.any()):  # no tissue to judge by
+        return flow, {"kept": True, "reason": "no tissue in the working images"}, None
+    before, after = (nmi(fixed, image, region) for image in warped)
+    gain = (after - before) / max(before - 1.0, 1e-6)
+    kept = not gain < OPTIMISATION_MIN_NMI_GAIN  # NaN (a constant image): nothing to judge by, kept
+    info = {"nmi_start": round(before, 5), "nmi_optimised": round(after, 5), "relative_gain": round(gain, 5),
+            "kept": kept}
+    if kept:
+        return flow, info, None
+    return start, info, (
+        f"the MIND optimisation lowered the images' normalised mutual information ({before:.3f} -> {after:.3f} on the "
+        "working grid), so its field was left out and the refinement started from " + (
+            "the pre-alignment" if start is None else "the network's prediction") + ": structures that one image "
+        "shows and the other does not (lungs without texture in an MR, a lesion) can pull a registration off; "
+        "compare the warped image with the fixed one, or give landmark pairs")
 
 
 def _gain_sigma_voxels(work: Geometry) -> list[float]:
