@@ -41,7 +41,7 @@ from .optimizer import OptimizerSettings, optimize_field
 from .prealign import prealign
 from .results import ct_padding, inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
 from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
-                       MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW, NETWORK_MIN_RELATIVE_GAIN,
+                       MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
                        QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
 from .refinement_stage import checked_optimisation, coarse_start_judge, refinement, start_intensities
@@ -287,8 +287,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         network_info["used"] = flow is not None
         if flow is None and (instant or not instance_optimization):
             warnings_.append(
-                f"the network prediction changed the local similarity by {100 * network_info['relative_gain']:+.1f}% "
-                f"(a prediction must improve it by {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}%), so no deformation was "
+                f"the network prediction was left out: {network_info['left_out_because']}, so no deformation was "
                 "applied" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
                 + ": if the images do differ, use --quality fast")
         # fast / balanced / best: a prediction left out is no warning (the optimisation starts from the identity
