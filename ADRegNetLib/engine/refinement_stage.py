@@ -247,8 +247,8 @@ def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: O
 
     MIND-SSC, which the optimisation matches, divides every patch by its own variance: where one image is flat
     but for noise and the other textured (lungs in an MR against a CT) it compares noise with structure, lowers
-    its own loss and moves tissue that should stay. Mutual information of the intensities (32 bins, where either
-    image shows tissue, inside the mask) judges the field instead (``OPTIMISATION_MIN_NMI_GAIN``).
+    its own loss and moves tissue that should stay. Mutual information of the intensities (32 bins, every other
+    voxel where either image shows tissue, inside the mask) judges the field instead (``OPTIMISATION_MIN_NMI_GAIN``).
 
     Args:
         fixed_w, moving_w: (1, 1, Z, Y, X) working images as the optimisation saw them.
