@@ -256,8 +256,8 @@ def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: O
         mask_w: optional (1, 1, Z, Y, X) mask of the optimisation.
 
     Returns:
-        (the flow kept: ``flow`` or ``start``, {"nmi_start", "nmi_optimised", "relative_gain", "kept"}, a warning
-        when the start was kept, else None).
+        (the flow kept: ``flow`` or ``start``, {"nmi_start": at ``start``, "nmi_after": at ``flow``, "relative_gain":
+        their difference over ``nmi_start - 1``, "kept"}, a warning when the start was kept, else None).
     """
     every = (0, 0, slice(None, None, 2), slice(None, None, 2), slice(None, None, 2))  # every other voxel: 1/8 the cost
     base = identity_grid(tuple(flow.shape[2:]), flow)[:, ::2, ::2, ::2]
@@ -272,7 +272,7 @@ def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: O
     before, after = (nmi(fixed, image, region) for image in warped)
     gain = (after - before) / max(before - 1.0, 1e-6)
     kept = not gain < OPTIMISATION_MIN_NMI_GAIN  # NaN (a constant image): nothing to judge by, kept
-    info = {"nmi_start": round(before, 5), "nmi_optimised": round(after, 5), "relative_gain": round(gain, 5),
+    info = {"nmi_start": round(before, 5), "nmi_after": round(after, 5), "relative_gain": round(gain, 5),
             "kept": kept}
     if kept:
         return flow, info, None

@@ -379,7 +379,7 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     check = info["nmi_check"]
     return None, dict(info, kept=False, left_out_because=(
         f"it lowered the images' normalised mutual information ({check['nmi_start']:.3f} -> "
-        f"{check['nmi_optimised']:.3f}) although the local similarity rose by {100 * gain:.1f}%"))
+        f"{check['nmi_after']:.3f}) although the local similarity rose by {100 * gain:.1f}%"))
 
 
 def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geometry: Geometry,
