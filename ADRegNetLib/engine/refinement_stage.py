@@ -33,7 +33,8 @@ from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_F
 if TYPE_CHECKING:
     from .stages import Stages
 
-__all__ = ["one_contrast_images", "refinement", "ngf_edge", "coarse_start_judge", "checked_optimisation"]
+__all__ = ["one_contrast_images", "refinement", "ngf_edge", "coarse_start_judge", "nmi_check",
+           "checked_optimisation"]
 
 
 def one_contrast_images(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor,
@@ -240,24 +241,23 @@ def coarse_start_judge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geom
     return loss
 
 
-def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: Optional[torch.Tensor],
-                         flow: torch.Tensor, mask_w: Optional[torch.Tensor]
-                         ) -> tuple[Optional[torch.Tensor], dict, Optional[str]]:
-    """The optimisation's field, or its start when the field lowered the images' normalised mutual information.
+def nmi_check(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: Optional[torch.Tensor], flow: torch.Tensor,
+              mask_w: Optional[torch.Tensor]) -> dict:
+    """Whether ``flow`` keeps the images' normalised mutual information against ``start`` (``OPTIMISATION_MIN_NMI_GAIN``).
 
-    MIND-SSC, which the optimisation matches, divides every patch by its own variance: where one image is flat
-    but for noise and the other textured (lungs in an MR against a CT) it compares noise with structure, lowers
-    its own loss and moves tissue that should stay. Mutual information of the intensities (32 bins, every other
-    voxel where either image shows tissue, inside the mask) judges the field instead (``OPTIMISATION_MIN_NMI_GAIN``).
+    MIND-SSC and local NCC divide every patch by its own variance: where one image is flat but for noise and the
+    other textured (lungs in an MR against a CT) they compare noise with structure and reward moving tissue that
+    should stay. Mutual information of the intensities (32 bins, every other voxel where either image shows
+    tissue, inside the mask) judges such a field instead.
 
     Args:
-        fixed_w, moving_w: (1, 1, Z, Y, X) working images as the optimisation saw them.
-        start: the optimisation's start flow (None: the identity); flow: its result; both normalised.
-        mask_w: optional (1, 1, Z, Y, X) mask of the optimisation.
+        fixed_w, moving_w: (1, 1, Z, Y, X) working images.
+        start: the flow judged against (None: the identity); flow: the flow judged; both normalised.
+        mask_w: optional (1, 1, Z, Y, X) mask.
 
     Returns:
-        (the flow kept: ``flow`` or ``start``, {"nmi_start": at ``start``, "nmi_after": at ``flow``, "relative_gain":
-        their difference over ``nmi_start - 1``, "kept"}, a warning when the start was kept, else None).
+        {"nmi_start": at ``start``, "nmi_after": at ``flow``, "relative_gain": their difference over
+        ``nmi_start - 1``, "kept"} (only "kept" and "reason" when no voxel shows tissue).
     """
     every = (0, 0, slice(None, None, 2), slice(None, None, 2), slice(None, None, 2))  # every other voxel: 1/8 the cost
     base = identity_grid(tuple(flow.shape[2:]), flow)[:, ::2, ::2, ::2]
@@ -268,17 +268,29 @@ def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: O
     if mask_w is not None:
         region &= mask_w[every].bool()
     if not bool(region.any()):  # no tissue to judge by
-        return flow, {"kept": True, "reason": "no tissue in the working images"}, None
+        return {"kept": True, "reason": "no tissue in the working images"}
     before, after = (nmi(fixed, image, region) for image in warped)
     gain = (after - before) / max(before - 1.0, 1e-6)
-    kept = not gain < OPTIMISATION_MIN_NMI_GAIN  # NaN (a constant image): nothing to judge by, kept
-    info = {"nmi_start": round(before, 5), "nmi_after": round(after, 5), "relative_gain": round(gain, 5),
-            "kept": kept}
-    if kept:
+    return {"nmi_start": round(before, 5), "nmi_after": round(after, 5), "relative_gain": round(gain, 5),
+            "kept": not gain < OPTIMISATION_MIN_NMI_GAIN}  # NaN (a constant image): nothing to judge by, kept
+
+
+def checked_optimisation(fixed_w: torch.Tensor, moving_w: torch.Tensor, start: Optional[torch.Tensor],
+                         flow: torch.Tensor, mask_w: Optional[torch.Tensor]
+                         ) -> tuple[Optional[torch.Tensor], dict, Optional[str]]:
+    """The MIND optimisation's field, or its start when the field lowered the images' mutual information
+    (:func:`nmi_check`).
+
+    Returns:
+        (the flow kept: ``flow`` or ``start``, :func:`nmi_check`'s figures, a warning when the start was kept, else
+        None).
+    """
+    info = nmi_check(fixed_w, moving_w, start, flow, mask_w)
+    if info["kept"]:
         return flow, info, None
     return start, info, (
-        f"the MIND optimisation lowered the images' normalised mutual information ({before:.3f} -> {after:.3f} on the "
-        "working grid), so its field was left out and the refinement started from " + (
+        f"the MIND optimisation lowered the images' normalised mutual information ({info['nmi_start']:.3f} -> "
+        f"{info['nmi_after']:.3f} on the working grid), so its field was left out and the refinement started from " + (
             "the pre-alignment" if start is None else "the network's prediction") + ": structures that one image "
         "shows and the other does not (lungs without texture in an MR, a lesion) can pull a registration off; "
         "compare the warped image with the fixed one, or give landmark pairs")

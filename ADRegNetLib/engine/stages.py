@@ -24,7 +24,7 @@ from ..spatial.warp import warp_norm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .cpu_threads import ThreadBudget
-from .refinement_stage import checked_optimisation
+from .refinement_stage import nmi_check
 from .limits import (BYTES_PER_FIXED_VOXEL, BYTES_PER_WORKING_VOXEL, FIELD_OF_VIEW_MARGIN_VOXELS,
                      WORKING_REGION_MARGIN_MM, WORKING_REGION_MIN_PLANES,
                      FIELD_OF_VIEW_MIN_TISSUE, MAX_REGULARIZATION, MAX_SEED, MIN_REGULARIZATION, PADDING_MIN_CUT_SHARE)
@@ -373,10 +373,9 @@ def network_stage(model, fixed_w: torch.Tensor, moving_w: torch.Tensor, mask_w: 
     if gain < NETWORK_MIN_RELATIVE_GAIN:
         return None, dict(info, kept=False, left_out_because=f"it changed the local similarity by {100 * gain:+.1f}% "
                           f"(a prediction must improve it by {100 * NETWORK_MIN_RELATIVE_GAIN:.0f}%)")
-    _, info["nmi_check"], lowered = checked_optimisation(fixed_w, moving_w, None, candidate, mask_w)
-    if lowered is None:
+    info["nmi_check"] = check = nmi_check(fixed_w, moving_w, None, candidate, mask_w)
+    if check["kept"]:
         return candidate, dict(info, kept=True)
-    check = info["nmi_check"]
     return None, dict(info, kept=False, left_out_because=(
         f"it lowered the images' normalised mutual information ({check['nmi_start']:.3f} -> "
         f"{check['nmi_after']:.3f}) although the local similarity rose by {100 * gain:.1f}%"))
