@@ -9,17 +9,20 @@ import numpy as np
 from ..io.images import check_pair_sizes, validate_image
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
+from ..spatial.overlap import physical_overlap
 from ..spatial.warp import resample
 from .api import RegistrationError
+from .limits import SMALL_PHYSICAL_OVERLAP
 from .masks import map_mask, mask_coverage_warning
 from .stages import check_points, check_settings
 
-__all__ = ["CheckedInputs", "check_inputs"]
+__all__ = ["CheckedInputs", "check_inputs", "overlap_warning"]
 
 
 class CheckedInputs(NamedTuple):
     """What the checks hand on: the settings as plain numbers, the warnings so far, the landmark pairs as
-    (K, 3) arrays (None without), the fixed mask and the rigid-region labels on the fixed grid (None without)."""
+    (K, 3) arrays (None without), the fixed mask and the rigid-region labels on the fixed grid (None without), and
+    the images' overlap in physical space (a share of the smaller one's volume)."""
 
     regularization: float
     seed: int
@@ -28,6 +31,7 @@ class CheckedInputs(NamedTuple):
     moving_landmarks: Optional[np.ndarray]
     mask: Optional[np.ndarray]
     rigid: Optional[np.ndarray]
+    overlap: float
 
 
 def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask, initial_transform,
@@ -77,5 +81,23 @@ def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, m
             raise RegistrationError("rigid_regions must be an ADRegNetLib Image (a label map read with read_label_map)")
         map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
         rigid = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
+    overlap = physical_overlap(fixed.geometry, moving.geometry)
+    if initial_transform is None:
+        warnings_ += [note for note in [overlap_warning(fixed, moving, overlap)] if note]
     return CheckedInputs(regularization, seed, warnings_, fixed_landmarks if has_landmarks else None,
-                         moving_landmarks if has_landmarks else None, mask_arr, rigid)
+                         moving_landmarks if has_landmarks else None, mask_arr, rigid, overlap)
+
+
+def overlap_warning(fixed: Image, moving: Image, overlap: float) -> Optional[str]:
+    """What the images' ``overlap`` in physical space says when no initial transform brings them together."""
+    if overlap <= 0:
+        distance = float(np.linalg.norm(fixed.geometry.center() - moving.geometry.center()))
+        return (f"the fixed and moving images do not overlap in physical space (centres {distance:.0f} mm apart); "
+                "started from a centre-of-mass alignment (check that both scans show the same anatomy, or give an "
+                "initial transform)")
+    if overlap < SMALL_PHYSICAL_OVERLAP:
+        return (f"the fixed and moving images share only {100 * overlap:.1f}% of the smaller one's volume in physical "
+                "space: the result will be unreliable; check the image headers (origin and direction: an axis "
+                "direction flipped in one image, with the same origin, gives such an overlap), or give an initial "
+                "transform")
+    return None

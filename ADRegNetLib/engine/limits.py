@@ -73,7 +73,7 @@ MAX_REGULARIZATION = 100.0
 #: from about 1e-300 on the smoothing's kernel overflowed (hostile-input sweep, eighteenth session)
 MIN_REGULARIZATION = 0.01
 #: largest seed accepted: the pre-alignment's sampler (SimpleITK) takes seed + 1 as an unsigned 32-bit
-#: number and reads 0 as "seed from the clock" (``prealign._registration``), so -1 would give a different
+#: number and reads 0 as "seed from the clock" (``sitk_fit.registration_method``), so -1 would give a different
 #: result on every run and 2**32 - 1 overflows
 MAX_SEED = 2 ** 32 - 2
 #: fixed and moving boxes sharing less than this share of the smaller one (``spatial.overlap.physical_overlap``),

@@ -22,10 +22,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..metrics import jacobian_stats, tre
+from ..metrics import jacobian_stats
 from ..spatial.affine import AffineMap
 from ..spatial.image import Image
-from ..spatial.overlap import physical_overlap
 from ..spatial.padding import box_geometry
 from ..spatial.transform import Transform
 from ..spatial.transforms import upsampled_disp_mm
@@ -35,23 +34,24 @@ from .api import RegistrationError, RegistrationResult
 from .cpu_threads import ThreadBudget
 from .device import release_freed_memory, resolve_device
 from .hounsfield import hounsfield_pair, preset_reference, windowed_ct_hint
-from .modality import contrasts_after_alignment, detect_preset, guess_multimodal, rewindowed_for_network
+from .modality import contrasts_after_alignment, detect_preset, guess_multimodal
 from .normalization import matched_top, normalized_pair
-from .optimizer import OptimizerSettings, optimize_field
+from .optimizer import optimize_field
+from .optimizer_settings import OptimizerSettings
 from .prealign import prealign
-from .results import ct_padding, inverse_and_consistency, similarity_region, warped_and_before, worse_than_before
-from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS,
-                       MIN_MOVING_OVERLAP, NETWORK_CT_WINDOW,
-                       PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN, PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN,
-                       QUALITY_SETTINGS, REFINE_TWO_CONTRASTS, SMALL_PHYSICAL_OVERLAP)
+from .results import (ct_padding, inverse_and_consistency, landmark_figures, similarity_region, warped_and_before,
+                      worse_than_before)
+from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS, MIN_MOVING_OVERLAP,
+                       PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN,
+                       PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN, QUALITY_SETTINGS, REFINE_TWO_CONTRASTS)
 from .refinement_stage import checked_optimisation, coarse_start_judge, refinement, start_intensities
 from .sharpness import matched_sharpness
 from .sliding import OPTIMIZER_LEAK, check_sliding, sliding_for
 from .inputs import check_inputs
 from .masks import working_mask
-from .stages import (Stages, estimate_memory_gb, intersubject_hint, load_network,
-                     load_residual_network, matched_resolution, moving_field_of_view, network_stage, without_padding,
-                     working_geometry)
+from .prediction import load_network, load_residual_network, predicted_start
+from .stages import (Stages, estimate_memory_gb, intersubject_hint, matched_resolution, moving_field_of_view,
+                     without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -125,7 +125,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                 compute_inverse=compute_inverse, landmarks_guide=landmarks_guide))
     regularization, seed, warnings_ = checked.regularization, checked.seed, checked.warnings
     fixed_landmarks, moving_landmarks, mask_arr = checked.fixed_landmarks, checked.moving_landmarks, checked.mask
-    rigid_arr = checked.rigid
+    rigid_arr, overlap = checked.rigid, checked.overlap
     check_sliding(sliding)
     has_landmarks = fixed_landmarks is not None
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
@@ -150,17 +150,6 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             warnings_.append(net_note)
         elif q.residual_pass:
             residual_model = load_residual_network(weights, torch_device)
-    overlap = physical_overlap(fixed.geometry, moving.geometry)
-    if overlap <= 0 and initial_transform is None:
-        distance = float(np.linalg.norm(fixed.geometry.center() - moving.geometry.center()))
-        warnings_.append(f"the fixed and moving images do not overlap in physical space (centres {distance:.0f} mm "
-                         "apart); started from a centre-of-mass alignment (check that both scans show the same "
-                         "anatomy, or give an initial transform)")
-    elif overlap < SMALL_PHYSICAL_OVERLAP and initial_transform is None:
-        warnings_.append(f"the fixed and moving images share only {100 * overlap:.1f}% of the smaller one's volume in "
-                         "physical space: the result will be unreliable; check the image headers (origin and "
-                         "direction: an axis direction flipped in one image, with the same origin, gives such an "
-                         "overlap), or give an initial transform")
     torch.manual_seed(seed)
     stages.done("validate")
 
@@ -266,32 +255,14 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                            and not instant else (None, {"applied": False, "reason": "no instance optimisation"}))
     stages.done("resample")
 
-    # ---- network
-    flow = None
-    network_info: dict = {"used": False}
+    # ---- network (every quality keeps the prediction only where its checks pass: identical images get none)
+    flow, network_info = None, {"used": False}
     if model is not None:
         stages.report(0.2, "AD-RegNet prediction")
-        net_f, net_m = fixed_w, moving_w
-        if p.ct_window != NETWORK_CT_WINDOW:  # the network sees CT as in training (HU window)
-            net_f = rewindowed_for_network(fixed_w, p.ct_window) if fixed_ct else fixed_w
-            net_m = rewindowed_for_network(moving_w, p.ct_window) if moving_ct else moving_w
-        # every quality keeps the prediction only when it clearly improves the similarity: instant too
-        # returns no deformation rather than one its own check measures as no better (identical
-        # images: the network's small invented motion; T1 against T2: worse than the identity)
-        flow, network_info = network_stage(model, net_f, net_m, mask_w, always_keep=False,
-                                           passes=q.network_passes,
-                                           refine_downsample=q.refine_downsample_on(torch_device),
-                                           smooth_voxels=q.network_smooth_voxels,
-                                           residual=None if residual_model is None else
-                                           (residual_model, q.residual_downsample_on(torch_device)))
-        network_info["used"] = flow is not None
-        if flow is None and (instant or not instance_optimization):
-            warnings_.append(
-                f"the network prediction was left out: {network_info['left_out_because']}, so no deformation was "
-                "applied" + (" (two contrasts: the network was mostly trained on one)" if multimodal else "")
-                + ": if the images do differ, use --quality fast")
-        # fast / balanced / best: a prediction left out is no warning (the optimisation starts from the identity
-        # then, as with --no-network; metrics.json "network" says so): it was printed on every pair without motion
+        flow, network_info, note = predicted_start((model, residual_model), fixed_w, moving_w, mask_w,
+                                                   (fixed_ct, moving_ct), p.ct_window, q, torch_device,
+                                                   instant or not instance_optimization, bool(multimodal))
+        warnings_ += [note] if note else []
     stages.done("network")
 
     # ---- instance optimisation
@@ -406,14 +377,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         metrics["inverse_consistency_mm"] = inverse[1]
     warped_points = None
     if has_landmarks:
-        warped_points = result_transform.map_points(fixed_landmarks)
-        metrics["tre_before"] = tre(fixed_landmarks, moving_landmarks)  # the images as stored
-        if initial_transform is not None:  # and as the registration started: through the given alignment
-            metrics["tre_start"] = tre(initial_transform.apply(fixed_landmarks), moving_landmarks)
-        metrics["tre_after"] = tre(warped_points, moving_landmarks)
-        metrics["landmarks"] = {"pairs": int(len(fixed_landmarks)), "guided_registration": guide, "role": (
-            "guided the registration: their TRE after is not an independent check" if guide else
-            "measured only: their TRE after is an independent check of the registration")}
+        warped_points, tre_figures = landmark_figures(result_transform, fixed_landmarks, moving_landmarks,
+                                                      initial_transform, guide)
+        metrics.update(tre_figures)
     stages.done("metrics")
     metrics["timings_s"] = dict(stages.timings, total=round(time.perf_counter() - t_start, 3))
     stages.report(1.0, "done")

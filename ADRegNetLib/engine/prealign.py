@@ -1,17 +1,16 @@
 r"""Affine pre-alignment with SimpleITK (stage 2 of the engine).
 
 The result is an affine map ``A`` of LPS points from the fixed to the moving space (the
-resampling convention): moving point = ``matrix @ x + offset``.
+resampling convention): moving point = ``matrix @ x + offset``. Its SimpleITK pieces (levels, registration
+method, short fits, the MIND-SSC confirmation) are in :mod:`.sitk_fit`, its numbers in :mod:`.prealign_settings`.
 """
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from ..io.image import to_sitk
 from ..io.linear import affine_from_sitk, affine_to_sitk
-from ..losses.functional import mind_loss, mind_ssc
 from ..spatial.affine import AffineMap
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
@@ -21,79 +20,17 @@ from .api import RegistrationCancelled
 from .rotations import rank_turns, rotation_about, spread_rotations, turn_degrees
 from .settings import (MAX_SEED, PREALIGN_CENTRES_APART_MM, PREALIGN_MI_ITERATIONS_FACTOR, PREALIGN_ROTATION_MIN_GAIN,
                        SPREAD_TURNS, SPREAD_TURNS_FITTED, TURNS_JUDGED_LOCALLY)
+from .sitk_fit import (clearly_better, coarse_pair, local_mismatches, registration_method, relative_gain,
+                       short_rigid_fit, shrunk)
 
 __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
-
-
-def _shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    # never coarser than 4 voxels along an axis (BinShrink needs whole bins)
-    factors = [max(1, min(int(round(spacing_mm / s)), n // 4)) for s, n in zip(image.GetSpacing(), image.GetSize())]
-    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
-
-
-def _registration(same_modality: bool, seed: int, iterations: int, shrink: list[int],
-                  sigmas: list[float]) -> sitk.ImageRegistrationMethod:
-    """The pre-alignment's registration method: correlation (one contrast) or Mattes mutual information,
-    20 % random samples seeded, linear interpolation, regular-step gradient descent, one thread (the
-    metric's per-thread partial sums would otherwise be added in an order that depends on the thread
-    count, so --threads 1 and 2 would differ; coarse images: cheap)."""
-    reg = sitk.ImageRegistrationMethod()
-    if same_modality:
-        reg.SetMetricAsCorrelation()
-    else:
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    # SimpleITK reads a sampling seed of 0 as "seed from the wall clock" (sitkWallClock): runs with the
-    # default seed=0 sampled differently every time. Shift the user's seed past 0.
-    reg.SetMetricSamplingPercentage(0.2, int(seed) + 1)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(shrink)
-    reg.SetSmoothingSigmasPerLevel(sigmas)
-    reg.SetNumberOfThreads(1)
-    return reg
-
-
-def _short_rigid_fit(f_coarse: sitk.Image, m_coarse: sitk.Image, start: sitk.Euler3DTransform, same_modality: bool,
-                     seed: int) -> tuple[float, sitk.Euler3DTransform] | None:
-    """A short rigid fit (30 iterations, one level) from ``start``: (metric, fitted), None where the overlap
-    holds too few samples."""
-    reg = _registration(same_modality, seed, 30, [1], [0.0])
-    reg.SetInitialTransform(start, inPlace=False)
-    try:
-        fitted = reg.Execute(f_coarse, m_coarse)
-    except RuntimeError:  # too few samples in the overlap
-        return None
-    while isinstance(fitted, sitk.CompositeTransform):  # Execute wraps the fitted Euler3D
-        fitted = fitted.GetNthTransform(0)
-    return float(reg.GetMetricValue()), sitk.Euler3DTransform(fitted)
-
-
-def _coarse(f: sitk.Image, m: sitk.Image) -> tuple[sitk.Image, sitk.Image, float]:
-    coarse_mm = 4.0 * float(min(f.GetSpacing()))  # 16 mm at the default pre-alignment spacing
-    return _shrunk(f, coarse_mm), _shrunk(m, coarse_mm), coarse_mm
-
-
-def _relative_gain(value: float, usual: float, same_modality: bool) -> float:
-    """How much better a metric value fits than ``usual``: the share of the mismatch 1 - NCC^2 it removes (the
-    correlation metric is -NCC^2 >= -1, its mismatch 1 + metric falls to 0 at a perfect fit), or the relative
-    improvement of the mutual information (two contrasts)."""
-    return (usual - value) / max(1.0 + usual if same_modality else abs(usual), 1e-12)
-
-
-def _clearly_better(value: float, usual: float, same_modality: bool, min_cut: float, min_gain: float) -> bool:
-    """``value`` removes ``min_cut`` of ``usual``'s mismatch (one contrast) or gains ``min_gain`` (two)."""
-    gain = _relative_gain(value, usual, same_modality)
-    return bool(np.isfinite(gain)) and gain >= (min_cut if same_modality else min_gain)
 
 
 def _overlapping_start(f: sitk.Image, m: sitk.Image, centre: np.ndarray, same_modality: bool, seed: int,
                        min_cut: float, min_gain: float) -> tuple[sitk.Euler3DTransform, str]:
     """The start of images that overlap in physical space: the identity (scans of one patient usually share a
     frame), or their centres of mass brought together where those lie more than ``PREALIGN_CENTRES_APART_MM``
-    apart and a short rigid fit from there matches clearly better (:func:`_clearly_better`, the rotation
+    apart and a short rigid fit from there matches clearly better (:func:`clearly_better`, the rotation
     search's rule). A head turned 30 degrees and moved 100 mm inside a grid that still overlaps the fixed one by
     72 %: from the identity the fit ended in a wrong turn, 82.8 mm TRE, from the centres 0.25 mm. A moving brain
     cut to 60 % of its width (centres 21 mm apart, truly aligned) fits about as well from either, and keeps the
@@ -105,10 +42,10 @@ def _overlapping_start(f: sitk.Image, m: sitk.Image, centre: np.ndarray, same_mo
     apart = float(np.linalg.norm(centred.GetTranslation()))
     if apart <= PREALIGN_CENTRES_APART_MM:
         return identity, "identity (images overlap in physical space)"
-    f_coarse, m_coarse, _ = _coarse(f, m)
-    from_identity = _short_rigid_fit(f_coarse, m_coarse, identity, same_modality, seed)
-    from_centres = _short_rigid_fit(f_coarse, m_coarse, centred, same_modality, seed)
-    if from_centres is not None and (from_identity is None or _clearly_better(
+    f_coarse, m_coarse, _ = coarse_pair(f, m)
+    from_identity = short_rigid_fit(f_coarse, m_coarse, identity, same_modality, seed)
+    from_centres = short_rigid_fit(f_coarse, m_coarse, centred, same_modality, seed)
+    if from_centres is not None and (from_identity is None or clearly_better(
             from_centres[0], from_identity[0], same_modality, min_cut, min_gain)):
         return centred, (f"centre of mass (the images overlap in physical space, but their centres of mass lie "
                          f"{apart:.0f} mm apart and a short fit from there matches clearly better)")
@@ -131,11 +68,11 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
     :data:`TURNS_JUDGED_LOCALLY` best turns that pass the metric's rule, MIND-SSC's best is taken
     (:func:`prealign` then fits from both starts and keeps the better).
     """
-    f_coarse, m_coarse, coarse_mm = _coarse(f, m)
+    f_coarse, m_coarse, coarse_mm = coarse_pair(f, m)
     base = np.asarray(start.GetMatrix()).reshape(3, 3)
     spread = spread_rotations(SPREAD_TURNS)
     f_array = sitk.GetArrayFromImage(f_coarse)
-    mask_coarse = None if mask is None else sitk.GetArrayFromImage(_shrunk(sitk.Cast(mask, sitk.sitkFloat32),
+    mask_coarse = None if mask is None else sitk.GetArrayFromImage(shrunk(sitk.Cast(mask, sitk.sitkFloat32),
                                                                           coarse_mm)) > 0.5
     if mask_coarse is not None and mask_coarse.shape != f_array.shape:
         mask_coarse = None
@@ -160,7 +97,7 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
         euler = sitk.Euler3DTransform(start)
         if turn is not None:
             euler.SetMatrix((base @ turn).ravel().tolist(), 1e-6)
-        fit = _short_rigid_fit(f_coarse, m_coarse, euler, same_modality, seed)
+        fit = short_rigid_fit(f_coarse, m_coarse, euler, same_modality, seed)
         if fit is not None:  # None: too few samples in the overlap, not a candidate
             scored.append((fit[0], name, fit[1]))
     info: dict = {"candidates": len(candidates), "chosen": "usual start",
@@ -170,11 +107,11 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
     if usual is None or len(scored) < 2:
         return start, info
     turns = sorted((item for item in scored if item[1] != "usual start"), key=lambda item: item[0])
-    gains = [_relative_gain(value, usual, same_modality) for value, _, _ in turns]
+    gains = [relative_gain(value, usual, same_modality) for value, _, _ in turns]
     info.update(usual_metric=round(usual, 5), best_rotation=turns[0][1], best_metric=round(turns[0][0], 5),
                 gain=round(gains[0], 4))
     passing = [(turn, gain) for turn, gain in zip(turns, gains)
-               if _clearly_better(turn[0], usual, same_modality, min_cut, min_gain)][:TURNS_JUDGED_LOCALLY]
+               if clearly_better(turn[0], usual, same_modality, min_cut, min_gain)][:TURNS_JUDGED_LOCALLY]
     if not passing:
         return start, info
     # the structures must not disagree: a flipped brain of tissue-wise contrasts raised the correlation by
@@ -183,7 +120,7 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
     # Among the turns the metric passes, MIND-SSC picks: a brain turned 120 degrees about (1, -1, 1), taken
     # for two contrasts before alignment, fitted best by mutual information at a wrong turn (MIND-SSC
     # 0.2097, the usual start 0.2086) and second best at the right one (0.1855)
-    local_usual, *local_turned = _local_mismatches(f, m, [start] + [turn[2] for turn, _ in passing], mask)
+    local_usual, *local_turned = local_mismatches(f, m, [start] + [turn[2] for turn, _ in passing], mask)
     k = int(np.argmin(local_turned))
     (_, name, fitted), gain = passing[k]
     info.update(judged_locally=len(passing), local_usual=round(local_usual, 6),
@@ -192,18 +129,6 @@ def _rotation_search(f: sitk.Image, m: sitk.Image, start: sitk.Euler3DTransform,
         info["chosen"] = name
         return fitted, info
     return start, info
-
-
-def _local_mismatches(fixed: sitk.Image, moving: sitk.Image, transforms: list[sitk.Transform],
-                      mask: sitk.Image | None) -> list[float]:
-    """MIND-SSC mismatch (the deformable stage's own similarity) of ``moving`` through each transform on ``fixed``'s grid."""
-    def volume(image: sitk.Image) -> torch.Tensor:
-        return torch.from_numpy(sitk.GetArrayFromImage(image).astype(np.float32))[None, None]
-
-    fixed_mind = mind_ssc(volume(fixed))
-    region = None if mask is None else (volume(mask) > 0).float()
-    return [float(mind_loss(fixed_mind, mind_ssc(volume(sitk.Resample(moving, fixed, t, sitk.sitkLinear, 0.0))), region))
-            for t in transforms]
 
 
 def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Image | None = None,
@@ -262,7 +187,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
     if mode not in ("affine", "rigid", "none"):
         raise ValueError(f"pre-alignment mode must be 'affine', 'rigid' or 'none', got {mode!r}")
     # register() checks the seed for its users (stages.check_settings); this guards direct callers: SimpleITK
-    # gets seed + 1 (_registration), so -1 would seed from the clock and 2**32 - 1 overflow
+    # gets seed + 1 (sitk_fit.registration_method), so -1 would seed from the clock and 2**32 - 1 overflow
     if isinstance(seed, (bool, np.bool_)) or int(seed) != seed or not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"pre-alignment seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     overlap = physical_overlap(fixed.geometry, moving.geometry)
@@ -271,8 +196,8 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         if initial is not None:
             info["start"] = "the initial transform given by the user"
         return (initial or AffineMap.identity()), info
-    f = _shrunk(to_sitk(fixed, np.float32), spacing_mm)
-    m = _shrunk(to_sitk(moving, np.float32), spacing_mm)
+    f = shrunk(to_sitk(fixed, np.float32), spacing_mm)
+    m = shrunk(to_sitk(moving, np.float32), spacing_mm)
     if initial is not None:
         start: sitk.Transform = affine_to_sitk(initial)
         info["start"] = "the initial transform given by the user"
@@ -314,7 +239,7 @@ def prealign(fixed: Image, moving: Image, mode: str = "affine", fixed_mask: Imag
         # inter-subject pair of two contrasts: the coarse mutual information and MIND-SSC both chose a
         # wrong turn, 0.18 Dice, the usual start's fit 0.69)
         usual_affine, usual_fitted = _optimise(f, m, usual, **fit)
-        local_turned, local_usual = _local_mismatches(f, m, [affine_to_sitk(affine), affine_to_sitk(usual_affine)],
+        local_turned, local_usual = local_mismatches(f, m, [affine_to_sitk(affine), affine_to_sitk(usual_affine)],
                                                       fixed_mask_sitk)
         info["rotation_search"].update(confirm_metric_turned=fitted.get("metric_after"),
                                        confirm_metric_usual=usual_fitted.get("metric_after"),
@@ -341,7 +266,7 @@ def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str,
     else:  # rigid, or the user's initial affine refined as it is
         init_tx = start
 
-    reg = _registration(same_modality, seed, iterations, [2, 1], [1.0, 0.0])
+    reg = registration_method(same_modality, seed, iterations, [2, 1], [1.0, 0.0])
     info: dict = {"metric": "correlation" if same_modality else "Mattes mutual information"}
     if mask is not None:
         reg.SetMetricFixedMask(mask)
@@ -395,7 +320,7 @@ def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str,
     # misalign the structures (brain cases with random local deformations: the affine alone raised the
     # landmark error 4.06 -> 4.40 mm, balanced's final error 0.257 -> 0.306 mm). Keep it only when the
     # local structure similarity the deformable stage optimises (MIND-SSC) agrees that it helps.
-    local_before, local_after = _local_mismatches(f, m, [init_tx, result], mask)
+    local_before, local_after = local_mismatches(f, m, [init_tx, result], mask)
     info.update(local_before=round(local_before, 6), local_after=round(local_after, 6))
     local_gain = (local_before - local_after) / max(local_before, 1e-12)
     if not local_gain >= min_local_improvement:

@@ -10,7 +10,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..metrics import ncc, nmi
+from ..metrics import ncc, nmi, tre
+from ..spatial.affine import AffineMap
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.padding import circular_padding
@@ -22,7 +23,7 @@ from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
            "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "ct_padding", "warped_and_before",
-           "worse_than_before", "similarity_region", "inverse_and_consistency"]
+           "worse_than_before", "similarity_region", "inverse_and_consistency", "landmark_figures"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
 SIMILARITY_MAX_VOXELS = 8_000_000
@@ -250,3 +251,19 @@ def _resized(disp: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:
     """(3, Z, Y, X) mm field trilinearly resized to another voxel count of the same span (float32),
     slab by slab (512x512x300: the whole-volume resize held 0.5 GB more than its 0.95 GB result)."""
     return resized_by_slabs(torch.from_numpy(np.ascontiguousarray(disp, dtype=np.float32))[None], shape_zyx)
+
+
+def landmark_figures(transform: Transform, fixed_points: np.ndarray, moving_points: np.ndarray,
+                     initial_transform: Optional[AffineMap], guided: bool) -> tuple[np.ndarray, dict]:
+    """The landmark pairs seen through the result: (the fixed points mapped into the moving image, the
+    metrics' "tre_before" (the images as stored), "tre_start" (through a given initial transform), "tre_after" and
+    "landmarks" (how many pairs, and whether their TRE after is an independent check))."""
+    warped_points = transform.map_points(fixed_points)
+    figures = {"tre_before": tre(fixed_points, moving_points)}
+    if initial_transform is not None:
+        figures["tre_start"] = tre(initial_transform.apply(fixed_points), moving_points)
+    figures["tre_after"] = tre(warped_points, moving_points)
+    figures["landmarks"] = {"pairs": int(len(fixed_points)), "guided_registration": guided, "role": (
+        "guided the registration: their TRE after is not an independent check" if guided else
+        "measured only: their TRE after is an independent check of the registration")}
+    return warped_points, figures

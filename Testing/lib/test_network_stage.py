@@ -1,4 +1,4 @@
-"""The network stage (engine/stages.py ``network_stage``): several passes compose, and a pass that
+"""The network stage (engine/prediction.py ``network_stage``): several passes compose, and a pass that
 does not lower the local NCC loss is not kept. The "network" here is a module that returns given
 fields in turn, so that the composition can be checked exactly."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ADRegNetLib.engine.settings import QUALITY_SETTINGS
-from ADRegNetLib.engine.stages import network_stage
+from ADRegNetLib.engine.prediction import network_stage
 from ADRegNetLib.spatial.filters import gaussian_smooth
 
 SHAPE = (24, 28, 32)
@@ -95,7 +95,7 @@ def test_instant_runs_two_passes_and_optimising_qualities_one():
 
 
 def test_the_engine_runs_the_network_channels_last_on_the_cpu():
-    from ADRegNetLib.engine.stages import load_network
+    from ADRegNetLib.engine.prediction import load_network
     from ADRegNetLib.model.checkpoint import default_weights_path, load_model
 
     if not default_weights_path().is_file():
@@ -159,7 +159,7 @@ def test_a_residual_pass_by_another_network_is_kept_only_when_it_helps(shifted_p
 
 
 def test_the_residual_weights_are_used_only_beside_the_default_weights(tmp_path, monkeypatch):
-    from ADRegNetLib.engine import stages
+    from ADRegNetLib.engine import prediction
     from ADRegNetLib.model import checkpoint
     from ADRegNetLib.model.checkpoint import save_model
     from ADRegNetLib.model.network import ADRegNet, ADRegNetConfig
@@ -167,13 +167,13 @@ def test_the_residual_weights_are_used_only_beside_the_default_weights(tmp_path,
     tiny = {"channels": [4, 8], "decoder_channels": [4], "cross_attention": False}
     default = save_model(ADRegNet(ADRegNetConfig.from_dict(tiny)), tmp_path / "adregnet_default.pt")
     monkeypatch.setenv(checkpoint.WEIGHTS_ENV, str(default))
-    assert stages.load_residual_network(None, torch.device("cpu")) is None  # no residual file: no pass
+    assert prediction.load_residual_network(None, torch.device("cpu")) is None  # no residual file: no pass
     save_model(ADRegNet(ADRegNetConfig.from_dict(dict(tiny, input_downsample=1))), tmp_path / "adregnet_residual.pt")
     assert checkpoint.default_residual_weights_path() == tmp_path / "adregnet_residual.pt"
-    model = stages.load_residual_network(None, torch.device("cpu"))
+    model = prediction.load_residual_network(None, torch.device("cpu"))
     assert model is not None and model.config.input_downsample == 1
     # weights the user gives were not what the residual network was trained to follow
-    assert stages.load_residual_network(str(default), torch.device("cpu")) is None
+    assert prediction.load_residual_network(str(default), torch.device("cpu")) is None
 
 
 def test_instant_ends_with_the_residual_pass_and_optimising_qualities_do_not():

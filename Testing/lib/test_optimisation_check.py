@@ -4,7 +4,7 @@ MIND-SSC divides every patch by its own variance, so where one image is flat but
 (a CT's lungs against a soft-tissue window or an MR) the optimisation compares noise with structure and drifts: the
 demo CT against itself through a -160..240 HU window ended at 8.7 mm (fast) and 11.7 mm (balanced) from 3.45. A
 field that lowers the normalised mutual information of the working images is now left out, with a warning; so is
-a network prediction that does (``stages.network_stage``).
+a network prediction that does (``prediction.network_stage``).
 """
 from __future__ import annotations
 

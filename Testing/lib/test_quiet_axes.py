@@ -1,6 +1,6 @@
 """Motion along an axis the images do not change along (a 2-D image repeated over slices) is invisible to
 any similarity: the network's prediction along it is left out unless the similarity needs it
-(``engine.stages.quiet_axes``, ``network_stage``)."""
+(``engine.prediction.quiet_axes``, ``network_stage``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.stages import quiet_axes
+from ADRegNetLib.engine.prediction import quiet_axes
 from ADRegNetLib.spatial.filters import gaussian_smooth
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
