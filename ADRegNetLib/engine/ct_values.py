@@ -25,18 +25,17 @@ def voxel_sample(image: Image) -> np.ndarray:
 
 
 def is_ct(image: Image) -> bool:
-    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels, and below air
-    nothing but one padding value (``CT_LOWEST_HU``)."""
+    """CT is recognised by Hounsfield values: air (about -1000 HU) among the darkest voxels other than those of its
+    lowest value (a padding is no evidence of air), and below air nothing but one padding value (``CT_LOWEST_HU``)."""
     return reads_as_ct(voxel_sample(image))
 
 
 def reads_as_ct(sample: np.ndarray) -> bool:
     """:func:`is_ct` on a sample of an image's voxels (or on values mapped from one)."""
-    if not float(np.percentile(sample, 1)) < CT_AIR_PERCENTILE_HU:
+    rest = sample[sample > sample.min()]
+    if not rest.size or not float(np.percentile(rest, 1)) < CT_AIR_PERCENTILE_HU:
         return False
-    below_air = sample[sample < CT_LOWEST_HU]
-    below_air = below_air[below_air != below_air.min()] if below_air.size else below_air
-    return below_air.size <= CT_MAX_SHARE_BELOW_AIR * sample.size
+    return np.count_nonzero(rest < CT_LOWEST_HU) <= CT_MAX_SHARE_BELOW_AIR * sample.size
 
 
 def air_level(sample: np.ndarray) -> float:
