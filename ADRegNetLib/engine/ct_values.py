@@ -1,18 +1,14 @@
-r"""What the values of a scan say: is it CT (Hounsfield units), where is its air, which value is a padding below
-a non-CT image's values, and the robust line fit that reads one image's intensity percentiles against another's
-(:mod:`.hounsfield` builds the calibrations on these)."""
+r"""What the values of a scan say: is it CT (Hounsfield units), where is its air, and the robust line fit that reads
+one image's intensity percentiles against another's (:mod:`.hounsfield` builds the calibrations on these)."""
 from __future__ import annotations
-
-from typing import Optional
 
 import numpy as np
 
 from ..spatial.image import Image
-from .settings import (CT_AIR_PERCENTILE_HU, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR, PADDING_BELOW_MIN_GAP,
-                       PADDING_BELOW_MIN_SHARE)
+from .settings import CT_AIR_PERCENTILE_HU, CT_LOWEST_HU, CT_MAX_SHARE_BELOW_AIR
 
-__all__ = ["PERCENTILE_LEVELS", "FIT_KEEP", "FIT_ROUNDS", "voxel_sample", "is_ct", "reads_as_ct", "padding_below",
-           "air_level", "trimmed_line"]
+__all__ = ["PERCENTILE_LEVELS", "FIT_KEEP", "FIT_ROUNDS", "voxel_sample", "is_ct", "reads_as_ct", "air_level",
+           "trimmed_line"]
 
 #: the intensity percentiles the calibrations compare (2 to 98)
 PERCENTILE_LEVELS = np.arange(2.0, 99.0, 2.0)
@@ -40,19 +36,6 @@ def reads_as_ct(sample: np.ndarray) -> bool:
     if not rest.size or not float(np.percentile(rest, 1)) < CT_AIR_PERCENTILE_HU:
         return False
     return np.count_nonzero(rest < CT_LOWEST_HU) <= CT_MAX_SHARE_BELOW_AIR * sample.size
-
-
-def padding_below(image: Image) -> Optional[float]:
-    """``image``'s lowest value when it is a negative padding far below its other values (``PADDING_BELOW_MIN_SHARE``,
-    ``PADDING_BELOW_MIN_GAP``: an MR image resampled with a CT's -1024 outside its field of view), else None. A
-    background of 0 is never one (a skull-stripped MR image's, a binary image's): it is the image's own dark."""
-    sample = voxel_sample(image).reshape(-1)
-    lowest = float(sample.min())
-    rest = sample[sample > lowest]
-    if lowest >= 0 or rest.size < 2 or np.count_nonzero(sample == lowest) < PADDING_BELOW_MIN_SHARE * sample.size:
-        return None
-    p1, p99 = (float(v) for v in np.percentile(rest, [1, 99]))
-    return lowest if p99 > p1 and p1 - lowest >= PADDING_BELOW_MIN_GAP * (p99 - p1) else None
 
 
 def air_level(sample: np.ndarray) -> float:

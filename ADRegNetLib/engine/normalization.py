@@ -34,10 +34,10 @@ from .api import RegistrationError
 from .masks import map_mask
 from .hounsfield import is_ct
 from .modality import contrast_correlation
-from .ct_values import padding_below
-from .settings import MIN_MASK_WORKING_VOXELS
+from .ct_values import voxel_sample
+from .settings import MIN_MASK_WORKING_VOXELS, PADDING_BELOW_MIN_GAP, PADDING_BELOW_MIN_SHARE
 
-__all__ = ["normalized_for_preset", "normalized_pair", "saturated_share", "matched_top", "SATURATION_MATCH_MIN_SHARE",
+__all__ = ["normalized_for_preset", "padding_below", "normalized_pair", "saturated_share", "matched_top", "SATURATION_MATCH_MIN_SHARE",
            "SATURATION_MATCH_MAX_SHARE", "SATURATION_MATCH_MIN_CORRELATION"]
 
 #: the normalisation's own top (99th percentile) flattens 1 % of every image: above twice that, a moving image's
@@ -69,6 +69,19 @@ def normalized_for_preset(image: Image, preset_modality: str, ct_window, mask: O
         mask = image.array > padding if mask is None else (mask & (image.array > padding))
         mask = mask if mask.any() else None
     return normalize_intensity(image, modality, window=ct_window if ct else None, mask=mask)
+
+
+def padding_below(image: Image) -> Optional[float]:
+    """``image``'s lowest value when it is a negative padding far below its other values (``PADDING_BELOW_MIN_SHARE``,
+    ``PADDING_BELOW_MIN_GAP``: an MR image resampled with a CT's -1024 outside its field of view), else None. A
+    background of 0 is never one (a skull-stripped MR image's, a binary image's): it is the image's own dark."""
+    sample = voxel_sample(image).reshape(-1)
+    lowest = float(sample.min())
+    rest = sample[sample > lowest]
+    if lowest >= 0 or rest.size < 2 or np.count_nonzero(sample == lowest) < PADDING_BELOW_MIN_SHARE * sample.size:
+        return None
+    p1, p99 = (float(v) for v in np.percentile(rest, [1, 99]))
+    return lowest if p99 > p1 and p1 - lowest >= PADDING_BELOW_MIN_GAP * (p99 - p1) else None
 
 
 def saturated_share(image: Image, region: Optional[np.ndarray] = None) -> float:

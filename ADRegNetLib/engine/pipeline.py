@@ -39,7 +39,7 @@ from .normalization import matched_top, normalized_pair
 from .optimizer import optimize_field
 from .optimizer_settings import OptimizerSettings
 from .prealign import prealign
-from .results import (no_data_padding, inverse_and_consistency, landmark_figures, similarity_region, warped_and_before,
+from .results import (ct_padding, inverse_and_consistency, landmark_figures, similarity_region, warped_and_before,
                       worse_than_before)
 from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS, MIN_MOVING_OVERLAP,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN,
@@ -175,9 +175,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     # a user's start is refined like any other (kept only when the fit and MIND-SSC both say it helps)
     mode = prealignment or q.prealign
     fixed_mask_image = Image(mask_arr, fixed.geometry, "fixed mask") if mask_arr is not None else None
-    # a CT's padding outside its circular field of view, which may cut the body (a cone-beam CT), or an MR image's
-    # -1024 outside its own, holds no data: left out of the fit and, below, of the similarity
-    no_data = (no_data_padding(fixed), no_data_padding(moving_data))
+    # a CT's padding outside its circular field of view, which may cut the body (a cone-beam CT), holds no data:
+    # left out of the fit and, below, of the similarity
+    no_data = (ct_padding(fixed), ct_padding(moving_data))
     fit_mask = fixed_mask_image if no_data[0] is None else Image(
         ~no_data[0] if mask_arr is None else (mask_arr & ~no_data[0]), fixed.geometry, "fixed data")
     affine, prealign_info = prealign(fixed_n, moving_n, mode=mode, fixed_mask=fit_mask,

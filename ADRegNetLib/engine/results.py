@@ -18,13 +18,11 @@ from ..spatial.padding import circular_padding
 from ..spatial.transform import Transform, background_value
 from ..spatial.transforms import resized_by_slabs
 from ..spatial.warp import resample
-from .ct_values import padding_below
 from .device import release_freed_memory
 from .masks import map_mask
 
 __all__ = ["SIMILARITY_MAX_VOXELS", "BEFORE_MAX_VOXELS", "INVERSE_TOLERANCE_MM", "CONSISTENCY_FULL_MAX_VOXELS",
-           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "no_data_padding",
-           "warped_and_before",
+           "WORSE_NCC_DROP", "WORSE_NMI_SHARE", "similarity", "similarity_on_subsample", "below_air", "ct_padding", "warped_and_before",
            "worse_than_before", "similarity_region", "inverse_and_consistency", "landmark_figures"]
 
 #: similarity metrics of larger grids use every k-th voxel per axis, so that about this many count
@@ -106,20 +104,16 @@ def below_air(image: Image) -> Optional[np.ndarray]:
     return below if below.any() else None
 
 
-def no_data_padding(image: Image) -> Optional[np.ndarray]:
-    """An image's voxels that hold no data, (Z, Y, X) bool or None. A CT's: below air (:func:`below_air`), or else
-    one constant value outside a circular field of view along a grid axis (``spatial.padding.circular_padding``:
-    padding written as air itself, -1024 or -1000 HU, which its value does not tell from air). Another image's: a
-    negative padding far below its values (``ct_values.padding_below``: an MR image resampled with a CT's -1024)."""
+def ct_padding(image: Image) -> Optional[np.ndarray]:
+    """A CT's voxels that hold no data, (Z, Y, X) bool or None: below air (:func:`below_air`), or else one constant
+    value outside a circular field of view along a grid axis (``spatial.padding.circular_padding``: padding written
+    as air itself, -1024 or -1000 HU, which its value does not tell from air)."""
     from .hounsfield import is_ct  # noqa: PLC0415 - the engine's modules import this one
 
     below = below_air(image)
-    if below is not None:
+    if below is not None or not is_ct(image):
         return below
-    if is_ct(image):
-        return circular_padding(image.array, image.geometry.spacing[::-1])
-    value = padding_below(image)
-    return None if value is None else image.array == value
+    return circular_padding(image.array, image.geometry.spacing[::-1])
 
 
 def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform: Transform,
@@ -127,7 +121,7 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
                       data_padding: Optional[np.ndarray]) -> tuple[Image, Optional[Image], dict, dict, dict]:
     """The moving image through the result and through the identity, and the similarity of each.
 
-    The similarity counts fixed voxels with data (inside ``mask``, not a padding, :func:`no_data_padding`: below
+    The similarity counts fixed voxels with data (inside ``mask``, not a CT's padding, :func:`ct_padding`: below
     air or outside a circular field of view) whose moving sample reaches only data (inside ``moving_data``, no
     moving padding weighing in its interpolation).
 
@@ -138,15 +132,15 @@ def warped_and_before(fixed: Image, moving: Image, moving_data: Image, transform
             data when padding was left out): the similarity counts only where it reaches.
         transform: the result on the fixed grid.
         mask: optional (Z, Y, X) bool fixed mask.
-        fixed_padding: the fixed image's :func:`no_data_padding` (found once by the caller; None: no padding).
-        data_padding: ``moving_data``'s :func:`no_data_padding`, found by the caller: the moving image's when
+        fixed_padding: the fixed image's :func:`ct_padding` (found once by the caller; None: no padding).
+        data_padding: ``moving_data``'s :func:`ct_padding`, found by the caller: the moving image's when
             ``moving_data`` is ``moving``; else the whole moving image's is found here.
 
     Returns:
         (warped, before image or None on grids over ``BEFORE_MAX_VOXELS``, similarity before, after,
         {"fixed": n, "moving": n} padding voxels left out).
     """
-    fixed_air, moving_air = fixed_padding, data_padding if moving_data is moving else no_data_padding(moving)
+    fixed_air, moving_air = fixed_padding, data_padding if moving_data is moving else ct_padding(moving)
     if fixed_air is not None:
         mask = ~fixed_air if mask is None else (mask & ~fixed_air)
     no_data = None if moving_air is None else Image(moving_air.astype(np.float32), moving.geometry, "moving padding")

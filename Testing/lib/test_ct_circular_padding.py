@@ -4,7 +4,7 @@ The padding (scanners write -1024 ... -32768 HU, some cone-beam CTs -1000 or 0) 
 the CT window, so the circle looked like the body's outline: the pre-alignment scaled the demo pair by 0.78 to fit
 one outline to the other and the registration ended at 7.2 mm. Voxels below air, or one value outside a circle
 along a grid axis, are now left out of the pre-alignment's fit (both images' masks) and, with a margin, out of the
-similarity (``engine/pipeline.py``, ``results.no_data_padding``, ``spatial.padding.circular_padding``).
+similarity (``engine/pipeline.py``, ``results.ct_padding``, ``spatial.padding.circular_padding``).
 """
 from __future__ import annotations
 
@@ -64,14 +64,14 @@ def test_a_ct_cut_by_its_circular_field_of_view_registers_as_the_whole_ct(cut, p
     import ADRegNetLib.engine.pipeline as pipeline
     import ADRegNetLib.engine.results as results
 
-    found, original = [], results.no_data_padding
+    found, original = [], results.ct_padding
 
     def counted(image):
         found.append(image.name)
         return original(image)
 
     for module in (pipeline, results):
-        monkeypatch.setattr(module, "no_data_padding", counted)
+        monkeypatch.setattr(module, "ct_padding", counted)
     fixed, moving = read_image(SAMPLE / "lung_fixed.nii.gz"), read_image(SAMPLE / "lung_moving.nii.gz")
     fixed_points, moving_points = (read_landmarks(SAMPLE / f"lung_{role}_landmarks.csv") for role in ("fixed", "moving"))
     if cut == "fixed":
