@@ -37,8 +37,8 @@ from .modality import contrast_correlation
 from .ct_values import voxel_sample
 from .settings import MIN_MASK_WORKING_VOXELS, PADDING_BELOW_MIN_GAP, PADDING_BELOW_MIN_SHARE
 
-__all__ = ["normalized_for_preset", "padding_below", "normalized_pair", "saturated_share", "matched_top", "SATURATION_MATCH_MIN_SHARE",
-           "SATURATION_MATCH_MAX_SHARE", "SATURATION_MATCH_MIN_CORRELATION"]
+__all__ = ["normalized_for_preset", "padding_below", "normalized_pair", "saturated_share", "matched_top",
+           "SATURATION_MATCH_MIN_SHARE", "SATURATION_MATCH_MAX_SHARE", "SATURATION_MATCH_MIN_CORRELATION"]
 
 #: the normalisation's own top (99th percentile) flattens 1 % of every image: above twice that, a moving image's
 #: plateau at its largest value sets the fixed image's top
