@@ -39,8 +39,8 @@ from .normalization import matched_top, normalized_pair
 from .optimizer import optimize_field
 from .optimizer_settings import OptimizerSettings
 from .prealign import prealign
-from .results import (ct_padding, inverse_and_consistency, landmark_figures, similarity_region, warped_and_before,
-                      worse_than_before)
+from .results import (ct_padding, inverse_and_consistency, landmark_figures, similarity_region, similarity_warnings,
+                      warped_and_before)
 from .settings import (COARSE_MIN_LOSS_GAIN, COARSE_MORE_STEPS, LARGE_MOTION_MORE_STEPS, MIN_MOVING_OVERLAP,
                        PRESET_SETTINGS, PREALIGN_MAX_SCALE, PREALIGN_MIN_LOCAL_GAIN, PREALIGN_MIN_RELATIVE_GAIN,
                        PREALIGN_ROTATION_MIN_CUT, PREALIGN_ROTATION_MIN_GAIN, QUALITY_SETTINGS, REFINE_TWO_CONTRASTS)
@@ -331,9 +331,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     stages.check()
     warped, before, similarity_before, similarity_after, padding_left_out = warped_and_before(
         fixed, moving, moving_data, result_transform, mask_arr, fixed_padding, data_padding)
-    worse = worse_than_before(similarity_before, similarity_after, bool(multimodal))
-    if worse:
-        warnings_.append(worse)
+    warnings_ += similarity_warnings(similarity_before, similarity_after, bool(multimodal))
     stages.check()
     det = result_transform.jacobian()
     release_freed_memory()  # slab temporaries: give the heap back before the inverse's full-size field

@@ -6,6 +6,7 @@ import numpy as np
 from ADRegNetLib.engine import results
 from ADRegNetLib.spatial.image import Image
 from ADRegNetLib.spatial.transform import Transform
+from brain_helpers import needs_t1, t1_image
 
 
 def test_subsampled_before_similarity_equals_the_full_before_image_at_those_voxels(oblique_geometry, monkeypatch, rng):
@@ -42,3 +43,28 @@ def test_a_result_worse_than_the_unregistered_pair_is_reported():
     message = worse_than_before(before, {"ncc": 0.10, "nmi": 1.20}, two_contrasts=True)
     assert message and "1.600 -> 1.200" in message and "NCC" not in message
     assert worse_than_before({"ncc": None, "nmi": None}, {"ncc": 0.5, "nmi": 1.2}, two_contrasts=False) is None
+
+
+def test_images_that_share_no_information_are_reported():
+    before = {"ncc": 0.0, "nmi": 1.0}
+    notes = results.similarity_warnings(before, {"ncc": 0.002, "nmi": 1.004}, two_contrasts=True)
+    assert len(notes) == 1 and "share almost no information" in notes[0] and "1.004" in notes[0]
+    assert results.similarity_warnings({"ncc": 0.56, "nmi": 1.097}, {"ncc": 0.61, "nmi": 1.109}, True) == []
+    assert results.similarity_warnings({"ncc": None, "nmi": None}, {"ncc": None, "nmi": None}, False) == []
+    both = results.similarity_warnings({"ncc": 0.99, "nmi": 1.6}, {"ncc": 0.0, "nmi": 1.01}, two_contrasts=False)
+    assert len(both) == 2 and "worse than before" in both[0]
+
+
+@needs_t1
+def test_a_moving_image_of_noise_registers_with_that_warning():
+    """The real T1 against Gaussian noise on its grid: nothing to register (mutual information 1.000)."""
+    from ADRegNetLib.engine import register
+
+    fixed = t1_image(4)
+    noise = fixed.with_array(np.random.default_rng(0).normal(0.0, 1.0, fixed.array.shape).astype(np.float32))
+    metrics = register(fixed, noise, quality="fast", use_network=False, device="cpu", compute_inverse=False).metrics
+    assert metrics["similarity_after"]["nmi"] < results.UNRELATED_MAX_NMI
+    assert any("share almost no information" in note for note in metrics["warnings"])
+    plain = register(fixed, fixed.with_array(np.roll(fixed.array, 1, axis=2)), quality="fast", use_network=False,
+                     device="cpu", compute_inverse=False).metrics
+    assert not any("share almost no information" in note for note in plain["warnings"])
