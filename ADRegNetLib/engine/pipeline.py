@@ -38,6 +38,7 @@ from .modality import contrasts_after_alignment, detect_preset, guess_multimodal
 from .normalization import matched_top, normalized_pair
 from .optimizer import optimize_field
 from .optimizer_settings import OptimizerSettings
+from .mirror import MIRRORED_WARNING, mirror_check
 from .prealign import prealign
 from .results import (ct_padding, inverse_and_consistency, landmark_figures, similarity_region, similarity_warnings,
                       warped_and_before)
@@ -189,6 +190,9 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
                                      else float("-inf"), spacing_mm=q.prealign_spacing_mm,
                                      max_scale=PREALIGN_MAX_SCALE, rotation_min_gain=PREALIGN_ROTATION_MIN_GAIN,
                                      rotation_min_cut=PREALIGN_ROTATION_MIN_CUT)
+    if mode != "none" and initial_transform is None:  # a header that lost a flip: reported, never undone
+        prealign_info["mirror_check"] = mirrored = mirror_check(fixed_n, moving_n, affine, not multimodal, seed)
+        warnings_ += [MIRRORED_WARNING.format(**mirrored)] if mirrored["mirrored"] else []
     hint = intersubject_hint(preset, regularization, affine, prealign_info.get("kept"))
     if hint:
         warnings_.append(hint)
