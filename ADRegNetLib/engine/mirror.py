@@ -9,7 +9,7 @@ from ..io.image import to_sitk
 from ..spatial.affine import AffineMap
 from ..spatial.geometry import Geometry
 from ..spatial.image import Image
-from .sitk_fit import clearly_better, local_mismatches, registration_method, relative_gain, shrunk
+from .sitk_fit import clearly_better, local_mismatches, one_thread, registration_method, relative_gain, shrunk
 
 __all__ = ["mirror_check", "MIRROR_MIN_CUT", "MIRROR_MIN_GAIN", "MIRROR_ITERATIONS", "MIRRORED_WARNING"]
 
@@ -70,7 +70,8 @@ def mirror_check(fixed: Image, moving: Image, affine: AffineMap, same_modality: 
         transform.SetTranslation((start.offset + start.matrix @ centre - centre).tolist())
         reg.SetInitialTransform(transform, inPlace=False)
         try:
-            result = reg.Execute(f, m)
+            with one_thread(not same_modality):
+                result = reg.Execute(f, m)
         except RuntimeError:  # too few samples in the overlap
             return {"mirrored": False, "error": "too few samples in the overlap"}
         fitted.append((float(reg.GetMetricValue()), result))

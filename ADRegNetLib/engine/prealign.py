@@ -20,7 +20,7 @@ from .api import RegistrationCancelled
 from .rotations import rank_turns, rotation_about, spread_rotations, turn_degrees
 from .settings import (MAX_SEED, PREALIGN_CENTRES_APART_MM, PREALIGN_MI_ITERATIONS_FACTOR, PREALIGN_ROTATION_MIN_GAIN,
                        SPREAD_TURNS, SPREAD_TURNS_FITTED, TURNS_JUDGED_LOCALLY)
-from .sitk_fit import (clearly_better, coarse_pair, local_mismatches, registration_method, relative_gain,
+from .sitk_fit import (clearly_better, coarse_pair, local_mismatches, one_thread, registration_method, relative_gain,
                        short_rigid_fit, shrunk)
 
 __all__ = ["AffineMap", "affine_from_sitk", "affine_to_sitk", "prealign"]
@@ -283,7 +283,8 @@ def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str,
 
         reg.AddCommand(sitk.sitkIterationEvent, _check_stop)
     try:
-        before = reg.MetricEvaluate(f, m)
+        with one_thread(not same_modality):
+            before = reg.MetricEvaluate(f, m)
         # The correlation metric is -NCC^2, bounded below by -1: a start already this good leaves
         # less than ``min_relative_improvement`` to gain, so the optimisation could not be kept.
         if same_modality and np.isfinite(before) and -before * (1.0 + min_relative_improvement) > 1.0:
@@ -291,7 +292,8 @@ def _optimise(f: sitk.Image, m: sitk.Image, start: sitk.Transform, *, mode: str,
                 f"start (the correlation at the start, {-before:.3f}, leaves less than "
                 f"{100 * min_relative_improvement:.0f}% to gain; not optimised)"))
             return affine_from_sitk(init_tx), info
-        result = reg.Execute(f, m)
+        with one_thread(not same_modality):
+            result = reg.Execute(f, m)
         after = reg.GetMetricValue()
     except RuntimeError as exc:  # e.g. too few samples in the overlap
         if stopped:
