@@ -3,6 +3,7 @@ registration method (seeded, one thread), the short rigid fit that compares star
 beat another, and the local structure (MIND-SSC) mismatch that confirms a fit."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -13,6 +14,19 @@ from ..losses.functional import mind_loss, mind_ssc
 
 __all__ = ["one_thread", "shrunk", "registration_method", "short_rigid_fit", "coarse_pair", "relative_gain", "clearly_better",
            "local_mismatches"]
+
+
+class _OneThread:
+    """How many blocks in this process hold SimpleITK on one thread, and the default they found (registrations
+    may run in threads of one process: the last to leave puts the default back)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.before = 0
+
+
+_ONE_THREAD = _OneThread()
 
 
 @contextmanager
@@ -26,12 +40,18 @@ def one_thread(active: bool = True):
     if not active:
         yield
         return
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    with _ONE_THREAD.lock:
+        if _ONE_THREAD.count == 0:
+            _ONE_THREAD.before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _ONE_THREAD.count += 1
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+        with _ONE_THREAD.lock:
+            _ONE_THREAD.count -= 1
+            if _ONE_THREAD.count == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_ONE_THREAD.before)
 
 
 def shrunk(image: sitk.Image, spacing_mm: float) -> sitk.Image:
