@@ -14,17 +14,18 @@ from .sitk_fit import clearly_better, local_mismatches, one_thread, registration
 __all__ = ["mirror_check", "MIRROR_MIN_CUT", "MIRROR_MIN_GAIN", "MIRROR_ITERATIONS", "MIRRORED_WARNING"]
 
 #: share of the usual fit's mismatch 1 - NCC^2 a mirrored fit must remove to be reported (one contrast), and its
-#: relative gain of mutual information (two contrasts; :func:`mirror_check`). Measured (thirtieth session, fast, the
-#: moving image's array flipped along x): the benchmark lung case mirrored 0.946, as stored -20.8; the brain and
-#: oblique cases mirrored 0.23 / 0.18 (the pre-alignment turned the mirrored head 180 degrees instead: a head is
-#: nearly symmetric), as stored -3.0 / -1.6; six inter-subject T1 pairs as stored -0.27..+0.21, mirrored -0.21..+0.22;
-#: two contrasts: T1 vs T2 and synthseg mirrored 0.045 / 0.064, as stored -0.29 / -0.07, inter-subject pairs of random
-#: contrasts as stored -1.03..+0.009, mirrored -0.04..+0.12. So only strongly asymmetric anatomy (a chest) is told:
-#: a head's mirror is not reported
+#: relative gain of mutual information (two contrasts; :func:`mirror_check`). Measured (thirtieth session, the moving
+#: image's array flipped along x, short fits at 12 mm): the demo CT pair mirrored 0.982, as stored -158; the benchmark
+#: lung case 0.910 / -18.4; the brain case mirrored 0.385 (the pre-alignment turned the mirrored head 180 degrees
+#: instead: a head is nearly symmetric), as stored -3.1; six inter-subject T1 pairs as stored -0.33..+0.13, mirrored
+#: -0.21..+0.21; two contrasts: T1 vs T2 and synthseg mirrored -0.004 / 0.021, as stored -0.23 / -0.04, inter-subject
+#: pairs of random contrasts as stored -0.08..+0.07, mirrored -0.08..+0.08. So only strongly asymmetric anatomy (a
+#: chest) is told: a head's mirror is not reported
 MIRROR_MIN_CUT = 0.5
 MIRROR_MIN_GAIN = 0.2
-#: iterations of each of :func:`mirror_check`'s three short fits
-MIRROR_ITERATIONS = 40
+#: iterations of each of :func:`mirror_check`'s three short fits (at 8 mm and 40 iterations the demo's check took
+#: 0.09-0.12 s, at 12 mm and 30 0.05-0.08, the same decisions)
+MIRROR_ITERATIONS = 30
 #: the warning of a mirror :func:`mirror_check` found (formatted with its result)
 MIRRORED_WARNING = ("the moving image fits the fixed one clearly better mirrored left-right (a short fit gains "
                     "{gain:.0%}, and the local structure similarity agrees): its header may have lost a flip "
@@ -40,7 +41,7 @@ def _centre_of_mass(image: sitk.Image) -> np.ndarray:
 
 
 def mirror_check(fixed: Image, moving: Image, affine: AffineMap, same_modality: bool, seed: int,
-                 spacing_mm: float = 8.0) -> dict:
+                 spacing_mm: float = 12.0) -> dict:
     """Whether ``moving`` fits ``fixed`` clearly better mirrored left-right: a header that lost a flip (a
     converter's or a radiological/neurological mix-up) leaves an image no rotation can align, which the
     pre-alignment may then turn and the deformable stage bends onto the fixed one. Short affine fits at
