@@ -1,6 +1,7 @@
 r"""The pre-alignment's SimpleITK pieces (:mod:`.prealign`): the images bin-averaged to its levels, its
-registration method (seeded, one thread), the short rigid fit that compares starts, the rule a start must pass to
-beat another, and the local structure (MIND-SSC) mismatch that confirms a fit."""
+registration method (seeded, one thread; mutual information with all of SimpleITK on one, :func:`one_thread`), the
+short rigid fit that compares starts, the rule a start must pass to beat another, and the local structure
+(MIND-SSC) mismatch that confirms a fit."""
 from __future__ import annotations
 
 import threading
@@ -12,8 +13,8 @@ import torch
 
 from ..losses.functional import mind_loss, mind_ssc
 
-__all__ = ["one_thread", "shrunk", "registration_method", "short_rigid_fit", "coarse_pair", "relative_gain", "clearly_better",
-           "local_mismatches"]
+__all__ = ["one_thread", "shrunk", "registration_method", "short_rigid_fit", "coarse_pair", "relative_gain",
+           "clearly_better", "local_mismatches"]
 
 
 class _OneThread:
