@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from ..io.image import to_sitk
+from ..io.image import from_sitk, to_sitk
 from ..spatial.affine import AffineMap
-from ..spatial.geometry import Geometry
 from ..spatial.image import Image
+from .modality import centre_of_mass
 from .sitk_fit import clearly_better, local_mismatches, one_thread, registration_method, relative_gain, shrunk
 
 __all__ = ["mirror_check", "MIRROR_MIN_CUT", "MIRROR_MIN_GAIN", "MIRROR_ITERATIONS", "MIRRORED_WARNING"]
@@ -33,13 +33,6 @@ MIRRORED_WARNING = ("the moving image fits the fixed one clearly better mirrored
                     "given; check both images' orientation in a viewer before using the result")
 
 
-def _centre_of_mass(image: sitk.Image) -> np.ndarray:
-    """LPS centre of mass of an image's (non-negative) intensities, mm."""
-    weights = np.clip(sitk.GetArrayFromImage(image).astype(np.float64), 0.0, None).reshape(-1)
-    zyx = np.stack([a.reshape(-1) for a in np.indices(image.GetSize()[::-1])], axis=1)
-    return Geometry.from_sitk(image).index_to_physical(zyx[:, ::-1]).T @ weights / max(weights.sum(), 1e-12)
-
-
 def mirror_check(fixed: Image, moving: Image, affine: AffineMap, same_modality: bool, seed: int,
                  spacing_mm: float = 12.0) -> dict:
     """Whether ``moving`` fits ``fixed`` clearly better mirrored left-right: a header that lost a flip (a
@@ -57,11 +50,11 @@ def mirror_check(fixed: Image, moving: Image, affine: AffineMap, same_modality: 
     """
     f = shrunk(to_sitk(fixed, np.float32), spacing_mm)
     m = shrunk(to_sitk(moving, np.float32), spacing_mm)
-    centre, mass = fixed.geometry.center(), _centre_of_mass(m)
+    centre, mass = fixed.geometry.center(), centre_of_mass(from_sitk(m))
     mirror = np.diag([-1.0, 1.0, 1.0])
     across = mass - mirror @ mass  # y -> mirror @ y + across: the mirror across the moving centre of mass
     starts = [affine, AffineMap(mirror @ affine.matrix, mirror @ affine.offset + across),
-              AffineMap(mirror, mirror @ (mass - _centre_of_mass(f)) + across)]
+              AffineMap(mirror, mirror @ (mass - centre_of_mass(from_sitk(f))) + across)]
     fitted = []
     for start in starts:
         reg = registration_method(same_modality, seed, MIRROR_ITERATIONS, [1], [0.0])

@@ -39,7 +39,7 @@ from .settings import (NETWORK_CT_WINDOW, EDGE_CHECK_SIGMA_VOXELS,
                        EDGE_CHECK_WINDOW, MIN_PHYSICAL_OVERLAP, PREALIGN_CENTRES_APART_MM, REFINE_INTENSITY_KNOTS, SAME_CONTRAST_MIN_CORRELATION, SAME_CONTRAST_SPACING_MM,
                        TISSUE_THRESHOLD, TWO_CONTRAST_EDGE_SHARE)
 
-__all__ = ["rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
+__all__ = ["centre_of_mass", "rewindowed_for_network", "detect_preset", "contrast_correlation", "guess_multimodal", "inverted_edge_share",
            "contrasts_after_alignment", "midway_intensities", "tissue_in_both"]
 
 
@@ -78,7 +78,7 @@ def detect_preset(fixed: Image, moving: Image) -> tuple[str, str]:
     return "generic", "non-CT intensities without a head-sized, skull-stripped field of view"
 
 
-def _centre_of_mass(image: Image, tissue_only: bool = False) -> np.ndarray:
+def centre_of_mass(image: Image, tissue_only: bool = False) -> np.ndarray:
     """LPS mm centre of the image's intensity mass (normalised image, values >= 0), or with ``tissue_only`` of
     its voxels that show tissue, each counted once (a bias field does not move it)."""
     arr = np.clip(image.array, 0.0, None).astype(np.float64)
@@ -109,12 +109,12 @@ def contrast_correlation(fixed_n: Image, moving_n: Image, start: AffineMap | Non
     if start is None:
         if physical_overlap(fixed_n.geometry, moving_n.geometry) <= MIN_PHYSICAL_OVERLAP:
             return contrast_correlation(fixed_n, moving_n,
-                                        AffineMap(np.eye(3), _centre_of_mass(moving_n) - _centre_of_mass(fixed_n)))
+                                        AffineMap(np.eye(3), centre_of_mass(moving_n) - centre_of_mass(fixed_n)))
         # images that overlap but whose tissue lies far apart (a head moved within the grid; one contrast 100 mm
         # off read -0.09): the better of both starts, as the pre-alignment (prealign._overlapping_start). Tissue
         # counted voxel by voxel: a 50-fold bias field moved the intensity-weighted centre 20 mm, not the tissue's
         r = contrast_correlation(fixed_n, moving_n, AffineMap.identity())
-        offset = _centre_of_mass(moving_n, tissue_only=True) - _centre_of_mass(fixed_n, tissue_only=True)
+        offset = centre_of_mass(moving_n, tissue_only=True) - centre_of_mass(fixed_n, tissue_only=True)
         if np.linalg.norm(offset) > PREALIGN_CENTRES_APART_MM:
             r = max(r, contrast_correlation(fixed_n, moving_n, AffineMap(np.eye(3), offset)))
         return r
