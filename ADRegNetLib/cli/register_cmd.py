@@ -179,8 +179,7 @@ def _fmt(value: Optional[float]) -> str:
 
 def add_register_arguments(r: argparse.ArgumentParser) -> None:
     """The options of ``adregnet register`` (also used by ``adregnet batch``)."""
-    from ..engine.settings import PRESETS, QUALITIES
-    from ..engine.sliding import SLIDING_CHOICES
+    from ..engine.settings import PRESETS, QUALITIES, SLIDING_CHOICES
 
     r.add_argument("fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     r.add_argument("moving", help="moving image")

@@ -33,12 +33,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .register_cmd import output_path
+
+if TYPE_CHECKING:  # the annotations only: torch is imported where the work runs, so `adregnet --help` needs none
+    import torch
 
 __all__ = ["add_warp_arguments", "warp_main", "main", "WarpError"]
 
@@ -140,6 +142,8 @@ def _voxel_points(geometry, z0: int, z1: int) -> np.ndarray:
 def _mapped_grids(field: torch.Tensor, field_geometry, out_geometry, data_geometry):
     """Yield (z0, z1, grid (1, z1-z0, Y, X, 3) float64 in the data image's normalised coordinates): where each
     output voxel of slices z0..z1-1 maps through the field."""
+    import torch
+
     from ..io.transforms import transform_points
 
     a, b = data_geometry.physical_to_normalized_affine()
@@ -157,6 +161,8 @@ def _mapped_grids(field: torch.Tensor, field_geometry, out_geometry, data_geomet
 def _sampling_dtype(dtype: np.dtype) -> torch.dtype:
     """float64 for float64 images and integers of 32 bits or more (float32 holds whole numbers only up to
     2**24), float32 otherwise."""
+    import torch
+
     wide = dtype == np.float64 or (np.issubdtype(dtype, np.integer) and dtype.itemsize >= 4)
     return torch.float64 if wide else torch.float32
 
@@ -183,6 +189,7 @@ def as_pixel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, device) -> tuple[np.ndarray, float]:
     """The image sampled at the mapped output voxels, in its own pixel type (see :func:`as_pixel_type`), and
     the share of output voxels that landed on it."""
+    import torch
     import torch.nn.functional as F
 
     from ..spatial.bspline import bspline_coefficients, bspline_sample
@@ -213,6 +220,8 @@ def _warp_image(data, field, field_geometry, out_geometry, interpolation: str, d
 def _warp_labels(data, field, field_geometry, out_geometry, device) -> tuple[np.ndarray, float]:
     """The label map warped label-aware, in its own pixel type (labels are sampled as int64 and every value
     comes from the input, so the cast back is exact), and the share of output voxels that landed on it."""
+    import torch
+
     from ..spatial.labels import sample_labels
     from ..spatial.warp import fill_outside_itk_buffer
 
@@ -240,6 +249,8 @@ def _write_atomically(output: Path, write) -> None:
 
 
 def _run(args: argparse.Namespace) -> str:
+    import torch
+
     from ..engine.device import resolve_device
     from ..io import read_displacement_field, read_image, read_label_map, read_landmarks, write_image, write_landmarks
     from ..io.image import Image

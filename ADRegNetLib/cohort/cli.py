@@ -18,8 +18,7 @@ __all__ = ["add_batch_arguments", "batch_main", "build_parser", "main"]
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``adregnet batch`` arguments to ``parser`` (the caller sets ``func``)."""
-    from ..engine.settings import PRESETS, QUALITIES
-    from ..engine.sliding import SLIDING_CHOICES
+    from ..engine.settings import PRESETS, QUALITIES, SLIDING_CHOICES
 
     parser.add_argument("pairs", help="PAIRS.csv with the columns id,fixed,moving and optionally fixed_landmarks, "
                         "moving_landmarks, mask_fixed, labels, fixed_labels (paths relative to the CSV's folder); "

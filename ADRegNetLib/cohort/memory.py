@@ -12,10 +12,6 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-try:
-    from ..engine.stages import estimate_memory_gb, working_geometry
-except ImportError:  # pragma: no cover - the engine before it was split into stages/pipeline
-    from ..engine.register import estimate_memory_gb, working_geometry
 from ..engine.settings import QUALITY_SETTINGS
 from ..spatial.geometry import Geometry
 from .pairs import Pair
@@ -78,6 +74,8 @@ def estimate_pair_memory_gb(pair: Pair, quality: str = "balanced", default_gb: f
     Raises:
         ValueError: unknown quality.
     """
+    from ..engine.stages import estimate_memory_gb, working_geometry  # torch: not for `adregnet --help`
+
     if quality not in QUALITY_SETTINGS:
         raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITY_SETTINGS)}")
     fixed = header_geometry(pair.fixed)

@@ -44,6 +44,9 @@ __all__ = ["PRESETS", "QUALITIES", "COARSE_KEEP_MM", "LUNG_COARSE_KEEP_MM", "COA
 PRESETS = ("auto", "lung-ct", "brain-mri", "generic")
 #: quality names, fastest first ("instant": the network's prediction alone)
 QUALITIES = ("instant", "fast", "balanced", "best")
+#: the lungs' sliding along the chest wall, the user's choices: "auto" (the preset's: on for the lung preset with a
+#: CT fixed image), "on", "off" (``engine.sliding``; here so that the command line's options import no torch)
+SLIDING_CHOICES = ("auto", "on", "off")
 
 #: an image is CT when its 1st intensity percentile, its lowest value left out (a padding is no evidence of air),
 #: is below this (air is -1000 HU). With the lowest value counted, an MR image resampled with -1024 outside its

@@ -42,6 +42,7 @@ from ..spatial.filters import gaussian_smooth
 from ..spatial.geometry import Geometry
 from ..spatial.sliding import SlidingRegion, closed_then_opened
 from .api import RegistrationError
+from .settings import SLIDING_CHOICES  # listed in __all__: importable from here as well
 
 __all__ = ["LUNG_MAX_HU", "OUTSIDE_FACE_SHARE", "LUNG_SMOOTH_VOXELS", "LUNG_CLOSE_MM", "LUNG_OPEN_MM", "LUNG_MIN_SHARE",
            "OPTIMIZER_LEAK",
@@ -72,8 +73,6 @@ LUNG_MIN_SHARE = 0.01
 OPTIMIZER_LEAK = 0.2
 #: ... and in the refinement's (see the module docstring)
 REFINE_LEAK = 0.2
-#: the user's choices: "auto" (the preset's: on for the lung preset with a CT fixed image), "on", "off"
-SLIDING_CHOICES = ("auto", "on", "off")
 
 
 def check_sliding(choice: str) -> None:
