@@ -7,7 +7,7 @@ scan with one radial change about a point ``c`` inside the brain: fixed point ``
 through the inverse field (SimpleITK's ``InvertDisplacementField``, cubic B-spline), so outside the change the two
 are the same voxels; ``--noise`` adds Gaussian noise (a share of the 99th percentile) to the moving image, as an
 independent second acquisition has. Landmarks: 200 random brain points within ``2 s`` of ``c`` ("near") and the
-case's first 100 ("far" ones mostly). Prints TRE mean (all / near / far), the folding share and the seconds of
+case's first 100 ("far" ones mostly), written beside the moving image. Prints TRE mean (all / near / far), the folding share and the seconds of
 ``register()`` at each quality and, with ``--greedy``, of PICSL Greedy at the benchmark's settings and at the
 smoothing given by ``--greedy-smoothing``.
 
@@ -81,6 +81,8 @@ def build(case_dir: Path, out: Path, amplitude: float, sigma: float, noise: floa
     fixed_far = np.loadtxt(case_dir / "fixed_landmarks.csv", delimiter=",", skiprows=1)[:FAR_LANDMARKS]
     fixed_points = np.vstack([fixed_near, fixed_far])
     moving_points = fixed_points + radial_change(fixed_points, centre, amplitude, sigma)
+    np.savetxt(out / "fixed_landmarks.csv", fixed_points, delimiter=",", header="x,y,z", comments="")
+    np.savetxt(out / "moving_landmarks.csv", moving_points, delimiter=",", header="x,y,z", comments="")
     moving_image = sitk.GetImageFromArray(array)
     moving_image.CopyInformation(fixed)
     sitk.WriteImage(moving_image, str(out / "moving.nii.gz"))
