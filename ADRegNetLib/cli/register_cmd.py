@@ -211,6 +211,9 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--keep-initial-transform", action="store_true",
                    help="use --initial-transform exactly as given (no pre-alignment after it)")
     r.add_argument("--rigid-mask", help="label map on the fixed image: each labelled region moves rigidly")
+    r.add_argument("--local-region", help="mask on the fixed image (> 0 inside, any grid over it) where the anatomy "
+                   "changed locally (a lesion grew or shrank): the field is refined there with less smoothing; mark "
+                   "the change and 1-2 cm around it (metrics.json refinement.local_region)")
     r.add_argument("--warp-labels", help="a moving label map to warp onto the fixed grid (label-aware)")
     r.add_argument("--weights", help="network weights (default: the shipped weights)")
     r.add_argument("--no-network", action="store_true", help="skip the network (instance optimisation only)")
@@ -245,7 +248,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     inputs = {"fixed": args.fixed, "moving": args.moving, "fixed_landmarks": args.fixed_landmarks,
               "moving_landmarks": args.moving_landmarks, "mask_fixed": args.mask_fixed,
               "mask_moving": args.mask_moving, "initial_transform": args.initial_transform,
-              "rigid_mask": args.rigid_mask, "warp_labels": args.warp_labels, "weights": args.weights}
+              "rigid_mask": args.rigid_mask, "warp_labels": args.warp_labels, "weights": args.weights,
+              "local_region": getattr(args, "local_region", None)}
     stale = check_outputs(outdir, names, inputs.values(), args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,8 +264,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     mask_moving = read_label_map(args.mask_moving) if args.mask_moving else None
     initial = read_linear_transform(args.initial_transform) if args.initial_transform else None
     rigid = read_label_map(args.rigid_mask) if args.rigid_mask else None
+    local = read_label_map(inputs["local_region"]) if inputs["local_region"] else None
     labels = read_label_map(args.warp_labels) if args.warp_labels else None
-    for mask, option in ((mask_fixed, "--mask-fixed"), (mask_moving, "--mask-moving"), (rigid, "--rigid-mask")):
+    for mask, option in ((mask_fixed, "--mask-fixed"), (mask_moving, "--mask-moving"), (rigid, "--rigid-mask"),
+                         (local, "--local-region")):
         if mask is not None:
             check_mask(mask, option)
     if labels is not None:
@@ -273,11 +279,14 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise CLIError("--keep-initial-transform keeps the transform given with --initial-transform; give that too")
     from ..spatial.overlap import physical_overlap
 
-    for image, reference, option in ((labels, moving, "--warp-labels"), (rigid, fixed, "--rigid-mask")):
+    for image, reference, option in ((labels, moving, "--warp-labels"), (rigid, fixed, "--rigid-mask"),
+                                     (local, fixed, "--local-region")):
         if image is not None and physical_overlap(image.geometry, reference.geometry) <= 0:
             raise CLIError(f"{option} {image.name} does not overlap the {'moving' if reference is moving else 'fixed'} "
                            "image in physical space; give a label map drawn on that image")
     extra = {"rigid_regions": rigid} if rigid is not None else {}
+    if local is not None:
+        extra["local_region"] = local
     if keep_initial:
         extra["prealignment"] = "none"
     contrast = getattr(args, "contrast", "auto")

@@ -21,8 +21,9 @@ __all__ = ["CheckedInputs", "check_inputs", "overlap_warning"]
 
 class CheckedInputs(NamedTuple):
     """What the checks hand on: the settings as plain numbers, the warnings so far, the landmark pairs as
-    (K, 3) arrays (None without), the fixed mask and the rigid-region labels on the fixed grid (None without), and
-    the images' overlap in physical space (a share of the smaller one's volume)."""
+    (K, 3) arrays (None without), the fixed mask and the rigid-region labels on the fixed grid (None without), the
+    images' overlap in physical space (a share of the smaller one's volume) and the local-change region on the fixed
+    grid (None without)."""
 
     regularization: float
     seed: int
@@ -32,10 +33,12 @@ class CheckedInputs(NamedTuple):
     mask: Optional[np.ndarray]
     rigid: Optional[np.ndarray]
     overlap: float
+    local: Optional[np.ndarray] = None
 
 
 def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask, initial_transform,
-                 rigid_regions, preset, quality, regularization, seed, multimodal, switches: dict) -> CheckedInputs:
+                 rigid_regions, preset, quality, regularization, seed, multimodal, switches: dict,
+                 local_region=None) -> CheckedInputs:
     """Check ``register()``'s arguments (see there); raises :class:`RegistrationError` / ``ImageError``."""
     check_settings(preset, quality, regularization, seed)
     regularization, seed = float(regularization), int(seed)  # numpy scalars compute as Python numbers
@@ -81,11 +84,19 @@ def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, m
             raise RegistrationError("rigid_regions must be an ADRegNetLib Image (a label map read with read_label_map)")
         map_mask(rigid_regions, fixed.geometry, "rigid-region map", "fixed image")  # overlap and emptiness checks
         rigid = resample(rigid_regions, fixed.geometry, mode="nearest", default=0).array.astype(np.int64)
+    local = None
+    if local_region is not None:
+        if not isinstance(local_region, Image):
+            raise RegistrationError("local_region must be an ADRegNetLib Image (a mask read with read_label_map)")
+        local = map_mask(local_region, fixed.geometry, "local-change region", "fixed image")
+        if quality == "instant" or not switches.get("instance_optimization", True):
+            warnings_.append("the local-change region is used by the instance optimisation's refinement; with "
+                             "quality 'instant' or without the instance optimisation it was not used")
     overlap = physical_overlap(fixed.geometry, moving.geometry)
     if initial_transform is None:
         warnings_ += [note for note in [overlap_warning(fixed, moving, overlap)] if note]
     return CheckedInputs(regularization, seed, warnings_, fixed_landmarks if has_landmarks else None,
-                         moving_landmarks if has_landmarks else None, mask_arr, rigid, overlap)
+                         moving_landmarks if has_landmarks else None, mask_arr, rigid, overlap, local)
 
 
 def overlap_warning(fixed: Image, moving: Image, overlap: float) -> Optional[str]:

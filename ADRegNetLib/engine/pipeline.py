@@ -68,7 +68,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              should_stop: Optional[StopCallback] = None, seed: int = 0, instance_optimization: bool = True,
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
-             compute_inverse: bool = True, rigid_regions: Optional[Image] = None,
+             compute_inverse: bool = True, rigid_regions: Optional[Image] = None, local_region: Optional[Image] = None,
              landmarks_guide: bool = True, sliding: str = "auto") -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
@@ -105,6 +105,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         compute_inverse: also compute the moving -> fixed field (``inverse_disp_mm``).
         rigid_regions: optional label map over the fixed image (any grid); inside each labelled
             region the motion is rigid (a tumour, an implant), smooth outside.
+        local_region: optional mask over the fixed image (any grid) where the anatomy changed locally (a lesion grew
+            or shrank): the refinement goes on there with less smoothing (``refinement_stage.refine_local_region``).
         landmarks_guide: the landmark pairs pull the registration (True) or are only measured (False:
             their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).
         sliding: "auto" (the lung preset with a CT fixed image lets the lungs slide along the chest wall:
@@ -123,10 +125,10 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     checked = check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
                            initial_transform, rigid_regions, preset, quality, regularization, seed, multimodal,
                            dict(instance_optimization=instance_optimization, use_network=use_network,
-                                compute_inverse=compute_inverse, landmarks_guide=landmarks_guide))
+                                compute_inverse=compute_inverse, landmarks_guide=landmarks_guide), local_region)
     regularization, seed, warnings_ = checked.regularization, checked.seed, checked.warnings
     fixed_landmarks, moving_landmarks, mask_arr = checked.fixed_landmarks, checked.moving_landmarks, checked.mask
-    rigid_arr, overlap = checked.rigid, checked.overlap
+    rigid_arr, local_arr, overlap = checked.rigid, checked.local, checked.overlap
     check_sliding(sliding)
     has_landmarks = fixed_landmarks is not None
     # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
@@ -194,8 +196,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         prealign_info["mirror_check"] = mirrored = mirror_check(fixed_n, moving_n, affine, not multimodal, seed)
         warnings_ += [MIRRORED_WARNING.format(**mirrored)] if mirrored["mirrored"] else []
     hint = intersubject_hint(preset, regularization, affine, prealign_info.get("kept"))
-    if hint:
-        warnings_.append(hint)
+    warnings_ += [hint] if hint else []
     stages.report(0.15, "resampling to the working grid")
     stages.done("prealign")
 
@@ -317,7 +318,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,
             not (fixed_ct or moving_ct), mask_w, fixed.geometry, moving.geometry,
-            (fixed_pts, moving_pts_w), stages, should_stop, slide)
+            (fixed_pts, moving_pts_w), stages, should_stop, slide, local_arr)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
         stages.done("refine")

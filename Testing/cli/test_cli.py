@@ -326,6 +326,16 @@ def test_help_and_argument_errors_import_no_torch():
     assert bad.returncode == 2 and "invalid choice: 'fastest'" in bad.stderr
 
 
+def test_an_empty_local_region_is_refused_before_registering(tmp_path, capsys):
+    fixed = read_image(FIXED)
+    empty = tmp_path / "region.nii.gz"
+    write_image(Image(np.zeros(fixed.array.shape, np.uint8), fixed.geometry, "region"), empty)
+    code = main(["register", str(FIXED), str(MOVING), "--local-region", str(empty), "-o", str(tmp_path / "out"), "-q"])
+    assert code == 2
+    assert "--local-region" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_version_is_the_package_version(capsys):
     from ADRegNetLib import __version__
 
