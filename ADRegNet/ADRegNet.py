@@ -60,7 +60,7 @@ OUTPUT_SELECTORS = {"outputTransformSelector": ("vtkMRMLGridTransformNode", "tra
                     "outputWarpedSelector": ("vtkMRMLScalarVolumeNode", "warped"),
                     "outputJacobianSelector": ("vtkMRMLScalarVolumeNode", "jacobian"),
                     "outputTreTableSelector": ("vtkMRMLTableNode", "tre")}
-INPUTS = ("fixedVolume", "movingVolume", "fixedLandmarks", "movingLandmarks", "fixedMask", "movingMask")
+INPUTS = ("fixedVolume", "movingVolume", "fixedLandmarks", "movingLandmarks", "fixedMask", "movingMask", "localChangeMask")
 
 
 class ADRegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -78,6 +78,7 @@ class ADRegNetParameterNode:
     movingLandmarks: vtkMRMLMarkupsFiducialNode
     fixedMask: Mask
     movingMask: Mask
+    localChangeMask: Mask
     useInitialTransform: bool = True
     keepInitialTransform: bool = False
     landmarksGuide: bool = True

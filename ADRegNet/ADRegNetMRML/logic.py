@@ -176,7 +176,7 @@ class ADRegNetMRMLLogic:
                       device: str = "auto", regularization: float = 1.0,
                       progress: Optional[Callable[[float, str], None]] = None,
                       shouldStop: Optional[Callable[[], bool]] = None, seed: int = 0, log: Optional[RunLog] = None,
-                      engineOptions: Optional[dict] = None) -> RegistrationNodes:
+                      engineOptions: Optional[dict] = None, localRegionNode=None) -> RegistrationNodes:
         """Register ``movingVolumeNode`` to ``fixedVolumeNode`` and put the results in the scene.
 
         Args:
@@ -202,6 +202,9 @@ class ADRegNetMRMLLogic:
             shouldStop: returns True to cancel.
             log: a RunLog to write to (a new one by default); stored as the log node.
             engineOptions: further keyword arguments for ``register`` (e.g. ``max_working_voxels``).
+            localRegionNode: optional label map / scalar volume / Segmentation over the fixed volume (read as the
+                masks are): where the anatomy changed locally; the field is refined there with less smoothing
+                (``register(local_region=...)``).
 
         Returns:
             RegistrationNodes.
@@ -216,7 +219,7 @@ class ADRegNetMRMLLogic:
             raise VolumeNodeError("fixed and moving volumes are the same node: select two different volumes")
         inputs = {"fixed volume": fixedVolumeNode, "moving volume": movingVolumeNode,
                   "fixed landmarks": fixedLandmarksNode, "moving landmarks": movingLandmarksNode,
-                  "fixed mask": fixedMaskNode, "moving mask": movingMaskNode}
+                  "fixed mask": fixedMaskNode, "moving mask": movingMaskNode, "local-change mask": localRegionNode}
         outputs = {"transform": outputTransformNode, "warped volume": outputWarpedNode,
                    "Jacobian": outputJacobianNode, "TRE table": outputTreTableNode,
                    "inverse transform": outputInverseTransformNode}
@@ -240,6 +243,9 @@ class ADRegNetMRMLLogic:
         if movingMaskNode is not None:
             kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes,
                                                          shown_elsewhere)
+        if localRegionNode is not None:
+            kwargs["local_region"] = mask_image_from_node(localRegionNode, fixedVolumeNode, "local-change mask",
+                                                          mask_notes, shown_elsewhere)
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
             if keepInitialTransform:

@@ -261,7 +261,8 @@ class ChildProcessRunner:
         return env
 
     def __call__(self, fixed, moving, *, fixed_landmarks=None, moving_landmarks=None, fixed_mask=None,
-                 moving_mask=None, initial_transform=None, preset: str = "auto", quality: str = "balanced",
+                 moving_mask=None, initial_transform=None, local_region=None, preset: str = "auto",
+                 quality: str = "balanced",
                  regularization: float = 1.0, device: str = "auto", progress=None, should_stop=None, seed: int = 0,
                  **options):
         """Run ``register()`` in a child process; same arguments and result (see ``ADRegNetLib.engine``).
@@ -277,7 +278,7 @@ class ChildProcessRunner:
         self.last_temp_dir = str(temp)
         try:
             args = self._write_inputs(temp, fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
-                                      initial_transform)
+                                      initial_transform, local_region)
             args += ["-o", str(temp / "out"), "--preset", preset, "--quality", quality, "--regularization",
                      repr(float(regularization)), "--device", str(device), "--seed", str(seed)]
             args += [f"--option={name}={json.dumps(value)}" for name, value in options.items()]
@@ -295,7 +296,7 @@ class ChildProcessRunner:
 
     @staticmethod
     def _write_inputs(temp: Path, fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
-                      initial_transform) -> list[str]:
+                      initial_transform, local_region=None) -> list[str]:
         """Write the inputs through ADRegNetLib.io; returns the worker's input arguments."""
         from ADRegNetLib.io import write_image, write_landmarks
 
@@ -308,7 +309,8 @@ class ChildProcessRunner:
             write_landmarks(moving_landmarks, temp / "moving_landmarks.csv")
             args += ["--fixed-landmarks", str(temp / "fixed_landmarks.csv"),
                      "--moving-landmarks", str(temp / "moving_landmarks.csv")]
-        for flag, mask in (("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask)):
+        for flag, mask in (("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask),
+                           ("--local-region", local_region)):
             if mask is not None:
                 path = temp / f"{flag[2:]}.nrrd"
                 write_image(mask, path)

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fixed-landmarks")
     parser.add_argument("--moving-landmarks")
     parser.add_argument("--fixed-mask")
+    parser.add_argument("--local-region")
     parser.add_argument("--moving-mask")
     parser.add_argument("--initial-transform", help="ITK linear transform file, fixed -> moving (LPS)")
     parser.add_argument("--preset", default="auto")
@@ -55,7 +56,8 @@ def _engine_inputs(args) -> tuple:
     if args.fixed_landmarks and args.moving_landmarks:
         kwargs["fixed_landmarks"] = read_landmarks(args.fixed_landmarks)
         kwargs["moving_landmarks"] = read_landmarks(args.moving_landmarks)
-    for key, path in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask)):
+    for key, path in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask),
+                      ("local_region", args.local_region)):
         if path:
             mask = read_image(path, name=key.replace("_", " "), dtype=None)
             kwargs[key] = mask.with_array(mask.array > 0)

@@ -78,6 +78,19 @@ def test_masks_reach_the_engine_on_their_own_grids(scene, pair):
     assert not [i for i in node_ids(scene) if "temporary" in (scene.GetNodeByID(i).GetName() or "")]
 
 
+def test_the_local_change_mask_reaches_the_engine(scene, pair):
+    """The panel's "Local change" (a Segmentation here) reaches register() as ``local_region``, on the fixed
+    volume's grid, read as the masks are."""
+    fixed, moving, fixed_geometry, moving_geometry = pair
+    region = _segmentation(scene, fixed_geometry, "grown lesion")
+    engine = AnalyticEngine()
+    ADRegNetMRMLLogic(scene, runner=engine).registerNodes(fixed, moving, localRegionNode=region)
+    got = engine.calls[0]["local_region"]
+    assert got.array.dtype == np.bool_ and got.geometry.allclose(fixed_geometry, atol=1e-9)
+    np.testing.assert_array_equal(got.array, _labels(fixed_geometry) > 0)
+    assert "fixed_mask" not in engine.calls[0]
+
+
 def test_bad_masks_are_refused(scene, pair):
     fixed, moving, fixed_geometry, _ = pair
     empty = volume_node_from_image(scene, Image(np.zeros(fixed_geometry.shape, np.uint8), fixed_geometry, "e"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ADRegNetLib.engine.api import RegistrationCancelled
+from ADRegNetLib.spatial.image import Image
 from ADRegNetMRML.process import (
     CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, ChildProcessError, ChildProcessRunner, parse_progress_line, popen_options,
     run_child,
@@ -189,6 +190,19 @@ def test_runner_passes_engine_options_such_as_landmarks_that_only_measure():
                                   quality="instant", device="cpu", landmarks_guide=False)
     assert result.metrics["landmarks"]["guided_registration"] is False
     assert "independent check" in result.metrics["landmarks"]["role"]
+
+
+def test_runner_passes_the_local_change_region_to_the_child():
+    """``local_region`` travels as a file to the child's register(): with ``instant`` it says it was not used."""
+    geometry = oblique_geometry(size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), origin=(-23.0, -23.0, -23.0),
+                                angles=(0.0, 0.0, 0.0))
+    fixed = blob_image(geometry, "fixed")
+    moving = blob_image(geometry, "moving", shift=(2.0, -1.0, 1.0))
+    region = np.zeros(geometry.shape, np.uint8)
+    region[8:16, 8:16, 8:16] = 1
+    result = ChildProcessRunner()(fixed, moving, quality="instant", device="cpu",
+                                  local_region=Image(region, geometry, "region"))
+    assert any("local-change region" in w and "not used" in w for w in result.metrics["warnings"])
 
 
 def test_a_jacobian_with_no_value_voxels_comes_back_from_the_child_as_it_was(tmp_path):
