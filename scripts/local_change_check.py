@@ -8,13 +8,15 @@ through the inverse field (SimpleITK's ``InvertDisplacementField``, cubic B-spli
 are the same voxels; ``--noise`` adds Gaussian noise (a share of the 99th percentile) to the moving image, as an
 independent second acquisition has. Landmarks: 200 random brain points within ``2 s`` of ``c`` ("near") and the
 case's first 100 ("far" ones mostly), written beside the moving image. Prints TRE mean (all / near / far), the folding share and the seconds of
-``register()`` at each quality and, with ``--greedy``, of PICSL Greedy at the benchmark's settings and at the
-smoothing given by ``--greedy-smoothing``.
+``register()`` at each quality, with ``--region-radius R`` also with ``local_region`` a sphere of R mm about the
+change's centre (``--region-shift`` mm off it), and, with ``--greedy``, of PICSL Greedy at the benchmark's settings
+and at the smoothing given by ``--greedy-smoothing``.
 
 Usage (from the repository root; the brain case is built or reused under OUT)::
 
     .venv/bin/python scripts/local_change_check.py OUT --changes 8:12,4:12,-4:12 --qualities balanced \
-        [--noise 0.02] [--greedy] [--greedy-smoothing "2.0vox 0.5vox,5.0vox 1.5vox"]
+        [--noise 0.02] [--region-radius 24 [--region-shift 8,0,0]] [--greedy] \
+        [--greedy-smoothing "2.0vox 0.5vox,5.0vox 1.5vox"]
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ if str(REPO) not in sys.path:
 
 from ADRegNetLib.engine import register  # noqa: E402
 from ADRegNetLib.io import read_image  # noqa: E402
+from ADRegNetLib.spatial.image import Image  # noqa: E402
 from benchmarks.cases import build_case  # noqa: E402
 
 #: the change's centre, brain-mask voxels (x, y, z) from the mask's centroid (off the midline and the ventricles)
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
     parser.add_argument("--qualities", default="balanced")
     parser.add_argument("--noise", type=float, default=0.0, help="moving image noise, share of its 99th percentile")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--region-radius", type=float, default=None,
+                        help="also register with local_region a sphere of this radius (mm) about the change")
+    parser.add_argument("--region-shift", default="0,0,0", help="the sphere's centre off the change's, mm (x,y,z)")
     parser.add_argument("--greedy", action="store_true", help="also PICSL Greedy (pip install picsl-greedy)")
     parser.add_argument("--greedy-smoothing", default="2.0vox 0.5vox", help="comma-separated Greedy -s values")
     args = parser.parse_args(argv)
@@ -122,13 +128,20 @@ def main(argv=None) -> int:
         identity = _row(f"{label} | identity", made["fixed_points"], made, 0.0, None)
         print(identity)
         moving = read_image(made["moving"])
+        regions = {"": None}
+        if args.region_radius is not None:
+            centre = made["centre"] + np.asarray([float(v) for v in args.region_shift.split(",")])
+            inside = np.linalg.norm(_points(sitk.ReadImage(str(made["fixed"]))) - centre, axis=1) < args.region_radius
+            regions[f" + {args.region_radius:g}-mm region"] = Image(inside.reshape(fixed.geometry.shape).astype(np.uint8),
+                                                                    fixed.geometry, "region")
         for quality in args.qualities.split(","):
-            t0 = time.perf_counter()
-            result = register(fixed, moving, quality=quality, compute_inverse=False)
-            seconds = time.perf_counter() - t0
-            jac = result.jacobian.array
-            print(_row(f"{label} | AD-RegNet {quality}", result.transform.map_points(made["fixed_points"]), made,
-                       seconds, 100.0 * float(np.mean(jac <= 0))))
+            for suffix, region in regions.items():
+                t0 = time.perf_counter()
+                result = register(fixed, moving, quality=quality, compute_inverse=False, local_region=region)
+                seconds = time.perf_counter() - t0
+                jac = result.jacobian.array
+                print(_row(f"{label} | AD-RegNet {quality}{suffix}", result.transform.map_points(made["fixed_points"]),
+                           made, seconds, 100.0 * float(np.mean(jac <= 0))))
         if args.greedy:
             from benchmarks.peers.external import run_greedy  # noqa: PLC0415 - optional peer
 
