@@ -237,15 +237,11 @@ class ADRegNetMRMLLogic:
         kwargs = dict(engineOptions or {})
         mask_notes: list[str] = []  # segments used and hidden, masks read where they are shown
         shown_elsewhere: list[str] = []  # the latter alone (a warning, the result's attribute)
-        if fixedMaskNode is not None:
-            kwargs["fixed_mask"] = mask_image_from_node(fixedMaskNode, fixedVolumeNode, "fixed mask", mask_notes,
-                                                        shown_elsewhere)
-        if movingMaskNode is not None:
-            kwargs["moving_mask"] = mask_image_from_node(movingMaskNode, movingVolumeNode, "moving mask", mask_notes,
-                                                         shown_elsewhere)
-        if localRegionNode is not None:
-            kwargs["local_region"] = mask_image_from_node(localRegionNode, fixedVolumeNode, "local-change mask",
-                                                          mask_notes, shown_elsewhere)
+        for key, node, volume, role in (("fixed_mask", fixedMaskNode, fixedVolumeNode, "fixed mask"),
+                                        ("moving_mask", movingMaskNode, movingVolumeNode, "moving mask"),
+                                        ("local_region", localRegionNode, fixedVolumeNode, "local-change mask")):
+            if node is not None:
+                kwargs[key] = mask_image_from_node(node, volume, role, mask_notes, shown_elsewhere)
         if initial is not None:
             kwargs["initial_transform"] = _affine(initial)
             if keepInitialTransform:
