@@ -200,7 +200,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         progress=stages.sub(0.88, 0.9), **common)
     if local_region is not None:
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,
-                                                         local_region, fixed_geometry, **common)
+                                                         local_region, fixed_geometry,
+                                                         progress=stages.sub(0.895, 0.9), **common)
     info["contrasts"] = contrasts
     if similarity == "ngf":
         info["ngf_edge"] = edge
