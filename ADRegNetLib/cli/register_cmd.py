@@ -178,7 +178,7 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def add_register_arguments(r: argparse.ArgumentParser) -> None:
-    """The options of ``adregnet register`` (also used by ``adregnet batch``)."""
+    """The options of ``adregnet register`` (``adregnet batch`` has its own: ``cohort.cli.add_batch_arguments``)."""
     from ..engine.settings import PRESETS, QUALITIES, SLIDING_CHOICES
 
     r.add_argument("fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
