@@ -35,20 +35,14 @@ if str(REPO) not in sys.path:
 from ADRegNetLib.engine import register  # noqa: E402
 from ADRegNetLib.io import read_image  # noqa: E402
 from ADRegNetLib.spatial.image import Image  # noqa: E402
+from ADRegNetLib.spatial.geometry import Geometry  # noqa: E402
 from benchmarks.cases import build_case  # noqa: E402
+from benchmarks.sampling import grid_points  # noqa: E402
 
 #: the change's centre, brain-mask voxels (x, y, z) from the mask's centroid (off the midline and the ventricles)
 CENTRE_OFFSET_VOXELS = (12, 8, 6)
 NEAR_LANDMARKS = 200
 FAR_LANDMARKS = 100
-
-
-def _points(image: sitk.Image) -> np.ndarray:
-    """Physical (x, y, z) of every voxel, in array order (z, y, x)."""
-    size = image.GetSize()
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], -1).reshape(-1, 3)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    return index * np.asarray(image.GetSpacing()) @ direction.T + np.asarray(image.GetOrigin())
 
 
 def radial_change(points: np.ndarray, centre: np.ndarray, amplitude: float, sigma: float) -> np.ndarray:
@@ -65,7 +59,8 @@ def build(case_dir: Path, out: Path, amplitude: float, sigma: float, noise: floa
     inside = np.argwhere(brain)[:, ::-1]  # (x, y, z) voxels
     centre_index = inside.mean(axis=0) + np.asarray(CENTRE_OFFSET_VOXELS, dtype=np.float64)
     centre = np.asarray(fixed.TransformContinuousIndexToPhysicalPoint(centre_index.tolist()))
-    disp = radial_change(_points(fixed), centre, amplitude, sigma).reshape(*fixed.GetSize()[::-1], 3)
+    disp = radial_change(grid_points(Geometry.from_sitk(fixed)), centre, amplitude, sigma).reshape(
+        *fixed.GetSize()[::-1], 3)
     field = sitk.GetImageFromArray(disp.astype(np.float64), isVector=True)
     field.CopyInformation(fixed)
     inverse = sitk.InvertDisplacementField(field, maximumNumberOfIterations=100, maxErrorToleranceThreshold=1e-3,
@@ -131,7 +126,7 @@ def main(argv=None) -> int:
         regions = {"": None}
         if args.region_radius is not None:
             centre = made["centre"] + np.asarray([float(v) for v in args.region_shift.split(",")])
-            inside = np.linalg.norm(_points(sitk.ReadImage(str(made["fixed"]))) - centre, axis=1) < args.region_radius
+            inside = np.linalg.norm(grid_points(fixed.geometry) - centre, axis=1) < args.region_radius
             regions[f" + {args.region_radius:g}-mm region"] = Image(inside.reshape(fixed.geometry.shape).astype(np.uint8),
                                                                     fixed.geometry, "region")
         for quality in args.qualities.split(","):

@@ -15,6 +15,7 @@ from ADRegNetLib.engine.api import RegistrationError
 from ADRegNetLib.io import from_sitk, to_sitk
 from ADRegNetLib.spatial.geometry import Geometry
 from ADRegNetLib.spatial.image import Image
+from benchmarks.sampling import grid_points
 from brain_helpers import needs_t1, t1_block_mean
 
 pytestmark = needs_t1
@@ -27,11 +28,6 @@ def _change(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return AMPLITUDE_MM * d / SIGMA_MM * np.exp(-np.sum(d * d, axis=-1, keepdims=True) / (2 * SIGMA_MM ** 2))
 
 
-def _voxel_points(geometry: Geometry) -> np.ndarray:
-    z, y, x = np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij")
-    return geometry.index_to_physical(np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float64))
-
-
 @pytest.fixture(scope="module")
 def pair():
     volume = t1_block_mean(2)
@@ -39,7 +35,7 @@ def pair():
     crop = np.ascontiguousarray(volume[tuple(slice(m - 28, m + 28) for m in mid)])
     fixed = Image(crop, Geometry(crop.shape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)), "fixed")
     centre = fixed.geometry.center() + np.array([6.0, -4.0, 2.0])
-    points = _voxel_points(fixed.geometry)
+    points = grid_points(fixed.geometry)
     field = sitk.GetImageFromArray(_change(points, centre).reshape(*fixed.geometry.shape, 3), isVector=True)
     field.CopyInformation(to_sitk(fixed))
     inverse = sitk.InvertDisplacementField(field, maximumNumberOfIterations=100, maxErrorToleranceThreshold=1e-3,
