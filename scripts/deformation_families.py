@@ -16,7 +16,7 @@ refinement's gain (the thirteenth session's table in ``docs/benchmarks/wave13-20
 Usage (from the repository root; cases are cached under OUT/s<seed>)::
 
     .venv/bin/python scripts/deformation_families.py OUT brain:4:20 brain:6:30 lung:10:0 \
-        --seed 1 --qualities fast,balanced [--compare-local]
+        --seed 1 --qualities fast,balanced [--compare-local] [--greedy]
 """
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compare-local", action="store_true",
                         help="each quality without and with the refinement's continuation with less smoothing")
+    parser.add_argument("--greedy", action="store_true",
+                        help="also PICSL Greedy at the benchmark's settings (pip install picsl-greedy)")
     args = parser.parse_args(argv)
     qualities = args.qualities.split(",")
     unknown = [q for q in qualities if q not in QUALITIES]
@@ -99,6 +101,23 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {quality:>8s}{label}  TRE {err.mean():.3f} mm (p95 {np.percentile(err, 95):.2f})  "
                       f"{seconds:.1f} s  network used {result.metrics['network_used']}  folding {folds}{extra}",
                       flush=True)
+        if args.greedy:
+            print(f"  {'Greedy':>8s}  {_greedy(case, fixed_points, moving_points, args.threads)}", flush=True)
+
+
+def _greedy(case, fixed_points: np.ndarray, moving_points: np.ndarray, threads: int) -> str:
+    """PICSL Greedy on one case at the benchmark's settings (``benchmarks.peers.external.run_greedy``): TRE, seconds."""
+    import SimpleITK as sitk  # noqa: PLC0415 - only with --greedy
+
+    from benchmarks.peers.external import run_greedy  # noqa: PLC0415 - optional peer
+
+    fixed_path = case.directory / "fixed.nii.gz"
+    peer = run_greedy(fixed_path, case.directory / "moving.nii.gz", case.directory / "greedy", threads=threads)
+    field = sitk.GetImageFromArray(np.moveaxis(peer.disp_mm, 0, -1).astype(np.float64), isVector=True)
+    field.CopyInformation(sitk.ReadImage(str(fixed_path)))
+    transform = sitk.DisplacementFieldTransform(field)
+    err = np.linalg.norm(np.array([transform.TransformPoint(p.tolist()) for p in fixed_points]) - moving_points, axis=1)
+    return f"TRE {err.mean():.3f} mm (p95 {np.percentile(err, 95):.2f})  {peer.seconds:.1f} s"
 
 
 if __name__ == "__main__":
