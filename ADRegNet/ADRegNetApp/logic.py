@@ -86,7 +86,8 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
                            preset=p.preset.value, quality=p.quality.value, device=p.device.value,
                            regularization=p.regularization, progress=progress, shouldStop=shouldStop,
                            log=RunLog(listener=logListener),
-                           engineOptions={"sliding": "auto" if p.slidingLungs else "off"},
+                           engineOptions={"sliding": "auto" if p.slidingLungs else "off",
+                                          "find_local_change": p.findLocalChange},
                            localRegionNode=p.localChangeMask)
         p.resultTransform, p.resultWarped, p.resultJacobian = outputs.transformNode, outputs.warpedNode, outputs.jacobianNode
         p.resultTreTable, p.resultLog = outputs.treTableNode, outputs.logNode

@@ -87,6 +87,7 @@ class ADRegNetParameterNode:
     device: Device = Device.AUTO
     regularization: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
     slidingLungs: bool = True
+    findLocalChange: bool = True
     runInChildProcess: bool = True
     outputTransform: vtkMRMLGridTransformNode
     outputInverseTransform: vtkMRMLGridTransformNode

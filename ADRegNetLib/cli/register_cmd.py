@@ -214,6 +214,10 @@ def add_register_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--local-region", help="mask on the fixed image (> 0 inside, any grid over it) where the anatomy "
                    "changed locally (a lesion grew or shrank): the field is refined there with less smoothing; mark "
                    "the change and 1-2 cm around it (metrics.json refinement.local_region)")
+    r.add_argument("--no-local-change", action="store_true",
+                   help="without --local-region, a pair that matches before registration except in a few compact "
+                        "places has them taken for a local change and refined with less smoothing (a warning says "
+                        "where; metrics.json refinement.local_change): this turns that off")
     r.add_argument("--warp-labels", help="a moving label map to warp onto the fixed grid (label-aware)")
     r.add_argument("--weights", help="network weights (default: the shipped weights)")
     r.add_argument("--no-network", action="store_true", help="skip the network (instance optimisation only)")
@@ -303,7 +307,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                           device=args.device, progress=bar, seed=args.seed, use_network=not args.no_network,
                           weights=args.weights, compute_inverse=not args.no_inverse,
                           landmarks_guide=not args.landmarks_check_only,
-                          sliding=getattr(args, "sliding", "auto"), **extra)
+                          sliding=getattr(args, "sliding", "auto"),
+                          find_local_change=not getattr(args, "no_local_change", False), **extra)
     finally:
         bar.close()
         if args.threads:  # as it was: main() may run again in this process (a notebook, a batch worker)

@@ -69,7 +69,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
              compute_inverse: bool = True, rigid_regions: Optional[Image] = None, local_region: Optional[Image] = None,
-             landmarks_guide: bool = True, sliding: str = "auto") -> RegistrationResult:
+             landmarks_guide: bool = True, sliding: str = "auto", find_local_change: bool = True) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
     Args:
@@ -107,6 +107,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             region the motion is rigid (a tumour, an implant), smooth outside.
         local_region: optional mask over the fixed image (any grid) where the anatomy changed locally (a lesion grew
             or shrank): the refinement goes on there with less smoothing (``refinement_stage.refine_local_region``).
+        find_local_change: without ``local_region``, find such changes in a pair that otherwise matches (``local_change``).
         landmarks_guide: the landmark pairs pull the registration (True) or are only measured (False:
             their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).
         sliding: "auto" (the lung preset with a CT fixed image lets the lungs slide along the chest wall:
@@ -131,14 +132,12 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     rigid_arr, local_arr, overlap = checked.rigid, checked.local, checked.overlap
     check_sliding(sliding)
     has_landmarks = fixed_landmarks is not None
-    # padding that cuts through anatomy (a scan resampled onto a larger grid) is not matched; the
-    # outputs keep the moving image as given
+    # padding that cuts through anatomy (a scan put on a larger grid) is not matched; outputs keep the moving image
     moving_data, mask_arr, padding_info, padding_notes, region = without_padding(fixed, moving, mask_arr)
     warnings_ += padding_notes
     torch_device, device_warning = resolve_device(device)
     stages.threads = ThreadBudget(torch_device)  # fewer CPU threads while other programs keep the CPUs busy
-    if device_warning:
-        warnings_.append(device_warning)
+    warnings_ += [device_warning] if device_warning else []
     q = QUALITY_SETTINGS[quality]
     instant = not q.levels
     if instant and not use_network:
@@ -318,9 +317,10 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             fixed_w, moving_w, flow, work, q, REFINE_TWO_CONTRASTS if two_contrasts else p.refine_similarity,
             "two contrasts" if two_contrasts else "one contrast", regularization,
             not (fixed_ct or moving_ct), mask_w, fixed.geometry, moving.geometry,
-            (fixed_pts, moving_pts_w), stages, should_stop, slide, local_arr)
+            (fixed_pts, moving_pts_w), stages, should_stop, slide, local_arr, find_local_change)
         if contrast_check is not None:
             refine_info["contrast_check"] = contrast_check
+        warnings_ += refine_info.pop("warnings", [])
         stages.done("refine")
 
     # ---- the transform and everything seen through it, on the fixed grid

@@ -23,11 +23,13 @@ from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from ..typing import StopCallback
+from .local_change import find_local_change, found_note
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import (LOCAL_REGION_ELASTIC_MM, LOCAL_REGION_FLUID_MM, LOCAL_REGION_STEPS, NGF_EDGE_NOISE_SHARE,
-                              OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
+from .refine_settings import (LOCAL_CHANGE_STEPS, LOCAL_REGION_ELASTIC_MM, LOCAL_REGION_FLUID_MM, LOCAL_REGION_STEPS,
+                              NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION,
+                              START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -143,7 +145,7 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                mask_w: Optional[torch.Tensor], fixed_geometry: Geometry, moving_geometry: Geometry,
                points: tuple[Optional[np.ndarray], Optional[np.ndarray]], stages: "Stages",
                should_stop: Optional[StopCallback], sliding: Optional[SlidingRegion] = None,
-               local_region: Optional[np.ndarray] = None) -> tuple[torch.Tensor, dict]:
+               local_region: Optional[np.ndarray] = None, find_change: bool = True) -> tuple[torch.Tensor, dict]:
     """The sub-voxel refinement after the optimisation (``refine.refine_field``), then its continuation
     with less smoothing where it found motion finer than its own (``refine.refine_locally``).
 
@@ -165,6 +167,9 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
             leaks ``sliding.REFINE_LEAK`` of the other side into each side's smoothing).
         local_region: optional (Z, Y, X) bool on ``fixed_geometry``: where the anatomy changed locally
             (:func:`refine_local_region`).
+        find_change: without ``local_region``, a pair of one contrast that matches but for a few compact places before
+            any deformation has them found (``local_change.find_local_change``) and refined so; not above a
+            regularization of 1.
 
     Returns:
         (refined flow, the refinement's metrics).
@@ -202,6 +207,13 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,
                                                          local_region, fixed_geometry,
                                                          progress=stages.sub(0.895, 0.9), **common)
+    elif find_change and contrasts == "one contrast" and regularization <= 1:
+        region_w, info["local_change"] = find_local_change(fixed_r, moving_r, tissue, work)
+        if region_w is not None:
+            flow, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, region_w,
+                                           LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
+            info["local_change"].update(stage)
+            info["warnings"] = [found_note(info["local_change"]["parts"])]
     info["contrasts"] = contrasts
     if similarity == "ngf":
         info["ngf_edge"] = edge
@@ -233,7 +245,15 @@ def refine_local_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometr
         seconds; ``applied`` False with a reason where the region leaves nothing to compare).
     """
     inside = resample(Image(region.astype(np.float32), region_geometry), work, mode="linear", default=0.0).array > 0.5
-    inside_w = torch.from_numpy(inside)[None, None].to(fixed.device)
+    return refine_in_region(fixed, moving, work, flow, settings, regularization,
+                            torch.from_numpy(inside)[None, None].to(fixed.device), LOCAL_REGION_STEPS, **kwargs)
+
+
+def refine_in_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometry, flow: torch.Tensor,
+                     settings: RefineSettings, regularization: float, inside_w: torch.Tensor, steps: int,
+                     **kwargs) -> tuple[torch.Tensor, dict]:
+    """:func:`refine_local_region` on a region of the working grid (``inside_w``: (1, 1, Z, Y, X) bool), the one
+    the user marked or the one :func:`local_change.find_local_change` found, for at most ``steps`` steps."""
     mask = kwargs.pop("mask", None)
     if mask is not None:
         inside_w &= mask.bool()
@@ -242,7 +262,7 @@ def refine_local_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometr
         return flow, {"applied": False, "voxels": count,
                       "reason": "the region covers fewer than 8 working voxels (inside the fixed mask)"}
     spacing = float(np.mean(work.spacing))
-    stage = replace(settings, steps=LOCAL_REGION_STEPS,
+    stage = replace(settings, steps=steps,
                     sigma_update=LOCAL_REGION_FLUID_MM / spacing * float(np.sqrt(regularization)),
                     sigma_field=LOCAL_REGION_ELASTIC_MM / spacing * regularization)
     flow, stage_info = refine_field(fixed, moving, work, flow, stage, mask=inside_w, **kwargs)

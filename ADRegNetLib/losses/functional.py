@@ -27,6 +27,7 @@ from ..spatial.jacobian import jacobian_determinant
 __all__ = [
     "box_filter",
     "local_ncc",
+    "local_ncc_map",
     "mse",
     "mind_ssc",
     "mind_loss",
@@ -101,6 +102,12 @@ def local_ncc(fixed: torch.Tensor, warped: torch.Tensor, window: int = 9, mask: 
     Returns:
         0-d tensor in [0, 1]: 0 for perfectly (locally linearly) matching images, 1 for none.
     """
+    return 1.0 - _masked_mean(local_ncc_map(fixed, warped, window, eps), mask)
+
+
+def local_ncc_map(fixed: torch.Tensor, warped: torch.Tensor, window: int = 9, eps: float = 1e-4) -> torch.Tensor:
+    """``lncc^2`` at every voxel, as :func:`local_ncc` averages it: (N, C, Z, Y, X) in [0, 1], 1 where the two
+    images match up to ``a * I + b`` within the window, 0 where either is flat or they are unrelated."""
     _check_same_shape(fixed, warped, "fixed", "warped")
     mu_f = box_filter(fixed, window)
     mu_w = box_filter(warped, window)
@@ -109,8 +116,7 @@ def local_ncc(fixed: torch.Tensor, warped: torch.Tensor, window: int = 9, mask: 
     cov = box_filter(fixed * warped, window) - mu_f * mu_w
     dims = tuple(range(1, fixed.ndim))
     scale = fixed.var(dim=dims, keepdim=True) * warped.var(dim=dims, keepdim=True)
-    cc2 = cov * cov / (var_f * var_w + eps * scale + 1e-30)
-    return 1.0 - _masked_mean(cc2, mask)
+    return cov * cov / (var_f * var_w + eps * scale + 1e-30)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -336,6 +336,16 @@ def test_an_empty_local_region_is_refused_before_registering(tmp_path, capsys):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_no_local_change_turns_the_search_off(tmp_path):
+    """The demo pair breathes everywhere: the search looks and finds no still pair; with the option it does not look."""
+    common = ["--quality", "fast", "--no-network", "--no-inverse", "-q"]
+    assert main(["register", str(FIXED), str(MOVING), "-o", str(tmp_path / "on"), *common]) == 0
+    assert main(["register", str(FIXED), str(MOVING), "-o", str(tmp_path / "off"), "--no-local-change", *common]) == 0
+    on, off = (json.loads((tmp_path / name / "metrics.json").read_text())["refinement"] for name in ("on", "off"))
+    assert on["local_change"]["found"] is False and on["local_change"]["still_share"] < 0.4
+    assert "local_change" not in off
+
+
 def test_version_is_the_package_version(capsys):
     from ADRegNetLib import __version__
 

@@ -355,3 +355,18 @@ def test_the_sliding_lungs_checkbox_reaches_the_engine(module, scene, monkeypatc
     p.slidingLungs = sliding_lungs
     ADRegNet.ADRegNetLogic().process(p)
     assert engine.calls[-1]["sliding"] == expected
+
+
+@pytest.mark.parametrize("find", [True, False])
+def test_the_local_change_checkbox_reaches_the_engine(module, scene, monkeypatch, find):
+    ADRegNet, _ = module
+    import ADRegNetMRML.logic
+
+    engine = AnalyticEngine()
+    monkeypatch.setattr(ADRegNetMRML.logic.ADRegNetMRMLLogic, "_run",
+                        lambda self, *args, **kwargs: engine(*args, **kwargs))
+    p = _parameters(ADRegNet, scene)
+    assert p.findLocalChange is True  # the default: a local change in an otherwise still pair is looked for
+    p.findLocalChange = find
+    ADRegNet.ADRegNetLogic().process(p)
+    assert engine.calls[-1]["find_local_change"] is find

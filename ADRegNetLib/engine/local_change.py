@@ -1,0 +1,137 @@
+r"""One local change in a pair that otherwise matches from the start: found from the images, so the refinement can
+go on there with little smoothing (``refinement_stage.refine_in_region``), as where the user marks it.
+
+A follow-up scan in which a lesion grew or shrank and nothing else moved: after the pre-alignment most of the
+tissue already matches, and what does not is one compact place. The refinement's smoothing holds such a change back
+to about 60 % of its displacement (``docs/benchmarks/wave31-2026-12-03.md``), while less smoothing everywhere fits
+noise where the motion is smooth. Two things are asked before a region is taken, both of the images as they stand
+before any deformation (the moving one pre-aligned), after the refinement's intensity maps:
+
+* most of the textured tissue matches: ``1 - lncc^2`` (5-voxel windows, the images smoothed by 1 voxel against
+  noise, the map by 2 voxels) below ``LOCAL_CHANGE_MATCH`` over at least ``LOCAL_CHANGE_STILL_SHARE`` of the voxels
+  whose local standard deviation is above the tissue's median (flat tissue matches nothing by local correlation);
+  a pair deformed everywhere (every benchmark case but the still ones) has under 1 % there;
+* what does not match (above ``LOCAL_CHANGE_DIFFER``) forms few compact places: connected parts of at least
+  ``LOCAL_CHANGE_MIN_ML`` that do not touch the grid's faces (resampling and cut edges), together at most
+  ``LOCAL_CHANGE_MAX_SHARE`` of the textured tissue.
+
+The region is those parts grown by ``LOCAL_CHANGE_MARGIN_MM``. Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..losses.functional import local_ncc_map
+from ..spatial.filters import box_filter, gaussian_smooth
+from ..spatial.geometry import Geometry
+from .refine_settings import (LOCAL_CHANGE_DIFFER, LOCAL_CHANGE_MARGIN_MM, LOCAL_CHANGE_MATCH, LOCAL_CHANGE_MAX_PARTS,
+                              LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_ML, LOCAL_CHANGE_STILL_SHARE)
+
+__all__ = ["find_local_change", "found_note"]
+
+WINDOW = 5  # local correlation window, voxels
+IMAGE_SIGMA_VOXELS = 1.0  # the images smoothed against noise first
+MAP_SIGMA_VOXELS = 2.0  # the dissimilarity map smoothed
+MIN_TEXTURED_VOXELS = 1000
+
+
+def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.Tensor, work: Geometry
+                      ) -> tuple[Optional[torch.Tensor], dict]:
+    """Where the anatomy changed locally in an otherwise still pair, or None (module docstring).
+
+    Args:
+        fixed, moving: (1, 1, Z, Y, X) the refinement's images on the working grid ``work``, the moving one
+            pre-aligned and not yet deformed.
+        tissue: (1, 1, Z, Y, X) bool, the voxels to judge (tissue inside the mask).
+        work: the working grid.
+
+    Returns:
+        (the region: (1, 1, Z, Y, X) bool, or None; info: ``found``, ``still_share`` where measured, and either the
+        parts found (``parts``: centre in LPS mm and volume in ml each) or the ``reason`` none was taken).
+    """
+    smooth_f = gaussian_smooth(fixed, IMAGE_SIGMA_VOXELS)
+    differ = _dissimilarity(smooth_f, moving)
+    mean = box_filter(fixed, WINDOW)
+    spread = (box_filter(fixed * fixed, WINDOW) - mean * mean).clamp_min(0)
+    tissue = tissue.bool()
+    if int(tissue.sum()) < MIN_TEXTURED_VOXELS:
+        return None, {"found": False, "reason": "too little tissue to judge"}
+    textured = tissue & (spread > spread[tissue].median())
+    count = int(textured.sum())
+    if count < MIN_TEXTURED_VOXELS:
+        return None, {"found": False, "reason": "too little textured tissue to judge"}
+    still = float((differ[textured] < LOCAL_CHANGE_MATCH).float().mean())
+    info: dict = {"found": False, "still_share": round(still, 3)}
+    if still < LOCAL_CHANGE_STILL_SHARE:
+        info["reason"] = (f"{still:.0%} of the textured tissue matches before the registration (a local change "
+                          f"needs {LOCAL_CHANGE_STILL_SHARE:.0%}): the motion is not one local change")
+        return None, info
+    parts = _compact_parts(((differ > LOCAL_CHANGE_DIFFER) & textured)[0, 0].cpu().numpy(), work)
+    changed = sum(int(part.sum()) for part, _ in parts)
+    if not parts:
+        info["reason"] = f"no part that does not match is {LOCAL_CHANGE_MIN_ML:g} ml or more away from the grid's faces"
+        return None, info
+    if changed > LOCAL_CHANGE_MAX_SHARE * count or len(parts) > LOCAL_CHANGE_MAX_PARTS:
+        info["reason"] = (f"{len(parts)} parts, {changed / count:.1%} of the textured tissue, do not match: more than "
+                          f"one local change ({LOCAL_CHANGE_MAX_PARTS} parts, {LOCAL_CHANGE_MAX_SHARE:.0%} at most)")
+        return None, info
+    region = np.zeros(parts[0][0].shape, dtype=bool)
+    for part, _ in parts:
+        region |= part
+    region = _grown(region, work, LOCAL_CHANGE_MARGIN_MM)
+    info.update(found=True, parts=[summary for _, summary in parts], margin_mm=LOCAL_CHANGE_MARGIN_MM)
+    return torch.from_numpy(region)[None, None].to(fixed.device), info
+
+
+def _dissimilarity(smooth_fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """``1 - lncc^2`` of the smoothed fixed image and ``moving`` smoothed alike, the map smoothed (module docstring)."""
+    smooth_m = gaussian_smooth(moving, IMAGE_SIGMA_VOXELS)
+    return gaussian_smooth(1.0 - local_ncc_map(smooth_fixed, smooth_m, WINDOW), MAP_SIGMA_VOXELS)
+
+
+def _compact_parts(changed: np.ndarray, work: Geometry) -> list[tuple[np.ndarray, dict]]:
+    """The connected parts of ``changed`` (Z, Y, X), opened by one voxel, of at least ``LOCAL_CHANGE_MIN_ML`` and
+    not touching the grid's faces, largest first: (part, {"centre_mm", "ml"})."""
+    from scipy import ndimage  # noqa: PLC0415 - only where a pair is still
+
+    opened = ndimage.binary_opening(changed, iterations=1)
+    labels, count = ndimage.label(opened)
+    if count == 0:
+        return []
+    voxel_ml = float(np.prod(work.spacing)) / 1000.0
+    sizes = ndimage.sum_labels(opened, labels, np.arange(1, count + 1))
+    parts = []
+    for label in np.argsort(sizes)[::-1] + 1:
+        ml = float(sizes[label - 1]) * voxel_ml
+        if ml < LOCAL_CHANGE_MIN_ML:
+            break
+        part = labels == label
+        if part[[0, -1]].any() or part[:, [0, -1]].any() or part[:, :, [0, -1]].any():
+            continue
+        centre_zyx = np.asarray(ndimage.center_of_mass(part))
+        centre = work.index_to_physical(centre_zyx[::-1][None])[0]
+        parts.append((part, {"centre_mm": [round(float(v), 1) for v in centre], "ml": round(ml, 1)}))
+    return parts
+
+
+def _grown(region: np.ndarray, work: Geometry, margin_mm: float) -> np.ndarray:
+    """``region`` (Z, Y, X) grown by ``margin_mm`` (a distance transform in mm)."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    distance = ndimage.distance_transform_edt(~region, sampling=tuple(float(s) for s in work.spacing[::-1]))
+    return distance <= margin_mm
+
+
+def found_note(parts: list[dict]) -> str:
+    """What the user is told when changes were found and refined (a warning: the result differs there)."""
+    where = "; ".join(f"({', '.join(f'{v:.0f}' for v in part['centre_mm'])}) mm LPS, {part['ml']:.0f} ml"
+                      for part in parts)
+    return (f"the images match before registration except in {len(parts)} compact "
+            f"{'place' if len(parts) == 1 else 'places'} ({where}): taken for a local change (a lesion that grew or "
+            "shrank) and refined there with less smoothing; if the difference is not motion (a new lesion, an "
+            "artefact, contrast uptake), compare the warped image there or register again without it "
+            "(Slicer: uncheck 'Find a local change'; adregnet register --no-local-change; "
+            "register(find_local_change=False))")

@@ -1,0 +1,100 @@
+"""``engine.local_change.find_local_change``: one compact difference in a pair that otherwise matches is found; noise,
+motion everywhere and differences at the grid's faces are not taken for one.
+
+The real T1 (2 mm, a 56-voxel crop about the brain's middle) against itself: as it is with noise, with one radial
+change (a lesion that grew), with two, with one cut by the crop's face, and shifted as a whole.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from ADRegNetLib.engine.local_change import find_local_change, found_note
+from ADRegNetLib.spatial.geometry import Geometry
+from brain_helpers import needs_t1, t1_block_mean
+
+pytestmark = needs_t1
+
+HALF = 28  # the crop: 56 voxels of 2 mm
+
+
+@pytest.fixture(scope="module")
+def crop():
+    volume = t1_block_mean(2)
+    mid = np.array(volume.shape) // 2
+    array = np.ascontiguousarray(volume[tuple(slice(m - HALF, m + HALF) for m in mid)]).astype(np.float32)
+    array /= np.percentile(array, 99)
+    return array, Geometry(array.shape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+
+
+def _grown(array: np.ndarray, centres_zyx: list, amplitude: float = 3.0, sigma: float = 5.0) -> np.ndarray:
+    """``array`` with a radial change about each centre (voxels): x shows what x - u(x) showed, u = A (x - c) / s
+    exp(-|x - c|^2 / 2 s^2)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in array.shape], indexing="ij"))
+    shift = np.zeros_like(grid)
+    for centre in centres_zyx:
+        d = grid - np.asarray(centre, dtype=np.float64)[:, None, None, None]
+        shift += amplitude * d / sigma * np.exp(-np.sum(d * d, axis=0) / (2 * sigma * sigma))
+    return ndimage.map_coordinates(array, grid - shift, order=3, mode="nearest").astype(np.float32)
+
+
+def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02):
+    rng = np.random.default_rng(0)
+    moving = moving + rng.normal(0.0, noise, moving.shape).astype(np.float32)
+    tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (fixed, moving)]
+    return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry)
+
+
+def _centre_zyx(part: dict, geometry: Geometry) -> np.ndarray:
+    return geometry.physical_to_index(np.asarray(part["centre_mm"])[None])[0][::-1]
+
+
+def test_one_change_is_found_where_it_is(crop):
+    array, geometry = crop
+    centre = (HALF + 4, HALF - 3, HALF + 2)
+    region, info = _find(array, _grown(array, [centre]), geometry)
+    assert info["found"] and info["still_share"] > 0.8
+    assert len(info["parts"]) == 1 and info["parts"][0]["ml"] >= 4.0
+    # the displacement is largest 10 mm from the centre: the part found is the textured tissue of that shell
+    assert np.linalg.norm(_centre_zyx(info["parts"][0], geometry) - centre) < 6.0  # voxels; measured 4.3
+    assert region.shape == (1, 1, *array.shape) and bool(region[(0, 0, *centre)])
+    assert 0.005 < float(region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
+
+
+def test_two_changes_are_two_parts(crop):
+    array, geometry = crop
+    centres = [(HALF - 10, HALF, HALF - 8), (HALF + 10, HALF - 2, HALF - 10)]
+    region, info = _find(array, _grown(array, centres), geometry)
+    assert info["found"] and len(info["parts"]) == 2
+    for centre in centres:
+        assert bool(region[(0, 0, *centre)])
+    assert "2 compact places" in found_note(info["parts"])
+
+
+def test_noise_alone_is_no_change(crop):
+    array, geometry = crop
+    region, info = _find(array, array, geometry, noise=0.05)
+    assert region is None and not info["found"]
+    assert "no part that does not match" in info["reason"]
+
+
+def test_motion_everywhere_is_not_a_local_change(crop):
+    array, geometry = crop
+    shifted = ndimage.shift(array, (1.5, -1.0, 1.2), order=3, mode="nearest").astype(np.float32)
+    region, info = _find(array, shifted, geometry)
+    assert region is None and info["still_share"] < 0.4
+    assert "not one local change" in info["reason"]
+
+
+def test_a_difference_at_the_grid_face_is_left(crop):
+    array, geometry = crop
+    region, info = _find(array, _grown(array, [(HALF, HALF, 1)]), geometry)  # cut by the crop's x = 0 face
+    assert region is None and not info["found"]
+
+
+def test_the_warning_says_where_and_how_to_turn_it_off():
+    note = found_note([{"centre_mm": [10.04, -20.5, 31.2], "ml": 12.34}])
+    assert "1 compact place ((10, -20, 31) mm LPS, 12 ml)" in note
+    assert "Find a local change" in note and "--no-local-change" in note and "find_local_change=False" in note
