@@ -208,7 +208,7 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                                                          local_region, fixed_geometry,
                                                          progress=stages.sub(0.895, 0.9), **common)
     elif find_change and contrasts == "one contrast" and regularization <= 1:
-        region_w, info["local_change"] = find_local_change(fixed_r, moving_r, tissue, work)
+        region_w, info["local_change"] = find_local_change(fixed_r, moving_r, tissue, work, ct=not mri)
         if region_w is not None:
             flow, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, region_w,
                                            LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)

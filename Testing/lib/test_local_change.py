@@ -1,5 +1,5 @@
 """``engine.local_change.find_local_change``: one compact difference in a pair that otherwise matches is found; noise,
-motion everywhere and differences at the grid's faces are not taken for one.
+motion everywhere and differences at the grid's faces are not taken for one; CT is not looked at.
 
 The real T1 (2 mm, a 56-voxel crop about the brain's middle) against itself: as it is with noise, with one radial
 change (a lesion that grew), with two, with one cut by the crop's face, and shifted as a whole.
@@ -40,11 +40,11 @@ def _grown(array: np.ndarray, centres_zyx: list, amplitude: float = 3.0, sigma: 
     return ndimage.map_coordinates(array, grid - shift, order=3, mode="nearest").astype(np.float32)
 
 
-def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02):
+def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02, ct: bool = False):
     rng = np.random.default_rng(0)
     moving = moving + rng.normal(0.0, noise, moving.shape).astype(np.float32)
     tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (fixed, moving)]
-    return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry)
+    return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry, ct=ct)
 
 
 def _centre_zyx(part: dict, geometry: Geometry) -> np.ndarray:
@@ -61,6 +61,12 @@ def test_one_change_is_found_where_it_is(crop):
     assert np.linalg.norm(_centre_zyx(info["parts"][0], geometry) - centre) < 6.0  # voxels; measured 4.3
     assert region.shape == (1, 1, *array.shape) and bool(region[(0, 0, *centre)])
     assert 0.005 < float(region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
+
+
+def test_ct_is_not_looked_at(crop):
+    array, geometry = crop
+    region, info = _find(array, _grown(array, [(HALF + 4, HALF - 3, HALF + 2)]), geometry, ct=True)
+    assert region is None and not info["found"] and "not looked for in CT" in info["reason"]
 
 
 def test_two_changes_are_two_parts(crop):
