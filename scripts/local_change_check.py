@@ -8,7 +8,8 @@ through the inverse field (SimpleITK's ``InvertDisplacementField``, cubic B-spli
 are the same voxels; ``--noise`` adds Gaussian noise (a share of the 99th percentile) to the moving image, as an
 independent second acquisition has. Landmarks: 200 random brain points within ``2 s`` of ``c`` ("near") and the
 case's first 100 ("far" ones mostly), written beside the moving image. Prints TRE mean (all / near / far), the folding share and the seconds of
-``register()`` at each quality, with ``--region-radius R`` also with ``local_region`` a sphere of R mm about the
+``register()`` at each quality as shipped (it looks for a local change: ``engine.local_change``) and with
+``find_local_change=False`` ("no search"), with ``--region-radius R`` also with ``local_region`` a sphere of R mm about the
 change's centre (``--region-shift`` mm off it), and, with ``--greedy``, of PICSL Greedy at the benchmark's settings
 and at the smoothing given by ``--greedy-smoothing``.
 
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         identity = _row(f"{label} | identity", made["fixed_points"], made, 0.0, None)
         print(identity)
         moving = read_image(made["moving"])
-        regions = {"": None}
+        regions = {"": None, ", no search": "off"}
         if args.region_radius is not None:
             centre = made["centre"] + np.asarray([float(v) for v in args.region_shift.split(",")])
             inside = np.linalg.norm(grid_points(fixed.geometry) - centre, axis=1) < args.region_radius
@@ -132,7 +133,9 @@ def main(argv=None) -> int:
         for quality in args.qualities.split(","):
             for suffix, region in regions.items():
                 t0 = time.perf_counter()
-                result = register(fixed, moving, quality=quality, compute_inverse=False, local_region=region)
+                result = register(fixed, moving, quality=quality, compute_inverse=False,
+                                  local_region=None if isinstance(region, str) else region,
+                                  find_local_change=region != "off")
                 seconds = time.perf_counter() - t0
                 jac = result.jacobian.array
                 print(_row(f"{label} | AD-RegNet {quality}{suffix}", result.transform.map_points(made["fixed_points"]),
