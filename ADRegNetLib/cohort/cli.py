@@ -46,6 +46,8 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (on the workers)")
     reg.add_argument("--sliding", default="auto", choices=SLIDING_CHOICES,
                      help="let the lungs slide along the chest wall (as adregnet register)")
+    reg.add_argument("--no-local-change", action="store_true",
+                     help="do not look for a local change in still pairs (as adregnet register)")
     reg.add_argument("--landmarks-check-only", action="store_true",
                      help="the pairs' landmarks only measure TRE (an independent check); by default they also pull "
                           "each registration")
@@ -82,6 +84,7 @@ def batch_main(args: argparse.Namespace) -> int:
         rows = register_cohort(pairs, args.output, preset=args.preset, quality=args.quality,
                                regularization=args.regularization, device=args.device, threads=args.threads,
                                landmarks_check_only=args.landmarks_check_only, sliding=args.sliding,
+                               find_local_change=not args.no_local_change,
                                workers=args.workers, threads_per_worker=args.threads_per_worker,
                                memory_per_worker_gb=args.memory_per_worker, scheduler=args.scheduler,
                                retry_failed=args.retry_failed, progress=not args.quiet,

@@ -168,7 +168,8 @@ def _killed_message(exc: BaseException, estimate: Optional[float]) -> str:
 
 def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, preset: str = "auto",
                     quality: str = "balanced", regularization: float = 1.0, device: str = "auto", threads: int = 0,
-                    landmarks_check_only: bool = False, sliding: str = "auto", workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
+                    landmarks_check_only: bool = False, sliding: str = "auto", find_local_change: bool = True,
+                    workers: int = 1, threads_per_worker: Optional[int] = None, memory_per_worker_gb: Optional[float] = None,
                     scheduler: Optional[str] = None, client=None, retry_failed: bool = False,
                     progress: bool = True, wait_for_workers_s: float = 60.0,
                     say: Optional[Callable[[str], None]] = None) -> CohortRows:
@@ -189,6 +190,7 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         landmarks_check_only: the pairs' landmarks only measure TRE (``--landmarks-check-only``): the
             cohort's TRE is then an independent check of the registrations.
         sliding: "auto", "on" or "off": the lungs sliding along the chest wall (``--sliding``).
+        find_local_change: look for a local change in still pairs (False: ``--no-local-change``).
         threads: CPU threads per pair; 0 = each host's cores shared among its task slots.
         workers, threads_per_worker: the local cluster started when neither ``scheduler`` nor
             ``client`` is given: ``workers`` processes, each running up to ``threads_per_worker``
@@ -246,7 +248,7 @@ def register_cohort(pairs: Sequence[Pair] | str | Path, out_dir: str | Path, *, 
         return _register(pairs, out, previous, retry_failed, say=say, alert=alert, progress=progress,
                          options=dict(preset=preset, quality=quality, regularization=regularization, device=device,
                                       threads=threads, landmarks_check_only=bool(landmarks_check_only),
-                                      sliding=sliding),
+                                      sliding=sliding, find_local_change=bool(find_local_change)),
                          cluster=dict(workers=workers, threads_per_worker=threads_per_worker,
                                       memory_per_worker_gb=memory_per_worker_gb, scheduler=scheduler, client=client,
                                       wait_for_workers_s=wait_for_workers_s))

@@ -49,6 +49,7 @@ class PairOptions:
             "torch's choice" would mean one thread).
         landmarks_check_only: the landmarks only measure TRE (``--landmarks-check-only``).
         sliding: the lungs sliding along the chest wall (``--sliding``; "auto" adds no option).
+        find_local_change: look for a local change in still pairs (False: ``--no-local-change``).
     """
 
     preset: str = "auto"
@@ -58,6 +59,7 @@ class PairOptions:
     threads: int = 1
     landmarks_check_only: bool = False
     sliding: str = "auto"
+    find_local_change: bool = True
 
     def register_options(self) -> list[str]:
         """The shared options as ``adregnet register`` arguments."""
@@ -65,6 +67,7 @@ class PairOptions:
                 "--regularization", repr(float(self.regularization)),
                 "--device", self.device, "--threads", str(max(1, int(self.threads)))] + (
                     ["--sliding", self.sliding] if self.sliding != "auto" else []) + (
+                    [] if self.find_local_change else ["--no-local-change"]) + (
                     ["--landmarks-check-only"] if self.landmarks_check_only else [])
 
     def to_dict(self) -> dict:

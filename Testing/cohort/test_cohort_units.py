@@ -267,6 +267,17 @@ def test_landmarks_check_only_reaches_every_pairs_command():
     assert args.landmarks_check_only is True
 
 
+def test_no_local_change_reaches_every_pairs_command():
+    from ADRegNetLib.cli.main import build_parser as register_parser
+    from ADRegNetLib.cohort.cli import build_parser
+
+    assert "--no-local-change" not in PairOptions().register_options()  # the register default: looked for
+    options = PairOptions(find_local_change=False).register_options()
+    assert options[-1] == "--no-local-change"
+    assert register_parser().parse_args(["register", "F", "M", "-o", "O", *options]).no_local_change is True
+    assert build_parser().parse_args(["PAIRS.csv", "-o", "OUT", "--no-local-change"]).no_local_change is True
+
+
 def test_an_output_folder_that_is_not_a_result_is_never_replaced(tmp_path, capsys):
     """Before: a data folder given as -o had its subject folder (named like the pair's id) replaced by the
     results, deleting the scans in it, and the run exited 0; a file named like an id was deleted too."""
