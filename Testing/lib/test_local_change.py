@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ADRegNetLib.engine.local_change import find_local_change, found_note
+from ADRegNetLib.engine.local_change import find_local_change, found_note, not_looked_for
 from ADRegNetLib.spatial.geometry import Geometry
 from brain_helpers import needs_t1, t1_block_mean
 
@@ -40,11 +40,12 @@ def _grown(array: np.ndarray, centres_zyx: list, amplitude: float = 3.0, sigma: 
     return ndimage.map_coordinates(array, grid - shift, order=3, mode="nearest").astype(np.float32)
 
 
-def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02, ct: bool = False):
+def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02, ct: bool = False,
+          blurrier=None):
     rng = np.random.default_rng(0)
     moving = moving + rng.normal(0.0, noise, moving.shape).astype(np.float32)
     tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (fixed, moving)]
-    return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry, ct=ct)
+    return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry, not_looked_for(ct, blurrier))
 
 
 def _centre_zyx(part: dict, geometry: Geometry) -> np.ndarray:
@@ -63,10 +64,14 @@ def test_one_change_is_found_where_it_is(crop):
     assert 0.005 < float(region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
 
 
-def test_ct_is_not_looked_at(crop):
+def test_ct_and_a_much_blurrier_image_are_not_looked_at(crop):
     array, geometry = crop
-    region, info = _find(array, _grown(array, [(HALF + 4, HALF - 3, HALF + 2)]), geometry, ct=True)
+    grown = _grown(array, [(HALF + 4, HALF - 3, HALF + 2)])
+    region, info = _find(array, grown, geometry, ct=True)
     assert region is None and not info["found"] and "not looked for in CT" in info["reason"]
+    region, info = _find(array, grown, geometry, blurrier="one image's voxels are 3.8 times the other's: why")
+    assert region is None and info["reason"] == ("not looked for: one image's voxels are 3.8 times the other's (the "
+                                                 "refinement would fit the blur)")
 
 
 def test_two_changes_are_two_parts(crop):
