@@ -19,18 +19,21 @@ The region is those parts grown by ``LOCAL_CHANGE_MARGIN_MM``. Measured in ``doc
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from ..losses.functional import local_ncc_map
 from ..spatial.filters import box_filter, gaussian_smooth
+from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
+from .optimizer import sample_through
 from .refine_settings import (LOCAL_CHANGE_DIFFER, LOCAL_CHANGE_MARGIN_MM, LOCAL_CHANGE_MATCH, LOCAL_CHANGE_MAX_PARTS,
-                              LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_ML, LOCAL_CHANGE_STILL_SHARE)
+                              LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_GAIN, LOCAL_CHANGE_MIN_ML,
+                              LOCAL_CHANGE_STILL_SHARE)
 
-__all__ = ["find_local_change", "found_note", "not_looked_for"]
+__all__ = ["LocalChange", "find_local_change", "change_followed", "found_note", "not_looked_for"]
 
 WINDOW = 5  # local correlation window, voxels
 IMAGE_SIGMA_VOXELS = 1.0  # the images smoothed against noise first
@@ -38,8 +41,15 @@ MAP_SIGMA_VOXELS = 2.0  # the dissimilarity map smoothed
 MIN_TEXTURED_VOXELS = 1000
 
 
+class LocalChange(NamedTuple):
+    """What :func:`find_local_change` found, on the working grid: (1, 1, Z, Y, X) bool each."""
+
+    region: torch.Tensor  # the parts grown by LOCAL_CHANGE_MARGIN_MM: where the refinement goes on
+    parts: torch.Tensor  # the voxels that did not match: where :func:`change_followed` judges it
+
+
 def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.Tensor, work: Geometry,
-                      not_here: Optional[str] = None) -> tuple[Optional[torch.Tensor], dict]:
+                      not_here: Optional[str] = None) -> tuple[Optional[LocalChange], dict]:
     """Where the anatomy changed locally in an otherwise still pair, or None (module docstring).
 
     Args:
@@ -50,8 +60,8 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         not_here: why the pair is not looked at (:func:`not_looked_for`), or None.
 
     Returns:
-        (the region: (1, 1, Z, Y, X) bool, or None; info: ``found``, ``still_share`` where measured, and either the
-        parts found (``parts``: centre in LPS mm and volume in ml each) or the ``reason`` none was taken).
+        (a :class:`LocalChange`, or None; info: ``found``, ``still_share`` where measured, and either the parts found
+        (``parts``: centre in LPS mm and volume in ml each) or the ``reason`` none was taken).
     """
     if not_here is not None:
         return None, {"found": False, "reason": not_here}
@@ -81,12 +91,35 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         info["reason"] = (f"{len(parts)} parts, {changed / count:.1%} of the textured tissue, do not match: more than "
                           f"one local change ({LOCAL_CHANGE_MAX_PARTS} parts, {LOCAL_CHANGE_MAX_SHARE:.0%} at most)")
         return None, info
-    region = np.zeros(parts[0][0].shape, dtype=bool)
+    union = np.zeros(parts[0][0].shape, dtype=bool)
     for part, _ in parts:
-        region |= part
-    region = _grown(region, work, LOCAL_CHANGE_MARGIN_MM)
+        union |= part
     info.update(found=True, parts=[summary for _, summary in parts], margin_mm=LOCAL_CHANGE_MARGIN_MM)
-    return torch.from_numpy(region)[None, None].to(fixed.device), info
+    region, union = (torch.from_numpy(a)[None, None].to(fixed.device)
+                     for a in (_grown(union, work, LOCAL_CHANGE_MARGIN_MM), union))
+    return LocalChange(region, union), info
+
+
+def change_followed(fixed: torch.Tensor, moving: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
+                    parts: torch.Tensor) -> tuple[bool, dict]:
+    """Whether the refinement in a region found so followed a change: the images' dissimilarity over the parts that
+    did not match (the smoothed images of :func:`find_local_change`, not the refinement's own loss) fell by at least
+    ``LOCAL_CHANGE_MIN_GAIN`` of itself from ``before`` (the flow it started from) to ``after``.
+
+    A region refined where the registration had already followed the change fits noise there instead: the change
+    seen through a rigid turn of 8 degrees (2 % noise), TRE 0.188 -> 0.256 mm while the parts' dissimilarity rose
+    0.5 %; where the refinement followed a change it fell 22-33 % (``refine_settings.LOCAL_CHANGE_MIN_GAIN``).
+
+    Returns:
+        (kept, {"parts_dissimilarity": [before, after], "parts_gain": relative fall}).
+    """
+    smooth_f = gaussian_smooth(fixed, IMAGE_SIGMA_VOXELS)
+    base = identity_grid(tuple(before.shape[2:]), before)
+    first, last = (float(_dissimilarity(smooth_f, sample_through(moving, flow, base))[parts].mean())
+                   for flow in (before, after))
+    gain = (first - last) / max(first, 1e-6)
+    return gain >= LOCAL_CHANGE_MIN_GAIN, {"parts_dissimilarity": [round(first, 4), round(last, 4)],
+                                           "parts_gain": round(gain, 4)}
 
 
 def _dissimilarity(smooth_fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:

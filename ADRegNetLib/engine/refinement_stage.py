@@ -23,7 +23,7 @@ from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from ..typing import StopCallback
-from .local_change import find_local_change, found_note, not_looked_for
+from .local_change import change_followed, find_local_change, found_note, not_looked_for
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
@@ -208,13 +208,15 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                                                          local_region, fixed_geometry,
                                                          progress=stages.sub(0.895, 0.9), **common)
     elif find_change and contrasts == "one contrast" and regularization <= 1:
-        region_w, info["local_change"] = find_local_change(
+        found, info["local_change"] = find_local_change(
             fixed_r, moving_r, tissue, work, not_looked_for(not mri, _blurrier(fixed_geometry, moving_geometry, work)))
-        if region_w is not None:
-            flow, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, region_w,
-                                           LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
-            info["local_change"].update(stage)
-            info["warnings"] = [found_note(info["local_change"]["parts"])]
+        if found is not None:
+            there, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, found.region,
+                                            LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
+            kept, check = change_followed(fixed_r, moving_r, flow, there, found.parts)
+            info["local_change"].update(stage, **check, kept=kept)
+            if kept:  # else the registration had followed it already: refined again, it fitted noise
+                flow, info["warnings"] = there, [found_note(info["local_change"]["parts"])]
     info["contrasts"] = contrasts
     if similarity == "ngf":
         info["ngf_edge"] = edge

@@ -60,8 +60,9 @@ def test_one_change_is_found_where_it_is(crop):
     assert len(info["parts"]) == 1 and info["parts"][0]["ml"] >= 4.0
     # the displacement is largest 10 mm from the centre: the part found is the textured tissue of that shell
     assert np.linalg.norm(_centre_zyx(info["parts"][0], geometry) - centre) < 6.0  # voxels; measured 4.3
-    assert region.shape == (1, 1, *array.shape) and bool(region[(0, 0, *centre)])
-    assert 0.005 < float(region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
+    assert region.region.shape == (1, 1, *array.shape) and bool(region.region[(0, 0, *centre)])
+    assert 0.005 < float(region.region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
+    assert bool((region.region | ~region.parts).all()) and float(region.parts.float().mean()) > 0
 
 
 def test_ct_and_a_much_blurrier_image_are_not_looked_at(crop):
@@ -80,7 +81,7 @@ def test_two_changes_are_two_parts(crop):
     region, info = _find(array, _grown(array, centres), geometry)
     assert info["found"] and len(info["parts"]) == 2
     for centre in centres:
-        assert bool(region[(0, 0, *centre)])
+        assert bool(region.region[(0, 0, *centre)])
     assert "2 compact places" in found_note(info["parts"])
 
 
