@@ -108,7 +108,7 @@ def change_followed(fixed: torch.Tensor, moving: torch.Tensor, before: torch.Ten
 
     A region refined where the registration had already followed the change fits noise there instead: the change
     seen through a rigid turn of 8 degrees (2 % noise), TRE 0.188 -> 0.256 mm while the parts' dissimilarity rose
-    0.5 %; where the refinement followed a change it fell 22-33 % (``refine_settings.LOCAL_CHANGE_MIN_GAIN``).
+    0.5 %; where the refinement followed a change it fell 11-44 % (``refine_settings.LOCAL_CHANGE_MIN_GAIN``).
 
     Returns:
         (kept, {"parts_dissimilarity": [before, after], "parts_gain": relative fall}).
