@@ -180,8 +180,11 @@ def _grown(region: np.ndarray, work: Geometry, margin_mm: float) -> np.ndarray:
 
 def found_note(parts: list[dict]) -> str:
     """What the user is told when changes were found and refined (a warning: the result differs there)."""
-    where = "; ".join(f"({', '.join(f'{v:.0f}' for v in part['centre_mm'])}) mm LPS, {part['ml']:.0f} ml"
-                      for part in parts)
+    def point(values) -> str:
+        return f"({', '.join(f'{v:.0f}' for v in values)})"
+
+    where = "; ".join(f"{point(part['centre_mm'])} mm LPS = {point(np.multiply(part['centre_mm'], (-1, -1, 1)))} RAS "
+                      f"(Slicer), {part['ml']:.0f} ml" for part in parts)
     return (f"the images match before registration except in {len(parts)} compact "
             f"{'place' if len(parts) == 1 else 'places'} ({where}): taken for a local change (a lesion that grew or "
             "shrank) and refined there with less smoothing; if the difference is not motion (a new lesion, an "

@@ -108,5 +108,5 @@ def test_a_difference_at_the_grid_face_is_left(crop):
 
 def test_the_warning_says_where_and_how_to_turn_it_off():
     note = found_note([{"centre_mm": [10.04, -20.5, 31.2], "ml": 12.34}])
-    assert "1 compact place ((10, -20, 31) mm LPS, 12 ml)" in note
+    assert "1 compact place ((10, -20, 31) mm LPS = (-10, 20, 31) RAS (Slicer), 12 ml)" in note
     assert "Find a local change" in note and "--no-local-change" in note and "find_local_change=False" in note
