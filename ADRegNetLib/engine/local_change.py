@@ -11,7 +11,8 @@ before any deformation (the moving one pre-aligned), after the refinement's inte
   noise, the map by 2 voxels) below ``LOCAL_CHANGE_MATCH`` over at least ``LOCAL_CHANGE_STILL_SHARE`` of the voxels
   whose local standard deviation is above the tissue's median (flat tissue matches nothing by local correlation);
   a pair deformed everywhere (every benchmark case but the still ones) has under 1 % there;
-* what does not match (above ``LOCAL_CHANGE_DIFFER``) forms few compact places: connected parts of at least
+* what does not match (above ``LOCAL_CHANGE_DIFFER``; where nothing does, a squared difference above
+  ``LOCAL_CHANGE_SQUARED_RATIO`` times its median: a shift below a voxel) forms few compact places: connected parts of at least
   ``LOCAL_CHANGE_MIN_ML`` that do not touch the grid's faces (resampling and cut edges), together at most
   ``LOCAL_CHANGE_MAX_SHARE`` of the textured tissue.
 
@@ -31,7 +32,7 @@ from ..spatial.geometry import Geometry
 from .optimizer import sample_through
 from .refine_settings import (LOCAL_CHANGE_DIFFER, LOCAL_CHANGE_MARGIN_MM, LOCAL_CHANGE_MATCH, LOCAL_CHANGE_MAX_PARTS,
                               LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_GAIN, LOCAL_CHANGE_MIN_ML,
-                              LOCAL_CHANGE_STILL_SHARE)
+                              LOCAL_CHANGE_SQUARED_FLOOR, LOCAL_CHANGE_SQUARED_RATIO, LOCAL_CHANGE_STILL_SHARE)
 
 __all__ = ["LocalChange", "find_local_change", "change_followed", "found_note", "not_looked_for"]
 
@@ -83,6 +84,16 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
                           f"needs {LOCAL_CHANGE_STILL_SHARE:.0%}): the motion is not one local change")
         return None, info
     parts = _compact_parts(((differ > LOCAL_CHANGE_DIFFER) & textured)[0, 0].cpu().numpy(), work)
+    if not parts:
+        # a shift below a voxel (a change of 2-3 mm over 8 mm) hardly lowers the local correlation; in a still pair,
+        # whose intensities the refinement's maps have put alike, it shows in the squared difference: above
+        # LOCAL_CHANGE_SQUARED_RATIO times its median over the textured tissue and the square of
+        # LOCAL_CHANGE_SQUARED_FLOOR of the tissue's intensity (on a near copy the median is near 0). Only here:
+        # counted beside the correlation's parts it spread them on larger changes (wave 32)
+        squared = gaussian_smooth((fixed - moving) ** 2, MAP_SIGMA_VOXELS)
+        floor = max(float(squared[textured].median()),
+                    (LOCAL_CHANGE_SQUARED_FLOOR * float(fixed[textured].median())) ** 2)
+        parts = _compact_parts(((squared > LOCAL_CHANGE_SQUARED_RATIO * floor) & textured)[0, 0].cpu().numpy(), work)
     changed = sum(int(part.sum()) for part, _ in parts)
     if not parts:
         info["reason"] = f"no part that does not match is {LOCAL_CHANGE_MIN_ML:g} ml or more away from the grid's faces"
