@@ -12,8 +12,8 @@ before any deformation (the moving one pre-aligned), after the refinement's inte
   whose local standard deviation is above the tissue's median (flat tissue matches nothing by local correlation);
   a pair deformed everywhere (every benchmark case but the still ones) has under 1 % there;
 * what does not match (above ``LOCAL_CHANGE_DIFFER``; where nothing does, a squared difference above
-  ``LOCAL_CHANGE_SQUARED_RATIO`` times its median: a shift below a voxel) forms few compact places: connected parts of at least
-  ``LOCAL_CHANGE_MIN_ML`` that do not touch the grid's faces (resampling and cut edges), together at most
+  ``LOCAL_CHANGE_SQUARED_RATIO`` times its median: a shift below a voxel) forms few compact places: connected parts
+  of at least ``LOCAL_CHANGE_MIN_ML`` that do not touch the grid's faces (resampling and cut edges), together at most
   ``LOCAL_CHANGE_MAX_SHARE`` of the textured tissue.
 
 The region is those parts grown by ``LOCAL_CHANGE_MARGIN_MM``. Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
