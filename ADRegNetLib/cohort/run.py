@@ -18,12 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..cli.outputs import write_problem
 from ..engine.settings import PRESETS, QUALITIES
