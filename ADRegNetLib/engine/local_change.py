@@ -66,17 +66,17 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
     """
     if not_here is not None:
         return None, {"found": False, "reason": not_here}
-    smooth_f = gaussian_smooth(fixed, IMAGE_SIGMA_VOXELS)
-    differ = _dissimilarity(smooth_f, moving)
-    mean = box_filter(fixed, WINDOW)
-    spread = (box_filter(fixed * fixed, WINDOW) - mean * mean).clamp_min(0)
     tissue = tissue.bool()
     if int(tissue.sum()) < MIN_TEXTURED_VOXELS:
         return None, {"found": False, "reason": "too little tissue to judge"}
+    mean = box_filter(fixed, WINDOW)
+    spread = (box_filter(fixed * fixed, WINDOW) - mean * mean).clamp_min(0)
     textured = tissue & (spread > spread[tissue].median())
     count = int(textured.sum())
     if count < MIN_TEXTURED_VOXELS:
         return None, {"found": False, "reason": "too little textured tissue to judge"}
+    smooth_f = gaussian_smooth(fixed, IMAGE_SIGMA_VOXELS)
+    differ = _dissimilarity(smooth_f, moving)
     still = float((differ[textured] < LOCAL_CHANGE_MATCH).float().mean())
     info: dict = {"found": False, "still_share": round(still, 3)}
     if still < LOCAL_CHANGE_STILL_SHARE:
@@ -99,8 +99,8 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         info["reason"] = f"no part that does not match is {LOCAL_CHANGE_MIN_ML:g} ml or more away from the grid's faces"
         return None, info
     if changed > LOCAL_CHANGE_MAX_SHARE * count or len(parts) > LOCAL_CHANGE_MAX_PARTS:
-        info["reason"] = (f"{len(parts)} parts, {changed / count:.1%} of the textured tissue, do not match: more than "
-                          f"one local change ({LOCAL_CHANGE_MAX_PARTS} parts, {LOCAL_CHANGE_MAX_SHARE:.0%} at most)")
+        info["reason"] = (f"{len(parts)} parts, {changed / count:.1%} of the textured tissue, do not match: not a few "
+                          f"local changes (at most {LOCAL_CHANGE_MAX_PARTS} parts and {LOCAL_CHANGE_MAX_SHARE:.0%})")
         return None, info
     union = np.zeros(parts[0][0].shape, dtype=bool)
     for part, _ in parts:
