@@ -16,7 +16,8 @@ before any deformation (the moving one pre-aligned), after the refinement's inte
   of at least ``LOCAL_CHANGE_MIN_ML`` that do not touch the grid's faces (resampling and cut edges), together at most
   ``LOCAL_CHANGE_MAX_SHARE`` of the textured tissue.
 
-The region is those parts grown by ``LOCAL_CHANGE_MARGIN_MM``. Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
+CT is judged by the squared difference alone, with a cap on a part's volume (:func:`find_local_change`). The region is
+those parts grown by ``LOCAL_CHANGE_MARGIN_MM``; the refinement there is kept only when :func:`change_followed`. Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from ..spatial.geometry import Geometry
 from .optimizer import sample_through
 from .refine_settings import (LOCAL_CHANGE_DIFFER, LOCAL_CHANGE_MARGIN_MM, LOCAL_CHANGE_MATCH, LOCAL_CHANGE_MAX_PARTS,
                               LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_GAIN, LOCAL_CHANGE_MIN_ML,
-                              LOCAL_CHANGE_SQUARED_FLOOR, LOCAL_CHANGE_SQUARED_RATIO, LOCAL_CHANGE_STILL_SHARE)
+                              LOCAL_CHANGE_SQUARED_FLOOR, LOCAL_CHANGE_SQUARED_RATIO, LOCAL_CHANGE_STILL_SHARE,
+                              LOCAL_CHANGE_CT_MAX_PART_ML)
 
 __all__ = ["LocalChange", "find_local_change", "change_followed", "found_note", "not_looked_for"]
 
@@ -50,7 +52,7 @@ class LocalChange(NamedTuple):
 
 
 def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.Tensor, work: Geometry,
-                      not_here: Optional[str] = None) -> tuple[Optional[LocalChange], dict]:
+                      not_here: Optional[str] = None, ct: bool = False) -> tuple[Optional[LocalChange], dict]:
     """Where the anatomy changed locally in an otherwise still pair, or None (module docstring).
 
     Args:
@@ -59,6 +61,11 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         tissue: (1, 1, Z, Y, X) bool, the voxels to judge (tissue inside the mask).
         work: the working grid.
         not_here: why the pair is not looked at (:func:`not_looked_for`), or None.
+        ct: the images are CT. Local correlation takes CT's faint texture (lung parenchyma, soft tissue) for flat
+            against its air-to-tissue range (an exact copy of the benchmark's lung CT matches itself over 33 % of its
+            textured tissue), so a CT pair is judged by the squared difference of the images smoothed by 1 voxel
+            alone; and as most of a breathing body stays still, a part over ``LOCAL_CHANGE_CT_MAX_PART_ML`` means
+            motion, not a local change (the breathing benchmark pairs: parts of 164-474 ml; nodule-like growths 18-41).
 
     Returns:
         (a :class:`LocalChange`, or None; info: ``found``, ``still_share`` where measured, and either the parts found
@@ -76,27 +83,35 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
     if count < MIN_TEXTURED_VOXELS:
         return None, {"found": False, "reason": "too little textured tissue to judge"}
     smooth_f = gaussian_smooth(fixed, IMAGE_SIGMA_VOXELS)
-    differ = _dissimilarity(smooth_f, moving)
-    still = float((differ[textured] < LOCAL_CHANGE_MATCH).float().mean())
+    if ct:
+        differs = _squared_differs(smooth_f, gaussian_smooth(moving, IMAGE_SIGMA_VOXELS), fixed, textured)
+        still = 1.0 - float(differs[textured].float().mean())
+    else:
+        differ = _dissimilarity(smooth_f, moving)
+        still = float((differ[textured] < LOCAL_CHANGE_MATCH).float().mean())
     info: dict = {"found": False, "still_share": round(still, 3)}
     if still < LOCAL_CHANGE_STILL_SHARE:
         info["reason"] = (f"{still:.0%} of the textured tissue matches before the registration (a local change "
                           f"needs {LOCAL_CHANGE_STILL_SHARE:.0%}): the motion is not one local change")
         return None, info
-    parts = _compact_parts(((differ > LOCAL_CHANGE_DIFFER) & textured)[0, 0].cpu().numpy(), work)
-    if not parts:
-        # a shift below a voxel (a change of 2-3 mm over 8 mm) hardly lowers the local correlation; in a still pair,
-        # whose intensities the refinement's maps have put alike, it shows in the squared difference: above
-        # LOCAL_CHANGE_SQUARED_RATIO times its median over the textured tissue and the square of
-        # LOCAL_CHANGE_SQUARED_FLOOR of the tissue's intensity (on a near copy the median is near 0). Only here:
-        # counted beside the correlation's parts it spread them on larger changes (wave 32)
-        squared = gaussian_smooth((fixed - moving) ** 2, MAP_SIGMA_VOXELS)
-        floor = max(float(squared[textured].median()),
-                    (LOCAL_CHANGE_SQUARED_FLOOR * float(fixed[textured].median())) ** 2)
-        parts = _compact_parts(((squared > LOCAL_CHANGE_SQUARED_RATIO * floor) & textured)[0, 0].cpu().numpy(), work)
+    if ct:
+        parts = _compact_parts((differs & textured)[0, 0].cpu().numpy(), work)
+    else:
+        parts = _compact_parts(((differ > LOCAL_CHANGE_DIFFER) & textured)[0, 0].cpu().numpy(), work)
+        if not parts:
+            # a shift below a voxel (a change of 2-3 mm over 8 mm) hardly lowers the local correlation; it shows in
+            # the squared difference. Only here: counted beside the correlation's parts it spread them on larger
+            # changes (wave 32)
+            parts = _compact_parts((_squared_differs(fixed, moving, fixed, textured) & textured)[0, 0].cpu().numpy(),
+                                   work)
     changed = sum(int(part.sum()) for part, _ in parts)
     if not parts:
         info["reason"] = f"no part that does not match is {LOCAL_CHANGE_MIN_ML:g} ml or more away from the grid's faces"
+        return None, info
+    largest = max(summary["ml"] for _, summary in parts)
+    if ct and largest > LOCAL_CHANGE_CT_MAX_PART_ML:
+        info["reason"] = (f"a part of {largest:.0f} ml does not match (CT: at most {LOCAL_CHANGE_CT_MAX_PART_ML:g}): "
+                          "motion such as breathing, not a local change")
         return None, info
     if changed > LOCAL_CHANGE_MAX_SHARE * count or len(parts) > LOCAL_CHANGE_MAX_PARTS:
         info["reason"] = (f"{len(parts)} parts, {changed / count:.1%} of the textured tissue, do not match: not a few "
@@ -133,24 +148,28 @@ def change_followed(fixed: torch.Tensor, moving: torch.Tensor, before: torch.Ten
                                            "parts_gain": round(gain, 4)}
 
 
+def _squared_differs(fixed: torch.Tensor, moving: torch.Tensor, intensity: torch.Tensor, textured: torch.Tensor
+                     ) -> torch.Tensor:
+    """Where a still pair's squared difference (smoothed by ``MAP_SIGMA_VOXELS``) is above
+    ``LOCAL_CHANGE_SQUARED_RATIO`` times the larger of its median over the textured tissue and the square of
+    ``LOCAL_CHANGE_SQUARED_FLOOR`` of the tissue's median ``intensity`` (on a near copy the median is near 0). The
+    intensities are alike there: the refinement's maps put them so, and CT's are calibrated."""
+    squared = gaussian_smooth((fixed - moving) ** 2, MAP_SIGMA_VOXELS)
+    floor = max(float(squared[textured].median()),
+                (LOCAL_CHANGE_SQUARED_FLOOR * float(intensity[textured].median())) ** 2)
+    return squared > LOCAL_CHANGE_SQUARED_RATIO * floor
+
+
 def _dissimilarity(smooth_fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
     """``1 - lncc^2`` of the smoothed fixed image and ``moving`` smoothed alike, the map smoothed (module docstring)."""
     smooth_m = gaussian_smooth(moving, IMAGE_SIGMA_VOXELS)
     return gaussian_smooth(1.0 - local_ncc_map(smooth_fixed, smooth_m, WINDOW), MAP_SIGMA_VOXELS)
 
 
-def not_looked_for(ct: bool, blurrier: Optional[str]) -> Optional[str]:
-    """Why a pair is not looked at, or None.
-
-    * CT: local correlation takes CT's faint texture (lung parenchyma, soft tissue) for flat against its air-to-tissue
-      range: an exact copy of the benchmark's lung CT matches itself over 33 % of its textured tissue, the breathing
-      pair over 21 %, so no share tells a still pair.
-    * One image much blurrier than the other (``blurrier``: the refinement's reason, voxels more than twice as
-      large): the change found in a thick-slice copy and refined with little smoothing fitted the blur, TRE 0.472 ->
-      0.571 mm (the brain with A = 8 mm, the moving image on 1.2 x 1.2 x 5 mm slices).
-    """
-    if ct:
-        return "not looked for in CT (its texture is too faint for local correlation to tell a still pair)"
+def not_looked_for(blurrier: Optional[str]) -> Optional[str]:
+    """Why a pair is not looked at, or None: one image much blurrier than the other (``blurrier``: the refinement's
+    reason, voxels more than twice as large): the change found in a thick-slice copy and refined with little smoothing
+    fitted the blur, TRE 0.472 -> 0.571 mm (the brain with A = 8 mm, the moving image on 1.2 x 1.2 x 5 mm slices)."""
     if blurrier is not None:  # the refinement's reason: "one image's voxels are N times the other's: ..."
         return f"not looked for: {blurrier.split(':')[0]} (the refinement would fit the blur)"
     return None

@@ -209,7 +209,7 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                                                          progress=stages.sub(0.895, 0.9), **common)
     elif find_change and contrasts == "one contrast" and regularization <= 1:
         found, info["local_change"] = find_local_change(
-            fixed_r, moving_r, tissue, work, not_looked_for(not mri, _blurrier(fixed_geometry, moving_geometry, work)))
+            fixed_r, moving_r, tissue, work, not_looked_for(_blurrier(fixed_geometry, moving_geometry, work)), ct=not mri)
         if found is not None:
             there, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, found.region,
                                             LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
