@@ -17,7 +17,8 @@ before any deformation (the moving one pre-aligned), after the refinement's inte
   ``LOCAL_CHANGE_MAX_SHARE`` of the textured tissue.
 
 CT is judged by the squared difference alone, with a cap on a part's volume (:func:`find_local_change`). The region is
-those parts grown by ``LOCAL_CHANGE_MARGIN_MM``; the refinement there is kept only when :func:`change_followed`. Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
+those parts grown by ``LOCAL_CHANGE_MARGIN_MM``; the refinement there is kept only when :func:`change_followed`.
+Measured in ``docs/benchmarks/wave32-2026-12-04.md``.
 """
 from __future__ import annotations
 
