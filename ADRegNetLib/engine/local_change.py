@@ -35,7 +35,7 @@ from .optimizer import sample_through
 from .refine_settings import (LOCAL_CHANGE_DIFFER, LOCAL_CHANGE_MARGIN_MM, LOCAL_CHANGE_MATCH, LOCAL_CHANGE_MAX_PARTS,
                               LOCAL_CHANGE_MAX_SHARE, LOCAL_CHANGE_MIN_GAIN, LOCAL_CHANGE_MIN_ML,
                               LOCAL_CHANGE_SQUARED_FLOOR, LOCAL_CHANGE_SQUARED_RATIO, LOCAL_CHANGE_STILL_SHARE,
-                              LOCAL_CHANGE_CT_MAX_PART_ML)
+                              LOCAL_CHANGE_CT_MAX_PART_ML, LOCAL_CHANGE_CT_STILL_SHARE)
 
 __all__ = ["LocalChange", "find_local_change", "change_followed", "found_note", "not_looked_for"]
 
@@ -65,8 +65,9 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         ct: the images are CT. Local correlation takes CT's faint texture (lung parenchyma, soft tissue) for flat
             against its air-to-tissue range (an exact copy of the benchmark's lung CT matches itself over 33 % of its
             textured tissue), so a CT pair is judged by the squared difference of the images smoothed by 1 voxel
-            alone; and as most of a breathing body stays still, a part over ``LOCAL_CHANGE_CT_MAX_PART_ML`` means
-            motion, not a local change (the breathing benchmark pairs: parts of 164-474 ml; nodule-like growths 18-41).
+            alone; as most of a breathing body stays still by that measure too (73-87 %), a CT pair must match over
+            ``LOCAL_CHANGE_CT_STILL_SHARE`` of it, and a part over ``LOCAL_CHANGE_CT_MAX_PART_ML`` means motion, not a
+            local change (the breathing benchmark pairs: parts of 164-474 ml; nodule-like growths 18-41).
 
     Returns:
         (a :class:`LocalChange`, or None; info: ``found``, ``still_share`` where measured, and either the parts found
@@ -91,9 +92,10 @@ def find_local_change(fixed: torch.Tensor, moving: torch.Tensor, tissue: torch.T
         differ = _dissimilarity(smooth_f, moving)
         still = float((differ[textured] < LOCAL_CHANGE_MATCH).float().mean())
     info: dict = {"found": False, "still_share": round(still, 3)}
-    if still < LOCAL_CHANGE_STILL_SHARE:
+    needed = LOCAL_CHANGE_CT_STILL_SHARE if ct else LOCAL_CHANGE_STILL_SHARE
+    if still < needed:
         info["reason"] = (f"{still:.0%} of the textured tissue matches before the registration (a local change "
-                          f"needs {LOCAL_CHANGE_STILL_SHARE:.0%}): the motion is not one local change")
+                          f"needs {needed:.0%}): the motion is not one local change")
         return None, info
     if ct:
         parts = _compact_parts((differs & textured)[0, 0].cpu().numpy(), work)

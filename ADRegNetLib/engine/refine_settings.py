@@ -12,7 +12,7 @@ __all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS"
            "LOCAL_CHANGE_STILL_SHARE", "LOCAL_CHANGE_MATCH", "LOCAL_CHANGE_DIFFER", "LOCAL_CHANGE_MIN_ML",
            "LOCAL_CHANGE_MAX_SHARE", "LOCAL_CHANGE_MAX_PARTS", "LOCAL_CHANGE_MARGIN_MM", "LOCAL_CHANGE_STEPS",
            "LOCAL_CHANGE_MIN_GAIN", "LOCAL_CHANGE_SQUARED_RATIO", "LOCAL_CHANGE_SQUARED_FLOOR",
-           "LOCAL_CHANGE_CT_MAX_PART_ML"]
+           "LOCAL_CHANGE_CT_MAX_PART_ML", "LOCAL_CHANGE_CT_STILL_SHARE"]
 
 #: local NCC refinement of one non-CT contrast (MRI): both images divided by their own local mean
 #: intensity (``spatial.filters.local_gain_normalised``: Gaussian of this sigma in mm, floor
@@ -210,3 +210,7 @@ LOCAL_CHANGE_SQUARED_FLOOR = 0.02
 #: balanced): the breathing benchmark pairs' largest parts 164 (lung) and 474 ml (lung-large), the demo pair's 217;
 #: nodule-like growths inside a lung (A 6 / 4 mm over 10 mm) 41 / 18 ml, 0.846 / 0.701 -> 0.263 / 0.259 mm
 LOCAL_CHANGE_CT_MAX_PART_ML = 80.0
+#: CT: the share of the textured tissue that must match (squared difference) for a pair to be still. Measured
+#: (thirty-second session): the breathing benchmark pairs 0.73-0.87 and the demo pair 0.75 (stopped here, before the
+#: parts are labelled: 0.2 s on the demo), the nodule-like growths and a still copy 0.99-1.00
+LOCAL_CHANGE_CT_STILL_SHARE = 0.95
