@@ -186,7 +186,7 @@ LOCAL_CHANGE_MAX_SHARE = 0.1
 #: see ``LOCAL_CHANGE_MAX_SHARE``
 LOCAL_CHANGE_MAX_PARTS = 3
 #: the parts found are grown by this much to make the region the refinement goes on in, mm
-LOCAL_CHANGE_MARGIN_MM = 8.0
+LOCAL_CHANGE_MARGIN_MM = 12.0
 #: the refinement in a region found so goes on for at most this many steps (the user's region: ``LOCAL_REGION_STEPS``).
 #: Measured (thirty-second session, six changes of 4-8 mm over 12-20 mm, 2 % noise or none, balanced): TRE 0.268 mm
 #: on average with 20 steps (1.8 s), 0.274 with 40 (3.5-4.5 s)

@@ -213,7 +213,7 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         if found is not None:
             there, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, found.region,
                                             LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
-            kept, check = change_followed(fixed_r, moving_r, flow, there, found.parts)
+            kept, check = change_followed(fixed_r, moving_r, flow, there, found.parts, found.below_voxel)
             info["local_change"].update(stage, **check, kept=kept)
             if kept:  # else the registration had followed it already: refined again, it fitted noise
                 flow, info["warnings"] = there, [found_note(info["local_change"]["parts"])]

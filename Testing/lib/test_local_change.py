@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ADRegNetLib.engine.local_change import find_local_change, found_note, not_looked_for
+from ADRegNetLib.engine.local_change import change_followed, find_local_change, found_note, not_looked_for
 from ADRegNetLib.spatial.geometry import Geometry
 from brain_helpers import needs_t1, t1_block_mean
 
@@ -29,22 +29,30 @@ def crop():
     return array, Geometry(array.shape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
 
 
-def _grown(array: np.ndarray, centres_zyx: list, amplitude: float = 3.0, sigma: float = 5.0) -> np.ndarray:
-    """``array`` with a radial change about each centre (voxels): x shows what x - u(x) showed, u = A (x - c) / s
-    exp(-|x - c|^2 / 2 s^2)."""
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in array.shape], indexing="ij"))
+def _shift(shape: tuple, centres_zyx: list, amplitude: float = 3.0, sigma: float = 5.0) -> np.ndarray:
+    """(3, Z, Y, X) u = A (x - c) / s exp(-|x - c|^2 / 2 s^2) summed over the centres, voxels (z, y, x)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
     shift = np.zeros_like(grid)
     for centre in centres_zyx:
         d = grid - np.asarray(centre, dtype=np.float64)[:, None, None, None]
         shift += amplitude * d / sigma * np.exp(-np.sum(d * d, axis=0) / (2 * sigma * sigma))
+    return shift
+
+
+def _grown(array: np.ndarray, centres_zyx: list, amplitude: float = 3.0, sigma: float = 5.0) -> np.ndarray:
+    """``array`` with a radial change about each centre (voxels): x shows what x - u(x) showed (:func:`_shift`)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in array.shape], indexing="ij"))
+    shift = _shift(array.shape, centres_zyx, amplitude, sigma)
     return ndimage.map_coordinates(array, grid - shift, order=3, mode="nearest").astype(np.float32)
+
+
+def _noisy(moving: np.ndarray, noise: float = 0.02) -> np.ndarray:
+    return moving + np.random.default_rng(0).normal(0.0, noise, moving.shape).astype(np.float32)
 
 
 def _find(fixed: np.ndarray, moving: np.ndarray, geometry: Geometry, noise: float = 0.02, ct: bool = False,
           blurrier=None):
-    rng = np.random.default_rng(0)
-    moving = moving + rng.normal(0.0, noise, moving.shape).astype(np.float32)
-    tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (fixed, moving)]
+    tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (fixed, _noisy(moving, noise))]
     return find_local_change(tensors[0], tensors[1], tensors[0] > 0.05, geometry, not_looked_for(blurrier), ct=ct)
 
 
@@ -61,7 +69,7 @@ def test_one_change_is_found_where_it_is(crop):
     # the displacement is largest 10 mm from the centre: the part found is the textured tissue of that shell
     assert np.linalg.norm(_centre_zyx(info["parts"][0], geometry) - centre) < 6.0  # voxels; measured 4.3
     assert region.region.shape == (1, 1, *array.shape) and bool(region.region[(0, 0, *centre)])
-    assert 0.005 < float(region.region.float().mean()) < 0.3  # the part and its 8-mm margin, not the whole crop
+    assert 0.005 < float(region.region.float().mean()) < 0.3  # the part and its 12-mm margin, not the whole crop
     assert bool((region.region | ~region.parts).all()) and float(region.parts.float().mean()) > 0
 
 
@@ -130,6 +138,17 @@ def test_a_change_below_a_voxel_is_found_by_the_squared_difference(crop):
     """3 mm over 8 mm (1.8 mm at most): the local correlation hardly moves; the squared difference shows it."""
     array, geometry = crop
     centre = (HALF + 4, HALF - 3, HALF + 2)
-    region, info = _find(array, _grown(array, [centre], amplitude=1.5, sigma=4.0), geometry)
+    moving = _grown(array, [centre], amplitude=1.5, sigma=4.0)
+    region, info = _find(array, moving, geometry)
     assert info["found"] and len(info["parts"]) == 1
     assert bool(region.region[(0, 0, *centre)])
+    assert region.below_voxel and info["measure"] == "squared difference"
+    # followed (the true field, normalised (x, y, z) units), it is kept: judged by the squared difference, as found
+    shift = _shift(array.shape, [centre], amplitude=1.5, sigma=4.0)[::-1]
+    scale = 2.0 / (np.asarray(array.shape[::-1], dtype=np.float64) - 1.0)
+    truth = torch.from_numpy((shift * scale[:, None, None, None]).astype(np.float32))[None]
+    fixed_t, moving_t = (torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (array, _noisy(moving)))
+    kept, check = change_followed(fixed_t, moving_t, torch.zeros_like(truth), truth, region.parts, below_voxel=True)
+    assert kept and check["parts_gain"] > 0.3  # measured 0.92
+    unmoved, _ = change_followed(fixed_t, moving_t, truth, truth, region.parts, below_voxel=True)
+    assert not unmoved
