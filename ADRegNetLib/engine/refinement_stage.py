@@ -23,7 +23,7 @@ from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
 from ..spatial.warp import resample
 from ..typing import StopCallback
-from .local_change import change_followed, find_local_change, found_note, not_looked_for
+from .local_change import change_followed, find_local_change, found_note, not_looked_for, with_field_extent
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
@@ -211,6 +211,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         found, info["local_change"] = find_local_change(
             fixed_r, moving_r, tissue, work, not_looked_for(_blurrier(fixed_geometry, moving_geometry, work)), ct=not mri)
         if found is not None:
+            found, extent = with_field_extent(found, flow, work)
+            info["local_change"].update(extent)
             there, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, found.region,
                                             LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
             kept, check = change_followed(fixed_r, moving_r, flow, there, found.parts, found.below_voxel)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ADRegNetLib.engine.local_change import change_followed, find_local_change, found_note, not_looked_for
+from ADRegNetLib.engine.local_change import (LocalChange, change_followed, find_local_change, found_note,
+                                             not_looked_for, with_field_extent)
 from ADRegNetLib.spatial.geometry import Geometry
 from brain_helpers import needs_t1, t1_block_mean
 
@@ -152,3 +153,43 @@ def test_a_change_below_a_voxel_is_found_by_the_squared_difference(crop):
     assert kept and check["parts_gain"] > 0.3  # measured 0.92
     unmoved, _ = change_followed(fixed_t, moving_t, truth, truth, region.parts, below_voxel=True)
     assert not unmoved
+
+
+def test_the_region_reaches_as_far_as_the_field_moves_with_the_change():
+    """A growth of width s displaces tissue out to about 2.3 s: the region found takes in where the field moves with
+    it (less what moves everywhere), whatever the margin about the parts."""
+    shape, spacing = (48, 48, 48), 2.0
+    geometry = Geometry(shape[::-1], (spacing,) * 3, (0.0, 0.0, 0.0))
+    centre = (24, 24, 24)
+    distance = np.linalg.norm(np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+                              - np.asarray(centre)[:, None, None, None], axis=0) * spacing
+    parts = torch.from_numpy(distance <= 6.0)[None, None]
+    found = LocalChange(torch.from_numpy(distance <= 14.0)[None, None], parts)
+    scale = 2.0 / (np.asarray(shape[::-1], dtype=np.float64) - 1.0) / spacing  # mm -> normalised, per (x, y, z)
+    for sigma in (6.0, 12.0):
+        shift = _shift(shape, [centre], amplitude=2.0, sigma=sigma / spacing)[::-1] * spacing  # (x, y, z) mm
+        for everywhere in (0.0, 1.5):  # and a translation of 1.5 mm along x everywhere
+            moved = shift + np.array([everywhere, 0.0, 0.0])[:, None, None, None]
+            flow = torch.from_numpy((moved * scale[:, None, None, None]).astype(np.float32))[None]
+            wider, info = with_field_extent(found, flow, geometry)
+            reach = float(distance[wider.region[0, 0].numpy()].max())
+            # the displacement falls to a quarter of its peak at about 2.3 s; never narrower than found
+            assert max(14.0, 2.0 * sigma) <= reach <= max(14.0, 2.6 * sigma) + spacing, (sigma, everywhere, reach)
+            assert bool((wider.region | ~found.region).all()) and torch.equal(wider.parts, parts)
+            assert info["region_ml"][1] >= info["region_ml"][0]
+    still, info = with_field_extent(found, torch.zeros(1, 3, *shape), geometry)
+    assert torch.equal(still.region, found.region) and info["region_ml"][0] == info["region_ml"][1]
+
+
+def test_the_region_is_not_widened_where_the_field_moves_everywhere():
+    """Motion of the same size beyond the reach (a pair deformed a little everywhere): the margin alone stays."""
+    shape, spacing = (48, 48, 48), 2.0
+    geometry = Geometry(shape[::-1], (spacing,) * 3, (0.0, 0.0, 0.0))
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).astype(np.float64)
+    distance = np.linalg.norm(index - 24.0, axis=0) * spacing
+    found = LocalChange(torch.from_numpy(distance <= 10.0)[None, None], torch.from_numpy(distance <= 4.0)[None, None])
+    waves = np.stack([np.sin(index[2] / 3.0), np.cos(index[1] / 4.0), np.sin(index[0] / 5.0)])  # (x, y, z) mm
+    scale = 2.0 / (np.asarray(shape[::-1], dtype=np.float64) - 1.0) / spacing
+    flow = torch.from_numpy((waves * scale[:, None, None, None]).astype(np.float32))[None]
+    same, info = with_field_extent(found, flow, geometry)
+    assert not info["field_beyond_still"] and torch.equal(same.region, found.region)
