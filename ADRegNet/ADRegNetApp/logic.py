@@ -120,8 +120,14 @@ class ADRegNetLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def doneText(outputs) -> str:
-        """The stage label after Apply: done, and any mask read where it is shown instead of as stored."""
+        """The stage label after Apply: done, any mask read where it is shown instead of as stored, and the point list
+        that marks a local change the engine found and refined (look at the registered volume there)."""
         notes = list(getattr(outputs, "notes", None) or [])
+        changes = getattr(outputs, "localChangeNode", None)
+        if changes is not None:
+            notes.append(_("A local change was found and refined with less smoothing: see the points '{name}' (if it "
+                           "is not motion, uncheck 'Find a local change' and apply again).").format(
+                               name=changes.GetName()))
         return " ".join([_("Done."), *notes])
 
     @staticmethod

@@ -16,6 +16,7 @@ from .geometry import points_lps_to_ras, points_ras_to_lps
 __all__ = [
     "LandmarkError", "points_lps_from_markups", "markups_labels", "markups_node_from_points",
     "check_landmark_pairs", "check_points_on_volumes", "pair_labels", "next_pair_label", "tre_table_node", "TRE_COLUMNS",
+    "local_change_node",
 ]
 
 TRE_COLUMNS = ("label", "before_mm", "after_mm")  # and "start_mm" between the two with a starting transform
@@ -57,6 +58,21 @@ def markups_node_from_points(scene, points_lps: np.ndarray, name: str, labels: O
             node.SetNthControlPointLabel(index, str(labels[k]))
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
+    return node
+
+
+def local_change_node(scene, metrics: dict, name: str):
+    """A locked point list at each place the engine took for a local change and refined with less smoothing
+    (``metrics["refinement"]["local_change"]``, kept), labelled with its volume, so the clinician can look at the
+    warped volume there (the run log's warning says the same); None when no change was refined."""
+    found = (metrics.get("refinement") or {}).get("local_change") or {}
+    parts = found.get("parts") or []
+    if not (found.get("kept") and parts):
+        return None
+    node = markups_node_from_points(scene, np.array([part["centre_mm"] for part in parts], dtype=np.float64), name,
+                                    [f"change {k + 1} ({part['ml']:.0f} ml)" for k, part in enumerate(parts)])
+    node.SetAttribute(ROLE_ATTRIBUTE, "local-change")
+    node.SetLocked(True)
     return node
 
 

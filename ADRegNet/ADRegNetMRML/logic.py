@@ -22,7 +22,7 @@ from .frames import (
 )
 from .geometry import VolumeNodeError, image_from_volume_node, volume_node_from_image
 from .jacobian import jacobian_volume_node
-from .landmarks import check_landmark_pairs, check_points_on_volumes, pair_labels, tre_table_node
+from .landmarks import check_landmark_pairs, check_points_on_volumes, local_change_node, pair_labels, tre_table_node
 from .masks import READ_WHERE_SHOWN_ATTRIBUTE, mask_image_from_node
 from .nodes import restore_on_error, rollback_on_error
 from .pairs import GUIDING_PAIRS_ATTRIBUTE, mark_guiding_pairs
@@ -55,6 +55,7 @@ class RegistrationNodes:
         result: the engine's RegistrationResult (arrays in LPS).
         notes: what the user should be told beside the outputs (a mask read where it is shown, not as
             stored); also in the run log, a warning and the transform's ``READ_WHERE_SHOWN_ATTRIBUTE``.
+        localChangeNode: locked point list at the places the engine found a local change and refined, or None.
     """
 
     transformNode: Any
@@ -66,6 +67,7 @@ class RegistrationNodes:
     metrics: dict = field(default_factory=dict)
     result: Any = None
     notes: list = field(default_factory=list)
+    localChangeNode: Any = None
 
     def similarity(self) -> tuple[Optional[float], Optional[float]]:
         """(before, after) image similarity from the metrics, None when absent."""
@@ -92,9 +94,7 @@ def tre_per_landmark(metrics: dict, key: str, expected: int, fallback: np.ndarra
     """Per-landmark TRE (mm) from ``metrics[key]["per_landmark"]`` when it has ``expected`` values, else ``fallback``."""
     entry = metrics.get(key) if isinstance(metrics, dict) else None
     values = entry.get("per_landmark") if isinstance(entry, dict) else None
-    if values is not None and len(values) == expected:
-        return np.asarray(values, dtype=np.float64)
-    return np.asarray(fallback, dtype=np.float64)
+    return np.asarray(values if values is not None and len(values) == expected else fallback, dtype=np.float64)
 
 
 def check_outputs_are_not_inputs(inputs: dict, outputs: dict) -> None:
@@ -371,7 +371,8 @@ class ADRegNetMRMLLogic:
                                             np.linalg.norm(started - moving_points, axis=1))
             table = tre_table_node(self.scene, pair_labels(fixedLandmarksNode, movingLandmarksNode), before_mm,
                                    after_mm, name=f"{base} TRE", node=outputs["TRE table"], start_mm=start_mm)
-        made = [n for n in (transform, inverse, warped, jacobian, table) if n is not None]
+        changes = local_change_node(self.scene, result.metrics, f"{base} local change")
+        made = [n for n in (transform, inverse, warped, jacobian, table, changes) if n is not None]
         for node in (transform, inverse, warped, jacobian):  # results live in the fixed volume's frame
             parent = None if node is None else node.GetParentTransformNode()
             if parent is not None:
@@ -380,7 +381,8 @@ class ADRegNetMRMLLogic:
                         "the result lies in the fixed volume's frame")
         log.add("outputs: " + ", ".join(f"'{n.GetName()}'" for n in made))
         log_node = log_text_node(self.scene, log, f"{base} registration log")
-        return RegistrationNodes(transform, warped, jacobian, table, inverse, log_node, dict(result.metrics), result)
+        return RegistrationNodes(transform, warped, jacobian, table, inverse, log_node, dict(result.metrics), result,
+                                 localChangeNode=changes)
 
     # ------------------------------------------------------------------ display helpers (no Qt)
     @staticmethod

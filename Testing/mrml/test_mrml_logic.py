@@ -282,3 +282,36 @@ def test_landmark_pairs_guide_or_only_measure_and_the_outputs_say_which(scene, i
         inputs["fixed"], inputs["moving"], inputs["fixed_pts"], inputs["moving_pts"], landmarksGuide=False,
         outputTransformNode=out.transformNode)
     assert again.transformNode is out.transformNode and again.transformNode.GetAttribute(GUIDING_PAIRS_ATTRIBUTE) is None
+
+
+def test_a_local_change_the_engine_refined_is_shown_as_a_locked_point_list(scene, inputs):
+    """Where the engine found a local change and refined it (metrics ``refinement.local_change``), a point list marks
+    each place (RAS in the scene), labelled with its volume; none when the change was left or none was found."""
+    class WithChange(AnalyticEngine):
+        def __init__(self, kept: bool):
+            super().__init__()
+            self.kept = kept
+
+        def __call__(self, fixed, moving, **kw):
+            result = super().__call__(fixed, moving, **kw)
+            result.metrics["refinement"] = {"local_change": {
+                "found": True, "kept": self.kept,
+                "parts": [{"centre_mm": [10.0, -20.0, 31.0], "ml": 12.3}, {"centre_mm": [-4.5, 6.0, 8.0], "ml": 5.6}]}}
+            return result
+
+    out = ADRegNetMRMLLogic(scene, runner=WithChange(kept=True)).registerNodes(inputs["fixed"], inputs["moving"])
+    node = out.localChangeNode
+    assert node is not None and node.IsA("vtkMRMLMarkupsFiducialNode") and node.GetLocked()
+    assert node.GetName().endswith("local change") and node.GetAttribute("ADRegNet.role") == "local-change"
+    ras = [0.0, 0.0, 0.0]
+    node.GetNthControlPointPosition(0, ras)
+    np.testing.assert_allclose(ras, [-10.0, 20.0, 31.0])
+    np.testing.assert_allclose(points_lps_from_markups(node), [[10.0, -20.0, 31.0], [-4.5, 6.0, 8.0]])
+    assert [node.GetNthControlPointLabel(k) for k in range(2)] == ["change 1 (12 ml)", "change 2 (6 ml)"]
+    assert node.GetName() in out.logNode.GetText()  # the run log's list of outputs names it
+    before = set(node_ids(scene))
+    left = ADRegNetMRMLLogic(scene, runner=WithChange(kept=False)).registerNodes(inputs["fixed"], inputs["moving"])
+    assert left.localChangeNode is None
+    assert not any(scene.GetNodeByID(i).GetName().endswith("local change") for i in set(node_ids(scene)) - before)
+    plain = ADRegNetMRMLLogic(scene, runner=AnalyticEngine()).registerNodes(inputs["fixed"], inputs["moving"])
+    assert plain.localChangeNode is None

@@ -195,6 +195,20 @@ def test_the_stage_label_says_what_was_read_where_shown_and_is_cleared_when_appl
     assert label.text == ""
 
 
+def test_the_stage_label_points_to_a_local_change_the_engine_refined(module, scene):
+    """The panel says when a local change was found and refined, names the point list that marks it and how to
+    register without it."""
+    from ADRegNetMRML.logic import RegistrationNodes
+
+    ADRegNet, _ = module
+    logic = ADRegNet.ADRegNetLogic()
+    marked = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "moving local change")
+    text = logic.doneText(RegistrationNodes(None, None, None, localChangeNode=marked))
+    assert text.startswith("Done. A local change was found and refined") and "'moving local change'" in text
+    assert "uncheck 'Find a local change'" in text
+    assert logic.doneText(RegistrationNodes(None, None, None)) == "Done."
+
+
 def test_the_panel_clears_the_stage_label_as_apply_and_warp_start():
     """ADRegNet.py wires the clearing: the first statement of the Apply path (after its Cancel branch) and of Warp."""
     import ast
