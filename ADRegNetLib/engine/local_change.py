@@ -145,7 +145,7 @@ def with_field_extent(found: LocalChange, flow: torch.Tensor, work: Geometry) ->
     connected places touching the region whose displacement (less the field's median vector beyond that reach: what
     moves everywhere) is above ``LOCAL_CHANGE_FIELD_SHARE`` of its largest in the region, provided the field beyond
     the reach is still (its median below ``LOCAL_CHANGE_BEYOND_SHARE`` of that largest): else the motion is not one
-    change's and the margin alone stays.
+    change's, or (a grid all within the reach) that cannot be told, and the margin alone stays.
 
     Returns:
         (the widened :class:`LocalChange`, ``{"region_ml": [as found, widened]}``).
@@ -162,7 +162,7 @@ def with_field_extent(found: LocalChange, flow: torch.Tensor, work: Geometry) ->
     # beyond the reach the field must be still next to the change (its median under a tenth of the change's peak:
     # 0.004-0.018 of it on the changes measured, 0.53 / 0.99 on brains deformed by 1 mm everywhere, where the region
     # widened made the refinement fit noise: 0.220 -> 0.337 mm)
-    quiet = not beyond.shape[1] or float(np.median(moved[~reach])) < LOCAL_CHANGE_BEYOND_SHARE * peak
+    quiet = beyond.shape[1] > 0 and float(np.median(moved[~reach])) < LOCAL_CHANGE_BEYOND_SHARE * peak  # else unknown
     widened = region
     if peak > 0 and quiet:
         labels, _ = ndimage.label((moved > LOCAL_CHANGE_FIELD_SHARE * peak) & reach)

@@ -193,3 +193,17 @@ def test_the_region_is_not_widened_where_the_field_moves_everywhere():
     flow = torch.from_numpy((waves * scale[:, None, None, None]).astype(np.float32))[None]
     same, info = with_field_extent(found, flow, geometry)
     assert not info["field_beyond_still"] and torch.equal(same.region, found.region)
+
+
+def test_the_region_is_not_widened_when_nothing_lies_beyond_the_reach():
+    """A grid all within the reach of the parts: whether the field is still beyond cannot be told, so no widening."""
+    shape, spacing = (20, 20, 20), 2.0
+    geometry = Geometry(shape[::-1], (spacing,) * 3, (0.0, 0.0, 0.0))
+    distance = np.linalg.norm(np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+                              - 10.0, axis=0) * spacing
+    found = LocalChange(torch.from_numpy(distance <= 8.0)[None, None], torch.from_numpy(distance <= 3.0)[None, None])
+    scale = 2.0 / (np.asarray(shape[::-1], dtype=np.float64) - 1.0) / spacing
+    shift = _shift(shape, [(10, 10, 10)], amplitude=2.0, sigma=5.0)[::-1] * spacing
+    flow = torch.from_numpy((shift * scale[:, None, None, None]).astype(np.float32))[None]
+    same, info = with_field_extent(found, flow, geometry)
+    assert not info["field_beyond_still"] and torch.equal(same.region, found.region)
