@@ -155,18 +155,18 @@ def with_field_extent(found: LocalChange, flow: torch.Tensor, work: Geometry) ->
     disp = flow_norm_to_disp_mm(flow.detach(), work)[0].cpu().numpy()  # (3, Z, Y, X) mm
     region = found.region[0, 0].cpu().numpy()
     reach = _grown(found.parts[0, 0].cpu().numpy(), work, LOCAL_CHANGE_REACH_MM)
-    beyond = disp[:, ~reach]
-    still = np.median(beyond, axis=1) if beyond.shape[1] else np.zeros(3)
-    moved = vector_length(torch.from_numpy(disp - still[:, None, None, None]), dim=0).numpy()
-    peak = float(moved[region].max())
-    # beyond the reach the field must be still next to the change (its median under a tenth of the change's peak:
-    # 0.004-0.018 of it on the changes measured, 0.53 / 0.99 on brains deformed by 1 mm everywhere, where the region
-    # widened made the refinement fit noise: 0.220 -> 0.337 mm)
-    quiet = beyond.shape[1] > 0 and float(np.median(moved[~reach])) < LOCAL_CHANGE_BEYOND_SHARE * peak  # else unknown
-    widened = region
-    if peak > 0 and quiet:
-        labels, _ = ndimage.label((moved > LOCAL_CHANGE_FIELD_SHARE * peak) & reach)
-        widened = region | np.isin(labels, np.unique(labels[region & (labels > 0)]))
+    widened, quiet = region, False
+    if not reach.all():  # else whether the field beyond is still cannot be told
+        moved = vector_length(torch.from_numpy(disp - np.median(disp[:, ~reach], axis=1)[:, None, None, None]),
+                              dim=0).numpy()
+        peak = float(moved[region].max())
+        # beyond the reach the field must be still next to the change (its median under a tenth of the change's
+        # peak: 0.004-0.018 of it on the changes measured, 0.53 / 0.99 on brains deformed by 1 mm everywhere, where
+        # the region widened made the refinement fit noise: 0.220 -> 0.337 mm)
+        quiet = peak > 0 and float(np.median(moved[~reach])) < LOCAL_CHANGE_BEYOND_SHARE * peak
+        if quiet:
+            labels, _ = ndimage.label((moved > LOCAL_CHANGE_FIELD_SHARE * peak) & reach)
+            widened = region | np.isin(labels, np.unique(labels[region & (labels > 0)]))
     ml = float(np.prod(work.spacing)) / 1000.0
     info = {"region_ml": [round(float(region.sum()) * ml, 1), round(float(widened.sum()) * ml, 1)],
             "field_beyond_still": quiet}
