@@ -1,5 +1,5 @@
 r"""One local change in a pair that otherwise matches from the start: found from the images, so the refinement can
-go on there with little smoothing (``refinement_stage.refine_in_region``), as where the user marks it.
+go on there with little smoothing (``local_stage.refine_in_region``), as where the user marks it.
 
 A follow-up scan in which a lesion grew or shrank and nothing else moved: after the pre-alignment most of the
 tissue already matches, and what does not is one compact place. The refinement's smoothing holds such a change back

@@ -106,7 +106,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
         rigid_regions: optional label map over the fixed image (any grid); inside each labelled
             region the motion is rigid (a tumour, an implant), smooth outside.
         local_region: optional mask over the fixed image (any grid) where the anatomy changed locally (a lesion grew
-            or shrank): the refinement goes on there with less smoothing (``refinement_stage.refine_local_region``).
+            or shrank): the refinement goes on there with less smoothing (``local_stage.refine_local_region``).
         find_local_change: without ``local_region``, find such changes in a pair that otherwise matches (``local_change``).
         landmarks_guide: the landmark pairs pull the registration (True) or are only measured (False:
             their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).

@@ -4,7 +4,6 @@ coarse start, which compares the images the same way, and the check of the optim
 measure it did not optimise. Working-grid tensors in and out."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -16,19 +15,17 @@ from ..spatial.bspline import refined
 from ..spatial.filters import gaussian_smooth, local_gain_factor, local_gain_normalised, noise_std, smoothing_edges
 from ..spatial.flow import identity_grid
 from ..spatial.geometry import Geometry
-from ..spatial.image import Image
 from ..spatial.intensity_map import midway_knots, piecewise_linear
 from ..spatial.resolution import voxel_volume_ratio
 from ..spatial.sliding import SlidingRegion
 from ..spatial.transforms import resize_flow
-from ..spatial.warp import resample
 from ..typing import StopCallback
-from .local_change import change_followed, find_local_change, found_note, not_looked_for, with_field_extent
+from .local_change import not_looked_for
+from .local_stage import follow_local_change, refine_local_region
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import (LOCAL_CHANGE_STEPS, LOCAL_REGION_ELASTIC_MM, LOCAL_REGION_FLUID_MM, LOCAL_REGION_STEPS,
-                              NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION,
+from .refine_settings import (NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION,
                               START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
@@ -208,74 +205,15 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
                                                          local_region, fixed_geometry,
                                                          progress=stages.sub(0.895, 0.9), **common)
     elif find_change and contrasts == "one contrast" and regularization <= 1:
-        found, info["local_change"] = find_local_change(
-            fixed_r, moving_r, tissue, work, not_looked_for(_blurrier(fixed_geometry, moving_geometry, work)), ct=not mri)
-        if found is not None:
-            found, extent = with_field_extent(found, flow, work)
-            info["local_change"].update(extent)
-            there, stage = refine_in_region(fixed_r, moving_r, work, flow, settings, regularization, found.region,
-                                            LOCAL_CHANGE_STEPS, progress=stages.sub(0.895, 0.9), **common)
-            kept, check = change_followed(fixed_r, moving_r, flow, there, found.parts, found.below_voxel)
-            info["local_change"].update(stage, **check, kept=kept)
-            if kept:  # else the registration had followed it already: refined again, it fitted noise
-                flow, info["warnings"] = there, [found_note(info["local_change"]["parts"])]
+        flow, info["local_change"], info["warnings"] = follow_local_change(
+            fixed_r, moving_r, flow, tissue, work, settings, regularization,
+            not_looked_for(_blurrier(fixed_geometry, moving_geometry, work)), not mri,
+            progress=stages.sub(0.895, 0.9), **common)
     info["contrasts"] = contrasts
     if similarity == "ngf":
         info["ngf_edge"] = edge
     info.update(intensity_info)
     return flow, info
-
-
-def refine_local_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometry, flow: torch.Tensor,
-                        settings: RefineSettings, regularization: float, region: np.ndarray, region_geometry: Geometry,
-                        **kwargs) -> tuple[torch.Tensor, dict]:
-    """The refinement once more inside a region where the anatomy changed locally, with little smoothing.
-
-    A lesion that grew or shrank by a few mm over 1-3 cm in a scan that otherwise stayed still: the refinement's
-    smoothing (fluid 10 mm, elastic 1.4 mm on a 2-mm grid) holds such a change back to about 60 % of its
-    displacement, and less smoothing everywhere fits noise where the motion is smooth (the benchmark brain case
-    0.174 -> 0.538 mm). Here the similarity is measured inside the region only (and inside ``kwargs["mask"]``), with
-    ``LOCAL_REGION_FLUID_MM`` / ``LOCAL_REGION_ELASTIC_MM`` of smoothing (scaled by the user's regularization as
-    the refinement's) for ``LOCAL_REGION_STEPS`` steps; the update, smoothed over the region
-    (``filters.smooth_over_support``), fades out beyond it. Measured: ``refine_settings.LOCAL_REGION_FLUID_MM``.
-
-    Args:
-        fixed, moving, work, flow, settings: as :func:`refine.refine_field` after the refinement.
-        regularization: the user's.
-        region: (Z, Y, X) bool on ``region_geometry`` (the fixed image's grid).
-        **kwargs: passed to :func:`refine.refine_field` (mask, landmarks, noise, sliding, should_stop).
-
-    Returns:
-        (flow, info: voxels of the working grid in the region, the smoothing used, steps accepted and rejected,
-        seconds; ``applied`` False with a reason where the region leaves nothing to compare).
-    """
-    inside = resample(Image(region.astype(np.float32), region_geometry), work, mode="linear", default=0.0).array > 0.5
-    return refine_in_region(fixed, moving, work, flow, settings, regularization,
-                            torch.from_numpy(inside)[None, None].to(fixed.device), LOCAL_REGION_STEPS, **kwargs)
-
-
-def refine_in_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometry, flow: torch.Tensor,
-                     settings: RefineSettings, regularization: float, inside_w: torch.Tensor, steps: int,
-                     **kwargs) -> tuple[torch.Tensor, dict]:
-    """:func:`refine_local_region` on a region of the working grid (``inside_w``: (1, 1, Z, Y, X) bool), the one
-    the user marked or the one :func:`local_change.find_local_change` found, for at most ``steps`` steps."""
-    mask = kwargs.pop("mask", None)
-    if mask is not None:
-        inside_w &= mask.bool()
-    count = int(inside_w.sum())
-    if count < 8:
-        return flow, {"applied": False, "voxels": count,
-                      "reason": "the region covers fewer than 8 working voxels (inside the fixed mask)"}
-    spacing = float(np.mean(work.spacing))
-    stage = replace(settings, steps=steps,
-                    sigma_update=LOCAL_REGION_FLUID_MM / spacing * float(np.sqrt(regularization)),
-                    sigma_field=LOCAL_REGION_ELASTIC_MM / spacing * regularization)
-    flow, stage_info = refine_field(fixed, moving, work, flow, stage, mask=inside_w, **kwargs)
-    return flow, {"applied": True, "voxels": count, "sigma_update_mm": round(stage.sigma_update * spacing, 3),
-                  "sigma_field_mm": round(stage.sigma_field * spacing, 3),
-                  "steps_accepted": stage_info["steps_accepted"], "steps_rejected": stage_info["steps_rejected"],
-                  "loss_first": stage_info["loss_first"], "loss_last": stage_info["loss_last"],
-                  "seconds": stage_info["seconds"]}
 
 
 def ngf_edge(fixed_w: torch.Tensor, moving_w: torch.Tensor, work: Geometry, floor: float) -> dict:
