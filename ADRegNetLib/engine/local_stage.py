@@ -52,8 +52,8 @@ def refine_in_region(fixed: torch.Tensor, moving: torch.Tensor, work: Geometry, 
     """:func:`refine_local_region` on a region of the working grid (``inside_w``: (1, 1, Z, Y, X) bool), the one
     the user marked or the one :func:`local_change.find_local_change` found, for at most ``steps`` steps."""
     mask = kwargs.pop("mask", None)
-    if mask is not None:
-        inside_w &= mask.bool()
+    if mask is not None:  # a new tensor: the caller's region (a LocalChange's, widened again later) stays as it was
+        inside_w = inside_w & mask.bool()
     count = int(inside_w.sum())
     if count < 8:
         return flow, {"applied": False, "voxels": count,
