@@ -326,7 +326,7 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
                    settings: RefineSettings, refined: dict, steps: int, min_gain: float,
                    factors: tuple[float, ...], fine: Optional[float] = None, min_fine: float = float("inf"),
                    **kwargs) -> tuple[torch.Tensor, dict]:
-    """Continue a local NCC refinement with less smoothing when it showed motion finer than its own.
+    """Continue a refinement with less smoothing when it showed motion finer than its own.
 
     The refinement's gain (``loss_first - loss_last`` of ``refined``, less the step its switch to the
     refined image made in the loss, ``loss_at_switch``) is what the MIND levels left:
@@ -341,8 +341,9 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     ``min_fine``.
 
     Args:
-        fixed, moving, geometry, flow, settings: as :func:`refine_field` (``settings.similarity``
-            "lncc"), ``flow`` the result of that refinement.
+        fixed, moving, geometry, flow, settings: as :func:`refine_field`, ``flow`` the result of that refinement
+            (normalised gradient fields: the engine passes an infinite ``min_gain``, their gain does not tell local
+            motion from smooth; ``settings.LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS``).
         refined: the info :func:`refine_field` returned for it.
         steps: most steps per factor (0: never).
         min_gain: the local NCC gain of the first refinement above which it continues.
@@ -357,12 +358,11 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     gain = float(refined["loss_first"]) - float(refined["loss_last"])
     if refined.get("loss_at_switch"):  # the descents only: not the step in the loss that the sharper sampling made
         gain -= float(refined["loss_at_switch"][0]) - float(refined["loss_at_switch"][1])
-    info: dict = {"applied": False, "refinement_gain": round(gain, 6), "min_gain": min_gain,
+    info: dict = {"applied": False, "refinement_gain": round(gain, 6),
+                  "min_gain": min_gain if np.isfinite(min_gain) else None,  # None: not gated by the gain
                   "fine_share": None if fine is None else round(fine, 4), "min_fine_share": min_fine}
     finer = gain > min_gain or (fine is not None and fine >= min_fine)
-    if settings.similarity != "lncc":
-        info["reason"] = "edge directions (normalised gradient fields): not continued"
-    elif steps <= 0:
+    if steps <= 0:
         info["reason"] = ("no continuation steps (the quality has none, or a regularization above 1 asked for a "
                           "smoother field)")
     elif not finer:

@@ -25,8 +25,8 @@ from .local_stage import follow_local_change, refine_local_region
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import (NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION,
-                              START_MAP_SMOOTH_VOXELS)
+from .refine_settings import (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN,
+                              START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -195,11 +195,18 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
     tissue = fixed_w > TISSUE_THRESHOLD
     if mask_w is not None:
         tissue &= mask_w.bool()
-    fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM) if similarity == "lncc" else None
-    flow, info["local_continuation"] = refine_locally(
-        fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
-        LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE,
-        progress=stages.sub(0.88, 0.9), **common)
+    # local NCC goes on by its gain or its update's fine share, two contrasts' edge directions by the share alone
+    # (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS), the lung CT's edge directions not at all
+    gates = ((LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_MIN_FINE_SHARE) if similarity == "lncc" else
+             (float("inf"), LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS) if contrasts == "two contrasts" else None)
+    if gates is None:
+        info["local_continuation"] = {"applied": False,
+                                      "reason": "edge directions of one contrast (CT): not continued"}
+    else:
+        fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM)
+        flow, info["local_continuation"] = refine_locally(
+            fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
+            gates[0], LOCAL_REFINE_FACTORS, fine=fine, min_fine=gates[1], progress=stages.sub(0.88, 0.9), **common)
     if local_region is not None:
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,
                                                          local_region, fixed_geometry,

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.refine_settings import NGF_EDGE_NOISE_SHARE
+from ADRegNetLib.engine.refine_settings import LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, NGF_EDGE_NOISE_SHARE
 from ADRegNetLib.engine.refinement_stage import ngf_edge
 from ADRegNetLib.io.image import from_sitk
 from ADRegNetLib.spatial.filters import gaussian_smooth
@@ -60,7 +60,12 @@ def test_register_raises_the_edge_for_a_noisy_ct_and_reports_it():
         info = register(fixed, image, **kw).metrics["refinement"]
         edges[label] = info["ngf_edge"]
         assert f"edge parameter {info['ngf_edge']['eps_per_mm']} per mm" in info["similarity"]
+        assert info["local_continuation"] == {"applied": False,
+                                              "reason": "edge directions of one contrast (CT): not continued"}
     assert edges["noisy"]["noise_std"][1] > 2 * edges["clean"]["noise_std"][1]
     assert edges["noisy"]["eps_per_mm"] > 2 * edges["clean"]["eps_per_mm"] >= 2 * FLOOR
     two = register(fixed, moving.with_array(-moving.array), multimodal=True, **kw).metrics["refinement"]
     assert two["contrasts"] == "two contrasts" and two["ngf_edge"] == {"eps_per_mm": FLOOR}
+    gate = two["local_continuation"]  # two contrasts: gated by the update's fine share alone
+    assert gate["min_gain"] is None and gate["min_fine_share"] == LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
+    assert gate["applied"] == (gate["fine_share"] >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)

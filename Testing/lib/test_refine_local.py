@@ -8,7 +8,9 @@ import torch
 
 from ADRegNetLib.engine import register
 from ADRegNetLib.engine.refine import RefineSettings, fine_share, refine_field, refine_locally
-from ADRegNetLib.engine.settings import LOCAL_REFINE_FACTORS, LOCAL_REFINE_MIN_FINE_SHARE, LOCAL_REFINE_MIN_GAIN
+from ADRegNetLib.engine.refine_settings import LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
+from ADRegNetLib.engine.settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
+                                         LOCAL_REFINE_MIN_GAIN)
 from ADRegNetLib.spatial.filters import gaussian_smooth
 from ADRegNetLib.spatial.flow import disp_mm_to_flow_norm, flow_norm_to_disp_mm, identity_grid
 from ADRegNetLib.spatial.geometry import Geometry
@@ -59,9 +61,12 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
     large = {"loss_first": 0.75, "loss_last": 0.68}
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, settings, large, 0, 0.03, (0.7, 0.5))
     assert kept is flow and "regularization above 1" in info["reason"]
+    # edge directions (two contrasts): the engine gates by the fine share alone (an infinite min_gain)
     edges = RefineSettings(similarity="ngf")
-    kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, edges, large, 12, 0.03, (0.7, 0.5))
-    assert kept is flow and info["applied"] is False and "normalised gradient fields" in info["reason"]
+    kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, edges, large, 12, float("inf"), (0.7, 0.5),
+                                fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS - 0.01,
+                                min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
+    assert kept is flow and info["applied"] is False and info["reason"].startswith("neither")
 
 
 def test_gate_counts_the_descents_not_the_step_of_the_switch_to_the_refined_image():
@@ -90,6 +95,25 @@ def test_continuation_recovers_motion_finer_than_the_smoothing():
                                       LOCAL_REFINE_FACTORS)
     assert local["applied"] is True and [s["factor"] for s in local["stages"]] == list(LOCAL_REFINE_FACTORS)
     assert local["stages"][-1]["loss_last"] < info["loss_last"]
+    assert _error_vox(continued, truth) < 0.8 * after_refinement, (after_refinement, _error_vox(continued, truth))
+
+
+def test_two_contrasts_continue_by_edge_directions_on_motion_finer_than_the_smoothing():
+    """The same fine motion between the texture and its inverted contrast: normalised gradient fields refine, the
+    update's fine share opens the gate (no gain asked for), and the stages with less smoothing come closer."""
+    fixed = _texture()
+    truth = _local_motion()
+    moving = 1.0 - _warped(fixed, -truth)  # edges of the other sign
+    settings = RefineSettings(steps=24, similarity="ngf")
+    start = torch.zeros((1, 3, *SHAPE))
+    flow, info = refine_field(fixed, moving, GEOMETRY, start, settings)
+    everywhere = torch.ones((1, 1, *SHAPE), dtype=torch.bool)
+    fine = fine_share(flow - start, GEOMETRY, everywhere, LOCAL_REFINE_FINE_SIGMA_MM)
+    assert fine >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, fine
+    after_refinement = _error_vox(flow, truth)
+    continued, local = refine_locally(fixed, moving, GEOMETRY, flow, settings, info, 12, float("inf"),
+                                      LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
+    assert local["applied"] is True and local["reason"].startswith("the fine share")
     assert _error_vox(continued, truth) < 0.8 * after_refinement, (after_refinement, _error_vox(continued, truth))
 
 
