@@ -139,7 +139,9 @@ LOCAL_REFINE_MIN_FINE_SHARE = 0.70
 #: 0.588), T1/FLAIR 4 / 15, 4 / 20 0.674 / 0.678 (2.461 -> 1.719, 1.078 -> 0.805); gaining below the threshold, left
 #: out: T1/T2 6 / 30 0.549 (0.728 -> 0.511), 2 / 20 0.532 (0.573 -> 0.450), T1/FLAIR 6 / 30 0.584 (0.876 -> 0.750),
 #: synthseg 4 / 20, 3 / 15 0.514 / 0.566 (2.116 -> 1.941, 2.323 -> 2.320); losing: T1/FLAIR 4 / 40 0.580 (0.410 ->
-#: 0.492), T1/T2 8 / 40 0.509 (0.504 -> 0.507). The margin to the highest share that lost (0.580) is narrow.
+#: 0.492), T1/T2 8 / 40 0.509 (0.504 -> 0.507). The margin to the highest share that lost (0.580) is narrow. (These
+#: with 12 steps per factor; the engine takes ``REFINE_STEPS_FACTOR`` times the quality's, as for the refinement:
+#: ``docs/benchmarks/wave34-2026-12-04.md``.)
 LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS = 0.60
 #: the scale of that share: the MIND levels' update smoothing (5 working voxels of 2 mm)
 LOCAL_REFINE_FINE_SIGMA_MM = 10.0

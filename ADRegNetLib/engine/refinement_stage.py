@@ -205,7 +205,8 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
     else:
         fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM)
         flow, info["local_continuation"] = refine_locally(
-            fixed_r, moving_r, work, flow, settings, info, quality.local_steps if regularization <= 1 else 0,
+            fixed_r, moving_r, work, flow, settings, info,
+            quality.local_steps * REFINE_STEPS_FACTOR[contrasts] if regularization <= 1 else 0,
             gates[0], LOCAL_REFINE_FACTORS, fine=fine, min_fine=gates[1], progress=stages.sub(0.88, 0.9), **common)
     if local_region is not None:
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,
