@@ -112,7 +112,8 @@ def test_two_contrasts_continue_by_edge_directions_on_motion_finer_than_the_smoo
     assert fine >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, fine
     after_refinement = _error_vox(flow, truth)
     continued, local = refine_locally(fixed, moving, GEOMETRY, flow, settings, info, 12, float("inf"),
-                                      LOCAL_REFINE_FACTORS, fine=fine, min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
+                                      LOCAL_REFINE_FACTORS, fine=fine,
+                                      min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
     assert local["applied"] is True and local["reason"].startswith("the fine share")
     assert _error_vox(continued, truth) < 0.8 * after_refinement, (after_refinement, _error_vox(continued, truth))
 
