@@ -5,8 +5,8 @@ from __future__ import annotations
 __all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_MIN_FINE_SHARE",
-           "LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS", "LOCAL_REFINE_FINE_SIGMA_MM", "LOCAL_REFINE_FACTORS",
-           "TWO_CONTRAST_EDGE_SHARE",
+           "LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS", "LOCAL_REFINE_STEPS_FACTOR", "LOCAL_REFINE_FINE_SIGMA_MM",
+           "LOCAL_REFINE_FACTORS", "TWO_CONTRAST_EDGE_SHARE",
            "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW", "START_MAP_MIN_CORRELATION",
            "START_MAP_SMOOTH_VOXELS", "NGF_EDGE_NOISE_SHARE",
            "OPTIMISATION_MIN_NMI_GAIN", "LOCAL_REGION_FLUID_MM", "LOCAL_REGION_ELASTIC_MM", "LOCAL_REGION_STEPS",
@@ -144,6 +144,12 @@ LOCAL_REFINE_MIN_FINE_SHARE = 0.70
 #: with 12 steps per factor; the engine takes ``REFINE_STEPS_FACTOR`` times the quality's, as for the refinement:
 #: ``docs/benchmarks/wave34-2026-12-04.md``.)
 LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS = 0.60
+#: the continuation's steps per stage relative to ``QualitySettings.local_steps``: the edge directions of two contrasts
+#: take more, as their refinement does (``REFINE_STEPS_FACTOR``). Measured (thirty-fourth session, balanced, the five
+#: gated two-contrast cases above and four held out): 12 steps per stage 1.719 / 0.872 / 0.711 / 0.805 / 0.588 and
+#: 0.614 / 0.995 / 1.157 / 1.006 mm, 36 steps 1.525 / 0.688 / 0.666 / 0.837 / 0.541 and 0.580 / 0.921 / 0.967 / 1.003,
+#: 72 steps 1.502 / 0.672 / 0.650 / 0.871 / 0.551 and 0.586 / 0.915 / 0.932 / 1.039 (2-3 s more)
+LOCAL_REFINE_STEPS_FACTOR = {"one contrast": 1.0, "two contrasts": 1.5}
 #: the scale of that share: the MIND levels' update smoothing (5 working voxels of 2 mm)
 LOCAL_REFINE_FINE_SIGMA_MM = 10.0
 #: regularization factors of the continuation's stages (relative to the refinement's smoothing).

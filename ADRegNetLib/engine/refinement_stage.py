@@ -25,8 +25,8 @@ from .local_stage import follow_local_change, refine_local_region
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
 from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, NGF_EDGE_NOISE_SHARE,
-                              OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
+from .refine_settings import (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, LOCAL_REFINE_STEPS_FACTOR,
+                              NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -206,7 +206,7 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
         fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM)
         flow, info["local_continuation"] = refine_locally(
             fixed_r, moving_r, work, flow, settings, info,
-            quality.local_steps * REFINE_STEPS_FACTOR[contrasts] if regularization <= 1 else 0,
+            int(quality.local_steps * LOCAL_REFINE_STEPS_FACTOR[contrasts]) if regularization <= 1 else 0,
             gates[0], LOCAL_REFINE_FACTORS, fine=fine, min_fine=gates[1], progress=stages.sub(0.88, 0.9), **common)
     if local_region is not None:
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,

@@ -340,8 +340,12 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # local_steps 6 (thirteenth session, ``LOCAL_REFINE_MIN_GAIN``): brain-local seeds 0 / 1 0.965 / 1.083 ->
     # 0.560 / 0.612 mm (12 steps per stage: 0.512 / 0.558, 1.5 s more), brain 3 mm / 15 mm 1.555 / 1.546 ->
     # 0.946 / 0.969, 8 mm / 25 mm 2.383 / 2.373 -> 1.493 / 1.401; about 1.5 s more where it runs
+    # local_steps 6 -> 12 (thirty-fourth session, one run; docs/benchmarks/wave34-2026-12-04.md): brain 4 / 20, 3 / 15,
+    # 8 / 25 (seed 1), brain-local seeds 7 / 8 0.546 / 0.850 / 1.093 / 0.584 / 0.567 -> 0.439 / 0.716 / 0.911 / 0.460 /
+    # 0.488 mm; held out, brain 4 / 20 seed 2, 3 / 20 seed 3, 1 / 15 seed 2 (not gated), 6 / 30 seed 2 0.612 / 0.445 /
+    # 0.487 / 0.422 -> 0.557 / 0.382 / 0.487 / 0.412; 1-2 s more where it runs
     "fast": QualitySettings(working_spacing_mm=2.0, max_working_voxels=96 ** 3, levels=((2, 10), (1, 2)),
-                            refine_steps=10, local_steps=6),
+                            refine_steps=10, local_steps=12),
     # refine_steps 10 -> 14 (ninth session; 16 tuning cases, then 19 held-out ones: benchmark brain seeds 2-4,
     # lung seeds 2-3, the seed-1 deformation families, brain-local, lung-large, brain 1 mm: mean relative TRE
     # 0.1038 -> 0.0996 on the benchmark-like ones, 0.1702 -> 0.1677 on the others, worse by 0.003 mm at most;
@@ -356,11 +360,16 @@ QUALITY_SETTINGS: dict[str, QualitySettings] = {
     # local_steps 12 (thirteenth session): brain-local seeds 0 / 1 0.797 / 0.830 -> 0.482 / 0.532 mm, brain 3 mm /
     # 15 mm 1.494 / 1.393 -> 0.798 / 0.776, 8 mm / 25 mm 2.181 / 1.651 -> 1.087 / 1.008; about 2.8 s more where
     # it runs (docs/PERFORMANCE.md, "Motion finer than the smoothing"); ``best`` the same (brain-local seed 0 0.877 -> 0.444)
+    # local_steps 12 -> 24 (thirty-fourth session, one run): the same five cases as fast's 0.408 / 0.672 / 0.805 / 0.466
+    # / 0.493 -> 0.404 / 0.588 / 0.718 / 0.412 / 0.479 mm (36: 0.408 / 0.574 / 0.709 / 0.421 / 0.485); held out, as
+    # fast's, 0.538 / 0.381 / 0.375 / 0.403 -> 0.541 / 0.381 / 0.373 / 0.409 (no gain there); about 2-2.5 s more where
+    # it runs. ``best`` the same: brain 3 / 15, brain-local seed 7 0.723 / 0.434 -> 0.593 / 0.423. Two contrasts take
+    # ``LOCAL_REFINE_STEPS_FACTOR`` times these
     "balanced": QualitySettings(working_spacing_mm=2.0, max_working_voxels=128 ** 3, levels=((2, 12), (1, 2)),
-                                refine_steps=20, local_steps=12),
+                                refine_steps=20, local_steps=24),
     "best": QualitySettings(working_spacing_mm=1.5, max_working_voxels=160 ** 3, levels=((2, 20), (1, 8)),
                             prealign_iterations=120, prealign_spacing_mm=2.0, refine_steps=16,
-                            local_steps=12),
+                            local_steps=24),
 }
 
 
