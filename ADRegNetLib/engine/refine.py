@@ -297,7 +297,8 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
 
 
 def fine_share(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tensor, sigma_mm: float) -> float:
-    """Share of a field update that is finer than ``sigma_mm``: mean |u - G(u)| / mean |u| over ``region``.
+    """Share of a field update that is finer than ``sigma_mm``: mean |u - G(u)| / mean |u| over ``region``
+    (:func:`fine_part`'s first figure).
 
     ``G`` is a Gaussian of ``sigma_mm``; the update is measured in mm (``update_flow`` normalised, on
     ``geometry``). About 0.48-0.55 for what the refinement corrects after the MIND levels on smooth
@@ -313,19 +314,33 @@ def fine_share(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tens
     Returns:
         the share (0 when the update or the region is empty).
     """
+    return fine_part(update_flow, geometry, region, sigma_mm)[0]
+
+
+def fine_part(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tensor,
+              sigma_mm: float) -> tuple[float, float]:
+    """The part of a field update finer than ``sigma_mm``: (its share, mean |u - G(u)| / mean |u|, and its mean
+    length mean |u - G(u)| in mm) over ``region``; see :func:`fine_share`. Noise in two-contrast images raises the
+    share of the edge-direction refinement's update, not its length
+    (``refine_settings.LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS``).
+
+    Returns:
+        (share, mm); (0, 0) when the update or the region is empty.
+    """
     update_mm = flow_norm_to_disp_mm(update_flow, geometry)
     coarse = gaussian_smooth(update_mm, [sigma_mm / float(s) for s in geometry.spacing[::-1]])
     inside = region[0, 0]
     total = float(vector_length(update_mm)[0][inside].mean()) if bool(inside.any()) else 0.0
     if not total > 0:
-        return 0.0
-    return float(vector_length(update_mm - coarse)[0][inside].mean()) / total
+        return 0.0, 0.0
+    fine_mm = float(vector_length(update_mm - coarse)[0][inside].mean())
+    return fine_mm / total, fine_mm
 
 
 def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, flow: torch.Tensor,
                    settings: RefineSettings, refined: dict, steps: int, min_gain: float,
                    factors: tuple[float, ...], fine: Optional[float] = None, min_fine: float = float("inf"),
-                   **kwargs) -> tuple[torch.Tensor, dict]:
+                   fine_mm: Optional[float] = None, min_fine_mm: float = 0.0, **kwargs) -> tuple[torch.Tensor, dict]:
     """Continue a refinement with less smoothing when it showed motion finer than its own.
 
     The refinement's gain (``loss_first - loss_last`` of ``refined``, less the step its switch to the
@@ -350,6 +365,8 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         factors: regularization factors of the stages, in order (each relative to ``settings``).
         fine: the share of the refinement's update finer than the MIND levels' smoothing (None: not
             measured); min_fine: the share from which it continues.
+        fine_mm, min_fine_mm: that finer part's mean length (mm; None: not measured) and the least it must reach
+            for the share to count (0: any).
         **kwargs: passed to :func:`refine_field` (mask, landmarks, noise, should_stop).
 
     Returns:
@@ -360,8 +377,10 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
         gain -= float(refined["loss_at_switch"][0]) - float(refined["loss_at_switch"][1])
     info: dict = {"applied": False, "refinement_gain": round(gain, 6),
                   "min_gain": min_gain if np.isfinite(min_gain) else None,  # None: not gated by the gain
-                  "fine_share": None if fine is None else round(fine, 4), "min_fine_share": min_fine}
-    finer = gain > min_gain or (fine is not None and fine >= min_fine)
+                  "fine_share": None if fine is None else round(fine, 4), "min_fine_share": min_fine,
+                  "fine_mm": None if fine_mm is None else round(fine_mm, 4), "min_fine_mm": min_fine_mm}
+    long_enough = fine_mm is None or fine_mm >= min_fine_mm
+    finer = gain > min_gain or (fine is not None and fine >= min_fine and long_enough)
     if steps <= 0:
         info["reason"] = ("no continuation steps (the quality has none, or a regularization above 1 asked for a "
                           "smoother field)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 __all__ = ["REFINE_GAIN_SIGMA_MM", "REFINE_GAIN_FLOOR", "REFINE_INTENSITY_KNOTS",
            "REFINE_INTENSITY_MAX_VOXEL_RATIO", "RESOLUTION_MATCH_MIN_SIGMA_VOXELS", "REFINE_TWO_CONTRASTS",
            "REFINE_STEPS_FACTOR", "LOCAL_REFINE_MIN_GAIN", "LOCAL_REFINE_MIN_FINE_SHARE",
-           "LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS", "LOCAL_REFINE_STEPS_FACTOR", "LOCAL_REFINE_FINE_SIGMA_MM",
+           "LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS", "LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS",
+           "LOCAL_REFINE_STEPS_FACTOR", "LOCAL_REFINE_FINE_SIGMA_MM",
            "LOCAL_REFINE_FACTORS", "TWO_CONTRAST_EDGE_SHARE",
            "EDGE_CHECK_SIGMA_VOXELS", "EDGE_CHECK_WINDOW", "START_MAP_MIN_CORRELATION",
            "START_MAP_SMOOTH_VOXELS", "NGF_EDGE_NOISE_SHARE",
@@ -144,6 +145,11 @@ LOCAL_REFINE_MIN_FINE_SHARE = 0.70
 #: with 12 steps per factor; the engine takes ``REFINE_STEPS_FACTOR`` times the quality's, as for the refinement:
 #: ``docs/benchmarks/wave34-2026-12-04.md``.)
 LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS = 0.60
+#: ... and only when that finer part of the update is also this long on average (mm): noise raises the share, not the
+#: length. Measured (thirty-fourth session, balanced): the nine gated local cases 0.735-1.205 mm; the benchmark's T1/T2
+#: and T1/FLAIR with 0 / 3 / 6 / 10 % noise on the moving image 0.40-0.52 (T1/FLAIR seed 1 at 10 %: share 0.614,
+#: 0.487 mm, TRE 0.569 without the continuation, 0.913 with it); synthseg 0.63-0.80 (shares 0.49-0.55)
+LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS = 0.6
 #: the continuation's steps per stage relative to ``QualitySettings.local_steps``: the edge directions of two contrasts
 #: take more, as their refinement does (``REFINE_STEPS_FACTOR``). Measured (thirty-fourth session, balanced, the five
 #: gated two-contrast cases above and four held out): 12 steps per stage 1.719 / 0.872 / 0.711 / 0.805 / 0.588 and

@@ -24,9 +24,10 @@ from .local_change import not_looked_for
 from .local_stage import follow_local_change, refine_local_region
 from .modality import midway_intensities, tissue_in_both
 from .optimizer import sample_through
-from .refine import RefineSettings, fine_share, refine_field, refine_locally
-from .refine_settings import (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, LOCAL_REFINE_STEPS_FACTOR,
-                              NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN, START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
+from .refine import RefineSettings, fine_part, refine_field, refine_locally
+from .refine_settings import (LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS, LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS,
+                              LOCAL_REFINE_STEPS_FACTOR, NGF_EDGE_NOISE_SHARE, OPTIMISATION_MIN_NMI_GAIN,
+                              START_MAP_MIN_CORRELATION, START_MAP_SMOOTH_VOXELS)
 from .sliding import REFINE_LEAK
 from .settings import (CUT_FACE_INTENSITY, CUT_FACE_TISSUE_SHARE, LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                        LOCAL_REFINE_MIN_GAIN, REFINE_GAIN_FLOOR, REFINE_GAIN_SIGMA_MM,
@@ -196,18 +197,20 @@ def refinement(fixed_w: torch.Tensor, moving_w: torch.Tensor, flow: torch.Tensor
     if mask_w is not None:
         tissue &= mask_w.bool()
     # local NCC goes on by its gain or its update's fine share, two contrasts' edge directions by the share alone
-    # (LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS), the lung CT's edge directions not at all
-    gates = ((LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_MIN_FINE_SHARE) if similarity == "lncc" else
-             (float("inf"), LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS) if contrasts == "two contrasts" else None)
+    # and its length (LOCAL_REFINE_MIN_FINE_*_TWO_CONTRASTS), the lung CT's edge directions not at all
+    gates = ((LOCAL_REFINE_MIN_GAIN, LOCAL_REFINE_MIN_FINE_SHARE, 0.0) if similarity == "lncc" else
+             (float("inf"), LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS)
+             if contrasts == "two contrasts" else None)
     if gates is None:
         info["local_continuation"] = {"applied": False,
                                       "reason": "edge directions of one contrast (CT): not continued"}
     else:
-        fine = fine_share(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM)
+        fine, fine_mm = fine_part(flow - start, work, tissue, LOCAL_REFINE_FINE_SIGMA_MM)
         flow, info["local_continuation"] = refine_locally(
             fixed_r, moving_r, work, flow, settings, info,
             int(quality.local_steps * LOCAL_REFINE_STEPS_FACTOR[contrasts]) if regularization <= 1 else 0,
-            gates[0], LOCAL_REFINE_FACTORS, fine=fine, min_fine=gates[1], progress=stages.sub(0.88, 0.9), **common)
+            gates[0], LOCAL_REFINE_FACTORS, fine=fine, min_fine=gates[1], fine_mm=fine_mm, min_fine_mm=gates[2],
+            progress=stages.sub(0.88, 0.9), **common)
     if local_region is not None:
         flow, info["local_region"] = refine_local_region(fixed_r, moving_r, work, flow, settings, regularization,
                                                          local_region, fixed_geometry,

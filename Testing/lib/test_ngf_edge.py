@@ -11,7 +11,8 @@ import SimpleITK as sitk
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.refine_settings import LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, NGF_EDGE_NOISE_SHARE
+from ADRegNetLib.engine.refine_settings import (LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS,
+                                                LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, NGF_EDGE_NOISE_SHARE)
 from ADRegNetLib.engine.refinement_stage import ngf_edge
 from ADRegNetLib.io.image import from_sitk
 from ADRegNetLib.spatial.filters import gaussian_smooth
@@ -68,4 +69,6 @@ def test_register_raises_the_edge_for_a_noisy_ct_and_reports_it():
     assert two["contrasts"] == "two contrasts" and two["ngf_edge"] == {"eps_per_mm": FLOOR}
     gate = two["local_continuation"]  # two contrasts: gated by the update's fine share alone
     assert gate["min_gain"] is None and gate["min_fine_share"] == LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
-    assert gate["applied"] == (gate["fine_share"] >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
+    assert gate["min_fine_mm"] == LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS and gate["fine_mm"] >= 0
+    assert gate["applied"] == (gate["fine_share"] >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
+                               and gate["fine_mm"] >= LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ADRegNetLib.engine import register
-from ADRegNetLib.engine.refine import RefineSettings, fine_share, refine_field, refine_locally
-from ADRegNetLib.engine.refine_settings import LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
+from ADRegNetLib.engine.refine import RefineSettings, fine_part, fine_share, refine_field, refine_locally
+from ADRegNetLib.engine.refine_settings import (LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS,
+                                                LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
 from ADRegNetLib.engine.settings import (LOCAL_REFINE_FACTORS, LOCAL_REFINE_FINE_SIGMA_MM, LOCAL_REFINE_MIN_FINE_SHARE,
                                          LOCAL_REFINE_MIN_GAIN)
 from ADRegNetLib.spatial.filters import gaussian_smooth
@@ -67,6 +68,12 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
                                 fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS - 0.01,
                                 min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
     assert kept is flow and info["applied"] is False and info["reason"].startswith("neither")
+    # the share above its threshold but the finer part too short (noise raises the share, not the length)
+    kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, edges, large, 12, float("inf"), (0.7, 0.5),
+                                fine=0.9, min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS,
+                                fine_mm=0.5, min_fine_mm=LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS)
+    assert kept is flow and info["applied"] is False and info["fine_mm"] == 0.5
+    assert info["min_fine_mm"] == LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS
 
 
 def test_gate_counts_the_descents_not_the_step_of_the_switch_to_the_refined_image():
@@ -102,18 +109,21 @@ def test_two_contrasts_continue_by_edge_directions_on_motion_finer_than_the_smoo
     """The same fine motion between the texture and its inverted contrast: normalised gradient fields refine, the
     update's fine share opens the gate (no gain asked for), and the stages with less smoothing come closer."""
     fixed = _texture()
-    truth = _local_motion()
+    truth = _local_motion(amplitude_vox=2.0)
     moving = 1.0 - _warped(fixed, -truth)  # edges of the other sign
     settings = RefineSettings(steps=24, similarity="ngf")
     start = torch.zeros((1, 3, *SHAPE))
     flow, info = refine_field(fixed, moving, GEOMETRY, start, settings)
     everywhere = torch.ones((1, 1, *SHAPE), dtype=torch.bool)
-    fine = fine_share(flow - start, GEOMETRY, everywhere, LOCAL_REFINE_FINE_SIGMA_MM)
+    fine, fine_mm = fine_part(flow - start, GEOMETRY, everywhere, LOCAL_REFINE_FINE_SIGMA_MM)
+    assert fine == pytest.approx(fine_share(flow - start, GEOMETRY, everywhere, LOCAL_REFINE_FINE_SIGMA_MM))
     assert fine >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, fine
+    assert fine_mm >= LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS, fine_mm  # motion of up to 4 mm in 28 mm waves
     after_refinement = _error_vox(flow, truth)
     continued, local = refine_locally(fixed, moving, GEOMETRY, flow, settings, info, 12, float("inf"),
                                       LOCAL_REFINE_FACTORS, fine=fine,
-                                      min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS)
+                                      min_fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS, fine_mm=fine_mm,
+                                      min_fine_mm=LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS)
     assert local["applied"] is True and local["reason"].startswith("the fine share")
     assert _error_vox(continued, truth) < 0.8 * after_refinement, (after_refinement, _error_vox(continued, truth))
 
