@@ -297,32 +297,26 @@ def refine_field(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry, 
 
 
 def fine_share(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tensor, sigma_mm: float) -> float:
-    """Share of a field update that is finer than ``sigma_mm``: mean |u - G(u)| / mean |u| over ``region``
-    (:func:`fine_part`'s first figure).
+    """Share of a field update that is finer than ``sigma_mm``: :func:`fine_part`'s first figure."""
+    return fine_part(update_flow, geometry, region, sigma_mm)[0]
+
+
+def fine_part(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tensor,
+              sigma_mm: float) -> tuple[float, float]:
+    """The part of a field update finer than ``sigma_mm``: its share mean |u - G(u)| / mean |u| and its mean length
+    mean |u - G(u)| (mm) over ``region``.
 
     ``G`` is a Gaussian of ``sigma_mm``; the update is measured in mm (``update_flow`` normalised, on
-    ``geometry``). About 0.48-0.55 for what the refinement corrects after the MIND levels on smooth
-    motion (noise and interpolation bias are as fine as the update's own smoothing lets them be), more
-    where motion finer than the MIND levels' smoothing was left to it.
+    ``geometry``). The share is about 0.48-0.55 for what the refinement corrects after the MIND levels on smooth
+    motion (noise and interpolation bias are as fine as the update's own smoothing lets them be), more where motion
+    finer than the MIND levels' smoothing was left to it. Noise in two-contrast images raises the share of the
+    edge-direction refinement's update, not its length (``refine_settings.LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS``).
 
     Args:
         update_flow: (1, 3, Z, Y, X) normalised flow difference.
         geometry: its grid.
         region: (1, 1, Z, Y, X) bool voxels to measure in.
         sigma_mm: the scale.
-
-    Returns:
-        the share (0 when the update or the region is empty).
-    """
-    return fine_part(update_flow, geometry, region, sigma_mm)[0]
-
-
-def fine_part(update_flow: torch.Tensor, geometry: Geometry, region: torch.Tensor,
-              sigma_mm: float) -> tuple[float, float]:
-    """The part of a field update finer than ``sigma_mm``: (its share, mean |u - G(u)| / mean |u|, and its mean
-    length mean |u - G(u)| in mm) over ``region``; see :func:`fine_share`. Noise in two-contrast images raises the
-    share of the edge-direction refinement's update, not its length
-    (``refine_settings.LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS``).
 
     Returns:
         (share, mm); (0, 0) when the update or the region is empty.
