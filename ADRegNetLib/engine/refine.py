@@ -352,7 +352,7 @@ def refine_locally(fixed: torch.Tensor, moving: torch.Tensor, geometry: Geometry
     Args:
         fixed, moving, geometry, flow, settings: as :func:`refine_field`, ``flow`` the result of that refinement
             (normalised gradient fields: the engine passes an infinite ``min_gain``, their gain does not tell local
-            motion from smooth; ``settings.LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS``).
+            motion from smooth; ``refine_settings.LOCAL_REFINE_MIN_FINE_*_TWO_CONTRASTS``).
         refined: the info :func:`refine_field` returned for it.
         steps: most steps per factor (0: never).
         min_gain: the local NCC gain of the first refinement above which it continues.

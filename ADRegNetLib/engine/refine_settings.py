@@ -142,7 +142,7 @@ LOCAL_REFINE_MIN_FINE_SHARE = 0.70
 #: out: T1/T2 6 / 30 0.549 (0.728 -> 0.511), 2 / 20 0.532 (0.573 -> 0.450), T1/FLAIR 6 / 30 0.584 (0.876 -> 0.750),
 #: synthseg 4 / 20, 3 / 15 0.514 / 0.566 (2.116 -> 1.941, 2.323 -> 2.320); losing: T1/FLAIR 4 / 40 0.580 (0.410 ->
 #: 0.492), T1/T2 8 / 40 0.509 (0.504 -> 0.507). The margin to the highest share that lost (0.580) is narrow. (These
-#: with 12 steps per factor; the engine takes ``REFINE_STEPS_FACTOR`` times the quality's, as for the refinement:
+#: with 12 steps per factor; the engine takes ``LOCAL_REFINE_STEPS_FACTOR`` times the quality's, below:
 #: ``docs/benchmarks/wave34-2026-12-04.md``.)
 LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS = 0.60
 #: ... and only when that finer part of the update is also this long on average (mm): noise raises the share, not the

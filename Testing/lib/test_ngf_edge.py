@@ -67,7 +67,7 @@ def test_register_raises_the_edge_for_a_noisy_ct_and_reports_it():
     assert edges["noisy"]["eps_per_mm"] > 2 * edges["clean"]["eps_per_mm"] >= 2 * FLOOR
     two = register(fixed, moving.with_array(-moving.array), multimodal=True, **kw).metrics["refinement"]
     assert two["contrasts"] == "two contrasts" and two["ngf_edge"] == {"eps_per_mm": FLOOR}
-    gate = two["local_continuation"]  # two contrasts: gated by the update's fine share alone
+    gate = two["local_continuation"]  # two contrasts: gated by the update's fine share and its length, not the gain
     assert gate["min_gain"] is None and gate["min_fine_share"] == LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS
     assert gate["min_fine_mm"] == LOCAL_REFINE_MIN_FINE_MM_TWO_CONTRASTS and gate["fine_mm"] >= 0
     assert gate["applied"] == (gate["fine_share"] >= LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS

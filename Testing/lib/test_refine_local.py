@@ -62,7 +62,7 @@ def test_gate_keeps_the_field_below_the_gain_or_without_steps_or_for_edges():
     large = {"loss_first": 0.75, "loss_last": 0.68}
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, settings, large, 0, 0.03, (0.7, 0.5))
     assert kept is flow and "regularization above 1" in info["reason"]
-    # edge directions (two contrasts): the engine gates by the fine share alone (an infinite min_gain)
+    # edge directions (two contrasts): the engine gates by the fine share and its length (an infinite min_gain)
     edges = RefineSettings(similarity="ngf")
     kept, info = refine_locally(fixed, fixed, GEOMETRY, flow, edges, large, 12, float("inf"), (0.7, 0.5),
                                 fine=LOCAL_REFINE_MIN_FINE_SHARE_TWO_CONTRASTS - 0.01,
