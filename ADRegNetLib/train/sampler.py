@@ -223,7 +223,7 @@ class PairSampler:
         bend_mm = low + (high - low) * float(torch.rand((1,), generator=gen, device=dev))
         bend = S.random_svf(size, self.spacing_mm, bend_mm, SUBJECT_SMOOTHNESS_MM, 1, gen, resolution_divisor=2)
         bend_zyx = bend[0].flip(0).permute(1, 2, 3, 0).to(dev) / self.spacing_mm  # (x, y, z) mm -> (z, y, x) voxels
-        index = centre.to(torch.float32) + offsets @ matrix.T + bend_zyx
+        index = centre.to(dev, torch.float32) + offsets @ matrix.T + bend_zyx
         shape = torch.tensor(vol.labels.shape[2:], dtype=torch.float32, device=dev)
         grid = (2 * index / (shape - 1) - 1).flip(-1)[None]  # grid_sample wants (x, y, z), normalised
         if vol.name not in self._float_labels:  # grid_sample needs floats; convert each volume once

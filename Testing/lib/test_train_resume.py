@@ -52,3 +52,20 @@ def test_time_limit_counts_this_run_not_the_checkpoints_earlier_runs(tmp_path, p
     assert resumed.step == 1 and resumed.elapsed_s == 3600.0
     resumed.train()
     assert resumed.step == 3 and resumed.elapsed_s > 3600.0
+
+
+def test_a_checkpoint_from_another_device_type_resumes_with_a_fresh_seed(tmp_path, prepared, capsys):
+    """A CPU run's checkpoint resumed on a GPU (or back): the generator states differ in kind, so the
+    resumed run reseeds its pairs (and says so) instead of failing on a state it cannot take."""
+    first = Trainer(tiny_config(tmp_path / "run", prepared, 1))
+    first.train()
+    payload = torch.load(first.checkpoint_path, weights_only=False)
+    assert payload["generator"].numel() > 16  # the CPU generator's Mersenne Twister state
+    payload["generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's (seed, offset)
+    torch.save(payload, first.checkpoint_path)
+    resumed = Trainer(tiny_config(tmp_path / "run", prepared, 2))
+    assert "generator state of another device type" in capsys.readouterr().out
+    expected = torch.Generator().manual_seed(resumed.cfg.seed + 1)  # seed + 1000 * rank + the resumed step
+    assert torch.equal(resumed.generator.get_state(), expected.get_state())
+    resumed.train()
+    assert resumed.step == 2
