@@ -3,7 +3,10 @@
 # SimpleITK carried as a wheel in .whl/, installed to /tmp/site). For each quality, `adregnet register` with
 # --device cuda then --device cpu; prints the device used, TRE before -> after over the 51 landmark pairs (measured
 # only), folds, total seconds and the warnings, from each metrics.json; everything also in $OUT/engine.jsonl.
+# Then the tests that need a CUDA device (skipped on CPU-only machines: -k cuda).
 #   run(command="OUT=$OUT bash scripts/gpu_engine_check.sh", carry=[".whl"], timeout_s=300)
+# The wheel (about 53 MB) and the tracked tree must stay under the tool's 64 MiB: the first run (thirty-fifth
+# session) moved runs/ (24 MB of tracked logs and checkpoints) out of the working tree for the call and back after it.
 set -uo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 PY=${PY:-python3}
@@ -38,3 +41,5 @@ print(json.dumps(row))
 PYEOF
   done
 done
+"$PY" -m pytest -q -p no:cacheprovider -k cuda Testing/lib/test_rigid.py Testing/lib/test_inverse.py \
+  Testing/lib/test_spatial.py 2>&1 | tail -n 5 | tee "$OUT/cuda_tests.txt"
