@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from ADRegNetLib.model.checkpoint import load_model  # noqa: E402
 from ADRegNetLib.model.inference import predict_in_passes  # noqa: E402
@@ -44,7 +45,6 @@ from ADRegNetLib.train.config import TrainConfig  # noqa: E402
 from ADRegNetLib.train.evaluate import evaluate_model, heldout_pairs  # noqa: E402
 from ADRegNetLib.train.trainer import Trainer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CASCADE = ROOT / "runs" / "cascade" / "checkpoint_last.pt"
 WEIGHTS = ROOT / "Resources" / "weights"
 
@@ -74,10 +74,9 @@ def smoke(cfg: TrainConfig, device: str, folder: Path) -> dict:
             "val_tre_mm": result["tre_mm"]}
 
 
-def timing(device: torch.device, weights: Path) -> dict:
+def timing(device: torch.device, weights: Path, residual: torch.nn.Module) -> dict:
     """Seconds of a forward pass and of instant's passes on a 96 x 112 x 96 grid (median of 20)."""
     model = load_model(weights, device=device).eval()
-    residual = load_model(WEIGHTS / "adregnet_residual.pt", device=device).eval()
     gen = torch.Generator().manual_seed(0)
     fixed = torch.rand((1, 1, 96, 112, 96), generator=gen).to(device)
     moving = torch.rand((1, 1, 96, 112, 96), generator=gen).to(device)
@@ -152,7 +151,7 @@ def main() -> int:
     held = evaluate_model(shipped, pairs, device=device, passes=2, refine_downsample=1.0, residual=(residual, 1.0))
     report["instant_heldout_shipped"] = {k: held[k] for k in ("tre_mm", "identity_tre_mm", "folds_pct", "dice")}
     best = out / "adregnet_gpu.pt"
-    report["timing"] = timing(device, best if best.is_file() else WEIGHTS / "adregnet_default.pt")
+    report["timing"] = timing(device, best if best.is_file() else WEIGHTS / "adregnet_default.pt", residual)
     report["timing"]["weights"] = best.name if best.is_file() else "adregnet_default.pt"
     save()
     return 0
