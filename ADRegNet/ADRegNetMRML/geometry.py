@@ -103,10 +103,10 @@ def _check_scalar_3d(node, role: str) -> None:
             "a scalar (grayscale) volume: convert it to a scalar volume first"
         )
     dims = image_data.GetDimensions()
-    if min(dims) < 2:
+    if sorted(dims)[1] < 2:  # a single slice is fine: two of them are registered in their plane (engine.planar)
         raise VolumeNodeError(
-            f"{role} volume '{name}' is 2-D (size {dims[0]} x {dims[1]} x {dims[2]} voxels); registration "
-            "needs a 3-D volume with at least 2 slices along every axis"
+            f"{role} volume '{name}' is a line or a point (size {dims[0]} x {dims[1]} x {dims[2]} voxels); "
+            "registration needs a 3-D volume, or a single slice against another single slice"
         )
 
 
@@ -137,7 +137,7 @@ def image_from_volume_node(node, role: str = "volume", dtype=np.float32) -> Imag
         node's own (local) frame: a parent transform is not applied (see :mod:`ADRegNetMRML.frames`).
 
     Raises:
-        VolumeNodeError: missing, 2-D or vector volumes.
+        VolumeNodeError: missing, vector volumes, or lines and points (a single slice is accepted).
     """
     _check_scalar_3d(node, role)
     scalars = node.GetImageData().GetPointData().GetScalars()

@@ -45,8 +45,8 @@ def _checker(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
 
 def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, warped: Image, jacobian: Image,
                  metrics: dict, tre_before: Optional[np.ndarray] = None, tre_after: Optional[np.ndarray] = None) -> Path:
-    """Write a PNG with fixed/moving/warped in three planes, checkerboards before/after, the Jacobian
-    heatmap, and TRE per landmark before/after when landmarks were given.
+    """Write a PNG with fixed/moving/warped in three planes (a single slice: its own plane), checkerboards
+    before/after, the Jacobian heatmap, and TRE per landmark before/after when landmarks were given.
 
     Args:
         path: output PNG.
@@ -64,39 +64,40 @@ def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, wa
 
     has_tre = tre_before is not None and tre_after is not None
     rows = 5 if has_tre else 4
-    fig = plt.figure(figsize=(12, 3.0 * rows + 0.8))
-    grid = fig.add_gridspec(rows, 3)
+    fixed_p, before_p, warped_p, jac_p = (_planes(a) for a in (fixed.array, moving_on_fixed, warped.array, jacobian.array))
+    shown = [c for c in range(3) if min(fixed_p[c].shape) > 1] or [0, 1, 2]  # a single slice: its own plane alone
+    fig = plt.figure(figsize=(12 if len(shown) == 3 else 7, 3.0 * rows + 0.8))
+    grid = fig.add_gridspec(rows, len(shown))
     lo, hi = _window(fixed.array)
     mlo, mhi = _window(warped.array)
     aspects = _aspect(fixed)
     names = ["axial", "coronal", "sagittal"]
     norm_f = lambda a: np.clip((a - lo) / (hi - lo), 0, 1)  # noqa: E731
     norm_m = lambda a: np.clip((a - mlo) / (mhi - mlo), 0, 1)  # noqa: E731
-    fixed_p, before_p, warped_p, jac_p = (_planes(a) for a in (fixed.array, moving_on_fixed, warped.array, jacobian.array))
-    for col in range(3):
-        ax = fig.add_subplot(grid[0, col])
+    for place, col in enumerate(shown):
+        ax = fig.add_subplot(grid[0, place])
         ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
         ax.set_title(f"fixed ({names[col]})", fontsize=9)
         ax.axis("off")
-    for col in range(3):
-        ax = fig.add_subplot(grid[1, col])
+    for place, col in enumerate(shown):
+        ax = fig.add_subplot(grid[1, place])
         ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(before_p[col])), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
         ax.set_title(f"before: fixed/moving ({names[col]})", fontsize=9)
         ax.axis("off")
-    for col in range(3):
-        ax = fig.add_subplot(grid[2, col])
+    for place, col in enumerate(shown):
+        ax = fig.add_subplot(grid[2, place])
         ax.imshow(_checker(norm_f(fixed_p[col]), norm_m(warped_p[col])), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
         ax.set_title(f"after: fixed/warped ({names[col]})", fontsize=9)
         ax.axis("off")
-    for col in range(3):
-        ax = fig.add_subplot(grid[3, col])
+    for place, col in enumerate(shown):
+        ax = fig.add_subplot(grid[3, place])
         ax.imshow(norm_f(fixed_p[col]), cmap="gray", origin=_ORIGIN[col], aspect=aspects[col])
         im = ax.imshow(jac_p[col], cmap=jacobian_colormap(), vmin=0, vmax=2, alpha=0.6, origin=_ORIGIN[col], aspect=aspects[col])
         folds = np.ma.masked_where(jac_p[col] > 0, np.ones_like(jac_p[col]))
         ax.imshow(folds, cmap="spring", vmin=0, vmax=1, origin=_ORIGIN[col], aspect=aspects[col])
         ax.set_title(f"det J ({names[col]}; folds magenta)", fontsize=9)
         ax.axis("off")
-    fig.colorbar(im, ax=fig.axes[-3:], fraction=0.02, label="det J (1 = volume kept)")
+    fig.colorbar(im, ax=fig.axes[-len(shown):], fraction=0.02, label="det J (1 = volume kept)")
     if has_tre:
         ax = fig.add_subplot(grid[4, :])
         k = np.arange(len(tre_before))
@@ -110,8 +111,8 @@ def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, wa
             " (the pairs guided the registration: not an independent check)" if guided else
             " (pairs measured only: an independent check)"), fontsize=9)
     jac = metrics.get("jacobian", {})
-    title = (f"AD-RegNet  preset {metrics.get('preset')}  quality {metrics.get('quality')}  "
-             f"NCC {metrics.get('similarity_before', {}).get('ncc') or float('nan'):.3f} -> "
+    title = (f"AD-RegNet  preset {metrics.get('preset')}  quality {metrics.get('quality')}"
+             f"{chr(10) if len(shown) < 3 else '  '}NCC {metrics.get('similarity_before', {}).get('ncc') or float('nan'):.3f} -> "
              f"{metrics.get('similarity_after', {}).get('ncc') or float('nan'):.3f}  "
              f"folds {jac.get('folding_fraction', 0) * 100:.3f}%  time {metrics.get('timings_s', {}).get('total', 0):.1f} s")
     fig.suptitle(title, fontsize=10)

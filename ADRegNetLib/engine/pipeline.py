@@ -27,7 +27,6 @@ from ..spatial.affine import AffineMap
 from ..spatial.image import Image
 from ..spatial.padding import box_geometry
 from ..spatial.transform import Transform
-from ..spatial.transforms import upsampled_disp_mm
 from ..spatial.warp import resample
 from ..typing import DeviceLike, ProgressCallback, StopCallback
 from .api import RegistrationError, RegistrationResult
@@ -52,7 +51,7 @@ from .inputs import check_inputs
 from .masks import working_mask
 from .prediction import load_network, load_residual_network, predicted_start
 from .stages import (Stages, estimate_memory_gb, intersubject_hint, matched_resolution, moving_field_of_view,
-                     without_padding, working_geometry)
+                     total_field, without_padding, working_geometry)
 
 __all__ = ["register"]
 
@@ -69,7 +68,8 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
              use_network: bool = True, weights: Optional[str | Path] = None, prealignment: Optional[str] = None,
              max_working_voxels: Optional[int] = None, multimodal: Optional[bool] = None,
              compute_inverse: bool = True, rigid_regions: Optional[Image] = None, local_region: Optional[Image] = None,
-             landmarks_guide: bool = True, sliding: str = "auto", find_local_change: bool = True) -> RegistrationResult:
+             landmarks_guide: bool = True, sliding: str = "auto", find_local_change: bool = True,
+             plane: Any = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (deformable, diffeomorphic).
 
     Args:
@@ -112,6 +112,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
             their TRE after is then an independent check of the registration, ``metrics["landmarks"]``).
         sliding: "auto" (the lung preset with a CT fixed image lets the lungs slide along the chest wall:
             ``engine.sliding``), "on" or "off" (``metrics["sliding"]`` says what ran).
+        plane: set by ``engine.planar.in_plane`` for the slabs of two single slices (the field made planar).
 
     Returns:
         RegistrationResult on the fixed grid.
@@ -325,13 +326,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
 
     # ---- the transform and everything seen through it, on the fixed grid
     stages.report(0.9, "building the full-resolution field")
-    disp = upsampled_disp_mm(flow, fixed.geometry, box=region)
-    if not affine.is_identity():  # the total field x -> A(x + u(x)) - x, written over the field
-        disp = Transform(fixed.geometry, disp, affine).total_displacement(out=disp)
-    if rigid_arr is not None:
-        from ..spatial.rigid import rigidify
-
-        disp = np.ascontiguousarray(rigidify(disp, fixed.geometry, rigid_arr), dtype=np.float32)
+    disp = total_field(flow, fixed.geometry, region, affine, rigid_arr, plane)
     result_transform = Transform(fixed.geometry, disp)
     stages.check()
     warped, before, similarity_before, similarity_after, padding_left_out = warped_and_before(

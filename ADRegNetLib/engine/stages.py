@@ -17,6 +17,8 @@ from ..spatial.geometry import Geometry
 from ..spatial.image import Image
 from ..spatial.padding import border_runs, crop_to_box, data_box, working_box
 from ..spatial.resolution import matching_covariances
+from ..spatial.transform import Transform
+from ..spatial.transforms import upsampled_disp_mm
 from ..typing import ProgressCallback, StopCallback
 from .api import RegistrationCancelled, RegistrationError
 from .cpu_threads import ThreadBudget
@@ -27,7 +29,7 @@ from .settings import (INTERSUBJECT_HINT_SCALE, PRESETS, QUALITIES, QUALITY_SETT
                        TISSUE_THRESHOLD)
 
 __all__ = ["Stages", "estimate_memory_gb", "working_geometry", "check_settings", "intersubject_hint", "check_points",
-           "moving_field_of_view", "matched_resolution", "without_padding"]
+           "moving_field_of_view", "matched_resolution", "without_padding", "total_field"]
 
 class Stages:
     """Maps per-stage progress onto [0, 1], times each stage and checks for cancellation between them."""
@@ -289,3 +291,27 @@ def matched_resolution(fixed_w: torch.Tensor, moving_w: torch.Tensor, fixed_geom
     oblique = not all(is_axis_aligned(cov) for cov in covariances)
     return images[0], images[1], {"fixed_blur_voxels": sigmas[0], "moving_blur_voxels": sigmas[1],
                                   "oblique": oblique, "widest_blur_voxels": round(max(widths), 3)}
+
+
+def total_field(flow: torch.Tensor, fixed: Geometry, region: Optional[tuple], affine: AffineMap,
+                rigid: Optional[np.ndarray], plane: Any = None) -> np.ndarray:
+    """The result's displacement on the fixed grid: the working grid's field upsampled, the pre-alignment composed
+    into it (x -> A(x + u(x)) - x), rigid inside the rigid regions, planar for two single slices.
+
+    Args:
+        flow: (1, 3, Z, Y, X) normalised flow on the working grid.
+        fixed: the fixed image's grid. region: the working region's box on it (None: all of it).
+        affine: the pre-alignment (fixed -> moving). rigid: (Z, Y, X) label map on the fixed grid, or None.
+        plane: an :class:`engine.planar.Plane` when the images are two single slices' slabs, else None.
+
+    Returns:
+        (3, Z, Y, X) float32 LPS mm on ``fixed``.
+    """
+    disp = upsampled_disp_mm(flow, fixed, box=region)
+    if not affine.is_identity():  # written over the field
+        disp = Transform(fixed, disp, affine).total_displacement(out=disp)
+    if rigid is not None:
+        from ..spatial.rigid import rigidify
+
+        disp = np.ascontiguousarray(rigidify(disp, fixed, rigid), dtype=np.float32)
+    return disp if plane is None else plane.project(disp)

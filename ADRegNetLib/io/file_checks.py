@@ -251,6 +251,20 @@ def _check_nifti(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
     return _FLIP[:, None] * srow[:, :3], _FLIP * srow[:, 3]
 
 
+def nifti_sform(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The sform of a NIfTI-1 file as (matrix (3, 3), origin (3,)), LPS mm (the matrix's columns: each voxel axis's
+    step), or None for another format or without an sform. Read for what ITK leaves out (a vector image's single
+    slice: ``transforms.read_displacement_field``)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    raw = _peek(path, 348)
+    endian = next((e for e in "<>" if len(raw) >= 4 and struct.unpack_from(e + "i", raw, 0)[0] == 348), None)
+    if endian is None or len(raw) < 348 or struct.unpack_from(endian + "h", raw, 254)[0] <= 0:
+        return None
+    srow = np.asarray(struct.unpack_from(endian + "12f", raw, 280), dtype=np.float64).reshape(3, 4)
+    return _FLIP[:, None] * srow[:, :3], _FLIP * srow[:, 3]
+
+
 def compare_sform(path: Path, image: sitk.Image, sform_matrix: np.ndarray, sform_origin: np.ndarray) -> None:
     """Warn when the placement ITK read differs from the NIfTI sform (LPS) by more than the tolerance."""
     geometry = Geometry.from_sitk(image)

@@ -39,10 +39,11 @@ _FIX = "re-export or re-copy it"
 
 # ------------------------------------------------------------------------------------- conversion
 def from_sitk(image: sitk.Image, name: str = "image", dtype=np.float32) -> Image:
-    """Convert a 3-D scalar SimpleITK image to an :class:`Image` (array cast to ``dtype``).
+    """Convert a 3-D scalar SimpleITK image to an :class:`Image` (array cast to ``dtype``); a 2-D image becomes a
+    volume one slice thick (its plane at z = 0, the slice as thick as its mean pixel spacing).
 
     Raises:
-        ImageError: for 2-D/4-D or multi-component images, or a geometry that is not usable.
+        ImageError: for 4-D or multi-component images, or a geometry that is not usable.
     """
     if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         raise ImageError(
@@ -54,6 +55,8 @@ def from_sitk(image: sitk.Image, name: str = "image", dtype=np.float32) -> Image
             f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel (a vector/RGB image); "
             "registration needs a scalar (grayscale) volume: convert it to grayscale first"
         )
+    if image.GetDimension() == 2:  # one slice: a volume one voxel thick (engine.planar registers two in their plane)
+        image = sitk.JoinSeries(image, 0.0, float(np.mean(image.GetSpacing())))
     if image.GetDimension() != 3:
         raise ImageError(
             f"{name}: is {image.GetDimension()}-D with size {image.GetSize()}; registration needs a 3-D volume"

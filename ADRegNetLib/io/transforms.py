@@ -21,6 +21,7 @@ import torch
 from ..spatial.flow import check_disp_shape
 from ..spatial.geometry import Geometry
 from ..spatial.transform import map_points as transform_points  # noqa: F401 - the io name of map_points
+from .file_checks import nearest_rotation, nifti_sform
 from .image import ImageError, itk_error_reason, read_sitk_image
 from .images import write_sitk_image
 from .transform_files import read_sitk_transform, write_sitk_transform
@@ -124,10 +125,30 @@ def read_displacement_field(path: PathLike) -> tuple[np.ndarray, Geometry]:
         image = read_sitk_image(path, what="displacement field")  # integrity, direction; a folder or a pipe named
     except ImageError as exc:
         raise TransformFileError(str(exc)) from None
+    if image.GetDimension() == 2 and image.GetNumberOfComponentsPerPixel() == 3:
+        image = _one_slice(image, path)
     try:
         return sitk_to_field(image)
     except TransformFileError as exc:
         raise TransformFileError(f"{path}: {exc}") from None
+
+
+def _one_slice(image: sitk.Image, path: Path) -> sitk.Image:
+    """A field one voxel thick (two single slices registered in their plane, ``engine.planar``) that ITK's NIfTI
+    reader returned as 2-D (it drops a vector image's single slice): the slice put back where the file's sform
+    places it, or in the z = 0 plane (a 2-D image's) without one."""
+    volume = sitk.JoinSeries(image)
+    placement = nifti_sform(path)
+    if placement is not None:
+        matrix, origin = placement
+        spacing = np.linalg.norm(matrix, axis=0)
+        if np.all(spacing > 0):  # pixdim's in-plane spacing as ITK read it (the float32 sform rounds it)
+            direction = matrix / spacing
+            spacing[:2] = image.GetSpacing()
+            volume.SetSpacing([float(v) for v in spacing])
+            volume.SetOrigin([float(v) for v in origin])
+            volume.SetDirection([float(v) for v in nearest_rotation(direction).reshape(-1)])
+    return volume
 
 
 def write_transform(disp_mm: ArrayLike, geometry: Geometry, path: PathLike) -> None:

@@ -101,7 +101,9 @@ def _no_outputs_left(files):
 
 # ----------------------------------------------------------------------------------- images
 @pytest.mark.parametrize("case, role, pattern", [
-    ("2d", "fixed", r"2d.nii.gz: is 2-D with size \(32, 32\); registration needs a 3-D volume$"),
+    ("2d", "fixed", r"the fixed image is a single slice \(size \[32, 32, 1\]\) and the moving image is not: "
+                    r"slice-to-volume registration is not supported; give two single slices \(2-D images\) to "
+                    r"register in their plane, or two volumes$"),
     ("4d", "moving", r"4d.nii.gz: is 4-D with size \(20, 20, 20, 3\); registration needs a 3-D volume \(for a time "
                      r"series, extract one 3-D frame first\)$"),
     ("rgb", "fixed", r"rgb.nii.gz: has 3 components per voxel \(a vector/RGB image\); registration needs a scalar "

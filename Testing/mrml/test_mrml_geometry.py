@@ -69,11 +69,17 @@ def test_points_and_vectors_flip_x_and_y():
     assert field[0, 0, 0, 1] == 1  # input untouched
 
 
-def test_two_d_volume_is_refused_with_its_size(scene):
-    image = Image(np.zeros((1, 20, 30), np.float32), Geometry((30, 20, 1)), "slice")
+def test_a_single_slice_is_taken_and_a_line_is_refused_with_its_size(scene):
+    image = Image(np.arange(600, dtype=np.float32).reshape(1, 20, 30), Geometry((30, 20, 1), origin=(1, 2, 3)), "slice")
     node = volume_node_from_image(scene, image, name="slice")
-    with pytest.raises(VolumeNodeError, match=r"fixed volume 'slice' is 2-D \(size 30 x 20 x 1 voxels\).*3-D volume"):
-        image_from_volume_node(node, "fixed")
+    back = image_from_volume_node(node, "fixed")  # two single slices register in their plane (engine.planar)
+    np.testing.assert_array_equal(back.array, image.array)
+    assert back.geometry.allclose(image.geometry, atol=1e-9)
+    line = volume_node_from_image(scene, Image(np.zeros((1, 1, 30), np.float32), Geometry((30, 1, 1)), "line"),
+                                  name="line")
+    with pytest.raises(VolumeNodeError, match=r"fixed volume 'line' is a line or a point \(size 30 x 1 x 1 voxels\); "
+                                              r"registration needs a 3-D volume, or a single slice against another"):
+        image_from_volume_node(line, "fixed")
 
 
 def test_vector_volume_is_refused(scene):
