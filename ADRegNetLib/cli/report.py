@@ -18,13 +18,22 @@ def jacobian_colormap():
     return LinearSegmentedColormap.from_list("adregnet_jacobian", [(0.0, "#1f4e9c"), (0.5, "#ffffff"), (1.0, "#b2182b")])
 
 
-#: imshow origin per plane: axial with anterior up, coronal/sagittal with superior up (LPS-aligned grids)
+#: imshow origin per plane: axial with anterior up, coronal/sagittal with superior up (LPS-aligned grids; other
+#: grids keep these voxel-order origins and are named by their planes' normals: _plane_names)
 _ORIGIN = ["upper", "lower", "lower"]
 
 
 def _planes(array: np.ndarray) -> list[np.ndarray]:
     z, y, x = (s // 2 for s in array.shape)
     return [array[z], array[:, y], array[:, :, x]]  # axial, coronal, sagittal (voxel order)
+
+
+def _plane_names(image: Image) -> list[str]:
+    """The anatomical name of each of :func:`_planes`' planes, from the LPS axis its normal (the voxel axis held
+    fixed: z, y, x) lies closest to: L-R sagittal, P-A coronal, S-I axial (a brain stored sagittally shows its
+    sagittal plane first)."""
+    anatomical = ("sagittal", "coronal", "axial")  # normal along L, P, S
+    return [anatomical[int(np.argmax(np.abs(image.geometry.direction[:, axis])))] for axis in (2, 1, 0)]
 
 
 def _aspect(image: Image) -> list[float]:
@@ -71,7 +80,7 @@ def write_report(path: str | Path, fixed: Image, moving_on_fixed: np.ndarray, wa
     lo, hi = _window(fixed.array)
     mlo, mhi = _window(warped.array)
     aspects = _aspect(fixed)
-    names = ["axial", "coronal", "sagittal"]
+    names = _plane_names(fixed)
     norm_f = lambda a: np.clip((a - lo) / (hi - lo), 0, 1)  # noqa: E731
     norm_m = lambda a: np.clip((a - mlo) / (mhi - mlo), 0, 1)  # noqa: E731
     for place, col in enumerate(shown):
