@@ -164,9 +164,11 @@ def in_plane(register_volumes: Callable[..., RegistrationResult], fixed: Image, 
     """``register_volumes(fixed, moving, **kwargs)`` (``pipeline.register``), or for two single slices the same
     on their slabs, its field planar, returned on the slices' grids (see the module's docstring).
 
-    Masks, rigid regions and local regions given as single slices become slabs with their images; landmarks
-    (LPS mm) are used as given: points of a slice lie in its plane."""
-    quality = QUALITY_SETTINGS.get(kwargs.get("quality", "balanced"), QUALITY_SETTINGS["balanced"])  # checked later
+    Masks, rigid regions and local regions given as single slices become slabs with their images; the moving
+    landmarks (LPS mm, points of the moving slice) move with it into the fixed slice's plane, so TRE is measured
+    in the plane. Whatever the pipeline checks (a quality's name, the landmarks' shape) is left to it."""
+    name = kwargs.get("quality", "balanced")
+    quality = QUALITY_SETTINGS.get(name if isinstance(name, str) else "balanced", QUALITY_SETTINGS["balanced"])
     plane = (_plane_of(fixed, moving, quality.working_spacing_mm) if isinstance(fixed, Image) and
              isinstance(moving, Image) else None)
     if plane is None:
@@ -179,8 +181,12 @@ def in_plane(register_volumes: Callable[..., RegistrationResult], fixed: Image, 
         if isinstance(image, Image) and slice_axis(image.geometry) is not None:
             kwargs[name] = slab(image, slice_axis(image.geometry), plane.slab_spacing_mm,
                                 shift_mm=-plane.shift_mm if name == "moving_mask" else None)
-    if kwargs.get("moving_landmarks") is not None:
-        kwargs["moving_landmarks"] = np.asarray(kwargs["moving_landmarks"], dtype=np.float64) - plane.shift_mm
+    try:
+        points = np.asarray(kwargs.get("moving_landmarks"), dtype=np.float64)
+    except (TypeError, ValueError):  # the pipeline says what is wrong with them
+        points = None
+    if points is not None and points.ndim == 2 and points.shape[1:] == (3,):
+        kwargs["moving_landmarks"] = points - plane.shift_mm
     result = register_volumes(slab(fixed, plane.fixed_axis, plane.slab_spacing_mm),
                               slab(moving, plane.moving_axis, plane.slab_spacing_mm, shift_mm=-plane.shift_mm),
                               plane=plane, **kwargs)
