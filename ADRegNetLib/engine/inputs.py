@@ -38,8 +38,9 @@ class CheckedInputs(NamedTuple):
 
 def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask, initial_transform,
                  rigid_regions, preset, quality, regularization, seed, multimodal, switches: dict,
-                 local_region=None) -> CheckedInputs:
-    """Check ``register()``'s arguments (see there); raises :class:`RegistrationError` / ``ImageError``."""
+                 local_region=None, plane=None) -> CheckedInputs:
+    """Check ``register()``'s arguments (see there); raises :class:`RegistrationError` / ``ImageError``. ``plane``:
+    the images are the slabs of two single slices (``engine.planar.Plane``), their depth not counted."""
     check_settings(preset, quality, regularization, seed)
     regularization, seed = float(regularization), int(seed)  # numpy scalars compute as Python numbers
     if multimodal is not None and not isinstance(multimodal, (bool, np.bool_)):
@@ -52,7 +53,8 @@ def check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, m
     for image, role in ((fixed, "fixed"), (moving, "moving")):
         if not isinstance(image, Image):
             raise RegistrationError(f"{role} must be an ADRegNetLib Image (read it with ADRegNetLib.io.read_image)")
-        warnings_ += [w for w in (validate_image(image, role=role) or []) if isinstance(w, str)]
+        axis = None if plane is None else (plane.fixed_axis if role == "fixed" else plane.moving_axis)
+        warnings_ += [w for w in (validate_image(image, role=role, slab_axis=axis) or []) if isinstance(w, str)]
     warnings_ += check_pair_sizes(fixed, moving)
     for mask, role in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
         if mask is not None and not isinstance(mask, Image):

@@ -127,7 +127,7 @@ def register(fixed: Image, moving: Image, *, fixed_landmarks: Optional[np.ndarra
     checked = check_inputs(fixed, moving, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask,
                            initial_transform, rigid_regions, preset, quality, regularization, seed, multimodal,
                            dict(instance_optimization=instance_optimization, use_network=use_network,
-                                compute_inverse=compute_inverse, landmarks_guide=landmarks_guide), local_region)
+                                compute_inverse=compute_inverse, landmarks_guide=landmarks_guide), local_region, plane)
     regularization, seed, warnings_ = checked.regularization, checked.seed, checked.warnings
     fixed_landmarks, moving_landmarks, mask_arr = checked.fixed_landmarks, checked.moving_landmarks, checked.mask
     rigid_arr, local_arr, overlap = checked.rigid, checked.local, checked.overlap

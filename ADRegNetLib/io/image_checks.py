@@ -7,6 +7,7 @@ returns warning messages for what is usable but suspicious.
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -53,7 +54,7 @@ _AXES = ("x", "y", "z")
 
 
 def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
-                   min_axis_voxels: int = MIN_AXIS_VOXELS) -> list[str]:
+                   min_axis_voxels: int = MIN_AXIS_VOXELS, slab_axis: Optional[int] = None) -> list[str]:
     """Check that an image can be registered; raise with a clear message when it cannot.
 
     Checks, in order: finite voxels (no NaN/inf), spacing not absurd (<= ``MAX_SPACING_MM`` and
@@ -68,6 +69,8 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
         label_like: what to do with an image that looks like a label map: "warn" (emit an
             :class:`ImageWarning` and return the message), "error" (raise) or "ignore".
         min_axis_voxels: fewest voxels accepted along any axis.
+        slab_axis: a voxel axis (0: x, 1: y, 2: z) left out of that count: the slab of a single slice, which
+            ``engine.planar`` makes a few working voxels deep.
 
     Returns:
         The warning messages (empty when all is well).
@@ -119,7 +122,7 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
         )
 
     for k, n in enumerate(geometry.size):
-        if n < min_axis_voxels:
+        if n < min_axis_voxels and k != slab_axis:
             raise ImageError(
                 f"{name} has only {n} voxels along {_AXES[k]} (size {list(geometry.size)} x, y, z); at least "
                 f"{min_axis_voxels} are needed on every axis: is this a 2-D slice or a thin slab?"
