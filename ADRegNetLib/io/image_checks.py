@@ -69,8 +69,8 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
         label_like: what to do with an image that looks like a label map: "warn" (emit an
             :class:`ImageWarning` and return the message), "error" (raise) or "ignore".
         min_axis_voxels: fewest voxels accepted along any axis.
-        slab_axis: a voxel axis (0: x, 1: y, 2: z) left out of that count: the slab of a single slice, which
-            ``engine.planar`` makes a few working voxels deep.
+        slab_axis: the voxel axis (0: x, 1: y, 2: z) of a slab of identical copies of one slice (``engine.planar``):
+            the slice is judged (its voxels, its in-plane spacing and size), not the slab's depth.
 
     Returns:
         The warning messages (empty when all is well).
@@ -82,6 +82,10 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
     array = image.array
     geometry = image.geometry
     problems: list[str] = []
+    size, spacing = list(geometry.size), np.array(geometry.spacing, dtype=np.float64)
+    if slab_axis is not None:  # a slab of identical copies of one slice (engine.planar): the slice is judged, its
+        array = np.take(array, [0], axis=2 - slab_axis)  # depth and slice distance (ours, not the user's) are not
+        size[slab_axis], spacing[slab_axis] = 1, float(np.mean(np.delete(spacing, slab_axis)))  # (as a 2-D file's)
 
     if array.dtype == np.bool_:
         raise ImageError(f"{name} is a binary mask (bool); give the intensity image to register, and the mask separately")
@@ -106,7 +110,6 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
             f"scanner's origin (at most {MAX_ORIGIN_MM / 1e6:g} km accepted: no scanner places voxels there, and "
             "coordinates that large lose their sub-millimetre precision): fix the header's origin"
         )
-    spacing = geometry.spacing
     if np.any(spacing > MAX_SPACING_MM):
         axis = _AXES[int(np.argmax(spacing))]
         raise ImageError(
@@ -121,10 +124,10 @@ def validate_image(image: Image, role: str = "fixed", label_like: str = "warn",
             "resample the image to a less anisotropic grid"
         )
 
-    for k, n in enumerate(geometry.size):
+    for k, n in enumerate(size):
         if n < min_axis_voxels and k != slab_axis:
             raise ImageError(
-                f"{name} has only {n} voxels along {_AXES[k]} (size {list(geometry.size)} x, y, z); at least "
+                f"{name} has only {n} voxels along {_AXES[k]} (size {size} x, y, z); at least "
                 f"{min_axis_voxels} are needed on every axis: is this a 2-D slice or a thin slab?"
             )
 

@@ -14,7 +14,7 @@ from ADRegNetLib.engine.planar import Plane, slab, slice_axis
 from ADRegNetLib.io import read_displacement_field, read_image, write_displacement_field, write_transform
 from ADRegNetLib.spatial.affine import AffineMap
 from ADRegNetLib.spatial.geometry import Geometry
-from ADRegNetLib.spatial.image import Image
+from ADRegNetLib.spatial.image import Image, ImageError
 
 OASIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "brain2d-oasis-trt20-slices"
 needs_oasis = pytest.mark.skipif(not OASIS.is_dir(), reason="../shared/data/brain2d-oasis-trt20-slices is not available")
@@ -165,3 +165,20 @@ def test_the_command_line_registers_two_2d_files_and_warps_their_labels(tmp_path
     fixed = _slice(1, "Labels").array
     assert _dice(fixed, warped) > _dice(fixed, _slice(2, "Labels").array) + 0.05
     assert (out / "report.png").is_file() and (out / "transform.h5").is_file()
+
+
+def test_bad_slices_are_refused_with_the_slices_own_figures():
+    """The checks judge the slice, not its slab of copies: counts, size and spacing are the user's."""
+    rng = np.random.default_rng(0)
+    good = Image(rng.random((1, 40, 40), dtype=np.float32), Geometry((40, 40, 1)), "good")
+    holes = good.array.copy()
+    holes[0, 3, 4], holes[0, 5, 5] = np.nan, np.inf
+    with pytest.raises(ImageError, match=r"moving image 'holes' has 2 NaN or infinite voxels \(of 1600\)"):
+        register(good, Image(holes, good.geometry, "holes"), **FAST)
+    narrow = Image(rng.random((1, 10, 40), dtype=np.float32), Geometry((40, 10, 1)), "narrow")
+    with pytest.raises(ImageError, match=r"fixed image 'narrow' has only 10 voxels along y \(size \[40, 10, 1\] x, y, "
+                                         r"z\); at least 16"):
+        register(narrow, narrow, **FAST)
+    # 0.02 mm pixels (a micrograph) against the slab's 2 mm slice distance would be an anisotropy of 100: not theirs
+    fine = Image(good.array, Geometry((40, 40, 1), (0.02, 0.02, 0.02)), "fine")
+    assert register(fine, fine, **FAST).disp_mm.shape == (3, 1, 40, 40)
