@@ -139,6 +139,10 @@ def _in_plane(disp_mm: np.ndarray, normal: np.ndarray) -> np.ndarray:
 def _plane_of(fixed: Image, moving: Image, working_spacing_mm: float) -> Optional[Plane]:
     """The :class:`Plane` of two single slices (slabs ``SLAB_WORKING_VOXELS`` of ``working_spacing_mm`` deep), None
     for two volumes; refuses a mixed or a tilted pair."""
+    for image, role in ((fixed, "fixed"), (moving, "moving")):
+        if sum(n == 1 for n in image.geometry.size) > 1:
+            raise RegistrationError(f"the {role} image is a line or a point (size {list(image.geometry.size)}); "
+                                    "registration needs two volumes, or two single slices (2-D images)")
     fixed_axis, moving_axis = slice_axis(fixed.geometry), slice_axis(moving.geometry)
     if fixed_axis is None and moving_axis is None:
         return None

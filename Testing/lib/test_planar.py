@@ -84,6 +84,10 @@ def test_a_slice_against_a_volume_and_tilted_slices_are_refused():
         register(one, volume, **FAST)
     with pytest.raises(RegistrationError, match=r"the moving image is a single slice"):
         register(volume, one, **FAST)
+    line = Image(np.ones((1, 1, 32), np.float32), Geometry((32, 1, 1)), "line")
+    with pytest.raises(RegistrationError, match=r"the moving image is a line or a point \(size \[32, 1, 1\]\); "
+                                                r"registration needs two volumes, or two single slices"):
+        register(one, line, **FAST)
     with pytest.raises(RegistrationError, match=r"an initial transform is not taken with two single slices"):
         register(one, one, initial_transform=AffineMap.identity(), **FAST)
     tilted = Image(one.array, Geometry((32, 32, 1), direction=_rotation(5)), "tilted")
