@@ -174,8 +174,9 @@ def in_plane(register_volumes: Callable[..., RegistrationResult], fixed: Image, 
     Masks, rigid regions and local regions given as single slices become slabs with their images; the moving
     landmarks (LPS mm, points of the moving slice) move with it into the fixed slice's plane, so TRE is measured
     in the plane. Whatever the pipeline checks (a quality's name, the landmarks' shape) is left to it."""
-    name = kwargs.get("quality", "balanced")
-    quality = QUALITY_SETTINGS.get(name if isinstance(name, str) else "balanced", QUALITY_SETTINGS["balanced"])
+    quality_name = kwargs.get("quality", "balanced")
+    quality = QUALITY_SETTINGS.get(quality_name if isinstance(quality_name, str) else "balanced",
+                                   QUALITY_SETTINGS["balanced"])
     plane = (_plane_of(fixed, moving, quality.working_spacing_mm) if isinstance(fixed, Image) and
              isinstance(moving, Image) else None)
     if plane is None:
@@ -185,8 +186,9 @@ def in_plane(register_volumes: Callable[..., RegistrationResult], fixed: Image, 
                                 "pre-aligned in their plane; leave it out, or register the volumes they were cut from")
     for name in _IMAGE_ARGUMENTS:
         image = kwargs.get(name)
-        if isinstance(image, Image) and slice_axis(image.geometry) is not None:
-            kwargs[name] = slab(image, slice_axis(image.geometry), plane.slab_spacing_mm,
+        axis = slice_axis(image.geometry) if isinstance(image, Image) else None
+        if axis is not None:
+            kwargs[name] = slab(image, axis, plane.slab_spacing_mm,
                                 shift_mm=-plane.shift_mm if name == "moving_mask" else None)
     try:
         points = np.asarray(kwargs.get("moving_landmarks"), dtype=np.float64)
